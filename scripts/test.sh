@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Install everything (once) and run every test: nbdev-test over every notebook, then pytest (which also runs
+# `dvc repro` end to end in a temporary copy of the repository). Exits non-zero if anything fails.
+# Options are passed to pytest, e.g. `bash scripts/test.sh -m "not slow"` for the quick subset.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install.sh || { echo "install failed" >&2; exit 1; }
+export PATH="$PWD/.venv/bin:$PATH"
+export DIFFAUG_QUIET=1
+start=$(date +%s)
+echo "== nbdev-test (every notebook in nbs/) =="
+nbdev-test --n-workers "${NBDEV_WORKERS:-2}" --timing; nb=$?
+echo "nbdev-test: exit $nb after $(( $(date +%s) - start )) s"
+echo "== pytest =="
+python -m pytest -q --timeout 1800 "$@"; py=$?
+echo "pytest: exit $py; total $(( $(date +%s) - start )) s"
+if [ $nb -ne 0 ] || [ $py -ne 0 ]; then exit 1; fi

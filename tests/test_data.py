@@ -1,0 +1,184 @@
+"Cross-module guarantees of diffaug.data: byte-stable splits, bad input, odd class names, resumable synthetic sets."
+import json, multiprocessing as mp, warnings
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from diffaug.core import ImageLoadError, ParamError
+from diffaug.data import (Dataset, DatasetError, SyntheticSet, SyntheticSetWriter, class_folder, few_shot_split,
+                          full_split, load_split, long_tail_split, make_toy_dataset, run_prepare, save_split,
+                          toy_image, write_dataset)
+
+ODD = ['Black/White Warbler', 'Ångström Tern', 'snake_case_bird', 'Ram C/V 2012', 'Œil-de-bœuf ☃']
+
+
+@pytest.fixture(scope='module')
+def toy(tmp_path_factory):
+    return make_toy_dataset(tmp_path_factory.mktemp('toy')/'ds', n_classes=5, n_per_class=10, size=16)
+
+
+def _img(v): return Image.new('RGB', (8, 8), (v % 256, (3*v) % 256, 0))
+
+
+@pytest.mark.parametrize('builder', [lambda ds, s: few_shot_split(ds, 3, seed=s, val_per_class=1),
+                                     lambda ds, s: long_tail_split(ds, 10, seed=s, test_per_class=2),
+                                     lambda ds, s: full_split(ds, seed=s, test_per_class=3)])
+def test_split_files_byte_identical_per_seed(toy, tmp_path, builder):
+    a = save_split(builder(toy, 0), tmp_path/'a.json').read_bytes()
+    b = save_split(builder(toy, 0), tmp_path/'b.json').read_bytes()
+    c = save_split(builder(toy, 1), tmp_path/'c.json').read_bytes()
+    assert a == b
+    assert a != c
+
+
+def test_split_subsets_disjoint_and_ids_unique(toy):
+    sp = few_shot_split(toy, 3, seed=0, val_per_class=2)
+    ids = [it['id'] for s in ('train', 'val', 'test') for it in sp.items(s)]
+    assert len(ids) == len(set(ids)) == toy.n_images
+    assert set(sp.counts('train').values()) == {3} and set(sp.counts('val').values()) == {2}
+
+
+def test_toy_dataset_is_deterministic(tmp_path):
+    def digest(root): return [(p.relative_to(root).as_posix(), p.read_bytes()) for p in sorted(Path(root).rglob('*')) if p.is_file()]
+    make_toy_dataset(tmp_path/'a', n_classes=3, n_per_class=4, size=16, seed=5)
+    make_toy_dataset(tmp_path/'b', n_classes=3, n_per_class=4, size=16, seed=5)
+    make_toy_dataset(tmp_path/'c', n_classes=3, n_per_class=4, size=16, seed=6)
+    assert digest(tmp_path/'a') == digest(tmp_path/'b')
+    assert digest(tmp_path/'a') != digest(tmp_path/'c')
+
+
+def test_odd_class_names_round_trip(tmp_path):
+    ds = write_dataset(tmp_path/'ds', ODD, [(i % len(ODD), _img(i), f'{i:03d}') for i in range(3*len(ODD))], 'bird')
+    assert Dataset.from_folder(tmp_path/'ds').classes == ODD
+    assert all('/' not in f and ' ' not in f for f in ds.folders)
+    save_split(few_shot_split(ds, 2, seed=0), tmp_path/'splits'/'s.json')
+    sp = load_split(tmp_path/'splits'/'s.json')
+    assert sp.classes == ODD and sp.counts('train') == {c: 2 for c in ODD}
+    assert sp.prompts()[0] == 'a photo of a Black/White Warbler, a type of bird'
+    w = SyntheticSetWriter(tmp_path/'syn', sp.classes, 'm')
+    for i, c in enumerate(ODD): w.write(_img(i), c, 'x', soft_label={c: 0.6, ODD[0]: 0.4} if i else None)
+    w.finalize()
+    ss = SyntheticSet(tmp_path/'syn')
+    assert [it.label for it in ss] == ODD
+    assert ss[1].soft_label == {'Ångström Tern': 0.6, 'Black/White Warbler': 0.4}
+    from torchvision.datasets import ImageFolder
+    f = ImageFolder(tmp_path/'syn')
+    assert len(f) == len(ODD) and f.classes == [class_folder(i, c) for i, c in enumerate(ODD)]
+
+
+def test_corrupt_image_named_or_counted(tmp_path):
+    root = tmp_path/'raw'
+    for c in ('a', 'b'):
+        (root/c).mkdir(parents=True)
+        for i in range(3): _img(i).save(root/c/f'{i}.png')
+    (root/'b'/'bad.jpg').write_bytes(b'\xff\xd8\xff garbage')
+    with pytest.raises(ImageLoadError, match='bad.jpg'):
+        run_prepare(source='folder', root=str(root), metaclass='bird', split_path=str(tmp_path/'s.json'), shots=2)
+    assert not (tmp_path/'s.json').exists()
+    with warnings.catch_warnings(record=True):
+        sp = run_prepare(source='folder', root=str(root), metaclass='bird', split_path=str(tmp_path/'s.json'), shots=2, on_error='skip')
+    assert sp.info['skipped_unreadable'] == ['b/bad.jpg']
+    assert 'b/bad.jpg' not in [it['path'] for s in ('train', 'test') for it in sp.items(s)]
+
+
+def test_empty_class_folder_is_an_error(tmp_path):
+    (tmp_path/'raw'/'full').mkdir(parents=True); (tmp_path/'raw'/'empty').mkdir()
+    _img(0).save(tmp_path/'raw'/'full'/'0.png')
+    with pytest.raises(DatasetError, match='empty'):
+        Dataset.from_folder(tmp_path/'raw', 'bird')
+
+
+@pytest.mark.parametrize('kw,name', [(dict(shots=0), 'shots'), (dict(kind='long-tail', imbalance_factor=0.5), 'imbalance_factor'),
+                                     (dict(val_per_class=-1), 'val_per_class'), (dict(source='cub'), 'raw'),
+                                     (dict(toy_classes=0), 'toy_classes')])
+def test_invalid_params_fail_before_any_work(tmp_path, kw, name):
+    with pytest.raises(ParamError, match=name):
+        run_prepare(root=str(tmp_path/'ds'), split_path=str(tmp_path/'s.json'), **kw)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_failed_stage_keeps_previous_outputs(tmp_path):
+    run_prepare(root=str(tmp_path/'ds'), split_path=str(tmp_path/'s.json'), toy_per_class=4, toy_size=16, shots=2)
+    before = (tmp_path/'s.json').read_bytes(), sorted(p.name for p in (tmp_path/'ds').rglob('*'))
+    with pytest.raises(ParamError):
+        run_prepare(root=str(tmp_path/'ds'), split_path=str(tmp_path/'s.json'), kind='long-tail', imbalance_factor=-1)
+    with pytest.raises(ValueError):  # a failure mid-write: a class that receives no image
+        write_dataset(tmp_path/'ds', ['a', 'b'], [(0, _img(0), 'x')], 'bird', overwrite=True)
+    assert ((tmp_path/'s.json').read_bytes(), sorted(p.name for p in (tmp_path/'ds').rglob('*'))) == before
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith('.')]
+
+
+def test_class_with_one_image_works(tmp_path):
+    items = [(0, _img(i), f'{i}') for i in range(8)] + [(1, _img(99), 'only')]
+    ds = write_dataset(tmp_path/'ds', ['many', 'one'], items, 'bird')
+    with warnings.catch_warnings(record=True):
+        fs = few_shot_split(ds, 5, seed=0, val_per_class=1)
+    assert fs.counts('train') == {'many': 5, 'one': 1} and fs.counts('val')['one'] == 0
+    lt = long_tail_split(ds, 100, seed=0, test_per_class=2, val_per_class=1)
+    assert lt.counts('train')['one'] == 1 and lt.counts('test')['one'] == 0
+
+
+def test_missing_images_in_split_named(tmp_path, toy):
+    sp = few_shot_split(toy, 2, seed=0)
+    d = sp.to_dict(); d['items']['train'][0]['path'] = 'no/such.png'
+    (tmp_path/'s.json').write_text(json.dumps(d))
+    with pytest.raises(FileNotFoundError, match='such.png'):
+        load_split(tmp_path/'s.json')
+    (tmp_path/'m.json').write_text('{"items": {}}')
+    with pytest.raises(ValueError, match='malformed'):
+        load_split(tmp_path/'m.json')
+
+
+def _work(n): return [(f'{i:05d}', i % 3, toy_image(i % 3, 1, i, 16)) for i in range(n)]
+
+
+def _shard(out, classes, rank, world):
+    w = SyntheticSetWriter(out, classes, 'demo', info={'p': 1})
+    for k, (name, c, im) in enumerate(_work(12)):
+        if k % world == rank and not w.has(name, c): w.write(im, c, name, source_ids=[f'r{k}', 'x;y'], strength=0.5, seed=1)
+
+
+def test_synthetic_set_resume_and_order_independent(tmp_path):
+    classes = ['Red Circle', 'Blue/Square', 'green_triangle']
+    # A: one pass, in order
+    _shard(tmp_path/'a', classes, 0, 1); SyntheticSetWriter(tmp_path/'a', classes, 'demo', info={'p': 1}).finalize()
+    # B: reversed order, "killed" after 5 items, one PNG written without its row, then resumed
+    wb = SyntheticSetWriter(tmp_path/'b', classes, 'demo', info={'p': 1})
+    work = list(reversed(_work(12)))
+    for name, c, im in work[:5]: wb.write(im, c, name, source_ids=[f'r{int(name)}', 'x;y'], strength=0.5, seed=1)
+    name, c, im = work[5]; im.save(tmp_path/'b'/wb.file_name(name, c))  # crash between image and row
+    assert not wb.has(name, c)
+    _shard(tmp_path/'b', classes, 0, 1); wb.finalize()
+    # C: two processes writing interleaved shards at once
+    ctx = mp.get_context('fork')  # fork: no re-import of torch, seconds faster
+    ps = [ctx.Process(target=_shard, args=(tmp_path/'c', classes, r, 2)) for r in range(2)]
+    for p in ps: p.start()
+    for p in ps: p.join(60); assert p.exitcode == 0
+    SyntheticSetWriter(tmp_path/'c', classes, 'demo', info={'p': 1}).finalize()
+    for f in ('metadata.csv', 'info.json'):
+        assert (tmp_path/'a'/f).read_bytes() == (tmp_path/'b'/f).read_bytes() == (tmp_path/'c'/f).read_bytes()
+    pngs = lambda d: [(p.relative_to(d), p.read_bytes()) for p in sorted(d.rglob('*.png'))]
+    assert pngs(tmp_path/'a') == pngs(tmp_path/'b') == pngs(tmp_path/'c')
+    ss = SyntheticSet(tmp_path/'a')
+    assert len(ss) == 12 and ss[0].provenance['source_ids'] == 'r0;x;y'
+    x, y = ss.torch_dataset(soft=True)[0]
+    assert y.tolist() == [1.0, 0.0, 0.0]
+    # adding after finalize keeps earlier rows
+    w = SyntheticSetWriter(tmp_path/'a', classes, 'demo', info={'p': 1})
+    assert w.has('00000', 0)
+    w.write(_img(1), 2, 'extra'); w.finalize()
+    assert len(SyntheticSet(tmp_path/'a')) == 13
+
+
+def test_synthetic_set_reads_with_hf_imagefolder(tmp_path, monkeypatch):
+    datasets = pytest.importorskip('datasets')  # a dev extra
+    monkeypatch.setenv('HF_DATASETS_OFFLINE', '1')
+    classes = ['Red Circle', 'Blue/Square', 'Ångström Tern']
+    w = SyntheticSetWriter(tmp_path/'syn', classes, 'demo')
+    for i in range(6): w.write(toy_image(i % 3, 0, i, 16), i % 3, f'{i:05d}', source_ids=['a', 'b'], strength=0.5)
+    w.finalize()
+    ds = datasets.load_dataset('imagefolder', data_dir=str(tmp_path/'syn'), split='train', cache_dir=str(tmp_path/'cache'))
+    assert ds.num_rows == 6
+    assert sorted(ds['label']) == sorted(classes * 2) and set(ds['source_ids']) == {'a;b'}
+    assert ds[0]['image'].size == (16, 16)

@@ -1,0 +1,171 @@
+"""The compared methods end to end on the tiny model: counts, labels, provenance, strengths, targets, the CLIP filter,
+soft labels, resumption and sharding."""
+import json, os, shutil, subprocess, sys, textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from diffaug.annotation import annotate, soft_label, soft_label_vector
+from diffaug.data import SyntheticSet, few_shot_split, load_split, make_toy_dataset, read_metadata_csv, save_split
+from diffaug.methods import METHODS, demo_concepts, make_tiny_clip, plan_items, synthesize
+from diffaug.models import load_sd, make_tiny_sd
+
+torch.set_num_threads(1)
+os.environ.setdefault('DIFFAUG_QUIET', '1')
+KW = dict(steps=3, batch_size=4, device='cpu', precision='fp32', cpu=True)
+
+
+@pytest.fixture(scope='module')
+def env(tmp_path_factory):
+    d = tmp_path_factory.mktemp('methods')
+    ds = make_toy_dataset(d/'toy', n_classes=3, n_per_class=3, size=32)
+    sp = load_split(save_split(few_shot_split(ds, 2, seed=0, test='none'), d/'split.json'))
+    tiny = make_tiny_sd(d/'tiny-sd')
+    clip = make_tiny_clip(d/'tiny-clip')
+    concepts = {r: demo_concepts(sp, tiny, d/f'concepts-{r}', r) for r in ('diff-mix', 'da-fusion')}
+    return dict(dir=d, split=sp, model=tiny, clip=clip, concepts=concepts, pipe=load_sd(tiny, device='cpu', precision='fp32'))
+
+
+def _run(env, method, out, **kw):
+    spec = METHODS[method]
+    shared = dict(pipe=env['pipe']) if spec.concepts is None else dict(model=env['model'], concepts=env['concepts'])
+    return synthesize(method, env['split'], out, clip_model=kw.pop('clip_model', env['clip']), **shared, **{**KW, **kw})
+
+
+def _snapshot(folder):
+    folder = Path(folder)
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob('*')) if p.is_file()}
+
+
+@pytest.mark.parametrize('method', list(METHODS))
+def test_every_method_writes_its_set(env, tmp_path, method):
+    spec, sp = METHODS[method], env['split']
+    r = _run(env, method, tmp_path/method, expansion=2)
+    rows = read_metadata_csv(tmp_path/method/'metadata.csv')
+    n_real = len(sp.items('train'))
+    if spec.clip_filter:
+        rej = read_metadata_csv(tmp_path/method/'rejected.csv') if (tmp_path/method/'rejected.csv').exists() else []
+        assert len(rows) + len(rej) == 2 * n_real and r['filter']['kept'] == len(rows)
+    else:
+        assert len(rows) == 2 * n_real == r['written']
+    ss = SyntheticSet(tmp_path/method)
+    assert len(ss) == len(rows) and all(it.path.is_file() for it in ss)
+    assert {x['method'] for x in rows} == {method}
+    by_id = sp.by_id()
+    for x in rows:
+        assert x['seed'] == '0' and x['prompt'].startswith('a photo of a ') and x['prompt'].endswith(' bird')
+        named = x['label'] in x['prompt']
+        assert named == (spec.concepts is None), x['prompt']  # class names only for the base-model methods
+        if spec.family == 'img2img':
+            src = by_id[x['source_ids']]
+            assert 0 < float(x['strength']) <= 1
+            if spec.inter_class: assert x['target'] == x['label']
+            else: assert x['target'] == '' and x['label'] == src['label']
+        else:
+            assert x['source_ids'] == '' and x['strength'] == '' and x['target'] == ''
+    info = json.loads((tmp_path/method/'info.json').read_text())
+    assert info['method'] == method and info['params']['expansion'] == 2
+
+
+def test_strengths_and_targets(env, tmp_path):
+    sp = env['split']
+    plan = plan_items('da-fusion', sp, seed=3, expansion=20)
+    assert {it.params['strength'] for it in plan} == {0.25, 0.5, 0.75, 1.0}
+    _run(env, 'da-fusion', tmp_path/'daf', expansion=3)
+    assert {float(x['strength']) for x in read_metadata_csv(tmp_path/'daf/metadata.csv')} <= {0.25, 0.5, 0.75, 1.0}
+    _run(env, 'diff-mix', tmp_path/'dm', expansion=4)
+    rows = read_metadata_csv(tmp_path/'dm/metadata.csv')
+    assert {x['target'] for x in rows} == set(sp.classes)
+    assert {x['strength'] for x in rows} == {'0.7'}
+    mixed = plan_items('diff-mix', sp, expansion=20, strength_mode='random')
+    assert {it.params['strength'] for it in mixed} == {0.3, 0.5, 0.7, 0.9}
+
+
+def test_soft_label_formula():
+    s, g = 0.7, 0.5
+    assert soft_label(0, 2, s, g, 3).tolist() == [1 - s ** g, 0.0, s ** g]
+    assert soft_label(0, 1, 0.3, 1.0, 2).tolist() == [1 - 0.3, 0.3]
+    assert soft_label(0, 1, 1.0, 0.5, 2).tolist() == [0.0, 1.0]
+    assert soft_label(1, 1, 0.7, 0.5, 2).tolist() == [0.0, 1.0]
+    assert soft_label(0, 1, 0.5, 0.5, 2, scale=0.9).tolist() == [0.9 * (1 - 0.5 ** 0.5), 0.9 * 0.5 ** 0.5]
+
+
+def test_annotated_translations_carry_diffmix_labels(env, tmp_path):
+    sp = env['split']
+    _run(env, 'real-mix', tmp_path/'rm', expansion=3, strength_mode='random')
+    out = annotate(tmp_path/'rm', sp.path, tmp_path/'rm-annotated', gamma=0.5)
+    by_id = sp.by_id(); c2i = sp.class_to_idx
+    rows = read_metadata_csv(out/'metadata.csv')
+    assert any(by_id[x['source_ids']]['label'] != x['label'] for x in rows)
+    for x in rows:
+        want = soft_label(c2i[by_id[x['source_ids']]['label']], c2i[x['target']], float(x['strength']), 0.5, len(sp.classes))
+        assert soft_label_vector(x['soft_label'], sp.classes).tolist() == want.tolist()
+    b = (out/'metadata.csv').read_bytes()
+    annotate(tmp_path/'rm', sp.path, tmp_path/'rm-annotated', gamma=0.5)
+    assert (out/'metadata.csv').read_bytes() == b
+
+
+def test_real_filter_drops_what_its_classifier_rejects(env, tmp_path):
+    sp = env['split']; bad = sp.classes[1]
+    def clf(images):  # assigns every image to class 0
+        p = np.zeros((len(images), len(sp.classes))); p[:, 0] = 1.0; return p
+    r = _run(env, 'real-filter', tmp_path/'rf', expansion=2, clip_model=clf)
+    kept = read_metadata_csv(tmp_path/'rf/metadata.csv'); rej = read_metadata_csv(tmp_path/'rf/rejected.csv')
+    assert {x['label'] for x in kept} == {sp.classes[0]}
+    assert {x['label'] for x in rej} == {bad, sp.classes[2]}
+    assert not any((tmp_path/'rf'/x['file_name']).exists() for x in rej)
+    assert r['filter'] == dict(kept=len(kept), rejected_now=len(rej), rejected_total=len(rej))
+    # a second run makes nothing again and changes no byte
+    snap = _snapshot(tmp_path/'rf')
+    r2 = _run(env, 'real-filter', tmp_path/'rf', expansion=2, clip_model=clf)
+    assert r2['rendered'] == 0 and _snapshot(tmp_path/'rf') == snap
+
+
+class _Killed(Exception): pass
+
+
+@pytest.mark.parametrize('method', ['da-fusion', 'real-mix', 'real-filter'])
+def test_resumption_is_bit_identical(env, tmp_path, method, monkeypatch):
+    _run(env, method, tmp_path/'full', expansion=2)
+    full = _snapshot(tmp_path/'full')
+    import diffaug.methods as dm
+    class Dying(dm.SyntheticSetWriter):  # the process dies in the middle of the second batch
+        n = 0
+        def write(self, *a, **kw):
+            Dying.n += 1
+            if Dying.n == 6: raise _Killed()
+            return super().write(*a, **kw)
+    with monkeypatch.context() as m:
+        m.setattr(dm, 'SyntheticSetWriter', Dying)
+        with pytest.raises(_Killed): _run(env, method, tmp_path/'part', expansion=2)
+    assert not (tmp_path/'part/metadata.csv').exists() and len(list((tmp_path/'part').rglob('*.png'))) == 5
+    r = _run(env, method, tmp_path/'part', expansion=2)
+    assert r['written'] == r['items'] - 5 and r['skipped'] >= 4
+    assert _snapshot(tmp_path/'part') == full
+
+
+SHARD_SCRIPT = textwrap.dedent('''
+    import sys, torch, os
+    torch.set_num_threads(1); os.environ['DIFFAUG_QUIET'] = '1'
+    from diffaug.methods import synthesize
+    method, split, out, model, clip = sys.argv[1:6]
+    synthesize(method, split, out, model, clip_model=clip, expansion=2, steps=3, batch_size=2, device='cpu', precision='fp32', cpu=True)
+''')
+
+
+@pytest.mark.slow  # two torchrun processes + one reference process: ~1-2 min on a busy 2-core machine
+@pytest.mark.parametrize('method', ['real-mix', 'real-filter'])
+def test_two_processes_write_what_one_does(env, tmp_path, method):
+    script = tmp_path/'shard.py'; script.write_text(SHARD_SCRIPT)
+    args = [method, str(env['split'].path), None, str(env['model']), str(env['clip'])]
+    root = Path(__file__).resolve().parents[1]
+    envv = {**os.environ, 'PYTHONPATH': str(root) + os.pathsep + os.environ.get('PYTHONPATH', ''), 'OMP_NUM_THREADS': '1'}
+    one = subprocess.run([sys.executable, str(script), *[str(tmp_path/'one') if a is None else a for a in args]], env=envv,
+                         capture_output=True, text=True, timeout=600)
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_port', '29517', str(script),
+                          *[str(tmp_path/'two') if a is None else a for a in args]], env=envv, capture_output=True, text=True, timeout=600)
+    assert two.returncode == 0, two.stderr[-2000:]
+    assert _snapshot(tmp_path/'one') == _snapshot(tmp_path/'two')

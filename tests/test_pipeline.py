@@ -1,0 +1,104 @@
+"The DVC pipeline end to end in a temporary copy of the repository, its determinism, and nbdev-export's idempotence."
+import json, shutil, subprocess, sys, time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import copy_working_tree, run_env
+
+PY = sys.executable
+
+
+def sh(cmd, cwd, timeout=1500, check=True):
+    t = time.time()
+    r = subprocess.run(cmd, cwd=cwd, env=run_env(), capture_output=True, text=True, timeout=timeout)
+    print(f"$ {' '.join(map(str, cmd))}  ({time.time() - t:.0f} s, exit {r.returncode})")
+    if check and r.returncode != 0:
+        raise AssertionError(f"{cmd} failed ({r.returncode}):\n--- stdout\n{r.stdout[-4000:]}\n--- stderr\n{r.stderr[-4000:]}")
+    return r
+
+
+def default_matrix(root: Path):
+    p = yaml.safe_load((root/'params.yaml').read_text())
+    return p['runs']['methods'], p['runs']['seeds']
+
+
+@pytest.fixture(scope='module')
+def reproduced(repo_copy):
+    "`dvc repro` of the embedded default in a fresh copy of the working tree (as after `git clone`)."
+    shutil.rmtree(repo_copy/'reports', ignore_errors=True)  # no leftovers: everything must be produced here
+    r = sh([Path(PY).parent/'dvc', 'repro'], repo_copy, timeout=1800)
+    return repo_copy, r
+
+
+@pytest.mark.slow
+def test_dvc_repro_end_to_end(reproduced):
+    root, r = reproduced
+    methods, seeds = default_matrix(root)
+    assert "Running stage 'report'" in r.stdout
+    table = (root/'reports/report/table.md').read_text()
+    for m in ('original', 'mixup', 'cutmix'): assert f'| {m} |' in table
+    assert '±' in table
+    assert (root/'reports/prepare/prepare.ipynb').is_file() and (root/'reports/report/report.ipynb').is_file()
+    for m in methods:
+        for s in seeds:
+            d = root/f'reports/classification/{m}-s{s}'
+            assert (d/'classification.ipynb').is_file()
+            met = json.loads((d/'metrics.json').read_text())
+            assert met['method'] == m and met['seed'] == s and 0 <= met['top1'] <= 100
+            assert len((d/'epochs.csv').read_text().splitlines()) == 1 + yaml.safe_load((root/'params.yaml').read_text())['classification']['epochs']
+    # the executed report holds its figure
+    nb = json.loads((root/'reports/report/report.ipynb').read_text())
+    assert any('image/png' in o.get('data', {}) for c in nb['cells'] for o in c.get('outputs', []))
+    # DVC sees the metrics and considers everything up to date
+    ms = sh([Path(PY).parent/'dvc', 'metrics', 'show', '--json'], root).stdout
+    assert 'reports/report/metrics.json' in ms and 'top1' in ms
+    st = sh([Path(PY).parent/'dvc', 'status'], root).stdout
+    assert 'up to date' in st, st
+    assert not list(root.rglob('*.failed.ipynb')) and not list(root.rglob('*.running.ipynb'))
+
+
+@pytest.mark.slow
+def test_same_seed_same_split_and_metrics(reproduced):
+    "Prepare + classification run again (other folders, new processes) give byte-identical split and metrics."
+    root, _ = reproduced
+    pipe = [PY, '-m', 'diffaug.pipeline']
+    sh(pipe + ['prepare', '--set', 'root=again/dataset', '--set', 'split_path=again/split.json', '--out', 'again/prepare.ipynb', '--quiet'], root)
+    a, b = json.loads((root/'data/split.json').read_text()), json.loads((root/'again/split.json').read_text())
+    assert a['items'] == b['items'] and a['classes'] == b['classes']
+    sh(pipe + ['classification', '--set', 'split=again/split.json', '--set', 'method=mixup', '--set', 'seed=1',
+               '--set', 'out=again/mixup-s1', '--out', 'again/mixup-s1/classification.ipynb', '--quiet'], root)
+    assert (root/'again/mixup-s1/metrics.json').read_bytes() == (root/'reports/classification/mixup-s1/metrics.json').read_bytes()
+    shutil.rmtree(root/'again')
+
+
+def test_nbdev_export_leaves_package_unchanged(tmp_path):
+    "On a copy of the working tree, `nbdev-export` reproduces diffaug/ exactly (nobody edited it by hand, nothing unexported)."
+    root = copy_working_tree(tmp_path/'repo')
+    sh([Path(PY).parent/'nbdev-export'], root)
+    diff = sh(['git', 'status', '--porcelain', '--', 'diffaug'], root).stdout
+    assert diff.strip() == '', f"nbdev-export changed diffaug/ (run nbdev-export and commit):\n{diff}"
+
+
+def test_setup_files_are_valid(repo_root):
+    "Every paper setup in params/ overrides only known parameters, with values the stages accept."
+    from diffaug.pipeline import setup_command, setup_overrides, set_dotted, notebook_parameters, STAGES
+    from diffaug.classification import check_classification_params
+    setups = sorted((repo_root/'params').glob('*.yaml'))
+    assert len(setups) >= 20
+    base = yaml.safe_load((repo_root/'params.yaml').read_text())
+    for f in setups:
+        flat = setup_overrides(f, repo_root/'params.yaml')
+        merged = json.loads(json.dumps(base))
+        for k, v in flat.items(): set_dotted(merged, k, v)
+        for stage in ('prepare', 'classification', 'report'):
+            unknown = set(merged[stage]) - set(notebook_parameters(repo_root/'nbs'/STAGES[stage].notebook))
+            assert not unknown, f"{f.name}: {stage} has unknown parameters {unknown}"
+        cls = {k: v for k, v in merged['classification'].items() if k not in ('split', 'eval_split')}
+        for m in merged['runs']['methods']: check_classification_params(**{**cls, 'method': m})
+        assert merged['classification']['split'] == merged['prepare']['split_path'], f.name
+        cmd = setup_command(f, repo_root/'params.yaml')
+        assert cmd[:5] == ['dvc', 'exp', 'run', '-n', f.stem]
+        text = f.read_text()
+        assert 'expected' in text.lower(), f"{f.name}: write the paper's expected numbers beside the setup"
