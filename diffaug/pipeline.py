@@ -35,6 +35,8 @@ STAGES = {
     'inversion': Stage('20_inversion.ipynb', ('split', 'out', 'concepts'), None, 'DDIM inversion pool', ('model',)),
     'interpolation': Stage('30_interpolation.ipynb', ('split', 'out', 'concepts', 'inversions'), None, 'Diff-II synthetic set',
                            ('model', 'suffixes')),
+    'suffixes': Stage('31_suffixes.ipynb', ('split', 'out'), None, 'Diff-II suffix file (file, dataset captions or captioner + LLM)',
+                      ('suffix_file', 'captioner', 'llm')),
     'methods': Stage('40_methods.ipynb', ('split', 'out', 'concepts'), None, 'synthetic sets of the compared methods', ('model', 'clip_model')),
     'annotation': Stage('45_annotation.ipynb', ('split', 'synthetic', 'out'), None, 'labels / soft labels for a synthetic set'),
     'classification': Stage('50_classification.ipynb', ('split', 'synthetic', 'out', 'eval_split'),

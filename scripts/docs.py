@@ -195,7 +195,8 @@ def cached_process(nb_path: Path, nbs: Path, notes: list, cache: Path):
     from fastcore.nbio import read_nb, write_nb
     cache.mkdir(parents=True, exist_ok=True)
     stem = nb_path.name.removesuffix('.ipynb').split('.')[0]
-    f = cache/f'{stem}.{_exec_key(nb_path, nbdev_cfg())}.ipynb'
+    import nbdev   # show_doc runs the notebook's own exported cells: its output depends on the notebook (and nbdev) only
+    f = cache/f'{stem}.{hashlib.sha256(nb_path.read_bytes() + nbdev.__version__.encode()).hexdigest()[:16]}.ipynb'
     if f.exists(): return read_nb(f)
     nb = process_chapter(nb_path, nbs, notes)
     for old in cache.glob(f'{stem}.*.ipynb'): old.unlink()
@@ -236,18 +237,18 @@ _FENCE = re.compile(r'^(\s*)(`{3,}|~{3,})')
 
 def split_code(text: str):
     "Yield (is_code, chunk): fenced blocks and inline code spans are left alone by the transforms."
-    lines, buf, i = text.split('\n'), [], 0
-    out = []
+    lines, buf, i = text.splitlines(keepends=True), [], 0
+    out = []                                    # ''.join of all chunks gives `text` back
     while i < len(lines):
         m = _FENCE.match(lines[i])
         if m:
-            if buf: out.append((False, '\n'.join(buf))); buf = []
+            if buf: out.append((False, ''.join(buf))); buf = []
             fence, j = m.group(2), i + 1
             while j < len(lines) and not lines[j].strip().startswith(fence[0]*len(fence)): j += 1
-            out.append((True, '\n'.join(lines[i:j+1]))); i = j + 1
+            out.append((True, ''.join(lines[i:j+1]))); i = j + 1
             continue
         buf.append(lines[i]); i += 1
-    if buf: out.append((False, '\n'.join(buf)))
+    if buf: out.append((False, ''.join(buf)))
     res = []
     for is_code, chunk in out:
         if is_code: res.append((True, chunk)); continue
@@ -542,7 +543,7 @@ def build(execute: bool = True, jobs: int = 1, reports: Path | None = None, out:
     nb_pages = {r.as_posix(): page_of(r) for r in rels}
     syms = symbol_table(cfg)
     runs = find_runs(reports, rels)
-    exec_res = executed_copies(nbs, [r for r in rels if r.name != 'index.ipynb'], jobs, cache/'exec') if execute else {}
+    exec_res = executed_copies(nbs, rels, jobs, cache/'exec') if execute else {}
     problems = []
 
     # non-notebook files the notebooks refer to (images, ...), same relative layout
@@ -702,6 +703,7 @@ def readme(check: bool = False) -> int:
 
 def serve(port: int = 8000, root: Path = SITE/'html', host: str = '127.0.0.1') -> None:
     import functools, http.server
+    if not (root/'index.html').exists(): raise SystemExit(f'{root}/index.html not found: run `python scripts/docs.py build` first')
     h = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
     with http.server.ThreadingHTTPServer((host, port), h) as s:
         print(f'serving {root} at http://{host}:{s.server_address[1]}/ (Ctrl-C stops)', flush=True)

@@ -5,6 +5,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh || { echo "install failed" >&2; exit 1; }
+bash scripts/install_browser.sh || { echo "Chromium install failed (docs browser test)" >&2; exit 1; }
 export PATH="$PWD/.venv/bin:$PATH"
 export DIFFAUG_QUIET=1
 start=$(date +%s)

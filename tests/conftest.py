@@ -15,11 +15,16 @@ def pytest_configure(config):
     except ImportError: pass
 
 
+def _git_files(root: Path, *opts) -> set:
+    out = subprocess.run(['git', 'ls-files', '-z', *opts], cwd=root, capture_output=True, check=True).stdout.decode()
+    return {p for p in out.split('\0') if p and (root/p).is_file()}
+
+
 def working_tree_files(root: Path = ROOT) -> list:
-    "Files git tracks plus untracked, non-ignored ones (what a fresh clone would hold once committed)."
-    out = subprocess.run(['git', 'ls-files', '-z', '--cached', '--others', '--exclude-standard'], cwd=root,
-                         capture_output=True, check=True).stdout.decode()
-    return sorted({p for p in out.split('\0') if p and (root/p).is_file()})
+    """Files git tracks plus untracked, non-ignored ones (what a fresh clone would hold once committed), except
+    untracked files under data/ and reports/: pipeline outputs whose DVC .gitignore entry may be missing mid-development."""
+    new = {p for p in _git_files(root, '--others', '--exclude-standard') if not p.startswith(('data/', 'reports/'))}
+    return sorted(_git_files(root, '--cached') | new)
 
 
 def copy_working_tree(dest: Path, root: Path = ROOT) -> Path:

@@ -39,7 +39,7 @@ def test_failed_stage_keeps_previous_outputs(tmp_path):
     "A stage that fails midway leaves the previous executed notebook and metrics untouched, and no partial files."
     root = copy_working_tree(tmp_path/'repo')
     out = root/'reports/classification/original-s0'
-    out.mkdir(parents=True)
+    out.mkdir(parents=True, exist_ok=True)
     (out/'classification.ipynb').write_text('{"previous": true}'); (out/'metrics.json').write_text('{"top1": 1}')
     with pytest.raises(StageError, match='failed in cell') as e:
         run_stage('classification', root=root, sets=['split=missing/split.json', f'out={out}'],

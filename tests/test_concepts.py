@@ -104,24 +104,24 @@ class _Stop(Exception): pass
 
 def test_resume_equals_uninterrupted(tiny, tmp_path):
     ims, labels = _images()
-    kw = dict(KW, steps=9, checkpoint_every=4, batch_size=2, grad_accum=2, eval_draws=0, seed=3)
+    kw = dict(KW, steps=6, checkpoint_every=3, batch_size=2, grad_accum=2, eval_draws=0, seed=3)
 
     def stop(step, loss):
-        if step == 6: raise _Stop()
+        if step == 5: raise _Stop()
     with pytest.raises(_Stop):
         train_concepts(load_sd(tiny, 'cpu', 'fp32'), ims, labels, tmp_path/'a', callback=stop, **kw)
     ck = list_checkpoints(next((tmp_path/'a.checkpoints').iterdir()))
-    assert [c.name for c in ck] == ['step-0000004']
+    assert [c.name for c in ck] == ['step-0000003']
     ia = train_concepts(load_sd(tiny, 'cpu', 'fp32'), ims, labels, tmp_path/'a', **kw)
     ib = train_concepts(load_sd(tiny, 'cpu', 'fp32'), ims, labels, tmp_path/'b', **kw)
-    assert ia['resumed_from'] == 4 and ia['steps_this_run'] == 5 and ib['resumed_from'] == 0
+    assert ia['resumed_from'] == 3 and ia['steps_this_run'] == 3 and ib['resumed_from'] == 0
     assert ia['losses'] == ib['losses']
     for f in ['pytorch_lora_weights.safetensors'] + [f'embeddings/class_{i}.safetensors' for i in range(2)]:
         a, b = load_file(str(tmp_path/'a'/f)), load_file(str(tmp_path/'b'/f))
         assert a.keys() == b.keys()
         for k in a: assert torch.equal(a[k], b[k]), (f, k)
     # another seed is another run: its own checkpoint folder, different weights
-    ic = train_concepts(load_sd(tiny, 'cpu', 'fp32'), ims, labels, tmp_path/'c', **dict(kw, seed=4, checkpoint_dir=tmp_path/'a.checkpoints'))
+    ic = train_concepts(load_sd(tiny, 'cpu', 'fp32'), ims, labels, tmp_path/'c', **dict(kw, seed=4, steps=2, checkpoint_dir=tmp_path/'a.checkpoints'))
     assert ic['resumed_from'] == 0 and len(list((tmp_path/'a.checkpoints').iterdir())) == 2
     assert not torch.equal(load_file(str(tmp_path/'c'/'embeddings/class_0.safetensors'))['emb_params'],
                            load_file(str(tmp_path/'a'/'embeddings/class_0.safetensors'))['emb_params'])
@@ -190,3 +190,39 @@ def test_run_concepts_reads_the_split(tiny, tmp_path):
     # a second call is a no-op resume from the final checkpoint
     r2 = run_concepts(split, tiny, tmp_path/'concepts', steps=3, checkpoint_every=2, device='cpu', batch_size=2)
     assert r2['resumed_from'] == 3 and r2['steps_this_run'] == 0 and r2['losses'] == r['losses']
+
+
+_DDP = '''
+import sys, json, torch; torch.set_num_threads(1)
+from accelerate import Accelerator
+from diffaug.concepts import train_concepts
+from diffaug.data import toy_image
+from diffaug.models import load_sd
+acc = Accelerator(cpu=True)
+ims = [toy_image(c, 0, i, size=32) for c in range(2) for i in range(4)]; labels = [f"c{c}" for c in range(2) for i in range(4)]
+p = load_sd(sys.argv[1], "cpu", "fp32")
+info = train_concepts(p, ims, labels, sys.argv[2], steps=3, lr_embed=1e-2, lr_lora=1e-2, rank=2, batch_size=2, checkpoint_every=2,
+                      eval_draws=0, accelerator=acc)
+w = {n: t.detach().clone() for n, t in p.unet.named_parameters() if ".lora_" in n}
+w["tokens"] = p.text_encoder.get_input_embeddings().weight[-2:].detach().clone()
+from safetensors.torch import save_file
+save_file(w, f"{sys.argv[2]}-rank{acc.process_index}.safetensors")
+print(json.dumps({"rank": acc.process_index, "world": acc.num_processes, "losses": info["losses"]}))
+'''
+
+
+@pytest.mark.slow  # torchrun with 2 CPU processes (gloo): ~1 min on a busy 2-core machine
+def test_two_processes_stay_in_sync(tiny, tmp_path):
+    import os, subprocess, sys
+    script = tmp_path/'ddp.py'; script.write_text(_DDP)
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=str(root), DIFFAUG_QUIET='1', OMP_NUM_THREADS='1')
+    r = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', str(script), str(tiny), str(tmp_path/'out')],
+                       capture_output=True, text=True, env=env, cwd=root, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    logs = [json.loads(l) for l in r.stdout.splitlines() if l.startswith('{')]
+    assert sorted(l['rank'] for l in logs) == [0, 1] and all(l['world'] == 2 for l in logs)
+    assert logs[0]['losses'] == logs[1]['losses']  # the logged loss is the mean over processes
+    a, b = load_file(str(tmp_path/'out-rank0.safetensors')), load_file(str(tmp_path/'out-rank1.safetensors'))
+    for k in a: assert torch.equal(a[k], b[k]), k  # gradients were averaged: both replicas hold the same weights
+    assert read_concepts(tmp_path/'out')['classes'] == ['c0', 'c1']

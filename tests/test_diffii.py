@@ -113,10 +113,11 @@ def test_bf16_close_to_fp32(tiny_model):
         pc = PromptCache(pipe)
         c, u = pc(['a photo of a bird', 'a photo of a red bird']).float(), pc([''])[0].float()
         outs[prec] = (ddim_sample(pipe, z, c, u, steps=8, guidance_scale=7.5), ddim_invert(pipe, x0, c, steps=8))
-    for name, i in (('sample', 0), ('invert', 1)):
+    # measured: 1.5% (sampling, CFG 7.5) and 4.4% (inversion: the random U-Net's errors grow by 1/sqrt(alpha) at high t)
+    for name, i, tol in (('sample', 0, 0.05), ('invert', 1, 0.1)):
         a, b = outs['fp32'][i], outs['bf16'][i]
         rel = ((a - b).norm() / a.norm()).item()
-        assert rel < 0.05, f"{name}: bf16 deviates from fp32 by {rel:.3f} (relative L2)"
+        assert rel < tol, f"{name}: bf16 deviates from fp32 by {rel:.3f} (relative L2)"
         assert rel > 0, "bf16 and fp32 gave identical results: the precision parameter did nothing"
 
 

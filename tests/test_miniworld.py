@@ -1,0 +1,125 @@
+"""The mini world: deterministic renderer, captions, dataset format, shipped model and oracle (issue 7)."""
+import json, os
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from diffaug.miniworld import (ATTR_VALUES, BACKGROUNDS, EVAL_SPECIES, SPECIES_ATTRS, caption, eval_item, is_eval_species,
+                               parse_caption, pretrain_item, sample_factors, species_table, write_eval_dataset)
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL = ROOT/'models'/'miniworld'
+ORACLE = ROOT/'models'/'oracle'/'oracle.safetensors'
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads(); torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_renderer_is_deterministic_per_seed():
+    a, ca, fa = pretrain_item(3, 17); b, cb, fb = pretrain_item(3, 17)
+    assert np.array_equal(np.asarray(a), np.asarray(b)) and ca == cb and fa == fb
+    c, cc, _ = pretrain_item(4, 17)
+    assert not np.array_equal(np.asarray(a), np.asarray(c))
+    x, _, _ = eval_item(0, 'test', 5, 2); y, _, _ = eval_item(0, 'test', 5, 2)
+    assert np.array_equal(np.asarray(x), np.asarray(y))
+    assert not np.array_equal(np.asarray(x), np.asarray(eval_item(0, 'val', 5, 2)[0]))  # splits are distinct streams
+
+
+def test_every_attribute_and_background_is_produced():
+    seen = {k: set() for k in ATTR_VALUES}
+    for i in range(800):
+        f = pretrain_item(0, i)[2]
+        for k in ATTR_VALUES: seen[k].add(getattr(f, k))
+    assert all(seen[k] == set(v) for k, v in ATTR_VALUES.items()), {k: set(v) - seen[k] for k, v in ATTR_VALUES.items()}
+    # the pretraining corpus never shows an evaluation species
+    assert not any(is_eval_species(asdict(pretrain_item(0, i)[2])) for i in range(800))
+    # every evaluation species appears on every background across the ID and OOD splits
+    for ci in range(len(EVAL_SPECIES)):
+        bgs = {eval_item(0, s, ci, i)[2].background for s in ('pool', 'ood_test') for i in range(60)}
+        assert bgs == set(BACKGROUNDS), (ci, bgs)
+
+
+def test_captions_match_factors():
+    rng = np.random.default_rng(0)
+    for i in range(300):
+        img, cap, f = pretrain_item(1, i)
+        named = parse_caption(cap)
+        assert 'background' in named or 'sandy' not in cap
+        for k, v in named.items(): assert getattr(f, k) == v, (cap, k, v, getattr(f, k))
+    f = sample_factors(rng)
+    full = parse_caption(caption(f))  # a full caption names every species attribute, perch, background, lighting
+    for k in SPECIES_ATTRS + ('perch', 'background', 'light'): assert full[k] == getattr(f, k)
+    _, cap, f = eval_item(0, 'pool', 8, 0)
+    assert cap.startswith('a photo of a Snowy Gull') and parse_caption(cap)['background'] == f.background
+
+
+def test_ood_split_reverses_the_habitat():
+    table = species_table()
+    for ci, sp in enumerate(table):
+        ood = [BACKGROUNDS[eval_item(0, 'ood_test', ci, i)[2].background] for i in range(10)]
+        assert all(p != sp['habitat'] for p in ood)
+        pool = [BACKGROUNDS[eval_item(0, 'pool', ci, i)[2].background] for i in range(40)]
+        assert np.mean([p == sp['habitat'] for p in pool]) > 0.8
+
+
+def test_eval_dataset_plugs_into_the_data_layer(tmp_path):
+    from diffaug.data import Dataset, few_shot_split, long_tail_split
+    ds, ood = write_eval_dataset(tmp_path/'mw', n_pool=4, n_val=1, n_test=1, n_ood=1)
+    again = Dataset.from_folder(tmp_path/'mw')
+    assert again.classes == [s[0] for s in EVAL_SPECIES] and again.metaclass == 'bird'
+    assert json.loads((tmp_path/'mw'/'dataset.json').read_text())['groups']
+    sp = few_shot_split(again, k=2, seed=0)
+    assert all(n == 2 for n in sp.counts('train').values()) and len(sp.items('test')) == 12
+    lt = long_tail_split(again, imbalance_factor=4, seed=0)
+    assert max(lt.counts('train').values()) > min(lt.counts('train').values())
+    assert all(not g['aligned'] for g in ood.groups.values())
+
+
+def test_shipped_model_loads_by_path_offline(monkeypatch):
+    from diffaug.models import load_sd
+    from diffaug.miniworld import prompt
+    from diffaug.miniworld_model import model_size_mb
+    monkeypatch.setenv('HF_HUB_OFFLINE', '1')
+    assert (MODEL/'model_index.json').exists(), f"{MODEL}: the shipped mini-world model is missing"
+    assert model_size_mb(MODEL) <= 25
+    pipe = load_sd(MODEL, device='cpu', precision='fp32')
+    assert pipe.vae.config.scaling_factor != 0.18215  # its own scaling factor, measured on its latents
+    ims = pipe([prompt('sea', 'red', 'yellow', 'black')], num_inference_steps=3, guidance_scale=4.0,
+               generator=[torch.Generator().manual_seed(0)]).images
+    assert ims[0].size == (64, 64)
+    ids = pipe.tokenizer('a photo of a red bird with a yellow crown', add_special_tokens=False).input_ids
+    assert len(ids) == 9  # one token per caption word
+
+
+def test_oracle_is_near_perfect_on_real_and_near_chance_on_random_generations(tmp_path):
+    from diffaug.oracle import load_oracle, oracle_accuracy, score_synthetic_set, write_real_as_synthetic
+    from diffaug.data import SyntheticSetWriter
+    from diffaug.models import make_tiny_sd, load_sd
+    assert ORACLE.exists(), f"{ORACLE}: the shipped oracle is missing"
+    net, classes = load_oracle(ORACLE)
+    acc = oracle_accuracy(net, 'test', n_per_class=8)
+    assert acc >= 0.95, acc
+    real = score_synthetic_set(write_real_as_synthetic(tmp_path/'real', n_per_class=3), oracle=ORACLE)
+    wrong = score_synthetic_set(write_real_as_synthetic(tmp_path/'wrong', n_per_class=3, shuffle_labels=True), oracle=ORACLE)
+    assert real['faithfulness'] >= 0.9 and wrong['faithfulness'] <= 0.2
+    # generations of a random-weight model: near chance (1/12)
+    pipe = load_sd(make_tiny_sd(tmp_path/'tiny', resolution=64), device='cpu', precision='fp32')
+    w = SyntheticSetWriter(tmp_path/'rand', classes, 'random-model')
+    gens = pipe(['a photo of a bird'] * 24, num_inference_steps=2, generator=torch.Generator().manual_seed(0)).images
+    for i, im in enumerate(gens): w.write(im, i % 12, f'{i:05d}')
+    r = score_synthetic_set(w.finalize(), oracle=ORACLE)
+    assert r['faithfulness'] <= 0.35, r['faithfulness']
+
+
+@pytest.mark.slow
+def test_shipped_model_prompt_following():
+    from diffaug.miniworld_model import measure_prompt_following
+    r = measure_prompt_following(MODEL, MODEL/'eval'/'attr_classifier.safetensors', n=200)[0]
+    assert r['background'] >= 0.9 and r['colour'] >= 0.7, r
