@@ -12,8 +12,8 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['STAGES', 'Stage', 'get_dotted', 'set_dotted', 'parse_assignment', 'read_params', 'resolve_paths',
-           'notebook_parameters', 'check_stage_params', 'StageError', 'execute_stage_notebook', 'run_stage', 'flatten',
-           'setup_overrides', 'setup_command', 'main']
+           'notebook_parameters', 'check_stage_params', 'StageError', 'execute_stage_notebook', 'run_view', 'run_stage',
+           'flatten', 'setup_overrides', 'setup_command', 'main']
 
 # %% ../nbs/90_pipeline.ipynb #670b3d0b
 import yaml
@@ -169,6 +169,7 @@ def execute_stage_notebook(nb:str|Path, # the notebook to run
                            cwd:str|Path|None=None, # working directory of the kernel (default: the notebook's folder)
                            kernel:str='python3', # the Jupyter kernel
                            log_output:bool=True, # stream the notebook's output to this console
+                           label:str|None=None, # the notebook's name in error messages (default: its file name)
                           )->Path:
     "Execute `nb` with papermill, writing the executed copy to `out` atomically."
     import papermill as pm
@@ -184,7 +185,7 @@ def execute_stage_notebook(nb:str|Path, # the notebook to run
         os.replace(tmp, failed)
         src = textwrap.indent(textwrap.shorten(e.source.strip().splitlines()[-1] if e.source.strip() else '', 200), '    ')
         tb = '\n'.join(_strip_ansi(l) for l in (e.traceback or [])[-6:])
-        raise StageError(f"{nb.name} failed in cell {e.cell_index} (execution count {e.exec_count}): {e.ename}: {e.evalue}\n"
+        raise StageError(f"{label or nb.name} failed in cell {e.cell_index} (execution count {e.exec_count}): {e.ename}: {e.evalue}\n"
                          f"  last line of the cell:\n{src}\n  executed copy with the traceback: {failed}\n{tb}") from None
     except BaseException:
         if os.path.exists(tmp): os.replace(tmp, failed)
@@ -194,6 +195,33 @@ def execute_stage_notebook(nb:str|Path, # the notebook to run
     return out
 
 # %% ../nbs/90_pipeline.ipynb #f8d29e4a
+_IMPORT_LINE = re.compile(r'^\s*(#.*|import\s.+|from\s+\S+\s+import\s.+|)$')
+
+def _is_import_cell(src:str)->bool:
+    lines = src.splitlines()
+    return any(l.strip().startswith(('import ', 'from ')) for l in lines) and all(_IMPORT_LINE.match(l) for l in lines) \
+        and not any(l.strip().startswith('#| eval: false') for l in lines)
+
+def run_view(nb:str|Path, # a stage notebook with a `parameters` cell
+            )->'nbformat.NotebookNode':
+    "The cells the pipeline executes: title, imports, the module's names, and the parameters cell onwards (hidden cells dropped)."
+    import nbformat
+    nb = Path(nb); node = nbformat.read(nb, as_version=4)
+    cells = node.cells
+    idx = [i for i, c in enumerate(cells) if 'parameters' in c.metadata.get('tags', [])]
+    if not idx: raise ParamError(f"{nb}: no cell tagged 'parameters'")
+    srcs = [c.source for c in cells]
+    mod = next((m.group(1) for s in srcs for m in [re.search(r'^#\|\s*default_exp\s+(\S+)', s, re.M)] if m), None)
+    title = next((c for c in cells if c.cell_type == 'markdown'), None)
+    note = nbformat.v4.new_markdown_cell(f"*Run record of the stage notebook `nbs/{nb.name}`: the chapter (prose, demos, tests) is "
+                                         f"in the source notebook; this copy holds the imports, the parameters and the run.*")
+    imports = [nbformat.v4.new_code_cell(c.source) for c in cells[:idx[0]] if c.cell_type == 'code' and _is_import_cell(c.source)]
+    if mod: imports.append(nbformat.v4.new_code_cell(f"from diffaug.{mod} import *"))
+    tail = [c for c in cells[idx[0]:] if not (c.cell_type == 'code' and c.source.lstrip().startswith('#| hide'))]
+    node.cells = ([nbformat.v4.new_markdown_cell(title.source)] if title else []) + [note] + imports + tail
+    return node
+
+# %% ../nbs/90_pipeline.ipynb #a76cbc25
 def run_stage(stage:str, # a key of `stages`, e.g. "classification"
               params_file:str|Path='params.yaml', # the parameter file (relative to `root`)
               sets:list=(), # "key=value" overrides
@@ -203,6 +231,7 @@ def run_stage(stage:str, # a key of `stages`, e.g. "classification"
               stages:dict|None=None, # the stage map (default `STAGES`)
               kernel:str='python3', # the Jupyter kernel
               log_output:bool=True, # stream the notebook's output
+              full:bool=False, # execute the whole chapter instead of its run view
              )->Path:
     "Run the stage's notebook with its section of `params_file`; returns the executed copy's path."
     stages = STAGES if stages is None else stages
@@ -218,8 +247,15 @@ def run_stage(stage:str, # a key of `stages`, e.g. "classification"
     # the kernel imports this repository's diffaug (not another checkout's, even if one is pip-installed)
     old = os.environ.get('PYTHONPATH')
     os.environ['PYTHONPATH'] = os.pathsep.join([str(root)] + ([old] if old else []))
-    try: return execute_stage_notebook(nb, out, params, cwd=nb.parent, kernel=kernel, log_output=log_output)
+    src = nb
+    if not full:
+        import nbformat
+        fd, view = tempfile.mkstemp(dir=nb.parent, prefix=f'.{nb.stem}.', suffix='.view.ipynb'); os.close(fd)
+        nbformat.write(run_view(nb), view); src = Path(view)
+    try: return execute_stage_notebook(src, out, params, cwd=nb.parent, kernel=kernel, log_output=log_output,
+                                      label=f"{nb.name} ({'whole chapter' if full else 'run view'})")
     finally:
+        if src != nb: Path(src).unlink(missing_ok=True)
         if old is None: os.environ.pop('PYTHONPATH', None)
         else: os.environ['PYTHONPATH'] = old
 
@@ -275,6 +311,7 @@ def main(argv:list|None=None, # arguments (default: sys.argv[1:])
     ap.add_argument('--out', default=None, help='the executed notebook (default reports/<stage>/<stage>.ipynb)')
     ap.add_argument('--root', default=None, help='the repository root (default: current directory)')
     ap.add_argument('--quiet', action='store_true', help="do not stream the notebook's output")
+    ap.add_argument('--full', action='store_true', help='execute the whole chapter (demos and tests too), not only its run view')
     ap.add_argument('--print', dest='print_only', action='store_true', help='with "setup": print the command only')
     ap.add_argument('--queue', action='store_true', help='with "setup": queue the experiment')
     a = ap.parse_args(argv)
@@ -286,7 +323,7 @@ def main(argv:list|None=None, # arguments (default: sys.argv[1:])
             if a.print_only: return 0
             import subprocess
             return subprocess.call(cmd)
-        out = run_stage(a.stage, a.params, a.sets, a.refs, a.out, a.root, log_output=not a.quiet)
+        out = run_stage(a.stage, a.params, a.sets, a.refs, a.out, a.root, log_output=not a.quiet, full=a.full)
         print(f"{a.stage}: executed notebook written to {out}", flush=True)
         return 0
     except (ParamError, StageError) as e:
