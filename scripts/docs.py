@@ -473,7 +473,7 @@ def find_runs(reports: Path, rels: list[Path]) -> list[Run]:
     by_name = {r.name: r.as_posix() for r in rels}
     runs = []
     for p in sorted(reports.rglob('*.ipynb')):
-        if '.ipynb_checkpoints' in p.parts: continue
+        if any(part.startswith('.') for part in p.relative_to(reports).parts): continue   # checkpoints, runs in progress
         try: meta = read_json_nb(p).get('metadata', {}).get('papermill')
         except Exception: continue
         if not meta: continue
@@ -594,6 +594,7 @@ def build(execute: bool = True, jobs: int = 1, reports: Path | None = None, out:
 
     for run in runs:
         try: nb = process_light(run.path)
+        except FileNotFoundError: log(f'{run.path} vanished (a run replaced it): skipped'); continue
         except Exception as e:
             problems.append(f'{run.path}: cannot read: {e}'); continue
         ctx = Ctx(page=run.page, nb_dir=Path(run.source).parent.as_posix().replace('.', ''), nb_pages=nb_pages, syms=syms)

@@ -95,7 +95,7 @@ def test_shipped_model_loads_by_path_offline(monkeypatch):
                generator=[torch.Generator().manual_seed(0)]).images
     assert ims[0].size == (64, 64)
     ids = pipe.tokenizer('a photo of a red bird with a yellow crown', add_special_tokens=False).input_ids
-    assert len(ids) == 9  # one token per caption word
+    assert len(ids) == 10  # one token per caption word
 
 
 def test_oracle_is_near_perfect_on_real_and_near_chance_on_random_generations(tmp_path):
