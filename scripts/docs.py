@@ -228,7 +228,9 @@ def mathml(tex: str, display: bool) -> str:
         m = c.convert(tex.strip(), display='block' if display else 'inline')
         m = re.sub(r'>([^<]+)<', lambda x: '>' + ''.join(_MD_SPECIAL.get(ch, ch) for ch in x.group(1)) + '<', m)
         m = m.replace('\n', ' ')
-        return f'<span class="nb-math-block">{m}</span>' if display else m
+        # wrapped in a span: Python-Markdown counts <math> as block-level, and an equation starting a line would
+        # otherwise break its paragraph apart
+        return f'<span class="nb-math-block">{m}</span>' if display else f'<span class="nb-math">{m}</span>'
     except Exception:
         esc = ''.join(_MD_SPECIAL.get(ch, ch) for ch in html.escape(tex))
         return f'<code class="nb-tex">{esc}</code>'
@@ -471,6 +473,7 @@ def find_runs(reports: Path, rels: list[Path]) -> list[Run]:
     "Papermill-executed notebooks under `reports/`, matched to their chapter by papermill's `input_path`."
     if not reports.exists(): return []
     by_name = {r.name: r.as_posix() for r in rels}
+    by_stem = {re.sub(r'^\d+_', '', r.stem): r.as_posix() for r in rels if r.name != 'index.ipynb'}
     runs = []
     for p in sorted(reports.rglob('*.ipynb')):
         if any(part.startswith('.') for part in p.relative_to(reports).parts): continue   # checkpoints, runs in progress
@@ -480,7 +483,10 @@ def find_runs(reports: Path, rels: list[Path]) -> list[Run]:
         stage = p.parent.relative_to(reports).as_posix()
         if stage == '.': stage = p.stem
         if any(r.stage == stage for r in runs): stage = f'{stage}/{p.stem}'
-        src = by_name.get(Path(str(meta.get('input_path', ''))).name, '')
+        # the pipeline may run a temporary copy ('.50_classification.x1y2.view.ipynb'): match on the name's first part,
+        # else on the stage's name ('classification/mixup-s0' -> the chapter whose page is classification)
+        name = Path(str(meta.get('input_path', ''))).name.lstrip('.').split('.')[0] + '.ipynb'
+        src = by_name.get(name) or by_stem.get(stage.split('/')[0].split('@')[0], '')
         slug = re.sub(r'[^\w.-]+', '-', stage).strip('-')
         runs.append(Run(p, stage, src, f'runs/{slug}.md', meta))
     return runs
@@ -574,10 +580,16 @@ def build(execute: bool = True, jobs: int = 1, reports: Path | None = None, out:
         ctx = Ctx(page=page, nb_dir=rel.parent.as_posix().replace('.', ''), nb_pages=nb_pages, syms=syms)
         banner = []
         if my_runs:
-            links = ', '.join(f'[`{r.stage}`]({ctx.rel(r.page)}) ({_when(r.meta)})' for r in my_runs)
-            banner.append(f'!!! tip "Latest pipeline run"\n    The pipeline last ran this stage: {links}. '
-                          'That page shows the executed notebook with its real outputs and parameters; '
-                          'this page is the chapter, with the demo outputs of the notebook\'s defaults.')
+            what = ('That page shows' if len(my_runs) == 1 else 'Those pages show') + (
+                ' the executed notebook with its real outputs and parameters; this page is the chapter, with the '
+                'demo outputs of the notebook\'s defaults.')
+            if len(my_runs) <= 3:
+                links = ', '.join(f'[`{r.stage}`]({ctx.rel(r.page)}) ({_when(r.meta)})' for r in my_runs)
+                banner.append(f'!!! tip "Latest pipeline run"\n    The pipeline last ran this stage: {links}. {what}')
+            else:
+                items = '\n'.join(f'    - [`{r.stage}`]({ctx.rel(r.page)}): {"failed" if r.meta.get("exception") else "finished"} '
+                                  f'{_when(r.meta)}' for r in sorted(my_runs, key=lambda r: r.stage))
+                banner.append(f'??? tip "Latest pipeline runs of this stage ({len(my_runs)})"\n    {what}\n\n{items}')
         if err:
             problems.append(f'{rel}: execution failed: {err}')
             banner.append(f'!!! warning "Not executed"\n    Executing this notebook for the docs failed '
