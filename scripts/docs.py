@@ -658,7 +658,7 @@ def _gen_config(pages: list[Page], runs: list[Run], out: Path) -> str:
     nav = []
     for p in pages:
         if p.page == 'index.md': nav.append({'Home': 'index.md'}); continue
-        if p.runs: nav.append({_nav_title(p): [{'Chapter': p.page}] + [{f'Run: {r.stage}': r.page} for r in p.runs]})
+        if p.runs: nav.append({_nav_title(p): [{f'Chapter · {p.title}': p.page}] + [{f'Run: {r.stage}': r.page} for r in p.runs]})
         else: nav.append({_nav_title(p): p.page})
     orphans = [r for r in runs if not r.source]
     if orphans: nav.append({'Other runs': [{r.stage: r.page} for r in orphans]})
