@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from PIL import Image
 from .core import (item_seed, item_generator, choose_device, choose_dtype, atomic_write_json,
-                          atomic_save_safetensors, load_image, ParamError, check_param, progress)
+                          atomic_save_safetensors, load_image, ParamError, check_param, stage_args, progress)
 from .models import load_sd, make_tiny_sd, encode_images, sd_resolution
 
 # %% ../nbs/10_concepts.ipynb #a39c2cda
@@ -640,19 +640,18 @@ def run_concepts(split:str|Path|None=None, # the split JSON (None: a toy dataset
     return {**info, 'out': str(out), 'split': str(split), 'model': str(model)}
 
 # %% ../nbs/10_concepts.ipynb #bc951e35
-def check_concepts_params(split=None, model=None, out=None, recipe='diff-mix', steps=10, lr_embed=5e-3, lr_lora=1e-3, rank=4, n_tokens=1,
-                          init_word=None, resolution=None, batch_size=4, grad_accum=1, checkpoint_every=10, checkpoint_dir=None,
-                          flip=True, device='auto', precision='fp32', seed=0)->None:
-    "Raise `ParamError` naming the first invalid parameter of the `concepts` stage."
+def check_concepts_params(**params)->None:
+    "Raise `ParamError` naming the first invalid parameter of the `concepts` stage (the parameters of `run_concepts`)."
+    a = stage_args(run_concepts, params)
     isint = lambda v, lo: isinstance(v, int) and not isinstance(v, bool) and v >= lo
-    check_param(recipe in RECIPES, 'recipe', recipe, f"one of {', '.join(RECIPES)}")
-    for nm, v, lo in (('steps', steps, 0), ('rank', rank, 1), ('n_tokens', n_tokens, 1), ('batch_size', batch_size, 1),
-                      ('grad_accum', grad_accum, 1), ('checkpoint_every', checkpoint_every, 1), ('seed', seed, 0)):
+    check_param(a.recipe in RECIPES, 'recipe', a.recipe, f"one of {', '.join(RECIPES)}")
+    for nm, v, lo in (('steps', a.steps, 0), ('rank', a.rank, 1), ('n_tokens', a.n_tokens, 1), ('batch_size', a.batch_size, 1),
+                      ('grad_accum', a.grad_accum, 1), ('checkpoint_every', a.checkpoint_every, 1), ('seed', a.seed, 0)):
         check_param(isint(v, lo), nm, v, f"an integer >= {lo}")
-    for nm, v in (('lr_embed', lr_embed), ('lr_lora', lr_lora)):
+    for nm, v in (('lr_embed', a.lr_embed), ('lr_lora', a.lr_lora)):
         check_param(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0, nm, v, "a number >= 0")
-    check_param(resolution is None or isint(resolution, 8), 'resolution', resolution, "null or an integer >= 8")
-    check_param(init_word is None or (isinstance(init_word, str) and init_word.strip() != ''), 'init_word', init_word, "null, a word, or '{class}'")
-    check_param(precision in _MIXED or precision == 'auto', 'precision', precision, "one of fp32, fp16, bf16, auto")
-    check_param(isinstance(flip, bool), 'flip', flip, "true or false")
-    if split is not None and not Path(split).is_file(): raise FileNotFoundError(f"parameter split={split!r}: no such split file (run the prepare stage first)")
+    check_param(a.resolution is None or isint(a.resolution, 8), 'resolution', a.resolution, "null or an integer >= 8")
+    check_param(a.init_word is None or (isinstance(a.init_word, str) and a.init_word.strip() != ''), 'init_word', a.init_word, "null, a word, or '{class}'")
+    check_param(a.precision in _MIXED or a.precision == 'auto', 'precision', a.precision, "one of fp32, fp16, bf16, auto")
+    check_param(isinstance(a.flip, bool), 'flip', a.flip, "true or false")
+    if a.split is not None and not Path(a.split).is_file(): raise FileNotFoundError(f"parameter split={a.split!r}: no such split file (run the prepare stage first)")

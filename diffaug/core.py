@@ -6,13 +6,14 @@ Docs: https://diffaug.github.io/diffaug/core.html.md"""
 
 # %% ../nbs/00_core.ipynb #99634898
 from __future__ import annotations
-import contextlib, hashlib, json, os, random, tempfile, warnings
+import contextlib, hashlib, inspect, json, os, random, tempfile, warnings
+from types import SimpleNamespace
 from pathlib import Path
 
 # %% auto #0
 __all__ = ['item_seed', 'item_generator', 'item_rng', 'seed_everything', 'choose_device', 'cpu_supports_bf16', 'choose_dtype',
            'atomic_write', 'atomic_write_text', 'atomic_write_json', 'atomic_save_image', 'atomic_save_safetensors',
-           'ImageLoadError', 'load_image', 'load_images', 'ParamError', 'check_param', 'progress']
+           'ImageLoadError', 'load_image', 'load_images', 'ParamError', 'check_param', 'stage_args', 'progress']
 
 # %% ../nbs/00_core.ipynb #355f3a72
 import numpy as np
@@ -190,6 +191,17 @@ def check_param(ok:bool, # the condition that must hold
                )->None:
     "Raise `ParamError` naming `name` unless `ok`."
     if not ok: raise ParamError(f"parameter {name}={value!r} is invalid: expected {expect}")
+
+# %% ../nbs/00_core.ipynb #0e3bc781
+def stage_args(fn, # the stage function whose signature defines the parameters
+               params:dict, # the values given (e.g. from params.yaml)
+              )->SimpleNamespace:
+    "`params` completed with `fn`'s defaults, as attributes; `ParamError` for a name `fn` does not take."
+    sig = inspect.signature(fn)
+    unknown = sorted(set(params) - set(sig.parameters))
+    if unknown: raise ParamError(f"{fn.__name__}: unknown parameter(s) {', '.join(unknown)}; it takes {', '.join(sig.parameters)}")
+    b = sig.bind_partial(**params); b.apply_defaults()
+    return SimpleNamespace(**b.arguments)
 
 # %% ../nbs/00_core.ipynb #8c8378e3
 def progress(it=None, # an iterable

@@ -23,7 +23,7 @@ __all__ = ['IMG_EXTS', 'META_COLUMNS', 'WATERBIRD_GROUPS', 'IMPORTERS', 'SPLIT_K
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFilter
-from .core import (item_rng, atomic_write, atomic_write_text, atomic_write_json, atomic_save_image,
+from .core import (stage_args, item_rng, atomic_write, atomic_write_text, atomic_write_json, atomic_save_image,
                           ImageLoadError, load_image, ParamError, check_param, progress)
 
 # %% ../nbs/02_data.ipynb #8c29f01e
@@ -748,48 +748,30 @@ IMPORTERS = {'cub': import_cub, 'aircraft': import_aircraft, 'pets': import_pets
 # %% ../nbs/02_data.ipynb #d2d7ed92
 SPLIT_KINDS = ('few-shot', 'long-tail', 'full')
 
-def check_prepare_params(source:str='toy', # "toy", "folder" (the image-folder root in `root`), an existing image-folder root, or an importer name: cub, aircraft, pets, cars, flowers102, waterbirds
-                raw:str|None=None, # importers: the native download folder
-                root:str|None=None, # dataset root to write (toy/importers) or read (folder); None: a temp folder
-                split_path:str|None=None, # the split JSON to write; None: <root>/../split.json
-                metaclass:str|None=None, # overrides the dataset's metaclass (required for a folder without dataset.json)
-                kind:str='few-shot', # "few-shot", "long-tail" or "full"
-                shots:int=5, # few-shot: training images per class
-                imbalance_factor:float=100, # long-tail: n_head / n_tail
-                lt_rule:str='diffmix', # long-tail: "diffmix" or "textbook"
-                val_per_class:int|None=None, # validation images per class (None: the official val partition, else none)
-                test_per_class:int|None=None, # test images per class (holdout), or cap on the official test set
-                test:str='auto', # "auto", "official", "holdout", "none"
-                seed:int=0, # split seed
-                verify_images:bool=True, # folder: decode every image first (corrupt ones: error or counted skip)
-                on_error:str='raise', # "raise" or "skip" for unreadable images
-                toy_classes:int=4, # toy: number of classes
-                toy_per_class:int=12, # toy: images per class
-                toy_size:int=32, # toy: image side
-                overwrite:bool=True, # replace an existing dataset root written by this stage
-               )->str:
-    "Validate the prepare stage's parameters (no work done); returns the resolved source kind."
-    known = source in ('toy', 'folder') or source in IMPORTERS
-    check_param(known or (isinstance(source, str) and Path(source).is_dir()), 'source', source,
+def check_prepare_params(**params)->str:
+    "Validate the prepare stage's parameters (those of `run_prepare`; no work done); returns the resolved source kind."
+    a = stage_args(run_prepare, params)
+    known = a.source in ('toy', 'folder') or a.source in IMPORTERS
+    check_param(known or (isinstance(a.source, str) and Path(a.source).is_dir()), 'source', a.source,
                 f"'toy', 'folder', an existing image-folder root or one of {sorted(IMPORTERS)}")
-    if not known: source, root = 'folder', source
-    check_param(kind in SPLIT_KINDS, 'kind', kind, f"one of {SPLIT_KINDS}")
-    check_param(isinstance(shots, int) and not isinstance(shots, bool) and shots >= 1, 'shots', shots, "an integer >= 1")
-    check_param(isinstance(imbalance_factor, (int, float)) and imbalance_factor >= 1, 'imbalance_factor', imbalance_factor, "a number >= 1")
-    check_param(lt_rule in ('diffmix', 'textbook'), 'lt_rule', lt_rule, "'diffmix' or 'textbook'")
-    check_param(val_per_class is None or (isinstance(val_per_class, int) and val_per_class >= 0), 'val_per_class', val_per_class, "None or an integer >= 0")
-    check_param(test_per_class is None or (isinstance(test_per_class, int) and test_per_class >= 0), 'test_per_class', test_per_class, "None or an integer >= 0")
-    check_param(test in ('auto', 'official', 'holdout', 'none'), 'test', test, "'auto', 'official', 'holdout' or 'none'")
-    check_param(isinstance(seed, int), 'seed', seed, "an integer")
-    check_param(on_error in ('raise', 'skip'), 'on_error', on_error, "'raise' or 'skip'")
-    if source in IMPORTERS: check_param(raw is not None and Path(raw).exists(), 'raw', raw, f"the folder holding the native {source} download")
-    if source == 'folder': check_param(root is not None and Path(root).is_dir(), 'root', root, "an existing image-folder root")
-    if source == 'toy':
-        check_param(isinstance(toy_classes, int) and 1 <= toy_classes <= 64, 'toy_classes', toy_classes, "an integer in 1..64")
-        check_param(isinstance(toy_per_class, int) and toy_per_class >= 1, 'toy_per_class', toy_per_class, "an integer >= 1")
-        check_param(isinstance(toy_size, int) and toy_size >= 8, 'toy_size', toy_size, "an integer >= 8")
-    check_param(isinstance(overwrite, bool), 'overwrite', overwrite, 'true or false')
-    return source
+    if not known: a.source, a.root = 'folder', a.source
+    check_param(a.kind in SPLIT_KINDS, 'kind', a.kind, f"one of {SPLIT_KINDS}")
+    check_param(isinstance(a.shots, int) and not isinstance(a.shots, bool) and a.shots >= 1, 'shots', a.shots, "an integer >= 1")
+    check_param(isinstance(a.imbalance_factor, (int, float)) and a.imbalance_factor >= 1, 'imbalance_factor', a.imbalance_factor, "a number >= 1")
+    check_param(a.lt_rule in ('diffmix', 'textbook'), 'lt_rule', a.lt_rule, "'diffmix' or 'textbook'")
+    check_param(a.val_per_class is None or (isinstance(a.val_per_class, int) and a.val_per_class >= 0), 'val_per_class', a.val_per_class, "None or an integer >= 0")
+    check_param(a.test_per_class is None or (isinstance(a.test_per_class, int) and a.test_per_class >= 0), 'test_per_class', a.test_per_class, "None or an integer >= 0")
+    check_param(a.test in ('auto', 'official', 'holdout', 'none'), 'test', a.test, "'auto', 'official', 'holdout' or 'none'")
+    check_param(isinstance(a.seed, int), 'seed', a.seed, "an integer")
+    check_param(a.on_error in ('raise', 'skip'), 'on_error', a.on_error, "'raise' or 'skip'")
+    if a.source in IMPORTERS: check_param(a.raw is not None and Path(a.raw).exists(), 'raw', a.raw, f"the folder holding the native {a.source} download")
+    if a.source == 'folder': check_param(a.root is not None and Path(a.root).is_dir(), 'root', a.root, "an existing image-folder root")
+    if a.source == 'toy':
+        check_param(isinstance(a.toy_classes, int) and 1 <= a.toy_classes <= 64, 'toy_classes', a.toy_classes, "an integer in 1..64")
+        check_param(isinstance(a.toy_per_class, int) and a.toy_per_class >= 1, 'toy_per_class', a.toy_per_class, "an integer >= 1")
+        check_param(isinstance(a.toy_size, int) and a.toy_size >= 8, 'toy_size', a.toy_size, "an integer >= 8")
+    check_param(isinstance(a.overwrite, bool), 'overwrite', a.overwrite, 'true or false')
+    return a.source
 
 def run_prepare(source:str='toy', # "toy", "folder" (the image-folder root in `root`), an existing image-folder root, or an importer name: cub, aircraft, pets, cars, flowers102, waterbirds
                 raw:str|None=None, # importers: the native download folder

@@ -12,7 +12,7 @@ from pathlib import Path
 # %% auto #0
 __all__ = ['MINI_CONFIG', 'ATTR_HEADS', 'corpus_captions', 'build_tokenizer', 'make_models', 'n_params', 'to_tensor', 'to_pil',
            'psnr', 'SmallCNN', 'attr_labels', 'save_cnn', 'load_cnn', 'train_attr_classifier', 'predict_attrs',
-           'attr_accuracy', 'check_prompts', 'prompt_following', 'build_pipeline', 'export_pipeline',
+           'attr_accuracy', 'check_prompts', 'prompt_following', 'fg_weights', 'build_pipeline', 'export_pipeline',
            'write_tokenizer_files', 'train_miniworld', 'atomic_write_text_lines', 'model_size_mb',
            'measure_prompt_following', 'run_miniworld_model']
 
@@ -225,6 +225,15 @@ def prompt_following(pipe:StableDiffusionPipeline, # the pipeline to test
     return res, ims
 
 # %% ../nbs/71_miniworld_model.ipynb #6f9322cd
+def fg_weights(x:torch.Tensor, # images in [-1, 1], (n, 3, h, w)
+               weight:float=4.0, # extra weight of foreground pixels
+               thr:float=0.08, # colour distance from the row's median that counts as foreground
+              )->torch.Tensor:
+    "Per-pixel loss weights, 1 + `weight` on the bird, perch and leaves: the world's backgrounds are constant along each row."
+    med = x.median(dim=-1, keepdim=True).values
+    return 1 + weight * ((x - med).abs().amax(1, keepdim=True) > thr).float()
+
+# %% ../nbs/71_miniworld_model.ipynb #bd355285
 def _log(ckpt:Path, msg:str):
     line = time.strftime('%Y-%m-%d %H:%M:%S ') + msg
     print(line, flush=True)
@@ -257,13 +266,14 @@ def _commit(ckpt:Path, st:_State, key:str, folder:Path, **kw):
     "Point state.json at a complete checkpoint folder, then delete the older folders of this phase."
     st.update(**{key: folder.name}, **kw)
     prefix = folder.name.rsplit('_', 1)[0]
-    for old in ckpt.glob(f'{prefix}_*'):
-        if old.is_dir() and old.name != folder.name: shutil.rmtree(old, ignore_errors=True)
+    for old in ckpt.glob(f'{prefix}_*'):  # exactly this phase: 'unet_0000100' must not match 'unet_a_0001887'
+        if old.is_dir() and old.name != folder.name and old.name.rsplit('_', 1)[0] == prefix: shutil.rmtree(old, ignore_errors=True)
 
-def _train_vae(ckpt, st, vae, phase, steps, batch, lr, seed, ckpt_minutes, sf=None, latents=None):
-    key = f'{phase}_ckpt'; start = 0
-    params = list(vae.parameters()) if phase == 'vae_joint' else list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
-    for p in vae.parameters(): p.requires_grad_(phase == 'vae_joint')
+def _train_vae(ckpt, st, vae, phase, steps, batch, lr, seed, ckpt_minutes, fg_weight=0.0, offset=0, stream=None):
+    "One VAE phase: 'vae_joint' / 'vae_refine' train encoder and decoder, 'vae_dec' the decoder only."
+    key = f'{phase}_ckpt'; start = 0; joint = phase != 'vae_dec'
+    params = list(vae.parameters()) if joint else list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
+    for p in vae.parameters(): p.requires_grad_(joint)
     for p in params: p.requires_grad_(True)
     opt = torch.optim.AdamW(params, lr, weight_decay=0.0)
     if st[key]:
@@ -275,15 +285,12 @@ def _train_vae(ckpt, st, vae, phase, steps, batch, lr, seed, ckpt_minutes, sf=No
     t_last = time.time(); t0 = time.time(); s0 = start
     vae.train()
     for step in range(start, steps):
-        x = to_tensor([pretrain_item(seed, step * batch + j)[0] for j in range(batch)])
-        if phase == 'vae_joint':
-            post = vae.encode(x).latent_dist; z = post.sample(generator=item_generator(seed, phase, step))
-            kl = post.kl().mean() / (16 * 16 * 4)
-        else:
-            with torch.no_grad(): post = vae.encode(x).latent_dist; z = post.sample(generator=item_generator(seed, phase, step))
-            kl = torch.zeros(())
-        y = vae.decode(z).sample
-        loss = (y - x).abs().mean() + (y - x).pow(2).mean() + 1e-6 * kl
+        x = to_tensor([pretrain_item(seed, offset + step * batch + j)[0] for j in range(batch)])
+        with torch.set_grad_enabled(joint): post = vae.encode(x).latent_dist
+        z = post.sample(generator=item_generator(seed, stream or phase, step))
+        kl = post.kl().mean() / (16 * 16 * 4) if joint else torch.zeros(())
+        y = vae.decode(z).sample; w = fg_weights(x, fg_weight)
+        loss = (w * ((y - x).abs() + (y - x).pow(2))).mean() / w.mean() + 1e-6 * kl
         opt.zero_grad(); loss.backward(); opt.step()
         last = step + 1 == steps
         if (step + 1) % 50 == 0 or last:
@@ -301,8 +308,9 @@ def _train_vae(ckpt, st, vae, phase, steps, batch, lr, seed, ckpt_minutes, sf=No
     for p in vae.parameters(): p.requires_grad_(False)
     return vae
 
-def _cache_latents(ckpt, st, vae, tok, n, seed, chunk=4096):
-    d = ckpt/'latents'; d.mkdir(exist_ok=True)
+def _cache_latents(ckpt, st, vae, tok, n, seed, name='latents', chunk=4096):
+    "Encode (once) the first `n` corpus images to posterior means in `ckpt/name`; returns (latents, token ids, scaling factor)."
+    d = ckpt/name; d.mkdir(exist_ok=True)
     vae.eval()
     for c in range(math.ceil(n / chunk)):
         f = d/f'chunk_{c:03d}.safetensors'
@@ -314,11 +322,12 @@ def _cache_latents(ckpt, st, vae, tok, n, seed, chunk=4096):
             with torch.no_grad(): lat.append(vae.encode(to_tensor([im for im, cap, fa in items])).latent_dist.mean.half())
             ids.append(tok([cap for im, cap, fa in items], padding='max_length', max_length=77, truncation=True, return_tensors='pt').input_ids.int())
         atomic_save_safetensors(dict(latents=torch.cat(lat), ids=torch.cat(ids)), f)
-        _log(ckpt, f"latents chunk {c}: {len(torch.cat(ids))} images in {time.time() - t0:.0f}s")
+        _log(ckpt, f"{name} chunk {c}: {len(torch.cat(ids))} images in {time.time() - t0:.0f}s")
     t = [load_file(str(f)) for f in sorted(d.glob('chunk_*.safetensors'))][:math.ceil(n / chunk)]
     lat = torch.cat([x['latents'] for x in t]); ids = torch.cat([x['ids'] for x in t]).long()
-    if st['scaling_factor'] is None: st.update(scaling_factor=float(1 / lat.float().std()))
-    return lat, ids
+    key = 'scaling_factor' if name == 'latents' else f'{name}_scaling_factor'
+    if st[key] is None: st.update(**{key: float(1 / lat.float().std())})
+    return lat, ids, st[key]
 
 def build_pipeline(vae, unet, te, tok)->StableDiffusionPipeline:
     "An SD pipeline (DDIM, SD 1.5 schedule) around the mini model's parts."
@@ -364,15 +373,18 @@ def _ema_update(ema:dict, mod:nn.Module, decay:float):
             if v.is_floating_point(): ema[k].mul_(decay).add_(v, alpha=1 - decay)
             else: ema[k].copy_(v)
 
-# %% ../nbs/71_miniworld_model.ipynb #6b428deb
+# %% ../nbs/71_miniworld_model.ipynb #1326a8d2
 def train_miniworld(ckpt_dir:str|Path, # checkpoint folder (resumed from when it holds a state.json)
                     out_dir:str|Path, # where the best EMA model is exported (diffusers, fp16)
                     seed:int=0, # corpus / training seed
                     vae_joint_steps:int=220, # joint VAE steps
-                    vae_dec_steps:int=1000, # decoder-only VAE steps
+                    unet_a_steps:int=1887, # first-round U-Net steps on the joint VAE's latents (0: skip; the shipped model's history)
+                    vae_refine_steps:int=800, # joint VAE steps with foreground-weighted loss (0: skip)
+                    fg_weight:float=4.0, # extra loss weight of foreground pixels in `vae_refine`
+                    vae_dec_steps:int=0, # decoder-only VAE steps (on the final encoder's latents)
                     vae_batch:int=16, # VAE batch size
                     n_latents:int=16384, # cached corpus size
-                    unet_steps:int=15000, # total U-Net steps
+                    unet_steps:int=15000, # U-Net steps of the final round (warm-started from the first round when it ran)
                     batch:int=64, # U-Net batch size
                     lr:float=1e-3, # U-Net + text encoder learning rate (AdamW)
                     warmup:int=200, # linear warm-up steps
@@ -392,97 +404,121 @@ def train_miniworld(ckpt_dir:str|Path, # checkpoint folder (resumed from when it
     ckpt = Path(ckpt_dir); ckpt.mkdir(parents=True, exist_ok=True); out_dir = Path(out_dir)
     clf_path = Path(clf_path) if clf_path else out_dir/'eval'/'attr_classifier.safetensors'
     st = _State(ckpt); t_start = time.time()
-    _log(ckpt, f"start: threads={torch.get_num_threads()} OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')} state={st.d}")
+    _log(ckpt, f"start: threads={torch.get_num_threads()} OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')} state keys={sorted(st.d)}")
     # 1. tokenizer
     if not (ckpt/'tokenizer'/'vocab.json').exists(): build_tokenizer(ckpt/'tokenizer', corpus_captions(n_tok_captions, seed))
     tok = CLIPTokenizer.from_pretrained(ckpt/'tokenizer')
-    vae, unet, te = make_models(tok, seed, config)
-    # 2-4. VAE
+    vae = make_models(tok, seed, config)[0]
+    deadline = None if max_minutes is None else t_start + max_minutes * 60
+    U = dict(tok=tok, seed=seed, config=config, batch=batch, lr=lr, warmup=warmup, ema_decay=ema_decay, p_uncond=p_uncond,
+             ckpt_minutes=ckpt_minutes, deadline=deadline)
+    # 2. VAE, then (history of the shipped model) a first U-Net round on its latents
     vae = _train_vae(ckpt, st, vae, 'vae_joint', vae_joint_steps, vae_batch, 1e-3, seed, ckpt_minutes)
-    lat, ids = _cache_latents(ckpt, st, vae, tok, n_latents, seed)
-    sf = st['scaling_factor']; vae.register_to_config(scaling_factor=sf)
-    vae = _train_vae(ckpt, st, vae, 'vae_dec', vae_dec_steps, vae_batch, 5e-4, seed, ckpt_minutes)
-    # 5. U-Net + text encoder
+    if unet_a_steps:
+        lat, ids, sf = _cache_latents(ckpt, st, vae, tok, n_latents, seed, 'latents')
+        if not _train_unet(ckpt, st, 'unet_a', 'unet', lat, ids, sf, unet_a_steps, **U): return st.d
+    # 3. refine the VAE (foreground-weighted), cache its latents, tune the decoder
+    vae = _train_vae(ckpt, st, vae, 'vae_refine', vae_refine_steps, vae_batch, 1e-3, seed, ckpt_minutes,
+                     fg_weight=fg_weight, offset=10**7, stream='refine')
+    lat, ids, sf = _cache_latents(ckpt, st, vae, tok, n_latents, seed, 'latents_refined' if vae_refine_steps else 'latents')
+    vae.register_to_config(scaling_factor=sf)
+    vae = _train_vae(ckpt, st, vae, 'vae_dec', vae_dec_steps, vae_batch, 5e-4, seed, ckpt_minutes, fg_weight=fg_weight)
+    # 4. the final U-Net round, with prompt-following checks and export of the best EMA model
+    chk = dict(vae=vae, clf_path=clf_path, out_dir=out_dir, n_check=n_check, check_minutes=check_minutes)
+    _train_unet(ckpt, st, 'unet', 'unet2', lat, ids, sf, unet_steps, init='unet_a' if unet_a_steps else None, check=chk, **U)
+    return st.d
+
+def _check(st, phase, s, batch, ema_u, ema_t, tok, seed, config, vae, clf_path, out_dir, n_check, ckpt, hist):
+    "Prompt-following check of the EMA model; export it to `out_dir` when its score is the best so far."
+    clf = load_cnn(clf_path)
+    eu, et = make_models(tok, seed, config)[1:]
+    eu.load_state_dict(ema_u); et.load_state_dict(ema_t)
+    pipe = build_pipeline(vae, eu.eval(), et.eval(), tok)
+    checks = st['checks'] or []
+    tc = time.time(); res, ims = prompt_following(pipe, clf, check_prompts(n_check, seed=s), seed=s)
+    res.update(step=s, images_seen=s * batch, time=time.time(), check_seconds=time.time() - tc)
+    score = 0.5 * (res['background'] + res['colour'])
+    best = max([c.get('score', 0) for c in checks] or [0])
+    res['score'] = score; checks.append(res)
+    atomic_save_image(image_grid(ims[:40], ncols=10, scale=2), ckpt/'checks'/f'check_{s:07d}.png')
+    _log(ckpt, f"CHECK step {s}: {json.dumps(res)}")
+    if score > best:
+        export_pipeline(pipe, out_dir)
+        atomic_write_json(out_dir/'training'/'best_check.json', res)
+        atomic_save_image(image_grid(ims[:40], ncols=10, scale=2), out_dir/'training'/'check_samples.png')
+        atomic_write_text_lines(out_dir/'training'/'check_prompts.txt', check_prompts(n_check, seed=s)[:40])
+        _log(ckpt, f"exported EMA model at step {s} to {out_dir}")
+    st.update(checks=checks)
+    atomic_write_json(out_dir/'training'/'history.json',
+                      dict(checks=checks, loss=hist[::4], first_round=dict(checks=st['unet_a_checks'] or [], loss=(st['unet_a_hist'] or [])[::4]),
+                           **{k: st[f'{k}_hist'] for k in ('vae_joint', 'vae_refine', 'vae_dec')}))
+
+def _train_unet(ckpt, st, phase, stream, lat, ids, sf, steps, tok, seed, config, batch, lr, warmup, ema_decay, p_uncond,
+                ckpt_minutes, deadline, init=None, check=None)->bool:
+    "One U-Net + text-encoder round (min-SNR ε-loss, EMA), resumable; False when stopped by the deadline."
+    unet, te = make_models(tok, seed, config)[1:]
     sched = DDPMScheduler(**{k: v for k, v in SD15_SCHEDULER.items() if k not in ('set_alpha_to_one',)})
     ac = sched.alphas_cumprod
     params = list(unet.parameters()) + list(te.parameters())
     opt = torch.optim.AdamW(params, lr, weight_decay=1e-2)
-    start = 0
-    if st['unet_ckpt']:
-        f = ckpt/st['unet_ckpt']
+    start = 0; key = f'{phase}_ckpt'
+    if st[key]:
+        f = ckpt/st[key]
         unet.load_state_dict(load_file(str(f/'unet.safetensors'))); te.load_state_dict(load_file(str(f/'te.safetensors')))
         _load_opt(opt, load_file(str(f/'opt.safetensors'))); start = json.loads((f/'info.json').read_text())['step']
         ema_u = load_file(str(f/'ema_unet.safetensors')); ema_t = load_file(str(f/'ema_te.safetensors'))
     else:
+        if init:  # warm start: the previous round's EMA weights
+            f = ckpt/st[f'{init}_ckpt']
+            unet.load_state_dict(load_file(str(f/'ema_unet.safetensors'))); te.load_state_dict(load_file(str(f/'ema_te.safetensors')))
+            _log(ckpt, f"{phase}: warm start from {f.name} (EMA)")
         ema_u = {k: v.detach().clone() for k, v in unet.state_dict().items()}
         ema_t = {k: v.detach().clone() for k, v in te.state_dict().items()}
+    if start >= steps: return True
     empty = tok([''], padding='max_length', max_length=77, return_tensors='pt').input_ids[0]
-    clf = None
-    hist = st['unet_hist'] or []; checks = st['checks'] or []
-    t_ck = t_chk = time.time(); t0 = time.time(); s0 = start; loss_ema = st['loss_ema'] or None
-    _log(ckpt, f"unet: {n_params(unet) / 1e6:.2f}M params, text encoder {n_params(te) / 1e6:.2f}M, steps {start}->{unet_steps}, "
+    hist = st[f'{phase}_hist'] or []
+    t_ck = t_chk = time.time(); t0 = time.time(); s0 = start; loss_ema = st[f'{phase}_loss_ema']
+    _log(ckpt, f"{phase}: {n_params(unet) / 1e6:.2f}M params, text encoder {n_params(te) / 1e6:.2f}M, steps {start}->{steps}, "
                f"batch {batch}, corpus {len(lat)}, scaling {sf:.4f}, threads {torch.get_num_threads()}")
     unet.train(); te.train()
-    for step in range(start, unet_steps):
-        rng = item_rng(seed, 'unet/batch', step); g = item_generator(seed, 'unet/noise', step)
+    for step in range(start, steps):
+        rng = item_rng(seed, f'{stream}/batch', step); g = item_generator(seed, f'{stream}/noise', step)
         idx = torch.from_numpy(rng.integers(len(lat), size=batch))
         z = lat[idx].float() * sf; tid = ids[idx].clone()
         tid[torch.from_numpy(rng.random(batch) < p_uncond)] = empty
         noise = torch.randn(z.shape, generator=g); t = torch.randint(0, 1000, (batch,), generator=g)
         zt = sched.add_noise(z, noise, t)
-        emb = te(tid)[0]
-        pred = unet(zt, t, emb).sample
+        pred = unet(zt, t, te(tid)[0]).sample
         snr = ac[t] / (1 - ac[t]); w = snr.clamp(max=5.0) / snr
         loss = (w * (pred - noise).pow(2).mean((1, 2, 3))).mean()
         for gq in opt.param_groups: gq['lr'] = lr * min(1.0, (step + 1) / warmup)
         opt.zero_grad(); loss.backward(); torch.nn.utils.clip_grad_norm_(params, 1.0); opt.step()
         d = min(ema_decay, (1 + step) / (10 + step)); _ema_update(ema_u, unet, d); _ema_update(ema_t, te, d)
         loss_ema = loss.item() if loss_ema is None else 0.98 * loss_ema + 0.02 * loss.item()
-        s = step + 1; last = s == unet_steps
+        s = step + 1; last = s == steps
         if s % 50 == 0:
             ips = (s - s0) * batch / (time.time() - t0)
-            _log(ckpt, f"unet step {s} loss {loss.item():.4f} ema {loss_ema:.4f} {ips:.1f} img/s {(s - s0) / (time.time() - t0):.3f} it/s threads {torch.get_num_threads()}")
+            _log(ckpt, f"{phase} step {s} loss {loss.item():.4f} ema {loss_ema:.4f} {ips:.1f} img/s {(s - s0) / (time.time() - t0):.3f} it/s threads {torch.get_num_threads()}")
             hist.append(dict(step=s, loss_ema=loss_ema, img_per_s=ips, time=time.time()))
-        stop = max_minutes is not None and time.time() - t_start > max_minutes * 60
+        stop = deadline is not None and time.time() > deadline
         if time.time() - t_ck > ckpt_minutes * 60 or last or stop:
-            f = ckpt/f'unet_{s:07d}'
+            f = ckpt/f'{phase}_{s:07d}'
             _save_modules(f, dict(unet=unet, te=te, ema_unet=ema_u, ema_te=ema_t, opt=_opt_tensors(opt)))
             atomic_write_json(f/'info.json', dict(step=s, loss_ema=loss_ema))
-            _commit(ckpt, st, 'unet_ckpt', f, unet_hist=hist, loss_ema=loss_ema); t_ck = time.time()
-            _log(ckpt, f"unet checkpoint step {s}")
-        if n_check > 0 and (time.time() - t_chk > check_minutes * 60 or last or stop):
+            _commit(ckpt, st, key, f, **{f'{phase}_hist': hist, f'{phase}_loss_ema': loss_ema}); t_ck = time.time()
+            _log(ckpt, f"{phase} checkpoint step {s}")
+        if check and check['n_check'] > 0 and (time.time() - t_chk > check['check_minutes'] * 60 or last or stop):
             t_chk = time.time()
-            try:
-                if clf is None and clf_path.exists(): clf = load_cnn(clf_path)
-            except Exception as e: _log(ckpt, f"could not load the attribute classifier {clf_path}: {e!r}")
-            if clf is None: _log(ckpt, f"check skipped: no attribute classifier at {clf_path}")
+            if not check['clf_path'].exists(): _log(ckpt, f"check skipped: no attribute classifier at {check['clf_path']}")
             else:
-                try:
-                    eu, et = make_models(tok, seed, config)[1:]
-                    eu.load_state_dict(ema_u); et.load_state_dict(ema_t)
-                    pipe = build_pipeline(vae, eu.eval(), et.eval(), tok)
-                    tc = time.time(); res, ims = prompt_following(pipe, clf, check_prompts(n_check, seed=s), seed=s)
-                    res.update(step=s, images_seen=s * batch, time=time.time(), check_seconds=time.time() - tc)
-                    score = 0.5 * (res['background'] + res['colour'])
-                    best = max([c.get('score', 0) for c in checks] or [0])
-                    res['score'] = score; checks.append(res)
-                    atomic_save_image(image_grid(ims[:40], ncols=10, scale=2), ckpt/'checks'/f'check_{s:07d}.png')
-                    _log(ckpt, f"CHECK step {s}: {json.dumps(res)}")
-                    if score > best:
-                        export_pipeline(pipe, out_dir)
-                        atomic_write_json(out_dir/'training'/'best_check.json', res)
-                        atomic_save_image(image_grid(ims[:40], ncols=10, scale=2), out_dir/'training'/'check_samples.png')
-                        atomic_write_text_lines(out_dir/'training'/'check_prompts.txt', check_prompts(n_check, seed=s)[:40])
-                        _log(ckpt, f"exported EMA model at step {s} to {out_dir}")
-                    st.update(checks=checks)
-                    atomic_write_json(out_dir/'training'/'history.json', dict(checks=checks, loss=hist[::4], vae_joint=st['vae_joint_hist'], vae_dec=st['vae_dec_hist']))
+                try: _check(st, phase, s, batch, ema_u, ema_t, tok, seed, config, check['vae'], check['clf_path'], check['out_dir'], check['n_check'], ckpt, hist)
                 except Exception as e: _log(ckpt, f"check failed at step {s}: {e!r}")
             unet.train(); te.train()
-        if (last or stop) and not (out_dir/'model_index.json').exists():  # nothing exported yet: ship the current EMA
+        if check and (last or stop) and not (check['out_dir']/'model_index.json').exists():  # nothing exported yet: ship the current EMA
             eu, et = make_models(tok, seed, config)[1:]; eu.load_state_dict(ema_u); et.load_state_dict(ema_t)
-            export_pipeline(build_pipeline(vae, eu.eval(), et.eval(), tok), out_dir)
-        if stop: _log(ckpt, f"stopping after {max_minutes} min"); break
-    return st.d
+            export_pipeline(build_pipeline(check['vae'], eu.eval(), et.eval(), tok), check['out_dir'])
+        if stop: _log(ckpt, f"{phase}: stopping at the time limit"); return False
+    return True
 
 def atomic_write_text_lines(path, lines):
     "Write lines of text atomically."
@@ -523,7 +559,7 @@ def run_miniworld_model(ckpt_dir:str|None=None, # checkpoint folder; None: a tin
         d = Path(tempfile.mkdtemp()); cfg = dict(unet=dict(MINI_CONFIG['unet'], block_out_channels=(16, 16, 32), attention_head_dim=4, cross_attention_dim=32, norm_num_groups=8),
                                                  vae=dict(MINI_CONFIG['vae'], block_out_channels=(8, 8, 8), norm_num_groups=4),
                                                  text=dict(MINI_CONFIG['text'], hidden_size=32, intermediate_size=64, num_hidden_layers=1, projection_dim=32))
-        train_miniworld(d/'ckpt', d/'model', vae_joint_steps=1, vae_dec_steps=1, vae_batch=2, n_latents=8, unet_steps=2, batch=2,
+        train_miniworld(d/'ckpt', d/'model', vae_joint_steps=1, unet_a_steps=0, vae_refine_steps=1, vae_dec_steps=1, vae_batch=2, n_latents=8, unet_steps=2, batch=2,
                         n_check=0, config=cfg, n_tok_captions=100, threads=threads)
         return d/'model'
     out = Path(out_dir or 'models/miniworld'); clf = out/'eval'/'attr_classifier.safetensors'

@@ -16,7 +16,7 @@ __all__ = ['run_folder', 'collect_runs', 'make_fake_runs', 'summarize', 'to_mark
 # %% ../nbs/60_report.ipynb #0ef1771e
 import numpy as np
 import pandas as pd
-from .core import atomic_write, atomic_write_text, atomic_write_json, ParamError, check_param
+from .core import atomic_write, atomic_write_text, atomic_write_json, ParamError, check_param, stage_args
 
 # %% ../nbs/60_report.ipynb #66a37745
 def run_folder(runs:str|Path, # the folder holding one sub-folder per run
@@ -116,14 +116,14 @@ def plot_summary(summary:pd.DataFrame, # from `summarize`
     return fig
 
 # %% ../nbs/60_report.ipynb #20341838
-def check_report_params(runs:str|None=None, methods:list|None=None, seeds:list|None=None, baseline:str|None='original',
-                        metric:str='top1', out:str|None=None)->None:
-    "Validate the report stage's parameters."
-    check_param(methods is None or (isinstance(methods, list) and len(methods) > 0 and all(isinstance(m, str) for m in methods)),
-                'methods', methods, "a non-empty list of method names")
-    check_param(seeds is None or (isinstance(seeds, list) and len(seeds) > 0 and all(isinstance(x, int) and not isinstance(x, bool) for x in seeds)),
-                'seeds', seeds, "a non-empty list of integer seeds")
-    check_param(isinstance(metric, str) and metric != '', 'metric', metric, "a metric name, e.g. top1")
+def check_report_params(**params)->None:
+    "Validate the report stage's parameters (those of `run_report`)."
+    a = stage_args(run_report, params)
+    check_param(a.methods is None or (isinstance(a.methods, list) and len(a.methods) > 0 and all(isinstance(m, str) for m in a.methods)),
+                'methods', a.methods, "a non-empty list of method names")
+    check_param(a.seeds is None or (isinstance(a.seeds, list) and len(a.seeds) > 0 and all(isinstance(x, int) and not isinstance(x, bool) for x in a.seeds)),
+                'seeds', a.seeds, "a non-empty list of integer seeds")
+    check_param(isinstance(a.metric, str) and a.metric != '', 'metric', a.metric, "a metric name, e.g. top1")
 
 def run_report(runs:str|None=None, # the folder of classification runs (None: fake runs in a temp folder)
                methods:list|None=None, # methods in table order (None: every run found)
@@ -133,7 +133,7 @@ def run_report(runs:str|None=None, # the folder of classification runs (None: fa
                out:str|None=None, # the output folder (None: a temp folder)
               )->pd.DataFrame:
     "The report stage: the table of mean ± std per method, its files and figure; returns the summary."
-    check_report_params(runs, methods, seeds, baseline, metric, out)
+    check_report_params(runs=runs, methods=methods, seeds=seeds, baseline=baseline, metric=metric, out=out)
     if runs is None: runs = make_fake_runs(Path(tempfile.mkdtemp(prefix='diffaug-report-'))/'runs', methods or ('original', 'mixup', 'cutmix'), seeds or (0, 1))
     df = collect_runs(runs, methods, seeds)
     check_param(metric in df, 'metric', metric, f"a column of the runs' metrics.json ({', '.join(c for c in df if df[c].dtype.kind == 'f')})")
