@@ -271,8 +271,9 @@ def lr_factor(step:int, # the optimisation step (0-based)
 
 # %% ../nbs/50_classification.ipynb #cadfda9c
 def group_name(g)->str|None:
-    "A readable group key: the string fields of a group dict joined by '/', else `str(g)`."
+    "A readable group key: a group dict's `group_name`, else its string fields joined by '/', else `str(g)`."
     if g is None: return None
+    if isinstance(g, dict) and isinstance(g.get('group_name'), str): return g['group_name']
     if isinstance(g, dict):
         s = [str(v) for v in g.values() if isinstance(v, str)]
         return '/'.join(s) if s else json.dumps(g, sort_keys=True)

@@ -751,9 +751,9 @@ SPLIT_KINDS = ('few-shot', 'long-tail', 'full')
 def check_prepare_params(**params)->str:
     "Validate the prepare stage's parameters (those of `run_prepare`; no work done); returns the resolved source kind."
     a = stage_args(run_prepare, params)
-    known = a.source in ('toy', 'folder') or a.source in IMPORTERS
+    known = a.source in ('toy', 'folder', 'miniworld') or a.source in IMPORTERS
     check_param(known or (isinstance(a.source, str) and Path(a.source).is_dir()), 'source', a.source,
-                f"'toy', 'folder', an existing image-folder root or one of {sorted(IMPORTERS)}")
+                f"'toy', 'miniworld', 'folder', an existing image-folder root or one of {sorted(IMPORTERS)}")
     if not known: a.source, a.root = 'folder', a.source
     check_param(a.kind in SPLIT_KINDS, 'kind', a.kind, f"one of {SPLIT_KINDS}")
     check_param(isinstance(a.shots, int) and not isinstance(a.shots, bool) and a.shots >= 1, 'shots', a.shots, "an integer >= 1")
@@ -770,10 +770,13 @@ def check_prepare_params(**params)->str:
         check_param(isinstance(a.toy_classes, int) and 1 <= a.toy_classes <= 64, 'toy_classes', a.toy_classes, "an integer in 1..64")
         check_param(isinstance(a.toy_per_class, int) and a.toy_per_class >= 1, 'toy_per_class', a.toy_per_class, "an integer >= 1")
         check_param(isinstance(a.toy_size, int) and a.toy_size >= 8, 'toy_size', a.toy_size, "an integer >= 8")
+    if a.source == 'miniworld':
+        for nm, lo in (('world_pool', 1), ('world_test', 0), ('world_ood', 0)):
+            v = getattr(a, nm); check_param(isinstance(v, int) and not isinstance(v, bool) and v >= lo, nm, v, f"an integer >= {lo}")
     check_param(isinstance(a.overwrite, bool), 'overwrite', a.overwrite, 'true or false')
     return a.source
 
-def run_prepare(source:str='toy', # "toy", "folder" (the image-folder root in `root`), an existing image-folder root, or an importer name: cub, aircraft, pets, cars, flowers102, waterbirds
+def run_prepare(source:str='toy', # "toy", "miniworld", "folder" (the image-folder root in `root`), an existing image-folder root, or an importer name: cub, aircraft, pets, cars, flowers102, waterbirds
                 raw:str|None=None, # importers: the native download folder
                 root:str|None=None, # dataset root to write (toy/importers) or read (folder); None: a temp folder
                 split_path:str|None=None, # the split JSON to write; None: <root>/../split.json
@@ -791,6 +794,9 @@ def run_prepare(source:str='toy', # "toy", "folder" (the image-folder root in `r
                 toy_classes:int=4, # toy: number of classes
                 toy_per_class:int=12, # toy: images per class
                 toy_size:int=32, # toy: image side
+                world_pool:int=100, # miniworld: pool images per species (the official train partition)
+                world_test:int=50, # miniworld: in-distribution test images per species
+                world_ood:int=0, # miniworld: OOD test images per species (reversed habitat, added to the test partition)
                 overwrite:bool=True, # replace an existing dataset root written by this stage
                )->Split:
     "The prepare stage: make the dataset root and write the split file."
@@ -802,6 +808,11 @@ def run_prepare(source:str='toy', # "toy", "folder" (the image-folder root in `r
     split_path = Path(split_path) if split_path is not None else root.parent/'split.json'
     if source == 'toy': ds = make_toy_dataset(root, toy_classes, toy_per_class, toy_size, seed=0, metaclass=metaclass or 'bird', overwrite=overwrite)
     elif source == 'folder': ds = Dataset.from_folder(root, metaclass)
+    elif source == 'miniworld':
+        from diffaug.miniworld import write_eval_dataset
+        write_eval_dataset(root, ood_root=root, n_pool=world_pool, n_val=20 if val_per_class is None else val_per_class,
+                           n_test=world_test, n_ood=world_ood, overwrite=overwrite)
+        ds = Dataset.from_folder(root)
     else: ds = IMPORTERS[source](raw, root, overwrite=overwrite, on_error=on_error)
     if metaclass: ds.metaclass = metaclass
     skipped = []

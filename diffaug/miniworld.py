@@ -293,10 +293,11 @@ def image_grid(images:list, # PIL images of equal size
 def _groups(sp:dict, f:Factors, split:str, cap:str)->dict:
     y = int(sp['habitat'] == 'water'); pl = int(BACKGROUNDS[f.background] == 'water')
     return {'bird': ['landbird', 'waterbird'][y], 'place': ['land', 'water'][pl], 'y': y, 'place_id': pl, 'group': 2 * y + pl,
-            'background': f.background, 'aligned': bool(y == pl), 'split': split, 'caption': cap}
+            'background': f.background, 'aligned': bool(y == pl), 'split': split, 'caption': cap,
+            'group_name': f"{['landbird', 'waterbird'][y]}/{['land', 'water'][pl]}"}
 
 def write_eval_dataset(root:str|Path, # the dataset root to write (pool, val, test)
-                       ood_root:str|Path|None=None, # the OOD test root; None: `<root>_ood`
+                       ood_root:str|Path|None=None, # the OOD test root; None: `<root>_ood`; `root`: the OOD images join root's test partition
                        n_pool:int=100, # pool images per species (official partition "train")
                        n_val:int=20, # validation images per species
                        n_test:int=50, # in-distribution test images per species
@@ -306,7 +307,7 @@ def write_eval_dataset(root:str|Path, # the dataset root to write (pool, val, te
                        p_aligned:float=0.95, # habitat-aligned share outside the OOD split
                        overwrite:bool=False, # replace existing roots
                       ):
-    "Write the evaluation species as a dataset root (+ an OOD root); returns the two `diffaug.data.Dataset`s."
+    "Write the evaluation species as a dataset root (+ an OOD root); returns the two `diffaug.data.Dataset`s (OOD: None when none or in `root`)."
     from diffaug.data import write_dataset
     for n, name in ((n_pool, 'n_pool'), (n_val, 'n_val'), (n_test, 'n_test'), (n_ood, 'n_ood')):
         check_param(isinstance(n, int) and n >= 0, name, n, "an integer >= 0")
@@ -323,10 +324,11 @@ def write_eval_dataset(root:str|Path, # the dataset root to write (pool, val, te
                     name = f'{split}_{i:05d}'
                     items.append((ci, im, name)); groups[(ci, name)] = _groups(table[ci], f, split, cap); partition[(ci, name)] = part[split]
         return items, groups, partition
-    items, groups, partition = build([('pool', n_pool), ('val', n_val), ('test', n_test)])
+    same = ood_root.resolve() == root.resolve()
+    items, groups, partition = build([('pool', n_pool), ('val', n_val), ('test', n_test)] + ([('ood_test', n_ood)] if same else []))
     ds = write_dataset(root, classes, items, 'bird', groups=groups, partition=partition, overwrite=overwrite, total=len(items))
     ood = None
-    if n_ood:
+    if n_ood and not same:
         items, groups, partition = build([('ood_test', n_ood)])
         ood = write_dataset(ood_root, classes, items, 'bird', groups=groups, partition=partition, overwrite=overwrite, total=len(items))
     return ds, ood

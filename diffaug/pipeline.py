@@ -30,8 +30,10 @@ class Stage:
     maybe_paths:tuple=() # parameters that are paths only when they exist (e.g. `model`: a hub id or a folder)
 
 STAGES = {
-    'prepare': Stage('02_data.ipynb', ('raw', 'root', 'split_path'), None, 'build or import the dataset and write the split'),
-    'concepts': Stage('10_concepts.ipynb', ('split', 'out', 'checkpoint_dir'), None, 'learn per-class concepts (tokens + LoRA)', ('model',)),
+    'prepare': Stage('02_data.ipynb', ('raw', 'root', 'split_path'), 'diffaug.data:check_prepare_params',
+                     'build or import the dataset and write the split'),
+    'concepts': Stage('10_concepts.ipynb', ('split', 'out', 'checkpoint_dir'), 'diffaug.concepts:check_concepts_params',
+                      'learn per-class concepts (tokens + LoRA)', ('model',)),
     'inversion': Stage('20_inversion.ipynb', ('split', 'out', 'concepts'), None, 'DDIM inversion pool', ('model',)),
     'interpolation': Stage('30_interpolation.ipynb', ('split', 'out', 'concepts', 'inversions'), None, 'Diff-II synthetic set',
                            ('model', 'suffixes')),

@@ -103,6 +103,8 @@ def test_setup_files_are_valid(repo_root):
     "Every paper setup in params/ overrides only known parameters, with values the stages accept."
     from diffaug.pipeline import setup_command, setup_overrides, set_dotted, notebook_parameters, STAGES
     from diffaug.classification import check_classification_params
+    from diffaug.concepts import check_concepts_params
+    from diffaug.data import check_prepare_params
     setups = sorted((repo_root/'params').glob('*.yaml'))
     assert len(setups) >= 20
     base = yaml.safe_load((repo_root/'params.yaml').read_text())
@@ -110,9 +112,16 @@ def test_setup_files_are_valid(repo_root):
         flat = setup_overrides(f, repo_root/'params.yaml')
         merged = json.loads(json.dumps(base))
         for k, v in flat.items(): set_dotted(merged, k, v)
-        for stage in ('prepare', 'classification', 'report'):
+        for stage in STAGES:
             unknown = set(merged[stage]) - set(notebook_parameters(repo_root/'nbs'/STAGES[stage].notebook))
             assert not unknown, f"{f.name}: {stage} has unknown parameters {unknown}"
+        check_concepts_params(**{**merged['concepts'], 'split': None})
+        if merged['prepare']['source'] == 'miniworld': check_prepare_params(**merged['prepare'])
+        runs = merged['runs']
+        assert set(runs['synthetic_methods']) <= set(runs['methods']), f.name
+        assert all(m in merged['classification']['synthetic'] for m in runs['methods'] if m in runs['synthetic_methods'] or m == 'diff-ii'), f.name
+        assert set(runs['oracle_methods']) <= set(runs['synthetic_methods']) | {'diff-ii'}, f.name
+        if 'diff-ii' in runs['methods']: assert merged['interpolation']['steps'] == merged['inversion']['steps'], f.name
         cls = {k: v for k, v in merged['classification'].items() if k not in ('split', 'eval_split')}
         for m in merged['runs']['methods']: check_classification_params(**{**cls, 'method': m})
         assert merged['classification']['split'] == merged['prepare']['split_path'], f.name
@@ -120,3 +129,12 @@ def test_setup_files_are_valid(repo_root):
         assert cmd[:5] == ['dvc', 'exp', 'run', '-n', f.stem]
         text = f.read_text()
         assert 'expected' in text.lower(), f"{f.name}: write the paper's expected numbers beside the setup"
+
+
+def test_setup_files_come_from_the_generator(repo_root, tmp_path):
+    "params/*.yaml are exactly what scripts/gen_setups.py writes (edit the script, not the files)."
+    subprocess.run([sys.executable, str(repo_root/'scripts'/'gen_setups.py'), str(tmp_path)], check=True, capture_output=True)
+    made = {p.name: p.read_text() for p in tmp_path.glob('*.yaml')}
+    have = {p.name: p.read_text() for p in (repo_root/'params').glob('*.yaml')}
+    assert sorted(made) == sorted(have)
+    assert [n for n in made if made[n] != have[n]] == []
