@@ -204,10 +204,20 @@ def stage_args(fn, # the stage function whose signature defines the parameters
     return SimpleNamespace(**b.arguments)
 
 # %% ../nbs/00_core.ipynb #8c8378e3
+from tqdm.std import tqdm as _std_tqdm
+
+class _TextBar(_std_tqdm):
+    "A text progress bar whose postfix updates wait for the next timed refresh (no line per `set_postfix`)."
+    def set_postfix(self, ordered_dict=None, refresh=False, **kw): super().set_postfix(ordered_dict, refresh=False, **kw)
+
 def progress(it=None, # an iterable
              desc:str|None=None, # label
              total:int|None=None, # length, when `it` has none
              **kw):
-    "A tqdm progress bar that `DIFFAUG_QUIET=1` silences."
+    "A tqdm progress bar: a widget in Jupyter, text when `DIFFAUG_PROGRESS=text` (pipeline runs), none with `DIFFAUG_QUIET=1`."
+    off = os.environ.get('DIFFAUG_QUIET') == '1'
+    if os.environ.get('DIFFAUG_PROGRESS') == 'text':  # papermill streams text, not widgets: a line every few seconds
+        kw = {'mininterval': float(os.environ.get('DIFFAUG_PROGRESS_INTERVAL', 10)), 'ascii': True, 'ncols': 100, **kw}
+        return _TextBar(it, desc=desc, total=total, disable=off, **kw)
     from tqdm.auto import tqdm
-    return tqdm(it, desc=desc, total=total, disable=os.environ.get('DIFFAUG_QUIET') == '1', dynamic_ncols=True, **kw)
+    return tqdm(it, desc=desc, total=total, disable=off, dynamic_ncols=True, **kw)

@@ -247,8 +247,9 @@ def run_stage(stage:str, # a key of `stages`, e.g. "classification"
     params = resolve_paths(params, st.paths, root, st.maybe_paths)
     out = root/(out or Path('reports')/stage/f'{stage}.ipynb')
     # the kernel imports this repository's diffaug (not another checkout's, even if one is pip-installed)
-    old = os.environ.get('PYTHONPATH')
+    old = os.environ.get('PYTHONPATH'); old_pb = os.environ.get('DIFFAUG_PROGRESS')
     os.environ['PYTHONPATH'] = os.pathsep.join([str(root)] + ([old] if old else []))
+    os.environ['DIFFAUG_PROGRESS'] = 'text'  # progress bars as text lines, which papermill streams to this console
     src = nb
     if not full:
         import nbformat
@@ -260,6 +261,8 @@ def run_stage(stage:str, # a key of `stages`, e.g. "classification"
         if src != nb: Path(src).unlink(missing_ok=True)
         if old is None: os.environ.pop('PYTHONPATH', None)
         else: os.environ['PYTHONPATH'] = old
+        if old_pb is None: os.environ.pop('DIFFAUG_PROGRESS', None)
+        else: os.environ['DIFFAUG_PROGRESS'] = old_pb
 
 # %% ../nbs/90_pipeline.ipynb #27688a14
 def flatten(d:dict, # nested dictionaries
