@@ -282,12 +282,25 @@ def eval_item(seed:int, # the world seed
 def image_grid(images:list, # PIL images of equal size
                ncols:int=8, # images per row
                scale:int=1, # nearest-neighbour upscaling
+               labels:list|None=None, # one text per row (e.g. its prompt), written left of the row
+               label_width:int=260, # pixels reserved for the labels
               )->Image.Image:
-    "Tile `images` into one picture."
+    "Tile `images` into one picture, optionally with a text label beside each row."
     w, h = images[0].size; nrows = (len(images) + ncols - 1) // ncols
     g = Image.new('RGB', (ncols * w, nrows * h), (255, 255, 255))
     for k, im in enumerate(images): g.paste(im, ((k % ncols) * w, (k // ncols) * h))
-    return g.resize((g.width * scale, g.height * scale), Image.Resampling.NEAREST) if scale > 1 else g
+    g = g.resize((g.width * scale, g.height * scale), Image.Resampling.NEAREST) if scale > 1 else g
+    if not labels: return g
+    out = Image.new('RGB', (g.width + label_width, g.height), (255, 255, 255)); out.paste(g, (label_width, 0))
+    d = ImageDraw.Draw(out); rh = h * scale
+    for r, text in enumerate(labels[:nrows]):
+        words, lines = str(text).split(), ['']
+        for wd in words:  # wrap to the label column (the default bitmap font is about 6 px per character)
+            if len(lines[-1]) + len(wd) + 1 > label_width // 6 - 1: lines.append('')
+            lines[-1] = (lines[-1] + ' ' + wd).strip()
+        y0 = r * rh + max(2, (rh - 11 * len(lines)) // 2)
+        for i, ln in enumerate(lines): d.text((4, y0 + 11 * i), ln, fill=(0, 0, 0))
+    return out
 
 # %% ../nbs/70_miniworld.ipynb #e9a0a476
 def _groups(sp:dict, f:Factors, split:str, cap:str)->dict:
