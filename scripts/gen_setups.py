@@ -13,6 +13,10 @@ SYNTH = ['real-guidance', 'da-fusion', 'diff-aug', 'diff-mix', 'real-mix', 'real
 
 def flow(xs): return '[' + ', '.join(xs) + ']'
 
+def prepare(source, raw, **kw):
+    "The prepare section of a real dataset in its native layout under `raw`, with its official test set."
+    return '\nprepare:\n' + ''.join(f'  {k}: {v}\n' for k, v in dict(source=source, raw=raw, **kw, test='official', verify_images='false').items())
+
 def runs(methods, seeds=(0, 1, 2), oracle=None):
     "The runs section: methods in table order, the synthetic sets they need, which sets the oracle stage scores."
     syn = [m for m in SYNTH if m in methods]
@@ -132,15 +136,7 @@ for bb in ('resnet50', 'vit-b16'):
   epochs: 100
   batch_size: 32
   lr: {1e-4 if ds == 'pets' else 1e-3}"""
-            body = f"""
-prepare:
-  source: {ds}
-  raw: {RAW[ds]}
-  kind: few-shot
-  shots: {shots}
-  test: official
-  verify_images: false
-""" + runs(ALL) + diffusion(0.3 if shots == 5 else 0.1) + f"""
+            body = prepare(ds, RAW[ds], kind='few-shot', shots=shots) + runs(ALL) + diffusion(0.3 if shots == 5 else 0.1) + f"""
 classification:
 {cls}
   momentum: 0.9
@@ -171,16 +167,7 @@ for j, (ds, src, label) in enumerate([('cub-lt', 'cub', 'CUB-LT'), ('flower-lt',
                 + HOWTO.format(raw=RAW[src], stem=stem) +
                 "# Expected top-1 (%) from the paper (CE = method original here; CMO/CMO-DRW are not implemented):\n"
                 + table(exp, [f'IF={IF}']))
-        body = f"""
-prepare:
-  source: {src}
-  raw: {RAW[src]}
-  kind: long-tail
-  imbalance_factor: {IF}
-  lt_rule: diffmix
-  test: official
-  verify_images: false
-""" + runs(['original', 'real-gen', 'real-mix', 'diff-mix', 'diff-ii']) + diffusion(1.0) + """
+        body = prepare(src, RAW[src], kind='long-tail', imbalance_factor=IF, lt_rule='diffmix') + runs(['original', 'real-gen', 'real-mix', 'diff-mix', 'diff-ii']) + diffusion(1.0) + """
 classification:
   model: resnet50.tv_in1k
   pretrained: true
@@ -218,15 +205,7 @@ head = ("# Paper setup: out-of-distribution test. Train ResNet-50 (224 px, Image
         "# The report's group columns: group:landbird/land = (L,L), group:waterbird/water = (W,W), group:landbird/water = (L,W),\n"
         "# group:waterbird/land = (W,L); group_mean = Avg. Expected accuracy (%) from the paper:\n"
         + table(T3, ['(L,L)', '(W,W)', '(L,W)', '(W,L)', 'Avg']))
-body = """
-prepare:
-  source: cub
-  raw: data/raw/cub
-  kind: few-shot
-  shots: 5
-  test: official
-  verify_images: false
-""" + runs(['original', 'real-filter', 'real-guidance', 'real-mix', 'da-fusion', 'diff-aug', 'diff-mix', 'diff-ii']) + diffusion(0.3) + """
+body = prepare('cub', RAW['cub'], kind='few-shot', shots=5) + runs(['original', 'real-filter', 'real-guidance', 'real-mix', 'da-fusion', 'diff-aug', 'diff-mix', 'diff-ii']) + diffusion(0.3) + """
 classification:
   eval_split: data/waterbirds/split.json
   model: resnet50.tv_in1k
