@@ -72,7 +72,9 @@ class TrainConfig:
     threads:int|None=None # torch CPU threads (None: torch's default)
     save_model:bool=False # also write model.safetensors
 
-    def check(self):
+    def check(self,
+              files:bool=True, # also require the synthetic-set folders to exist (False: validate a setup before its stages ran)
+             ):
         "Raise `ParamError` naming the first invalid parameter."
         import timm
         isint = lambda v: isinstance(v, int) and not isinstance(v, bool)
@@ -111,7 +113,7 @@ class TrainConfig:
         else:
             check_param(len(syn) == 0, 'synthetic', self.synthetic,
                         f"no synthetic sets for method {self.method!r} (it trains on real images only; use a synthetic method's name)")
-        for s in syn:
+        for s in syn if files else []:
             check_param(Path(s).is_dir() and (Path(s)/'metadata.csv').is_file(), 'synthetic', s, "a synthetic-set folder with metadata.csv")
         return self
 

@@ -102,7 +102,7 @@ def test_nbdev_export_leaves_package_unchanged(tmp_path):
 def test_setup_files_are_valid(repo_root):
     "Every paper setup in params/ overrides only known parameters, with values the stages accept."
     from diffaug.pipeline import setup_command, setup_overrides, set_dotted, notebook_parameters, STAGES
-    from diffaug.classification import check_classification_params
+    from diffaug.classification import TrainConfig
     from diffaug.concepts import check_concepts_params
     from diffaug.data import check_prepare_params
     setups = sorted((repo_root/'params').glob('*.yaml'))
@@ -123,7 +123,10 @@ def test_setup_files_are_valid(repo_root):
         assert set(runs['oracle_methods']) <= set(runs['synthetic_methods']) | {'diff-ii'}, f.name
         if 'diff-ii' in runs['methods']: assert merged['interpolation']['steps'] == merged['inversion']['steps'], f.name
         cls = {k: v for k, v in merged['classification'].items() if k not in ('split', 'eval_split')}
-        for m in merged['runs']['methods']: check_classification_params(**{**cls, 'method': m})
+        for m in merged['runs']['methods']:
+            cfg = TrainConfig(**{**cls, 'method': m}).check(files=False)  # a clean clone has no data/annotated/ yet
+            for s in cfg.synthetic_sets():  # each synthetic set is the annotation stage's output for a method this setup runs
+                assert s.startswith('data/annotated/') and s.split('/')[-1] in set(runs['synthetic_methods']) | {'diff-ii'}, (f.name, m, s)
         assert merged['classification']['split'] == merged['prepare']['split_path'], f.name
         cmd = setup_command(f, repo_root/'params.yaml')
         assert cmd[:5] == ['dvc', 'exp', 'run', '-n', f.stem]
