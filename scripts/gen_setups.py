@@ -245,7 +245,7 @@ def mw_diffusion(suffix_fraction):
         '  batch_size: 2\n  checkpoint_every: 500\n', '  batch_size: 8\n  checkpoint_every: 100\n').replace(
         '  precision: fp16\n', '  precision: fp32\n').replace(
         '  clip_model: openai/clip-vit-base-patch32   # Real-Filter\n', '  clip_model: null           # Real-Filter: a tiny random CLIP (no CLIP offline); on a machine with the hub: openai/clip-vit-base-patch32\n').replace(
-        '  guidance_scale: 7.5\n', '  guidance_scale: 5.0        # the mini model\'s prompt following is measured at 3-5\n').replace(
+        '  guidance_scale: 7.5\n', '  guidance_scale: 5.0        # the mini model follows prompts equally well at 2-7.5 (nbs/71)\n').replace(
         '  source: auto                # the dataset\'s captions when shipped, else BLIP captions summarised by an LLM\n', '  source: captions            # the world\'s own captions\n').replace(
         'oracle:\n  clip_model: openai/clip-vit-base-patch32   # CLIP score of each synthetic set (Diff-II Fig. 7); LPIPS needs lpips_trunk (a local AlexNet file)\n',
         'oracle:\n  model: models/oracle/oracle.safetensors\n')

@@ -123,12 +123,9 @@ def test_oracle_is_near_perfect_on_real_and_near_chance_on_random_generations(tm
 def test_shipped_model_prompt_following():
     from diffaug.miniworld_model import measure_prompt_following
     r = measure_prompt_following(MODEL, MODEL/'eval'/'attr_classifier.safetensors', n=200)[0]
-    # The target is background >= 0.9 and colours >= 0.7; training is still under way (resumable, see
-    # nbs/71_miniworld_model.ipynb), so this checks that the shipped model reproduces its recorded check and follows
-    # prompts clearly above chance (background 1/5, colour 1/6), not the final target.
-    best = json.loads((MODEL/'training'/'best_check.json').read_text())
-    assert r['background'] >= max(0.5, best['background'] - 0.15), (r, best)
-    assert r['colour'] >= max(0.2, best['colour'] - 0.1), (r, best)
+    # The acceptance target, on prompts (seed 10000) the training checks never used: the named background in
+    # >= 90% of generations, the named colours in >= 70% (chance: 1/5 and about 1/6).
+    assert r['background'] >= 0.9 and r['colour'] >= 0.7, r
 
 
 def test_mini_world_through_every_diffusion_stage(tmp_path, monkeypatch):
