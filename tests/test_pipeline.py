@@ -141,3 +141,18 @@ def test_setup_files_come_from_the_generator(repo_root, tmp_path):
     have = {p.name: p.read_text() for p in (repo_root/'params').glob('*.yaml')}
     assert sorted(made) == sorted(have)
     assert [n for n in made if made[n] != have[n]] == []
+
+
+def test_papermill_reads_every_stage_parameter(repo_root, caplog):
+    "papermill's own parser (`papermill --help-notebook`, its 'unknown parameter' warnings) reads each stage's parameters cell like ours."
+    import logging, nbformat
+    from papermill.translators import PythonTranslator
+    from diffaug.pipeline import STAGES, notebook_parameters
+    for st in {s.notebook for s in STAGES.values()}:
+        nb = repo_root/'nbs'/st
+        cell = next(c for c in nbformat.read(str(nb), as_version=4).cells if 'parameters' in c.metadata.get('tags', []))
+        with caplog.at_level(logging.WARNING, logger='papermill'):
+            caplog.clear()
+            names = [p.name for p in PythonTranslator.inspect(cell)]
+        assert not caplog.records, f"{st}: {[r.getMessage() for r in caplog.records]}"
+        assert names == list(notebook_parameters(nb)), st
