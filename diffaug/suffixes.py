@@ -11,9 +11,9 @@ from collections import Counter
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['BLIP_ID', 'LLM_ID', 'SUMMARY_INSTRUCTION', 'CONTEXT_WORDS', 'clean_suffix', 'read_suffixes', 'write_suffixes',
-           'dataset_captions', 'caption_images', 'make_tiny_blip', 'rule_summarize', 'parse_summary', 'llm_summarize',
-           'make_tiny_llm', 'summarize', 'run_suffixes']
+__all__ = ['BLIP_ID', 'LLM_ID', 'SUMMARY_INSTRUCTION', 'CONTEXT_WORDS', 'DANGLING', 'clean_suffix', 'read_suffixes',
+           'write_suffixes', 'dataset_captions', 'caption_images', 'make_tiny_blip', 'subject_end', 'rule_summarize',
+           'parse_summary', 'llm_summarize', 'make_tiny_llm', 'summarize', 'run_suffixes']
 
 # %% ../nbs/31_suffixes.ipynb #299b4b69
 from .core import check_param, ParamError, atomic_write_text, progress
@@ -126,22 +126,38 @@ CONTEXT_WORDS = ('perched', 'sitting', 'standing', 'flying', 'swimming', 'walkin
                  'taking', 'driving', 'lying', 'in', 'on', 'over', 'near', 'by', 'at', 'under', 'above', 'among', 'against',
                  'inside', 'outside', 'next', 'beside', 'behind', 'through', 'across', 'along', 'during')
 
+def _words(text:str)->list: return re.findall(r"[a-z0-9'-]+|[,;:.!?]", text.lower())  # words and clause marks
+
+DANGLING = ('a', 'an', 'the', 'of', 'and', 'with', 'to', 'in', 'on', 'at', 'by', 'over', 'near', 'front', 'next', 'top')  # never end a phrase
+
+def subject_end(words:list, # a caption's words (lower case)
+                names:list, # the subject's names, each a list of words
+               )->int|None:
+    "Index just past the first mention of any of `names` (or its plural) in `words`; None if none is mentioned."
+    names = sorted(names, key=len, reverse=True)  # at one position, the longest name wins
+    for i in range(len(words)):
+        for n in names:
+            if n and words[i:i + len(n) - 1] == n[:-1] and i + len(n) <= len(words) and words[i + len(n) - 1] in (n[-1], n[-1] + 's', n[-1] + 'es'):
+                return i + len(n)
+    return None
+
 def rule_summarize(captions:list, # captions
                    metaclass:str, # the theme word, e.g. "bird"
                    max_suffixes:int=10, # at most this many suffixes
-                   max_words:int=8, # words kept per phrase
+                   max_words:int=12, # words kept per phrase (a phrase also ends at the caption's first comma)
+                   subjects:list|None=None, # other names of the subject, e.g. the class names
                   )->list:
-    "Most frequent context phrases after the metaclass word (a deterministic stand-in for the LLM)."
-    cnt = Counter()
+    "Most frequent context phrases after the subject (the metaclass word or a class name): a deterministic stand-in for the LLM."
+    cnt = Counter(); names = [_words(metaclass)] + [_words(n) for n in subjects or []]
     for c in captions:
-        w = re.findall(r"[a-z0-9'-]+", c.lower())
-        try: k = next(i for i, x in enumerate(w) if x in (metaclass.lower(), metaclass.lower() + 's'))
-        except StopIteration: continue
-        rest = w[k + 1:]
+        w = _words(c); k = subject_end(w, names)
+        if k is None: continue
+        rest = w[k:]
         j = next((i for i, x in enumerate(rest) if x in CONTEXT_WORDS), None)
         if j is None: continue
         ph = rest[j:j + max_words]
-        while ph and ph[-1] in ('a', 'an', 'the', 'of', 'and', 'with', 'in', 'on'): ph.pop()
+        ph = ph[:next((i for i, x in enumerate(ph) if x in ',;:.!?'), len(ph))]
+        while ph and ph[-1] in DANGLING: ph.pop()
         if len(ph) >= 2: cnt[' '.join(ph)] += 1
     return [p + '.' for p, _ in sorted(cnt.items(), key=lambda kv: (-kv[1], kv[0]))[:max_suffixes]]
 
@@ -200,6 +216,7 @@ def summarize(captions:list, # captions
               llm:str|Path|None='auto', # text-generation model id/folder; "rule": the rule-based stand-in; "auto": LLM_ID on a GPU, else "rule"
               max_suffixes:int=10, # at most this many
               device:str='auto', # "auto", "cpu", "cuda"
+              subjects:list|None=None, # other names of the subject (the class names), for the rule
              )->tuple:
     "Suffixes from captions, and a note saying how they were made."
     import torch
@@ -210,7 +227,7 @@ def summarize(captions:list, # captions
         import warnings; warnings.warn(f"the language model {llm} gave no line of the form 'a photo of a {metaclass} ...': using the rule-based summary")
         how = f"rule-based summary of {len(captions)} captions ({llm} gave no usable line)"
     else: how = f"rule-based summary of {len(captions)} captions (no language model)"
-    return rule_summarize(captions, metaclass, max_suffixes), how
+    return rule_summarize(captions, metaclass, max_suffixes, subjects=subjects), how
 
 # %% ../nbs/31_suffixes.ipynb #e1f0332f
 def run_suffixes(split:str|Path|None=None, # the split JSON (None: a toy dataset with captions, in a temp folder)
@@ -248,7 +265,7 @@ def run_suffixes(split:str|Path|None=None, # the split JSON (None: a toy dataset
         else:
             ims = [load_image(p) for p in progress(sp.paths('train'), desc='reading images')]
             capl, frm = caption_images(ims, captioner, f"a photo of a {mc}", device), f"captions by {captioner}"
-        sfx, how = summarize(capl, mc, llm, max_suffixes, device)
+        sfx, how = summarize(capl, mc, llm, max_suffixes, device, subjects=sp.classes)
         how = f"{how}; {frm}"
     if not sfx: raise ValueError(f"no suffixes could be made for split {split} (source {source!r})")
     body = '\n'.join(dict.fromkeys(s.strip() for s in sfx if s.strip()))

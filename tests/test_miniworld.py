@@ -129,12 +129,13 @@ def test_shipped_model_prompt_following():
 
 
 def test_mini_world_through_every_diffusion_stage(tmp_path, monkeypatch):
-    "prepare (source miniworld) -> concepts -> a compared method and Diff-II on the shipped model, loaded by path -> oracle scores."
+    "prepare (source miniworld) -> concepts, suffixes -> a compared method and Diff-II on the shipped model, loaded by path -> oracle scores."
     from diffaug.data import run_prepare, SyntheticSet
     from diffaug.concepts import run_concepts
     from diffaug.methods import run_synthesis
     from diffaug.inversion import run_inversion
     from diffaug.interpolation import run_interpolation
+    from diffaug.suffixes import run_suffixes, read_suffixes, CONTEXT_WORDS
     from diffaug.oracle import score_synthetic_set
     monkeypatch.setenv('HF_HUB_OFFLINE', '1'); monkeypatch.setenv('DIFFAUG_QUIET', '1')
     sp = run_prepare(source='miniworld', root=str(tmp_path/'ds'), split_path=str(tmp_path/'split.json'), shots=2,
@@ -145,7 +146,11 @@ def test_mini_world_through_every_diffusion_stage(tmp_path, monkeypatch):
     run_synthesis('diff-aug', split, str(tmp_path/'diff-aug'), str(MODEL), {'diff-mix': str(tmp_path/'concepts')},
                   expansion=1, steps=4, guidance_scale=4.0, batch_size=12, device='cpu', precision='fp32')
     run_inversion(split, MODEL, tmp_path/'concepts', tmp_path/'inv', steps=4, batch_size=12, check_images=0, device='cpu', precision='fp32')
-    run_interpolation(split, MODEL, tmp_path/'concepts', tmp_path/'inv', None, tmp_path/'diff-ii', expansion=1, steps=4,
+    # the world's captions name the species ("a photo of a Scarlet Finch perched on ..."), not the metaclass
+    sf = run_suffixes(split, tmp_path/'suffixes.txt', 'captions', llm='rule')
+    sfx = read_suffixes(sf['out'])
+    assert len(sfx) >= 5 and all(x.split()[0] in CONTEXT_WORDS and not x.rstrip('.').endswith((' of', ' front')) for x in sfx), sfx
+    run_interpolation(split, MODEL, tmp_path/'concepts', tmp_path/'inv', sf['out'], tmp_path/'diff-ii', expansion=1, steps=4,
                       guidance_scale=4.0, batch_size=12, device='cpu', precision='fp32')
     for name in ('diff-aug', 'diff-ii'):
         ss = SyntheticSet(tmp_path/name)
