@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from .core import (item_seed, item_generator, item_rng, seed_everything, choose_device, atomic_write_text,
-                          atomic_write_json, atomic_save_safetensors, load_image, ParamError, check_param, progress)
+                          atomic_write_json, atomic_save_safetensors, load_image, ParamError, check_param, progress, recorded_path)
 from PIL import Image
 from .data import load_split, SyntheticSet, Split, make_toy_dataset, few_shot_split, save_split, SyntheticSetWriter
 
@@ -448,7 +448,8 @@ def _train(split_path, out, cfg:TrainConfig)->dict:
         if cfg.save_model:
             atomic_save_safetensors(acc.unwrap_model(model).state_dict(), out/'model.safetensors',
                                     metadata={'model': cfg.model, 'num_classes': str(K), 'classes': json.dumps(sp.classes)})
-        atomic_write_json(out/'config.json', {'split': str(split_path), **asdict(cfg)})
+        atomic_write_json(out/'config.json', {**asdict(cfg), 'split': recorded_path(str(split_path)), 'synthetic': recorded_path(cfg.synthetic),
+                                               'eval_split': recorded_path(cfg.eval_split)})
         atomic_write_json(out/'metrics.json', metrics) # last: its presence means the run completed
     acc.wait_for_everyone()
     acc.free_memory()

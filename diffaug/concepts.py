@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from PIL import Image
 from .core import (item_seed, item_generator, choose_device, choose_dtype, atomic_write_json,
-                          atomic_save_safetensors, load_image, ParamError, check_param, stage_args, progress)
+                          atomic_save_safetensors, load_image, ParamError, check_param, stage_args, progress, recorded_path)
 from .models import load_sd, make_tiny_sd, encode_images, sd_resolution
 
 # %% ../nbs/10_concepts.ipynb #a39c2cda
@@ -388,6 +388,8 @@ def train_concepts(pipe, # a StableDiffusionPipeline, freshly loaded (changed in
         d.update({f"lora.{n}": p for n, p in lora_state(pipe.unet).items()})
         return d
 
+    # the eval loss of the untrained concepts, before any checkpoint is restored (so a resumed run records the same)
+    with acc.autocast(): loss0 = concept_eval_loss(pipe, lat, prompt_ids, seed, eval_draws) if eval_draws else None
     start, losses = 0, []
     cks = list_checkpoints(ck_dir) if resume else []
     if cks:
@@ -400,7 +402,6 @@ def train_concepts(pipe, # a StableDiffusionPipeline, freshly loaded (changed in
         start, losses = int(st['step']), list(st.get('losses', []))[:int(st['step'])]
         if start > steps: warnings.warn(f"checkpoint {cks[-1]} is at step {start} > steps={steps}: using it as is")
 
-    with acc.autocast(): loss0 = concept_eval_loss(pipe, lat, prompt_ids, seed, eval_draws) if eval_draws else None
     tokens_p, opt_p = acc.prepare(tokens, opt)
     unet_p = acc.prepare(pipe.unet) if lora and acc.num_processes > 1 else pipe.unet
     hook = hook_concept_tokens(pipe.text_encoder, tokens_p)
@@ -436,14 +437,14 @@ def train_concepts(pipe, # a StableDiffusionPipeline, freshly loaded (changed in
         w = pipe.text_encoder.get_input_embeddings().weight
         w[first_id:first_id + tokens.weight.shape[0]] = tokens.weight.detach().to(w.device, w.dtype)
     with acc.autocast(): loss1 = concept_eval_loss(pipe, lat, prompt_ids, seed, eval_draws) if eval_draws else None
-    info = dict(steps=len(losses), steps_this_run=done, resumed_from=start, seconds=round(secs, 3),
-                steps_per_second=round(done / secs, 3) if done and secs > 0 else None,
-                eval_loss_before=loss0, eval_loss_after=loss1, losses=losses, checkpoints=str(ck_dir), fingerprint=fp)
-    if acc.is_main_process:
+    training = dict(steps=len(losses), eval_loss_before=loss0, eval_loss_after=loss1, losses=losses, fingerprint=fp)
+    this_run = dict(steps_this_run=done, resumed_from=start, seconds=round(secs, 3), checkpoints=str(ck_dir),
+                    steps_per_second=round(done / secs, 3) if done and secs > 0 else None)
+    if acc.is_main_process:  # training.json holds what the result depends on, not how this run went: same bytes after a resume
         write_concepts(out, pipe, classes, toks, tokens.weight.detach(), recipe=recipe, metaclass=metaclass, base_model=str(base_model),
-                       extra={'config': cfg, 'steps': len(losses), 'init_word': init_word, 'rank': cfg['rank']}, training=info)
+                       extra={'config': cfg, 'steps': len(losses), 'init_word': init_word, 'rank': cfg['rank']}, training=training)
     acc.wait_for_everyone()
-    return info
+    return {**training, **this_run}
 
 # %% ../nbs/10_concepts.ipynb #d172ce8b
 CONCEPTS_FORMAT = 1
@@ -636,7 +637,7 @@ def run_concepts(split:str|Path|None=None, # the split JSON (None: a toy dataset
     info = train_concepts(pipe, images, labels, out, classes=sp.classes, metaclass=sp.metaclass, recipe=recipe, steps=steps,
                           lr_embed=lr_embed, lr_lora=lr_lora, rank=rank, n_tokens=n_tokens, init_word=init_word, resolution=resolution,
                           batch_size=batch_size, grad_accum=grad_accum, flip=flip, checkpoint_every=checkpoint_every,
-                          checkpoint_dir=checkpoint_dir, precision=precision, seed=seed, base_model=str(model), accelerator=acc)
+                          checkpoint_dir=checkpoint_dir, precision=precision, seed=seed, base_model=recorded_path(model), accelerator=acc)
     return {**info, 'out': str(out), 'split': str(split), 'model': str(model)}
 
 # %% ../nbs/10_concepts.ipynb #bc951e35

@@ -13,7 +13,8 @@ from pathlib import Path
 # %% auto #0
 __all__ = ['item_seed', 'item_generator', 'item_rng', 'seed_everything', 'choose_device', 'cpu_supports_bf16', 'choose_dtype',
            'atomic_write', 'atomic_write_text', 'atomic_write_json', 'atomic_save_image', 'atomic_save_safetensors',
-           'ImageLoadError', 'load_image', 'load_images', 'ParamError', 'check_param', 'stage_args', 'progress']
+           'recorded_path', 'ImageLoadError', 'load_image', 'load_images', 'ParamError', 'check_param', 'stage_args',
+           'progress']
 
 # %% ../nbs/00_core.ipynb #355f3a72
 import numpy as np
@@ -131,6 +132,18 @@ def atomic_save_safetensors(tensors:dict, path:str|Path, metadata:dict|None=None
     data = save({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, metadata=metadata)
     with atomic_write(path, 'wb') as f: f.write(data)
     return Path(path)
+
+# %% ../nbs/00_core.ipynb #d1c63f7a
+def recorded_path(p, # a path or hub id a stage writes into its output files (or a list / dict of them)
+                 ):
+    "`p` relative to the repository root (`$DIFFAUG_ROOT`) when inside it, else unchanged; for recording in outputs."
+    if p is None: return None
+    if isinstance(p, (list, tuple)): return [recorded_path(x) for x in p]
+    if isinstance(p, dict): return {k: recorded_path(v) for k, v in p.items()}
+    root = os.environ.get('DIFFAUG_ROOT')
+    if root and Path(str(p)).is_absolute():
+        with contextlib.suppress(ValueError): return Path(p).resolve().relative_to(Path(root).resolve()).as_posix()
+    return str(p)
 
 # %% ../nbs/00_core.ipynb #677e93c3
 class ImageLoadError(ValueError):

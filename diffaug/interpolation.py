@@ -15,7 +15,7 @@ __all__ = ['DEFAULT_SUFFIXES', 'latent_angle', 'circle_interpolation', 'slerp', 
 
 # %% ../nbs/30_interpolation.ipynb #e63feb98
 import torch
-from .core import check_param, ParamError, progress, item_generator
+from .core import check_param, ParamError, progress, item_generator, recorded_path
 from .models import load_sd, make_tiny_sd, decode_latents, PromptCache
 from .sampling import WorkItem, ddim_grid, ddim_sample, encode_prompts, run_items, _state
 
@@ -163,7 +163,7 @@ def run_interpolation(split:str|Path|None=None, # the split JSON (None: a toy de
         keep = [it for it in sp0.items('train') if it['label'] != last] + [next(it for it in sp0.items('train') if it['label'] == last)]
         split = save_split(Split(sp0.root, sp0.metaclass, sp0.classes, sp0.kind, sp0.seed, {'train': keep}, sp0.info),
                            tmp/'split.json')  # the last class keeps one image: the noise fallback
-    model_name = str(model) if model is not None else 'tiny random SD (diffaug.models.make_tiny_sd defaults)'
+    model_name = recorded_path(model) if model is not None else 'tiny random SD (diffaug.models.make_tiny_sd defaults)'
     if model is None: model = make_tiny_sd(tmp/'tiny-sd')
     if inversions is None:
         inversions = run_inversion(split, model, concepts, tmp/'inversions', steps=steps, device=device, precision=precision,
@@ -189,7 +189,7 @@ def run_interpolation(split:str|Path|None=None, # the split JSON (None: a toy de
     empty = sorted(c for c in sp.classes if not ids.get(c))
     if singles: warnings.warn(f"{len(singles)} class(es) have a single training image and fall back to Gaussian noise: {singles[:5]}")
     k = suffix_steps(suffix_fraction, steps, pipe.scheduler)
-    info = dict(model=model_name, concepts=str(concepts) if concepts else None, inversions=str(inversions), split=str(split),
+    info = dict(model=model_name, concepts=recorded_path(concepts) if concepts else None, inversions=recorded_path(inversions), split=recorded_path(split),
                 suffixes=sfx, expansion=expansion, suffix_fraction=suffix_fraction, suffix_steps=k, guidance_scale=guidance_scale,
                 steps=steps, pool_steps=meta['steps'], seed=seed, precision=str(pipe.unet.dtype).replace('torch.', ''),
                 noise_fallback_classes=singles, classes_without_images=empty,

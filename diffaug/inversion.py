@@ -15,7 +15,7 @@ __all__ = ['class_prompts', 'invert_images', 'load_inversion_pool', 'build_inver
 
 # %% ../nbs/20_inversion.ipynb #330c6bba
 import torch
-from .core import (check_param, ParamError, progress, load_image, atomic_save_safetensors, atomic_write_json)
+from .core import (check_param, ParamError, progress, load_image, atomic_save_safetensors, atomic_write_json, recorded_path)
 from .models import load_sd, make_tiny_sd, encode_images, decode_latents, sd_resolution, PromptCache
 from .sampling import ddim_invert, ddim_sample, encode_prompts, batches_of, _state
 
@@ -137,7 +137,7 @@ def run_inversion(split:str|Path|None=None, # the split JSON (None: a toy datase
     if split is None:
         ds = make_toy_dataset(tmp/'toy', n_classes=2, n_per_class=4, size=32, seed=0)
         split = save_split(few_shot_split(ds, k=3, seed=0, test='none'), tmp/'split.json')
-    model_name = str(model) if model is not None else 'tiny random SD (diffaug.models.make_tiny_sd defaults)'
+    model_name = recorded_path(model) if model is not None else 'tiny random SD (diffaug.models.make_tiny_sd defaults)'
     if model is None: model = make_tiny_sd(tmp/'tiny-sd')
     out = Path(out) if out is not None else tmp/'inversions'
     sp = load_split(split)
@@ -149,7 +149,7 @@ def run_inversion(split:str|Path|None=None, # the split JSON (None: a toy datase
         from diffaug.concepts import apply_concepts
         ph = apply_concepts(pipe, concepts, classes=sp.classes)
     prompts = class_prompts(sp.classes, sp.metaclass, ph)
-    info = {'model': model_name, 'concepts': str(concepts) if concepts else None, 'split': str(split),
+    info = {'model': model_name, 'concepts': recorded_path(concepts) if concepts else None, 'split': recorded_path(split),
             'precision': str(pipe.unet.dtype).replace('torch.', ''), 'classes': sp.classes, 'metaclass': sp.metaclass}
     build_inversion_pool(pipe, items, prompts, out, steps, batch_size, resolution, root=sp.root, info=info, cpu=cpu)
     result = {'out': str(out), 'n_images': len(items), 'steps': steps}

@@ -21,7 +21,7 @@ __all__ = ['METHODS', 'PAPER_TABLE1_COLUMNS', 'PAPER_TABLE1', 'DEFAULT_PROMPT', 
 import numpy as np
 import torch
 from PIL import Image
-from .core import ParamError, check_param, item_rng, load_image, progress, choose_device, choose_dtype
+from .core import ParamError, check_param, item_rng, load_image, progress, choose_device, choose_dtype, recorded_path
 from .models import load_sd, make_tiny_sd, encode_images, decode_latents, PromptCache, write_char_tokenizer
 from .data import (Split, load_split, SyntheticSetWriter, read_metadata_csv, write_metadata_csv, make_toy_dataset,
                           few_shot_split, save_split)
@@ -340,12 +340,12 @@ def synthesize(method:str, # a key of METHODS
     prompt_of = lambda it: make_prompt(names[it.label], sp.metaclass, prompt_template)
     if spec.family == 'img2img': render = img2img_render(pipe, sp, prompt_of, seed, steps, guidance_scale)
     else: render = text_to_image_render(pipe, prompt_of, seed, 'synthesis', steps, guidance_scale)
-    info = dict(method=spec.name, family=spec.family, concepts=str(concepts.get(spec.concepts) if isinstance(concepts, dict) else concepts) if spec.concepts else None,
-                model=str(model) if model is not None else None, seed=seed, expansion=expansion, strength_mode=mode, strength=s,
-                strengths=list(ss), steps=steps, guidance_scale=guidance_scale, prompt_template=prompt_template, split=str(sp.path or ''))
+    info = dict(method=spec.name, family=spec.family, concepts=recorded_path(concepts.get(spec.concepts) if isinstance(concepts, dict) else concepts) if spec.concepts else None,
+                model=recorded_path(model), seed=seed, expansion=expansion, strength_mode=mode, strength=s,
+                strengths=list(ss), steps=steps, guidance_scale=guidance_scale, prompt_template=prompt_template, split=recorded_path(sp.path or ''))
     writer = SyntheticSetWriter(out, sp.classes, spec.name, info=info)
     if spec.clip_filter:
-        info.update(clip_model=str(clip_model), clip_template=clip_template, clip_min_prob=clip_min_prob)
+        info.update(clip_model=recorded_path(clip_model) if not callable(clip_model) else str(clip_model), clip_template=clip_template, clip_min_prob=clip_min_prob)
         clf = clip_model if callable(clip_model) else ClipZeroShot(clip_model, sp.classes, sp.metaclass, clip_template, device=str(pipe.device))
         render = clip_scoring_render(render, clf, sp.classes); writer = RejectAwareWriter(writer)
     t1 = time.perf_counter()

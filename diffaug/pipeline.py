@@ -247,9 +247,11 @@ def run_stage(stage:str, # a key of `stages`, e.g. "classification"
     params = resolve_paths(params, st.paths, root, st.maybe_paths)
     out = root/(out or Path('reports')/stage/f'{stage}.ipynb')
     # the kernel imports this repository's diffaug (not another checkout's, even if one is pip-installed)
-    old = os.environ.get('PYTHONPATH'); old_pb = os.environ.get('DIFFAUG_PROGRESS')
-    os.environ['PYTHONPATH'] = os.pathsep.join([str(root)] + ([old] if old else []))
-    os.environ['DIFFAUG_PROGRESS'] = 'text'  # progress bars as text lines, which papermill streams to this console
+    old = os.environ.get('PYTHONPATH')
+    env = {'PYTHONPATH': os.pathsep.join([str(root)] + ([old] if old else [])),
+           'DIFFAUG_PROGRESS': 'text',  # progress bars as text lines, which papermill streams to this console
+           'DIFFAUG_ROOT': str(root)}   # paths recorded in outputs are relative to it (`diffaug.core.recorded_path`)
+    saved = {k: os.environ.get(k) for k in env}; os.environ.update(env)
     src = nb
     if not full:
         import nbformat
@@ -259,10 +261,9 @@ def run_stage(stage:str, # a key of `stages`, e.g. "classification"
                                       label=f"{nb.name} ({'whole chapter' if full else 'run view'})")
     finally:
         if src != nb: Path(src).unlink(missing_ok=True)
-        if old is None: os.environ.pop('PYTHONPATH', None)
-        else: os.environ['PYTHONPATH'] = old
-        if old_pb is None: os.environ.pop('DIFFAUG_PROGRESS', None)
-        else: os.environ['DIFFAUG_PROGRESS'] = old_pb
+        for k, v in saved.items():
+            if v is None: os.environ.pop(k, None)
+            else: os.environ[k] = v
 
 # %% ../nbs/90_pipeline.ipynb #27688a14
 def flatten(d:dict, # nested dictionaries
