@@ -29,7 +29,7 @@ MIXING = {'original': None, 'mixup': 'mixup', 'cutmix': 'cutmix'}
 SYNTHETIC_METHODS = {'synthetic', 'diff-ii', 'diff-mix', 'diff-aug', 'diff-gen', 'da-fusion', 'real-guidance',
                      'real-filter', 'real-mix', 'real-gen', 'real-aug'}
 REPLACE_WITH = ('source', 'class', 'any', 'inverse-frequency')
-PRECISIONS = ('no', 'fp16', 'bf16')
+PRECISIONS = ('no', 'fp16', 'bf16')  # accelerate's names; "fp32" is read as "no"
 
 def register_synthetic_method(name:str, # the method's name as it appears in params.yaml
                              )->None:
@@ -66,11 +66,16 @@ class TrainConfig:
     eval_every:int=1 # evaluate val/test every this many epochs (the last epoch always)
     seed:int=0 # the run's seed (initialisation, order, replacement, augmentation)
     device:str='auto' # "auto", "cpu", "cuda", ...
-    precision:str='no' # accelerate mixed precision: "no", "fp16", "bf16"
+    precision:str='no' # accelerate mixed precision: "no" (or "fp32"), "fp16", "bf16"
     num_workers:int=0 # data-loader workers (results do not depend on it)
     num_processes:int=1 # GPUs to train on (accelerate's notebook_launcher); 1 on CPU
     threads:int|None=None # torch CPU threads (None: torch's default)
     save_model:bool=False # also write model.safetensors
+
+    def __post_init__(self):
+        # "fp32" as in the other stages; and an unquoted `no` in YAML, which PyYAML (YAML 1.1) reads as false -- DVC's
+        # `exp run -S` rewrites params.yaml and drops the quotes of 'no'
+        if self.precision in ('fp32', False): self.precision = 'no'
 
     def check(self,
               files:bool=True, # also require the synthetic-set folders to exist (False: validate a setup before its stages ran)

@@ -261,6 +261,7 @@ classification:
   p: 0.5
   replace_with: {replace}
   select: last
+  eval_every: 10             # the test set is only read, never used to select: every 10th epoch (and the last) is enough
   threads: null
 """
 for stem, what, prep, sf, replace, metric in [
