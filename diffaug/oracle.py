@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from .core import item_rng, atomic_write_json, check_param, progress, load_image, ParamError
+from .core import item_rng, atomic_write_json, check_param, progress, load_image, ParamError, recorded_path
 from .miniworld import species_table, sample_factors, render, eval_item, EVAL_SPECIES, BACKGROUNDS
 from .miniworld_model import SmallCNN, save_cnn, load_cnn, to_tensor
 
@@ -218,7 +218,7 @@ def score_synthetic_set(set_dir:str|Path, # a synthetic-set folder
     if max_images is not None and len(rows) > max_images:
         keep = sorted(np.random.default_rng(seed).choice(len(rows), max_images, replace=False)); rows = [rows[i] for i in keep]
     ims = [load_image(set_dir/r['file_name']) for r in rows]; labels = [r['label'] for r in rows]
-    res = {'set': str(set_dir), 'n': len(rows), 'method': rows[0].get('method', '')}
+    res = {'set': recorded_path(str(set_dir)), 'n': len(rows), 'method': rows[0].get('method', '')}
     src = None
     if source_root is not None:
         root = Path(source_root); src = []
@@ -295,7 +295,7 @@ def run_oracle(split:str|None=None, # the split file (its root holds the source 
         source_root = load_split(split).root
     notes = []
     use_oracle = model is not None and Path(model).exists()
-    if not use_oracle: notes.append(f"no oracle file at {model}")
+    if not use_oracle: notes.append(f"no oracle file at {recorded_path(model)}")
     else:
         _, classes = load_oracle(model); labels = {r['label'] for r in _load_rows(synthetic)}
         if not labels <= set(classes): use_oracle = False; notes.append('oracle not applicable: the set is not of mini-world species')
