@@ -73,9 +73,7 @@ class TrainConfig:
     save_model:bool=False # also write model.safetensors
 
     def __post_init__(self):
-        # "fp32" as in the other stages; and an unquoted `no` in YAML, which PyYAML (YAML 1.1) reads as false -- DVC's
-        # `exp run -S` rewrites params.yaml and drops the quotes of 'no'
-        if self.precision in ('fp32', False): self.precision = 'no'
+        if self.precision == 'fp32': self.precision = 'no'  # the name the other stages use
 
     def check(self,
               files:bool=True, # also require the synthetic-set folders to exist (False: validate a setup before its stages ran)

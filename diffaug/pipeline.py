@@ -6,14 +6,14 @@ Docs: https://diffaug.github.io/diffaug/pipeline.html.md"""
 
 # %% ../nbs/90_pipeline.ipynb #c45fd561
 from __future__ import annotations
-import argparse, importlib, os, re, shlex, sys, tempfile, textwrap
+import argparse, copy, importlib, os, re, shlex, sys, tempfile, textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['STAGES', 'Stage', 'get_dotted', 'set_dotted', 'parse_assignment', 'read_params', 'resolve_paths',
-           'notebook_parameters', 'check_stage_params', 'StageError', 'execute_stage_notebook', 'run_view', 'run_stage',
-           'flatten', 'setup_overrides', 'setup_command', 'main']
+__all__ = ['STAGES', 'Stage', 'get_dotted', 'set_dotted', 'parse_assignment', 'YAML12Loader', 'load_yaml', 'read_params',
+           'resolve_paths', 'notebook_parameters', 'check_stage_params', 'StageError', 'execute_stage_notebook',
+           'run_view', 'run_stage', 'flatten', 'setup_overrides', 'setup_command', 'main']
 
 # %% ../nbs/90_pipeline.ipynb #670b3d0b
 import yaml
@@ -83,6 +83,18 @@ def parse_assignment(s:str, # "key=value"
     return k.strip(), v
 
 # %% ../nbs/90_pipeline.ipynb #b18ba75b
+class YAML12Loader(yaml.SafeLoader):
+    "PyYAML's safe loader with YAML 1.2 booleans (only true / false), as DVC reads params.yaml."
+
+YAML12Loader.yaml_implicit_resolvers = {c: [(t, r) for t, r in rs if t != 'tag:yaml.org,2002:bool']
+                                       for c, rs in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+YAML12Loader.add_implicit_resolver('tag:yaml.org,2002:bool', re.compile(r'^(?:true|True|TRUE|false|False|FALSE)$'), list('tTfF'))
+
+def load_yaml(text:str)->object:
+    "Parse YAML text as DVC does (YAML 1.2 booleans)."
+    return yaml.load(text, Loader=YAML12Loader)
+
+# %% ../nbs/90_pipeline.ipynb #cdc90efd
 def read_params(params_file:str|Path, # the YAML parameter file (params.yaml)
                 section:str, # the stage's section, e.g. "classification"
                 sets:list=(), # "key=value" overrides (dotted keys, YAML values)
@@ -91,19 +103,19 @@ def read_params(params_file:str|Path, # the YAML parameter file (params.yaml)
     "The parameters of one stage: its section of `params_file`, with overrides applied."
     params_file = Path(params_file)
     if not params_file.exists(): raise ParamError(f"{params_file}: parameter file not found")
-    try: allp = yaml.safe_load(params_file.read_text()) or {}
+    try: allp = load_yaml(params_file.read_text()) or {}
     except yaml.YAMLError as e: raise ParamError(f"{params_file}: not valid YAML ({e})") from e
     if not isinstance(allp, dict): raise ParamError(f"{params_file}: expected a mapping of sections at the top level")
     sec = allp.get(section, {})
     if sec is None: sec = {}
     if not isinstance(sec, dict): raise ParamError(f"{params_file}: section {section!r} must be a mapping, got {sec!r}")
-    params = yaml.safe_load(yaml.safe_dump(sec)) # a deep copy
+    params = copy.deepcopy(sec)
     for r in refs:
         name, key = parse_assignment(r, '--ref')
         set_dotted(params, name, get_dotted(allp, key.strip(), str(params_file)))
     for s in sets:
         k, v = parse_assignment(s, '--set')
-        try: val = yaml.safe_load(v) if v.strip() else ''
+        try: val = load_yaml(v) if v.strip() else ''
         except yaml.YAMLError as e: raise ParamError(f"--set {s!r}: the value is not valid YAML ({e})") from e
         set_dotted(params, k, val)
     return params
@@ -283,8 +295,8 @@ def setup_overrides(setup:str|Path, # a parameter file in params/
     "The dotted overrides of `setup`, checked against the sections of `params_file`."
     setup, params_file = Path(setup), Path(params_file)
     if not setup.exists(): raise ParamError(f"{setup}: setup file not found")
-    over = yaml.safe_load(setup.read_text()) or {}
-    base = yaml.safe_load(params_file.read_text()) or {}
+    over = load_yaml(setup.read_text()) or {}
+    base = load_yaml(params_file.read_text()) or {}
     flat = flatten(over)
     for k in flat:
         if k.split('.')[0] not in base: raise ParamError(f"{setup}: section {k.split('.')[0]!r} is not in {params_file}")

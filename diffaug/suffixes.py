@@ -131,14 +131,13 @@ def _words(text:str)->list: return re.findall(r"[a-z0-9'-]+|[,;:.!?]", text.lowe
 DANGLING = ('a', 'an', 'the', 'of', 'and', 'with', 'to', 'in', 'on', 'at', 'by', 'over', 'near', 'front', 'next', 'top')  # never end a phrase
 
 def subject_end(words:list, # a caption's words (lower case)
-                names:list, # the subject's names, each a list of words
+                names:list, # the subject's names, each a list of words, longest first (at one position the first match wins)
                )->int|None:
     "Index just past the first mention of any of `names` (or its plural) in `words`; None if none is mentioned."
-    names = sorted(names, key=len, reverse=True)  # at one position, the longest name wins
     for i in range(len(words)):
         for n in names:
-            if n and words[i:i + len(n) - 1] == n[:-1] and i + len(n) <= len(words) and words[i + len(n) - 1] in (n[-1], n[-1] + 's', n[-1] + 'es'):
-                return i + len(n)
+            seg = words[i:i + len(n)]
+            if n and len(seg) == len(n) and seg[:-1] == n[:-1] and seg[-1] in (n[-1], n[-1] + 's', n[-1] + 'es'): return i + len(n)
     return None
 
 def rule_summarize(captions:list, # captions
@@ -148,7 +147,7 @@ def rule_summarize(captions:list, # captions
                    subjects:list|None=None, # other names of the subject, e.g. the class names
                   )->list:
     "Most frequent context phrases after the subject (the metaclass word or a class name): a deterministic stand-in for the LLM."
-    cnt = Counter(); names = [_words(metaclass)] + [_words(n) for n in subjects or []]
+    cnt = Counter(); names = sorted([_words(metaclass)] + [_words(n) for n in subjects or []], key=len, reverse=True)
     for c in captions:
         w = _words(c); k = subject_end(w, names)
         if k is None: continue

@@ -106,13 +106,13 @@ def test_nbdev_export_leaves_package_unchanged(tmp_path):
 
 def test_setup_files_are_valid(repo_root):
     "Every paper setup in params/ overrides only known parameters, with values the stages accept."
-    from diffaug.pipeline import setup_command, setup_overrides, set_dotted, notebook_parameters, STAGES
+    from diffaug.pipeline import setup_command, setup_overrides, set_dotted, load_yaml, notebook_parameters, STAGES
     from diffaug.classification import TrainConfig
     from diffaug.concepts import check_concepts_params
     from diffaug.data import check_prepare_params
     setups = sorted((repo_root/'params').glob('*.yaml'))
     assert len(setups) >= 20
-    base = yaml.safe_load((repo_root/'params.yaml').read_text())
+    base = load_yaml((repo_root/'params.yaml').read_text())
     for f in setups:
         flat = setup_overrides(f, repo_root/'params.yaml')
         merged = json.loads(json.dumps(base))
