@@ -12,9 +12,10 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['item_seed', 'item_generator', 'item_rng', 'seed_everything', 'choose_device', 'cpu_supports_bf16', 'choose_dtype',
-           'atomic_write', 'atomic_write_text', 'atomic_write_json', 'atomic_save_image', 'atomic_save_safetensors',
-           'recorded_path', 'ImageLoadError', 'load_image', 'load_images', 'ParamError', 'check_param', 'stage_args',
-           'progress']
+           'umask_mode', 'atomic_write', 'atomic_write_text', 'atomic_write_json', 'atomic_save_image',
+           'atomic_save_safetensors', 'recorded_path', 'ImageLoadError', 'load_image', 'load_images', 'ParamError',
+           'check_param', 'temp_dir_beside', 'replace_dir', 'scratch_dir', 'start_scratch', 'publish_dir',
+           'StageConfig', 'progress']
 
 # %% ../nbs/00_core.ipynb #355f3a72
 import numpy as np
@@ -95,6 +96,11 @@ def choose_dtype(device:str|torch.device, # the device the model runs on
     return torch.bfloat16 if cpu_supports_bf16() else torch.float32
 
 # %% ../nbs/00_core.ipynb #55e517d6
+def umask_mode(dir:bool=False)->int:
+    "The permission bits a new file (or folder) gets under the current umask."
+    um = os.umask(0); os.umask(um)
+    return (0o777 if dir else 0o666) & ~um
+
 @contextlib.contextmanager
 def atomic_write(path:str|Path, # the final file
                  mode:str='wb', # "wb" or "w"
@@ -102,6 +108,7 @@ def atomic_write(path:str|Path, # the final file
     "Open a temp file beside `path`; on success rename it over `path`, on failure delete it."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix='.tmp')
+    os.fchmod(fd, umask_mode())  # mkstemp makes 0600 files: give the final file the permissions the user's umask asks for
     try:
         with os.fdopen(fd, mode, **kw) as f:
             yield f
@@ -205,16 +212,187 @@ def check_param(ok:bool, # the condition that must hold
     "Raise `ParamError` naming `name` unless `ok`."
     if not ok: raise ParamError(f"parameter {name}={value!r} is invalid: expected {expect}")
 
+# %% ../nbs/00_core.ipynb #b531b243
+def temp_dir_beside(path:str|Path, suffix:str='.tmp')->Path:
+    "A new empty folder beside `path` (same file system, so a rename moves it), with the umask's permissions."
+    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    d = Path(tempfile.mkdtemp(dir=path.parent, prefix=f'.{path.name}.', suffix=suffix))
+    os.chmod(d, umask_mode(dir=True))
+    return d
+
+def replace_dir(src:str|Path, # a complete folder (same file system as `dst`)
+                dst:str|Path, # where it goes; an existing folder there is replaced
+               )->Path:
+    "Move folder `src` to `dst`, replacing what was there; a reader sees the old or the new folder, never a mix."
+    import shutil
+    src, dst = Path(src), Path(dst)
+    if dst.exists() or dst.is_symlink():
+        old = temp_dir_beside(dst, '.old'); os.rmdir(old)
+        os.replace(dst, old); os.replace(src, dst); shutil.rmtree(old, ignore_errors=True)
+    else:
+        dst.parent.mkdir(parents=True, exist_ok=True); os.replace(src, dst)
+    return dst
+
+def scratch_dir(out:str|Path)->Path:
+    "Where a long stage keeps the unfinished work of output `out`: `<out>.partial`, beside it."
+    out = Path(out); return out.with_name(out.name + '.partial')
+
+def _jsonable(v):
+    if isinstance(v, dict): return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)): return [_jsonable(x) for x in v]
+    if isinstance(v, os.PathLike): return str(v)
+    return v
+
+def start_scratch(out:str|Path, # the stage's final output folder
+                  params:dict, # everything that determines the output (JSON-able): a resume must match it exactly
+                  restart:bool|None=None, # True: discard earlier work; None: `DIFFAUG_RESTART=1` in the environment
+                 )->Path:
+    "The scratch folder for `out`, created or resumed; `ParamError` naming the differences when it was started with other `params`."
+    import shutil
+    sd, params = scratch_dir(out), _jsonable(params)
+    if restart is None: restart = os.environ.get('DIFFAUG_RESTART') == '1'
+    rec = sd/'.params.json'
+    if sd.exists() and restart: shutil.rmtree(sd)
+    if sd.exists() and rec.exists():
+        old = json.loads(rec.read_text(encoding='utf-8'))
+        diff = sorted(set(old) | set(params), key=str)
+        diff = [k for k in diff if old.get(k, '<absent>') != params.get(k, '<absent>')]
+        if diff:
+            raise ParamError(f"{sd}: unfinished work made with other parameters ("
+                             + '; '.join(f"{k}: {old.get(k, '<absent>')!r} there, {params.get(k, '<absent>')!r} now" for k in diff)
+                             + "); rerun with the same parameters to resume, or restart (--restart / DIFFAUG_RESTART=1) to discard it")
+    elif sd.exists() and any(sd.iterdir()):
+        raise ParamError(f"{sd}: a scratch folder without its parameter record; delete it or restart (--restart / DIFFAUG_RESTART=1)")
+    sd.mkdir(parents=True, exist_ok=True)
+    if not rec.exists(): atomic_write_json(rec, params)
+    return sd
+
+def publish_dir(out:str|Path)->Path:
+    "Move the finished scratch folder of `out` into place (its parameter record removed)."
+    sd = scratch_dir(out)
+    (sd/'.params.json').unlink(missing_ok=True)
+    return replace_dir(sd, out)
+
 # %% ../nbs/00_core.ipynb #0e3bc781
-def stage_args(fn, # the stage function whose signature defines the parameters
-               params:dict, # the values given (e.g. from params.yaml)
-              )->SimpleNamespace:
-    "`params` completed with `fn`'s defaults, as attributes; `ParamError` for a name `fn` does not take."
-    sig = inspect.signature(fn)
-    unknown = sorted(set(params) - set(sig.parameters))
-    if unknown: raise ParamError(f"{fn.__name__}: unknown parameter(s) {', '.join(unknown)}; it takes {', '.join(sig.parameters)}")
-    b = sig.bind_partial(**params); b.apply_defaults()
-    return SimpleNamespace(**b.arguments)
+import dataclasses, difflib, re as _re
+
+def _field_docs(cls)->dict:
+    "The trailing-comment docments of a dataclass's fields (this class and its bases), by name."
+    out = {}
+    for k in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(k) or k is object: continue
+        try: src = inspect.getsource(k)
+        except (OSError, TypeError):  # defined in a notebook cell: read the cell through one of the class's own functions
+            import linecache
+            fns = [v for v in vars(k).values() if inspect.isfunction(v)]
+            src = ''.join(linecache.getlines(fns[0].__code__.co_filename)) if fns else ''
+        for m in _re.finditer(r'^\s{4}(\w+)\s*:[^#\n]*#\s*(.+)$', src, _re.M): out[m.group(1)] = m.group(2).strip()
+    return out
+
+def _default(f:dataclasses.Field):
+    if f.default is not dataclasses.MISSING: return f.default
+    if f.default_factory is not dataclasses.MISSING: return f.default_factory()
+    return dataclasses.MISSING
+
+@dataclasses.dataclass
+class StageConfig:
+    "Base of a stage's parameters: the dataclass fields (type, default, docment) are their one declaration."
+
+    @classmethod
+    def fields_doc(cls)->dict:
+        "`{name: (type, default, docment)}` of every parameter, in declaration order."
+        docs = _field_docs(cls)
+        return {f.name: (f.type, _default(f), docs.get(f.name, '')) for f in dataclasses.fields(cls)}
+
+    @classmethod
+    def from_params(cls, params:dict|None=None, # the given values (a `params.yaml` section after overrides)
+                    where:str|None=None, # what they are, for messages (default: the class name)
+                   ):
+        "An instance with `params` over the defaults; `ParamError` naming an unknown key and the nearest valid one."
+        params, names = dict(params or {}), [f.name for f in dataclasses.fields(cls)]
+        if not all(isinstance(k, str) for k in params): raise ParamError(f"{where or cls.__name__}: parameter names must be strings")
+        for k in sorted(params):
+            if k not in names:
+                near = difflib.get_close_matches(k, names, n=1, cutoff=0.5)
+                raise ParamError(f"{where or cls.__name__}: unknown parameter {k!r}" + (f"; did you mean {near[0]!r}?" if near else '')
+                                 + f" (its parameters: {', '.join(names)})")
+        return cls(**params)
+
+    @classmethod
+    def of(cls, cfg=None, # an instance, or None for the defaults
+           **kw, # values that override it
+          ):
+        "`cfg` with `kw` applied (`from_params` rules): how a `run_*` function takes either a config or keywords."
+        if cfg is not None and not isinstance(cfg, cls): raise ParamError(f"expected a {cls.__name__}, got {type(cfg).__name__}")
+        return cls.from_params({**(cfg.asdict() if cfg is not None else {}), **kw})
+
+    def asdict(self)->dict:
+        "The parameters as a flat dict (values as given)."
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    def overrides(self)->dict:
+        "The parameters whose value differs from the declared default."
+        return {k: v for k, (_, d, _) in self.fields_doc().items() for v in [getattr(self, k)] if v != d}
+
+    def check(self, files:bool=True, # also check that input paths exist (False: validate a setup before its stages ran)
+             ):
+        "Raise `ParamError` naming the first invalid parameter; returns `self`. Stages extend it."
+        return self
+
+    # small validators the stages' `check` methods are written with
+    def need(self, ok:bool, name:str, expect:str):
+        "`ParamError` for parameter `name` unless `ok`."
+        check_param(ok, name, getattr(self, name), expect)
+
+    def need_int(self, name:str, lo:int|None=None, hi:int|None=None, none:bool=False):
+        "`name` is an integer in [lo, hi] (or None when `none`)."
+        v = getattr(self, name)
+        if none and v is None: return
+        ok = isinstance(v, int) and not isinstance(v, bool) and (lo is None or v >= lo) and (hi is None or v <= hi)
+        rng = f" >= {lo}" if hi is None and lo is not None else f" in [{lo}, {hi}]" if lo is not None else ''
+        self.need(ok, name, ('null or ' if none else '') + f"an integer{rng}")
+
+    def need_num(self, name:str, lo:float|None=None, hi:float|None=None, none:bool=False, lo_open:bool=False, hi_open:bool=False):
+        "`name` is a number in the interval (bounds closed unless `*_open`)."
+        v = getattr(self, name)
+        if none and v is None: return
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and v == v
+        if ok and lo is not None: ok = v > lo if lo_open else v >= lo
+        if ok and hi is not None: ok = v < hi if hi_open else v <= hi
+        iv = f"{'(' if lo_open else '['}{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}{')' if hi_open else ']'}"
+        self.need(ok, name, ('null or ' if none else '') + f"a number in {iv}")
+
+    def need_choice(self, name:str, choices, none:bool=False):
+        "`name` is one of `choices`."
+        v = getattr(self, name)
+        if none and v is None: return
+        ok = isinstance(v, (str, int, float, bool)) and v in choices
+        near = difflib.get_close_matches(str(v), [str(c) for c in choices], n=1, cutoff=0.5) if isinstance(v, str) and not ok else []
+        self.need(ok, name, f"one of {', '.join(map(str, choices))}" + (f" (did you mean {near[0]!r}?)" if near else ''))
+
+    def need_bool(self, name:str, none:bool=False):
+        "`name` is true or false."
+        v = getattr(self, name)
+        self.need(isinstance(v, bool) or (none and v is None), name, ('null, ' if none else '') + "true or false")
+
+    def need_path(self, name:str, kind:str='file', files:bool=True, none:bool=False, parts:tuple=()):
+        "`name` is set, and (when `files`) an existing `kind` ('file' or 'dir') holding `parts`."
+        v = getattr(self, name)
+        if v is None:
+            self.need(none, name, f"a {'folder' if kind == 'dir' else 'file'} path (this parameter is required)"); return
+        self.need(isinstance(v, (str, os.PathLike)) and str(v) != '', name, 'a path')
+        if not files: return
+        p = Path(v)
+        self.need(p.is_dir() if kind == 'dir' else p.is_file(), name, f"an existing {'folder' if kind == 'dir' else 'file'} ({p} not found)")
+        miss = [x for x in parts if not (p/x).exists()]
+        self.need(not miss, name, f"a folder holding {', '.join(parts)} ({p} lacks {', '.join(miss)})")
+
+    @classmethod
+    def help(cls)->str:
+        "One line per parameter: `name: type = default  # docment`."
+        def t(x): return x if isinstance(x, str) else getattr(x, '__name__', str(x))
+        return '\n'.join(f"  {k}: {t(ty)} = {'(required)' if d is None and 'required' in doc else repr(d)}" + (f"  # {doc}" if doc else '')
+                         for k, (ty, d, doc) in cls.fields_doc().items())
 
 # %% ../nbs/00_core.ipynb #8c8378e3
 from tqdm.std import tqdm as _std_tqdm

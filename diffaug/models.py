@@ -10,8 +10,10 @@ import json, os, re, string
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['SD_REQUIRED', 'SD15_SCHEDULER', 'missing_sd_parts', 'write_char_tokenizer', 'tiny_sd_config', 'make_tiny_sd',
-           'load_sd', 'sd_resolution', 'images_to_tensor', 'encode_images', 'decode_latents', 'PromptCache']
+__all__ = ['SD_REQUIRED', 'SD15_SCHEDULER', 'CLIP_REQUIRED', 'missing_sd_parts', 'write_char_tokenizer', 'tiny_sd_config',
+           'make_tiny_sd', 'load_sd', 'sd_resolution', 'is_local_model_path', 'need_model', 'model_fingerprint',
+           'same_model', 'images_to_tensor', 'encode_images', 'decode_latents', 'PromptCache', 'make_tiny_clip',
+           'load_clip', 'TinyModelConfig', 'run_tiny_model']
 
 # %% ../nbs/01_models.ipynb #90087ee7
 import numpy as np
@@ -147,6 +149,54 @@ def sd_resolution(pipe:StableDiffusionPipeline)->int:
     "The native image size of `pipe` in pixels."
     return int(pipe.unet.config.sample_size * pipe.vae_scale_factor)
 
+# %% ../nbs/01_models.ipynb #5f66fdc2
+def is_local_model_path(model:str|Path)->bool:
+    "True when `model` names a local path rather than a hub id."
+    s = str(model)
+    if Path(s).expanduser().exists() or s.startswith(('.', '/', '~')) or s.count('/') != 1 or not _HUB_ID.match(s): return True
+    return Path(s.split('/')[0]).is_dir()
+
+def need_model(cfg, # a `diffaug.core.StageConfig`
+               name:str='model', # the parameter holding the model
+               files:bool=True, # check the folder's contents (False: only the form)
+               parts:dict|None=None, # required parts like `SD_REQUIRED` (default: SD 1.x); {} for "any folder"
+               none:bool=False, # None allowed
+              )->None:
+    "`ParamError` naming parameter `name` unless it is a complete local model folder or a usable hub id."
+    v = getattr(cfg, name)
+    if v is None:
+        cfg.need(none, name, "a model folder or hub id (this parameter is required)"); return
+    cfg.need(isinstance(v, (str, os.PathLike)) and str(v) != '', name, "a model folder or hub id")
+    if not files: return
+    if is_local_model_path(v):
+        p = Path(v).expanduser()
+        cfg.need(p.is_dir(), name, f"an existing model folder ({p} not found)")
+        req = SD_REQUIRED if parts is None else parts
+        missing = [f"{what} ({' or '.join(alts)})" for what, alts in req.items() if not any((p/a).exists() for a in alts)]
+        cfg.need(not missing, name, f"a complete model folder ({p} lacks: {'; '.join(missing)})")
+    elif os.environ.get('HF_HUB_OFFLINE', '0') not in ('0', '', 'false', 'False'):
+        from huggingface_hub import try_to_load_from_cache
+        idx = 'model_index.json' if parts is None else 'config.json'
+        cfg.need(isinstance(try_to_load_from_cache(str(v), idx), str), name,
+                 f"a hub id in the local Hugging Face cache (HF_HUB_OFFLINE=1 and {v} is not cached)")
+
+# %% ../nbs/01_models.ipynb #81fe1f8c
+def _weight_stats(module, n:int)->list:
+    named = sorted((k.replace('.base_layer', ''), p) for k, p in module.named_parameters() if 'lora_' not in k and p.dim() >= 2)
+    return [float(f"{p.detach().flatten()[:4096].double().abs().mean().item():.4g}") for _, p in named[:n]]
+
+def model_fingerprint(pipe, # an SD 1.x pipeline (concepts applied or not)
+                      n:int=8, # weight matrices summarised per part
+                     )->dict:
+    "`{'unet': [...], 'text_encoder': [...]}`: a precision-independent summary of the base model's weights."
+    return {'unet': _weight_stats(pipe.unet, n), 'text_encoder': _weight_stats(pipe.text_encoder, n)}
+
+def same_model(a:dict, b:dict, # two `model_fingerprint`s
+               rtol:float=0.02)->bool:
+    "True when two fingerprints describe the same base model (up to the precision it was loaded in)."
+    if set(a) != set(b): return False
+    return all(len(a[k]) == len(b[k]) and all(abs(x - y) <= rtol * max(abs(x), abs(y), 1e-12) for x, y in zip(a[k], b[k])) for k in a)
+
 # %% ../nbs/01_models.ipynb #2a4c6616
 def images_to_tensor(images:list[Image.Image], # RGB images
                      size:int, # square size they are resized to
@@ -185,3 +235,79 @@ class PromptCache:
             emb, _ = self.pipe.encode_prompt(new, self.pipe.device, 1, False)
             self.cache.update(zip(new, emb))
         return torch.stack([self.cache[p] for p in prompts])
+
+# %% ../nbs/01_models.ipynb #4bcbda8f
+def make_tiny_clip(path:str|Path, # folder to write the model and processor into
+                   seed:int=0, # weight initialisation seed
+                   image_size:int=32, # input resolution
+                   width:int=32, # hidden size of both towers
+                   projection_dim:int=16, # joint embedding size
+                   extra_words:list[str]=('a', 'photo', 'of', 'type', 'bird'), # whole-word tokens
+                  )->Path:
+    "Write a random-weight CLIP (model + processor) that `load_clip(path)` loads."
+    from transformers import CLIPConfig, CLIPModel, CLIPProcessor, CLIPImageProcessor
+    path = Path(path)
+    tok = write_char_tokenizer(path, extra_words=list(extra_words))
+    torch.manual_seed(seed)
+    cfg = CLIPConfig(text_config=dict(vocab_size=len(tok), hidden_size=width, intermediate_size=2 * width, num_hidden_layers=2,
+                                      num_attention_heads=4, max_position_embeddings=77, bos_token_id=tok.bos_token_id,
+                                      eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id),
+                     vision_config=dict(hidden_size=width, intermediate_size=2 * width, num_hidden_layers=2, num_attention_heads=4,
+                                        image_size=image_size, patch_size=max(1, image_size // 4)),
+                     projection_dim=projection_dim)
+    CLIPModel(cfg).save_pretrained(path, safe_serialization=True)
+    ip = CLIPImageProcessor(size={'shortest_edge': image_size}, crop_size={'height': image_size, 'width': image_size})
+    CLIPProcessor(image_processor=ip, tokenizer=tok).save_pretrained(path)
+    return path
+
+CLIP_REQUIRED = {'config': ['config.json'], 'weights': ['model.safetensors', 'pytorch_model.bin'],
+                 'processor': ['preprocessor_config.json', 'processor_config.json']}
+
+def load_clip(model:str|Path, # a local folder or a hub id like "openai/clip-vit-base-patch32"
+              device:str='auto', # "auto", "cpu", "cuda", ...
+              precision:str='fp32', # "fp32", "fp16", "bf16", "auto"
+              local_files_only:bool|None=None, # None: True when HF_HUB_OFFLINE=1
+             ):
+    "A transformers CLIP model (eval mode, on `device`) and its processor."
+    from transformers import CLIPModel, CLIPProcessor
+    dev = choose_device(device); dtype = choose_dtype(dev, precision)
+    p = Path(model).expanduser()
+    if not p.is_dir() and is_local_model_path(model):
+        raise FileNotFoundError(f"clip_model={str(model)!r}: no such folder (and not a hub id of the form 'org/name')")
+    src = str(p) if p.is_dir() else str(model)
+    if local_files_only is None: local_files_only = os.environ.get('HF_HUB_OFFLINE', '0') not in ('0', '', 'false', 'False')
+    try:
+        m = CLIPModel.from_pretrained(src, dtype=dtype, local_files_only=local_files_only)
+        proc = CLIPProcessor.from_pretrained(src, local_files_only=local_files_only)
+    except (OSError, ValueError) as e: raise FileNotFoundError(f"could not load CLIP model {str(model)!r}: {e}") from e
+    return m.to(dev).eval(), proc
+
+# %% ../nbs/01_models.ipynb #f457b217
+import dataclasses
+from .core import StageConfig, temp_dir_beside, replace_dir
+
+@dataclasses.dataclass
+class TinyModelConfig(StageConfig):
+    "Parameters of the `tiny_model` stage."
+    out:str|None=None # the tiny SD model's folder (required)
+    clip_out:str|None=None # the tiny CLIP's folder (None: none written)
+    seed:int=0 # weight initialisation seed
+    resolution:int=32 # image size in pixels
+    width:int=32 # first block width of U-Net and VAE
+    def check(self, files:bool=True):
+        self.need_path('out', 'dir', files=False); self.need_path('clip_out', 'dir', files=False, none=True)
+        self.need_int('seed', 0); self.need_int('resolution', 8); self.need_int('width', 8)
+        self.need(self.resolution % 4 == 0, 'resolution', "a multiple of 4")
+        return self
+
+def run_tiny_model(cfg:TinyModelConfig|None=None, **kw)->dict:
+    "The `tiny_model` stage: write the tiny random SD (and CLIP) the toy default runs on."
+    cfg = TinyModelConfig.of(cfg, **kw).check()
+    outs = {'out': cfg.out, 'clip_out': cfg.clip_out}
+    for k, dst in outs.items():
+        if dst is None: continue
+        tmp = temp_dir_beside(dst)
+        if k == 'out': make_tiny_sd(tmp, seed=cfg.seed, resolution=cfg.resolution, width=cfg.width)
+        else: make_tiny_clip(tmp, seed=cfg.seed, image_size=cfg.resolution)
+        replace_dir(tmp, dst)
+    return {k: str(v) for k, v in outs.items() if v is not None}

@@ -6,14 +6,15 @@ Docs: https://diffaug.github.io/diffaug/pipeline.html.md"""
 
 # %% ../nbs/90_pipeline.ipynb #c45fd561
 from __future__ import annotations
-import argparse, copy, importlib, os, re, shlex, sys, tempfile, textwrap
+import argparse, copy, difflib, importlib, os, re, shlex, sys, tempfile, textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['STAGES', 'Stage', 'get_dotted', 'set_dotted', 'parse_assignment', 'YAML12Loader', 'load_yaml', 'read_params',
-           'resolve_paths', 'notebook_parameters', 'check_stage_params', 'StageError', 'execute_stage_notebook',
-           'run_view', 'run_stage', 'flatten', 'setup_overrides', 'setup_command', 'main']
+__all__ = ['STAGES', 'CROSS_RULES', 'Stage', 'get_dotted', 'set_dotted', 'parse_assignment', 'YAML12Loader', 'load_yaml',
+           'read_params', 'resolve_paths', 'check_cross_rules', 'check_stage_params', 'StageError',
+           'execute_stage_notebook', 'run_view', 'run_stage', 'flatten', 'setup_overrides', 'setup_command',
+           'stage_help', 'main']
 
 # %% ../nbs/90_pipeline.ipynb #670b3d0b
 import yaml
@@ -22,30 +23,41 @@ from .core import ParamError, atomic_write_text
 # %% ../nbs/90_pipeline.ipynb #f0116ea3
 @dataclass(frozen=True)
 class Stage:
-    "A pipeline stage: its notebook in `nbs/`, its path parameters, its parameter check."
+    "A pipeline stage: its notebook in `nbs/`, its parameter class, its path parameters."
     notebook:str # file name under `nbs/`, e.g. "50_classification.ipynb"
+    config:str|type # "module:Class" (or the class), the stage's `StageConfig` (its one declaration of parameters)
     paths:tuple=() # names of parameters that hold paths (resolved against the repo root)
-    check:str|None=None # "module:function" (or a callable) called with the parameters before the kernel starts
     doc:str='' # one line for `--help`
     maybe_paths:tuple=() # parameters that are paths only when they exist (e.g. `model`: a hub id or a folder)
 
+    def config_class(self):
+        "The stage's `StageConfig` subclass (imports its module)."
+        if not isinstance(self.config, str): return self.config
+        mod, cls = self.config.split(':')
+        return getattr(importlib.import_module(mod), cls)
+
 STAGES = {
-    'prepare': Stage('02_data.ipynb', ('raw', 'root', 'split_path'), 'diffaug.data:check_prepare_params',
-                     'build or import the dataset and write the split'),
-    'concepts': Stage('10_concepts.ipynb', ('split', 'out', 'checkpoint_dir'), 'diffaug.concepts:check_concepts_params',
-                      'learn per-class concepts (tokens + LoRA)', ('model',)),
-    'inversion': Stage('20_inversion.ipynb', ('split', 'out', 'concepts'), None, 'DDIM inversion pool', ('model',)),
-    'interpolation': Stage('30_interpolation.ipynb', ('split', 'out', 'concepts', 'inversions'), None, 'Diff-II synthetic set',
-                           ('model', 'suffixes')),
-    'suffixes': Stage('31_suffixes.ipynb', ('split', 'out'), None, 'Diff-II suffix file (file, dataset captions or captioner + LLM)',
-                      ('suffix_file', 'captioner', 'llm')),
-    'methods': Stage('40_methods.ipynb', ('split', 'out', 'concepts'), None, 'synthetic sets of the compared methods', ('model', 'clip_model')),
-    'annotation': Stage('45_annotation.ipynb', ('split', 'synthetic', 'out'), None, 'labels / soft labels for a synthetic set'),
-    'classification': Stage('50_classification.ipynb', ('split', 'synthetic', 'out', 'eval_split'),
-                            'diffaug.classification:check_classification_params',
-                            'train and evaluate a timm classifier (real + synthetic)'),
-    'report': Stage('60_report.ipynb', ('runs', 'out'), 'diffaug.report:check_report_params', 'the comparison table and figure'),
-    'oracle': Stage('72_oracle.ipynb', ('split', 'synthetic', 'out'), None, 'oracle scores of synthetic sets', ('model',)),
+    'tiny_model': Stage('01_models.ipynb', 'diffaug.models:TinyModelConfig', ('out', 'clip_out'),
+                        "the toy default's tiny random SD model and CLIP"),
+    'prepare': Stage('02_data.ipynb', 'diffaug.data:PrepareConfig', ('raw', 'root', 'split_path'), 'build or import the dataset and write the split'),
+    'concepts': Stage('10_concepts.ipynb', 'diffaug.concepts:ConceptsConfig', ('split', 'out', 'checkpoint_dir'),
+                      'learn per-class concepts (tokens + shared LoRA: Diff-II, Diff-Mix)', ('model',)),
+    'concepts_ti': Stage('10_concepts.ipynb', 'diffaug.concepts:ConceptsConfig', ('split', 'out', 'checkpoint_dir'),
+                         "DA-Fusion's concepts (textual inversion only)", ('model',)),
+    'inversion': Stage('20_inversion.ipynb', 'diffaug.inversion:InversionConfig', ('split', 'out', 'concepts'), 'DDIM inversion pool', ('model',)),
+    'interpolation': Stage('30_interpolation.ipynb', 'diffaug.interpolation:InterpolationConfig',
+                           ('split', 'out', 'concepts', 'inversions', 'suffixes'), 'Diff-II synthetic set', ('model',)),
+    'suffixes': Stage('31_suffixes.ipynb', 'diffaug.suffixes:SuffixesConfig', ('split', 'out'),
+                      'Diff-II suffix file (file, dataset captions or captioner + LLM)', ('suffix_file', 'captioner', 'llm')),
+    'synthesis': Stage('40_methods.ipynb', 'diffaug.methods:SynthesisConfig', ('split', 'out', 'concepts'),
+                       'the synthetic set of one compared method', ('model', 'clip_model')),
+    'annotation': Stage('45_annotation.ipynb', 'diffaug.annotation:AnnotationConfig', ('split', 'synthetic', 'out'),
+                        'labels / soft labels for a synthetic set'),
+    'classification': Stage('50_classification.ipynb', 'diffaug.classification:ClassificationConfig',
+                            ('split', 'synthetic', 'out', 'eval_split'), 'train and evaluate a timm classifier (real + synthetic)'),
+    'report': Stage('60_report.ipynb', 'diffaug.report:ReportConfig', ('runs', 'out'), 'the comparison table and figure'),
+    'oracle': Stage('72_oracle.ipynb', 'diffaug.oracle:OracleConfig', ('split', 'synthetic', 'out'),
+                    'oracle scores of synthetic sets', ('model', 'clip_model', 'lpips_trunk')),
 }
 
 # %% ../nbs/90_pipeline.ipynb #513ea212
@@ -139,37 +151,41 @@ def resolve_paths(params:dict, # a stage's parameters
     return {k: (res(v, True) if k in keys else res(v, False) if k in maybe else v) for k, v in params.items()}
 
 # %% ../nbs/90_pipeline.ipynb #826d5b9f
-def notebook_parameters(nb:str|Path, # a notebook with a cell tagged `parameters`
-                       )->dict:
-    "The notebook's parameters and their defaults (as source text), from its `parameters` cell."
-    import ast, nbformat
-    book = nbformat.read(str(nb), as_version=4)
-    cells = [c for c in book.cells if c.cell_type == 'code' and 'parameters' in c.get('metadata', {}).get('tags', [])]
-    out = {}
-    for c in cells[:1]:
-        src = ''.join(c.source)
-        for node in ast.parse(src).body:
-            tgts = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
-            for t in tgts:
-                if isinstance(t, ast.Name) and node.value is not None: out[t.id] = ast.get_source_segment(src, node.value)
-    return out
+CROSS_RULES = [  # (section, key, other section, other key, unless this key of the first section is true)
+    ('interpolation', 'model', 'inversion', 'model', None),
+    ('interpolation', 'split', 'inversion', 'split', None),
+    ('interpolation', 'concepts', 'inversion', 'concepts', None),
+    ('interpolation', 'steps', 'inversion', 'steps', 'allow_grid_mismatch'),
+]
 
-def check_stage_params(stage:str, # the stage name
-                       params:dict, # its parameters (after overrides)
-                       nb:str|Path, # its notebook
-                       check=None, # "module:function" or a callable validating the values
-                      )->None:
-    "Raise `ParamError` for a key the notebook does not have, or a value the stage's check rejects."
-    known = notebook_parameters(nb)
-    if not known: raise ParamError(f"{nb}: no cell tagged 'parameters' (papermill would ignore every parameter)")
-    unknown = sorted(set(params) - set(known))
-    if unknown:
-        raise ParamError(f"stage {stage}: unknown parameter(s) {', '.join(unknown)} for {Path(nb).name}; "
-                         f"its parameters are: {', '.join(known)}")
-    if isinstance(check, str):
-        mod, fn = check.split(':')
-        check = getattr(importlib.import_module(mod), fn)
-    if check is not None: check(**params)
+def _section_values(allp:dict, stage:str)->dict:
+    "A section of the parameter file with the defaults of its stage's class filled in."
+    sec = allp.get(stage) or {}
+    cls = STAGES[stage].config_class() if stage in STAGES else None
+    return {**({k: d for k, (_, d, _) in cls.fields_doc().items()} if cls else {}), **sec}
+
+def check_cross_rules(allp:dict, # the whole parameter file (after overrides)
+                      stage:str, # the stage about to run: only rules that involve it are checked
+                      where:str='params.yaml', # for the message
+                     )->None:
+    "`ParamError` when a rule of `CROSS_RULES` involving `stage` is broken."
+    for a, ka, b, kb, unless in CROSS_RULES:
+        if stage not in (a, b) or a not in allp or b not in allp: continue
+        va, vb = _section_values(allp, a), _section_values(allp, b)
+        if unless and va.get(unless): continue
+        if va.get(ka) != vb.get(kb):
+            raise ParamError(f"{where}: {a}.{ka}={va.get(ka)!r} differs from {b}.{kb}={vb.get(kb)!r}; "
+                             f"the {a} stage reads the {b} stage's output, so they must agree")
+
+def check_stage_params(stage:str, # the stage name (and its section)
+                       params:dict, # its parameters (after overrides), paths resolved
+                       stages:dict|None=None, # the stage map (default `STAGES`)
+                       files:bool=True, # also check input paths
+                       where:str|None=None, # what the params are, for messages
+                      ):
+    "The stage's config, validated; `ParamError` for an unknown key (with the nearest valid one) or a bad value."
+    st = (STAGES if stages is None else stages)[stage]
+    return st.config_class().from_params(params, where or f"stage {stage}").check(files=files)
 
 # %% ../nbs/90_pipeline.ipynb #9bc6d461
 class StageError(RuntimeError):
@@ -177,66 +193,69 @@ class StageError(RuntimeError):
 
 def _strip_ansi(s:str)->str: return re.sub(r'\x1b\[[0-9;]*[A-Za-z]', '', s)
 
-def execute_stage_notebook(nb:str|Path, # the notebook to run
+def execute_stage_notebook(nb, # the notebook to run: a path or an `nbformat` node (e.g. a `run_view`)
                            out:str|Path, # where the executed copy goes
                            params:dict, # injected after the `parameters` cell
-                           cwd:str|Path|None=None, # working directory of the kernel (default: the notebook's folder)
+                           cwd:str|Path|None=None, # working directory of the kernel (default: the folder of `out`)
                            kernel:str='python3', # the Jupyter kernel
                            log_output:bool=True, # stream the notebook's output to this console
-                           label:str|None=None, # the notebook's name in error messages (default: its file name)
+                           label:str|None=None, # the notebook's name in error messages
                           )->Path:
     "Execute `nb` with papermill, writing the executed copy to `out` atomically."
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
-    nb, out = Path(nb), Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f'.{out.stem}.', suffix='.running.ipynb'); os.close(fd)
-    failed = out.with_name(out.stem + '.failed.ipynb')
+    out = Path(out); out.parent.mkdir(parents=True, exist_ok=True)
+    label = label or (Path(nb).name if isinstance(nb, (str, Path)) else out.name)
+    running, failed = out.with_name(out.stem + '.running.ipynb'), out.with_name(out.stem + '.failed.ipynb')
     try:
-        pm.execute_notebook(str(nb), tmp, parameters=params, kernel_name=kernel, language='python', cwd=str(cwd or nb.parent),
-                            log_output=log_output, progress_bar=False, stdout_file=None, stderr_file=None)
+        pm.execute_notebook(str(nb) if isinstance(nb, (str, Path)) else nb, str(running), parameters=params, kernel_name=kernel,
+                            language='python', cwd=str(cwd or out.parent), log_output=log_output, progress_bar=False,
+                            stdout_file=None, stderr_file=None)
     except PapermillExecutionError as e:
-        os.replace(tmp, failed)
+        os.replace(running, failed)
         src = textwrap.indent(textwrap.shorten(e.source.strip().splitlines()[-1] if e.source.strip() else '', 200), '    ')
         tb = '\n'.join(_strip_ansi(l) for l in (e.traceback or [])[-6:])
-        raise StageError(f"{label or nb.name} failed in cell {e.cell_index} (execution count {e.exec_count}): {e.ename}: {e.evalue}\n"
+        raise StageError(f"{label} failed in cell {e.cell_index} (execution count {e.exec_count}): {e.ename}: {e.evalue}\n"
                          f"  last line of the cell:\n{src}\n  executed copy with the traceback: {failed}\n{tb}") from None
     except BaseException:
-        if os.path.exists(tmp): os.replace(tmp, failed)
+        if os.path.exists(running): os.replace(running, failed)
         raise
-    os.replace(tmp, out)
+    os.replace(running, out)
     if failed.exists(): failed.unlink()
     return out
 
 # %% ../nbs/90_pipeline.ipynb #f8d29e4a
-_IMPORT_LINE = re.compile(r'^\s*(#.*|import\s.+|from\s+\S+\s+import\s.+|)$')
+def _tags(c)->list: return c.get('metadata', {}).get('tags', [])
 
-def _is_import_cell(src:str)->bool:
-    lines = src.splitlines()
-    return any(l.strip().startswith(('import ', 'from ')) for l in lines) and all(_IMPORT_LINE.match(l) for l in lines) \
-        and not any(l.strip().startswith('#| eval: false') for l in lines)
+def _git_commit(root:Path)->str|None:
+    import subprocess
+    try:
+        r = subprocess.run(['git', '-C', str(root), 'rev-parse', 'HEAD'], capture_output=True, text=True, timeout=10)
+        return r.stdout.strip() or None if r.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError): return None
 
 def run_view(nb:str|Path, # a stage notebook with a `parameters` cell
+             record:dict|None=None, # what to record in `metadata.diffaug` (stage, commit, parameters)
+             full:bool=False, # the whole chapter instead of the tagged cells
             )->'nbformat.NotebookNode':
-    "The cells the pipeline executes: title, imports, the module's names, and the parameters cell onwards (hidden cells dropped)."
+    "The notebook the pipeline executes: title, the module's names, the `parameters` cell and the `run` cells."
     import nbformat
     nb = Path(nb); node = nbformat.read(nb, as_version=4)
     cells = node.cells
-    idx = [i for i, c in enumerate(cells) if 'parameters' in c.metadata.get('tags', [])]
-    if not idx: raise ParamError(f"{nb}: no cell tagged 'parameters'")
-    srcs = [c.source for c in cells]
-    mod = next((m.group(1) for s in srcs for m in [re.search(r'^#\|\s*default_exp\s+(\S+)', s, re.M)] if m), None)
+    if sum('parameters' in _tags(c) for c in cells) != 1: raise ParamError(f"{nb}: expected exactly one cell tagged 'parameters'")
+    node.metadata['diffaug'] = {'source': f"nbs/{nb.name}", 'view': 'whole chapter' if full else 'run view', **(record or {})}
+    if full: return node
+    mod = next((m.group(1) for c in cells for m in [re.search(r'^#\|\s*default_exp\s+(\S+)', c.source, re.M)] if m), None)
     title = next((c for c in cells if c.cell_type == 'markdown'), None)
     note = nbformat.v4.new_markdown_cell(f"*Run record of the stage notebook `nbs/{nb.name}`: the chapter (prose, demos, tests) is "
-                                         f"in the source notebook; this copy holds the imports, the parameters and the run.*")
-    imports = [nbformat.v4.new_code_cell(c.source) for c in cells[:idx[0]] if c.cell_type == 'code' and _is_import_cell(c.source)]
-    if mod: imports.append(nbformat.v4.new_code_cell(f"from diffaug.{mod} import *"))
-    tail = [c for c in cells[idx[0]:] if not (c.cell_type == 'code' and c.source.lstrip().startswith('#| hide'))]
-    node.cells = ([nbformat.v4.new_markdown_cell(title.source)] if title else []) + [note] + imports + tail
+                                         f"in the source notebook; this copy holds the parameters and the run.*")
+    head = [nbformat.v4.new_code_cell(f"from diffaug.{mod} import *")] if mod else []
+    tagged = [c for c in cells if {'parameters', 'run'} & set(_tags(c))]
+    node.cells = ([nbformat.v4.new_markdown_cell(title.source)] if title else []) + [note] + head + tagged
     return node
 
 # %% ../nbs/90_pipeline.ipynb #a76cbc25
-def run_stage(stage:str, # a key of `stages`, e.g. "classification"
+def run_stage(stage:str, # a key of `stages`, e.g. "classification" (also its section of `params_file`)
               params_file:str|Path='params.yaml', # the parameter file (relative to `root`)
               sets:list=(), # "key=value" overrides
               refs:list=(), # "name=section.key" copies from elsewhere in the file
@@ -246,33 +265,40 @@ def run_stage(stage:str, # a key of `stages`, e.g. "classification"
               kernel:str='python3', # the Jupyter kernel
               log_output:bool=True, # stream the notebook's output
               full:bool=False, # execute the whole chapter instead of its run view
+              restart:bool=False, # discard unfinished work made with other parameters (`DIFFAUG_RESTART=1`)
              )->Path:
     "Run the stage's notebook with its section of `params_file`; returns the executed copy's path."
     stages = STAGES if stages is None else stages
-    if stage not in stages: raise ParamError(f"unknown stage {stage!r}: expected one of {', '.join(stages)}")
+    if stage not in stages:
+        near = difflib.get_close_matches(stage, list(stages), n=1)
+        raise ParamError(f"unknown stage {stage!r}" + (f" (did you mean {near[0]!r}?)" if near else '') + f": expected one of {', '.join(stages)}")
     st = stages[stage]
     root = Path(root or os.getcwd()).resolve()
     nb = root/'nbs'/st.notebook
     if not nb.exists(): raise ParamError(f"stage {stage}: notebook {nb} not found (is {root} the repository root?)")
+    # 1. the parameters: the stage's section with the overrides, checked before any kernel starts
     params = read_params(root/params_file, stage, sets, refs)
-    check_stage_params(stage, params, nb, st.check)
+    where = f"{params_file} [{stage}]"
+    st.config_class().from_params(params, where)  # unknown keys, before paths are touched
     params = resolve_paths(params, st.paths, root, st.maybe_paths)
-    out = root/(out or Path('reports')/stage/f'{stage}.ipynb')
-    # the kernel imports this repository's diffaug (not another checkout's, even if one is pip-installed)
+    old_cwd = os.getcwd(); os.chdir(root)  # hub-id-or-folder values are judged from the repository root
+    try: check_stage_params(stage, params, stages, where=where)
+    finally: os.chdir(old_cwd)
+    if stages is STAGES:
+        allp = load_yaml((root/params_file).read_text()) or {}
+        allp[stage] = read_params(root/params_file, stage, sets, refs)
+        check_cross_rules(allp, stage, str(params_file))
+    # 2. the environment of the kernel: this repository's diffaug, text progress bars, paths recorded relative to the root
     old = os.environ.get('PYTHONPATH')
-    env = {'PYTHONPATH': os.pathsep.join([str(root)] + ([old] if old else [])),
-           'DIFFAUG_PROGRESS': 'text',  # progress bars as text lines, which papermill streams to this console
-           'DIFFAUG_ROOT': str(root)}   # paths recorded in outputs are relative to it (`diffaug.core.recorded_path`)
+    env = {'PYTHONPATH': os.pathsep.join([str(root)] + ([old] if old else [])), 'DIFFAUG_PROGRESS': 'text', 'DIFFAUG_ROOT': str(root),
+           'DIFFAUG_RESTART': '1' if restart else os.environ.get('DIFFAUG_RESTART', '0')}
     saved = {k: os.environ.get(k) for k in env}; os.environ.update(env)
-    src = nb
-    if not full:
-        import nbformat
-        fd, view = tempfile.mkstemp(dir=nb.parent, prefix=f'.{nb.stem}.', suffix='.view.ipynb'); os.close(fd)
-        nbformat.write(run_view(nb), view); src = Path(view)
-    try: return execute_stage_notebook(src, out, params, cwd=nb.parent, kernel=kernel, log_output=log_output,
+    # 3. the run view, executed in the repository root; the executed copy records what ran
+    out = root/(out or Path('reports')/stage/f'{stage}.ipynb')
+    view = run_view(nb, {'stage': stage, 'commit': _git_commit(root), 'params': read_params(root/params_file, stage, sets, refs)}, full)
+    try: return execute_stage_notebook(view, out, {'params': params}, cwd=root, kernel=kernel, log_output=log_output,
                                       label=f"{nb.name} ({'whole chapter' if full else 'run view'})")
     finally:
-        if src != nb: Path(src).unlink(missing_ok=True)
         for k, v in saved.items():
             if v is None: os.environ.pop(k, None)
             else: os.environ[k] = v
@@ -299,7 +325,9 @@ def setup_overrides(setup:str|Path, # a parameter file in params/
     base = load_yaml(params_file.read_text()) or {}
     flat = flatten(over)
     for k in flat:
-        if k.split('.')[0] not in base: raise ParamError(f"{setup}: section {k.split('.')[0]!r} is not in {params_file}")
+        sec, *rest = k.split('.')
+        if sec in STAGES and rest: STAGES[sec].config_class().from_params({rest[0]: None}, f"{setup} [{sec}]")
+        elif sec not in base and sec not in STAGES: raise ParamError(f"{setup}: section {sec!r} is not in {params_file}")
     return flat
 
 def setup_command(setup:str|Path, # a parameter file in params/
@@ -314,6 +342,13 @@ def setup_command(setup:str|Path, # a parameter file in params/
     return cmd
 
 # %% ../nbs/90_pipeline.ipynb #44f61af4
+def stage_help(stage:str)->str:
+    "What `python -m diffaug.pipeline <stage> --help` prints: the stage and every parameter of its class."
+    st = STAGES[stage]; cls = st.config_class()
+    return (f"python -m diffaug.pipeline {stage} [--set KEY=VALUE ...] [--params params.yaml] [--out NB] [--restart] [--full]\n\n"
+            f"{st.doc}. Runs nbs/{st.notebook} with the section `{stage}` of the parameter file; its parameters "
+            f"({cls.__module__}.{cls.__name__}), with their defaults:\n{cls.help()}")
+
 def main(argv:list|None=None, # arguments (default: sys.argv[1:])
         )->int:
     "`python -m diffaug.pipeline <stage> ...` or `python -m diffaug.pipeline setup params/<file>.yaml`."
@@ -332,6 +367,10 @@ def main(argv:list|None=None, # arguments (default: sys.argv[1:])
     ap.add_argument('--full', action='store_true', help='execute the whole chapter (demos and tests too), not only its run view')
     ap.add_argument('--print', dest='print_only', action='store_true', help='with "setup": print the command only')
     ap.add_argument('--queue', action='store_true', help='with "setup": queue the experiment')
+    ap.add_argument('--restart', action='store_true', help="discard the stage's unfinished work (made with other parameters)")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in STAGES and {'-h', '--help'} & set(argv):
+        print(stage_help(argv[0])); return 0
     a = ap.parse_args(argv)
     try:
         if a.stage == 'setup':
@@ -341,7 +380,7 @@ def main(argv:list|None=None, # arguments (default: sys.argv[1:])
             if a.print_only: return 0
             import subprocess
             return subprocess.call(cmd)
-        out = run_stage(a.stage, a.params, a.sets, a.refs, a.out, a.root, log_output=not a.quiet, full=a.full)
+        out = run_stage(a.stage, a.params, a.sets, a.refs, a.out, a.root, log_output=not a.quiet, full=a.full, restart=a.restart)
         print(f"{a.stage}: executed notebook written to {out}", flush=True)
         return 0
     except (ParamError, StageError) as e:

@@ -210,7 +210,8 @@ w = {n: t.detach().clone() for n, t in p.unet.named_parameters() if ".lora_" in 
 w["tokens"] = p.text_encoder.get_input_embeddings().weight[-2:].detach().clone()
 from safetensors.torch import save_file
 save_file(w, f"{sys.argv[2]}-rank{acc.process_index}.safetensors")
-print(json.dumps({"rank": acc.process_index, "world": acc.num_processes, "losses": info["losses"]}))
+with open(f"{sys.argv[2]}-rank{acc.process_index}.json", "w") as f:  # one file per rank: stdout lines of two processes can interleave
+    json.dump({"rank": acc.process_index, "world": acc.num_processes, "losses": info["losses"]}, f)
 '''
 
 
@@ -223,7 +224,7 @@ def test_two_processes_stay_in_sync(tiny, tmp_path):
     r = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', str(script), str(tiny), str(tmp_path/'out')],
                        capture_output=True, text=True, env=env, cwd=root, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
-    logs = [json.loads(l) for l in r.stdout.splitlines() if l.startswith('{')]
+    logs = [json.loads((tmp_path/f'out-rank{i}.json').read_text()) for i in range(2)]
     assert sorted(l['rank'] for l in logs) == [0, 1] and all(l['world'] == 2 for l in logs)
     assert logs[0]['losses'] == logs[1]['losses']  # the logged loss is the mean over processes
     a, b = load_file(str(tmp_path/'out-rank0.safetensors')), load_file(str(tmp_path/'out-rank1.safetensors'))
