@@ -7,22 +7,23 @@ Docs: https://diffaug.github.io/diffaug/annotation.html.md"""
 # %% ../nbs/45_annotation.ipynb #a5dcd1a2
 from __future__ import annotations
 import csv, io, json, math, os, shutil, tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 # %% auto #0
 __all__ = ['soft_label', 'soft_label_json', 'soft_label_vector', 'row_weights', 'split_classes_and_sources', 'annotate',
-           'make_demo_synthetic_set', 'run_annotation']
+           'make_demo_synthetic_set', 'AnnotationConfig', 'run_annotation']
 
 # %% ../nbs/45_annotation.ipynb #3a7a3087
 import numpy as np
-from .core import ParamError, check_param, atomic_write_text, atomic_write_json, progress
+from .core import ParamError, check_param, atomic_write_text, atomic_write_json, progress, StageConfig, temp_dir_beside, replace_dir
 from .data import Split, load_split, read_metadata_csv, write_metadata_csv
 
 # %% ../nbs/45_annotation.ipynb #bdf4dc08
 def soft_label(src:int, # source class index (the real image's class)
                tar:int, # target class index (the class of the prompt)
                strength:float, # translation strength s in [0, 1] (SDEdit strength)
-               gamma:float, # non-linearity γ > 0 (γ = 1: linear; γ < 1 favours the target)
+               gamma:float, # non-linearity γ >= 0 (γ = 1: linear; γ < 1 favours the target; γ = 0: the target alone)
                num_classes:int, # K
                scale:float=1.0, # overall scale of the vector (Diff-Mix's code uses 0.9 for most datasets)
               )->np.ndarray:
@@ -31,7 +32,7 @@ def soft_label(src:int, # source class index (the real image's class)
     for name, v in (('src', src), ('tar', tar)):
         check_param(isinstance(v, (int, np.integer)) and 0 <= v < num_classes, name, v, f'a class index in [0, {num_classes})')
     check_param(0.0 <= strength <= 1.0, 'strength', strength, 'a number in [0, 1]')
-    check_param(gamma > 0, 'gamma', gamma, 'a number > 0')
+    check_param(gamma >= 0, 'gamma', gamma, 'a number >= 0')
     check_param(0.0 < scale <= 1.0, 'scale', scale, 'a number in (0, 1]')
     y = np.zeros(num_classes, dtype=np.float64)
     if src == tar: y[src] = scale; return y  # (1 − a) + a = 1 mathematically; exact here, not up to rounding
@@ -110,7 +111,7 @@ def annotate(synthetic_dir:str|Path, # a synthetic set (class folders + metadata
             )->Path:
     "Write the `soft_label` column of `synthetic_dir`'s metadata.csv (into `out_dir`, or in place)."
     sdir = Path(synthetic_dir)
-    check_param(gamma > 0, 'gamma', gamma, 'a number > 0'); check_param(0 < scale <= 1, 'scale', scale, 'a number in (0, 1]')
+    check_param(gamma >= 0, 'gamma', gamma, 'a number >= 0'); check_param(0 < scale <= 1, 'scale', scale, 'a number in (0, 1]')
     if not (sdir/'metadata.csv').is_file(): raise FileNotFoundError(f"{sdir/'metadata.csv'}: no such file (is {sdir} a finalized synthetic set?)")
     rows = read_metadata_csv(sdir/'metadata.csv')
     info_p = sdir/'info.json'
@@ -125,18 +126,15 @@ def annotate(synthetic_dir:str|Path, # a synthetic set (class folders + metadata
     if out_dir is None or Path(out_dir).resolve() == sdir.resolve():
         write_metadata_csv(sdir/'metadata.csv', rows); atomic_write_json(info_p, info)
         return sdir
-    out = Path(out_dir); out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f'.{out.name}.'))
+    out = Path(out_dir)
+    tmp = temp_dir_beside(out)
     try:
         for r in rows:
             f = sdir/r['file_name']
             if not f.exists(): raise FileNotFoundError(f"{f}: listed in {sdir/'metadata.csv'} but missing")
             _link_or_copy(f, tmp/r['file_name'])
         write_metadata_csv(tmp/'metadata.csv', rows); atomic_write_json(tmp/'info.json', info)
-        if out.exists():
-            old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f'.{out.name}.old.'))
-            os.replace(out, old/'x'); os.replace(tmp, out); shutil.rmtree(old, ignore_errors=True)
-        else: os.replace(tmp, out)
+        replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True); raise
     return out
@@ -158,17 +156,35 @@ def make_demo_synthetic_set(path:str|Path, # folder to create (holds the toy dat
     return w.finalize(), path/'split.json'
 
 # %% ../nbs/45_annotation.ipynb #611e3a00
-def run_annotation(synthetic:str|None=None, # the synthetic set to annotate; None: a tiny demo set
-                   split:str|None=None, # the split JSON the set was made from (needed for inter-class rows)
-                   out:str|None=None, # the annotated set's folder; None: in place
-                   gamma:float=0.5, # Diff-Mix's γ
-                   scale:float=1.0, # overall label scale (Diff-Mix's code: 0.9)
-                   hard:bool=False, # one-hot labels everywhere (ablation)
-                  )->Path:
-    "The annotation stage: label every image of a synthetic set; returns the annotated folder."
-    if synthetic is None:
-        synthetic, split = make_demo_synthetic_set(Path(tempfile.mkdtemp(prefix='diffaug-annotation-')))
-    res = annotate(synthetic, split, out, gamma=gamma, scale=scale, hard=hard)
+@dataclass
+class AnnotationConfig(StageConfig):
+    "Parameters of the `annotation` stage."
+    synthetic:str|None=None # the synthetic set to annotate: a folder with metadata.csv (required)
+    split:str|None=None # the split JSON the set was made from (None: classes from the set's info.json, and inter-class rows fail)
+    out:str|None=None # the annotated set's folder (None: annotate in place)
+    gamma:float=0.5 # Diff-Mix's γ in ŷ = (1 − s^γ)·e_src + s^γ·e_tar, >= 0 (authors: 0.5 is safe; few-shot smaller, all-shot larger)
+    scale:float=1.0 # overall label scale in (0, 1] (the paper's formula: 1; Diff-Mix's code: 0.9 for most datasets)
+    hard:bool=False # one-hot labels for every row, even translations (the hard-label ablation)
+
+    def check(self, files:bool=True, # also check the inputs: the set's metadata.csv, the split file
+             ):
+        "Raise `ParamError` naming the first invalid parameter; returns `self`."
+        self.need_path('synthetic', 'dir', files=files, parts=('metadata.csv',))
+        self.need_path('split', 'file', files=files, none=True)
+        self.need_path('out', 'dir', files=False, none=True)
+        self.need_num('gamma', 0); self.need_num('scale', 0, 1, lo_open=True); self.need_bool('hard')
+        if files and self.split is None:
+            f = Path(self.synthetic)/'info.json'
+            self.need(f.is_file() and 'classes' in json.loads(f.read_text(encoding='utf-8')), 'split',
+                      f"a split file ({f} lacks the class list to read instead)")
+        return self
+
+def run_annotation(cfg:AnnotationConfig|None=None, # the stage's parameters
+                   **kw, # or some of them as keywords (over `cfg`)
+                  )->dict:
+    "The annotation stage: label every image of a synthetic set; returns the annotated folder and the row counts."
+    c = AnnotationConfig.of(cfg, **kw).check()
+    res = annotate(c.synthetic, c.split, c.out, gamma=c.gamma, scale=c.scale, hard=c.hard)
     info = json.loads((res/'info.json').read_text(encoding='utf-8'))['annotation']
-    print(f"annotated {info['rows']} images in {res}: {info['soft']} soft, {info['one_hot']} one-hot (γ={gamma}, scale={scale})")
-    return res
+    print(f"annotated {info['rows']} images in {res}: {info['soft']} soft, {info['one_hot']} one-hot (γ={c.gamma}, scale={c.scale})")
+    return {'out': str(res), 'rows': info['rows'], 'soft': info['soft'], 'one_hot': info['one_hot']}

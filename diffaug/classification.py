@@ -6,21 +6,23 @@ Docs: https://diffaug.github.io/diffaug/classification.html.md"""
 
 # %% ../nbs/50_classification.ipynb #c2a9e8ba
 from __future__ import annotations
-import copy, csv, io, json, math, os, re, tempfile, time
+import copy, csv, difflib, io, json, math, os, re, tempfile, time
 from dataclasses import dataclass, asdict, field, fields
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['MIXING', 'SYNTHETIC_METHODS', 'REPLACE_WITH', 'PRECISIONS', 'register_synthetic_method', 'method_names',
-           'TrainConfig', 'check_classification_params', 'to_tensor', 'random_crop_flip', 'ReplacementDataset',
-           'make_toy_split', 'make_toy_synthetic', 'lr_factor', 'group_name', 'accuracy_report', 'run_classification']
+__all__ = ['MIXING', 'SYNTHETIC_METHODS', 'REPLACE_WITH', 'PRECISIONS', 'OUTPUT_FILES', 'register_synthetic_method',
+           'method_names', 'ClassificationConfig', 'to_tensor', 'random_crop_flip', 'ReplacementDataset',
+           'make_toy_split', 'make_toy_synthetic', 'lr_factor', 'group_name', 'accuracy_report', 'save_state',
+           'load_state', 'rng_state', 'set_rng_state', 'run_classification']
 
 # %% ../nbs/50_classification.ipynb #a3b6da21
 import numpy as np
 import torch
 import torch.nn.functional as F
 from .core import (item_seed, item_generator, item_rng, seed_everything, choose_device, atomic_write_text,
-                          atomic_write_json, atomic_save_safetensors, load_image, ParamError, check_param, progress, recorded_path)
+                          atomic_write_json, atomic_save_safetensors, load_image, ParamError, check_param, progress, recorded_path,
+                          StageConfig, start_scratch, scratch_dir)
 from PIL import Image
 from .data import load_split, SyntheticSet, Split, make_toy_dataset, few_shot_split, save_split, SyntheticSetWriter
 
@@ -41,20 +43,26 @@ def method_names()->list:
     return list(MIXING) + sorted(SYNTHETIC_METHODS)
 
 # %% ../nbs/50_classification.ipynb #981568f4
+def _nearest(value, names)->str:
+    near = difflib.get_close_matches(str(value), [str(n) for n in names], n=1, cutoff=0.0)
+    return f" (did you mean {near[0]!r}?)" if near else ''
+
 @dataclass
-class TrainConfig:
-    "The parameters of one classification run."
+class ClassificationConfig(StageConfig):
+    "The parameters of one classification run (the `classification` stage)."
+    split:str|None=None # the split JSON written by prepare (required)
+    out:str|None=None # the run's output folder: metrics.json, epochs.csv, per_class.csv, predictions.csv, config.json (required)
     method:str='original' # "original", "mixup", "cutmix" or a synthetic method (see `method_names()`)
-    synthetic:list|dict|None=None # synthetic-set folders; or {method: [folders]} (the run picks its method's)
-    p:float=0.5 # probability that a real training sample is replaced by a synthetic one
+    synthetic:list|dict|None=None # synthetic-set folders; or {method: [folders]} (the run picks its method's); None: no synthetic data
+    p:float=0.5 # probability that a real training sample is replaced by a synthetic one (paper: 0.5)
     replace_with:str='source' # "source": derived from that real image (else its class); "class"; "any"; "inverse-frequency": class ∝ 1/(n_c+1)
-    model:str='test_resnet' # any timm model name (resnet50, vit_base_patch16_384, ...)
-    pretrained:bool=False # load timm's pretrained weights (needs the network or a cache)
-    image_size:int=32 # training and test resolution (square)
+    model:str='resnet50.tv_in1k' # any timm model name (paper: resnet50, vit_base_patch16_384)
+    pretrained:bool=True # load timm's pretrained weights (needs the network or a filled HF cache)
+    image_size:int=224 # training and test resolution, square (paper: 224 ResNet-50, 384 ViT-B/16)
     crop_padding:int|None=None # random-crop padding; None: image_size // 28 (8 px at 224)
-    epochs:int=4 # training epochs
-    batch_size:int=16 # total batch size
-    lr:float=0.05 # peak learning rate (SGD)
+    epochs:int=128 # training epochs (paper: 128 ResNet-50, 100 ViT-B/16)
+    batch_size:int=256 # total batch size (paper: 256 ResNet-50, 32 ViT-B/16)
+    lr:float=0.05 # peak learning rate, SGD (paper: 0.05 ResNet-50, 1e-3 ViT-B/16)
     momentum:float=0.9 # SGD momentum
     weight_decay:float=5e-4 # SGD weight decay
     warmup:float=0.1 # fraction of the steps with a linear warm-up (then cosine decay to 0)
@@ -62,11 +70,11 @@ class TrainConfig:
     mixup_alpha:float=0.2 # Beta(α, α) of Mixup (method mixup)
     cutmix_alpha:float=1.0 # Beta(α, α) of CutMix (method cutmix)
     select:str='last' # "last" epoch, or best "val" accuracy (needs a val subset); never the test set
-    eval_split:str|None=None # evaluate on this split's test subset instead (e.g. Waterbirds after 5-shot CUB); same class names
+    eval_split:str|None=None # evaluate on this split's test subset instead (e.g. Waterbirds after 5-shot CUB); same class names; None: the split's own
     eval_every:int=1 # evaluate val/test every this many epochs (the last epoch always)
     seed:int=0 # the run's seed (initialisation, order, replacement, augmentation)
     device:str='auto' # "auto", "cpu", "cuda", ...
-    precision:str='no' # accelerate mixed precision: "no" (or "fp32"), "fp16", "bf16"
+    precision:str='no' # accelerate mixed precision: "no" (or "fp32"), "fp16", "bf16" (paper: fp16 on GPUs)
     num_workers:int=0 # data-loader workers (results do not depend on it)
     num_processes:int=1 # GPUs to train on (accelerate's notebook_launcher); 1 on CPU
     threads:int|None=None # torch CPU threads (None: torch's default)
@@ -76,48 +84,52 @@ class TrainConfig:
         if self.precision == 'fp32': self.precision = 'no'  # the name the other stages use
 
     def check(self,
-              files:bool=True, # also require the synthetic-set folders to exist (False: validate a setup before its stages ran)
+              files:bool=True, # also require the input files and folders (False: validate a setup before its stages ran)
              ):
-        "Raise `ParamError` naming the first invalid parameter."
+        "Raise `ParamError` naming the first invalid parameter; returns `self`."
         import timm
-        isint = lambda v: isinstance(v, int) and not isinstance(v, bool)
-        isnum = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
-        check_param(self.method in MIXING or self.method in SYNTHETIC_METHODS, 'method', self.method, f"one of {method_names()}")
-        check_param(self.synthetic is None or isinstance(self.synthetic, (list, tuple, dict, str)), 'synthetic', self.synthetic,
-                    "a list of synthetic-set folders or {method: [folders]}")
-        check_param(isnum(self.p) and 0 <= self.p <= 1, 'p', self.p, "a probability in [0, 1]")
-        check_param(self.replace_with in REPLACE_WITH, 'replace_with', self.replace_with, f"one of {REPLACE_WITH}")
-        check_param(isinstance(self.model, str) and timm.is_model(self.model), 'model', self.model,
-                    "a timm model name" + (f" (close: {', '.join(timm.list_models(f'*{self.model}*')[:8])})"
-                                           if isinstance(self.model, str) and timm.list_models(f'*{self.model}*') else ''))
-        check_param(isinstance(self.pretrained, bool), 'pretrained', self.pretrained, "true or false")
-        check_param(isint(self.image_size) and self.image_size >= 8, 'image_size', self.image_size, "an integer >= 8")
-        check_param(self.crop_padding is None or (isint(self.crop_padding) and self.crop_padding >= 0), 'crop_padding', self.crop_padding, "null or an integer >= 0")
-        check_param(isint(self.epochs) and self.epochs >= 1, 'epochs', self.epochs, "an integer >= 1")
-        check_param(isint(self.batch_size) and self.batch_size >= 1, 'batch_size', self.batch_size, "an integer >= 1")
-        for k in ('lr', 'weight_decay', 'mixup_alpha', 'cutmix_alpha'):
-            check_param(isnum(getattr(self, k)) and getattr(self, k) >= 0, k, getattr(self, k), "a number >= 0")
-        check_param(isnum(self.momentum) and 0 <= self.momentum < 1, 'momentum', self.momentum, "a number in [0, 1)")
-        check_param(isnum(self.warmup) and 0 <= self.warmup < 1, 'warmup', self.warmup, "a fraction in [0, 1)")
-        check_param(isnum(self.label_smoothing) and 0 <= self.label_smoothing < 1, 'label_smoothing', self.label_smoothing, "a number in [0, 1)")
-        check_param(self.select in ('last', 'val'), 'select', self.select, "'last' or 'val' (the test set never selects)")
-        check_param(self.eval_split is None or Path(self.eval_split).is_file(), 'eval_split', self.eval_split, "null or an existing split JSON file")
-        check_param(isint(self.eval_every) and self.eval_every >= 1, 'eval_every', self.eval_every, "an integer >= 1")
-        check_param(isint(self.seed), 'seed', self.seed, "an integer")
-        check_param(self.precision in PRECISIONS, 'precision', self.precision, f"one of {PRECISIONS}")
-        check_param(isint(self.num_workers) and self.num_workers >= 0, 'num_workers', self.num_workers, "an integer >= 0")
-        check_param(isint(self.num_processes) and self.num_processes >= 1, 'num_processes', self.num_processes, "an integer >= 1")
-        check_param(self.threads is None or (isint(self.threads) and self.threads >= 1), 'threads', self.threads, "null or an integer >= 1")
+        # values first (they are wrong wherever the run happens), then the paths a run needs, then the files they name
+        self.need(isinstance(self.method, str) and (self.method in MIXING or self.method in SYNTHETIC_METHODS), 'method',
+                  f"one of {method_names()}" + _nearest(self.method, method_names()))
+        self.need(self.synthetic is None or isinstance(self.synthetic, (list, tuple, dict, str)), 'synthetic',
+                  "a list of synthetic-set folders or {method: [folders]}")
+        self.need_num('p', 0, 1)
+        self.need_choice('replace_with', REPLACE_WITH)
+        m = self.model
+        self.need(isinstance(m, str) and timm.is_model(m), 'model',
+                  "a timm model name" + (f" (close: {', '.join(timm.list_models(f'*{m}*')[:8])})" if isinstance(m, str) and timm.list_models(f'*{m}*') else ''))
+        self.need_bool('pretrained')
+        self.need_int('image_size', 8); self.need_int('crop_padding', 0, none=True)
+        self.need_int('epochs', 1); self.need_int('batch_size', 1)
+        for k in ('lr', 'weight_decay', 'mixup_alpha', 'cutmix_alpha'): self.need_num(k, 0)
+        for k in ('momentum', 'warmup', 'label_smoothing'): self.need_num(k, 0, 1, hi_open=True)
+        self.need(self.select in ('last', 'val'), 'select', "'last' or 'val' (the test set never selects)")
+        self.need_path('eval_split', 'file', files=False, none=True)
+        self.need_int('eval_every', 1); self.need_int('seed')
+        self.need(isinstance(self.device, str) and self.device != '', 'device', "'auto' or a torch device ('cpu', 'cuda', 'cuda:1', 'mps')")
+        if self.device != 'auto':
+            try: torch.device(self.device)
+            except (RuntimeError, ValueError): self.need(False, 'device', "'auto' or a torch device ('cpu', 'cuda', 'cuda:1', 'mps')")
+        self.need_choice('precision', PRECISIONS)
+        self.need_int('num_workers', 0); self.need_int('num_processes', 1); self.need_int('threads', 1, none=True)
+        self.need_bool('save_model')
         mix = MIXING.get(self.method)
-        if mix: check_param(getattr(self, f'{mix}_alpha') > 0, f'{mix}_alpha', getattr(self, f'{mix}_alpha'), f"> 0 for method {self.method}")
+        if mix: self.need_num(f'{mix}_alpha', 0, lo_open=True)
+        self.need_path('split', 'file', files=False); self.need_path('out', 'dir', files=False)
         syn = self.synthetic_sets()
         if self.method in SYNTHETIC_METHODS:
             check_param(len(syn) > 0, 'synthetic', self.synthetic, f"at least one synthetic-set folder for method {self.method!r}")
         else:
             check_param(len(syn) == 0, 'synthetic', self.synthetic,
                         f"no synthetic sets for method {self.method!r} (it trains on real images only; use a synthetic method's name)")
-        for s in syn if files else []:
+        if not files: return self
+        self.need_path('split', 'file'); self.need_path('eval_split', 'file', none=True)
+        for s in syn:
             check_param(Path(s).is_dir() and (Path(s)/'metadata.csv').is_file(), 'synthetic', s, "a synthetic-set folder with metadata.csv")
+        if self.select == 'val':  # the split is a small JSON file: read its val subset's size
+            try: n_val = len((json.loads(Path(self.split).read_text(encoding='utf-8')).get('items') or {}).get('val') or [])
+            except (ValueError, UnicodeDecodeError, AttributeError): n_val = None  # load_split names the problem later
+            if n_val == 0: raise ParamError(f"parameter select='val' is invalid: the split {self.split} has no val subset")
         return self
 
     def synthetic_sets(self)->list:
@@ -127,17 +139,6 @@ class TrainConfig:
         if isinstance(s, str): return [s]
         if isinstance(s, dict): s = s.get(self.method) or []
         return [s] if isinstance(s, str) else list(s)
-
-# %% ../nbs/50_classification.ipynb #10321db3
-def check_classification_params(split:str|None=None, # the split JSON (None: a toy split)
-                                out:str|None=None, # the output folder (None: a temp folder)
-                                **kw, # the `TrainConfig` fields
-                               )->TrainConfig:
-    "Validate a classification run's parameters; returns its `TrainConfig`."
-    names = {f.name for f in fields(TrainConfig)}
-    bad = sorted(set(kw) - names)
-    if bad: raise ParamError(f"unknown classification parameter(s): {', '.join(bad)}")
-    return TrainConfig(**kw).check()
 
 # %% ../nbs/50_classification.ipynb #ead56277
 def to_tensor(img:Image.Image, # an RGB image
@@ -328,7 +329,7 @@ def _write_csv(path:Path, rows:list, cols:list):
     atomic_write_text(path, buf.getvalue())
 
 # %% ../nbs/50_classification.ipynb #738663dc
-def _mixer(cfg:TrainConfig, K:int):
+def _mixer(cfg:ClassificationConfig, K:int):
     from timm.data import Mixup
     mix = MIXING.get(cfg.method)
     if not mix: return None
@@ -356,15 +357,126 @@ def _predict(model, loader, accelerator)->list:
     return [out[i] for i in range(len(out))]
 
 # %% ../nbs/50_classification.ipynb #12ccd9e4
-def _train(split_path, out, cfg:TrainConfig)->dict:
+def _tree_out(obj, tensors:dict, path:str='s'):
+    "A JSON-able copy of a state dict `obj` (dict keys kept with their types); its tensors go into `tensors`."
+    if isinstance(obj, torch.Tensor): tensors[path] = obj.detach().cpu().contiguous().clone(); return {'__tensor__': path}
+    if isinstance(obj, dict): return {'__items__': [[k, _tree_out(v, tensors, f'{path}.{k}')] for k, v in obj.items()]}
+    if isinstance(obj, (list, tuple)): return [_tree_out(v, tensors, f'{path}.{i}') for i, v in enumerate(obj)]
+    return obj
+
+def _tree_in(obj, tensors:dict):
+    "Inverse of `_tree_out`."
+    if isinstance(obj, dict) and '__tensor__' in obj: return tensors[obj['__tensor__']]
+    if isinstance(obj, dict) and '__items__' in obj: return {k: _tree_in(v, tensors) for k, v in obj['__items__']}
+    if isinstance(obj, list): return [_tree_in(v, tensors) for v in obj]
+    return obj
+
+def save_state(path:str|Path, # a file stem: writes <path>.safetensors and <path>.json
+               state, # a state dict (nested dicts / lists of tensors and JSON-able values)
+              )->None:
+    "Save a state dict (an optimizer's, a scheduler's, RNG states) as safetensors + JSON, atomically."
+    tensors = {}; tree = _tree_out(state, tensors)
+    atomic_save_safetensors(tensors, Path(f'{path}.safetensors'))
+    atomic_write_json(Path(f'{path}.json'), tree, indent=None)
+
+def load_state(path:str|Path)->dict:
+    "The state dict saved by `save_state`."
+    from safetensors.torch import load_file
+    return _tree_in(json.loads(Path(f'{path}.json').read_text(encoding='utf-8')), load_file(f'{path}.safetensors'))
+
+def rng_state()->dict:
+    "Every global RNG state a training step may draw from (torch, CUDA, numpy, Python)."
+    import random
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    v, st, g = random.getstate()
+    s = {'torch': torch.get_rng_state(), 'numpy': [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
+         'python': [v, list(st), g]}
+    if torch.cuda.is_available() and torch.cuda.is_initialized(): s['cuda'] = torch.cuda.get_rng_state()
+    return s
+
+def set_rng_state(s:dict)->None:
+    "Restore the states of `rng_state`."
+    import random
+    torch.set_rng_state(s['torch'])
+    if 'cuda' in s and torch.cuda.is_available(): torch.cuda.set_rng_state(s['cuda'])
+    name, keys, pos, hg, cached = s['numpy']
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, hg, cached))
+    v, st, g = s['python']; random.setstate((v, tuple(st), g))
+
+# %% ../nbs/50_classification.ipynb #36fac9b4
+OUTPUT_FILES = ('epochs.csv', 'per_class.csv', 'predictions.csv', 'config.json', 'model.safetensors', 'metrics.json') # metrics.json last
+
+def _sha(path)->str|None:
+    import hashlib
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16] if path is not None else None
+
+def _record(cfg:ClassificationConfig)->dict:
+    "What a resumed run must share with the interrupted one: every parameter that changes the output bytes and the inputs' identities."
+    rec = {k: v for k, v in cfg.asdict().items() if k not in ('out', 'num_workers', 'save_model')}
+    rec.update(split=recorded_path(cfg.split), eval_split=recorded_path(cfg.eval_split), synthetic=recorded_path(cfg.synthetic),
+               inputs={'split': _sha(cfg.split), 'eval_split': _sha(cfg.eval_split),
+                       'synthetic': [_sha(Path(s)/'metadata.csv') for s in cfg.synthetic_sets()]})
+    return rec
+
+def _save_checkpoint(ck:Path, # the checkpoint folder (in the scratch folder)
+                     epoch:int, # finished epochs
+                     acc, model, opt, sched, # accelerate and the prepared objects
+                     rows:list, best:tuple, best_state:dict|None, best_changed:bool):
+    "Checkpoint after `epoch` epochs; `last.json`, written last, makes it the one a resume starts from."
+    d = ck/f'epoch-{epoch:04d}'
+    if acc.is_main_process:
+        atomic_save_safetensors({k: v.clone() for k, v in acc.unwrap_model(model).state_dict().items()}, d/'model.safetensors')
+        save_state(d/'optimizer', opt.state_dict())
+        save_state(d/'scheduler', {'scheduler': sched.scheduler.state_dict(), 'scaler': acc.scaler.state_dict() if acc.scaler is not None else None})
+        if best_changed: atomic_save_safetensors(best_state, ck/f'best-{best[1]:04d}.safetensors')
+    save_state(d/f'rng-{acc.process_index}', rng_state())
+    acc.wait_for_everyone()
+    if acc.is_main_process:
+        atomic_write_json(ck/'last.json', {'epoch': epoch, 'rows': rows, 'best': list(best)})
+        import shutil
+        for p in ck.iterdir():  # older checkpoints
+            if p.name not in (d.name, 'last.json', f'best-{best[1]:04d}.safetensors'):
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
+    acc.wait_for_everyone()
+
+def _load_checkpoint(ck:Path, acc, model, opt, sched)->tuple:
+    "(finished epochs, rows, best, best_state) of the last checkpoint in `ck`, its states loaded; (0, [], (-1.0, -1), None) without one."
+    if not (ck/'last.json').is_file(): return 0, [], (-1.0, -1), None
+    from safetensors.torch import load_file
+    last = json.loads((ck/'last.json').read_text(encoding='utf-8'))
+    d = ck/f"epoch-{last['epoch']:04d}"
+    acc.unwrap_model(model).load_state_dict(load_file(str(d/'model.safetensors')))
+    opt.load_state_dict(load_state(d/'optimizer'))
+    s = load_state(d/'scheduler'); sched.scheduler.load_state_dict(s['scheduler'])
+    if s['scaler'] is not None and acc.scaler is not None: acc.scaler.load_state_dict(s['scaler'])
+    set_rng_state(load_state(d/f'rng-{acc.process_index}'))
+    best = tuple(last['best'])
+    best_state = load_file(str(ck/f'best-{best[1]:04d}.safetensors')) if best[1] > 0 else None
+    return last['epoch'], last['rows'], best, best_state
+
+def _publish_files(scratch:Path, out:Path)->None:
+    "Move the finished files from `scratch` into `out` (each rename atomic; metrics.json removed first, moved last); remove `scratch`."
+    import shutil
+    out.mkdir(parents=True, exist_ok=True)
+    (out/'metrics.json').unlink(missing_ok=True)
+    for f in OUTPUT_FILES:
+        if (scratch/f).exists(): os.replace(scratch/f, out/f)
+        else: (out/f).unlink(missing_ok=True)  # a file an earlier run with other settings wrote
+    shutil.rmtree(scratch)
+
+# %% ../nbs/50_classification.ipynb #6d04659e
+def _train(cfg:ClassificationConfig, # the run's parameters (checked)
+           scratch:str|Path, # its scratch folder (checkpoints; the finished files are written here)
+          )->dict:
     "One training run (called directly, or once per process by accelerate's notebook_launcher)."
     import timm
     from accelerate import Accelerator
     from accelerate.utils import DataLoaderConfiguration
     if cfg.threads: torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
+    split_path, scratch = cfg.split, Path(scratch); ck = scratch/'checkpoints'
     sp = load_split(split_path); sp.check_paths()
-    K, out = len(sp.classes), Path(out)
+    K = len(sp.classes)
     dev = choose_device(cfg.device)
     acc = Accelerator(cpu=dev.type == 'cpu', mixed_precision=cfg.precision,
                       dataloader_config=DataLoaderConfiguration(split_batches=True, even_batches=False))
@@ -394,11 +506,13 @@ def _train(split_path, out, cfg:TrainConfig)->dict:
     model, opt, train_dl, sched = acc.prepare(model, opt, train_dl, sched)
     evals = {k: acc.prepare(v) for k, v in evals.items()}
     mixer = _mixer(cfg, K)
-    rows, best, best_state = [], (-1.0, -1), None
-    bar = progress(range(cfg.epochs), desc=f'{cfg.method} seed {cfg.seed}') if acc.is_main_process else range(cfg.epochs)
+    start, rows, best, best_state = _load_checkpoint(ck, acc, model, opt, sched)
+    if start and acc.is_main_process: print(f"resuming after epoch {start}/{cfg.epochs} ({ck})", flush=True)
+    todo = range(start, cfg.epochs)
+    bar = progress(todo, desc=f'{cfg.method} seed {cfg.seed}') if acc.is_main_process else todo
     for epoch in bar:
         t0 = time.time()
-        train_ds.set_epoch(epoch); sampler.set_epoch(epoch)
+        train_ds.set_epoch(epoch); sampler.set_epoch(epoch); train_dl.set_epoch(epoch) # accelerate's loader sets its sampler's epoch from its own count
         np.random.seed(item_seed(cfg.seed, 'classification/mix', epoch) % 2**32) # timm's Mixup draws from numpy's global RNG
         model.train(); tl, tc, tn, ns = 0.0, 0, 0, 0
         for x, target, is_syn in train_dl:
@@ -409,16 +523,18 @@ def _train(split_path, out, cfg:TrainConfig)->dict:
             tl += loss.item() * len(x); tc += (logits.argmax(-1) == target.argmax(-1)).sum().item(); tn += len(x); ns += int(is_syn.sum())
         row = {'epoch': epoch + 1, 'lr': opt.param_groups[0]['lr'], 'train_loss': tl / tn, 'train_acc': 100.0 * tc / tn,
                'synthetic_fraction': ns / tn}
+        changed = False
         if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
             for s, dl in evals.items():
                 row[f'{s}_top1'] = accuracy_report(_predict(model, dl, acc), src[s].items(s), sp.classes)['top1']
             if cfg.select == 'val' and row['val_top1'] > best[0]:
-                best = (row['val_top1'], epoch + 1)
+                best, changed = (row['val_top1'], epoch + 1), True
                 best_state = {k: v.detach().cpu().clone() for k, v in acc.unwrap_model(model).state_dict().items()}
-        row['seconds'] = time.time() - t0
         rows.append(row)
-        if acc.is_main_process: # one text line per epoch: readable in the executed notebook and streamed by the pipeline
-            print(f"epoch {epoch + 1}/{cfg.epochs} " + ' '.join(f'{k} {v:.4g}' for k, v in row.items() if k not in ('epoch',)), flush=True)
+        _save_checkpoint(ck, epoch + 1, acc, model, opt, sched, rows, best, best_state, changed)
+        if acc.is_main_process: # one text line per epoch: readable in the executed notebook and streamed by the pipeline (timings: printed only)
+            print(f"epoch {epoch + 1}/{cfg.epochs} " + ' '.join(f'{k} {v:.4g}' for k, v in row.items() if k != 'epoch')
+                  + f" seconds {time.time() - t0:.1f}", flush=True)
     if cfg.select == 'val': acc.unwrap_model(model).load_state_dict(best_state)
     selected = best[1] if cfg.select == 'val' else cfg.epochs
     metrics = {'method': cfg.method, 'seed': cfg.seed, 'model': cfg.model, 'select': cfg.select, 'selected_epoch': selected,
@@ -437,42 +553,44 @@ def _train(split_path, out, cfg:TrainConfig)->dict:
         metrics['best_test_epoch_top1'] = float(max(tests)) # optimistic: what the references report; never used to select
     if 'val' in reports: metrics['val_top1'] = reports['val'][0]['top1']
     if acc.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        cols = ['epoch', 'lr', 'train_loss', 'train_acc', 'synthetic_fraction'] + [f'{s}_top1' for s in ('val', 'test') if s in evals] + ['seconds']
-        _write_csv(out/'epochs.csv', rows, cols)
+        cols = ['epoch', 'lr', 'train_loss', 'train_acc', 'synthetic_fraction'] + [f'{s}_top1' for s in ('val', 'test') if s in evals]
+        _write_csv(scratch/'epochs.csv', rows, cols)
         if 'test' in reports:
             r, preds = reports['test']
             nt = {c: 0 for c in sp.classes}
             for it in ev.items('test'): nt[it['label']] += 1
-            _write_csv(out/'per_class.csv', [{'class': c, 'n': nt[c], 'top1': r['per_class'].get(c, float('nan'))} for c in sp.classes],
+            _write_csv(scratch/'per_class.csv', [{'class': c, 'n': nt[c], 'top1': r['per_class'].get(c, float('nan'))} for c in sp.classes],
                        ['class', 'n', 'top1'])
-            _write_csv(out/'predictions.csv', [{'id': it['id'], 'label': it['label'], 'pred': sp.classes[p], 'group': group_name(it.get('group')) or ''}
-                                               for it, p in zip(ev.items('test'), preds)], ['id', 'label', 'pred', 'group'])
+            _write_csv(scratch/'predictions.csv', [{'id': it['id'], 'label': it['label'], 'pred': sp.classes[p], 'group': group_name(it.get('group')) or ''}
+                                                   for it, p in zip(ev.items('test'), preds)], ['id', 'label', 'pred', 'group'])
         if cfg.save_model:
-            atomic_save_safetensors(acc.unwrap_model(model).state_dict(), out/'model.safetensors',
+            atomic_save_safetensors({k: v.clone() for k, v in acc.unwrap_model(model).state_dict().items()}, scratch/'model.safetensors',
                                     metadata={'model': cfg.model, 'num_classes': str(K), 'classes': json.dumps(sp.classes)})
-        atomic_write_json(out/'config.json', {**asdict(cfg), 'split': recorded_path(str(split_path)), 'synthetic': recorded_path(cfg.synthetic),
-                                               'eval_split': recorded_path(cfg.eval_split)})
-        atomic_write_json(out/'metrics.json', metrics) # last: its presence means the run completed
+        rec = {k: v for k, v in cfg.asdict().items() if k != 'out'}
+        atomic_write_json(scratch/'config.json', {**rec, 'split': recorded_path(cfg.split), 'synthetic': recorded_path(cfg.synthetic),
+                                                  'eval_split': recorded_path(cfg.eval_split)})
+        atomic_write_json(scratch/'metrics.json', metrics)
     acc.wait_for_everyone()
     acc.free_memory()
     return metrics
 
 # %% ../nbs/50_classification.ipynb #70396091
-def run_classification(split:str|None=None, # the split JSON (None: a toy split in a temp folder)
-                       out:str|None=None, # the output folder (None: a temp folder)
-                       **kw, # `TrainConfig` fields: method, synthetic, p, model, epochs, ...
+def run_classification(cfg:ClassificationConfig|None=None, # the run's parameters (None: the defaults, with `kw`)
+                       **kw, # ClassificationConfig fields overriding `cfg`
                       )->dict:
-    "The classification stage: train a timm classifier on the split (+ synthetic sets); returns metrics.json's content."
-    cfg = check_classification_params(split, out, **kw)
-    if split is None: split = make_toy_split(Path(tempfile.mkdtemp(prefix='diffaug-cls-'))/'toy')
-    check_param(Path(split).is_file(), 'split', str(split), "an existing split JSON file (run the prepare stage)")
-    out = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix='diffaug-cls-out-'))
+    "The classification stage: train a timm classifier on the split (+ synthetic sets); returns metrics.json's content (+ `seconds`)."
+    cfg = ClassificationConfig.of(cfg, **kw).check()
+    out = Path(cfg.out); t0 = time.perf_counter()
+    sd = start_scratch(out, _record(cfg))
     if cfg.num_processes > 1:
         from accelerate import notebook_launcher
-        notebook_launcher(_train, (str(split), str(out), cfg), num_processes=cfg.num_processes, mixed_precision=cfg.precision)
-        return json.loads((out/'metrics.json').read_text())
-    m = _train(split, out, cfg)
-    from accelerate.state import AcceleratorState
-    if hasattr(AcceleratorState, '_reset_state'): AcceleratorState._reset_state(True) # let the next run pick its own precision
-    return m
+        notebook_launcher(_train, (cfg, str(sd)), num_processes=cfg.num_processes, mixed_precision=cfg.precision)
+    else:
+        _train(cfg, sd)
+        from accelerate.state import AcceleratorState
+        if hasattr(AcceleratorState, '_reset_state'): AcceleratorState._reset_state(True) # let the next run pick its own precision
+    _publish_files(sd, out)
+    m = json.loads((out/'metrics.json').read_text(encoding='utf-8'))
+    secs = time.perf_counter() - t0
+    print(f"{cfg.method} seed {cfg.seed}: top1 {m.get('top1', float('nan')):.2f} after {cfg.epochs} epochs, {secs:.1f} s -> {out}")
+    return {**m, 'seconds': round(secs, 3)}

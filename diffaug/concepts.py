@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import Callable
 
 # %% auto #0
-__all__ = ['LORA_TARGETS', 'RECIPES', 'CONCEPTS_FORMAT', 'class_token', 'class_tokens', 'concept_prompt', 'ConceptTokens',
-           'hook_concept_tokens', 'add_concept_tokens', 'add_concept_lora', 'lora_state', 'square_crop',
-           'cache_latents', 'batch_indices', 'save_checkpoint', 'list_checkpoints', 'load_checkpoint',
-           'make_accelerator', 'concept_loss', 'concept_eval_loss', 'train_concepts', 'write_concepts', 'ConceptError',
-           'read_concepts', 'check_concept_classes', 'apply_concepts', 'concept_grid', 'run_concepts',
-           'check_concepts_params']
+__all__ = ['LORA_TARGETS', 'RECIPES', 'CONCEPTS_FORMAT', 'PRECISIONS', 'class_token', 'class_tokens', 'concept_prompt',
+           'ConceptTokens', 'hook_concept_tokens', 'add_concept_tokens', 'add_concept_lora', 'lora_state',
+           'square_crop', 'cache_latents', 'batch_indices', 'save_checkpoint', 'list_checkpoints', 'load_checkpoint',
+           'start_checkpoints', 'make_accelerator', 'concept_loss', 'concept_eval_loss', 'train_concepts',
+           'write_concepts', 'ConceptError', 'read_concepts', 'check_concept_classes', 'check_base_model',
+           'apply_concepts', 'concept_grid', 'need_device', 'ConceptsConfig', 'run_concepts']
 
 # %% ../nbs/10_concepts.ipynb #c36ed6ce
 import numpy as np
@@ -24,9 +24,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from PIL import Image
-from .core import (item_seed, item_generator, choose_device, choose_dtype, atomic_write_json,
-                          atomic_save_safetensors, load_image, ParamError, check_param, stage_args, progress, recorded_path)
-from .models import load_sd, make_tiny_sd, encode_images, sd_resolution
+from dataclasses import dataclass
+from .core import (item_seed, item_generator, choose_device, choose_dtype, atomic_write_json, atomic_save_safetensors,
+                          load_image, ParamError, check_param, progress, recorded_path, StageConfig, temp_dir_beside, replace_dir)
+from .models import load_sd, make_tiny_sd, encode_images, sd_resolution, need_model, model_fingerprint, same_model
 
 # %% ../nbs/10_concepts.ipynb #a39c2cda
 def class_token(idx:int, # the class's label index
@@ -199,17 +200,16 @@ def save_checkpoint(folder:str|Path, # the run's checkpoint folder
                     state:dict, # JSON-able extras (losses, ...)
                     keep:int=2, # keep this many newest checkpoints
                    )->Path:
-    "Write checkpoint `step` atomically (a temp folder renamed into place) and prune older ones."
+    "Write checkpoint `step` atomically (a temp folder swapped into place) and prune older ones."
     folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
     final = folder/f"step-{step:07d}"
-    tmp = Path(tempfile.mkdtemp(dir=folder, prefix=f".step-{step:07d}.", suffix='.tmp'))
+    tmp = temp_dir_beside(final)
     try:
         atomic_save_safetensors(trainable, tmp/'trainable.safetensors')
         t, meta = _opt_to_tensors(optimizer.state_dict())
         atomic_save_safetensors(t, tmp/'optimizer.safetensors', metadata={'meta': json.dumps(meta)})
         atomic_write_json(tmp/'state.json', {**state, 'step': int(step)})
-        if final.exists(): shutil.rmtree(final)
-        os.replace(tmp, final)
+        replace_dir(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True); raise
     for old in list_checkpoints(folder)[:-keep] if keep > 0 else []: shutil.rmtree(old, ignore_errors=True)
@@ -233,6 +233,30 @@ def load_checkpoint(path:str|Path, # a checkpoint folder
     with safe_open(str(path/'optimizer.safetensors'), 'pt') as f: meta = json.loads(f.metadata()['meta'])
     opt = _opt_from_tensors(load_file(str(path/'optimizer.safetensors')), meta)
     return load_file(str(path/'trainable.safetensors')), opt, json.loads((path/'state.json').read_text())
+
+def start_checkpoints(folder:str|Path, # the run's checkpoint folder (outside the stage's output)
+                      record:dict, # everything the checkpoints depend on (JSON-able): a resume must match it exactly
+                      restart:bool|None=None, # True: discard earlier checkpoints; None: `DIFFAUG_RESTART=1` in the environment
+                      main:bool=True, # this process creates and cleans the folder (other processes of a distributed run only compare)
+                     )->Path:
+    "The checkpoint folder, created or resumed; `ParamError` naming each difference when its checkpoints were made with other parameters."
+    folder, record = Path(folder), json.loads(json.dumps(record))  # compared as stored
+    rec = folder/'.params.json'
+    if restart is None: restart = os.environ.get('DIFFAUG_RESTART') == '1'
+    if not restart and rec.is_file():
+        old = json.loads(rec.read_text(encoding='utf-8'))
+        diff = [k for k in sorted(set(old) | set(record)) if old.get(k, '<absent>') != record.get(k, '<absent>')]
+        if diff:
+            raise ParamError(f"{folder}: checkpoints made with other parameters ("
+                             + '; '.join(f"{k}: {old.get(k, '<absent>')!r} there, {record.get(k, '<absent>')!r} now" for k in diff)
+                             + "); rerun with the same parameters to resume, or restart (--restart / DIFFAUG_RESTART=1) to discard them")
+    elif not restart and list_checkpoints(folder):
+        raise ParamError(f"{folder}: checkpoints without a parameter record; delete the folder or restart (--restart / DIFFAUG_RESTART=1)")
+    if main:
+        if restart and folder.exists(): shutil.rmtree(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        if not rec.is_file(): atomic_write_json(rec, record)
+    return folder
 
 # %% ../nbs/10_concepts.ipynb #7370362e
 _MIXED = {'fp32': 'no', 'float32': 'no', 'no': 'no', 'fp16': 'fp16', 'float16': 'fp16', 'bf16': 'bf16', 'bfloat16': 'bf16'}
@@ -335,7 +359,7 @@ def train_concepts(pipe, # a StableDiffusionPipeline, freshly loaded (changed in
                    precision:str='fp32', # "fp32", "fp16", "bf16" (mixed precision) or "auto"
                    seed:int=0, # every random draw derives from it
                    base_model:str='', # the model's id or path, recorded in concepts.json
-                   resume:bool=True, # continue from the newest checkpoint of the same configuration
+                   restart:bool|None=None, # True: discard the checkpoints of an earlier run; None: `DIFFAUG_RESTART=1`
                    eval_draws:int=2, # draws per image of the fixed evaluation loss (0: skip it)
                    callback:Callable|None=None, # called as callback(step, loss) after each step
                    accelerator=None, # an `accelerate.Accelerator` (default: built from the pipeline's device)
@@ -357,6 +381,7 @@ def train_concepts(pipe, # a StableDiffusionPipeline, freshly loaded (changed in
     mult = pipe.vae_scale_factor * 2 ** (len(pipe.unet.config.block_out_channels) - 1)
     check_param(res % mult == 0, 'resolution', resolution, f"a multiple of {mult} for this model")
     out = Path(out)
+    base_fp = model_fingerprint(pipe)  # of the base weights, before any token or LoRA is added
     acc = accelerator or make_accelerator(pipe.device, precision, grad_accum)
     pipe.to(acc.device)
     pipe.vae.requires_grad_(False); pipe.text_encoder.requires_grad_(False); pipe.unet.requires_grad_(False)
@@ -365,10 +390,12 @@ def train_concepts(pipe, # a StableDiffusionPipeline, freshly loaded (changed in
     cfg = dict(model=str(base_model), recipe=recipe, lr_embed=float(lr_embed), lr_lora=float(lr_lora), rank=int(rank) if recipe == 'diff-mix' else 0,
                n_tokens=int(n_tokens), init_word=init_word, resolution=res, batch_size=int(batch_size), grad_accum=int(acc.gradient_accumulation_steps),
                weight_decay=float(weight_decay), flip=bool(flip), precision=acc.mixed_precision, seed=int(seed), classes=classes,
-               metaclass=metaclass, data=_data_hash(images, labels), processes=acc.num_processes, text_dim=pipe.text_encoder.config.hidden_size)
+               metaclass=metaclass, data=_data_hash(images, labels), processes=acc.num_processes, text_dim=pipe.text_encoder.config.hidden_size,
+               base_model_fingerprint=base_fp)
     fp = _fingerprint(cfg)
     ck_dir = Path(checkpoint_dir) if checkpoint_dir else out.with_name(out.name + '.checkpoints')
-    ck_dir = ck_dir/fp
+    start_checkpoints(ck_dir, cfg, restart, main=acc.is_main_process)
+    acc.wait_for_everyone()
 
     # data
     lat = cache_latents(pipe, images, res, flip)
@@ -391,7 +418,7 @@ def train_concepts(pipe, # a StableDiffusionPipeline, freshly loaded (changed in
     # the eval loss of the untrained concepts, before any checkpoint is restored (so a resumed run records the same)
     with acc.autocast(): loss0 = concept_eval_loss(pipe, lat, prompt_ids, seed, eval_draws) if eval_draws else None
     start, losses = 0, []
-    cks = list_checkpoints(ck_dir) if resume else []
+    cks = list_checkpoints(ck_dir)
     if cks:
         t, osd, st = load_checkpoint(cks[-1])
         cur = trainable()
@@ -442,7 +469,7 @@ def train_concepts(pipe, # a StableDiffusionPipeline, freshly loaded (changed in
                     steps_per_second=round(done / secs, 3) if done and secs > 0 else None)
     if acc.is_main_process:  # training.json holds what the result depends on, not how this run went: same bytes after a resume
         write_concepts(out, pipe, classes, toks, tokens.weight.detach(), recipe=recipe, metaclass=metaclass, base_model=str(base_model),
-                       extra={'config': cfg, 'steps': len(losses), 'init_word': init_word, 'rank': cfg['rank']}, training=training)
+                       base_model_fingerprint=base_fp, extra={'config': cfg, 'steps': len(losses), 'init_word': init_word, 'rank': cfg['rank']}, training=training)
     acc.wait_for_everyone()
     return {**training, **this_run}
 
@@ -457,13 +484,16 @@ def write_concepts(out:str|Path, # the concept folder (replaced)
                    recipe:str='diff-mix', # which recipe made them
                    metaclass:str='object', # the dataset's theme word
                    base_model:str='', # the model's id or path
+                   base_model_fingerprint:dict|None=None, # `diffaug.models.model_fingerprint` of the base model
                    extra:dict|None=None, # more fields for concepts.json
                    training:dict|None=None, # written as training.json
                   )->Path:
     "Write a concept folder: embeddings, LoRA (if the U-Net has one), concepts.json; swapped in atomically."
     from diffusers import StableDiffusionPipeline
-    out = Path(out); out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f'.{out.name}.', suffix='.tmp'))
+    out = Path(out)
+    check_param(isinstance(base_model_fingerprint, dict) and base_model_fingerprint, 'base_model_fingerprint', base_model_fingerprint,
+                "the base model's diffaug.models.model_fingerprint")
+    tmp = temp_dir_beside(out)
     try:
         n = len(tokens[0]); concepts = {}
         for i, (c, ts) in enumerate(zip(classes, tokens)):
@@ -477,15 +507,12 @@ def write_concepts(out:str|Path, # the concept folder (replaced)
             sd = convert_state_dict_to_diffusers(get_peft_model_state_dict(pipe.unet))
             StableDiffusionPipeline.save_lora_weights(tmp, unet_lora_layers={k: v.detach().float().cpu() for k, v in sd.items()}, safe_serialization=True)
         meta = {'format': CONCEPTS_FORMAT, 'recipe': recipe, 'metaclass': metaclass, 'base_model': base_model,
+                'base_model_fingerprint': base_model_fingerprint,
                 'embedding_dim': int(vectors.shape[-1]), 'n_vectors': n, 'lora': 'pytorch_lora_weights.safetensors' if lora else None,
                 'classes': list(classes), 'concepts': concepts, **(extra or {})}
         atomic_write_json(tmp/'concepts.json', meta)
         if training is not None: atomic_write_json(tmp/'training.json', training)
-        old = None
-        if out.exists():
-            old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f'.{out.name}.', suffix='.old')); os.rmdir(old); os.replace(out, old)
-        os.replace(tmp, out)
-        if old is not None: shutil.rmtree(old, ignore_errors=True)
+        replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True); raise
     return out
@@ -544,6 +571,21 @@ def _check_lora_file(unet, path:Path)->None:
         got = shp[1] if m.group(2) == 'down' else shp[0]
         if want != got: raise ConceptError(f"{path}: LoRA of {m.group(1)} has size {got} but this pipeline's layer has {want} (concepts learned on another model?)")
 
+def check_base_model(meta:dict, # what `read_concepts` returned
+                     pipe, # the pipeline the concepts are about to be applied to (no concepts applied yet)
+                     where:str|Path='', # the concept folder, for the message
+                    )->None:
+    "Raise `ConceptError` naming both fingerprints when `pipe`'s base model is not the one the concepts were learned on."
+    want = meta.get('base_model_fingerprint')
+    if want is None:
+        warnings.warn(f"concept folder {where} records no base_model_fingerprint (written by an older diffaug): "
+                      f"cannot check that it was learned on this pipeline's model (it names {meta.get('base_model')!r})")
+        return
+    have = model_fingerprint(pipe)
+    if not same_model(want, have):
+        raise ConceptError(f"concept folder {where} was learned on another base model: its base_model_fingerprint is {want} "
+                           f"(base_model {meta.get('base_model')!r}), this pipeline's model has {have}; relearn the concepts on this model")
+
 def apply_concepts(pipe, # a StableDiffusionPipeline (changed in place)
                    concept_dir:str|Path, # a concept folder written by the concepts stage
                    classes:list[str]|None=None, # the dataset's classes in label order, checked against the folder
@@ -568,6 +610,7 @@ def apply_concepts(pipe, # a StableDiffusionPipeline (changed in place)
     if clash: raise ConceptError(f"the pipeline already has the tokens {clash[:4]}: concepts are already applied; load a fresh pipeline")
     if lora and meta.get('lora'):
         _check_lora_file(pipe.unet, d/meta['lora'])
+    check_base_model(meta, pipe, d)
     pipe.load_textual_inversion(files, token=toks)
     if lora and meta.get('lora'):
         try: pipe.load_lora_weights(str(d), weight_name=meta['lora'], adapter_name='concepts')
@@ -596,63 +639,79 @@ def concept_grid(pipe, # a pipeline with concepts applied
     return grid
 
 # %% ../nbs/10_concepts.ipynb #2a5d2cf1
-def run_concepts(split:str|Path|None=None, # the split JSON (None: a toy dataset in a temp folder)
-                 model:str|Path|None=None, # diffusers folder or hub id (None: a tiny random model in a temp folder)
-                 out:str|Path|None=None, # the concept folder to write (None: a temp folder)
-                 recipe:str='diff-mix', # "diff-mix" or "da-fusion"
-                 steps:int=10, # optimizer steps
-                 lr_embed:float=5e-3, # embedding learning rate
-                 lr_lora:float=1e-3, # LoRA learning rate
-                 rank:int=4, # LoRA rank
-                 n_tokens:int=1, # vectors per class
-                 init_word:str|None=None, # None: the metaclass; "{class}": the class name
-                 resolution:int|None=None, # None: the model's native resolution
-                 batch_size:int=4, # images per micro-batch per process
-                 grad_accum:int=1, # micro-batches per optimizer step
-                 checkpoint_every:int=10, # steps between checkpoints
-                 checkpoint_dir:str|Path|None=None, # None: `<out>.checkpoints`
-                 flip:bool=True, # random horizontal flips
-                 device:str='auto', # "auto", "cpu", "cuda", ...
-                 precision:str='fp32', # "fp32", "fp16", "bf16", "auto"
-                 seed:int=0, # every random draw derives from it
+_DEVICE = re.compile(r'auto|cpu|mps|(cuda|xpu)(:\d+)?')
+PRECISIONS = ('auto', 'fp32', 'fp16', 'bf16')
+
+def need_device(cfg:StageConfig, # a stage's parameters
+                name:str='device', # the field holding a device
+               )->None:
+    "`ParamError` unless `cfg.<name>` is 'auto', 'cpu', 'mps', 'cuda' or 'cuda:N'."
+    v = getattr(cfg, name)
+    cfg.need(isinstance(v, str) and _DEVICE.fullmatch(v) is not None, name, '"auto", "cpu", "cuda", "cuda:N" or "mps"')
+
+@dataclass
+class ConceptsConfig(StageConfig):
+    "The parameters of the `concepts` stage (and of `concepts_ti`, DA-Fusion's textual inversion: the same class, `recipe: da-fusion`)."
+    split:str|None=None # the split JSON written by `prepare`, the same split every stage reads (required)
+    model:str|None=None # SD 1.x diffusers folder or hub id; paper: stable-diffusion-v1-5/stable-diffusion-v1-5 (required)
+    out:str|None=None # the concept folder to write (required)
+    checkpoint_dir:str|None=None # where checkpoints go; None: `<out>.checkpoints` beside the output (outside it, so an interrupted `dvc repro` resumes)
+    recipe:str='diff-mix' # "diff-mix" (tokens + shared U-Net LoRA; Diff-II, Diff-Mix) or "da-fusion" (tokens only)
+    steps:int=35000 # optimizer steps (Diff-Mix: 35000; DA-Fusion: 2000)
+    lr_embed:float=5e-5 # learning rate of the token embeddings (Diff-Mix: 5e-5; DA-Fusion: 4e-3 = 5e-4 x batch 8)
+    lr_lora:float=5e-5 # learning rate of the LoRA (Diff-Mix: 5e-5; unused by da-fusion)
+    rank:int=10 # LoRA rank (Diff-Mix's scripts: 10; unused by da-fusion)
+    n_tokens:int=1 # vectors per class (Diff-Mix: 1; Diff-II allows n; DA-Fusion, later: 4)
+    init_word:str|None=None # the tokens' initial word; None: the metaclass (Diff-Mix); "{class}": each class's name (DA-Fusion)
+    resolution:int|None=None # training resolution in pixels; None: the model's native size (512 for SD 1.5; Diff-Mix's current scripts: 224)
+    batch_size:int=2 # images per micro-batch per process (Diff-Mix: 2 per GPU; DA-Fusion: 8)
+    grad_accum:int=1 # micro-batches per optimizer step
+    weight_decay:float=1e-2 # AdamW weight decay (both references: 1e-2)
+    flip:bool=True # random horizontal flips (Diff-Mix)
+    checkpoint_every:int=500 # optimizer steps between checkpoints (and one at the end)
+    device:str='auto' # "auto" (cuda, then mps, then cpu), "cpu", "cuda", "cuda:N", "mps"
+    precision:str='auto' # "auto" (fp16/bf16 on GPUs; the paper: fp16), "fp32", "fp16", "bf16"; mixed precision, trainable weights in fp32
+    seed:int=0 # every random draw (batches, noise, timesteps, LoRA init) derives from it
+
+    def check(self, files:bool=True, # also check the split file and the model folder
+             ):
+        "`ParamError` naming the first invalid parameter; returns `self`."
+        self.need_choice('recipe', RECIPES)
+        for k in ('steps', 'rank', 'n_tokens', 'batch_size', 'grad_accum', 'checkpoint_every'): self.need_int(k, 1)
+        self.need_num('lr_embed', 0, lo_open=True); self.need_num('lr_lora', 0, lo_open=True); self.need_num('weight_decay', 0)
+        self.need(self.init_word is None or (isinstance(self.init_word, str) and self.init_word.strip() != ''), 'init_word',
+                  "null (the metaclass), a word, or '{class}'")
+        self.need_int('resolution', 8, none=True)
+        self.need(self.resolution is None or self.resolution % 8 == 0, 'resolution', "null or a multiple of 8")
+        self.need_bool('flip'); need_device(self); self.need_choice('precision', PRECISIONS); self.need_int('seed', 0)
+        self.need_path('out', 'dir', files=False)
+        self.need_path('checkpoint_dir', 'dir', files=False, none=True)
+        if self.checkpoint_dir is not None:
+            o, c = Path(self.out).absolute(), Path(self.checkpoint_dir).absolute()
+            self.need(c != o and o not in c.parents, 'checkpoint_dir', f"a folder outside out={str(self.out)!r} (DVC deletes the output before it runs the stage)")
+        self.need_path('split', 'file', files=files)
+        need_model(self, 'model', files=files)
+        return self
+
+# %% ../nbs/10_concepts.ipynb #505f8d82
+def run_concepts(cfg:ConceptsConfig|None=None, # the stage's parameters
+                 **kw, # or some of them as keywords (over `cfg`)
                 )->dict:
     "The `concepts` stage: learn a concept per class of the split's training images and write the concept folder."
-    from diffaug.data import load_split, make_toy_dataset, few_shot_split, save_split
-    tmp = None
-    if split is None or model is None or out is None: tmp = Path(tempfile.mkdtemp(prefix='diffaug-concepts-'))
-    if split is None:
-        ds = make_toy_dataset(tmp/'toy', n_classes=2, n_per_class=8, size=32, seed=seed)
-        split = save_split(few_shot_split(ds, k=4, seed=seed, test='none'), tmp/'split.json')
-    if model is None: model = make_tiny_sd(tmp/'tiny-sd')
-    out = Path(out) if out is not None else tmp/'concepts'
-    sp = load_split(split)
+    cfg = ConceptsConfig.of(cfg, **kw).check()
+    from diffaug.data import load_split
+    sp = load_split(cfg.split)
     items = sp.items('train')
-    if not items: raise ValueError(f"split {split}: no training images")
+    if not items: raise ParamError(f"parameter split={str(cfg.split)!r} is invalid: the split has no training images")
     images = [load_image(sp.root/it['path']) for it in progress(items, desc='reading images', leave=False)]
     labels = [it['label'] for it in items]
-    acc = make_accelerator(device, precision, grad_accum)
+    acc = make_accelerator(cfg.device, cfg.precision, cfg.grad_accum)
     # frozen weights in the half dtype on GPUs (as diffusers' scripts); on CPUs fp32 weights + bf16 autocast (CPU layer norms want fp32 weights)
     wprec = 'fp32' if acc.mixed_precision == 'no' or acc.device.type == 'cpu' else acc.mixed_precision
-    pipe = load_sd(model, device=acc.device, precision=wprec)
-    info = train_concepts(pipe, images, labels, out, classes=sp.classes, metaclass=sp.metaclass, recipe=recipe, steps=steps,
-                          lr_embed=lr_embed, lr_lora=lr_lora, rank=rank, n_tokens=n_tokens, init_word=init_word, resolution=resolution,
-                          batch_size=batch_size, grad_accum=grad_accum, flip=flip, checkpoint_every=checkpoint_every,
-                          checkpoint_dir=checkpoint_dir, precision=precision, seed=seed, base_model=recorded_path(model), accelerator=acc)
-    return {**info, 'out': str(out), 'split': str(split), 'model': str(model)}
-
-# %% ../nbs/10_concepts.ipynb #bc951e35
-def check_concepts_params(**params)->None:
-    "Raise `ParamError` naming the first invalid parameter of the `concepts` stage (the parameters of `run_concepts`)."
-    a = stage_args(run_concepts, params)
-    isint = lambda v, lo: isinstance(v, int) and not isinstance(v, bool) and v >= lo
-    check_param(a.recipe in RECIPES, 'recipe', a.recipe, f"one of {', '.join(RECIPES)}")
-    for nm, v, lo in (('steps', a.steps, 0), ('rank', a.rank, 1), ('n_tokens', a.n_tokens, 1), ('batch_size', a.batch_size, 1),
-                      ('grad_accum', a.grad_accum, 1), ('checkpoint_every', a.checkpoint_every, 1), ('seed', a.seed, 0)):
-        check_param(isint(v, lo), nm, v, f"an integer >= {lo}")
-    for nm, v in (('lr_embed', a.lr_embed), ('lr_lora', a.lr_lora)):
-        check_param(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0, nm, v, "a number >= 0")
-    check_param(a.resolution is None or isint(a.resolution, 8), 'resolution', a.resolution, "null or an integer >= 8")
-    check_param(a.init_word is None or (isinstance(a.init_word, str) and a.init_word.strip() != ''), 'init_word', a.init_word, "null, a word, or '{class}'")
-    check_param(a.precision in _MIXED or a.precision == 'auto', 'precision', a.precision, "one of fp32, fp16, bf16, auto")
-    check_param(isinstance(a.flip, bool), 'flip', a.flip, "true or false")
-    if a.split is not None and not Path(a.split).is_file(): raise FileNotFoundError(f"parameter split={a.split!r}: no such split file (run the prepare stage first)")
+    pipe = load_sd(cfg.model, device=acc.device, precision=wprec)
+    info = train_concepts(pipe, images, labels, cfg.out, classes=sp.classes, metaclass=sp.metaclass, recipe=cfg.recipe, steps=cfg.steps,
+                          lr_embed=cfg.lr_embed, lr_lora=cfg.lr_lora, rank=cfg.rank, n_tokens=cfg.n_tokens, init_word=cfg.init_word,
+                          resolution=cfg.resolution, batch_size=cfg.batch_size, grad_accum=cfg.grad_accum, weight_decay=cfg.weight_decay,
+                          flip=cfg.flip, checkpoint_every=cfg.checkpoint_every, checkpoint_dir=cfg.checkpoint_dir, precision=cfg.precision,
+                          seed=cfg.seed, base_model=recorded_path(cfg.model), accelerator=acc)
+    return {**info, 'out': str(cfg.out)}

@@ -19,8 +19,9 @@ __all__ = ['item_seed', 'item_generator', 'item_rng', 'seed_everything', 'choose
 
 # %% ../nbs/00_core.ipynb #355f3a72
 import numpy as np
-import torch
 from PIL import Image, ImageFile, UnidentifiedImageError
+# torch is imported inside the functions that use it: `diffaug.core` (and the pipeline runner, which validates a
+# stage's parameters before any kernel starts) imports in a fraction of a second
 
 # %% ../nbs/00_core.ipynb #31004868
 def item_seed(seed:int, # the run's global seed
@@ -38,6 +39,7 @@ def item_generator(seed:int, # the run's global seed
                    device:str|torch.device='cpu', # where the generator lives (diffusers wants it on the latents' device)
                   )->torch.Generator:
     "A `torch.Generator` seeded by `item_seed`."
+    import torch
     return torch.Generator(device=device).manual_seed(item_seed(seed, stage, item_id))
 
 def item_rng(seed:int, # the run's global seed
@@ -52,6 +54,7 @@ def seed_everything(seed:int, # the global seed
                     deterministic:bool=True, # ask torch for deterministic kernels where it has them
                    )->None:
     "Seed python, numpy and torch, and prefer deterministic kernels."
+    import torch
     random.seed(seed); np.random.seed(seed % 2**32); torch.manual_seed(seed)
     os.environ.setdefault('PYTHONHASHSEED', str(seed))
     if deterministic:
@@ -65,6 +68,7 @@ def seed_everything(seed:int, # the global seed
 def choose_device(device:str|torch.device|None='auto', # "auto", "cpu", "cuda", "cuda:1", "mps"
                  )->torch.device:
     "Resolve `device`: auto prefers cuda, then mps, then cpu."
+    import torch
     if device is None or str(device) == 'auto':
         if torch.cuda.is_available(): return torch.device('cuda')
         if getattr(torch.backends, 'mps', None) is not None and torch.backends.mps.is_available(): return torch.device('mps')
@@ -81,14 +85,14 @@ def cpu_supports_bf16()->bool:
     except OSError: return False
     return ('amx_bf16' in flags) or ('avx512_bf16' in flags)
 
-_DTYPES = {'fp32': torch.float32, 'float32': torch.float32, 'fp16': torch.float16, 'float16': torch.float16,
-           'bf16': torch.bfloat16, 'bfloat16': torch.bfloat16}
+_DTYPES = {'fp32': 'float32', 'float32': 'float32', 'fp16': 'float16', 'float16': 'float16', 'bf16': 'bfloat16', 'bfloat16': 'bfloat16'}
 
 def choose_dtype(device:str|torch.device, # the device the model runs on
                  precision:str='auto', # "auto", "fp32", "fp16" or "bf16"
                 )->torch.dtype:
     "Resolve `precision`: auto is fp16 on cuda/mps (bf16 where cuda supports it), bf16 on CPUs with bf16 units, else fp32."
-    if precision in _DTYPES: return _DTYPES[precision]
+    import torch
+    if precision in _DTYPES: return getattr(torch, _DTYPES[precision])
     if precision != 'auto': raise ValueError(f"precision={precision!r}: expected one of auto, fp32, fp16, bf16")
     d = torch.device(device)
     if d.type == 'cuda': return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16

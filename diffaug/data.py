@@ -12,19 +12,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['IMG_EXTS', 'META_COLUMNS', 'WATERBIRD_GROUPS', 'IMPORTERS', 'SPLIT_KINDS', 'class_folder', 'DatasetError', 'Dataset',
-           'write_dataset', 'item_id', 'Split', 'ImageItems', 'few_shot_split', 'long_tail_counts', 'long_tail_split',
-           'full_split', 'save_split', 'load_split', 'toy_class_names', 'toy_image', 'make_toy_dataset',
-           'write_metadata_csv', 'read_metadata_csv', 'SyntheticSetWriter', 'SynthItem', 'SyntheticSet', 'import_cub',
-           'import_aircraft', 'import_pets', 'import_cars', 'import_flowers102', 'import_waterbirds',
-           'check_prepare_params', 'run_prepare']
+__all__ = ['IMG_EXTS', 'META_COLUMNS', 'WATERBIRD_GROUPS', 'IMPORTERS', 'SPLIT_KINDS', 'PREPARE_SOURCES', 'class_folder',
+           'DatasetError', 'Dataset', 'write_dataset', 'item_id', 'Split', 'ImageItems', 'few_shot_split',
+           'long_tail_counts', 'long_tail_split', 'full_split', 'save_split', 'load_split', 'toy_class_names',
+           'toy_image', 'make_toy_dataset', 'write_metadata_csv', 'read_metadata_csv', 'SyntheticSetWriter',
+           'SynthItem', 'SyntheticSet', 'import_cub', 'import_aircraft', 'import_pets', 'import_cars',
+           'import_flowers102', 'import_waterbirds', 'PrepareConfig', 'run_prepare']
 
 # %% ../nbs/02_data.ipynb #650e31a9
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFilter
-from .core import (stage_args, item_rng, atomic_write, atomic_write_text, atomic_write_json, atomic_save_image,
-                          ImageLoadError, load_image, ParamError, check_param, progress)
+from .core import (item_rng, atomic_write, atomic_write_text, atomic_write_json, atomic_save_image,
+                          ImageLoadError, load_image, ParamError, check_param, progress, StageConfig,
+                          temp_dir_beside, replace_dir, scratch_dir, start_scratch, publish_dir)
 
 # %% ../nbs/02_data.ipynb #8c29f01e
 IMG_EXTS = ('.jpg', '.jpeg', '.png', '.ppm', '.bmp', '.pgm', '.tif', '.tiff', '.webp')  # what torchvision's ImageFolder reads
@@ -125,19 +126,13 @@ def _safe_name(name:str)->str:
 
 @contextlib.contextmanager
 def _staged_dir(root:Path, overwrite:bool):
-    "Yield a temp folder beside `root`; on success it replaces `root` (atomically as far as the OS allows)."
+    "Yield a temp folder beside `root`; on success it replaces `root` (`diffaug.core.replace_dir`)."
     root = Path(root)
     if root.exists() and not overwrite: raise FileExistsError(f"{root}: already exists (pass overwrite=True to replace it)")
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=root.parent, prefix=f'.{root.name}.', suffix='.tmp'))
+    tmp = temp_dir_beside(root)
     try:
         yield tmp
-        old = None
-        if root.exists():
-            old = Path(tempfile.mkdtemp(dir=root.parent, prefix=f'.{root.name}.', suffix='.old')); old.rmdir()
-            os.replace(root, old)
-        os.replace(tmp, root)
-        if old is not None: shutil.rmtree(old, ignore_errors=True)
+        replace_dir(tmp, root)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True); raise
 
@@ -469,7 +464,7 @@ def make_toy_dataset(root:str|Path, # where to write the dataset (replaced if it
     return write_dataset(root, classes, items, metaclass, overwrite=overwrite, total=n_classes * n_per_class)
 
 # %% ../nbs/02_data.ipynb #d37b793c
-META_COLUMNS = ['file_name', 'label', 'method', 'source_ids', 'target', 'strength', 'lam', 'suffix', 'split_ratio', 'seed', 'soft_label']
+META_COLUMNS = ['file_name', 'label', 'method', 'source_ids', 'target', 'strength', 'lam', 'suffix', 'suffix_fraction', 'seed', 'soft_label']
 
 def _cell(v)->str:
     if v is None: return ''
@@ -494,22 +489,86 @@ def read_metadata_csv(path:str|Path)->list:
     "Rows of a metadata.csv as dicts of strings."
     with open(path, newline='', encoding='utf-8') as f: return list(csv.DictReader(f))
 
+def _json_norm(x):
+    "`x` as it reads back from JSON (tuples -> lists, paths -> strings), for comparing with a stored record."
+    return json.loads(json.dumps(x, sort_keys=True, ensure_ascii=False, default=str))
+
+def _record_diff(old:dict, new:dict)->str:
+    "The parameters that differ between two writer records `{method, classes, info}`, in words ('' when none)."
+    oi, ni, none = old.get('info') or {}, new.get('info') or {}, '<absent>'
+    diff = [(k, old.get(k, none), new.get(k, none)) for k in ('method', 'classes') if old.get(k, none) != new.get(k, none)]
+    diff += [(k, oi.get(k, none), ni.get(k, none)) for k in sorted(set(oi) | set(ni)) if oi.get(k, none) != ni.get(k, none)]
+    return '; '.join(f"{k}: {a!r} there, {b!r} now" for k, a, b in diff)
+
+def _link_or_copy(src:Path, dst:Path):
+    "Hard-link `src` at `dst` (a copy where links are impossible), replacing `dst`."
+    dst.parent.mkdir(parents=True, exist_ok=True); dst.unlink(missing_ok=True)
+    try: os.link(src, dst)
+    except OSError: shutil.copy2(src, dst)
+
+def _world_size()->int:
+    try: return int(os.environ.get('WORLD_SIZE') or 1)
+    except ValueError: return 1
+
 class SyntheticSetWriter:
-    "Write a synthetic set incrementally, resumably and from several processes; `finalize()` writes metadata.csv + info.json."
-    def __init__(self, out_dir:str|Path, # the synthetic set's folder
+    "Write a synthetic set resumably and from several processes in `<out>.partial`; `finalize()` writes metadata.csv + info.json and publishes it as `out`."
+    def __init__(self, out_dir:str|Path, # the synthetic set's (final) folder
                  classes:list, # class names in label order (as in the split)
                  method:str, # the method's name, stored in every row and info.json
-                 info:dict|None=None, # parameters to record in info.json
+                 info:dict|None=None, # the parameters the set is made with (recorded in info.json; a resume must match them)
+                 restart:bool|None=None, # True: discard unfinished work and replace a set made with other parameters; None: `DIFFAUG_RESTART=1`
                 ):
         check_param(len(classes) > 0 and len(set(classes)) == len(classes), 'classes', classes, "unique class names")
         check_param(isinstance(method, str) and method != '', 'method', method, "a method name")
-        self.out, self.classes, self.method, self.info = Path(out_dir), list(classes), method, dict(info or {})
+        self.out, self.classes, self.method, self.info = Path(out_dir), list(classes), method, _json_norm(dict(info or {}))
         self.folders = [class_folder(i, c) for i, c in enumerate(self.classes)]
         self.c2i = {c: i for i, c in enumerate(self.classes)}
-        self.rows_dir = self.out/'.rows'
-        self._done = {}
-        if (self.out/'metadata.csv').exists():
-            for r in read_metadata_csv(self.out/'metadata.csv'): self._done[r['file_name']] = r
+        self.record = {'method': self.method, 'classes': self.classes, 'info': self.info}
+        self.dir = scratch_dir(self.out)  # where the work happens; `out` appears only when it is complete
+        self.rows_dir = self.dir/'.rows'
+        if restart is None: restart = os.environ.get('DIFFAUG_RESTART') == '1'
+        self._done, self._final, self._claimed = {}, False, False
+        old = self._published_record()
+        if old is not None:  # a finished set in place: the same parameters make this writer finished, others are refused
+            diff = _record_diff(old, self.record)
+            if not diff: self._done, self._final = {r['file_name']: r for r in read_metadata_csv(self.out/'metadata.csv')}, True
+            elif not restart:
+                raise ParamError(f"{self.out}: a finished synthetic set made with other parameters ({diff}); "
+                                 "use another folder, or restart (--restart / DIFFAUG_RESTART=1) to replace it")
+        elif (self.out.exists() or self.out.is_symlink()) and not restart and not (self.out.is_dir() and not any(self.out.iterdir())):
+            raise ParamError(f"{self.out}: exists but is not a finished synthetic set (no metadata.csv + info.json); "
+                             "delete it, or restart (--restart / DIFFAUG_RESTART=1) to replace it")
+        if self.dir.exists():
+            if restart:
+                if _world_size() > 1:
+                    raise ParamError(f"{self.dir}: restart with {_world_size()} processes would race; delete the folder (or restart in one process) first")
+                shutil.rmtree(self.dir)
+            else: self._claim()  # validates it: unfinished work made with other parameters is refused, naming them
+
+    def _published_record(self)->dict|None:
+        "The record of the finished set at `out` (None when there is none)."
+        if not ((self.out/'metadata.csv').is_file() and (self.out/'info.json').is_file()): return None
+        j = json.loads((self.out/'info.json').read_text(encoding='utf-8'))
+        return {'method': j.get('method'), 'classes': j.get('classes'), 'info': j.get('params', {})}
+
+    def _claim(self)->Path:
+        "Create or resume the scratch folder (`start_scratch`); created whole by one rename, so processes starting together agree."
+        if self._claimed: return self.dir
+        rec = self.dir/'.params.json'
+        if rec.is_file():
+            diff = _record_diff(json.loads(rec.read_text(encoding='utf-8')), self.record)
+            if diff: raise ParamError(f"{self.dir}: unfinished work made with other parameters ({diff}); rerun with the same "
+                                      "parameters to resume, or restart (--restart / DIFFAUG_RESTART=1) to discard it")
+        if not self.dir.exists():
+            tmp = temp_dir_beside(self.out, '.new')
+            try:
+                fresh = start_scratch(tmp/'set', self.record, restart=False)
+                try: os.rename(fresh, self.dir)
+                except OSError: pass  # another process made it first: validated below
+            finally: shutil.rmtree(tmp, ignore_errors=True)
+        start_scratch(self.out, self.record, restart=False)
+        self._claimed = True
+        return self.dir
 
     def _cls(self, cls)->int:
         if isinstance(cls, (int, np.integer)) and not isinstance(cls, bool):
@@ -523,42 +582,87 @@ class SyntheticSetWriter:
         return f"{self.folders[self._cls(cls)]}/{name}.png"
 
     def has(self, name:str, cls)->bool:
-        "True when image `name` of class `cls` is complete (PNG and metadata row written)."
+        "True when image `name` of class `cls` is complete: PNG and row in the scratch folder, or in the finished set."
         fn = self.file_name(name, cls)
-        return (self.out/fn).is_file() and ((self.rows_dir/(fn + '.json')).is_file() or fn in self._done)
+        if (self.dir/fn).is_file() and (self.rows_dir/(fn + '.json')).is_file(): return True
+        return fn in self._done and (self.out/fn).is_file()
 
     def write(self, image:Image.Image, # the synthetic image
               label, # intended class (name or index)
               name:str, # file stem, unique within the class, e.g. "00017"
-              **provenance, # source_ids, target, strength, lam, suffix, split_ratio, seed, soft_label, ...
+              **provenance, # source_ids, target, strength, lam, suffix, suffix_fraction, seed, soft_label, ...
              )->str:
-        "Write one image and its metadata row atomically; returns its file_name."
+        "Write one image and its metadata row atomically into the scratch folder; returns its file_name."
         fn = self.file_name(name, label); ci = self._cls(label)
+        if 'split_ratio' in provenance: raise ParamError("metadata column split_ratio is now suffix_fraction (the parameter's name): pass suffix_fraction=")
         tgt = provenance.pop('target', None)
         if isinstance(tgt, (int, np.integer)) and not isinstance(tgt, bool): tgt = self.classes[self._cls(tgt)]
         row = {'file_name': fn, 'label': self.classes[ci], 'method': self.method, 'target': tgt, **provenance}
-        _save_png(image, self.out/fn)
+        self._claim()
+        _save_png(image, self.dir/fn)
         atomic_write_json(self.rows_dir/(fn + '.json'), {k: _cell(v) for k, v in row.items()}, indent=None)
         return fn
 
-    def rows(self)->list:
-        "All rows written so far (finalized and pending)."
-        rows = dict(self._done)
+    def _pending(self)->dict:
+        "Rows written to the scratch folder (with their image), by file name."
+        rows = {}
         if self.rows_dir.is_dir():
             for p in self.rows_dir.rglob('*.json'):
-                r = json.loads(p.read_text(encoding='utf-8')); rows[r['file_name']] = r
+                r = json.loads(p.read_text(encoding='utf-8'))
+                if (self.dir/r['file_name']).is_file(): rows[r['file_name']] = r
+        return rows
+
+    @property
+    def published(self)->bool:
+        "True when `out` holds a finished set made with these parameters (new images may still wait in the scratch folder)."
+        return self._final
+
+    @property
+    def finished(self)->bool:
+        "True when `out` is the finished set of these parameters and nothing new waits in the scratch folder."
+        return self._final and not self._pending()
+
+    def pending(self)->list:
+        "The rows written to the scratch folder (image present) and not yet published, sorted by file name."
+        rows = self._pending(); return [rows[k] for k in sorted(rows)]
+
+    def rows(self)->list:
+        "All rows written so far (finished and pending)."
+        rows = {**self._done, **self._pending()}
         return [rows[k] for k in sorted(rows)]
 
     def finalize(self)->Path:
-        "Write metadata.csv (sorted by file_name) and info.json; remove the `.rows/` sidecar."
-        rows = [r for r in self.rows() if (self.out/r['file_name']).is_file()]
-        write_metadata_csv(self.out/'metadata.csv', rows)
+        "Write metadata.csv (sorted by file_name) and info.json, and publish the scratch folder as `out` (a finished set: no-op)."
+        pending = self._pending()
+        files = [p for p in self.dir.iterdir() if p.is_file() and not p.name.startswith('.')] if self.dir.is_dir() else []
+        if self._final and not pending and not files:  # nothing new: the published bytes stay as they are
+            if self.dir.exists(): shutil.rmtree(self.dir)  # only leftovers of an interrupted write (no complete image)
+            return self.out
+        sd = self._claim()
+        rows = {}
+        if self._final:  # more images for a finished set: it comes along (hard links), with its other files (e.g. rejected.csv)
+            for fn, r in self._done.items():
+                if fn not in pending and (self.out/fn).is_file(): _link_or_copy(self.out/fn, sd/fn); rows[fn] = r
+            for p in self.out.iterdir():
+                if p.is_file() and p.name not in ('metadata.csv', 'info.json') and not (sd/p.name).exists(): _link_or_copy(p, sd/p.name)
+        rows.update(pending)
+        for f in self.folders:  # leftovers (temp files of killed writes, images without a row) go; an empty class has no folder
+            d = sd/f
+            if not d.is_dir(): continue
+            for p in sorted(d.rglob('*'), reverse=True):
+                if p.is_file() and p.relative_to(sd).as_posix() not in rows: p.unlink()
+                elif p.is_dir() and not any(p.iterdir()): p.rmdir()
+            if not any(d.iterdir()): d.rmdir()
+        for p in sd.glob('.*.tmp'): p.unlink()
+        rows = [rows[k] for k in sorted(rows)]
+        write_metadata_csv(sd/'metadata.csv', rows)
         counts = {c: 0 for c in self.classes}
         for r in rows: counts[r['label']] += 1
-        atomic_write_json(self.out/'info.json', {'method': self.method, 'params': self.info, 'classes': self.classes,
-                                                 'folders': self.folders, 'counts': counts, 'n_images': len(rows)})
-        self._done = {r['file_name']: r for r in rows}
+        atomic_write_json(sd/'info.json', {'method': self.method, 'params': self.info, 'classes': self.classes,
+                                           'folders': self.folders, 'counts': counts, 'n_images': len(rows)})
         shutil.rmtree(self.rows_dir, ignore_errors=True)
+        publish_dir(self.out)
+        self._done, self._final, self._claimed = {r['file_name']: r for r in rows}, True, False
         return self.out
 
 # %% ../nbs/02_data.ipynb #4b1f17b0
@@ -747,81 +851,82 @@ IMPORTERS = {'cub': import_cub, 'aircraft': import_aircraft, 'pets': import_pets
 
 # %% ../nbs/02_data.ipynb #d2d7ed92
 SPLIT_KINDS = ('few-shot', 'long-tail', 'full')
+PREPARE_SOURCES = ('toy', 'miniworld', 'folder') + tuple(IMPORTERS)
 
-def check_prepare_params(**params)->str:
-    "Validate the prepare stage's parameters (those of `run_prepare`; no work done); returns the resolved source kind."
-    a = stage_args(run_prepare, params)
-    known = a.source in ('toy', 'folder', 'miniworld') or a.source in IMPORTERS
-    check_param(known or (isinstance(a.source, str) and Path(a.source).is_dir()), 'source', a.source,
-                f"'toy', 'miniworld', 'folder', an existing image-folder root or one of {sorted(IMPORTERS)}")
-    if not known: a.source, a.root = 'folder', a.source
-    check_param(a.kind in SPLIT_KINDS, 'kind', a.kind, f"one of {SPLIT_KINDS}")
-    check_param(isinstance(a.shots, int) and not isinstance(a.shots, bool) and a.shots >= 1, 'shots', a.shots, "an integer >= 1")
-    check_param(isinstance(a.imbalance_factor, (int, float)) and a.imbalance_factor >= 1, 'imbalance_factor', a.imbalance_factor, "a number >= 1")
-    check_param(a.lt_rule in ('diffmix', 'textbook'), 'lt_rule', a.lt_rule, "'diffmix' or 'textbook'")
-    check_param(a.val_per_class is None or (isinstance(a.val_per_class, int) and a.val_per_class >= 0), 'val_per_class', a.val_per_class, "None or an integer >= 0")
-    check_param(a.test_per_class is None or (isinstance(a.test_per_class, int) and a.test_per_class >= 0), 'test_per_class', a.test_per_class, "None or an integer >= 0")
-    check_param(a.test in ('auto', 'official', 'holdout', 'none'), 'test', a.test, "'auto', 'official', 'holdout' or 'none'")
-    check_param(isinstance(a.seed, int), 'seed', a.seed, "an integer")
-    check_param(a.on_error in ('raise', 'skip'), 'on_error', a.on_error, "'raise' or 'skip'")
-    if a.source in IMPORTERS: check_param(a.raw is not None and Path(a.raw).exists(), 'raw', a.raw, f"the folder holding the native {a.source} download")
-    if a.source == 'folder': check_param(a.root is not None and Path(a.root).is_dir(), 'root', a.root, "an existing image-folder root")
-    if a.source == 'toy':
-        check_param(isinstance(a.toy_classes, int) and 1 <= a.toy_classes <= 64, 'toy_classes', a.toy_classes, "an integer in 1..64")
-        check_param(isinstance(a.toy_per_class, int) and a.toy_per_class >= 1, 'toy_per_class', a.toy_per_class, "an integer >= 1")
-        check_param(isinstance(a.toy_size, int) and a.toy_size >= 8, 'toy_size', a.toy_size, "an integer >= 8")
-    if a.source == 'miniworld':
-        for nm, lo in (('world_pool', 1), ('world_test', 0), ('world_ood', 0)):
-            v = getattr(a, nm); check_param(isinstance(v, int) and not isinstance(v, bool) and v >= lo, nm, v, f"an integer >= {lo}")
-    check_param(isinstance(a.overwrite, bool), 'overwrite', a.overwrite, 'true or false')
-    return a.source
+@dataclass
+class PrepareConfig(StageConfig):
+    "Parameters of the `prepare` stage."
+    source:str='toy' # "toy", "miniworld", "folder" (the image-folder root in `root`) or an importer: cub, aircraft, pets, cars, flowers102, waterbirds
+    raw:str|None=None # importers: the folder holding the native download (None for the other sources)
+    root:str|None=None # the dataset root: written (toy, miniworld, importers) or read as is (folder) (required)
+    split_path:str|None=None # the split JSON to write (None: split.json beside the root)
+    metaclass:str|None=None # the word prompts use, e.g. "bird" (None: the dataset's own; a folder without dataset.json needs it)
+    kind:str='few-shot' # "few-shot", "long-tail" or "full"
+    shots:int=5 # few-shot: training images per class (paper: 5 and 10)
+    imbalance_factor:float=100 # long-tail: n_head / n_tail, >= 1 (paper: 10, 20 and 100)
+    lt_rule:str='diffmix' # long-tail: "diffmix" (Diff-Mix's code, n_avg·f^(r/(K-2))) or "textbook" (n_max·f^(r/(K-1)))
+    val_per_class:int|None=None # validation images per class (None: the official val partition, else none)
+    test_per_class:int|None=None # test images per class (holdout; None: the rest / 20%), or cap on the official test set
+    test:str='auto' # "auto" (the official partition if any, else holdout), "official", "holdout" or "none"
+    seed:int=0 # split seed
+    verify_images:bool=True # folder: decode every image first (unreadable ones: an error or a counted skip)
+    on_error:str='raise' # "raise" or "skip" unreadable images
+    toy_classes:int=4 # toy: number of classes (1..64)
+    toy_per_class:int=12 # toy: images per class
+    toy_size:int=32 # toy: image side in pixels (>= 8)
+    world_pool:int=100 # miniworld: pool images per species (the official train partition)
+    world_test:int=50 # miniworld: in-distribution test images per species
+    world_ood:int=0 # miniworld: OOD test images per species (reversed habitat, added to the test partition)
+    overwrite:bool=True # replace an existing dataset root written by this stage
 
-def run_prepare(source:str='toy', # "toy", "miniworld", "folder" (the image-folder root in `root`), an existing image-folder root, or an importer name: cub, aircraft, pets, cars, flowers102, waterbirds
-                raw:str|None=None, # importers: the native download folder
-                root:str|None=None, # dataset root to write (toy/importers) or read (folder); None: a temp folder
-                split_path:str|None=None, # the split JSON to write; None: <root>/../split.json
-                metaclass:str|None=None, # overrides the dataset's metaclass (required for a folder without dataset.json)
-                kind:str='few-shot', # "few-shot", "long-tail" or "full"
-                shots:int=5, # few-shot: training images per class
-                imbalance_factor:float=100, # long-tail: n_head / n_tail
-                lt_rule:str='diffmix', # long-tail: "diffmix" or "textbook"
-                val_per_class:int|None=None, # validation images per class (None: the official val partition, else none)
-                test_per_class:int|None=None, # test images per class (holdout), or cap on the official test set
-                test:str='auto', # "auto", "official", "holdout", "none"
-                seed:int=0, # split seed
-                verify_images:bool=True, # folder: decode every image first (corrupt ones: error or counted skip)
-                on_error:str='raise', # "raise" or "skip" for unreadable images
-                toy_classes:int=4, # toy: number of classes
-                toy_per_class:int=12, # toy: images per class
-                toy_size:int=32, # toy: image side
-                world_pool:int=100, # miniworld: pool images per species (the official train partition)
-                world_test:int=50, # miniworld: in-distribution test images per species
-                world_ood:int=0, # miniworld: OOD test images per species (reversed habitat, added to the test partition)
-                overwrite:bool=True, # replace an existing dataset root written by this stage
-               )->Split:
-    "The prepare stage: make the dataset root and write the split file."
-    args = dict(locals())
-    kind_of_source = check_prepare_params(**args)
-    if kind_of_source == 'folder' and source != 'folder': root = source
-    source = kind_of_source
-    root = Path(root) if root is not None else Path(tempfile.mkdtemp(prefix='diffaug-prepare-'))/'dataset'
-    split_path = Path(split_path) if split_path is not None else root.parent/'split.json'
-    if source == 'toy': ds = make_toy_dataset(root, toy_classes, toy_per_class, toy_size, seed=0, metaclass=metaclass or 'bird', overwrite=overwrite)
-    elif source == 'folder': ds = Dataset.from_folder(root, metaclass)
-    elif source == 'miniworld':
+    def check(self, files:bool=True, # also check the inputs: raw download (importers), image-folder root (folder)
+             ):
+        "Raise `ParamError` naming the first invalid parameter; returns `self`."
+        self.need_choice('source', PREPARE_SOURCES)
+        if self.source in IMPORTERS:
+            self.need(self.raw is not None, 'raw', f"the folder holding the native {self.source} download (required for source {self.source!r})")
+        self.need_path('raw', 'dir', files=files and self.source in IMPORTERS, none=self.source not in IMPORTERS)
+        self.need_path('root', 'dir', files=files and self.source == 'folder')
+        self.need_path('split_path', 'file', files=False, none=True)
+        self.need(self.metaclass is None or (isinstance(self.metaclass, str) and self.metaclass.strip() != ''), 'metaclass',
+                  "null or a non-empty word, e.g. 'bird'")
+        self.need_choice('kind', SPLIT_KINDS); self.need_int('shots', 1); self.need_num('imbalance_factor', 1)
+        self.need_choice('lt_rule', ('diffmix', 'textbook'))
+        self.need_int('val_per_class', 0, none=True); self.need_int('test_per_class', 0, none=True)
+        self.need_choice('test', ('auto', 'official', 'holdout', 'none')); self.need_int('seed')
+        self.need_bool('verify_images'); self.need_choice('on_error', ('raise', 'skip'))
+        self.need_int('toy_classes', 1, 64); self.need_int('toy_per_class', 1); self.need_int('toy_size', 8)
+        self.need_int('world_pool', 1); self.need_int('world_test', 0); self.need_int('world_ood', 0)
+        self.need_bool('overwrite')
+        if files and self.source == 'folder' and self.metaclass is None:
+            self.need((Path(self.root)/'dataset.json').is_file(), 'metaclass', f"a word such as 'bird' ({self.root} has no dataset.json to read it from)")
+        return self
+
+def run_prepare(cfg:PrepareConfig|None=None, # the stage's parameters
+                **kw, # or some of them as keywords (over `cfg`)
+               )->dict:
+    "The prepare stage: make (or read) the dataset root and write the split file; returns paths and counts."
+    c = PrepareConfig.of(cfg, **kw).check()
+    root = Path(c.root)
+    split_path = Path(c.split_path) if c.split_path is not None else root.parent/'split.json'
+    if c.source == 'toy': ds = make_toy_dataset(root, c.toy_classes, c.toy_per_class, c.toy_size, seed=0, metaclass=c.metaclass or 'bird', overwrite=c.overwrite)
+    elif c.source == 'folder': ds = Dataset.from_folder(root, c.metaclass)
+    elif c.source == 'miniworld':
         from diffaug.miniworld import write_eval_dataset
-        write_eval_dataset(root, ood_root=root, n_pool=world_pool, n_val=20 if val_per_class is None else val_per_class,
-                           n_test=world_test, n_ood=world_ood, overwrite=overwrite)
+        write_eval_dataset(root, ood_root=root, n_pool=c.world_pool, n_val=20 if c.val_per_class is None else c.val_per_class,
+                           n_test=c.world_test, n_ood=c.world_ood, overwrite=c.overwrite)
         ds = Dataset.from_folder(root)
-    else: ds = IMPORTERS[source](raw, root, overwrite=overwrite, on_error=on_error)
-    if metaclass: ds.metaclass = metaclass
+    else: ds = IMPORTERS[c.source](c.raw, root, overwrite=c.overwrite, on_error=c.on_error)
+    if c.metaclass: ds.metaclass = c.metaclass
     skipped = []
-    if verify_images and source == 'folder': ds, skipped = ds.verify(on_error)  # toy and imported images were checked when written
-    if kind == 'few-shot': sp = few_shot_split(ds, shots, seed, val_per_class, test_per_class, test)
-    elif kind == 'long-tail': sp = long_tail_split(ds, imbalance_factor, seed, val_per_class, test_per_class, test, lt_rule)
-    else: sp = full_split(ds, seed, val_per_class, test_per_class, test)
-    sp.info['source'] = source
+    if c.verify_images and c.source == 'folder': ds, skipped = ds.verify(c.on_error)  # toy and imported images were checked when written
+    if c.kind == 'few-shot': sp = few_shot_split(ds, c.shots, c.seed, c.val_per_class, c.test_per_class, c.test)
+    elif c.kind == 'long-tail': sp = long_tail_split(ds, c.imbalance_factor, c.seed, c.val_per_class, c.test_per_class, c.test, c.lt_rule)
+    else: sp = full_split(ds, c.seed, c.val_per_class, c.test_per_class, c.test)
+    sp.info['source'] = c.source
     if skipped: sp.info['skipped_unreadable'] = skipped
-    save_split(sp, split_path); sp.path = split_path
-    print(f"prepare: {len(ds.classes)} classes, {ds.n_images} images -> {split_path}: " + ', '.join(f"{s} {len(sp.items(s))}" for s in ('train', 'val', 'test')))
-    return sp
+    save_split(sp, split_path)
+    n = {s: len(sp.items(s)) for s in ('train', 'val', 'test')}
+    print(f"prepare: {len(ds.classes)} classes, {ds.n_images} images -> {split_path}: " + ', '.join(f"{s} {k}" for s, k in n.items()))
+    return dict(split=str(split_path), root=str(root), source=c.source, kind=c.kind, classes=len(ds.classes), images=ds.n_images,
+                skipped=len(skipped), **n)

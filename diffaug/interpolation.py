@@ -6,17 +6,18 @@ Docs: https://diffaug.github.io/diffaug/interpolation.html.md"""
 
 # %% ../nbs/30_interpolation.ipynb #e10c0fcf
 from __future__ import annotations
-import math, tempfile, warnings
+import json, math, tempfile, warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 # %% auto #0
 __all__ = ['DEFAULT_SUFFIXES', 'latent_angle', 'circle_interpolation', 'slerp', 'spherical_extrapolation', 'suffix_steps',
-           'diffii_items', 'draw_recipe', 'diffii_render', 'run_interpolation']
+           'diffii_items', 'draw_recipe', 'diffii_render', 'InterpolationConfig', 'run_interpolation']
 
 # %% ../nbs/30_interpolation.ipynb #e63feb98
 import torch
-from .core import check_param, ParamError, progress, item_generator, recorded_path
-from .models import load_sd, make_tiny_sd, decode_latents, PromptCache
+from .core import check_param, ParamError, progress, item_generator, recorded_path, StageConfig
+from .models import load_sd, make_tiny_sd, decode_latents, PromptCache, need_model, model_fingerprint, same_model
 from .sampling import WorkItem, ddim_grid, ddim_sample, encode_prompts, run_items, _state
 
 # %% ../nbs/30_interpolation.ipynb #2709867d
@@ -124,78 +125,107 @@ def diffii_render(pipe, # the pipeline (concepts applied)
         first = encode_prompts(cache, [prompt_of(it.label, r['suffix']) for it, r in zip(items, rs)])
         lat = ddim_sample(pipe, z, plain, encode_prompts(cache, [''])[0], steps, guidance_scale, first_cond=first, switch_step=k)
         return [(im, dict(source_ids=r['source_ids'], lam=r['lam'], alpha=r['alpha'], suffix=r['suffix'] if k else '',
-                          split_ratio=suffix_fraction, seed=seed, init=r['init']))
+                          suffix_fraction=suffix_fraction, seed=seed, init=r['init']))
                 for im, r in zip(decode_latents(pipe, lat), rs)]
     return render
 
 # %% ../nbs/30_interpolation.ipynb #90490eaa
 DEFAULT_SUFFIXES = ['perched on a branch.', 'flying in the sky.', 'standing on the ground.', 'near water.']
 
-def run_interpolation(split:str|Path|None=None, # the split JSON (None: a toy demo in a temp folder)
-                      model:str|Path|None=None, # diffusers folder or hub id (None: a tiny random model)
-                      concepts:str|Path|None=None, # the concept folder (None: class names in the prompts)
-                      inversions:str|Path|None=None, # the inversion pool folder (None: built here)
-                      suffixes:str|Path|None=None, # a suffix file, one per line (None: DEFAULT_SUFFIXES)
-                      out:str|Path|None=None, # the synthetic set folder (None: a temp folder)
-                      expansion:int=5, # synthetic images per real image
-                      suffix_fraction:float=0.3, # the paper's split ratio s (fraction of steps with the suffix)
-                      guidance_scale:float=7.5, # classifier-free guidance
-                      steps:int=25, # DDIM steps (must equal the pool's unless allow_grid_mismatch)
-                      batch_size:int=8, # images per batch (the U-Net sees 2× with CFG)
-                      seed:int=0, # every random draw derives from it
-                      device:str='auto', # "auto", "cpu", "cuda", ...
-                      precision:str='auto', # "auto", "fp32", "fp16", "bf16"
-                      cpu:bool|None=None, # accelerate.PartialState(cpu=...) for CPU multi-process runs
-                      allow_grid_mismatch:bool=False, # accept a pool inverted on another grid (the authors' 200/25)
+def _recorded(p)->str|None:
+    "`p` as the stages record it (`recorded_path`), normalised ('./a/b/' and 'a/b' are the same)."
+    if p is None: return None
+    return Path(recorded_path(p)).as_posix()
+
+@dataclass
+class InterpolationConfig(StageConfig):
+    "The parameters of the `interpolation` stage (Diff-II's synthetic set)."
+    split:str|None=None # the split JSON written by `prepare` (required)
+    model:str|None=None # SD 1.x diffusers folder or hub id, the model the pool was inverted with; paper: stable-diffusion-v1-5/stable-diffusion-v1-5 (required)
+    concepts:str|None=None # the concept folder (the one the pool was inverted with); None: the prompts use the class names
+    inversions:str|None=None # the inversion stage's pool folder (required)
+    suffixes:str|None=None # the suffix file, one per line (the suffixes stage); None: the four built-in DEFAULT_SUFFIXES
+    out:str|None=None # the synthetic set folder to write (required)
+    expansion:int=5 # synthetic images per real image (paper: 5)
+    suffix_fraction:float=0.3 # the paper's split ratio s: fraction of the steps (noisy end first) WITH the suffix, as in the authors' code; paper: 0.3 5-shot, 0.1 10-shot, 1.0 long-tail
+    guidance_scale:float=7.5 # classifier-free guidance (paper's code: 7.5)
+    steps:int=25 # DDIM steps, = the pool's inversion steps unless allow_grid_mismatch (paper's code: 25)
+    batch_size:int=8 # images per batch (classifier-free guidance doubles the U-Net batch)
+    seed:int=0 # every random draw (pairs, lambda, suffix, fallback noise) derives from it
+    device:str='auto' # "auto" (cuda, then mps, then cpu), "cpu", "cuda", "cuda:N", "mps"
+    precision:str='auto' # "auto" (fp16 on GPUs, bf16 on CPUs with bf16 units, else fp32), "fp32", "fp16", "bf16"
+    cpu:bool|None=None # true: CPU processes under torchrun share the work (accelerate's PartialState(cpu=True)); None: accelerate decides
+    allow_grid_mismatch:bool=False # accept a pool inverted with other steps (the authors' 200 inversion / 25 sampling)
+
+    def check(self, files:bool=True, # also check the input files and the pool's agreement with this stage
+             ):
+        "`ParamError` naming the first invalid parameter; returns `self`."
+        from diffaug.concepts import need_device, PRECISIONS
+        self.need_int('expansion', 1); self.need_num('suffix_fraction', 0, 1); self.need_num('guidance_scale', 0)
+        self.need_int('steps', 1); self.need_int('batch_size', 1); self.need_int('seed', 0)
+        need_device(self); self.need_choice('precision', PRECISIONS); self.need_bool('cpu', none=True); self.need_bool('allow_grid_mismatch')
+        self.need_path('out', 'dir', files=False)
+        self.need_path('split', 'file', files=files)
+        need_model(self, 'model', files=files)
+        self.need_path('concepts', 'dir', files=files, none=True, parts=('concepts.json',))
+        self.need_path('inversions', 'dir', files=files, parts=('inversions.safetensors', 'pool.json'))
+        self.need_path('suffixes', 'file', files=files, none=True)
+        if files: self.check_pool()
+        return self
+
+    def check_pool(self):
+        "The rules across stages: the pool was inverted on this grid, with this model and these concepts."
+        f = Path(self.inversions)/'pool.json'
+        try: pool = json.loads(f.read_text(encoding='utf-8'))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e: pool = None; err = e
+        self.need(isinstance(pool, dict), 'inversions', f"an inversion pool ({f} is not a JSON object{'' if pool is not None else f': {err}'})")
+        where = f"the pool {self.inversions}"
+        self.need(self.allow_grid_mismatch or pool.get('steps') == self.steps, 'steps',
+                  f"{pool.get('steps')}, the grid {where} was inverted on (or allow_grid_mismatch: true)")
+        self.need(_recorded(pool.get('model')) == _recorded(self.model), 'model',
+                  f"the model {where} was inverted with, {pool.get('model')!r}")
+        self.need(_recorded(pool.get('concepts')) == _recorded(self.concepts), 'concepts',
+                  f"the concepts {where} was inverted with, {pool.get('concepts')!r}")
+        return self
+
+# %% ../nbs/30_interpolation.ipynb #9fb13d81
+def run_interpolation(cfg:InterpolationConfig|None=None, # the stage's parameters
+                      **kw, # or some of them as keywords (over `cfg`)
                      )->dict:
     "The `interpolation` stage: Diff-II's synthetic set."
-    from diffaug.data import load_split, make_toy_dataset, few_shot_split, save_split, SyntheticSetWriter
+    cfg = InterpolationConfig.of(cfg, **kw).check()
+    from diffaug.data import load_split, SyntheticSetWriter
     from diffaug.concepts import concept_prompt
-    from diffaug.inversion import load_inversion_pool, run_inversion
+    from diffaug.inversion import load_inversion_pool
     from diffaug.suffixes import read_suffixes
-    check_param(0.0 <= float(suffix_fraction) <= 1.0, 'suffix_fraction', suffix_fraction, "a number in [0, 1]")
-    check_param(isinstance(expansion, int) and expansion >= 1, 'expansion', expansion, "an integer >= 1")
-    tmp = Path(tempfile.mkdtemp(prefix='diffaug-interp-')) if None in (split, model, inversions, out) else None
-    if split is None:
-        ds = make_toy_dataset(tmp/'toy', n_classes=3, n_per_class=4, size=32, seed=0)
-        from diffaug.data import Split
-        sp0 = few_shot_split(ds, k=3, seed=0, test='none'); last = ds.classes[2]
-        keep = [it for it in sp0.items('train') if it['label'] != last] + [next(it for it in sp0.items('train') if it['label'] == last)]
-        split = save_split(Split(sp0.root, sp0.metaclass, sp0.classes, sp0.kind, sp0.seed, {'train': keep}, sp0.info),
-                           tmp/'split.json')  # the last class keeps one image: the noise fallback
-    model_name = recorded_path(model) if model is not None else 'tiny random SD (diffaug.models.make_tiny_sd defaults)'
-    if model is None: model = make_tiny_sd(tmp/'tiny-sd')
-    if inversions is None:
-        inversions = run_inversion(split, model, concepts, tmp/'inversions', steps=steps, device=device, precision=precision,
-                                   check_images=0, cpu=cpu)['out']
-    out = Path(out) if out is not None else tmp/'diff-ii'
-    sp = load_split(split)
-    pool, meta = load_inversion_pool(inversions)
-    if meta['steps'] != steps and not allow_grid_mismatch:
-        raise ParamError(f"parameter steps={steps} is invalid: the inversion pool {inversions} was inverted on a {meta['steps']}-step grid; "
-                         f"use steps={meta['steps']} (or allow_grid_mismatch=True)")
-    sfx = read_suffixes(suffixes) if suffixes is not None else list(DEFAULT_SUFFIXES)
-    pipe = load_sd(model, device=device, precision=precision)
-    ph = {c: c for c in sp.classes}
-    if concepts is not None:
-        from diffaug.concepts import apply_concepts
-        ph = apply_concepts(pipe, concepts, classes=sp.classes)
-    prompt_of = lambda c, s: concept_prompt(c, sp.metaclass, ph, s)
+    sp = load_split(cfg.split)
+    pool, meta = load_inversion_pool(cfg.inversions)
     ids = meta['ids']
     unknown = sorted(set(ids) - set(sp.classes))
-    if unknown: raise ValueError(f"{inversions}: pool classes {unknown[:3]} are not in the split {split}")
-    items = diffii_items(ids, sp.classes, expansion)
+    if unknown: raise ParamError(f"parameter inversions={str(cfg.inversions)!r} is invalid: its classes {unknown[:3]} are not in the split {cfg.split}")
+    sfx = read_suffixes(cfg.suffixes) if cfg.suffixes is not None else list(DEFAULT_SUFFIXES)
+    pipe = load_sd(cfg.model, device=cfg.device, precision=cfg.precision)
+    fp = meta.get('base_model_fingerprint')
+    if fp is not None and not same_model(fp, model_fingerprint(pipe)):
+        raise ParamError(f"parameter model={str(cfg.model)!r} is invalid: its weights are not those the pool {cfg.inversions} was inverted with "
+                         f"(fingerprint {model_fingerprint(pipe)}, the pool's {fp})")
+    ph = {c: c for c in sp.classes}
+    if cfg.concepts is not None:
+        from diffaug.concepts import apply_concepts
+        ph = apply_concepts(pipe, cfg.concepts, classes=sp.classes)
+    prompt_of = lambda c, s: concept_prompt(c, sp.metaclass, ph, s)
+    items = diffii_items(ids, sp.classes, cfg.expansion)
     singles = sorted(c for c in sp.classes if len(ids.get(c, [])) == 1)
     empty = sorted(c for c in sp.classes if not ids.get(c))
     if singles: warnings.warn(f"{len(singles)} class(es) have a single training image and fall back to Gaussian noise: {singles[:5]}")
-    k = suffix_steps(suffix_fraction, steps, pipe.scheduler)
-    info = dict(model=model_name, concepts=recorded_path(concepts) if concepts else None, inversions=recorded_path(inversions), split=recorded_path(split),
-                suffixes=sfx, expansion=expansion, suffix_fraction=suffix_fraction, suffix_steps=k, guidance_scale=guidance_scale,
-                steps=steps, pool_steps=meta['steps'], seed=seed, precision=str(pipe.unet.dtype).replace('torch.', ''),
-                noise_fallback_classes=singles, classes_without_images=empty,
-                noise_fallback_images=sum(expansion for _ in singles))
-    writer = SyntheticSetWriter(out, sp.classes, 'diff-ii', info)
-    render = diffii_render(pipe, pool, prompt_of, sfx, seed, steps, guidance_scale, suffix_fraction)
-    r = run_items(items, render, writer, batch_size, cpu=cpu, desc='diff-ii')
-    return {**r, 'out': str(out), 'n_items': len(items), 'suffix_steps': k,
+    k = suffix_steps(cfg.suffix_fraction, cfg.steps, pipe.scheduler)
+    info = dict(model=recorded_path(cfg.model), concepts=recorded_path(cfg.concepts), inversions=recorded_path(cfg.inversions),
+                split=recorded_path(cfg.split), suffixes=sfx, expansion=cfg.expansion, suffix_fraction=cfg.suffix_fraction, suffix_steps=k,
+                guidance_scale=cfg.guidance_scale, steps=cfg.steps, pool_steps=meta['steps'], seed=cfg.seed,
+                precision=str(pipe.unet.dtype).replace('torch.', ''), noise_fallback_classes=singles, classes_without_images=empty,
+                noise_fallback_images=cfg.expansion * len(singles))
+    writer = SyntheticSetWriter(cfg.out, sp.classes, 'diff-ii', info)
+    render = diffii_render(pipe, pool, prompt_of, sfx, cfg.seed, cfg.steps, cfg.guidance_scale, cfg.suffix_fraction)
+    r = run_items(items, render, writer, cfg.batch_size, cpu=cfg.cpu, desc='diff-ii')
+    return {**r, 'out': str(cfg.out), 'n_items': len(items), 'suffix_steps': k,
             'noise_fallback_classes': len(singles), 'noise_fallback_images': info['noise_fallback_images']}

@@ -7,16 +7,18 @@ Docs: https://diffaug.github.io/diffaug/inversion.html.md"""
 # %% ../nbs/20_inversion.ipynb #4b2c63f1
 from __future__ import annotations
 import json, shutil, tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 # %% auto #0
 __all__ = ['class_prompts', 'invert_images', 'load_inversion_pool', 'build_inversion_pool', 'reconstruction_error',
-           'run_inversion']
+           'InversionConfig', 'concepts_hash', 'run_inversion']
 
 # %% ../nbs/20_inversion.ipynb #330c6bba
 import torch
-from .core import (check_param, ParamError, progress, load_image, atomic_save_safetensors, atomic_write_json, recorded_path)
-from .models import load_sd, make_tiny_sd, encode_images, decode_latents, sd_resolution, PromptCache
+from .core import (check_param, ParamError, progress, load_image, atomic_save_safetensors, atomic_write_json, atomic_save_image,
+                          recorded_path, StageConfig, start_scratch, publish_dir, scratch_dir)
+from .models import load_sd, make_tiny_sd, encode_images, decode_latents, sd_resolution, PromptCache, need_model, model_fingerprint
 from .sampling import ddim_invert, ddim_sample, encode_prompts, batches_of, _state
 
 # %% ../nbs/20_inversion.ipynb #f04a6b8b
@@ -60,6 +62,16 @@ def load_inversion_pool(path:str|Path, # an inversion pool folder (or its invers
     if missing: raise ValueError(f"{f}: pool.json lists {len(missing)} ids without a tensor, e.g. {missing[:3]}")
     return lat, meta
 
+def _merged(out:Path, ids:list, steps:int, res:int)->bool:
+    "True when `out` holds the merged pool of exactly `ids` on this grid and resolution, with its pool.json."
+    from safetensors import safe_open
+    f = out/'inversions.safetensors'
+    if not f.is_file() or not (out/'pool.json').is_file(): return False
+    try:
+        with safe_open(str(f), 'pt') as sf: meta, keys = json.loads((sf.metadata() or {}).get('diffaug', '{}')), set(sf.keys())
+    except Exception: return False
+    return meta == {'steps': steps, 'resolution': res} and keys == set(ids)
+
 def build_inversion_pool(pipe, # an SD 1.x pipeline (concepts applied)
                          items:list, # training items: dicts with 'id', 'path' (absolute or relative to `root`), 'label'
                          prompts:dict, # class name -> prompt
@@ -73,15 +85,20 @@ def build_inversion_pool(pipe, # an SD 1.x pipeline (concepts applied)
                         )->Path:
     "Invert every item (batched, resumable, sharded) and write the pool folder."
     from safetensors.torch import load_file
-    out = Path(out); parts = out/'.parts'; parts.mkdir(parents=True, exist_ok=True)
+    out = Path(out); parts = out/'.parts'
     ids = [it['id'] for it in items]
     if len(set(ids)) != len(ids): raise ParamError("build_inversion_pool: item ids must be unique")
     miss = sorted({it['label'] for it in items} - set(prompts))
     if miss: raise ParamError(f"build_inversion_pool: no prompt for classes {miss[:5]}")
     res = resolution or sd_resolution(pipe)
+    st = _state(cpu)
+    if _merged(out, ids, steps, res):  # a resumed run that stopped after the merge
+        if st.is_main_process: shutil.rmtree(parts, ignore_errors=True)
+        st.wait_for_everyone(); return out
     key = f"s{steps}-r{res}"  # parts of another grid/resolution are never reused
-    cache = PromptCache(pipe); st = _state(cpu)
+    cache = PromptCache(pipe)
     batches = batches_of(list(items), batch_size)
+    parts.mkdir(parents=True, exist_ok=True)
     with st.split_between_processes(list(range(len(batches)))) as mine:
         for b in progress(mine, desc=f"inversion [{st.process_index + 1}/{st.num_processes}]"):
             f = parts/f"{key}-{b:06d}.safetensors"
@@ -117,58 +134,95 @@ def reconstruction_error(pipe, # the pipeline the pool was built with
     return err, back
 
 # %% ../nbs/20_inversion.ipynb #7400b871
-def run_inversion(split:str|Path|None=None, # the split JSON (None: a toy dataset in a temp folder)
-                  model:str|Path|None=None, # diffusers folder or hub id (None: a tiny random model)
-                  concepts:str|Path|None=None, # the concept folder (None: prompts use the class names)
-                  out:str|Path|None=None, # the pool folder to write (None: a temp folder)
-                  steps:int=25, # DDIM inversion steps (= the sampling steps of the interpolation stage)
-                  batch_size:int=8, # images per U-Net call
-                  resolution:int|None=None, # square crop size (None: the model's native size)
-                  check_images:int=4, # images in the reconstruction check (0: none)
-                  device:str='auto', # "auto", "cpu", "cuda", ...
-                  precision:str='auto', # "auto" (fp16/bf16 where supported), "fp32", "fp16", "bf16"
-                  cpu:bool|None=None, # accelerate.PartialState(cpu=...) for CPU multi-process runs
+@dataclass
+class InversionConfig(StageConfig):
+    "The parameters of the `inversion` stage."
+    split:str|None=None # the split JSON written by `prepare` (required)
+    model:str|None=None # SD 1.x diffusers folder or hub id, the model the interpolation stage samples with; paper: stable-diffusion-v1-5/stable-diffusion-v1-5 (required)
+    concepts:str|None=None # the concept folder of the `concepts` stage; None: the prompts use the class names
+    out:str|None=None # the pool folder to write (required)
+    steps:int=25 # DDIM inversion steps, = the interpolation stage's sampling steps (the authors: 200 inversion / 25 sampling)
+    batch_size:int=8 # images per U-Net call
+    resolution:int|None=None # square crop size in pixels; None: the model's native size (512 for SD 1.5)
+    check_images:int=4 # images in the reconstruction check (pool.json, reconstruction.png); 0: none
+    device:str='auto' # "auto" (cuda, then mps, then cpu), "cpu", "cuda", "cuda:N", "mps"
+    precision:str='auto' # "auto" (fp16 on GPUs, bf16 on CPUs with bf16 units, else fp32), "fp32", "fp16", "bf16"
+    cpu:bool|None=None # true: CPU processes under torchrun share the work (accelerate's PartialState(cpu=True)); None: accelerate decides
+
+    def check(self, files:bool=True, # also check the input files (split, model folder, concept folder)
+             ):
+        "`ParamError` naming the first invalid parameter; returns `self`."
+        from diffaug.concepts import need_device, PRECISIONS
+        self.need_int('steps', 1); self.need_int('batch_size', 1); self.need_int('check_images', 0)
+        self.need_int('resolution', 8, none=True)
+        self.need(self.resolution is None or self.resolution % 8 == 0, 'resolution', "null or a multiple of 8")
+        need_device(self); self.need_choice('precision', PRECISIONS); self.need_bool('cpu', none=True)
+        self.need_path('out', 'dir', files=False)
+        self.need_path('split', 'file', files=files)
+        need_model(self, 'model', files=files)
+        self.need_path('concepts', 'dir', files=files, none=True, parts=('concepts.json',))
+        return self
+
+# %% ../nbs/20_inversion.ipynb #8b84ba5a
+def _file_hash(*paths)->str:
+    import hashlib
+    h = hashlib.sha256()
+    for p in paths: h.update(Path(p).read_bytes()); h.update(b'\x00')
+    return h.hexdigest()[:16]
+
+def concepts_hash(concept_dir:str|Path|None)->str|None:
+    "A hash of a concept folder's files (concepts.json and every file it names); None for None."
+    if concept_dir is None: return None
+    from diffaug.concepts import read_concepts
+    d = Path(concept_dir); meta = read_concepts(d)
+    files = ['concepts.json'] + sorted({meta['concepts'][c]['file'] for c in meta['classes']} | ({meta['lora']} if meta.get('lora') else set()))
+    return _file_hash(*[d/f for f in files])
+
+def run_inversion(cfg:InversionConfig|None=None, # the stage's parameters
+                  **kw, # or some of them as keywords (over `cfg`)
                  )->dict:
     "The `inversion` stage: the DDIM inversion pool of the split's training images."
-    from diffaug.data import load_split, make_toy_dataset, few_shot_split, save_split
-    check_param(isinstance(steps, int) and steps >= 1, 'steps', steps, "an integer >= 1")
-    check_param(isinstance(batch_size, int) and batch_size >= 1, 'batch_size', batch_size, "an integer >= 1")
-    tmp = Path(tempfile.mkdtemp(prefix='diffaug-inversion-')) if None in (split, model, out) else None
-    if split is None:
-        ds = make_toy_dataset(tmp/'toy', n_classes=2, n_per_class=4, size=32, seed=0)
-        split = save_split(few_shot_split(ds, k=3, seed=0, test='none'), tmp/'split.json')
-    model_name = recorded_path(model) if model is not None else 'tiny random SD (diffaug.models.make_tiny_sd defaults)'
-    if model is None: model = make_tiny_sd(tmp/'tiny-sd')
-    out = Path(out) if out is not None else tmp/'inversions'
-    sp = load_split(split)
+    cfg = InversionConfig.of(cfg, **kw).check()
+    from diffaug.data import load_split
+    sp = load_split(cfg.split)
     items = sp.items('train')
-    if not items: raise ValueError(f"split {split}: no training images")
-    pipe = load_sd(model, device=device, precision=precision)
+    if not items: raise ParamError(f"parameter split={str(cfg.split)!r} is invalid: the split has no training images")
+    pipe = load_sd(cfg.model, device=cfg.device, precision=cfg.precision)
+    fp = model_fingerprint(pipe)
     ph = None
-    if concepts is not None:
+    if cfg.concepts is not None:
         from diffaug.concepts import apply_concepts
-        ph = apply_concepts(pipe, concepts, classes=sp.classes)
+        ph = apply_concepts(pipe, cfg.concepts, classes=sp.classes)
     prompts = class_prompts(sp.classes, sp.metaclass, ph)
-    info = {'model': model_name, 'concepts': recorded_path(concepts) if concepts else None, 'split': recorded_path(split),
-            'precision': str(pipe.unet.dtype).replace('torch.', ''), 'classes': sp.classes, 'metaclass': sp.metaclass}
-    build_inversion_pool(pipe, items, prompts, out, steps, batch_size, resolution, root=sp.root, info=info, cpu=cpu)
-    result = {'out': str(out), 'n_images': len(items), 'steps': steps}
-    if check_images and _state(cpu).is_main_process:
-        from diffaug.concepts import square_crop
-        lat, meta = load_inversion_pool(out)
-        chk = items[:check_images]; res = meta['resolution']
-        ims = [square_crop(load_image(sp.root/it['path']), res) for it in chk]
-        x0 = encode_images(pipe, ims, size=res).float().cpu()
-        cond = PromptCache(pipe)([prompts[it['label']] for it in chk])
-        err, back = reconstruction_error(pipe, x0, torch.stack([lat[it['id']] for it in chk]), cond, steps)
-        meta['reconstruction'] = {'images': [it['id'] for it in chk], 'relative_error': [round(float(e), 5) for e in err],
-                                  'mean_relative_error': round(float(err.mean()), 5)}
-        atomic_write_json(out/'pool.json', meta)
-        recon = decode_latents(pipe, back)
-        from PIL import Image
-        grid = Image.new('RGB', (res * len(chk), 2 * res))
-        for k, (a, b) in enumerate(zip(ims, recon)): grid.paste(a, (k * res, 0)); grid.paste(b, (k * res, res))
-        from diffaug.core import atomic_save_image
-        atomic_save_image(grid, out/'reconstruction.png')
-        result['mean_relative_error'] = meta['reconstruction']['mean_relative_error']
+    res = cfg.resolution or sd_resolution(pipe)
+    info = {'model': recorded_path(cfg.model), 'base_model_fingerprint': fp, 'concepts': recorded_path(cfg.concepts),
+            'split': recorded_path(cfg.split), 'precision': str(pipe.unet.dtype).replace('torch.', ''), 'classes': sp.classes,
+            'metaclass': sp.metaclass}
+    record = {**info, 'steps': cfg.steps, 'resolution': res, 'batch_size': cfg.batch_size, 'check_images': cfg.check_images,
+              'device': pipe.device.type, 'split_hash': _file_hash(cfg.split), 'concepts_hash': concepts_hash(cfg.concepts)}
+    st = _state(cfg.cpu)
+    if st.is_main_process: start_scratch(cfg.out, record)
+    st.wait_for_everyone()
+    work = scratch_dir(cfg.out)
+    build_inversion_pool(pipe, items, prompts, work, cfg.steps, cfg.batch_size, res, root=sp.root, info=info, cpu=cfg.cpu)
+    result = {'out': str(cfg.out), 'n_images': len(items), 'steps': cfg.steps}
+    if st.is_main_process:
+        if cfg.check_images:
+            from diffaug.concepts import square_crop
+            from PIL import Image
+            lat, meta = load_inversion_pool(work)
+            chk = items[:cfg.check_images]
+            ims = [square_crop(load_image(sp.root/it['path']), res) for it in chk]
+            x0 = encode_images(pipe, ims, size=res).float().cpu()
+            cond = PromptCache(pipe)([prompts[it['label']] for it in chk])
+            err, back = reconstruction_error(pipe, x0, torch.stack([lat[it['id']] for it in chk]), cond, cfg.steps)
+            meta['reconstruction'] = {'images': [it['id'] for it in chk], 'relative_error': [round(float(e), 5) for e in err],
+                                      'mean_relative_error': round(float(err.mean()), 5)}
+            grid = Image.new('RGB', (res * len(chk), 2 * res))
+            for k, (a, b) in enumerate(zip(ims, decode_latents(pipe, back))): grid.paste(a, (k * res, 0)); grid.paste(b, (k * res, res))
+            atomic_save_image(grid, work/'reconstruction.png')
+            atomic_write_json(work/'pool.json', meta)
+            result['mean_relative_error'] = meta['reconstruction']['mean_relative_error']
+        publish_dir(cfg.out)
+    st.wait_for_everyone()
     return result

@@ -6,27 +6,26 @@ Docs: https://diffaug.github.io/diffaug/methods.html.md"""
 
 # %% ../nbs/40_methods.ipynb #7240e025
 from __future__ import annotations
-import json, os, re, tempfile, time
+import difflib, json, os, re, tempfile, time
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 from typing import Callable
 
 # %% auto #0
-__all__ = ['METHODS', 'PAPER_TABLE1_COLUMNS', 'PAPER_TABLE1', 'DEFAULT_PROMPT', 'MethodSpec', 'get_method', 'resolve_strengths',
-           'plan_items', 'prompt_names', 'make_prompt', 'img2img_render', 'make_tiny_clip', 'load_clip', 'ClipZeroShot',
-           'clip_scoring_render', 'clip_keeps', 'RejectAwareWriter', 'apply_clip_filter', 'synthesize', 'demo_concepts',
-           'run_synthesis']
+__all__ = ['METHODS', 'PAPER_TABLE1_COLUMNS', 'PAPER_TABLE1', 'DEFAULT_PROMPT', 'STRENGTH_KEYS', 'MethodSpec', 'nearest',
+           'get_method', 'resolve_strengths', 'plan_items', 'prompt_names', 'make_prompt', 'img2img_render',
+           'ClipZeroShot', 'clip_scoring_render', 'clip_keeps', 'RejectAwareWriter', 'apply_clip_filter', 'synthesize',
+           'SynthesisConfig', 'run_synthesis', 'demo_concepts']
 
 # %% ../nbs/40_methods.ipynb #8fe2975e
 import numpy as np
 import torch
 from PIL import Image
-from .core import ParamError, check_param, item_rng, load_image, progress, choose_device, choose_dtype, recorded_path
-from .models import load_sd, make_tiny_sd, encode_images, decode_latents, PromptCache, write_char_tokenizer
-from .data import (Split, load_split, SyntheticSetWriter, read_metadata_csv, write_metadata_csv, make_toy_dataset,
-                          few_shot_split, save_split)
+from .core import ParamError, check_param, item_rng, load_image, progress, recorded_path, StageConfig
+from .models import load_sd, encode_images, decode_latents, PromptCache, load_clip, need_model, CLIP_REQUIRED, model_fingerprint
+from .data import Split, load_split, SyntheticSetWriter, read_metadata_csv, write_metadata_csv
 from .sampling import (WorkItem, run_items, ddim_sample, strength_to_start_step, noise_to_step, initial_noise,
-                              encode_prompts, text_to_image_render)
+                              encode_prompts, text_to_image_render, _state)
 
 # %% ../nbs/40_methods.ipynb #69128eec
 @dataclass(frozen=True)
@@ -56,11 +55,19 @@ METHODS = {m.name: m for m in [
     MethodSpec('real-filter', 'text2img', None, clip_filter=True, reference='He et al., ICLR 2023'),
 ]}
 
+def nearest(value, # a misspelt name
+            names, # the valid names
+           )->str:
+    "' (did you mean ...?)' naming the valid name closest to `value` (always one, however far), or '' when `names` is empty."
+    near = difflib.get_close_matches(str(value), [str(n) for n in names], n=1, cutoff=0.0)
+    return f" (did you mean {near[0]!r}?)" if near else ''
+
 def get_method(name:str|MethodSpec, # a registry key or a spec
+               param:str='method', # the parameter that named it (for the message)
               )->MethodSpec:
-    "The `MethodSpec` of `name`, or a `ParamError` listing the known methods."
+    "The `MethodSpec` of `name`, or a `ParamError` listing the known methods and naming the nearest."
     if isinstance(name, MethodSpec): return name
-    check_param(name in METHODS, 'method', name, f"one of {', '.join(METHODS)}")
+    check_param(isinstance(name, str) and name in METHODS, param, name, f"one of {', '.join(METHODS)}" + nearest(name, METHODS))
     return METHODS[name]
 
 # %% ../nbs/40_methods.ipynb #3dd6066b
@@ -134,6 +141,11 @@ def plan_items(method:str|MethodSpec, # a method name or spec
 # %% ../nbs/40_methods.ipynb #cc5464f5
 DEFAULT_PROMPT = 'a photo of a {name} {metaclass}'
 
+def _sha(path)->str|None:
+    "A short content hash of a small file (an input's identity in a synthetic set's record)."
+    import hashlib
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16] if path is not None and Path(path).is_file() else None
+
 def prompt_names(spec:MethodSpec, # the method
                  classes:list[str], # class names in label order
                  pipe=None, # the pipeline (concept methods: the concepts are loaded into it)
@@ -179,49 +191,6 @@ def img2img_render(pipe, # the pipeline (concepts already applied)
         return [(im, dict(source_ids=list(it.sources), target=it.params.get('target'), strength=it.params['strength'], seed=seed, prompt=p))
                 for im, it, p in zip(decode_latents(pipe, lat), items, prompts)]
     return render
-
-# %% ../nbs/40_methods.ipynb #66437c4f
-def make_tiny_clip(path:str|Path, # folder to write the model and processor into
-                   seed:int=0, # weight initialisation seed
-                   image_size:int=32, # input resolution
-                   width:int=32, # hidden size of both towers
-                   projection_dim:int=16, # joint embedding size
-                   extra_words:list[str]=('a', 'photo', 'of', 'type', 'bird'), # whole-word tokens
-                  )->Path:
-    "Write a random-weight CLIP (model + processor) that `load_clip(path)` loads."
-    from transformers import CLIPConfig, CLIPModel, CLIPProcessor, CLIPImageProcessor
-    path = Path(path)
-    tok = write_char_tokenizer(path, extra_words=list(extra_words))
-    torch.manual_seed(seed)
-    cfg = CLIPConfig(text_config=dict(vocab_size=len(tok), hidden_size=width, intermediate_size=2 * width, num_hidden_layers=2,
-                                      num_attention_heads=4, max_position_embeddings=77, bos_token_id=tok.bos_token_id,
-                                      eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id),
-                     vision_config=dict(hidden_size=width, intermediate_size=2 * width, num_hidden_layers=2, num_attention_heads=4,
-                                        image_size=image_size, patch_size=max(1, image_size // 4)),
-                     projection_dim=projection_dim)
-    CLIPModel(cfg).save_pretrained(path, safe_serialization=True)
-    ip = CLIPImageProcessor(size={'shortest_edge': image_size}, crop_size={'height': image_size, 'width': image_size})
-    CLIPProcessor(image_processor=ip, tokenizer=tok).save_pretrained(path)
-    return path
-
-def load_clip(model:str|Path, # a local folder or a hub id like "openai/clip-vit-base-patch32"
-              device:str='auto', # "auto", "cpu", "cuda", ...
-              precision:str='fp32', # "fp32", "fp16", "bf16", "auto"
-              local_files_only:bool|None=None, # None: True when HF_HUB_OFFLINE=1
-             ):
-    "A transformers CLIP model (eval mode, on `device`) and its processor."
-    from transformers import CLIPModel, CLIPProcessor
-    dev = choose_device(device); dtype = choose_dtype(dev, precision)
-    p = Path(model).expanduser()
-    if not p.is_dir() and (p.is_absolute() or str(model).startswith('.') or str(model).count('/') != 1):
-        raise FileNotFoundError(f"clip_model={str(model)!r}: no such folder (and not a hub id of the form 'org/name')")
-    src = str(p) if p.is_dir() else str(model)
-    if local_files_only is None: local_files_only = os.environ.get('HF_HUB_OFFLINE', '0') not in ('0', '', 'false', 'False')
-    try:
-        m = CLIPModel.from_pretrained(src, torch_dtype=dtype, local_files_only=local_files_only)
-        proc = CLIPProcessor.from_pretrained(src, local_files_only=local_files_only)
-    except (OSError, ValueError) as e: raise FileNotFoundError(f"could not load CLIP model {str(model)!r}: {e}") from e
-    return m.to(dev).eval(), proc
 
 # %% ../nbs/40_methods.ipynb #520d3119
 def _features(out):
@@ -274,33 +243,32 @@ def clip_keeps(row:dict, # a metadata row with clip_label/clip_prob
     return row.get('clip_label') == row['label'] and float(row.get('clip_prob') or 0) >= min_prob
 
 class RejectAwareWriter:
-    "A `SyntheticSetWriter` whose `has` is also true for items listed in `rejected.csv` (filtered out earlier)."
+    "A `SyntheticSetWriter` whose `has` is also true for items CLIP rejected earlier (listed in `rejected.csv`)."
     def __init__(self, writer:SyntheticSetWriter):
         self.w = writer
-        f = writer.out/'rejected.csv'
-        self.rejected = {r['file_name'] for r in read_metadata_csv(f)} if f.is_file() else set()
+        self.rejected = {r['file_name'] for r in _rejected_rows(writer)}
     def has(self, name, cls): return self.w.has(name, cls) or self.w.file_name(name, cls) in self.rejected
     def write(self, *a, **kw): return self.w.write(*a, **kw)
     def finalize(self): return self.w.finalize()
 
-def apply_clip_filter(out:str|Path, # a finalized synthetic set whose rows carry clip_label/clip_prob
-                      classes:list[str], # class names in label order
-                      method:str, # the method (for the writer)
-                      info:dict|None=None, # parameters recorded in info.json
+def _rejected_rows(writer:SyntheticSetWriter)->list:
+    "The rows of `rejected.csv` in the writer's scratch folder and in its finished set (same parameters)."
+    fs = [writer.dir/'rejected.csv'] + ([writer.out/'rejected.csv'] if writer.published else [])
+    return list({r['file_name']: r for f in fs if f.is_file() for r in read_metadata_csv(f)}.values())
+
+def apply_clip_filter(writer:SyntheticSetWriter, # the writer, after every image is written and before `finalize`
                       min_prob:float=0.0, # see `clip_keeps`
                      )->dict:
-    "Drop the images CLIP rejects (recorded in rejected.csv); returns kept/rejected counts."
-    out = Path(out); rows = read_metadata_csv(out/'metadata.csv')
-    missing = [r['file_name'] for r in rows if 'clip_label' not in r or r['clip_label'] == '']
-    if missing: raise ValueError(f"{out/'metadata.csv'}: rows without CLIP scores (not made by a filtering method?): {missing[:3]}")
-    rej = [r for r in rows if not clip_keeps(r, min_prob)]
+    "Drop the new images CLIP rejects from the writer's scratch folder (recorded in its rejected.csv); returns kept/rejected counts."
+    rows = writer.pending()  # the rows (with their image) written since the set was last published
+    missing = [r['file_name'] for r in rows if not r.get('clip_label')]
+    if missing: raise ValueError(f"{writer.dir}: rows without CLIP scores (not made by a filtering method?): {missing[:3]}")
+    rej, old = [r for r in rows if not clip_keeps(r, min_prob)], _rejected_rows(writer)
     if rej:
-        old = read_metadata_csv(out/'rejected.csv') if (out/'rejected.csv').is_file() else []
-        write_metadata_csv(out/'rejected.csv', list({r['file_name']: r for r in old + rej}.values()))  # first: the record
-        for r in rej: (out/r['file_name']).unlink(missing_ok=True)                                    # then the images
-    n_rej = len(read_metadata_csv(out/'rejected.csv')) if (out/'rejected.csv').is_file() else 0
-    SyntheticSetWriter(out, classes, method, info={**(info or {}), 'clip_filter': {'rejected': n_rej, 'min_prob': min_prob}}).finalize()
-    return dict(kept=len(rows) - len(rej), rejected_now=len(rej), rejected_total=n_rej)
+        write_metadata_csv(writer.dir/'rejected.csv', list({r['file_name']: r for r in old + rej}.values()))  # first: the record
+        for r in rej:                                                                                         # then the images
+            (writer.dir/r['file_name']).unlink(missing_ok=True); (writer.rows_dir/(r['file_name'] + '.json')).unlink(missing_ok=True)
+    return dict(kept=len(writer.rows()), rejected_now=len(rej), rejected_total=len({r['file_name'] for r in old + rej}))
 
 # %% ../nbs/40_methods.ipynb #8084ea31
 def synthesize(method:str, # a key of METHODS
@@ -336,30 +304,170 @@ def synthesize(method:str, # a key of METHODS
     t0 = time.perf_counter()
     if pipe is None: pipe = load_sd(model, device, precision)
     elif spec.concepts is not None: raise ParamError(f"method {spec.name}: pass `model`, not a shared `pipe` (concepts change the pipeline)")
+    base_model = model_fingerprint(pipe)  # the identity of the weights, before concepts change them (a resume must match it)
     names = prompt_names(spec, sp.classes, pipe, concepts)
     prompt_of = lambda it: make_prompt(names[it.label], sp.metaclass, prompt_template)
     if spec.family == 'img2img': render = img2img_render(pipe, sp, prompt_of, seed, steps, guidance_scale)
     else: render = text_to_image_render(pipe, prompt_of, seed, 'synthesis', steps, guidance_scale)
-    info = dict(method=spec.name, family=spec.family, concepts=recorded_path(concepts.get(spec.concepts) if isinstance(concepts, dict) else concepts) if spec.concepts else None,
-                model=recorded_path(model), seed=seed, expansion=expansion, strength_mode=mode, strength=s,
-                strengths=list(ss), steps=steps, guidance_scale=guidance_scale, prompt_template=prompt_template, split=recorded_path(sp.path or ''))
+    cdir = (concepts.get(spec.concepts) if isinstance(concepts, dict) else concepts) if spec.concepts else None
+    info = dict(method=spec.name, family=spec.family, concepts=recorded_path(cdir), model=recorded_path(model), seed=seed,
+                expansion=expansion, strength_mode=mode, strength=s, strengths=list(ss), steps=steps, guidance_scale=guidance_scale,
+                prompt_template=prompt_template, split=recorded_path(sp.path or ''), precision=str(pipe.unet.dtype).replace('torch.', ''),
+                inputs=dict(split=_sha(sp.path), concepts=_sha(Path(cdir)/'concepts.json' if cdir else None), model=base_model))
+    if spec.clip_filter:  # a callable is recorded by its name (its repr holds a memory address: not the same bytes twice)
+        info.update(clip_model=recorded_path(clip_model) if not callable(clip_model) else getattr(clip_model, '__qualname__', type(clip_model).__name__),
+                    clip_template=clip_template, clip_min_prob=clip_min_prob)
     writer = SyntheticSetWriter(out, sp.classes, spec.name, info=info)
     if spec.clip_filter:
-        info.update(clip_model=recorded_path(clip_model) if not callable(clip_model) else str(clip_model), clip_template=clip_template, clip_min_prob=clip_min_prob)
         clf = clip_model if callable(clip_model) else ClipZeroShot(clip_model, sp.classes, sp.metaclass, clip_template, device=str(pipe.device))
         render = clip_scoring_render(render, clf, sp.classes); writer = RejectAwareWriter(writer)
     t1 = time.perf_counter()
-    r = run_items(items, render, writer, batch_size=batch_size, cpu=cpu, desc=spec.name)
+    r = run_items(items, render, writer, batch_size=batch_size, cpu=cpu, desc=spec.name, finalize=not spec.clip_filter)
     t2 = time.perf_counter()
     res = dict(method=spec.name, items=len(items), **r, load_seconds=round(t1 - t0, 3), render_seconds=round(t2 - t1, 3),
                seconds_per_image=round((t2 - t1) / r['rendered'], 4) if r['rendered'] else None, out=str(out))
-    if spec.clip_filter:
-        from accelerate import PartialState
-        if (PartialState(cpu=bool(cpu)) if cpu is not None else PartialState()).is_main_process:
-            res['filter'] = apply_clip_filter(out, sp.classes, spec.name, info, clip_min_prob)
+    if spec.clip_filter and _state(cpu).is_main_process:  # every process has written its images (run_items waited for them)
+        res['filter'] = apply_clip_filter(writer.w, clip_min_prob)
+        writer.finalize()
     return res
 
 # %% ../nbs/40_methods.ipynb #9a4784ec
+STRENGTH_KEYS = ('strength_mode', 'strength', 'strengths')
+_SD_PRECISIONS = ('auto', 'fp32', 'fp16', 'bf16')
+
+def _check_template(cfg, name:str):
+    "`name` is a prompt template with {name} and only {name}/{metaclass} fields."
+    v = getattr(cfg, name); ok = isinstance(v, str) and '{name}' in v
+    if ok:
+        try: v.format(name='x', metaclass='y')
+        except (KeyError, IndexError, ValueError): ok = False
+    cfg.need(ok, name, "a prompt template holding {name} (and optionally {metaclass}), no other {fields}")
+
+def _check_device(cfg, name:str='device'):
+    v = getattr(cfg, name); ok = isinstance(v, str) and v != ''
+    if ok and v != 'auto':
+        try: torch.device(v)
+        except (RuntimeError, ValueError): ok = False
+    cfg.need(ok, name, "'auto' or a torch device ('cpu', 'cuda', 'cuda:1', 'mps')")
+
+@dataclass
+class SynthesisConfig(StageConfig):
+    "The parameters of the `synthesis` stage: one compared method's synthetic set, for one seed."
+    method:str='real-guidance' # a key of METHODS (dvc.yaml: one run per method)
+    split:str|None=None # the split JSON written by prepare (required)
+    out:str|None=None # the synthetic set's folder (required)
+    model:str|None=None # SD 1.x diffusers folder or hub id (required; paper: stable-diffusion-v1-5/stable-diffusion-v1-5)
+    concepts:str|dict|None=None # {recipe: concept folder} ({diff-mix: ..., da-fusion: ...}) or one folder: DA-Fusion reads a da-fusion one, Diff-Aug/Diff-Mix/Diff-Gen a diff-mix one; None: the base-model methods only
+    clip_model:str|None=None # Real-Filter's CLIP, folder or hub id (Real-Filter needs one; paper: openai/clip-vit-base-patch32); None: the other methods only
+    seed:int=0 # the synthesis seed (one set per method; classification seeds vary separately)
+    expansion:int=5 # synthetic images per real image (paper: 5)
+    per_method:dict=field(default_factory=dict) # {method: {strength_mode, strength, strengths}}: overrides of the methods' strengths (METHODS holds the papers' values)
+    steps:int=25 # DDIM steps (paper: 25)
+    guidance_scale:float=7.5 # classifier-free guidance weight (paper: 7.5)
+    batch_size:int=8 # images per U-Net batch (CFG doubles it)
+    prompt_template:str=DEFAULT_PROMPT # the generation prompt; {name}: class name (Real-*) or learned token (DA-Fusion, Diff-*)
+    clip_template:str='a photo of a {name}, a type of {metaclass}.' # Real-Filter's class prompts (He et al.)
+    clip_min_prob:float=0.0 # Real-Filter: also require this CLIP probability of the intended class (He et al.: argmax only, 0)
+    device:str='auto' # "auto", "cpu", "cuda", ...
+    precision:str='auto' # diffusion model precision: auto, fp32, fp16, bf16 (paper: fp16 on GPUs)
+    cpu:bool|None=None # accelerate's cpu flag: true when sharding on CPU with torchrun
+
+    @property
+    def spec(self)->MethodSpec: return get_method(self.method)
+
+    def strength_overrides(self)->dict:
+        "This run's method's entry of `per_method` (strength_mode, strength, strengths)."
+        return dict((self.per_method or {}).get(self.method) or {})
+
+    def concept_dir(self)->str|None:
+        "The concept folder this run's method reads (None for the base-model methods)."
+        rec = self.spec.concepts
+        if rec is None: return None
+        return self.concepts.get(rec) if isinstance(self.concepts, dict) else self.concepts
+
+    def check(self, files:bool=True):
+        spec = get_method(self.method)  # a ParamError naming the nearest method
+        # values first (they are wrong wherever the run happens), then the paths a run needs, then the files they name
+        self.need_int('seed', 0); self.need_int('expansion', 1); self.need_int('steps', 1); self.need_int('batch_size', 1)
+        self.need_num('guidance_scale', 0); self.need_num('clip_min_prob', 0, 1)
+        _check_template(self, 'prompt_template'); _check_template(self, 'clip_template')
+        _check_device(self); self.need_choice('precision', _SD_PRECISIONS); self.need_bool('cpu', none=True)
+        self._check_per_method()
+        self.need_path('split', 'file', files=False); self.need_path('out', 'dir', files=False); need_model(self, 'model', files=False)
+        if spec.clip_filter:
+            self.need(self.clip_model is not None, 'clip_model',
+                      f"a CLIP folder or hub id: method {spec.name} filters with CLIP (give one, e.g. data/models/tiny-clip from the "
+                      "tiny_model stage, or openai/clip-vit-base-patch32 as the paper)")
+        if self.clip_model is not None: need_model(self, 'clip_model', files=False, parts=CLIP_REQUIRED)
+        self._check_concepts(spec, files=False)
+        if files:
+            self.need_path('split', 'file'); need_model(self, 'model')
+            if spec.clip_filter: need_model(self, 'clip_model', parts=CLIP_REQUIRED)
+            self._check_concepts(spec, files=True)
+        return self
+
+    def _check_per_method(self):
+        pm = self.per_method
+        self.need(isinstance(pm, dict), 'per_method', "{method: {strength_mode, strength, strengths}}")
+        for m, over in pm.items():
+            check_param(m in METHODS, 'per_method', m, f"keys that are methods: {', '.join(METHODS)}" + nearest(m, METHODS))
+            name = f'per_method.{m}'
+            check_param(over is None or isinstance(over, dict), name, over, "a mapping of strength_mode, strength, strengths (or {})")
+            over = over or {}
+            for k in over:
+                check_param(k in STRENGTH_KEYS, f'{name}.{k}', over[k], f"one of the keys {', '.join(STRENGTH_KEYS)}" + nearest(k, STRENGTH_KEYS))
+            if over and METHODS[m].family != 'img2img':
+                raise ParamError(f"parameter {name}={over!r} is invalid: {m} is a text-to-image method and has no strength (give {{}})")
+            num = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 1
+            if 'strength_mode' in over: check_param(over['strength_mode'] in ('fixed', 'random'), f'{name}.strength_mode', over['strength_mode'], "'fixed' or 'random'")
+            if 'strength' in over: check_param(num(over['strength']), f'{name}.strength', over['strength'], "a number in (0, 1] (SDEdit strength)")
+            if 'strengths' in over:
+                v = over['strengths']
+                check_param(isinstance(v, (list, tuple)) and len(v) > 0 and all(num(x) for x in v), f'{name}.strengths', v,
+                            "a non-empty list of numbers in (0, 1]")
+            mode = over.get('strength_mode') or METHODS[m].strength_mode
+            if mode == 'fixed' and METHODS[m].family == 'img2img':
+                check_param(over.get('strength', METHODS[m].strength) is not None, f'{name}.strength', over.get('strength'),
+                            f"a number in (0, 1]: strength_mode fixed needs one ({m} has no default strength)")
+
+    def _check_concepts(self, spec:MethodSpec, files:bool):
+        from diffaug.concepts import RECIPES
+        c = self.concepts
+        ok = c is None or isinstance(c, (str, os.PathLike)) or (isinstance(c, dict) and all(isinstance(v, (str, os.PathLike)) for v in c.values()))
+        self.need(ok, 'concepts', "a concept folder or {recipe: concept folder}")
+        if isinstance(c, dict):
+            for k in c: check_param(k in RECIPES, 'concepts', k, f"recipe keys: {', '.join(RECIPES)}" + nearest(k, RECIPES))
+        if spec.concepts is None: return
+        d = self.concept_dir()
+        if d is None:
+            raise ParamError(f"parameter concepts={c!r} is invalid: method {spec.name} needs a concept folder of recipe {spec.concepts!r}"
+                             + (f" (give concepts.{spec.concepts})" if isinstance(c, dict) else ''))
+        if not files: return
+        where = f'concepts.{spec.concepts}' if isinstance(c, dict) else 'concepts'
+        f = Path(d)/'concepts.json'
+        check_param(Path(d).is_dir(), where, str(d), "an existing concept folder (run the concepts stage)")
+        check_param(f.is_file(), where, str(d), f"a concept folder holding concepts.json ({f} not found)")
+        try: recipe = json.loads(f.read_text(encoding='utf-8')).get('recipe')
+        except (ValueError, UnicodeDecodeError, AttributeError) as e: raise ParamError(f"parameter {where}={str(d)!r} is invalid: {f} is not a concepts.json ({e})") from e
+        check_param(recipe == spec.concepts, where, str(d), f"concepts of recipe {spec.concepts!r} for method {spec.name} (this folder holds recipe {recipe!r})")
+
+# %% ../nbs/40_methods.ipynb #2bb88373
+def run_synthesis(cfg:SynthesisConfig|None=None, # the stage's parameters (None: the defaults, with `kw`)
+                  **kw, # SynthesisConfig fields overriding `cfg`
+                 )->dict:
+    "The synthesis stage: one method's synthetic set for one seed; returns counts and timings."
+    cfg = SynthesisConfig.of(cfg, **kw).check()
+    spec = cfg.spec
+    r = synthesize(spec.name, cfg.split, cfg.out, cfg.model, cfg.concepts, cfg.clip_model, cfg.seed, cfg.expansion, steps=cfg.steps,
+                   guidance_scale=cfg.guidance_scale, batch_size=cfg.batch_size, prompt_template=cfg.prompt_template,
+                   clip_template=cfg.clip_template, clip_min_prob=cfg.clip_min_prob, device=cfg.device, precision=cfg.precision,
+                   cpu=cfg.cpu, **cfg.strength_overrides())
+    print(f"{spec.name}: {r['written']} images written, {r['skipped']} already there, {r['items']} planned"
+          + (f", {r['filter']['rejected_total']} rejected by CLIP" if 'filter' in r else '')
+          + f" in {r['render_seconds']:.1f} s (+{r['load_seconds']:.1f} s loading) -> {cfg.out}")
+    return r
+
+# %% ../nbs/40_methods.ipynb #835d8c34
 def demo_concepts(split:Split, # the split
                   model:str|Path, # the (tiny) model
                   out:str|Path, # the concept folder to write
@@ -371,45 +479,5 @@ def demo_concepts(split:Split, # the split
     p = load_sd(model, device='cpu', precision='fp32')
     ims = [load_image(f) for f in split.paths('train')]
     train_concepts(p, ims, [it['label'] for it in split.items('train')], out, classes=split.classes, metaclass=split.metaclass,
-                   recipe=recipe, steps=steps, lr_embed=1e-2, lr_lora=1e-2, rank=2, checkpoint_dir=Path(out).parent/'.demo-checkpoints',
-                   eval_draws=0, base_model=str(model), seed=0)
+                   recipe=recipe, steps=steps, lr_embed=1e-2, lr_lora=1e-2, rank=2, eval_draws=0, base_model=str(model), seed=0)
     return Path(out)
-
-def run_synthesis(method:str='real-guidance', # a key of METHODS
-                  split:str|None=None, # the split JSON; None: a toy dataset
-                  out:str|None=None, # the synthetic set's folder; None: a temp folder
-                  model:str|None=None, # diffusers folder or hub id; None: a tiny random model
-                  concepts:str|dict|None=None, # concept folder or {recipe: folder}; None: tiny demo concepts (concept methods)
-                  clip_model:str|None=None, # CLIP folder or hub id; None: a tiny random CLIP (Real-Filter)
-                  seed:int=0, # the run's seed
-                  expansion:int=5, # synthetic images per real image
-                  per_method:dict|None=None, # {method: {strength_mode, strength, strengths}} overrides
-                  steps:int=25, # DDIM steps
-                  guidance_scale:float=7.5, # CFG weight
-                  batch_size:int=8, # images per batch
-                  prompt_template:str=DEFAULT_PROMPT, # the generation prompt
-                  clip_min_prob:float=0.0, # Real-Filter's extra threshold
-                  device:str='auto', # where models run
-                  precision:str='auto', # diffusion model precision
-                  cpu:bool|None=None, # accelerate's cpu flag (True for torchrun on CPU)
-                 )->dict:
-    "The synthesis stage: one method's synthetic set for one seed."
-    spec = get_method(method)
-    over = dict((per_method or {}).get(spec.name) or {})
-    unknown = set(over) - {'strength_mode', 'strength', 'strengths'}
-    if unknown: raise ParamError(f"per_method.{spec.name}: unknown key(s) {sorted(unknown)} (expected strength_mode, strength, strengths)")
-    tmp = Path(tempfile.mkdtemp(prefix='diffaug-synthesis-')) if None in (split, out, model) or (spec.clip_filter and clip_model is None) or (spec.concepts and concepts is None) else None
-    if split is None:
-        ds = make_toy_dataset(tmp/'toy', n_classes=2, n_per_class=3, size=32)
-        split = save_split(few_shot_split(ds, 2, seed=0, test='none'), tmp/'split.json')
-    sp = load_split(split)
-    if model is None: model = make_tiny_sd(tmp/'tiny-sd')
-    if out is None: out = tmp/'synthetic'
-    if spec.clip_filter and clip_model is None: clip_model = make_tiny_clip(tmp/'tiny-clip')
-    if spec.concepts and concepts is None: concepts = demo_concepts(sp, model, tmp/f'concepts-{spec.concepts}', spec.concepts)
-    r = synthesize(spec.name, sp, out, model, concepts, clip_model, seed, expansion, steps=steps, guidance_scale=guidance_scale,
-                   batch_size=batch_size, prompt_template=prompt_template, clip_min_prob=clip_min_prob, device=device,
-                   precision=precision, cpu=cpu, **over)
-    print(f"{spec.name}: {r['written']} images written, {r['skipped']} already there, {r['items']} planned"
-          + (f", {r['filter']['rejected_total']} rejected by CLIP" if 'filter' in r else '') + f" -> {out}")
-    return r

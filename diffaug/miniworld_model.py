@@ -25,7 +25,7 @@ from PIL import Image
 from diffusers import AutoencoderKL, UNet2DConditionModel, DDIMScheduler, DDPMScheduler, StableDiffusionPipeline
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 from safetensors.torch import load_file
-from .core import item_rng, item_generator, atomic_write_json, atomic_save_safetensors, atomic_save_image, check_param, progress
+from .core import item_rng, item_generator, atomic_write_json, atomic_save_safetensors, atomic_save_image, check_param, progress, replace_dir
 from .models import SD15_SCHEDULER
 from .miniworld import (COLOURS, BACKGROUNDS, ATTR_VALUES, SPECIES_ATTRS, Factors, sample_factors, caption, prompt,
                                parse_caption, pretrain_item, render, image_grid)
@@ -347,13 +347,15 @@ def export_pipeline(pipe:StableDiffusionPipeline, # the pipeline to ship
     p2 = build_pipeline(copy.deepcopy(pipe.vae).to(dtype), copy.deepcopy(pipe.unet).to(dtype),
                         copy.deepcopy(pipe.text_encoder).to(dtype), pipe.tokenizer)
     p2.save_pretrained(tmp, safe_serialization=True)
+    # a plain `from_pretrained(folder)` loads diffusers' parts in fp32 but transformers' text encoder in the dtype its
+    # config records: record fp32, so every part runs in one dtype (the fp16 weights on disk are cast up on load)
+    cfg = json.loads((tmp/'text_encoder'/'config.json').read_text())
+    for k in ('dtype', 'torch_dtype'):
+        if k in cfg: cfg[k] = 'float32'
+    (tmp/'text_encoder'/'config.json').write_text(json.dumps(cfg, indent=2, sort_keys=True) + '\n')
     write_tokenizer_files(pipe.tokenizer, tmp/'tokenizer')
-    for part in ('model_index.json', 'unet', 'vae', 'text_encoder', 'tokenizer', 'scheduler'):
-        dst = out_dir/part; old = out_dir/f'_old_{part}'
-        if dst.exists(): os.replace(dst, old)
-        os.replace(tmp/part, dst)
-        if old.is_dir(): shutil.rmtree(old)
-        elif old.exists(): old.unlink()
+    for part in ('unet', 'vae', 'text_encoder', 'tokenizer', 'scheduler'): replace_dir(tmp/part, out_dir/part)
+    os.replace(tmp/'model_index.json', out_dir/'model_index.json')
     shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
 

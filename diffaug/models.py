@@ -17,11 +17,10 @@ __all__ = ['SD_REQUIRED', 'SD15_SCHEDULER', 'CLIP_REQUIRED', 'missing_sd_parts',
 
 # %% ../nbs/01_models.ipynb #90087ee7
 import numpy as np
-import torch
 from PIL import Image
-from diffusers import StableDiffusionPipeline, DDIMScheduler, UNet2DConditionModel, AutoencoderKL
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 from .core import choose_device, choose_dtype
+# torch, diffusers and transformers are imported inside the functions that use them: the pipeline runner checks a
+# stage's parameters (model folders included) without loading them
 
 # %% ../nbs/01_models.ipynb #0885b596
 SD_REQUIRED = {
@@ -46,8 +45,9 @@ def missing_sd_parts(path:str|Path, # a model folder in diffusers layout
 # %% ../nbs/01_models.ipynb #374e07d9
 def write_char_tokenizer(path:str|Path, # folder to write vocab.json, merges.txt and the tokenizer config into
                          extra_words:list[str]=(), # whole words to add as single tokens (with `</w>`)
-                        )->CLIPTokenizer:
+                        )->'CLIPTokenizer':
     "Write a character-level CLIP tokenizer (plus optional whole-word tokens) and return it."
+    from transformers import CLIPTokenizer
     path = Path(path); path.mkdir(parents=True, exist_ok=True)
     chars = [c for c in string.ascii_lowercase + string.digits + string.punctuation]
     vocab = {}
@@ -101,6 +101,9 @@ def make_tiny_sd(path:str|Path, # folder to write the model into (created)
                 )->Path:
     "Write a complete random-weight SD 1.x model in diffusers layout that `load_sd(path)` loads."
     path = Path(path)
+    import torch
+    from diffusers import StableDiffusionPipeline, DDIMScheduler, UNet2DConditionModel, AutoencoderKL
+    from transformers import CLIPTextConfig, CLIPTextModel
     cfg = tiny_sd_config(resolution, width, cross_attention_dim, text_layers)
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(**cfg['unet'])
@@ -121,8 +124,9 @@ def load_sd(model:str|Path, # a local diffusers folder or a hub id like "stable-
             device:str='auto', # "auto", "cpu", "cuda", "mps", ...
             precision:str='auto', # "auto", "fp32", "fp16" or "bf16" (see `diffaug.core.choose_dtype`)
             local_files_only:bool|None=None, # None: True when HF_HUB_OFFLINE=1
-           )->StableDiffusionPipeline:
+           )->'StableDiffusionPipeline':
     "Load an SD 1.x pipeline with a DDIM scheduler, on `device` in `precision`."
+    from diffusers import StableDiffusionPipeline, DDIMScheduler
     dev = choose_device(device); dtype = choose_dtype(dev, precision)
     p = Path(model).expanduser()
     if p.exists():
@@ -145,7 +149,7 @@ def load_sd(model:str|Path, # a local diffusers folder or a hub id like "stable-
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(dev)
 
-def sd_resolution(pipe:StableDiffusionPipeline)->int:
+def sd_resolution(pipe:'StableDiffusionPipeline')->int:
     "The native image size of `pipe` in pixels."
     return int(pipe.unet.config.sample_size * pipe.vae_scale_factor)
 
@@ -200,39 +204,40 @@ def same_model(a:dict, b:dict, # two `model_fingerprint`s
 # %% ../nbs/01_models.ipynb #2a4c6616
 def images_to_tensor(images:list[Image.Image], # RGB images
                      size:int, # square size they are resized to
-                    )->torch.Tensor:
+                    )->'torch.Tensor':
     "Resize (bicubic) and stack images into a [-1, 1] float tensor [B, 3, size, size]."
+    import torch
     arr = np.stack([np.asarray(im.convert('RGB').resize((size, size), Image.BICUBIC), dtype=np.float32) for im in images])
     return torch.from_numpy(arr).permute(0, 3, 1, 2) / 127.5 - 1.0
 
-@torch.no_grad()
-def encode_images(pipe:StableDiffusionPipeline, # the pipeline whose VAE encodes
+def encode_images(pipe:'StableDiffusionPipeline', # the pipeline whose VAE encodes
                   images:list[Image.Image], # RGB images
                   size:int|None=None, # resize to this (default: the model's native resolution)
-                 )->torch.Tensor:
+                 )->'torch.Tensor':
     "VAE posterior means of `images`, scaled by the VAE's scaling factor."
+    import torch
     x = images_to_tensor(images, size or sd_resolution(pipe)).to(pipe.device, pipe.vae.dtype)
-    return pipe.vae.encode(x).latent_dist.mean * pipe.vae.config.scaling_factor
+    with torch.no_grad(): return pipe.vae.encode(x).latent_dist.mean * pipe.vae.config.scaling_factor
 
-@torch.no_grad()
-def decode_latents(pipe:StableDiffusionPipeline, # the pipeline whose VAE decodes
-                   latents:torch.Tensor, # [B, 4, h, w] scaled latents
+def decode_latents(pipe:'StableDiffusionPipeline', # the pipeline whose VAE decodes
+                   latents:'torch.Tensor', # [B, 4, h, w] scaled latents
                   )->list[Image.Image]:
     "Decode scaled latents to RGB PIL images."
-    x = pipe.vae.decode(latents.to(pipe.vae.dtype) / pipe.vae.config.scaling_factor).sample
+    import torch
+    with torch.no_grad(): x = pipe.vae.decode(latents.to(pipe.vae.dtype) / pipe.vae.config.scaling_factor).sample
     x = ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
     return [Image.fromarray(a) for a in x]
 
 # %% ../nbs/01_models.ipynb #8b69997f
 class PromptCache:
     "Encode each distinct prompt once; returns text embeddings [B, L, D] for a list of prompts."
-    def __init__(self, pipe:StableDiffusionPipeline): self.pipe, self.cache = pipe, {}
+    def __init__(self, pipe:'StableDiffusionPipeline'): self.pipe, self.cache = pipe, {}
 
-    @torch.no_grad()
-    def __call__(self, prompts:list[str])->torch.Tensor:
+    def __call__(self, prompts:list[str])->'torch.Tensor':
+        import torch
         new = [p for p in dict.fromkeys(prompts) if p not in self.cache]
         if new:
-            emb, _ = self.pipe.encode_prompt(new, self.pipe.device, 1, False)
+            with torch.no_grad(): emb, _ = self.pipe.encode_prompt(new, self.pipe.device, 1, False)
             self.cache.update(zip(new, emb))
         return torch.stack([self.cache[p] for p in prompts])
 
@@ -245,6 +250,7 @@ def make_tiny_clip(path:str|Path, # folder to write the model and processor into
                    extra_words:list[str]=('a', 'photo', 'of', 'type', 'bird'), # whole-word tokens
                   )->Path:
     "Write a random-weight CLIP (model + processor) that `load_clip(path)` loads."
+    import torch
     from transformers import CLIPConfig, CLIPModel, CLIPProcessor, CLIPImageProcessor
     path = Path(path)
     tok = write_char_tokenizer(path, extra_words=list(extra_words))

@@ -6,20 +6,22 @@ Docs: https://diffaug.github.io/diffaug/oracle.html.md"""
 
 # %% ../nbs/72_oracle.ipynb #6cda675c
 from __future__ import annotations
-import json, os
+import json, os, time
+from dataclasses import dataclass
 from pathlib import Path
 
 # %% auto #0
 __all__ = ['ORACLE_STAGE', 'oracle_item', 'train_oracle', 'load_oracle', 'oracle_outputs', 'oracle_accuracy',
-           'pairwise_diversity', 'load_clip', 'make_tiny_clip', 'clip_score', 'load_lpips', 'lpips_distances',
-           'score_synthetic_set', 'write_real_as_synthetic', 'run_oracle']
+           'pairwise_diversity', 'clip_score', 'load_lpips', 'lpips_distances', 'score_synthetic_set',
+           'write_real_as_synthetic', 'OracleConfig', 'run_oracle']
 
 # %% ../nbs/72_oracle.ipynb #9db29090
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from .core import item_rng, atomic_write_json, check_param, progress, load_image, ParamError, recorded_path
+from .core import item_rng, atomic_write_json, check_param, progress, load_image, ParamError, recorded_path, StageConfig
+from .models import load_clip, need_model, CLIP_REQUIRED
 from .miniworld import species_table, sample_factors, render, eval_item, EVAL_SPECIES, BACKGROUNDS
 from .miniworld_model import SmallCNN, save_cnn, load_cnn, to_tensor
 
@@ -115,33 +117,6 @@ def pairwise_diversity(feats:torch.Tensor, # (n, d) L2-normalised features
     return {'mean': float(np.mean(list(per.values()))) if per else float('nan'), 'per_class': per}
 
 # %% ../nbs/72_oracle.ipynb #e0921ccd
-def load_clip(model:str|Path, # a hub id or a local folder with a CLIPModel and its processor
-             ):
-    "(CLIPModel in eval mode, CLIPProcessor) loaded by hub id or folder."
-    from transformers import CLIPModel, CLIPProcessor
-    local = os.environ.get('HF_HUB_OFFLINE', '0') not in ('0', '', 'false', 'False')
-    try:
-        return CLIPModel.from_pretrained(str(model), local_files_only=local).eval(), CLIPProcessor.from_pretrained(str(model), local_files_only=local)
-    except (OSError, ValueError) as e: raise FileNotFoundError(f"could not load CLIP model {model!r}: {e}") from e
-
-def make_tiny_clip(path:str|Path, # folder to write the random CLIP into
-                   seed:int=0, # initialisation seed
-                  )->Path:
-    "Write a tiny random-weight CLIP (model + tokenizer + image processor) that `load_clip(path)` loads."
-    from transformers import CLIPConfig, CLIPModel, CLIPProcessor, CLIPImageProcessor
-    from diffaug.models import write_char_tokenizer
-    path = Path(path); tok = write_char_tokenizer(path/'_tok', extra_words=['a', 'photo', 'of', 'bird'])
-    torch.manual_seed(seed)
-    cfg = CLIPConfig(text_config=dict(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                                      max_position_embeddings=77, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id),
-                     vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=32, patch_size=8),
-                     projection_dim=16)
-    CLIPModel(cfg).save_pretrained(path)
-    ip = CLIPImageProcessor(size={'shortest_edge': 32}, crop_size={'height': 32, 'width': 32})
-    CLIPProcessor(image_processor=ip, tokenizer=tok).save_pretrained(path)
-    import shutil; shutil.rmtree(path/'_tok')
-    return path
-
 @torch.no_grad()
 def clip_score(images:list, # PIL images
                texts:list, # one text per image
@@ -150,18 +125,21 @@ def clip_score(images:list, # PIL images
               )->np.ndarray:
     "Per-image CLIP score, 100·max(cos(image, text), 0)."
     model, proc = clip; out = []
+    dev, dt = next(model.parameters()).device, next(model.parameters()).dtype
     for i in range(0, len(images), batch):
         inp = proc(text=list(texts[i:i + batch]), images=[im.convert('RGB') for im in images[i:i + batch]], return_tensors='pt', padding=True, truncation=True)
-        ie = model.get_image_features(pixel_values=inp['pixel_values']); te = model.get_text_features(input_ids=inp['input_ids'], attention_mask=inp['attention_mask'])
-        ie = getattr(ie, 'pooler_output', ie); te = getattr(te, 'pooler_output', te)
-        out.append((100 * (F.normalize(ie, dim=-1) * F.normalize(te, dim=-1)).sum(-1).clamp(min=0)).numpy())
+        ie = model.get_image_features(pixel_values=inp['pixel_values'].to(dev, dt))
+        te = model.get_text_features(input_ids=inp['input_ids'].to(dev), attention_mask=inp['attention_mask'].to(dev))
+        ie = getattr(ie, 'pooler_output', ie).float(); te = getattr(te, 'pooler_output', te).float()
+        out.append((100 * (F.normalize(ie, dim=-1) * F.normalize(te, dim=-1)).sum(-1).clamp(min=0)).cpu().numpy())
     return np.concatenate(out)
 
 def load_lpips(trunk_weights:str|Path|None=None, # torchvision AlexNet state dict (.pth or .safetensors); None: random trunk
               ):
     "An `lpips.LPIPS` (AlexNet, v0.1, calibrated linear layers) with its trunk loaded from `trunk_weights`; `.calibrated` says whether it is real LPIPS."
     import lpips
-    m = lpips.LPIPS(net='alex', pnet_rand=True, verbose=False).eval()
+    with torch.random.fork_rng(devices=[]):  # the random trunk is always the same one (a rerun writes the same scores)
+        torch.manual_seed(0); m = lpips.LPIPS(net='alex', pnet_rand=True, verbose=False).eval()
     m.calibrated = False
     if trunk_weights is not None:
         p = Path(trunk_weights)
@@ -274,33 +252,59 @@ def write_real_as_synthetic(out_dir:str|Path, # the synthetic-set folder to writ
     return w.finalize()
 
 # %% ../nbs/72_oracle.ipynb #49b2d28e
-def run_oracle(split:str|None=None, # the split file (its root holds the source images); None: no distances to source
-               synthetic:str|None=None, # the synthetic-set folder; None: a demo set of real mini-world images
-               out:str|None=None, # the scores JSON to write; None: <synthetic>/scores.json
-               model:str|None='models/oracle/oracle.safetensors', # the oracle file; None or missing: no oracle metrics
-               clip_model:str|None=None, # CLIP hub id or folder for the CLIP score; None: skipped
-               lpips_trunk:str|None=None, # AlexNet weights file for LPIPS ('random': plumbing check); None: skipped
-               max_images:int|None=2000, # score at most this many images
-               seed:int=0, # subsampling seed
+@dataclass
+class OracleConfig(StageConfig):
+    "The parameters of the `oracle` stage: the scores of one synthetic set."
+    synthetic:str|None=None # the synthetic-set folder to score (required; dvc.yaml: one run per method)
+    out:str|None=None # the scores JSON to write (required)
+    split:str|None=None # the split JSON: its root holds the source images and it names the metaclass; None: no distances to source, metaclass "bird"
+    model:str|None='models/oracle/oracle.safetensors' # the oracle file (the mini world's, from train_oracle); None: no oracle metrics
+    clip_model:str|None=None # CLIP hub id or folder for the CLIP score (Diff-II: a CLIP ViT); None: no CLIP score
+    lpips_trunk:str|None=None # torchvision AlexNet weights file for LPIPS; "random": a plumbing check, not LPIPS; None: no LPIPS
+    prompt_template:str='a photo of a {name}, a type of {metaclass}' # the CLIP score's text per image
+    max_images:int|None=2000 # score at most this many images (seeded subsample); None: all
+    max_pairs:int=500 # pairs per class at most for the diversities
+    seed:int=0 # subsampling seed
+
+    def check(self, files:bool=True):
+        # values first (they are wrong wherever the run happens), then the paths a run needs, then the files they name
+        t = self.prompt_template; ok = isinstance(t, str) and '{name}' in t
+        if ok:
+            try: t.format(name='x', metaclass='y')
+            except (KeyError, IndexError, ValueError): ok = False
+        self.need(ok, 'prompt_template', "a template holding {name} (and optionally {metaclass}), no other {fields}")
+        self.need_int('max_images', 1, none=True); self.need_int('max_pairs', 1); self.need_int('seed', 0)
+        self.need_path('synthetic', 'dir', files=False); self.need_path('out', 'file', files=False)
+        self.need(str(self.out).endswith('.json'), 'out', "a .json file path")
+        for k in ('split', 'model', 'lpips_trunk'): self.need_path(k, files=False, none=True)
+        need_model(self, 'clip_model', files=False, parts=CLIP_REQUIRED, none=True)
+        if not files: return self
+        self.need_path('synthetic', 'dir', parts=('metadata.csv',))
+        self.need_path('split', 'file', none=True); self.need_path('model', 'file', none=True)
+        need_model(self, 'clip_model', parts=CLIP_REQUIRED, none=True)
+        if self.lpips_trunk != 'random': self.need_path('lpips_trunk', 'file', none=True)
+        return self
+
+def run_oracle(cfg:OracleConfig|None=None, # the stage's parameters (None: the defaults, with `kw`)
+               **kw, # OracleConfig fields overriding `cfg`
               )->dict:
-    "Score one synthetic set and write the scores as JSON."
-    import tempfile
-    if synthetic is None:
-        d = Path(tempfile.mkdtemp()); synthetic = write_real_as_synthetic(d/'real', n_per_class=2)
-        if model is None or not Path(model).exists(): model = str(d/'oracle.safetensors'); train_oracle(model, steps=2, batch=8)
-    synthetic = Path(synthetic); out = Path(out) if out else synthetic/'scores.json'
-    source_root = None
-    if split is not None:
+    "The oracle stage: score one synthetic set and write the scores as JSON; returns them."
+    cfg = OracleConfig.of(cfg, **kw).check()
+    synthetic, t0 = Path(cfg.synthetic), time.perf_counter()
+    source_root, metaclass = None, 'bird'
+    if cfg.split is not None:
         from diffaug.data import load_split
-        source_root = load_split(split).root
-    notes = []
-    use_oracle = model is not None and Path(model).exists()
-    if not use_oracle: notes.append(f"no oracle file at {recorded_path(model)}")
+        sp = load_split(cfg.split); source_root, metaclass = sp.root, sp.metaclass
+    notes, use_oracle = [], cfg.model is not None
+    if not use_oracle: notes.append('no oracle (model: null)')
     else:
-        _, classes = load_oracle(model); labels = {r['label'] for r in _load_rows(synthetic)}
+        _, classes = load_oracle(cfg.model); labels = {r['label'] for r in _load_rows(synthetic)}
         if not labels <= set(classes): use_oracle = False; notes.append('oracle not applicable: the set is not of mini-world species')
-    res = score_synthetic_set(synthetic, oracle=model if use_oracle else None, source_root=source_root, clip_model=clip_model,
-                              lpips_trunk=lpips_trunk, max_images=max_images, seed=seed)
+    res = score_synthetic_set(synthetic, oracle=cfg.model if use_oracle else None, source_root=source_root, clip_model=cfg.clip_model,
+                              lpips_trunk=cfg.lpips_trunk, prompt_template=cfg.prompt_template, metaclass=metaclass,
+                              max_images=cfg.max_images, max_pairs=cfg.max_pairs, seed=cfg.seed)
     res['notes'] = notes
-    atomic_write_json(out, res)
+    atomic_write_json(cfg.out, res)
+    print(f"{res['method'] or synthetic.name}: {res['n']} images scored in {time.perf_counter() - t0:.1f} s -> {cfg.out}"
+          + ''.join(f"; {n}" for n in notes))
     return res

@@ -338,7 +338,8 @@ def setup_command(setup:str|Path, # a parameter file in params/
     flat = setup_overrides(setup, params_file)
     cmd = ['dvc', 'exp', 'run', '-n', Path(setup).stem] + (['--queue'] if queue else [])
     for k, v in flat.items():
-        cmd += ['-S', f"{k}={yaml.safe_dump(v, default_flow_style=True, width=10**6).strip().removesuffix('...').strip()}"]
+        # `++key`: add or override (DVC refuses to override a key params.yaml does not list, and params.yaml lists only overrides)
+        cmd += ['-S', f"++{k}={yaml.safe_dump(v, default_flow_style=True, width=10**6).strip().removesuffix('...').strip()}"]
     return cmd
 
 # %% ../nbs/90_pipeline.ipynb #44f61af4

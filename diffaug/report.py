@@ -7,16 +7,17 @@ Docs: https://diffaug.github.io/diffaug/report.html.md"""
 # %% ../nbs/60_report.ipynb #b5ee79c4
 from __future__ import annotations
 import json, math, tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['run_folder', 'collect_runs', 'make_fake_runs', 'summarize', 'to_markdown', 'plot_summary', 'check_report_params',
+__all__ = ['run_folder', 'collect_runs', 'make_fake_runs', 'summarize', 'to_markdown', 'plot_summary', 'ReportConfig',
            'run_report']
 
 # %% ../nbs/60_report.ipynb #0ef1771e
 import numpy as np
 import pandas as pd
-from .core import atomic_write, atomic_write_text, atomic_write_json, ParamError, check_param, stage_args
+from .core import atomic_write, atomic_write_text, atomic_write_json, ParamError, check_param, StageConfig
 
 # %% ../nbs/60_report.ipynb #66a37745
 def run_folder(runs:str|Path, # the folder holding one sub-folder per run
@@ -116,36 +117,46 @@ def plot_summary(summary:pd.DataFrame, # from `summarize`
     return fig
 
 # %% ../nbs/60_report.ipynb #20341838
-def check_report_params(**params)->None:
-    "Validate the report stage's parameters (those of `run_report`)."
-    a = stage_args(run_report, params)
-    check_param(a.methods is None or (isinstance(a.methods, list) and len(a.methods) > 0 and all(isinstance(m, str) for m in a.methods)),
-                'methods', a.methods, "a non-empty list of method names")
-    check_param(a.seeds is None or (isinstance(a.seeds, list) and len(a.seeds) > 0 and all(isinstance(x, int) and not isinstance(x, bool) for x in a.seeds)),
-                'seeds', a.seeds, "a non-empty list of integer seeds")
-    check_param(isinstance(a.metric, str) and a.metric != '', 'metric', a.metric, "a metric name, e.g. top1")
+@dataclass
+class ReportConfig(StageConfig):
+    "Parameters of the `report` stage."
+    runs:str|None=None # the folder of classification runs, one `<method>-s<seed>/metrics.json` each (required)
+    methods:list|None=None # methods in table order (None: every run found)
+    seeds:list|None=None # seeds (None: every run found)
+    baseline:str|None='original' # gains are measured against this method (None: no gains)
+    metric:str='top1' # the metric of metrics.json and of the figure (e.g. top1, mean_class_acc, group_mean)
+    out:str|None=None # the output folder (required)
 
-def run_report(runs:str|None=None, # the folder of classification runs (None: fake runs in a temp folder)
-               methods:list|None=None, # methods in table order (None: every run found)
-               seeds:list|None=None, # seeds (None: every run found)
-               baseline:str|None='original', # gains are measured against this method
-               metric:str='top1', # the metric of metrics.json and of the figure
-               out:str|None=None, # the output folder (None: a temp folder)
-              )->pd.DataFrame:
-    "The report stage: the table of mean ± std per method, its files and figure; returns the summary."
-    check_report_params(runs=runs, methods=methods, seeds=seeds, baseline=baseline, metric=metric, out=out)
-    if runs is None: runs = make_fake_runs(Path(tempfile.mkdtemp(prefix='diffaug-report-'))/'runs', methods or ('original', 'mixup', 'cutmix'), seeds or (0, 1))
-    df = collect_runs(runs, methods, seeds)
-    check_param(metric in df, 'metric', metric, f"a column of the runs' metrics.json ({', '.join(c for c in df if df[c].dtype.kind == 'f')})")
-    summary = summarize(df, baseline=baseline if baseline in set(df['method'].astype(str)) else None)
-    out = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix='diffaug-report-out-'))
-    out.mkdir(parents=True, exist_ok=True)
+    def check(self, files:bool=True, # also check that the runs folder exists
+             ):
+        "Raise `ParamError` naming the first invalid parameter; returns `self`."
+        self.need_path('runs', 'dir', files=files)
+        self.need(self.methods is None or (isinstance(self.methods, list) and len(self.methods) > 0 and all(isinstance(m, str) and m for m in self.methods)),
+                  'methods', "null or a non-empty list of method names")
+        self.need(self.seeds is None or (isinstance(self.seeds, list) and len(self.seeds) > 0
+                                         and all(isinstance(x, int) and not isinstance(x, bool) for x in self.seeds)),
+                  'seeds', "null or a non-empty list of integer seeds")
+        self.need(self.baseline is None or (isinstance(self.baseline, str) and self.baseline != ''), 'baseline', "null or a method name, e.g. original")
+        self.need(isinstance(self.metric, str) and self.metric != '', 'metric', "a metric name, e.g. top1")
+        self.need_path('out', 'dir', files=False)
+        return self
+
+def run_report(cfg:ReportConfig|None=None, # the stage's parameters
+               **kw, # or some of them as keywords (over `cfg`)
+              )->dict:
+    "The report stage: the table of mean ± std per method, its files and figure; returns the output folder and the metric per method."
+    c = ReportConfig.of(cfg, **kw).check()
+    df = collect_runs(c.runs, c.methods, c.seeds)
+    check_param(c.metric in df, 'metric', c.metric, f"a column of the runs' metrics.json ({', '.join(x for x in df if df[x].dtype.kind == 'f')})")
+    summary = summarize(df, baseline=c.baseline if c.baseline in set(df['method'].astype(str)) else None)
+    out = Path(c.out); out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out/'table.md', to_markdown(summary))
     atomic_write_text(out/'table.csv', summary.reset_index().rename(columns={'index': 'method'}).to_csv(index=False, float_format='%.4f'))
     atomic_write_text(out/'runs.csv', df.to_csv(index=False, float_format='%.4f'))
-    mets = {m: {k: round(float(r[f'{metric}_{k}']), 4) for k in ('mean', 'std', 'gain') if f'{metric}_{k}' in r} | {'n_seeds': int(r['n_seeds'])}
+    mets = {m: {k: round(float(r[f'{c.metric}_{k}']), 4) for k in ('mean', 'std', 'gain') if f'{c.metric}_{k}' in r} | {'n_seeds': int(r['n_seeds'])}
             for m, r in summary.iterrows()}
-    atomic_write_json(out/'metrics.json', {metric: mets})
-    fig = plot_summary(summary, metric)
-    with atomic_write(out/'figure.png', 'wb') as f: fig.savefig(f, format='png', dpi=120)
-    return summary
+    atomic_write_json(out/'metrics.json', {c.metric: mets})
+    fig = plot_summary(summary, c.metric)
+    with atomic_write(out/'figure.png', 'wb') as f: fig.savefig(f, format='png', dpi=120, metadata={'Software': None})
+    import matplotlib.pyplot as plt; plt.close(fig)
+    return {'out': str(out), 'metric': c.metric, 'runs': len(df), 'methods': mets}

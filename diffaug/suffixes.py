@@ -11,12 +11,14 @@ from collections import Counter
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['BLIP_ID', 'LLM_ID', 'SUMMARY_INSTRUCTION', 'CONTEXT_WORDS', 'DANGLING', 'clean_suffix', 'read_suffixes',
-           'write_suffixes', 'dataset_captions', 'caption_images', 'make_tiny_blip', 'subject_end', 'rule_summarize',
-           'parse_summary', 'llm_summarize', 'make_tiny_llm', 'summarize', 'run_suffixes']
+__all__ = ['BLIP_ID', 'LLM_ID', 'SUMMARY_INSTRUCTION', 'CONTEXT_WORDS', 'DANGLING', 'SUFFIX_SOURCES', 'clean_suffix',
+           'read_suffixes', 'write_suffixes', 'dataset_captions', 'caption_images', 'make_tiny_blip', 'subject_end',
+           'rule_summarize', 'parse_summary', 'llm_summarize', 'make_tiny_llm', 'summarize', 'SuffixesConfig',
+           'run_suffixes']
 
 # %% ../nbs/31_suffixes.ipynb #299b4b69
-from .core import check_param, ParamError, atomic_write_text, progress
+from dataclasses import dataclass
+from .core import check_param, ParamError, atomic_write_text, progress, StageConfig, recorded_path
 
 # %% ../nbs/31_suffixes.ipynb #9fd9f197
 def clean_suffix(line:str, # a line of a suffix file or of a language model's answer
@@ -222,51 +224,63 @@ def summarize(captions:list, # captions
     if llm == 'auto': llm = LLM_ID if torch.cuda.is_available() else 'rule'
     if llm not in (None, 'rule'):
         sfx = llm_summarize(captions, metaclass, llm, max_suffixes, device=device)
-        if sfx: return sfx, f"summarised by {llm} from {len(captions)} captions"
+        if sfx: return sfx, f"summarised by {recorded_path(str(llm))} from {len(captions)} captions"
         import warnings; warnings.warn(f"the language model {llm} gave no line of the form 'a photo of a {metaclass} ...': using the rule-based summary")
-        how = f"rule-based summary of {len(captions)} captions ({llm} gave no usable line)"
+        how = f"rule-based summary of {len(captions)} captions ({recorded_path(str(llm))} gave no usable line)"
     else: how = f"rule-based summary of {len(captions)} captions (no language model)"
     return rule_summarize(captions, metaclass, max_suffixes, subjects=subjects), how
 
 # %% ../nbs/31_suffixes.ipynb #e1f0332f
-def run_suffixes(split:str|Path|None=None, # the split JSON (None: a toy dataset with captions, in a temp folder)
-                 out:str|Path|None=None, # the suffix file to write (None: in a temp folder)
-                 source:str='auto', # "file", "captions", "vlm", "auto" or "builtin"
-                 suffix_file:str|Path|None=None, # the user's file (source "file")
-                 captioner:str|Path=BLIP_ID, # image-to-text model id or folder (source "vlm")
-                 llm:str|Path|None='auto', # text-generation model id or folder, "rule", or "auto" (LLM on GPU, else rule)
-                 max_suffixes:int=10, # at most this many suffixes
-                 device:str='auto', # "auto", "cpu", "cuda"
+SUFFIX_SOURCES = ('file', 'captions', 'vlm', 'auto', 'builtin')
+
+@dataclass
+class SuffixesConfig(StageConfig):
+    "Parameters of the `suffixes` stage."
+    split:str|None=None # the split JSON (required)
+    out:str|None=None # the suffix file to write (required)
+    source:str='auto' # "file", "captions" (the dataset's own), "vlm" (captioner + summary), "auto" (captions if shipped, else vlm) or "builtin"
+    suffix_file:str|None=None # the user's suffix file (source "file" needs it; None otherwise)
+    captioner:str=BLIP_ID # image-to-text model: hub id or folder (source "vlm"; paper: BLIP)
+    llm:str|None='auto' # summariser: text-generation model id or folder, "rule" (deterministic stand-in; None too) or "auto" (LLM_ID on a GPU, else rule); paper: GPT-4
+    max_suffixes:int=10 # at most this many suffixes (paper: about 10 lines)
+    device:str='auto' # "auto", "cpu", "cuda", "cuda:<n>" or "mps"
+
+    def check(self, files:bool=True, # also check that the split (and the suffix file of source "file") exist
+             ):
+        "Raise `ParamError` naming the first invalid parameter; returns `self`."
+        self.need_path('split', 'file', files=files)
+        self.need_path('out', 'file', files=False)
+        self.need_choice('source', SUFFIX_SOURCES)
+        if self.source == 'file': self.need(self.suffix_file is not None, 'suffix_file', "the user's suffix file (required for source 'file')")
+        self.need_path('suffix_file', 'file', files=files and self.source == 'file', none=self.source != 'file')
+        self.need(isinstance(self.captioner, str) and self.captioner.strip() != '', 'captioner', "an image-to-text model id or folder")
+        self.need(self.llm is None or (isinstance(self.llm, str) and self.llm.strip() != ''), 'llm', '"auto", "rule" or a text-generation model id or folder')
+        self.need_int('max_suffixes', 1)
+        self.need(isinstance(self.device, str) and re.fullmatch(r'auto|cpu|mps|cuda(:\d+)?', self.device) is not None, 'device',
+                  '"auto", "cpu", "cuda", "cuda:<n>" or "mps"')
+        return self
+
+def run_suffixes(cfg:SuffixesConfig|None=None, # the stage's parameters
+                 **kw, # or some of them as keywords (over `cfg`)
                 )->dict:
-    "Write the suffix file of a dataset."
-    from diffaug.data import load_split, make_toy_dataset, few_shot_split, save_split
+    "The suffixes stage: write the suffix file of a dataset; returns its path, the number of suffixes and how they were made."
+    c = SuffixesConfig.of(cfg, **kw).check()
+    from diffaug.data import load_split
     from diffaug.core import load_image
-    import tempfile
-    check_param(source in ('file', 'captions', 'vlm', 'auto', 'builtin'), 'source', source, "file, captions, vlm, auto or builtin")
-    tmp = Path(tempfile.mkdtemp(prefix='diffaug-suffixes-')) if split is None or out is None else None
-    if split is None:
-        ds = make_toy_dataset(tmp/'toy', n_classes=2, n_per_class=3, size=32, seed=0)
-        sp = few_shot_split(ds, k=3, seed=0, test='none')
-        ctx = ['perched on a branch', 'flying over the water', 'standing on the ground']
-        for k, it in enumerate(sp.items('train')): it['caption'] = f"a photo of a {sp.metaclass} {ctx[k % 3]}"
-        split = save_split(sp, tmp/'split.json')
-    sp = load_split(split); mc = sp.metaclass
-    out = Path(out) if out is not None else tmp/'suffixes.txt'
-    if source == 'file':
-        if suffix_file is None: raise ParamError("parameter suffix_file=None is invalid: source 'file' needs a suffix file")
-        sfx, how = read_suffixes(suffix_file, mc), f"from {suffix_file}"
-    elif source == 'builtin':
-        sfx, how = [f"{c}." for c in ('in its natural habitat', 'in the open air', 'in soft daylight', 'against a plain background')], "built-in generic list"
+    sp = load_split(c.split); mc = sp.metaclass; out = Path(c.out)
+    if c.source == 'file': sfx, how = read_suffixes(c.suffix_file, mc), f"from {recorded_path(str(c.suffix_file))}"
+    elif c.source == 'builtin':
+        sfx, how = [f"{x}." for x in ('in its natural habitat', 'in the open air', 'in soft daylight', 'against a plain background')], "built-in generic list"
     else:
-        caps = dataset_captions(sp) if source in ('captions', 'auto') else {}
-        if source == 'captions' and not caps: raise ValueError(f"split {split}: source 'captions' but the dataset ships no captions")
+        caps = dataset_captions(sp) if c.source in ('captions', 'auto') else {}
+        if c.source == 'captions' and not caps: raise ValueError(f"split {c.split}: source 'captions' but the dataset ships no captions")
         if caps: capl, frm = [caps[k] for k in sorted(caps)], 'the dataset\'s captions'
         else:
             ims = [load_image(p) for p in progress(sp.paths('train'), desc='reading images')]
-            capl, frm = caption_images(ims, captioner, f"a photo of a {mc}", device), f"captions by {captioner}"
-        sfx, how = summarize(capl, mc, llm, max_suffixes, device, subjects=sp.classes)
+            capl, frm = caption_images(ims, c.captioner, f"a photo of a {mc}", c.device), f"captions by {recorded_path(str(c.captioner))}"
+        sfx, how = summarize(capl, mc, c.llm, c.max_suffixes, c.device, subjects=sp.classes)
         how = f"{how}; {frm}"
-    if not sfx: raise ValueError(f"no suffixes could be made for split {split} (source {source!r})")
-    body = '\n'.join(dict.fromkeys(s.strip() for s in sfx if s.strip()))
+    if not sfx: raise ValueError(f"no suffixes could be made for split {c.split} (source {c.source!r})")
+    body = '\n'.join(dict.fromkeys(x.strip() for x in sfx if x.strip()))
     atomic_write_text(out, f"# Diff-II suffixes for '{mc}': {how}\n{body}\n")
     return {'out': str(out), 'n_suffixes': len(read_suffixes(out)), 'how': how}

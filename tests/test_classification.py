@@ -15,12 +15,15 @@ from conftest import copy_working_tree
     ('classification', 'model=resnet_fifty', "model='resnet_fifty'"),
     ('classification', 'epochs=0', 'epochs=0'),
     ('classification', 'select=test', "select='test'"),
-    ('classification', 'lrr=0.1', 'unknown parameter(s) lrr'),
+    ('classification', 'epochs=-3', 'epochs=-3'),
+    ('classification', 'lrr=0.1', "unknown parameter 'lrr'; did you mean 'lr'?"),
+    ('classification', 'split=missing/split.json', 'missing/split.json not found'),
     ('report', 'methods=[]', 'methods=[]'),
 ])
 def test_bad_params_fail_before_work(repo_root, tmp_path, capsys, stage, setting, message):
     out = tmp_path/'x.ipynb'
-    code = main([stage, '--root', str(repo_root), '--set', setting, '--out', str(out)])
+    run = ['--set', f'out={tmp_path/"run"}'] if stage == 'classification' else []  # dvc.yaml sets out per run
+    code = main([stage, '--root', str(repo_root), '--set', setting, *run, '--out', str(out)])
     err = capsys.readouterr().err
     assert code == 2 and message in err, err
     assert not out.exists() and not list(tmp_path.iterdir())  # no kernel started, nothing written
@@ -37,15 +40,57 @@ def test_bad_shots_in_prepare(tmp_path, capsys):
 
 def test_failed_stage_keeps_previous_outputs(tmp_path):
     "A stage that fails midway leaves the previous executed notebook and metrics untouched, and no partial files."
+    from diffaug.classification import make_toy_split
     root = copy_working_tree(tmp_path/'repo')
+    split = make_toy_split(root/'d', n_classes=3, shots=2, per_class=4)
+    other = make_toy_split(root/'e', n_classes=4, shots=2, per_class=4)  # its test labels include a class the run does not have
     out = root/'reports/classification/original-s0'
     out.mkdir(parents=True, exist_ok=True)
     (out/'classification.ipynb').write_text('{"previous": true}'); (out/'metrics.json').write_text('{"top1": 1}')
     with pytest.raises(StageError, match='failed in cell') as e:
-        run_stage('classification', root=root, sets=['split=missing/split.json', f'out={out}'],
+        run_stage('classification', root=root, sets=[f'split={split}', f'eval_split={other}', f'out={out}', 'epochs=1'],
                   out=out/'classification.ipynb', log_output=False)
-    assert 'missing/split.json' in str(e.value)
+    assert 'eval_split' in str(e.value)
     assert (out/'classification.ipynb').read_text() == '{"previous": true}'
     assert json.loads((out/'metrics.json').read_text()) == {'top1': 1}
     assert (out/'classification.failed.ipynb').exists()
     assert not list(out.glob('*.running.ipynb')) and not list(out.glob('.*.tmp'))
+
+
+def test_bad_values_are_named_by_check(tmp_path):
+    "ClassificationConfig.check names each bad value (values before files, so a typo is reported even before prepare ran)."
+    from diffaug.classification import ClassificationConfig
+    from diffaug.core import ParamError
+    ok = dict(split=str(tmp_path/'split.json'), out=str(tmp_path/'out'), model='test_resnet')
+    def fails(msg, **kw):
+        with pytest.raises(ParamError) as e: ClassificationConfig(**{**ok, **kw}).check()
+        assert msg in str(e.value), (kw, str(e.value))
+    for kw, msg in [({'p': 1.5}, 'p=1.5'), ({'epochs': -3}, 'epochs=-3'), ({'method': 'mixpu'}, "did you mean 'mixup'"),
+                    ({'warmup': 1.0}, 'warmup=1.0'), ({'threads': 0}, 'threads=0'), ({'split': None}, 'split=None'), ({}, 'split.json not found')]:
+        fails(msg, **kw)  # no split file yet: the values are named first
+    (tmp_path/'split.json').write_text('{"items": {"train": [], "test": []}}')
+    fails('metadata.csv', method='diff-mix', synthetic=[str(tmp_path)])
+    fails('no val subset', select='val')
+    assert ClassificationConfig(**ok).check().split == ok['split']
+
+
+def test_resume_after_a_kill_gives_the_same_bytes(tmp_path, monkeypatch):
+    "A run killed after an epoch resumes there (another run's parameters are refused) and ends with the uninterrupted run's bytes."
+    import diffaug.classification as dc
+    from diffaug.core import ParamError, scratch_dir
+    split = dc.make_toy_split(tmp_path/'toy', n_classes=3, shots=3, per_class=6)
+    kw = dict(split=str(split), model='test_resnet', pretrained=False, image_size=32, batch_size=3, epochs=3, threads=1, select='last')
+    dc.run_classification(out=str(tmp_path/'full'), **kw)
+    files = lambda d: {p.name: p.read_bytes() for p in sorted(Path(d).iterdir())}
+    class Killed(Exception): pass
+    save = dc._save_checkpoint
+    def dying(ck, epoch, *a, **k):
+        save(ck, epoch, *a, **k)
+        if epoch == 2: raise Killed()
+    with monkeypatch.context() as m:
+        m.setattr(dc, '_save_checkpoint', dying)
+        with pytest.raises(Killed): dc.run_classification(out=str(tmp_path/'part'), **kw)
+    assert not (tmp_path/'part').exists() and (scratch_dir(tmp_path/'part')/'checkpoints/epoch-0002').is_dir()
+    with pytest.raises(ParamError, match='epochs: 3 there, 4 now'): dc.run_classification(out=str(tmp_path/'part'), **{**kw, 'epochs': 4})
+    dc.run_classification(out=str(tmp_path/'part'), **kw)
+    assert files(tmp_path/'part') == files(tmp_path/'full') and not scratch_dir(tmp_path/'part').exists()

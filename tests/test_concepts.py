@@ -1,5 +1,5 @@
-"Concept learning on the tiny model, on CPU: the loss falls, stock diffusers loads the artifacts, frozen weights stay bit-identical, resuming is exact, bad concept folders fail clearly."
-import json, shutil
+"Concept learning on the tiny model, on CPU: the loss falls, stock diffusers loads the artifacts, frozen weights stay bit-identical, resuming is exact (and refused with other parameters), reruns write the same bytes, bad parameters and concept folders (another base model too) fail clearly."
+import json, shutil, warnings
 from pathlib import Path
 
 import numpy as np
@@ -8,11 +8,11 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from diffaug.concepts import (ConceptError, apply_concepts, class_tokens, concept_prompt, list_checkpoints, read_concepts,
+from diffaug.concepts import (ConceptError, ConceptsConfig, apply_concepts, class_tokens, concept_prompt, list_checkpoints, read_concepts,
                               run_concepts, train_concepts)
 from diffaug.core import ParamError
 from diffaug.data import few_shot_split, make_toy_dataset, save_split, toy_image
-from diffaug.models import load_sd, make_tiny_sd
+from diffaug.models import load_sd, make_tiny_sd, model_fingerprint
 
 torch.set_num_threads(1)
 CLASSES = ['Red/Circle', 'Blue Square ☃']  # odd names on purpose: tokens are named by index
@@ -110,7 +110,7 @@ def test_resume_equals_uninterrupted(tiny, tmp_path):
         if step == 5: raise _Stop()
     with pytest.raises(_Stop):
         train_concepts(load_sd(tiny, 'cpu', 'fp32'), ims, labels, tmp_path/'a', callback=stop, **kw)
-    ck = list_checkpoints(next((tmp_path/'a.checkpoints').iterdir()))
+    ck = list_checkpoints(tmp_path/'a.checkpoints')
     assert [c.name for c in ck] == ['step-0000003']
     ia = train_concepts(load_sd(tiny, 'cpu', 'fp32'), ims, labels, tmp_path/'a', **kw)
     ib = train_concepts(load_sd(tiny, 'cpu', 'fp32'), ims, labels, tmp_path/'b', **kw)
@@ -120,9 +120,14 @@ def test_resume_equals_uninterrupted(tiny, tmp_path):
         a, b = load_file(str(tmp_path/'a'/f)), load_file(str(tmp_path/'b'/f))
         assert a.keys() == b.keys()
         for k in a: assert torch.equal(a[k], b[k]), (f, k)
-    # another seed is another run: its own checkpoint folder, different weights
-    ic = train_concepts(load_sd(tiny, 'cpu', 'fp32'), ims, labels, tmp_path/'c', **dict(kw, seed=4, steps=2, checkpoint_dir=tmp_path/'a.checkpoints'))
-    assert ic['resumed_from'] == 0 and len(list((tmp_path/'a.checkpoints').iterdir())) == 2
+    # another seed is another run: it may not resume from (or mix with) these checkpoints, which DVC cannot restore
+    with pytest.raises(ParamError, match=r"a\.checkpoints: checkpoints made with other parameters \(seed: 3 there, 4 now\)"):
+        train_concepts(load_sd(tiny, 'cpu', 'fp32'), ims, labels, tmp_path/'c', **dict(kw, seed=4, steps=2, checkpoint_dir=tmp_path/'a.checkpoints'))
+    assert [c.name for c in list_checkpoints(tmp_path/'a.checkpoints')] == ['step-0000003', 'step-0000006']  # untouched
+    # ... unless asked to restart: the old checkpoints go, the new run starts from step 0, with other weights
+    ic = train_concepts(load_sd(tiny, 'cpu', 'fp32'), ims, labels, tmp_path/'c', restart=True,
+                        **dict(kw, seed=4, steps=2, checkpoint_dir=tmp_path/'a.checkpoints'))
+    assert ic['resumed_from'] == 0 and [c.name for c in list_checkpoints(tmp_path/'a.checkpoints')] == ['step-0000002']
     assert not torch.equal(load_file(str(tmp_path/'c'/'embeddings/class_0.safetensors'))['emb_params'],
                            load_file(str(tmp_path/'a'/'embeddings/class_0.safetensors'))['emb_params'])
 
@@ -156,6 +161,49 @@ def test_apply_concepts_and_bad_folders(trained, tiny, tmp_path):
     with pytest.raises(FileNotFoundError, match='nowhere'): read_concepts(tmp_path/'nowhere')
 
 
+def test_concepts_refuse_another_base_model(trained, tiny, tmp_path):
+    "concepts.json records the base model's fingerprint; a pipeline of another model with the same shapes is refused, naming both."
+    out = trained['out']
+    meta = read_concepts(out)
+    assert meta['base_model_fingerprint'] == model_fingerprint(load_sd(tiny, 'cpu', 'fp32'))
+    q = load_sd(make_tiny_sd(tmp_path/'seed1', seed=1), 'cpu', 'fp32')  # the same architecture, other weights
+    with pytest.raises(ConceptError) as e: apply_concepts(q, out)
+    msg = str(e.value)
+    assert str(out) in msg and str(meta['base_model_fingerprint']) in msg and str(model_fingerprint(q)) in msg, msg
+    assert '<class_0>' not in q.tokenizer.get_vocab() and not getattr(q.unet, 'peft_config', None)  # refused before loading anything
+    assert apply_concepts(load_sd(tiny, 'cpu', 'bf16'), out) == {CLASSES[0]: '<class_0>', CLASSES[1]: '<class_1>'}  # another precision: the same model
+    # a folder written before the fingerprint was recorded still loads, with a warning
+    old = Path(shutil.copytree(out, tmp_path/'old')); m = json.loads((old/'concepts.json').read_text())
+    del m['base_model_fingerprint']; (old/'concepts.json').write_text(json.dumps(m))
+    with pytest.warns(UserWarning, match='no base_model_fingerprint'):
+        assert apply_concepts(load_sd(tiny, 'cpu', 'fp32'), old) == {CLASSES[0]: '<class_0>', CLASSES[1]: '<class_1>'}
+
+
+def test_config_unknown_key_and_bad_values(tiny, tmp_path):
+    with pytest.raises(ParamError, match="unknown parameter 'n_token'; did you mean 'n_tokens'"): ConceptsConfig.from_params({'n_token': 2})
+    with pytest.raises(ParamError, match="did you mean 'lr_lora'"): ConceptsConfig.from_params({'lr_lra': 1e-3})
+    split = tmp_path/'split.json'; split.write_text('{}')
+    ok = dict(split=str(split), model=str(tiny), out=str(tmp_path/'c'))
+    c = ConceptsConfig.from_params(ok).check()
+    assert (c.steps, c.lr_embed, c.rank, c.batch_size, c.recipe) == (35000, 5e-5, 10, 2, 'diff-mix')  # the paper's values
+    assert ConceptsConfig.from_params({**ok, 'recipe': 'da-fusion'}).check().recipe == 'da-fusion'  # the concepts_ti stage
+    no_unet = Path(shutil.copytree(tiny, tmp_path/'no-unet')); shutil.rmtree(no_unet/'unet')
+    bad = [({'recipe': 'dreambooth'}, 'recipe'), ({'recipe': 'diff_mix'}, 'recipe'), ({'steps': 0}, 'steps'), ({'steps': -5}, 'steps'),
+           ({'steps': 2.5}, 'steps'), ({'lr_embed': 0}, 'lr_embed'), ({'lr_embed': -1e-3}, 'lr_embed'), ({'lr_lora': 0.0}, 'lr_lora'),
+           ({'rank': 0}, 'rank'), ({'n_tokens': 0}, 'n_tokens'), ({'batch_size': 0}, 'batch_size'), ({'grad_accum': 0}, 'grad_accum'),
+           ({'checkpoint_every': 0}, 'checkpoint_every'), ({'weight_decay': -1}, 'weight_decay'), ({'resolution': 30}, 'resolution'),
+           ({'resolution': 4}, 'resolution'), ({'init_word': ''}, 'init_word'), ({'flip': 1}, 'flip'), ({'device': 'gpu0'}, 'device'),
+           ({'precision': 'fp8'}, 'precision'), ({'seed': -1}, 'seed'), ({'out': None}, 'out'), ({'split': None}, 'split'),
+           ({'model': None}, 'model'), ({'checkpoint_dir': str(tmp_path/'c'/'ck')}, 'checkpoint_dir'),
+           ({'checkpoint_dir': str(tmp_path/'c')}, 'checkpoint_dir'), ({'split': str(tmp_path/'missing.json')}, 'split'),
+           ({'split': str(tmp_path)}, 'split'), ({'model': str(tmp_path/'nowhere')}, 'model'), ({'model': str(no_unet)}, 'model')]
+    for b, name in bad:
+        with pytest.raises(ParamError, match=f"parameter {name}="): ConceptsConfig.from_params({**ok, **b}).check()
+    with pytest.raises(ParamError, match='unet'): ConceptsConfig.from_params({**ok, 'model': str(no_unet)}).check()
+    ConceptsConfig.from_params({**ok, 'split': str(tmp_path/'missing.json'), 'model': str(no_unet)}).check(files=False)  # a setup before its stages ran
+    with pytest.raises(ParamError, match='split='): run_concepts(**{**ok, 'split': str(tmp_path/'missing.json')})  # run_* checks first
+
+
 def test_da_fusion_trains_tokens_only(tiny, tmp_path):
     ims, labels = _images()
     pipe = load_sd(tiny, 'cpu', 'fp32')
@@ -184,15 +232,27 @@ def test_bad_parameters(tiny, tmp_path):
 def test_run_concepts_reads_the_split(tiny, tmp_path):
     ds = make_toy_dataset(tmp_path/'toy', n_classes=3, n_per_class=5, size=32)
     split = save_split(few_shot_split(ds, k=2, seed=0, test='none'), tmp_path/'split.json')
-    r = run_concepts(split, tiny, tmp_path/'concepts', steps=3, checkpoint_every=2, device='cpu', batch_size=2)
+    cfg = ConceptsConfig.from_params(dict(split=str(split), model=str(tiny), out=str(tmp_path/'concepts'), steps=3, lr_embed=5e-3, lr_lora=1e-3,
+                                          rank=4, checkpoint_every=2, device='cpu', precision='fp32', batch_size=2))
+    r = run_concepts(cfg)
     meta = read_concepts(tmp_path/'concepts')
     assert meta['classes'] == ds.classes and meta['metaclass'] == ds.metaclass and r['steps'] == 3
+    assert meta['base_model'] == str(tiny) and meta['base_model_fingerprint'] == model_fingerprint(load_sd(tiny, 'cpu', 'fp32'))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['concepts', 'concepts.checkpoints', 'split.json', 'toy']  # no temp folders left
     # a second call is a no-op resume from the final checkpoint
-    files = lambda: {f.relative_to(tmp_path): f.read_bytes() for f in sorted((tmp_path/'concepts').rglob('*')) if f.is_file()}
-    before = files()
-    r2 = run_concepts(split, tiny, tmp_path/'concepts', steps=3, checkpoint_every=2, device='cpu', batch_size=2)
+    files = lambda d: {f.relative_to(d): f.read_bytes() for f in sorted(d.rglob('*')) if f.is_file()}
+    before = files(tmp_path/'concepts')
+    r2 = run_concepts(cfg)
     assert r2['resumed_from'] == 3 and r2['steps_this_run'] == 0 and r2['losses'] == r['losses']
-    assert files() == before  # the folder does not record how the run went: DVC sees the same output
+    assert files(tmp_path/'concepts') == before  # the folder does not record how the run went: DVC sees the same output
+    # a fresh run elsewhere writes the same bytes: no timings, temp or output paths in the folder
+    r3 = run_concepts(cfg, out=str(tmp_path/'again'))
+    assert r3['resumed_from'] == 0 and files(tmp_path/'again') == before
+    # a resume with parameters that change the result is refused, naming them; the checkpoints stay as they were
+    ck = files(tmp_path/'concepts.checkpoints')
+    with pytest.raises(ParamError, match=r"concepts\.checkpoints: checkpoints made with other parameters \(lr_embed: 0\.005 there, 0\.01 now; seed: 0 there, 2 now\)"):
+        run_concepts(cfg, lr_embed=1e-2, seed=2)
+    assert files(tmp_path/'concepts.checkpoints') == ck and files(tmp_path/'concepts') == before
 
 
 _DDP = '''

@@ -3,6 +3,9 @@
 The long-job tests run the real stage functions (`run_inversion`, `run_interpolation`) on a toy split and a tiny
 random model in subprocesses: one uninterrupted run, one killed after three images and resumed, and one under
 `torchrun --nproc_per_node 2` with `cpu=True`. All three must leave byte-identical files.
+
+The stage parameters (`InversionConfig`, `InterpolationConfig`): unknown keys, every bad value, the rules across the
+two stages (the pool's grid, model and concepts), a resumed pool with other parameters refused, reruns byte-identical.
 """
 import json, math, os, subprocess, sys, textwrap
 from pathlib import Path
@@ -11,7 +14,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from diffaug.interpolation import circle_interpolation, slerp, latent_angle, suffix_steps
+from diffaug.core import ParamError, scratch_dir, start_scratch
+from diffaug.interpolation import InterpolationConfig, circle_interpolation, slerp, latent_angle, suffix_steps, run_interpolation
+from diffaug.inversion import InversionConfig, load_inversion_pool, run_inversion
 from diffaug.sampling import ddim_sample, ddim_invert
 
 REPO = Path(__file__).resolve().parents[1]
@@ -141,10 +146,10 @@ SCRIPT = textwrap.dedent('''
         D.SyntheticSetWriter.write = write
     pool = cfg.get('pool')
     if pool is None:
-        pool = run_inversion(cfg['split'], cfg['model'], None, cfg['out'] + '-pool', steps=cfg['steps'], batch_size=3,
+        pool = run_inversion(split=cfg['split'], model=cfg['model'], out=cfg['out'] + '-pool', steps=cfg['steps'], batch_size=3,
                              check_images=0, device='cpu', precision='fp32', cpu=True)['out']
-    run_interpolation(cfg['split'], cfg['model'], None, pool, cfg.get('suffixes'), cfg['out'], expansion=2, suffix_fraction=0.4,
-                      steps=cfg['steps'], batch_size=3, seed=5, device='cpu', precision='fp32', cpu=True)
+    run_interpolation(split=cfg['split'], model=cfg['model'], inversions=pool, suffixes=cfg.get('suffixes'), out=cfg['out'], expansion=2,
+                      suffix_fraction=0.4, steps=cfg['steps'], batch_size=3, seed=5, device='cpu', precision='fp32', cpu=True)
 ''')
 
 @pytest.fixture(scope='module')
@@ -182,7 +187,7 @@ def test_resume_after_kill_is_byte_identical(job, reference):
     pool = str(job.dir/'ref-pool')
     r = job.run('resumed', pool=pool, die_after=4)
     assert r.returncode == 9, (r.returncode, r.stderr[-2000:])
-    pngs = list((job.dir/'resumed').rglob('*.png'))
+    pngs = list(scratch_dir(job.dir/'resumed').rglob('*.png')) + list((job.dir/'resumed').rglob('*.png'))
     assert len(pngs) == 4 and not (job.dir/'resumed'/'metadata.csv').exists()
     r = job.run('resumed', pool=pool)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -204,3 +209,124 @@ def test_two_processes_match_one(job, reference):
     assert (job.dir/'sharded-pool'/'inversions.safetensors').read_bytes() == (job.dir/'ref-pool'/'inversions.safetensors').read_bytes()
     info = json.loads((job.dir/'sharded'/'info.json').read_text())
     assert info['n_images'] == 18
+
+
+# ---------------------------------------------------------------- stage parameters, the rules across stages, reruns
+
+@pytest.fixture(scope='module')
+def small(tmp_path_factory, tiny_model):
+    "A toy split (2 classes x 3 training images) and its pool on a 4-step grid, built in this process."
+    from diffaug.data import make_toy_dataset, few_shot_split, save_split
+    d = tmp_path_factory.mktemp('small')
+    ds = make_toy_dataset(d/'toy', n_classes=2, n_per_class=3, size=32, seed=0)
+    split = save_split(few_shot_split(ds, k=3, seed=0, test='none'), d/'split.json')
+    torch.set_num_threads(1)
+    inv = dict(split=str(split), model=str(tiny_model), out=str(d/'pool'), steps=4, batch_size=4, check_images=2, device='cpu', precision='fp32')
+    r = run_inversion(**inv)
+    return SimpleNamespace(dir=d, split=str(split), model=str(tiny_model), pool=r['out'], inv=inv)
+
+def _tree(folder):
+    folder = Path(folder)
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob('*')) if p.is_file()}
+
+def test_inversion_config_names_every_bad_value(small):
+    with pytest.raises(ParamError, match="unknown parameter 'step'; did you mean 'steps'"): InversionConfig.from_params({'step': 4})
+    ok = dict(split=small.split, model=small.model, out=str(small.dir/'x'))
+    assert InversionConfig.from_params(ok).check().steps == 25  # the paper's grid by default
+    no_unet = small.dir/'no-unet'; no_unet.mkdir(exist_ok=True)
+    bad = [({'steps': 0}, 'steps'), ({'steps': -3}, 'steps'), ({'batch_size': 0}, 'batch_size'), ({'check_images': -1}, 'check_images'),
+           ({'resolution': 33}, 'resolution'), ({'device': 'gpu'}, 'device'), ({'precision': 'half'}, 'precision'), ({'cpu': 'yes'}, 'cpu'),
+           ({'out': None}, 'out'), ({'split': None}, 'split'), ({'split': str(small.dir/'missing.json')}, 'split'),
+           ({'model': None}, 'model'), ({'model': str(no_unet)}, 'model'), ({'model': str(small.dir/'nowhere')}, 'model'),
+           ({'concepts': str(small.dir/'nowhere')}, 'concepts'), ({'concepts': str(small.dir/'toy')}, 'concepts')]
+    for b, name in bad:
+        with pytest.raises(ParamError, match=f"parameter {name}="): InversionConfig.from_params({**ok, **b}).check()
+    with pytest.raises(ParamError, match='concepts.json'): InversionConfig.from_params({**ok, 'concepts': str(small.dir/'toy')}).check()
+
+def test_inversion_rerun_same_bytes_and_resume_refused(small, monkeypatch):
+    first = _tree(small.pool)
+    assert sorted(first) == ['inversions.safetensors', 'pool.json', 'reconstruction.png'] and not scratch_dir(small.pool).exists()
+    meta = json.loads(first['pool.json'])
+    assert meta['model'] == small.model and meta['steps'] == 4 and meta['concepts'] is None and 'base_model_fingerprint' in meta
+    run_inversion(**{**small.inv, 'out': str(small.dir/'pool2')})
+    assert _tree(small.dir/'pool2') == first  # no timings, temp or output paths in the pool
+    # unfinished work of other parameters (which DVC cannot restore) is refused, naming the difference, and kept
+    other = small.dir/'pool3'
+    start_scratch(other, {**meta, 'steps': 6}); (scratch_dir(other)/'keep').write_text('x')
+    with pytest.raises(ParamError, match=r"pool3\.partial: unfinished work made with other parameters .*steps: 6 there, 4 now"):
+        run_inversion(**{**small.inv, 'out': str(other)})
+    assert (scratch_dir(other)/'keep').read_text() == 'x' and not other.exists()
+    monkeypatch.setenv('DIFFAUG_RESTART', '1')  # what `python -m diffaug.pipeline inversion --restart` sets
+    run_inversion(**{**small.inv, 'out': str(other)})
+    assert _tree(other) == first and not scratch_dir(other).exists()
+
+def test_inversion_resumes_after_the_merge(small, monkeypatch):
+    "A run killed after the pool was merged, before it was published, resumes without inverting again."
+    import diffaug.inversion as I
+    out = small.dir/'pool4'
+    class Killed(Exception): pass
+    def killed(o): raise Killed()
+    monkeypatch.setattr(I, 'publish_dir', killed)
+    with pytest.raises(Killed): run_inversion(**{**small.inv, 'out': str(out)})
+    assert (scratch_dir(out)/'inversions.safetensors').is_file() and not (scratch_dir(out)/'.parts').exists() and not out.exists()
+    monkeypatch.undo()
+    def again(*a, **k): raise AssertionError('inverted again')
+    monkeypatch.setattr(I, 'invert_images', again)
+    run_inversion(**{**small.inv, 'out': str(out)})
+    assert _tree(out) == _tree(small.pool)
+
+def test_interpolation_config_names_every_bad_value(small):
+    with pytest.raises(ParamError, match="unknown parameter 'suffix_ratio'; did you mean 'suffix_fraction'"):
+        InterpolationConfig.from_params({'suffix_ratio': 0.3})
+    ok = dict(split=small.split, model=small.model, inversions=small.pool, out=str(small.dir/'set'), steps=4)
+    c = InterpolationConfig.from_params(ok).check()
+    assert (c.expansion, c.suffix_fraction, c.guidance_scale) == (5, 0.3, 7.5)
+    bad = [({'expansion': 0}, 'expansion'), ({'suffix_fraction': 1.5}, 'suffix_fraction'), ({'suffix_fraction': -0.1}, 'suffix_fraction'),
+           ({'steps': 0}, 'steps'), ({'steps': -3}, 'steps'), ({'guidance_scale': -1.0}, 'guidance_scale'), ({'batch_size': 0}, 'batch_size'),
+           ({'seed': -1}, 'seed'), ({'device': 'gpu'}, 'device'), ({'precision': 'fp8'}, 'precision'), ({'cpu': 2}, 'cpu'),
+           ({'allow_grid_mismatch': 'no'}, 'allow_grid_mismatch'), ({'out': None}, 'out'), ({'inversions': None}, 'inversions'),
+           ({'inversions': str(small.dir/'nowhere')}, 'inversions'), ({'inversions': str(small.dir/'toy')}, 'inversions'),
+           ({'suffixes': str(small.dir/'none.txt')}, 'suffixes'), ({'split': str(small.dir/'none.json')}, 'split'),
+           ({'concepts': str(small.dir/'toy')}, 'concepts'), ({'model': str(small.dir/'toy')}, 'model')]
+    for b, name in bad:
+        with pytest.raises(ParamError, match=f"parameter {name}="): InterpolationConfig.from_params({**ok, **b}).check()
+    InterpolationConfig.from_params({**ok, 'inversions': str(small.dir/'nowhere')}).check(files=False)
+
+def test_interpolation_refuses_a_pool_of_another_grid_model_or_concepts(small, tmp_path, tmp_path_factory, monkeypatch):
+    from diffaug.models import make_tiny_sd
+    ok = dict(split=small.split, model=small.model, inversions=small.pool, out=str(tmp_path/'set'), steps=4)
+    with pytest.raises(ParamError, match=r"parameter steps=6 is invalid: expected 4, the grid the pool .*pool was inverted on \(or allow_grid_mismatch: true\)"):
+        InterpolationConfig.from_params({**ok, 'steps': 6}).check()
+    InterpolationConfig.from_params({**ok, 'steps': 6, 'allow_grid_mismatch': True}).check()
+    other = make_tiny_sd(tmp_path/'other', seed=1)
+    with pytest.raises(ParamError, match=f"parameter model={str(other)!r} is invalid: expected the model the pool .* was inverted with, {small.model!r}"):
+        InterpolationConfig.from_params({**ok, 'model': str(other)}).check()
+    cdir = tmp_path/'concepts'; cdir.mkdir(); (cdir/'concepts.json').write_text('{}')
+    with pytest.raises(ParamError, match="parameter concepts=.* is invalid: expected the concepts the pool .* was inverted with, None"):
+        InterpolationConfig.from_params({**ok, 'concepts': str(cdir)}).check()
+    # paths are compared as the stages record them: relative to the repository root (DIFFAUG_ROOT) when inside it
+    import shutil
+    root = tmp_path_factory.getbasetemp()
+    pool = Path(shutil.copytree(small.pool, tmp_path/'pool-rel'))
+    m = json.loads((pool/'pool.json').read_text()); m['model'] = Path(small.model).relative_to(root).as_posix()
+    (pool/'pool.json').write_text(json.dumps(m))
+    with pytest.raises(ParamError, match='parameter model='): InterpolationConfig.from_params({**ok, 'inversions': str(pool)}).check()
+    monkeypatch.setenv('DIFFAUG_ROOT', str(root))
+    InterpolationConfig.from_params({**ok, 'inversions': str(pool)}).check()
+    monkeypatch.delenv('DIFFAUG_ROOT')
+    # the same path holding other weights: caught after loading, by the pool's base_model_fingerprint
+    swapped = make_tiny_sd(tmp_path/'swapped', seed=0)
+    pool = run_inversion(**{**small.inv, 'model': str(swapped), 'out': str(tmp_path/'pool-swapped'), 'check_images': 0})['out']
+    make_tiny_sd(swapped, seed=1)
+    with pytest.raises(ParamError, match=f"parameter model={str(swapped)!r} is invalid: its weights are not those the pool"):
+        run_interpolation(**{**ok, 'model': str(swapped), 'inversions': pool})
+    assert not (tmp_path/'set').exists() and not scratch_dir(tmp_path/'set').exists()
+
+def test_interpolation_rerun_same_bytes(small, tmp_path):
+    kw = dict(split=small.split, model=small.model, inversions=small.pool, expansion=1, steps=4, batch_size=6, device='cpu', precision='fp32')
+    r = run_interpolation(**kw, out=str(tmp_path/'a'))
+    assert r['n_items'] == 6 and not scratch_dir(tmp_path/'a').exists()
+    run_interpolation(**kw, out=str(tmp_path/'b'))
+    assert _tree(tmp_path/'a') == _tree(tmp_path/'b')
+    info = json.loads((tmp_path/'a'/'info.json').read_text())
+    assert info['params']['model'] == small.model and info['params']['inversions'] == small.pool and str(tmp_path) not in json.dumps(info)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from diffaug.core import ImageLoadError
-from diffaug.data import (Dataset, IMPORTERS, WATERBIRD_GROUPS, import_aircraft, import_cars, import_cub,
+from diffaug.core import ImageLoadError, ParamError
+from diffaug.data import (Dataset, IMPORTERS, WATERBIRD_GROUPS, PrepareConfig, import_aircraft, import_cars, import_cub,
                           import_flowers102, import_pets, import_waterbirds, load_split, run_prepare)
 
 
@@ -171,8 +171,20 @@ def test_waterbirds(tmp_path):
 # ---------------------------------------------------------------- through the prepare stage
 def test_prepare_with_importer(tmp_path):
     write_cub(tmp_path/'raw', n=4)
-    sp = run_prepare(source='cub', raw=str(tmp_path/'raw'), root=str(tmp_path/'data'/'cub'),
-                     split_path=str(tmp_path/'data'/'split.json'), shots=2, seed=0)
+    r = run_prepare(source='cub', raw=str(tmp_path/'raw'), root=str(tmp_path/'data'/'cub'),
+                    split_path=str(tmp_path/'data'/'split.json'), shots=2, seed=0)
+    assert r['split'] == str(tmp_path/'data'/'split.json') and r['source'] == 'cub' and r['classes'] == 3
+    sp = load_split(r['split'])
     assert sp.counts('train') == {c: 2 for c in sp.classes} and sp.counts('test') == {c: 1 for c in sp.classes}
     assert load_split(tmp_path/'data'/'split.json').root == (tmp_path/'data'/'cub')
     assert set(IMPORTERS) == {'cub', 'aircraft', 'pets', 'cars', 'flowers102', 'waterbirds'}
+
+
+@pytest.mark.parametrize('source', sorted(IMPORTERS))
+def test_prepare_needs_the_raw_download_folder(tmp_path, source):
+    with pytest.raises(ParamError, match='raw=None'):
+        run_prepare(source=source, root=str(tmp_path/'ds'))
+    with pytest.raises(ParamError, match='raw=.*not found'):
+        run_prepare(source=source, raw=str(tmp_path/'nothing'), root=str(tmp_path/'ds'))
+    assert PrepareConfig(source=source, raw=str(tmp_path/'nothing'), root='ds').check(files=False).source == source
+    assert list(tmp_path.iterdir()) == []

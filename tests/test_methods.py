@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from diffaug.annotation import annotate, soft_label, soft_label_vector
+from diffaug.core import ParamError, scratch_dir
 from diffaug.data import SyntheticSet, few_shot_split, load_split, make_toy_dataset, read_metadata_csv, save_split
-from diffaug.methods import METHODS, demo_concepts, make_tiny_clip, plan_items, synthesize
-from diffaug.models import load_sd, make_tiny_sd
+from diffaug.methods import METHODS, SynthesisConfig, demo_concepts, plan_items, run_synthesis, synthesize
+from diffaug.models import load_sd, make_tiny_clip, make_tiny_sd
 
 torch.set_num_threads(1)
 os.environ.setdefault('DIFFAUG_QUIET', '1')
@@ -140,7 +141,7 @@ def test_resumption_is_bit_identical(env, tmp_path, method, monkeypatch):
     with monkeypatch.context() as m:
         m.setattr(dm, 'SyntheticSetWriter', Dying)
         with pytest.raises(_Killed): _run(env, method, tmp_path/'part', expansion=2)
-    assert not (tmp_path/'part/metadata.csv').exists() and len(list((tmp_path/'part').rglob('*.png'))) == 5
+    assert not (tmp_path/'part').exists() and len(list(scratch_dir(tmp_path/'part').rglob('*.png'))) == 5  # unfinished: in <out>.partial
     r = _run(env, method, tmp_path/'part', expansion=2)
     assert r['written'] == r['items'] - 5 and r['skipped'] >= 4
     assert _snapshot(tmp_path/'part') == full
@@ -169,3 +170,87 @@ def test_two_processes_write_what_one_does(env, tmp_path, method):
                           *[str(tmp_path/'two') if a is None else a for a in args]], env=envv, capture_output=True, text=True, timeout=600)
     assert two.returncode == 0, two.stderr[-2000:]
     assert _snapshot(tmp_path/'one') == _snapshot(tmp_path/'two')
+
+
+# --- the stage's parameters (SynthesisConfig) and its run -------------------------------------------------------------
+
+def _params(env, tmp_path, **kw):
+    return {'method': 'real-guidance', 'split': str(env['split'].path), 'out': str(tmp_path/'set'), 'model': str(env['model']),
+            'clip_model': str(env['clip']), 'expansion': 1, **KW, **kw}
+
+
+def test_unknown_key_names_the_nearest(env, tmp_path):
+    with pytest.raises(ParamError, match="unknown parameter 'stesp'; did you mean 'steps'"):
+        SynthesisConfig.from_params({**_params(env, tmp_path), 'stesp': 3})
+
+
+@pytest.mark.parametrize('key,value,message', [
+    ('method', 'bogus', "method='bogus' is invalid: expected one of real-guidance, da-fusion, diff-aug, diff-mix, real-mix, real-gen, diff-gen, real-filter (did you mean 'da-fusion'?)"),
+    ('method', 'difmix', "did you mean 'diff-mix'?"),
+    ('steps', -3, 'steps=-3'),
+    ('expansion', 0, 'expansion=0'),
+    ('guidance_scale', -1.0, 'guidance_scale=-1.0'),
+    ('clip_min_prob', 1.5, 'clip_min_prob=1.5'),
+    ('precision', 'fp8', "precision='fp8'"),
+    ('per_method', {'real-guidance': {'strength': 1.5}}, 'per_method.real-guidance.strength=1.5'),
+    ('per_method', {'da-fusion': {'strengths': [0.5, -0.1]}}, 'per_method.da-fusion.strengths'),
+    ('per_method', {'diff-mixx': {}}, "did you mean 'diff-mix'"),
+    ('per_method', {'real-guidance': {'strenght': 0.5}}, "did you mean 'strength'"),
+    ('prompt_template', 'a photo of a {class}', 'prompt_template'),
+    ('split', 'no/such/split.json', 'not found'),
+    ('model', None, 'model=None'),
+])
+def test_bad_values_are_named_by_check(env, tmp_path, key, value, message):
+    with pytest.raises(ParamError) as e: SynthesisConfig.from_params(_params(env, tmp_path, **{key: value})).check()
+    assert message in str(e.value), str(e.value)
+
+
+def test_model_folder_without_unet(env, tmp_path):
+    bad = tmp_path/'no-unet'; shutil.copytree(env['model'], bad); shutil.rmtree(bad/'unet')
+    with pytest.raises(ParamError, match='unet'): SynthesisConfig.from_params(_params(env, tmp_path, model=str(bad))).check()
+
+
+def test_concepts_are_checked(env, tmp_path):
+    with pytest.raises(ParamError, match="needs a concept folder of recipe 'diff-mix'"):
+        SynthesisConfig.from_params(_params(env, tmp_path, method='diff-mix')).check()
+    wrong = {'diff-mix': str(env['concepts']['da-fusion'])}
+    with pytest.raises(ParamError, match="concepts.diff-mix=.*this folder holds recipe 'da-fusion'"):
+        SynthesisConfig.from_params(_params(env, tmp_path, method='diff-mix', concepts=wrong)).check()
+    with pytest.raises(ParamError, match='concepts.json'):
+        SynthesisConfig.from_params(_params(env, tmp_path, method='da-fusion', concepts={'da-fusion': str(tmp_path)})).check()
+    ok = {k: str(v) for k, v in env['concepts'].items()}
+    assert SynthesisConfig.from_params(_params(env, tmp_path, method='da-fusion', concepts=ok)).check().concept_dir() == ok['da-fusion']
+
+
+def test_real_filter_needs_a_clip(env, tmp_path):
+    with pytest.raises(ParamError, match='clip_model=None .*give one'):
+        SynthesisConfig.from_params(_params(env, tmp_path, method='real-filter', clip_model=None)).check()
+    with pytest.raises(ParamError, match='clip_model='):  # a folder that is not a CLIP
+        SynthesisConfig.from_params(_params(env, tmp_path, method='real-filter', clip_model=str(env['model']))).check()
+
+
+@pytest.mark.parametrize('method', ['real-mix', 'real-filter'])
+def test_run_twice_same_bytes(env, tmp_path, method, monkeypatch):
+    "Two runs into two folders write the same bytes; a rerun on a finished set renders nothing and changes no byte."
+    monkeypatch.setenv('DIFFAUG_ROOT', str(tmp_path.parent))  # as the pipeline does: recorded paths are relative to the root
+    r1 = run_synthesis(SynthesisConfig.from_params(_params(env, tmp_path, method=method, out=str(tmp_path/'a'))))
+    run_synthesis(SynthesisConfig.from_params(_params(env, tmp_path, method=method, out=str(tmp_path/'b'))))
+    snap = _snapshot(tmp_path/'a')
+    assert snap == _snapshot(tmp_path/'b') and r1['rendered'] > 0
+    assert str(tmp_path.parent) not in ''.join(v.decode('utf-8', 'replace') for k, v in snap.items() if not k.endswith('.png'))  # no temp paths
+    r3 = run_synthesis(SynthesisConfig.from_params(_params(env, tmp_path, method=method, out=str(tmp_path/'a'))))
+    assert r3['rendered'] == 0 and _snapshot(tmp_path/'a') == snap
+
+
+def test_resume_with_other_parameters_is_refused(env, tmp_path, monkeypatch):
+    import diffaug.methods as dm
+    class Dying(dm.SyntheticSetWriter):
+        def write(self, *a, **kw):
+            super().write(*a, **kw); raise _Killed()
+    with monkeypatch.context() as m:
+        m.setattr(dm, 'SyntheticSetWriter', Dying)
+        with pytest.raises(_Killed): run_synthesis(SynthesisConfig.from_params(_params(env, tmp_path, method='real-mix')))
+    with pytest.raises(ParamError, match='steps: 3 there, 4 now'):
+        run_synthesis(SynthesisConfig.from_params(_params(env, tmp_path, method='real-mix', steps=4)))
+    r = run_synthesis(SynthesisConfig.from_params(_params(env, tmp_path, method='real-mix')))
+    assert r['written'] == r['items'] - 1

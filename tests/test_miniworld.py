@@ -119,6 +119,26 @@ def test_oracle_is_near_perfect_on_real_and_near_chance_on_random_generations(tm
     assert r['faithfulness'] <= 0.35, r['faithfulness']
 
 
+def test_oracle_stage_checks_its_parameters_and_writes_the_same_bytes_twice(tmp_path, monkeypatch):
+    "The oracle stage: unknown keys and bad values are named before any work; a rerun writes the same scores.json bytes."
+    from diffaug.core import ParamError
+    from diffaug.oracle import OracleConfig, run_oracle, write_real_as_synthetic
+    monkeypatch.setenv('DIFFAUG_ROOT', str(tmp_path))  # as the pipeline does: recorded paths are relative to the root
+    real = write_real_as_synthetic(tmp_path/'real', n_per_class=2)
+    ok = dict(synthetic=str(real), out=str(tmp_path/'scores.json'), model=str(ORACLE), lpips_trunk='random')
+    with pytest.raises(ParamError, match="unknown parameter 'modle'; did you mean 'model'"): OracleConfig.from_params({**ok, 'modle': 'x'})
+    for kw, msg in [({'max_images': 0}, 'max_images=0'), ({'model': str(tmp_path/'none.safetensors')}, 'none.safetensors not found'),
+                    ({'synthetic': str(tmp_path)}, 'lacks metadata.csv'), ({'out': None}, 'out=None'),
+                    ({'prompt_template': 'a {cls}'}, 'prompt_template')]:
+        with pytest.raises(ParamError) as e: OracleConfig.from_params({**ok, **kw}).check()
+        assert msg in str(e.value), (kw, str(e.value))
+    r = run_oracle(OracleConfig.from_params(ok))
+    first = (tmp_path/'scores.json').read_bytes()
+    assert r['n'] == 24 and r['faithfulness'] >= 0.9 and 'lpips_diversity' in r and str(tmp_path) not in first.decode()
+    run_oracle(**ok)
+    assert (tmp_path/'scores.json').read_bytes() == first
+
+
 @pytest.mark.slow
 def test_shipped_model_prompt_following():
     from diffaug.miniworld_model import measure_prompt_following
@@ -130,7 +150,7 @@ def test_shipped_model_prompt_following():
 
 def test_mini_world_through_every_diffusion_stage(tmp_path, monkeypatch):
     "prepare (source miniworld) -> concepts, suffixes -> a compared method and Diff-II on the shipped model, loaded by path -> oracle scores."
-    from diffaug.data import run_prepare, SyntheticSet
+    from diffaug.data import run_prepare, SyntheticSet, load_split
     from diffaug.concepts import run_concepts
     from diffaug.methods import run_synthesis
     from diffaug.inversion import run_inversion
@@ -138,20 +158,22 @@ def test_mini_world_through_every_diffusion_stage(tmp_path, monkeypatch):
     from diffaug.suffixes import run_suffixes, read_suffixes, CONTEXT_WORDS
     from diffaug.oracle import score_synthetic_set
     monkeypatch.setenv('HF_HUB_OFFLINE', '1'); monkeypatch.setenv('DIFFAUG_QUIET', '1')
-    sp = run_prepare(source='miniworld', root=str(tmp_path/'ds'), split_path=str(tmp_path/'split.json'), shots=2,
-                     val_per_class=0, world_pool=3, world_test=1, world_ood=1)
+    sp = load_split(run_prepare(source='miniworld', root=str(tmp_path/'ds'), split_path=str(tmp_path/'split.json'), shots=2,
+                                val_per_class=0, world_pool=3, world_test=1, world_ood=1)['split'])
     assert len(sp.items('train')) == 24 and len(sp.items('test')) == 24
     split = str(tmp_path/'split.json')
-    run_concepts(split, MODEL, tmp_path/'concepts', steps=2, batch_size=4, device='cpu')
-    run_synthesis('diff-aug', split, str(tmp_path/'diff-aug'), str(MODEL), {'diff-mix': str(tmp_path/'concepts')},
+    run_concepts(split=split, model=str(MODEL), out=str(tmp_path/'concepts'), steps=2, batch_size=4, lr_embed=5e-3, lr_lora=1e-3, rank=4,
+                 device='cpu', precision='fp32')
+    run_synthesis(method='diff-aug', split=split, out=str(tmp_path/'diff-aug'), model=str(MODEL), concepts={'diff-mix': str(tmp_path/'concepts')},
                   expansion=1, steps=4, guidance_scale=4.0, batch_size=12, device='cpu', precision='fp32')
-    run_inversion(split, MODEL, tmp_path/'concepts', tmp_path/'inv', steps=4, batch_size=12, check_images=0, device='cpu', precision='fp32')
+    run_inversion(split=split, model=str(MODEL), concepts=str(tmp_path/'concepts'), out=str(tmp_path/'inv'), steps=4, batch_size=12,
+                  check_images=0, device='cpu', precision='fp32')
     # the world's captions name the species ("a photo of a Scarlet Finch perched on ..."), not the metaclass
-    sf = run_suffixes(split, tmp_path/'suffixes.txt', 'captions', llm='rule')
+    sf = run_suffixes(split=split, out=str(tmp_path/'suffixes.txt'), source='captions', llm='rule')
     sfx = read_suffixes(sf['out'])
     assert len(sfx) >= 5 and all(x.split()[0] in CONTEXT_WORDS and not x.rstrip('.').endswith((' of', ' front')) for x in sfx), sfx
-    run_interpolation(split, MODEL, tmp_path/'concepts', tmp_path/'inv', sf['out'], tmp_path/'diff-ii', expansion=1, steps=4,
-                      guidance_scale=4.0, batch_size=12, device='cpu', precision='fp32')
+    run_interpolation(split=split, model=str(MODEL), concepts=str(tmp_path/'concepts'), inversions=str(tmp_path/'inv'), suffixes=sf['out'],
+                      out=str(tmp_path/'diff-ii'), expansion=1, steps=4, guidance_scale=4.0, batch_size=12, device='cpu', precision='fp32')
     for name in ('diff-aug', 'diff-ii'):
         ss = SyntheticSet(tmp_path/name)
         assert len(ss) == 24 and ss.classes == sp.classes, (name, len(ss))

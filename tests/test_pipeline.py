@@ -5,14 +5,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import copy_working_tree, run_env
+from conftest import ROOT, copy_working_tree, run_env
 
 PY = sys.executable
 
 
-def sh(cmd, cwd, timeout=1500, check=True):
+def sh(cmd, cwd, timeout=1500, check=True, env=None):
     t = time.time()
-    r = subprocess.run(cmd, cwd=cwd, env=run_env(), capture_output=True, text=True, timeout=timeout)
+    r = subprocess.run(cmd, cwd=cwd, env={**run_env(), **(env or {})}, capture_output=True, text=True, timeout=timeout)
     print(f"$ {' '.join(map(str, cmd))}  ({time.time() - t:.0f} s, exit {r.returncode})")
     if check and r.returncode != 0:
         raise AssertionError(f"{cmd} failed ({r.returncode}):\n--- stdout\n{r.stdout[-4000:]}\n--- stderr\n{r.stderr[-4000:]}")
@@ -34,6 +34,7 @@ def reduce_matrix(root: Path):
     keep_syn = [m for m in ('diff-mix',) if m in syn][:1] or syn[:1]
     runs['methods'] = [m for m in runs['methods'] if m in ('original', 'mixup', 'cutmix', 'diff-ii') or m in keep_syn]
     if 'synthetic_methods' in runs: runs['synthetic_methods'] = keep_syn
+    if 'annotated_methods' in runs: runs['annotated_methods'] = [m for m in runs['annotated_methods'] if m in keep_syn + ['diff-ii']]
     if runs.get('oracle_methods'): runs['oracle_methods'] = [m for m in runs['oracle_methods'] if m in keep_syn] or keep_syn
     runs['seeds'] = runs['seeds'][:1]
     (root/'params.yaml').write_text(yaml.safe_dump(p, sort_keys=False))
@@ -44,7 +45,11 @@ def reproduced(repo_copy):
     "`dvc repro` of the embedded default in a fresh copy of the working tree (as after `git clone`)."
     shutil.rmtree(repo_copy/'reports', ignore_errors=True)  # no leftovers: everything must be produced here
     reduce_matrix(repo_copy)
-    r = sh([Path(PY).parent/'dvc', 'repro'], repo_copy, timeout=1800)
+    tmp = repo_copy.parent/'tmpdir'; tmp.mkdir()
+    r = sh([Path(PY).parent/'dvc', 'repro'], repo_copy, timeout=1800, env={'TMPDIR': str(tmp)})
+    left = sorted(p.name for p in tmp.iterdir())
+    assert not left, f"the pipeline left files in the temp folder: {left[:10]}"
+    assert sorted(p.name for p in (repo_copy/'nbs').iterdir()) == sorted(p.name for p in (ROOT/'nbs').iterdir() if p.name != '__pycache__')
     return repo_copy, r
 
 
@@ -105,11 +110,8 @@ def test_nbdev_export_leaves_package_unchanged(tmp_path):
 
 
 def test_setup_files_are_valid(repo_root):
-    "Every paper setup in params/ overrides only known parameters, with values the stages accept."
-    from diffaug.pipeline import setup_command, setup_overrides, set_dotted, load_yaml, notebook_parameters, STAGES
-    from diffaug.classification import TrainConfig
-    from diffaug.concepts import check_concepts_params
-    from diffaug.data import check_prepare_params
+    "Every paper setup in params/ overrides only declared parameters, with values the stages' classes accept."
+    from diffaug.pipeline import setup_command, setup_overrides, set_dotted, load_yaml, STAGES, check_cross_rules
     setups = sorted((repo_root/'params').glob('*.yaml'))
     assert len(setups) >= 20
     base = load_yaml((repo_root/'params.yaml').read_text())
@@ -118,25 +120,31 @@ def test_setup_files_are_valid(repo_root):
         merged = json.loads(json.dumps(base))
         for k, v in flat.items(): set_dotted(merged, k, v)
         for stage in STAGES:
-            unknown = set(merged[stage]) - set(notebook_parameters(repo_root/'nbs'/STAGES[stage].notebook))
-            assert not unknown, f"{f.name}: {stage} has unknown parameters {unknown}"
-        check_concepts_params(**{**merged['concepts'], 'split': None})
-        if merged['prepare']['source'] == 'miniworld': check_prepare_params(**merged['prepare'])
+            if stage not in merged: continue
+            extra = {'annotation': {'synthetic': 'data/synthetic/diff-mix', 'out': 'data/annotated/diff-mix'},
+                     'synthesis': {'method': (merged['runs']['synthetic_methods'] or ['real-guidance'])[0],
+                                   'out': 'data/synthetic/x'},
+                     'classification': {'out': 'reports/classification/x'},
+                     'oracle': {'synthetic': 'data/synthetic/diff-mix', 'out': 'reports/oracle/diff-mix/scores.json'}}.get(stage, {})
+            cls = STAGES[stage].config_class()
+            if stage == 'synthesis':  # one run per synthetic method
+                for m in merged['runs']['synthetic_methods']: cls.from_params({**merged[stage], **extra, 'method': m}, f"{f.name} [{stage}]").check(files=False)
+            else: cls.from_params({**merged[stage], **extra}, f"{f.name} [{stage}]").check(files=False)
+            check_cross_rules(merged, stage, f.name)
         runs = merged['runs']
         assert set(runs['synthetic_methods']) <= set(runs['methods']), f.name
-        assert all(m in merged['classification']['synthetic'] for m in runs['methods'] if m in runs['synthetic_methods'] or m == 'diff-ii'), f.name
-        assert set(runs['oracle_methods']) <= set(runs['synthetic_methods']) | {'diff-ii'}, f.name
-        if 'diff-ii' in runs['methods']: assert merged['interpolation']['steps'] == merged['inversion']['steps'], f.name
-        cls = {k: v for k, v in merged['classification'].items() if k not in ('split', 'eval_split')}
-        for m in merged['runs']['methods']:
-            cfg = TrainConfig(**{**cls, 'method': m}).check(files=False)  # a clean clone has no data/annotated/ yet
-            for s in cfg.synthetic_sets():  # each synthetic set is the annotation stage's output for a method this setup runs
-                assert s.startswith('data/annotated/') and s.split('/')[-1] in set(runs['synthetic_methods']) | {'diff-ii'}, (f.name, m, s)
+        assert set(runs['annotated_methods']) == set(runs['synthetic_methods']) | ({'diff-ii'} & set(runs['methods'])), f.name
+        assert all(m in merged['classification']['synthetic'] for m in runs['methods'] if m in runs['annotated_methods']), f.name
+        assert set(runs['oracle_methods']) <= set(runs['annotated_methods']), f.name
+        cls = STAGES['classification'].config_class()
+        for m in runs['methods']:
+            cfg = cls.from_params({**merged['classification'], 'method': m, 'out': 'reports/classification/x'}).check(files=False)  # a clean clone has no data/annotated/ yet
+            for p in cfg.synthetic_sets():  # each synthetic set is the annotation stage's output for a method this setup runs
+                assert p.startswith('data/annotated/') and p.split('/')[-1] in runs['annotated_methods'], (f.name, m, p)
         assert merged['classification']['split'] == merged['prepare']['split_path'], f.name
         cmd = setup_command(f, repo_root/'params.yaml')
         assert cmd[:5] == ['dvc', 'exp', 'run', '-n', f.stem]
-        text = f.read_text()
-        assert 'expected' in text.lower(), f"{f.name}: write the paper's expected numbers beside the setup"
+        assert 'expected' in f.read_text().lower(), f"{f.name}: write the paper's expected numbers beside the setup"
 
 
 def test_setup_files_come_from_the_generator(repo_root, tmp_path):
@@ -148,16 +156,156 @@ def test_setup_files_come_from_the_generator(repo_root, tmp_path):
     assert [n for n in made if made[n] != have[n]] == []
 
 
-def test_papermill_reads_every_stage_parameter(repo_root, caplog):
-    "papermill's own parser (`papermill --help-notebook`, its 'unknown parameter' warnings) reads each stage's parameters cell like ours."
+def test_every_stage_notebook_has_one_parameters_cell(repo_root, caplog):
+    "papermill's own parser reads each stage's parameters cell: exactly `params`, without warnings."
     import logging, nbformat
     from papermill.translators import PythonTranslator
-    from diffaug.pipeline import STAGES, notebook_parameters
+    from diffaug.pipeline import STAGES
     for st in {s.notebook for s in STAGES.values()}:
-        nb = repo_root/'nbs'/st
-        cell = next(c for c in nbformat.read(str(nb), as_version=4).cells if 'parameters' in c.metadata.get('tags', []))
+        cells = [c for c in nbformat.read(str(repo_root/'nbs'/st), as_version=4).cells if 'parameters' in c.metadata.get('tags', [])]
+        assert len(cells) == 1, st
         with caplog.at_level(logging.WARNING, logger='papermill'):
             caplog.clear()
-            names = [p.name for p in PythonTranslator.inspect(cell)]
+            names = [p.name for p in PythonTranslator.inspect(cells[0])]
         assert not caplog.records, f"{st}: {[r.getMessage() for r in caplog.records]}"
-        assert names == list(notebook_parameters(nb)), st
+        assert names == ['params'], (st, names)
+
+
+def _dvc_yaml(root):
+    return yaml.safe_load((root/'dvc.yaml').read_text())['stages']
+
+
+def test_one_name_per_stage_and_deps_cover_the_code(repo_root):
+    """Each dvc.yaml stage starts through the runner under its own name (= params.yaml section = runner stage), and
+    depends on its notebook and on every diffaug module its notebook can run: the whole package (function-level
+    imports included), checked against the import graph of the notebook's module."""
+    import ast, nbformat
+    from diffaug.pipeline import STAGES
+    params = yaml.safe_load((repo_root/'params.yaml').read_text())
+    def modules_of(py):  # diffaug modules imported anywhere in a module (top level or inside functions), transitively
+        seen, todo = set(), [py]
+        while todo:
+            m = todo.pop()
+            if m in seen: continue
+            seen.add(m)
+            for node in ast.walk(ast.parse((repo_root/'diffaug'/f'{m}.py').read_text())):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                        [f"diffaug.{node.module}" if node.level else node.module] if isinstance(node, ast.ImportFrom) and node.module else []
+                todo += [n.split('.')[1] for n in names if n and n.startswith('diffaug.') and (repo_root/'diffaug'/f"{n.split('.')[1]}.py").exists()]
+        return seen
+    for name, st in _dvc_yaml(repo_root).items():
+        if name.startswith('miniworld_'): continue  # frozen training stages (models/ is shipped in git)
+        body = st.get('do', st)
+        assert body['cmd'].split()[:4] == ['python', '-m', 'diffaug.pipeline', name], (name, body['cmd'])
+        assert name in STAGES and name in params, name
+        deps = body['deps']
+        nb = f"nbs/{STAGES[name].notebook}"
+        assert nb in deps, (name, nb)
+        src = '\n'.join(c.source for c in nbformat.read(str(repo_root/nb), as_version=4).cells if c.cell_type == 'code')
+        mod = __import__('re').search(r'^#\|\s*default_exp\s+(\S+)', src, __import__('re').M).group(1)
+        need = {f"diffaug/{m}.py" for m in modules_of(mod)}
+        covered = {d for d in need if d in deps or 'diffaug' in deps}
+        assert covered == need, (name, sorted(need - covered))
+
+
+def test_params_yaml_holds_only_overrides_and_wiring(repo_root):
+    "Every key of a stage's section is a declared parameter; a value equal to its default is there only when dvc.yaml reads it."
+    import re
+    from diffaug.pipeline import STAGES
+    params = yaml.safe_load((repo_root/'params.yaml').read_text())
+    used = set(re.findall(r'\$\{([\w.]+)\}', (repo_root/'dvc.yaml').read_text()))
+    for sec, vals in params.items():
+        if sec == 'runs': continue
+        assert sec in STAGES, f"params.yaml section {sec!r} is not a stage"
+        cls = STAGES[sec].config_class()
+        cfg = cls.from_params(vals, f"params.yaml [{sec}]")
+        docs = cls.fields_doc()
+        same = sorted(k for k in vals if vals[k] == docs[k][1] and f"{sec}.{k}" not in used)
+        assert not same, f"params.yaml [{sec}]: {same} repeat the declared defaults (delete them)"
+
+
+def test_bad_parameters_fail_before_any_kernel(repo_root, tmp_path):
+    "A bad value or key fails in the runner with one line naming it (exit 2, no traceback, no executed notebook)."
+    cases = [('synthesis', ['method=bogus'], 'method'), ('synthesis', ['steps=-3'], 'steps'),
+             ('interpolation', ['suffix_fraction=1.5'], 'suffix_fraction'), ('concepts', ['model=/no/such/model'], 'model'),
+             ('classification', ['p=1.5'], 'p'), ('inversion', ['stepz=3'], "did you mean 'steps'"),
+             ('prepare', ['shots=0'], 'shots'), ('tiny_model', ['resolution=-1'], 'resolution')]
+    empty = tmp_path/'empty-model'; empty.mkdir()
+    cases.append(('inversion', [f'model={empty}'], 'unet'))
+    from diffaug.data import make_toy_dataset, few_shot_split, save_split  # a real split, so the files the checks read exist
+    split = save_split(few_shot_split(make_toy_dataset(tmp_path/'toy', n_classes=2, n_per_class=3, size=16), k=2, seed=0, test='none'), tmp_path/'split.json')
+    for stage, sets, expect in cases:
+        if stage in ('concepts', 'inversion', 'synthesis', 'classification'): sets = sets + [f'split={split}']
+        out = tmp_path/f'{stage}.ipynb'
+        r = subprocess.run([PY, '-m', 'diffaug.pipeline', stage, *sum([['--set', x] for x in sets], []), '--out', str(out)],
+                           cwd=repo_root, env=run_env(), capture_output=True, text=True, timeout=300)
+        assert r.returncode == 2, (stage, sets, r.returncode, r.stderr[-2000:])
+        lines = [l for l in r.stderr.splitlines() if l.strip()]
+        assert len(lines) == 1 and lines[0].startswith('error: ') and expect in lines[0], (stage, sets, r.stderr[-2000:])
+        assert not out.exists() and not out.with_name(out.stem + '.failed.ipynb').exists()
+
+
+def test_stage_help_lists_the_declared_parameters(repo_root):
+    r = subprocess.run([PY, '-m', 'diffaug.pipeline', 'interpolation', '--help'], cwd=repo_root, env=run_env(), capture_output=True, text=True)
+    assert r.returncode == 0 and 'suffix_fraction' in r.stdout and 'InterpolationConfig' in r.stdout, r.stdout
+
+
+def _git_tracked(root):
+    out = subprocess.run(['git', 'ls-files'], cwd=root, capture_output=True, text=True, check=True).stdout.split('\n')
+    return {p for p in out if p}
+
+
+def test_committed_lock_describes_the_committed_code(repo_root):
+    """`dvc status` in this tree (CI: a fresh clone): no git-tracked dependency, params section or command differs
+    from dvc.lock. Outputs missing in a clone are fine (they are fetched by `dvc pull` or rebuilt by `dvc repro`)."""
+    r = subprocess.run([str(Path(PY).parent/'dvc'), 'status', '--json'], cwd=repo_root, env=run_env(), capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    tracked = _git_tracked(repo_root)
+    is_tracked = lambda p: p in tracked or any(f.startswith(p.rstrip('/') + '/') for f in tracked)
+    bad = []
+    for stage, changes in json.loads(r.stdout or '{}').items():
+        for ch in changes:
+            if isinstance(ch, str):
+                if ch != 'always changed': bad.append((stage, ch))
+                continue
+            for p, what in (ch.get('changed deps') or {}).items():
+                if p.endswith('.yaml') and isinstance(what, dict): bad.append((stage, p, what))  # params
+                elif is_tracked(p) and what != 'deleted': bad.append((stage, p, what))
+    assert not bad, "dvc.lock is not the lock of this code: run `dvc repro` and commit dvc.lock and reports/:\n" + '\n'.join(map(str, bad[:20]))
+
+
+@pytest.mark.slow
+def test_repro_matches_the_committed_lock(reproduced, repo_root):
+    """Exact reproduction, tested: every stage the end-to-end run shares with the committed lock (same deps, same
+    params) produced outputs with the committed hashes."""
+    root, _ = reproduced
+    committed = yaml.safe_load((repo_root/'dvc.lock').read_text())['stages']
+    new = yaml.safe_load((root/'dvc.lock').read_text())['stages']
+    key = lambda st: (st.get('cmd'), st.get('deps'), st.get('params'))
+    shared = [s for s in new if s in committed and key(new[s]) == key(committed[s])]
+    for must in ('tiny_model', 'prepare', 'concepts', 'concepts_ti', 'suffixes', 'inversion', 'interpolation'):
+        assert must in shared, f"stage {must} ran with other deps or params than the committed lock: {must in committed}"
+    diff = [(s, o['path']) for s in shared for o, c in zip(new[s].get('outs', []), committed[s].get('outs', []))
+            if (o.get('md5'), o.get('path')) != (c.get('md5'), c.get('path'))]
+    assert not diff, f"same inputs, other bytes: {diff}"
+
+
+@pytest.mark.slow
+def test_push_and_pull_through_a_remote(reproduced, tmp_path):
+    "`dvc push` to a local-folder remote, `dvc pull` in a fresh clone: status clean, `dvc repro` runs nothing."
+    root, _ = reproduced
+    dvc = str(Path(PY).parent/'dvc')
+    env = {**run_env(), 'GIT_AUTHOR_NAME': 't', 'GIT_AUTHOR_EMAIL': 't@t', 'GIT_COMMITTER_NAME': 't', 'GIT_COMMITTER_EMAIL': 't@t'}
+    g = lambda *a, cwd=root: subprocess.run(['git', *a], cwd=cwd, env=env, check=True, capture_output=True, text=True)
+    g('add', '-A'); g('commit', '-qm', 'reproduced')
+    remote = tmp_path/'remote'
+    sh([dvc, 'remote', 'add', '--local', '-d', 'shared', str(remote)], root)
+    sh([dvc, 'push'], root)
+    clone = tmp_path/'clone'
+    g('clone', '-q', str(root), str(clone), cwd=tmp_path)
+    sh([dvc, 'remote', 'add', '--local', '-d', 'shared', str(remote)], clone)
+    sh([dvc, 'pull'], clone)
+    st = sh([dvc, 'status'], clone).stdout
+    assert 'up to date' in st, st
+    r = sh([dvc, 'repro'], clone)
+    assert 'Running stage' not in r.stdout, r.stdout[-3000:]
