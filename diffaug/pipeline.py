@@ -276,29 +276,31 @@ def run_stage(stage:str, # a key of `stages`, e.g. "classification" (also its se
     root = Path(root or os.getcwd()).resolve()
     nb = root/'nbs'/st.notebook
     if not nb.exists(): raise ParamError(f"stage {stage}: notebook {nb} not found (is {root} the repository root?)")
-    # 1. the parameters: the stage's section with the overrides, checked before any kernel starts
-    params = read_params(root/params_file, stage, sets, refs)
-    where = f"{params_file} [{stage}]"
-    st.config_class().from_params(params, where)  # unknown keys, before paths are touched
-    params = resolve_paths(params, st.paths, root, st.maybe_paths)
-    old_cwd = os.getcwd(); os.chdir(root)  # hub-id-or-folder values are judged from the repository root
-    try: check_stage_params(stage, params, stages, where=where)
-    finally: os.chdir(old_cwd)
-    if stages is STAGES:
-        allp = load_yaml((root/params_file).read_text()) or {}
-        allp[stage] = read_params(root/params_file, stage, sets, refs)
-        check_cross_rules(allp, stage, str(params_file))
-    # 2. the environment of the kernel: this repository's diffaug, text progress bars, paths recorded relative to the root
+    # 1. the environment of this process and the kernel: this repository's diffaug, text progress bars, paths recorded
+    #    relative to the root (the checks compare recorded paths too)
     old = os.environ.get('PYTHONPATH')
     env = {'PYTHONPATH': os.pathsep.join([str(root)] + ([old] if old else [])), 'DIFFAUG_PROGRESS': 'text', 'DIFFAUG_ROOT': str(root),
            'DIFFAUG_RESTART': '1' if restart else os.environ.get('DIFFAUG_RESTART', '0')}
     saved = {k: os.environ.get(k) for k in env}; os.environ.update(env)
-    # 3. the run view, executed in the repository root; the executed copy records what ran
-    out = root/(out or Path('reports')/stage/f'{stage}.ipynb')
-    view = run_view(nb, {'stage': stage, 'commit': _git_commit(root), 'params': read_params(root/params_file, stage, sets, refs)}, full)
-    try: return execute_stage_notebook(view, out, {'params': params}, cwd=root, kernel=kernel, log_output=log_output,
+    old_cwd = os.getcwd(); os.chdir(root)  # hub-id-or-folder values are judged from the repository root
+    try:
+        # 2. the parameters: the stage's section with the overrides, checked before any kernel starts
+        params = read_params(root/params_file, stage, sets, refs)
+        where = f"{params_file} [{stage}]"
+        st.config_class().from_params(params, where)  # unknown keys, before paths are touched
+        params = resolve_paths(params, st.paths, root, st.maybe_paths)
+        check_stage_params(stage, params, stages, where=where)
+        if stages is STAGES:
+            allp = load_yaml((root/params_file).read_text()) or {}
+            allp[stage] = read_params(root/params_file, stage, sets, refs)
+            check_cross_rules(allp, stage, str(params_file))
+        # 3. the run view, executed in the repository root; the executed copy records what ran
+        out = root/(out or Path('reports')/stage/f'{stage}.ipynb')
+        view = run_view(nb, {'stage': stage, 'commit': _git_commit(root), 'params': read_params(root/params_file, stage, sets, refs)}, full)
+        return execute_stage_notebook(view, out, {'params': params}, cwd=root, kernel=kernel, log_output=log_output,
                                       label=f"{nb.name} ({'whole chapter' if full else 'run view'})")
     finally:
+        os.chdir(old_cwd)
         for k, v in saved.items():
             if v is None: os.environ.pop(k, None)
             else: os.environ[k] = v

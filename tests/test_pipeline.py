@@ -309,3 +309,60 @@ def test_push_and_pull_through_a_remote(reproduced, tmp_path):
     assert 'up to date' in st, st
     r = sh([dvc, 'repro'], clone)
     assert 'Running stage' not in r.stdout, r.stdout[-3000:]
+
+
+def _run_until(cmd, cwd, ready, timeout=900):
+    "Start `cmd` in its own process group; SIGKILL the group as soon as `ready()` holds. True when it was killed while running."
+    import signal
+    p = subprocess.Popen(cmd, cwd=cwd, env=run_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    t0 = time.time()
+    while p.poll() is None and not ready() and time.time() - t0 < timeout: time.sleep(0.05)
+    running = p.poll() is None
+    try: os.killpg(p.pid, signal.SIGKILL)
+    except ProcessLookupError: pass
+    p.wait()
+    return running
+
+
+def _lock_outs(root, stage):
+    return [(o['path'], o['md5']) for o in yaml.safe_load((root/'dvc.lock').read_text())['stages'][stage]['outs']]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('stage,section,bigger,scratch,pattern,need', [
+    ('synthesis@diff-mix', 'synthesis', {'expansion': 40}, 'data/synthetic/diff-mix.partial', '**/*.png', 3),
+    ('interpolation', 'interpolation', {'expansion': 40}, 'data/synthetic/diff-ii.partial', '**/*.png', 3),
+    ('concepts', 'concepts', {'steps': 400, 'checkpoint_every': 20}, 'data/concepts.checkpoints', 'step-*/state.json', 1),
+])
+def test_killed_repro_resumes_and_ends_byte_identical(reproduced, tmp_path, stage, section, bigger, scratch, pattern, need):
+    """`dvc repro` killed mid-stage keeps its finished work (DVC deletes the output, not the scratch folder beside it);
+    the next `dvc repro` resumes from it and ends with the bytes of an uninterrupted run."""
+    src, _ = reproduced
+    root = tmp_path/'repo'
+    shutil.copytree(src, root, symlinks=True)
+    p = yaml.safe_load((root/'params.yaml').read_text()); p[section].update(bigger)  # enough work to be killed in the middle
+    (root/'params.yaml').write_text(yaml.safe_dump(p, sort_keys=False))
+    dvc = str(Path(PY).parent/'dvc')
+    done = lambda: len(list((root/scratch).glob(pattern))) if (root/scratch).is_dir() else 0
+    assert _run_until([dvc, 'repro', '-s', stage], root, lambda: done() >= need), f"{stage} finished before it could be killed"
+    kept = done()
+    assert kept >= need, f"the killed run left {kept} finished items in {scratch}"
+    sh([dvc, 'repro', '-s', stage], root)                    # resumes
+    assert not (root/scratch).exists() or stage == 'concepts'  # published (concepts keep their checkpoints for later resumes)
+    resumed = _lock_outs(root, stage)
+    shutil.rmtree(root/scratch, ignore_errors=True)
+    sh([dvc, 'repro', '-f', '-s', stage], root, env={'DIFFAUG_RESTART': '1'})  # uninterrupted, from scratch
+    assert _lock_outs(root, stage) == resumed
+
+
+@pytest.mark.slow
+def test_forced_rerun_writes_the_same_bytes(reproduced, tmp_path):
+    "Rerunning a stage with the same inputs (`dvc repro -f -s`) writes byte-identical outputs: the same hashes in dvc.lock."
+    src, _ = reproduced
+    root = tmp_path/'repo'
+    shutil.copytree(src, root, symlinks=True)
+    dvc = str(Path(PY).parent/'dvc')
+    for stage in ('tiny_model', 'prepare', 'suffixes', 'inversion', 'annotation@diff-ii', 'oracle@diff-mix', 'report'):
+        before = _lock_outs(root, stage)
+        sh([dvc, 'repro', '-f', '-s', stage], root)
+        assert _lock_outs(root, stage) == before, stage
