@@ -223,7 +223,7 @@ def run_interpolation(cfg:InterpolationConfig|None=None, # the stage's parameter
                 split=recorded_path(cfg.split), suffixes=sfx, expansion=cfg.expansion, suffix_fraction=cfg.suffix_fraction, suffix_steps=k,
                 guidance_scale=cfg.guidance_scale, steps=cfg.steps, pool_steps=meta['steps'], seed=cfg.seed,
                 precision=str(pipe.unet.dtype).replace('torch.', ''), noise_fallback_classes=singles, classes_without_images=empty,
-                noise_fallback_images=cfg.expansion * len(singles))
+                noise_fallback_images=cfg.expansion * len(singles), target_images=len(items))  # target_images: the size asked for (the report compares)
     writer = SyntheticSetWriter(cfg.out, sp.classes, 'diff-ii', info)
     render = diffii_render(pipe, pool, prompt_of, sfx, cfg.seed, cfg.steps, cfg.guidance_scale, cfg.suffix_fraction)
     r = run_items(items, render, writer, cfg.batch_size, cpu=cfg.cpu, desc='diff-ii')

@@ -313,6 +313,7 @@ def synthesize(method:str, # a key of METHODS
     info = dict(method=spec.name, family=spec.family, concepts=recorded_path(cdir), model=recorded_path(model), seed=seed,
                 expansion=expansion, strength_mode=mode, strength=s, strengths=list(ss), steps=steps, guidance_scale=guidance_scale,
                 prompt_template=prompt_template, split=recorded_path(sp.path or ''), precision=str(pipe.unet.dtype).replace('torch.', ''),
+                target_images=len(items),  # the size asked for, before any filtering: the report flags a set far below it
                 inputs=dict(split=_sha(sp.path), concepts=_sha(Path(cdir)/'concepts.json' if cdir else None), model=base_model))
     if spec.clip_filter:  # a callable is recorded by its name (its repr holds a memory address: not the same bytes twice)
         info.update(clip_model=recorded_path(clip_model) if not callable(clip_model) else getattr(clip_model, '__qualname__', type(clip_model).__name__),

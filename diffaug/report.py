@@ -1,4 +1,4 @@
-"""The comparison table: mean ± std of every method over its seeds, the gain over training on the original set, and a figure.
+"""The comparison table: mean ± std of every method over its seeds, the gain over training on the original set, a flag on methods whose synthetic set came out far smaller than asked, and two figures.
 
 Docs: https://diffaug.github.io/diffaug/report.html.md"""
 
@@ -6,18 +6,19 @@ Docs: https://diffaug.github.io/diffaug/report.html.md"""
 
 # %% ../nbs/60_report.ipynb #b5ee79c4
 from __future__ import annotations
-import json, math, tempfile
+import json, math, os, tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['run_folder', 'collect_runs', 'make_fake_runs', 'summarize', 'to_markdown', 'plot_summary', 'ReportConfig',
+__all__ = ['run_folder', 'collect_runs', 'make_fake_set', 'make_fake_runs', 'summarize', 'run_sets', 'set_size', 'set_sizes',
+           'add_set_sizes', 'to_markdown', 'plot_summary', 'collect_epochs', 'plot_curves', 'ReportConfig',
            'run_report']
 
 # %% ../nbs/60_report.ipynb #0ef1771e
 import numpy as np
 import pandas as pd
-from .core import atomic_write, atomic_write_text, atomic_write_json, ParamError, check_param, StageConfig
+from .core import atomic_write, atomic_write_text, atomic_write_json, ParamError, check_param, StageConfig, temp_dir_beside, replace_dir
 
 # %% ../nbs/60_report.ipynb #66a37745
 def run_folder(runs:str|Path, # the folder holding one sub-folder per run
@@ -52,28 +53,47 @@ def collect_runs(runs:str|Path, # the folder holding one sub-folder per run
     return df.sort_values(['method', 'seed']).reset_index(drop=True)
 
 # %% ../nbs/60_report.ipynb #eeb92a2a
+def make_fake_set(folder:str|Path, # the set's folder
+                  images:int, # images the set holds (info.json's n_images)
+                  target_images:int|None, # images asked for (None: an older set that did not record it)
+                  classes:list=('a', 'b'), # class names (the images are dealt round-robin)
+                 )->Path:
+    "Write the `info.json` of a made-up synthetic set (for demos and tests); returns `folder`."
+    counts = {c: images // len(classes) + (i < images % len(classes)) for i, c in enumerate(classes)}
+    params = {} if target_images is None else {'target_images': target_images}
+    atomic_write_json(Path(folder)/'info.json', {'method': Path(folder).name, 'params': params, 'classes': list(classes),
+                                                 'counts': counts, 'n_images': images})
+    return Path(folder)
+
 def make_fake_runs(folder:str|Path, # where the run folders go
                    methods:list=('original', 'mixup', 'cutmix'), # methods
                    seeds:list=(0, 1), # seeds
                    groups:bool=False, # add Waterbirds-style group accuracies
+                   sets:dict|None=None, # {method: (images, target_images)}: a fake synthetic set `<folder>/_sets/<method>` for each
+                   epochs:int=3, # rows of each run's epochs.csv
                   )->Path:
-    "Write metrics.json files of made-up runs (for demos and tests); returns `folder`."
+    "Write metrics.json, epochs.csv and config.json of made-up runs, and their synthetic sets (for demos and tests); returns `folder`."
+    folder = Path(folder); sets = sets or {}
+    syn = {m: [str(make_fake_set(folder/'_sets'/m, *sets[m]).resolve())] for m in sets}
     for i, m in enumerate(methods):
         for s in seeds:
             top1 = 50.0 + 2 * i + s
             d = {'method': m, 'seed': s, 'model': 'toy', 'top1': top1, 'mean_class_acc': top1 - 1, 'best_test_epoch_top1': top1 + 3}
-            if groups: d['groups'] = {'landbird/land': top1 + 5, 'waterbird/water': top1 - 5}; d['group_mean'] = top1
-            atomic_write_json(run_folder(folder, m, s)/'metrics.json', d)
-    return Path(folder)
+            if groups: d['groups'] = {'landbird/land': top1 + 5, 'waterbird/water': top1 - 5}; d['group_mean'] = top1; d['worst_group'] = top1 - 5
+            rd = run_folder(folder, m, s)
+            atomic_write_json(rd/'config.json', {'method': m, 'seed': s, 'synthetic': syn or None})
+            atomic_write_text(rd/'epochs.csv', 'epoch,test_top1\n' + ''.join(f'{e},{top1 * e / epochs:.4f}\n' for e in range(1, epochs + 1)))
+            atomic_write_json(rd/'metrics.json', d)
+    return folder
 
 # %% ../nbs/60_report.ipynb #b703f48b
 def summarize(df:pd.DataFrame, # the runs (from `collect_runs`)
-              metrics:list|None=None, # columns to summarise (default: top1, mean_class_acc, group_mean, group:*, best_test_epoch_top1)
+              metrics:list|None=None, # columns to summarise (default: top1, mean_class_acc, group_mean, worst_group, group:*, best_test_epoch_top1)
               baseline:str|None='original', # the method the gains are measured against (None: no gains)
              )->pd.DataFrame:
     "Per method: number of seeds, then mean, std and gain over `baseline` of each metric."
     if metrics is None:
-        metrics = [c for c in ['top1', 'mean_class_acc', 'group_mean'] if c in df] + sorted(c for c in df if c.startswith('group:')) + \
+        metrics = [c for c in ['top1', 'mean_class_acc', 'group_mean', 'worst_group'] if c in df] + sorted(c for c in df if c.startswith('group:')) + \
                   [c for c in ['best_test_epoch_top1'] if c in df]
     g = df.groupby('method', observed=True, sort=True)
     out = pd.DataFrame({'n_seeds': g.size()})
@@ -84,24 +104,94 @@ def summarize(df:pd.DataFrame, # the runs (from `collect_runs`)
     out.index = out.index.astype(str)
     return out
 
-def to_markdown(summary:pd.DataFrame, # from `summarize`
+# %% ../nbs/60_report.ipynb #5999db05
+def _recorded_to_path(p:str)->Path:
+    "A path recorded by a stage (relative to the repository root, `$DIFFAUG_ROOT`, else the working directory) as a Path to open."
+    p = Path(p)
+    return p if p.is_absolute() else Path(os.environ.get('DIFFAUG_ROOT') or '.')/p
+
+def run_sets(run:str|Path, # a classification run's folder
+            )->list|None:
+    "The synthetic-set folders a run trained with (read from its config.json, as `ClassificationConfig.synthetic_sets` picks them); None without config.json."
+    f = Path(run)/'config.json'
+    if not f.is_file(): return None
+    c = json.loads(f.read_text(encoding='utf-8'))
+    s = c.get('synthetic')
+    if isinstance(s, dict): s = s.get(c.get('method')) or []
+    s = [] if s is None else [s] if isinstance(s, str) else list(s)
+    return [_recorded_to_path(x) for x in s]
+
+def set_size(folder:str|Path, # a synthetic-set folder
+            )->tuple:
+    "(images it holds, images asked for or None) of a synthetic set, from its info.json (`n_images`, `counts`, `params.target_images`)."
+    f = Path(folder)/'info.json'
+    if not f.is_file(): raise FileNotFoundError(f"{f}: no such file (the synthetic set a classification run recorded in its config.json)")
+    i = json.loads(f.read_text(encoding='utf-8'))
+    n = i.get('n_images', sum((i.get('counts') or {}).values()))
+    t = (i.get('params') or {}).get('target_images', i.get('target_images'))
+    return int(n), (int(t) if t is not None else None)
+
+def set_sizes(runs:str|Path, # the folder of classification runs
+              df:pd.DataFrame, # the runs (from `collect_runs`: its `run` and `method` columns)
+              min_set_fraction:float=0.5, # flag a method whose sets hold fewer than this fraction of their target size
+             )->pd.DataFrame:
+    "Per method with synthetic sets: `images`, `target_images` (None: not recorded), `flagged` (images < fraction × target; None: unknown)."
+    sets = {}
+    for m, r in zip(df['method'].astype(str), df['run']):
+        for p in run_sets(Path(runs)/r) or []: sets.setdefault(m, {})[str(p)] = p
+    rows = {}
+    for m, ps in sets.items():
+        sz = [set_size(p) for p in ps.values()]
+        n = sum(x for x, _ in sz); t = None if any(y is None for _, y in sz) else sum(y for _, y in sz)
+        rows[m] = {'images': n, 'target_images': t, 'flagged': None if t is None else bool(n < min_set_fraction * t)}
+    return pd.DataFrame.from_dict(rows, orient='index', columns=['images', 'target_images', 'flagged'], dtype=object)  # ints, bools and None as they are
+
+# %% ../nbs/60_report.ipynb #46798c3f
+def _known(v)->bool:
+    "`v` is a value (not None, not NaN: pandas may turn one into the other)."
+    return v is not None and not (isinstance(v, float) and math.isnan(v))
+
+def _set_cell(r)->str:
+    "The synthetic-set cell of a table row: `300/300 images`, `⚠ 26/300 images`, `7 images (target not recorded)`, or —."
+    n, t = r.get('images'), r.get('target_images')
+    if not _known(n): return '—'
+    if not _known(t): return f'{int(n)} images (target not recorded)'
+    return ('⚠ ' if _known(r.get('flagged')) and bool(r['flagged']) else '') + f'{int(n)}/{int(t)} images'
+
+def add_set_sizes(summary:pd.DataFrame, # from `summarize`
+                  sizes:pd.DataFrame, # from `set_sizes`
+                 )->pd.DataFrame:
+    "`summary` with the columns `images`, `target_images`, `flagged` (None for methods without synthetic sets)."
+    out = summary.copy()
+    for k in ('images', 'target_images', 'flagged'):
+        out[k] = pd.Series([sizes.loc[m, k] if m in sizes.index else None for m in out.index], index=out.index, dtype=object)
+    return out
+
+def to_markdown(summary:pd.DataFrame, # from `summarize` (and `add_set_sizes`)
                 digits:int=2, # decimals
+                min_set_fraction:float|None=None, # the flag's threshold, stated under the table when a method is flagged
                )->str:
-    "The summary as a Markdown table: one column per metric, `mean ± std (gain)`."
+    "The summary as a Markdown table: one column per metric, `mean ± std (gain)`; synthetic-set sizes beside them, flags marked ⚠."
     ms = [c[:-5] for c in summary.columns if c.endswith('_mean')]
-    head = ['method', 'seeds'] + ms
+    sets = 'images' in summary and summary['images'].notna().any()
+    head = ['method', 'seeds'] + (['synthetic set'] if sets else []) + ms
     lines = ['| ' + ' | '.join(head) + ' |', '|' + '|'.join(['---'] + ['---:'] * (len(head) - 1)) + '|']
     for meth, r in summary.iterrows():
-        cells = [str(meth), str(int(r['n_seeds']))]
+        cells = [str(meth), str(int(r['n_seeds']))] + ([_set_cell(r)] if sets else [])
         for m in ms:
             s = f"{r[f'{m}_mean']:.{digits}f} ± {r[f'{m}_std']:.{digits}f}"
             if f'{m}_gain' in r and r[f'{m}_gain'] == r[f'{m}_gain']: s += f" ({r[f'{m}_gain']:+.{digits}f})"
             cells.append(s)
         lines.append('| ' + ' | '.join(cells) + ' |')
+    flagged = [str(m) for m, f in summary.get('flagged', pd.Series(dtype=object)).items() if _known(f) and bool(f)]
+    if flagged:
+        frac = f" (below {min_set_fraction:g} of its target size, `min_set_fraction`)" if min_set_fraction is not None else ''
+        lines += ['', f"⚠ {', '.join(flagged)}: the synthetic set is incomplete{frac}; these runs trained with far fewer synthetic "
+                      "images than the method asks for, so their accuracy does not measure the method as the others are measured."]
     return '\n'.join(lines) + '\n'
 
-# %% ../nbs/60_report.ipynb #46798c3f
-def plot_summary(summary:pd.DataFrame, # from `summarize`
+# %% ../nbs/60_report.ipynb #20341838
+def plot_summary(summary:pd.DataFrame, # from `summarize` (and `add_set_sizes`: flagged bars hatched)
                  metric:str='top1', # the metric to draw
                  title:str|None=None, # figure title
                 ):
@@ -109,22 +199,68 @@ def plot_summary(summary:pd.DataFrame, # from `summarize`
     import matplotlib; import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(max(3.5, 0.9 * len(summary) + 1.5), 3.2))
     x = np.arange(len(summary))
-    ax.bar(x, summary[f'{metric}_mean'], yerr=summary[f'{metric}_std'], capsize=4, color='#4c72b0')
+    flag = [_known(f) and bool(f) for f in summary['flagged']] if 'flagged' in summary else [False] * len(summary)
+    bars = ax.bar(x, summary[f'{metric}_mean'], yerr=summary[f'{metric}_std'], capsize=4,
+                  color=['#c8c8c8' if f else '#4c72b0' for f in flag], edgecolor='#444444', linewidth=0.5)
+    for b, f, (_, r) in zip(bars, flag, summary.iterrows()):
+        if not f: continue
+        b.set_hatch('///')
+        ax.annotate(f"⚠ {int(r['images'])}/{int(r['target_images'])}", (b.get_x() + b.get_width() / 2, r[f'{metric}_mean'] + r[f'{metric}_std']),
+                    xytext=(0, 3), textcoords='offset points', ha='center', va='bottom', fontsize=7, color='#a00000')
     ax.set_xticks(x, list(summary.index), rotation=20); ax.set_ylabel(f'{metric} (%)')
     lo = float((summary[f'{metric}_mean'] - summary[f'{metric}_std']).min())
-    ax.set_ylim(max(0.0, lo - 10), None); ax.set_title(title or f'{metric}: mean ± std over seeds')
+    ax.set_ylim(max(0.0, lo - 10), None); ax.set_title(title or f'{metric}: mean ± std over seeds' + (' (⚠ incomplete synthetic set)' if any(flag) else ''))
     fig.tight_layout()
     return fig
 
-# %% ../nbs/60_report.ipynb #20341838
+def collect_epochs(runs:str|Path, # the folder of classification runs
+                   df:pd.DataFrame, # the runs (from `collect_runs`)
+                   column:str='test_top1', # the column of epochs.csv
+                  )->pd.DataFrame:
+    "Per method and epoch: the mean over seeds of `column` in the runs' epochs.csv (epochs without it, e.g. `eval_every` > 1, left out)."
+    parts = []
+    for m, r in zip(df['method'].astype(str), df['run']):
+        f = Path(runs)/r/'epochs.csv'
+        if not f.is_file(): raise FileNotFoundError(f"{f}: no such file (every classification run writes one)")
+        e = pd.read_csv(f)
+        if column in e: parts.append(pd.DataFrame({'method': m, 'epoch': e['epoch'], column: e[column]}).dropna())
+    if not parts: return pd.DataFrame(columns=['method', 'epoch', column])
+    order = list(dict.fromkeys(df['method'].astype(str)))
+    out = pd.concat(parts).groupby(['method', 'epoch'], sort=False)[column].mean().reset_index()
+    out['method'] = pd.Categorical(out['method'], categories=order, ordered=True)
+    return out.sort_values(['method', 'epoch']).reset_index(drop=True)
+
+def plot_curves(curves:pd.DataFrame, # from `collect_epochs`
+                flagged:dict|None=None, # {method: label suffix} of flagged methods (dashed), e.g. {'real-filter': '⚠ 26/300'}
+                column:str='test_top1', # the curves' column
+               ):
+    "Test accuracy per epoch, one line per method (mean over seeds); returns the figure."
+    import matplotlib.pyplot as plt
+    flagged = flagged or {}
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    methods = [str(m) for m in curves['method'].cat.categories] if hasattr(curves['method'], 'cat') else list(dict.fromkeys(curves['method']))
+    cmap = plt.get_cmap('tab10')
+    for i, m in enumerate(methods):  # ten colours, then the same colours dash-dotted; flagged methods dashed
+        c = curves[curves['method'] == m]
+        if c.empty: continue
+        ax.plot(c['epoch'], c[column], color=cmap(i % 10), linestyle='--' if m in flagged else '-' if i < 10 else '-.', marker='.', markersize=3,
+                label=f'{m} ({flagged[m]})' if m in flagged else m)
+    if curves.empty: ax.text(0.5, 0.5, f'no {column} in the runs\' epochs.csv', ha='center', va='center', transform=ax.transAxes)
+    else: ax.legend(fontsize=7, loc='center left', bbox_to_anchor=(1.01, 0.5), frameon=False)
+    ax.set_xlabel('epoch'); ax.set_ylabel(f'{column} (%)'); ax.set_title(f'{column} per epoch, mean over seeds')
+    fig.tight_layout()
+    return fig
+
+# %% ../nbs/60_report.ipynb #7eecef29
 @dataclass
 class ReportConfig(StageConfig):
     "Parameters of the `report` stage."
-    runs:str|None=None # the folder of classification runs, one `<method>-s<seed>/metrics.json` each (required)
+    runs:str|None=None # the folder of classification runs, one `<method>-s<seed>/` each (metrics.json, epochs.csv, config.json) (required)
     methods:list|None=None # methods in table order (None: every run found)
     seeds:list|None=None # seeds (None: every run found)
     baseline:str|None='original' # gains are measured against this method (None: no gains)
     metric:str='top1' # the metric of metrics.json and of the figure (e.g. top1, mean_class_acc, group_mean)
+    min_set_fraction:float=0.5 # flag a method whose synthetic sets hold fewer than this fraction of the images asked for (info.json's target_images)
     out:str|None=None # the output folder (required)
 
     def check(self, files:bool=True, # also check that the runs folder exists
@@ -138,25 +274,43 @@ class ReportConfig(StageConfig):
                   'seeds', "null or a non-empty list of integer seeds")
         self.need(self.baseline is None or (isinstance(self.baseline, str) and self.baseline != ''), 'baseline', "null or a method name, e.g. original")
         self.need(isinstance(self.metric, str) and self.metric != '', 'metric', "a metric name, e.g. top1")
+        self.need_num('min_set_fraction', 0, 1)
         self.need_path('out', 'dir', files=False)
         return self
+
+def _entry(r, metric:str)->dict:
+    "One method's entry of metrics.json."
+    e = {metric: {k: round(float(r[f'{metric}_{k}']), 4) for k in ('mean', 'std', 'gain') if f'{metric}_{k}' in r}, 'n_seeds': int(r['n_seeds'])}
+    if 'worst_group_mean' in r and metric != 'worst_group': e['worst_group'] = {'mean': round(float(r['worst_group_mean']), 4)}
+    if _known(r.get('images')):
+        e.update(images=int(r['images']), target_images=int(r['target_images']) if _known(r['target_images']) else None,
+                 flagged=bool(r['flagged']) if _known(r['flagged']) else None)
+    return e
+
+def _save_png(fig, path:Path):
+    import matplotlib.pyplot as plt
+    with atomic_write(path, 'wb') as f: fig.savefig(f, format='png', dpi=120, bbox_inches='tight', metadata={'Software': None})
+    plt.close(fig)
 
 def run_report(cfg:ReportConfig|None=None, # the stage's parameters
                **kw, # or some of them as keywords (over `cfg`)
               )->dict:
-    "The report stage: the table of mean ± std per method, its files and figure; returns the output folder and the metric per method."
+    "The report stage: the table of mean ± std per method (incomplete synthetic sets flagged), its files and figures; returns the output folder and the entry per method."
     c = ReportConfig.of(cfg, **kw).check()
     df = collect_runs(c.runs, c.methods, c.seeds)
     check_param(c.metric in df, 'metric', c.metric, f"a column of the runs' metrics.json ({', '.join(x for x in df if df[x].dtype.kind == 'f')})")
     summary = summarize(df, baseline=c.baseline if c.baseline in set(df['method'].astype(str)) else None)
+    summary = add_set_sizes(summary, set_sizes(c.runs, df, c.min_set_fraction))
     out = Path(c.out); out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out/'table.md', to_markdown(summary))
+    atomic_write_text(out/'table.md', to_markdown(summary, min_set_fraction=c.min_set_fraction))
     atomic_write_text(out/'table.csv', summary.reset_index().rename(columns={'index': 'method'}).to_csv(index=False, float_format='%.4f'))
     atomic_write_text(out/'runs.csv', df.to_csv(index=False, float_format='%.4f'))
-    mets = {m: {k: round(float(r[f'{c.metric}_{k}']), 4) for k in ('mean', 'std', 'gain') if f'{c.metric}_{k}' in r} | {'n_seeds': int(r['n_seeds'])}
-            for m, r in summary.iterrows()}
-    atomic_write_json(out/'metrics.json', {c.metric: mets})
-    fig = plot_summary(summary, c.metric)
-    with atomic_write(out/'figure.png', 'wb') as f: fig.savefig(f, format='png', dpi=120, metadata={'Software': None})
-    import matplotlib.pyplot as plt; plt.close(fig)
-    return {'out': str(out), 'metric': c.metric, 'runs': len(df), 'methods': mets}
+    mets = {m: _entry(r, c.metric) for m, r in summary.iterrows()}
+    atomic_write_json(out/'metrics.json', mets)
+    tmp = temp_dir_beside(out/'methods'); w = max(2, len(str(len(mets) - 1)))
+    for i, (m, e) in enumerate(mets.items()): atomic_write_json(tmp/f'{i:0{w}d}-{m}.json', e)
+    replace_dir(tmp, out/'methods')  # one file per method of this matrix, none left from another
+    _save_png(plot_summary(summary, c.metric), out/'figure.png')
+    flagged = {m: f"⚠ {e['images']}/{e['target_images']}" for m, e in mets.items() if e.get('flagged') is True}
+    _save_png(plot_curves(collect_epochs(c.runs, df), flagged), out/'curves.png')
+    return {'out': str(out), 'metric': c.metric, 'runs': len(df), 'methods': mets, 'flagged': list(flagged)}
