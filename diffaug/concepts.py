@@ -12,11 +12,11 @@ from typing import Callable
 
 # %% auto #0
 __all__ = ['LORA_TARGETS', 'RECIPES', 'CONCEPTS_FORMAT', 'PRECISIONS', 'class_token', 'class_tokens', 'concept_prompt',
-           'ConceptTokens', 'hook_concept_tokens', 'add_concept_tokens', 'add_concept_lora', 'lora_state',
-           'square_crop', 'cache_latents', 'batch_indices', 'save_checkpoint', 'list_checkpoints', 'load_checkpoint',
-           'start_checkpoints', 'make_accelerator', 'concept_loss', 'concept_eval_loss', 'train_concepts',
-           'write_concepts', 'ConceptError', 'read_concepts', 'check_concept_classes', 'check_base_model',
-           'apply_concepts', 'concept_grid', 'need_device', 'ConceptsConfig', 'run_concepts']
+           'ConceptTokens', 'hook_concept_tokens', 'grow_token_embeddings', 'add_concept_tokens', 'add_concept_lora',
+           'lora_state', 'square_crop', 'cache_latents', 'batch_indices', 'save_checkpoint', 'list_checkpoints',
+           'load_checkpoint', 'start_checkpoints', 'make_accelerator', 'concept_loss', 'concept_eval_loss',
+           'train_concepts', 'write_concepts', 'ConceptError', 'read_concepts', 'check_concept_classes',
+           'check_base_model', 'apply_concepts', 'concept_grid', 'need_device', 'ConceptsConfig', 'run_concepts']
 
 # %% ../nbs/10_concepts.ipynb #c36ed6ce
 import numpy as np
@@ -27,7 +27,7 @@ from PIL import Image
 from dataclasses import dataclass
 from .core import (item_seed, item_generator, choose_device, choose_dtype, atomic_write_json, atomic_save_safetensors,
                           load_image, ParamError, check_param, progress, recorded_path, StageConfig, temp_dir_beside, replace_dir)
-from .models import load_sd, make_tiny_sd, encode_images, sd_resolution, need_model, model_fingerprint, same_model
+from .models import load_sd, make_tiny_sd, encode_images, sd_resolution, need_model, model_fingerprint, same_model, follow_umask
 
 # %% ../nbs/10_concepts.ipynb #a39c2cda
 def class_token(idx:int, # the class's label index
@@ -86,6 +86,20 @@ def _init_word(init_word:str|None, metaclass:str, name:str)->str:
     if init_word in (None, ''): return metaclass
     return init_word.replace('{class}', name.replace('/', ' ').replace('_', ' ')).replace('{metaclass}', metaclass)
 
+def _own_rng(device:torch.device):
+    "A context that restores the global random state of the CPU (and of `device`, a GPU) on exit."
+    return torch.random.fork_rng(devices=[device] if device.type == 'cuda' else [])
+
+def grow_token_embeddings(text_encoder, # a transformers text encoder (changed in place)
+                          n_rows:int, # the token embedding's new number of rows (fewer than now: nothing changes)
+                         )->None:
+    "Grow `text_encoder`'s token embedding to `n_rows` rows: old rows unchanged, new rows zero, the global random state untouched."
+    w = text_encoder.get_input_embeddings().weight; n_old = w.shape[0]
+    if n_rows <= n_old: return
+    # transformers initialises the new rows (randomly) before the caller overwrites them: keep the global RNG out of it
+    with _own_rng(w.device): text_encoder.resize_token_embeddings(n_rows, mean_resizing=False)
+    with torch.no_grad(): text_encoder.get_input_embeddings().weight[n_old:] = 0
+
 def add_concept_tokens(pipe, # a StableDiffusionPipeline (changed in place)
                        classes:list[str], # class names in label order
                        n_tokens:int=1, # vectors per class
@@ -105,7 +119,7 @@ def add_concept_tokens(pipe, # a StableDiffusionPipeline (changed in place)
     ids = tok.convert_tokens_to_ids(flat)
     first = ids[0]
     if ids != list(range(first, first + len(flat))): raise RuntimeError(f"placeholder token ids are not contiguous: {ids[:6]}...")
-    te.resize_token_embeddings(max(len(tok), n_old), mean_resizing=False)
+    grow_token_embeddings(te, len(tok))
     with torch.no_grad():
         w = te.get_input_embeddings().weight
         w[first:first + len(flat)] = init.to(w.device, w.dtype)
@@ -506,6 +520,7 @@ def write_concepts(out:str|Path, # the concept folder (replaced)
             from diffusers.utils import convert_state_dict_to_diffusers
             sd = convert_state_dict_to_diffusers(get_peft_model_state_dict(pipe.unet))
             StableDiffusionPipeline.save_lora_weights(tmp, unet_lora_layers={k: v.detach().float().cpu() for k, v in sd.items()}, safe_serialization=True)
+            follow_umask(tmp/'pytorch_lora_weights.safetensors')  # safetensors writes it 0600
         meta = {'format': CONCEPTS_FORMAT, 'recipe': recipe, 'metaclass': metaclass, 'base_model': base_model,
                 'base_model_fingerprint': base_model_fingerprint,
                 'embedding_dim': int(vectors.shape[-1]), 'n_vectors': n, 'lora': 'pytorch_lora_weights.safetensors' if lora else None,
@@ -611,9 +626,12 @@ def apply_concepts(pipe, # a StableDiffusionPipeline (changed in place)
     if lora and meta.get('lora'):
         _check_lora_file(pipe.unet, d/meta['lora'])
     check_base_model(meta, pipe, d)
+    # diffusers resizes to len(tokenizer) + new tokens with transformers' default (mean resizing: a random draw, a notice)
+    grow_token_embeddings(pipe.text_encoder, len(pipe.tokenizer) + sum(sd['emb_params'].shape[0] for sd in files))
     pipe.load_textual_inversion(files, token=toks)
     if lora and meta.get('lora'):
-        try: pipe.load_lora_weights(str(d), weight_name=meta['lora'], adapter_name='concepts')
+        try:  # peft initialises the adapter (randomly) before the file's weights replace it: the global RNG stays as it was
+            with _own_rng(pipe.unet.device): pipe.unet.load_lora_adapter(str(d), weight_name=meta['lora'], prefix='unet', adapter_name='concepts')
         except Exception as e: raise ConceptError(f"{d/meta['lora']}: diffusers could not load the LoRA ({type(e).__name__}: {e})") from e
     return {c: meta['concepts'][c]['token'] for c in meta['classes']}
 

@@ -11,14 +11,14 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['SD_REQUIRED', 'SD15_SCHEDULER', 'CLIP_REQUIRED', 'missing_sd_parts', 'write_char_tokenizer', 'tiny_sd_config',
-           'make_tiny_sd', 'load_sd', 'sd_resolution', 'is_local_model_path', 'need_model', 'model_fingerprint',
-           'same_model', 'images_to_tensor', 'encode_images', 'decode_latents', 'PromptCache', 'make_tiny_clip',
-           'load_clip', 'TinyModelConfig', 'run_tiny_model']
+           'follow_umask', 'make_tiny_sd', 'load_sd', 'sd_resolution', 'is_local_model_path', 'need_model',
+           'model_fingerprint', 'same_model', 'images_to_tensor', 'encode_images', 'decode_latents', 'PromptCache',
+           'make_tiny_clip', 'load_clip', 'TinyModelConfig', 'run_tiny_model']
 
 # %% ../nbs/01_models.ipynb #90087ee7
 import numpy as np
 from PIL import Image
-from .core import choose_device, choose_dtype
+from .core import choose_device, choose_dtype, umask_mode
 # torch, diffusers and transformers are imported inside the functions that use them: the pipeline runner checks a
 # stage's parameters (model folders included) without loading them
 
@@ -91,6 +91,15 @@ SD15_SCHEDULER = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.0
                       clip_sample=False, set_alpha_to_one=False, steps_offset=1, prediction_type='epsilon')
 
 # %% ../nbs/01_models.ipynb #658ea803
+def follow_umask(path:str|Path, # a file, or a folder (everything in it too), that a library just wrote
+                )->Path:
+    "Give `path` the permissions the umask asks for (files `0666 & ~umask`, folders `0777 & ~umask`); returns it."
+    path = Path(path); fm, dm = umask_mode(), umask_mode(dir=True)
+    for p in ([path, *sorted(path.rglob('*'))] if path.is_dir() else [path]):
+        if not p.is_symlink(): os.chmod(p, dm if p.is_dir() else fm)
+    return path
+
+# %% ../nbs/01_models.ipynb #7e3169e0
 def make_tiny_sd(path:str|Path, # folder to write the model into (created)
                  seed:int=0, # weight initialisation seed
                  resolution:int=32, # image size in pixels
@@ -115,7 +124,7 @@ def make_tiny_sd(path:str|Path, # folder to write the model into (created)
                                    scheduler=DDIMScheduler(**SD15_SCHEDULER), safety_checker=None,
                                    feature_extractor=None, requires_safety_checker=False)
     pipe.save_pretrained(path, safe_serialization=True)
-    return path
+    return follow_umask(path)  # the weights come out of safetensors as 0600
 
 # %% ../nbs/01_models.ipynb #22b64ffa
 _HUB_ID = re.compile(r'^[A-Za-z0-9][\w.-]*/[\w.-]+$')
@@ -140,7 +149,7 @@ def load_sd(model:str|Path, # a local diffusers folder or a hub id like "stable-
         raise FileNotFoundError(f"model={model!r}: no such folder (and not a hub id of the form 'org/name')")
     if local_files_only is None: local_files_only = os.environ.get('HF_HUB_OFFLINE', '0') not in ('0', '', 'false', 'False')
     try:
-        pipe = StableDiffusionPipeline.from_pretrained(src, torch_dtype=dtype, safety_checker=None, requires_safety_checker=False,
+        pipe = StableDiffusionPipeline.from_pretrained(src, dtype=dtype, safety_checker=None, requires_safety_checker=False,
                                                        local_files_only=local_files_only)
     except (OSError, ValueError, EnvironmentError) as e:
         where = 'the local Hugging Face cache (offline)' if local_files_only else 'the Hugging Face hub'
@@ -264,7 +273,7 @@ def make_tiny_clip(path:str|Path, # folder to write the model and processor into
     CLIPModel(cfg).save_pretrained(path, safe_serialization=True)
     ip = CLIPImageProcessor(size={'shortest_edge': image_size}, crop_size={'height': image_size, 'width': image_size})
     CLIPProcessor(image_processor=ip, tokenizer=tok).save_pretrained(path)
-    return path
+    return follow_umask(path)
 
 CLIP_REQUIRED = {'config': ['config.json'], 'weights': ['model.safetensors', 'pytorch_model.bin'],
                  'processor': ['preprocessor_config.json', 'processor_config.json']}

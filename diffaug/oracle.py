@@ -6,7 +6,7 @@ Docs: https://diffaug.github.io/diffaug/oracle.html.md"""
 
 # %% ../nbs/72_oracle.ipynb #6cda675c
 from __future__ import annotations
-import json, os, time
+import json, os, time, warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -138,7 +138,11 @@ def load_lpips(trunk_weights:str|Path|None=None, # torchvision AlexNet state dic
               ):
     "An `lpips.LPIPS` (AlexNet, v0.1, calibrated linear layers) with its trunk loaded from `trunk_weights`; `.calibrated` says whether it is real LPIPS."
     import lpips
-    with torch.random.fork_rng(devices=[]):  # the random trunk is always the same one (a rerun writes the same scores)
+    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():  # the random trunk is always the same one (a rerun writes the same scores)
+        # lpips (0.1.4, its latest release) builds its trunk with torchvision's deprecated `alexnet(pretrained=False)`, i.e.
+        # `weights=None`, the random trunk asked for here: torchvision's two notices about that call of lpips' are hidden
+        for msg in (r"The parameter 'pretrained' is deprecated", r"Arguments other than a weight enum or `None` for 'weights' are deprecated"):
+            warnings.filterwarnings('ignore', message=msg, category=UserWarning, module=r'torchvision\.models\._utils')
         torch.manual_seed(0); m = lpips.LPIPS(net='alex', pnet_rand=True, verbose=False).eval()
     m.calibrated = False
     if trunk_weights is not None:

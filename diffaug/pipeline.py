@@ -12,7 +12,7 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['STAGES', 'CROSS_RULES', 'Stage', 'get_dotted', 'set_dotted', 'parse_assignment', 'YAML12Loader', 'load_yaml',
-           'read_params', 'resolve_paths', 'check_cross_rules', 'check_stage_params', 'StageError',
+           'read_params', 'resolve_paths', 'check_cross_rules', 'check_stage_params', 'StageError', 'kernel_options',
            'execute_stage_notebook', 'run_view', 'run_stage', 'flatten', 'setup_overrides', 'setup_command',
            'stage_help', 'main']
 
@@ -193,6 +193,28 @@ class StageError(RuntimeError):
 
 def _strip_ansi(s:str)->str: return re.sub(r'\x1b\[[0-9;]*[A-Za-z]', '', s)
 
+def kernel_options(kernel:str='python3', # the Jupyter kernel
+                  )->dict:
+    "nbclient options for a stage's kernel: CurveZMQ-encrypted sockets where possible, else an ipykernel without its start-up notices."
+    import zmq
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+    from jupyter_client.manager import KernelManager
+    try: spec = KernelSpecManager().get_kernel_spec(kernel)
+    except NoSuchKernel: return {}  # papermill names the missing kernel
+    sup = (spec.metadata or {}).get('supported_encryption') or []
+    if 'transport_encryption' in KernelManager.class_trait_names() and zmq.has('curve') and 'curve' in ([sup] if isinstance(sup, str) else sup):
+        from traitlets.config import Config
+        return {'config': Config({'KernelManager': {'transport_encryption': 'auto'}})}
+    if any('ipykernel' in a for a in spec.argv): return {'extra_arguments': ['--IPKernelApp.log_level=ERROR']}
+    return {}
+
+def _print_results(cell, **kw):
+    "nbclient's `on_cell_executed` hook: print what a cell shows besides its streams (its value, Markdown it displays)."
+    for o in cell.get('outputs', []):
+        d = o.get('data', {})
+        t = d.get('text/plain') if o.get('output_type') == 'execute_result' else d.get('text/markdown') if o.get('output_type') == 'display_data' else None
+        if t: print(''.join(t) if isinstance(t, list) else t, flush=True)
+
 def execute_stage_notebook(nb, # the notebook to run: a path or an `nbformat` node (e.g. a `run_view`)
                            out:str|Path, # where the executed copy goes
                            params:dict, # injected after the `parameters` cell
@@ -208,9 +230,12 @@ def execute_stage_notebook(nb, # the notebook to run: a path or an `nbformat` no
     label = label or (Path(nb).name if isinstance(nb, (str, Path)) else out.name)
     running, failed = out.with_name(out.stem + '.running.ipynb'), out.with_name(out.stem + '.failed.ipynb')
     try:
+        # the notebook's stdout/stderr go to ours as they come (papermill's `log_output` sends stdout to its logger at
+        # INFO level, which prints nothing unless logging is configured); a cell's value is printed when it ends
+        shown = dict(stdout_file=sys.stdout, stderr_file=sys.stderr, on_cell_executed=_print_results) if log_output else {}
         pm.execute_notebook(str(nb) if isinstance(nb, (str, Path)) else nb, str(running), parameters=params, kernel_name=kernel,
-                            language='python', cwd=str(cwd or out.parent), log_output=log_output, progress_bar=False,
-                            stdout_file=None, stderr_file=None)
+                            language='python', cwd=str(cwd or out.parent), log_output=False, progress_bar=False,
+                            **shown, **kernel_options(kernel))
     except PapermillExecutionError as e:
         os.replace(running, failed)
         src = textwrap.indent(textwrap.shorten(e.source.strip().splitlines()[-1] if e.source.strip() else '', 200), '    ')
