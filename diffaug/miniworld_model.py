@@ -6,14 +6,15 @@ Docs: https://diffaug.github.io/diffaug/miniworld_model.html.md"""
 
 # %% ../nbs/71_miniworld_model.ipynb #aaacccb6
 from __future__ import annotations
-import json, math, os, shutil, time
+import dataclasses, json, math, os, shutil, time
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['MINI_CONFIG', 'ATTR_HEADS', 'corpus_captions', 'build_tokenizer', 'make_models', 'n_params', 'to_tensor', 'to_pil',
-           'psnr', 'SmallCNN', 'attr_labels', 'save_cnn', 'load_cnn', 'train_attr_classifier', 'predict_attrs',
-           'attr_accuracy', 'check_prompts', 'prompt_following', 'fg_weights', 'build_pipeline', 'export_pipeline',
-           'write_tokenizer_files', 'train_miniworld', 'atomic_write_text_lines', 'model_size_mb',
+__all__ = ['MINI_CONFIG', 'ATTR_HEADS', 'TINY_CONFIG', 'ARCHS', 'RECORDED', 'corpus_captions', 'build_tokenizer', 'make_models',
+           'n_params', 'to_tensor', 'to_pil', 'psnr', 'SmallCNN', 'attr_labels', 'safetensors_bytes', 'save_cnn',
+           'load_cnn', 'train_attr_classifier', 'predict_attrs', 'attr_accuracy', 'check_prompts', 'prompt_following',
+           'fg_weights', 'MiniworldModelConfig', 'build_pipeline', 'export_pipeline', 'write_tokenizer_files',
+           'train_miniworld', 'atomic_write_text_lines', 'miniworld_demo_params', 'model_size_mb',
            'measure_prompt_following', 'run_miniworld_model']
 
 # %% ../nbs/71_miniworld_model.ipynb #c4a731f5
@@ -25,7 +26,8 @@ from PIL import Image
 from diffusers import AutoencoderKL, UNet2DConditionModel, DDIMScheduler, DDPMScheduler, StableDiffusionPipeline
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 from safetensors.torch import load_file
-from .core import item_rng, item_generator, atomic_write_json, atomic_save_safetensors, atomic_save_image, check_param, progress, replace_dir
+from .core import (item_rng, item_generator, atomic_write, atomic_write_json, atomic_save_safetensors, atomic_save_image, check_param, progress,
+                          replace_dir, recorded_path, StageConfig, ParamError)
 from .models import SD15_SCHEDULER
 from .miniworld import (COLOURS, BACKGROUNDS, ATTR_VALUES, SPECIES_ATTRS, Factors, sample_factors, caption, prompt,
                                parse_caption, pretrain_item, render, image_grid)
@@ -136,10 +138,23 @@ def attr_labels(fs:list)->dict:
     "Factor lists -> {head: LongTensor of value indices}."
     return {k: torch.tensor([ATTR_VALUES[k].index(getattr(f, k)) for f in fs]) for k in ATTR_HEADS}
 
+def safetensors_bytes(tensors:dict, # name -> tensor
+                      metadata:dict, # str -> str
+                     )->bytes:
+    "A safetensors file's bytes with its metadata keys sorted: the library writes several keys in a random order, so a rerun would differ."
+    from safetensors.torch import save
+    data = save({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, metadata=metadata)
+    n = int.from_bytes(data[:8], 'little'); head = json.loads(data[8:8 + n])
+    head['__metadata__'] = dict(sorted(head.get('__metadata__', {}).items()))
+    h = json.dumps(head, separators=(',', ':'), ensure_ascii=False).encode()
+    h += b' ' * (-len(h) % 8)  # the data starts 8-byte aligned, as the library pads it
+    return len(h).to_bytes(8, 'little') + h + data[8 + n:]
+
 def save_cnn(net:SmallCNN, path:str|Path, meta:dict|None=None)->Path:
-    "Save a SmallCNN as safetensors with its heads in the metadata."
+    "Save a SmallCNN as safetensors with its heads in the metadata (the same bytes for the same weights)."
     md = {'heads': json.dumps(net.head_sizes), 'width': str(net.width), **{k: json.dumps(v) for k, v in (meta or {}).items()}}
-    return atomic_save_safetensors(net.state_dict(), path, metadata=md)
+    with atomic_write(path, 'wb') as f: f.write(safetensors_bytes(net.state_dict(), md))
+    return Path(path)
 
 def load_cnn(path:str|Path)->SmallCNN:
     "Load a SmallCNN saved by `save_cnn` (eval mode)."
@@ -157,6 +172,7 @@ def train_attr_classifier(path:str|Path, # where to save the classifier (safeten
                           lr:float=2e-3, # AdamW learning rate
                          )->SmallCNN:
     "Train the attribute classifier on freshly rendered images and save it."
+    torch.manual_seed(seed)  # the initial weights too: the same classifier in any process
     net = SmallCNN({k: len(ATTR_VALUES[k]) for k in ATTR_HEADS}); opt = torch.optim.AdamW(net.parameters(), lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps, pct_start=0.1)
     net.train()
@@ -234,6 +250,71 @@ def fg_weights(x:torch.Tensor, # images in [-1, 1], (n, 3, h, w)
     return 1 + weight * ((x - med).abs().amax(1, keepdim=True) > thr).float()
 
 # %% ../nbs/71_miniworld_model.ipynb #bd355285
+TINY_CONFIG = dict(unet=dict(MINI_CONFIG['unet'], block_out_channels=(16, 16, 32), attention_head_dim=4, cross_attention_dim=32, norm_num_groups=8),
+                   vae=dict(MINI_CONFIG['vae'], block_out_channels=(8, 8, 8), norm_num_groups=4),
+                   text=dict(MINI_CONFIG['text'], hidden_size=32, intermediate_size=64, num_hidden_layers=1, projection_dim=32))
+ARCHS = {'mini': MINI_CONFIG, 'tiny': TINY_CONFIG}  # the network sizes a run can choose (`MiniworldModelConfig.size`)
+
+# the parameters that shape what a checkpoint folder holds: a resume must use the values it was started with
+RECORDED = ('seed', 'size', 'n_tok_captions', 'vae_joint_steps', 'unet_a_steps', 'vae_refine_steps', 'fg_weight', 'vae_batch',
+            'n_latents', 'batch', 'lr', 'warmup', 'ema_decay', 'p_uncond')
+
+@dataclasses.dataclass
+class MiniworldModelConfig(StageConfig):
+    "Parameters of the `miniworld_model` stage (training the mini world's SD-format model); defaults: the shipped model's recipe."
+    ckpt_dir:str|None=None # checkpoint folder, resumed from when it holds a state.json (required; the repository's: models/miniworld/_ckpt)
+    out:str|None=None # where the best EMA model is exported, diffusers format, fp16 (required; the repository's: models/miniworld)
+    seed:int=0 # corpus / training seed
+    size:str='mini' # network sizes: mini (MINI_CONFIG, the shipped model) or tiny (TINY_CONFIG: demos and tests)
+    n_tok_captions:int=20000 # captions the tokenizer is trained on
+    vae_joint_steps:int=220 # joint VAE steps
+    unet_a_steps:int=1887 # first-round U-Net steps on the joint VAE's latents (0: skip; the shipped model's history)
+    vae_refine_steps:int=800 # joint VAE steps with foreground-weighted loss (0: skip)
+    fg_weight:float=4.0 # extra loss weight of foreground pixels in `vae_refine` and `vae_dec`
+    vae_dec_steps:int=0 # decoder-only VAE steps (on the final encoder's latents)
+    vae_batch:int=16 # VAE batch size
+    n_latents:int=16384 # cached corpus size
+    unet_steps:int=15000 # U-Net steps of the final round (warm-started from the first round when it ran); the shipped model stopped at 5132
+    batch:int=64 # U-Net batch size
+    lr:float=1e-3 # U-Net + text encoder learning rate (AdamW)
+    warmup:int=200 # linear warm-up steps
+    ema_decay:float=0.999 # EMA decay
+    p_uncond:float=0.1 # caption dropout (for classifier-free guidance)
+    ckpt_minutes:float=5.0 # checkpoint interval
+    check_minutes:float=30.0 # prompt-following check interval
+    n_check:int=100 # prompts per check (0: no checks, no attribute classifier; the final EMA model is exported)
+    clf_path:str|None=None # the checks' attribute classifier (None: <out>/eval/attr_classifier.safetensors); trained first when missing
+    clf_steps:int=800 # attribute-classifier training steps (when it is missing)
+    clf_batch:int=48 # attribute-classifier images per step
+    max_minutes:float|None=None # stop (resumably) after this many minutes (None: run to unet_steps)
+    threads:int=1 # torch threads
+
+    def clf_file(self)->Path:
+        "The attribute classifier the checks use."
+        return Path(self.clf_path) if self.clf_path else Path(self.out)/'eval'/'attr_classifier.safetensors'
+
+    def check(self, files:bool=True):
+        self.need_path('ckpt_dir', 'dir', files=False); self.need_path('out', 'dir', files=False)
+        self.need_path('clf_path', 'file', files=False, none=True)
+        self.need_int('seed', 0); self.need_choice('size', list(ARCHS)); self.need_int('n_tok_captions', 1)
+        self.need_int('vae_joint_steps', 1); self.need_int('vae_refine_steps', 0); self.need_int('vae_dec_steps', 0)
+        self.need_num('fg_weight', 0); self.need_int('vae_batch', 1); self.need_int('n_latents', 1)
+        self.need_int('unet_a_steps', 0); self.need_int('unet_steps', 1); self.need_int('batch', 1)
+        self.need_num('lr', 0, lo_open=True); self.need_int('warmup', 1); self.need_num('ema_decay', 0, 1, hi_open=True)
+        self.need_num('p_uncond', 0, 1); self.need_num('ckpt_minutes', 0); self.need_num('check_minutes', 0)
+        self.need_int('n_check', 0); self.need_int('clf_steps', 1); self.need_int('clf_batch', 1)
+        self.need_num('max_minutes', 0, lo_open=True, none=True); self.need_int('threads', 1)
+        if files:  # outputs: folders (or a file) that may not exist yet, but must not be something else
+            for k in ('ckpt_dir', 'out'): self.need(not Path(getattr(self, k)).is_file(), k, f"a folder ({getattr(self, k)} is a file)")
+            if self.clf_path: self.need(not Path(self.clf_path).is_dir(), 'clf_path', f"a file ({self.clf_path} is a folder)")
+            st = Path(self.ckpt_dir)/'state.json'
+            rec = (json.loads(st.read_text()).get('params') or {}) if st.is_file() else {}
+            diff = [f"{k}={rec[k]!r} (now {getattr(self, k)!r})" for k in RECORDED if k in rec and rec[k] != getattr(self, k)]
+            if diff: raise ParamError(f"ckpt_dir: {st} was started with other parameters: {', '.join(diff)}; "
+                                      "resume with those values, or train in another ckpt_dir")
+        return self
+
+# %% ../nbs/71_miniworld_model.ipynb #553cf9c2
 def _log(ckpt:Path, msg:str):
     line = time.strftime('%Y-%m-%d %H:%M:%S ') + msg
     print(line, flush=True)
@@ -269,8 +350,25 @@ def _commit(ckpt:Path, st:_State, key:str, folder:Path, **kw):
     for old in ckpt.glob(f'{prefix}_*'):  # exactly this phase: 'unet_0000100' must not match 'unet_a_0001887'
         if old.is_dir() and old.name != folder.name and old.name.rsplit('_', 1)[0] == prefix: shutil.rmtree(old, ignore_errors=True)
 
-def _train_vae(ckpt, st, vae, phase, steps, batch, lr, seed, ckpt_minutes, fg_weight=0.0, offset=0, stream=None):
+
+@dataclasses.dataclass
+class _Run:
+    "What the phases of one `train_miniworld` run share: its parameters, folders, state, tokenizer and deadline."
+    cfg:MiniworldModelConfig # the stage's parameters
+    ckpt:Path # the checkpoint folder
+    out:Path # where the best EMA model is exported
+    clf_path:Path # the checks' attribute classifier
+    st:_State # state.json of `ckpt`
+    tok:CLIPTokenizer # the tokenizer (trained first)
+    deadline:float|None # stop time (time.time() scale), None: none
+    vae:AutoencoderKL|None=None # the final VAE (the final round's checks and exports)
+    @property
+    def arch(self)->dict: return ARCHS[self.cfg.size]
+    def models(self): return make_models(self.tok, self.cfg.seed, self.arch)
+
+def _train_vae(run:_Run, vae, phase, steps, lr, fg_weight=0.0, offset=0, stream=None):
     "One VAE phase: 'vae_joint' / 'vae_refine' train encoder and decoder, 'vae_dec' the decoder only."
+    ckpt, st, batch, seed, ckpt_minutes = run.ckpt, run.st, run.cfg.vae_batch, run.cfg.seed, run.cfg.ckpt_minutes
     key = f'{phase}_ckpt'; start = 0; joint = phase != 'vae_dec'
     params = list(vae.parameters()) if joint else list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
     for p in vae.parameters(): p.requires_grad_(joint)
@@ -308,8 +406,9 @@ def _train_vae(ckpt, st, vae, phase, steps, batch, lr, seed, ckpt_minutes, fg_we
     for p in vae.parameters(): p.requires_grad_(False)
     return vae
 
-def _cache_latents(ckpt, st, vae, tok, n, seed, name='latents', chunk=4096):
-    "Encode (once) the first `n` corpus images to posterior means in `ckpt/name`; returns (latents, token ids, scaling factor)."
+def _cache_latents(run:_Run, vae, name='latents', chunk=4096):
+    "Encode (once) the first `n_latents` corpus images to posterior means in `ckpt/name`; returns (latents, token ids, scaling factor)."
+    ckpt, st, tok, n, seed = run.ckpt, run.st, run.tok, run.cfg.n_latents, run.cfg.seed
     d = ckpt/name; d.mkdir(exist_ok=True)
     vae.eval()
     for c in range(math.ceil(n / chunk)):
@@ -375,70 +474,48 @@ def _ema_update(ema:dict, mod:nn.Module, decay:float):
             if v.is_floating_point(): ema[k].mul_(decay).add_(v, alpha=1 - decay)
             else: ema[k].copy_(v)
 
-# %% ../nbs/71_miniworld_model.ipynb #1326a8d2
-def train_miniworld(ckpt_dir:str|Path, # checkpoint folder (resumed from when it holds a state.json)
-                    out_dir:str|Path, # where the best EMA model is exported (diffusers, fp16)
-                    seed:int=0, # corpus / training seed
-                    vae_joint_steps:int=220, # joint VAE steps
-                    unet_a_steps:int=1887, # first-round U-Net steps on the joint VAE's latents (0: skip; the shipped model's history)
-                    vae_refine_steps:int=800, # joint VAE steps with foreground-weighted loss (0: skip)
-                    fg_weight:float=4.0, # extra loss weight of foreground pixels in `vae_refine`
-                    vae_dec_steps:int=0, # decoder-only VAE steps (on the final encoder's latents)
-                    vae_batch:int=16, # VAE batch size
-                    n_latents:int=16384, # cached corpus size
-                    unet_steps:int=15000, # U-Net steps of the final round (warm-started from the first round when it ran)
-                    batch:int=64, # U-Net batch size
-                    lr:float=1e-3, # U-Net + text encoder learning rate (AdamW)
-                    warmup:int=200, # linear warm-up steps
-                    ema_decay:float=0.999, # EMA decay
-                    p_uncond:float=0.1, # caption dropout
-                    ckpt_minutes:float=5.0, # checkpoint interval
-                    check_minutes:float=30.0, # prompt-following check interval
-                    n_check:int=100, # prompts per check
-                    clf_path:str|Path|None=None, # attribute classifier; default out_dir/eval/attr_classifier.safetensors
-                    max_minutes:float|None=None, # stop after this many minutes (None: run to unet_steps)
-                    threads:int=1, # torch threads
-                    config:dict|None=None, # network sizes (MINI_CONFIG; smaller for demos)
-                    n_tok_captions:int=20000, # captions the tokenizer is trained on
+
+
+# %% ../nbs/71_miniworld_model.ipynb #322dd582
+def train_miniworld(cfg:MiniworldModelConfig|None=None, # the run's parameters (None: the defaults, with `kw`)
+                    **kw, # parameters that override `cfg`'s
                    )->dict:
-    "Run (or resume) the whole training of the mini model; returns the state dict."
-    torch.set_num_threads(threads)
-    ckpt = Path(ckpt_dir); ckpt.mkdir(parents=True, exist_ok=True); out_dir = Path(out_dir)
-    clf_path = Path(clf_path) if clf_path else out_dir/'eval'/'attr_classifier.safetensors'
+    "Run (or resume) the whole training of the mini model (not the attribute classifier); returns the state dict."
+    cfg = MiniworldModelConfig.of(cfg, **kw).check()
+    torch.set_num_threads(cfg.threads)
+    ckpt = Path(cfg.ckpt_dir); ckpt.mkdir(parents=True, exist_ok=True)
     st = _State(ckpt); t_start = time.time()
+    if not st['params']: st.update(params={k: getattr(cfg, k) for k in RECORDED})  # what a resume must repeat (`check`)
     _log(ckpt, f"start: threads={torch.get_num_threads()} OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')} state keys={sorted(st.d)}")
     # 1. tokenizer
-    if not (ckpt/'tokenizer'/'vocab.json').exists(): build_tokenizer(ckpt/'tokenizer', corpus_captions(n_tok_captions, seed))
+    if not (ckpt/'tokenizer'/'vocab.json').exists(): build_tokenizer(ckpt/'tokenizer', corpus_captions(cfg.n_tok_captions, cfg.seed))
     tok = CLIPTokenizer.from_pretrained(ckpt/'tokenizer')
-    vae = make_models(tok, seed, config)[0]
-    deadline = None if max_minutes is None else t_start + max_minutes * 60
-    U = dict(tok=tok, seed=seed, config=config, batch=batch, lr=lr, warmup=warmup, ema_decay=ema_decay, p_uncond=p_uncond,
-             ckpt_minutes=ckpt_minutes, deadline=deadline)
+    run = _Run(cfg, ckpt, Path(cfg.out), cfg.clf_file(), st, tok, None if cfg.max_minutes is None else t_start + cfg.max_minutes * 60)
+    vae = run.models()[0]
     # 2. VAE, then (history of the shipped model) a first U-Net round on its latents
-    vae = _train_vae(ckpt, st, vae, 'vae_joint', vae_joint_steps, vae_batch, 1e-3, seed, ckpt_minutes)
-    if unet_a_steps:
-        lat, ids, sf = _cache_latents(ckpt, st, vae, tok, n_latents, seed, 'latents')
-        if not _train_unet(ckpt, st, 'unet_a', 'unet', lat, ids, sf, unet_a_steps, **U): return st.d
+    vae = _train_vae(run, vae, 'vae_joint', cfg.vae_joint_steps, 1e-3)
+    if cfg.unet_a_steps:
+        lat, ids, sf = _cache_latents(run, vae, 'latents')
+        if not _train_unet(run, 'unet_a', 'unet', lat, ids, sf, cfg.unet_a_steps): return st.d
     # 3. refine the VAE (foreground-weighted), cache its latents, tune the decoder
-    vae = _train_vae(ckpt, st, vae, 'vae_refine', vae_refine_steps, vae_batch, 1e-3, seed, ckpt_minutes,
-                     fg_weight=fg_weight, offset=10**7, stream='refine')
-    lat, ids, sf = _cache_latents(ckpt, st, vae, tok, n_latents, seed, 'latents_refined' if vae_refine_steps else 'latents')
+    vae = _train_vae(run, vae, 'vae_refine', cfg.vae_refine_steps, 1e-3, fg_weight=cfg.fg_weight, offset=10**7, stream='refine')
+    lat, ids, sf = _cache_latents(run, vae, 'latents_refined' if cfg.vae_refine_steps else 'latents')
     vae.register_to_config(scaling_factor=sf)
-    vae = _train_vae(ckpt, st, vae, 'vae_dec', vae_dec_steps, vae_batch, 5e-4, seed, ckpt_minutes, fg_weight=fg_weight)
+    run.vae = _train_vae(run, vae, 'vae_dec', cfg.vae_dec_steps, 5e-4, fg_weight=cfg.fg_weight)
     # 4. the final U-Net round, with prompt-following checks and export of the best EMA model
-    chk = dict(vae=vae, clf_path=clf_path, out_dir=out_dir, n_check=n_check, check_minutes=check_minutes)
-    _train_unet(ckpt, st, 'unet', 'unet2', lat, ids, sf, unet_steps, init='unet_a' if unet_a_steps else None, check=chk, **U)
+    _train_unet(run, 'unet', 'unet2', lat, ids, sf, cfg.unet_steps, init='unet_a' if cfg.unet_a_steps else None, final=True)
     return st.d
 
-def _check(st, phase, s, batch, ema_u, ema_t, tok, seed, config, vae, clf_path, out_dir, n_check, ckpt, hist):
-    "Prompt-following check of the EMA model; export it to `out_dir` when its score is the best so far."
-    clf = load_cnn(clf_path)
-    eu, et = make_models(tok, seed, config)[1:]
+def _check(run:_Run, s:int, ema_u:dict, ema_t:dict, hist:list):
+    "Prompt-following check of the EMA model at step `s`; export it to `run.out` when its score is the best so far."
+    st, ckpt, out_dir, n_check = run.st, run.ckpt, run.out, run.cfg.n_check
+    clf = load_cnn(run.clf_path)
+    eu, et = run.models()[1:]
     eu.load_state_dict(ema_u); et.load_state_dict(ema_t)
-    pipe = build_pipeline(vae, eu.eval(), et.eval(), tok)
+    pipe = build_pipeline(run.vae, eu.eval(), et.eval(), run.tok)
     checks = st['checks'] or []
     tc = time.time(); res, ims = prompt_following(pipe, clf, check_prompts(n_check, seed=s), seed=s)
-    res.update(step=s, images_seen=s * batch, time=time.time(), check_seconds=time.time() - tc)
+    res.update(step=s, images_seen=s * run.cfg.batch, time=time.time(), check_seconds=time.time() - tc)
     score = 0.5 * (res['background'] + res['colour'])
     best = max([c.get('score', 0) for c in checks] or [0])
     res['score'] = score; checks.append(res)
@@ -455,10 +532,18 @@ def _check(st, phase, s, batch, ema_u, ema_t, tok, seed, config, vae, clf_path, 
                       dict(checks=checks, loss=hist[::4], first_round=dict(checks=st['unet_a_checks'] or [], loss=(st['unet_a_hist'] or [])[::4]),
                            **{k: st[f'{k}_hist'] for k in ('vae_joint', 'vae_refine', 'vae_dec')}))
 
-def _train_unet(ckpt, st, phase, stream, lat, ids, sf, steps, tok, seed, config, batch, lr, warmup, ema_decay, p_uncond,
-                ckpt_minutes, deadline, init=None, check=None)->bool:
+def _train_unet(run:_Run, # the run (parameters, folders, state, tokenizer, deadline; `vae` for the final round)
+                phase:str, # 'unet_a' (first round) or 'unet' (final round): names its checkpoints and state keys
+                stream:str, # the name of its batch / noise random streams
+                lat:torch.Tensor, ids:torch.Tensor, sf:float, # cached latents, their token ids, the latent scaling factor
+                steps:int, # total steps of this round
+                init:str|None=None, # warm start from this phase's EMA weights (when not resuming)
+                final:bool=False, # the final round: prompt-following checks and export of the EMA model to `run.out`
+               )->bool:
     "One U-Net + text-encoder round (min-SNR ε-loss, EMA), resumable; False when stopped by the deadline."
-    unet, te = make_models(tok, seed, config)[1:]
+    cfg, ckpt, st, tok = run.cfg, run.ckpt, run.st, run.tok
+    batch, lr, warmup, ema_decay, p_uncond, seed = cfg.batch, cfg.lr, cfg.warmup, cfg.ema_decay, cfg.p_uncond, cfg.seed
+    unet, te = run.models()[1:]
     sched = DDPMScheduler(**{k: v for k, v in SD15_SCHEDULER.items() if k not in ('set_alpha_to_one',)})
     ac = sched.alphas_cumprod
     params = list(unet.parameters()) + list(te.parameters())
@@ -502,23 +587,23 @@ def _train_unet(ckpt, st, phase, stream, lat, ids, sf, steps, tok, seed, config,
             ips = (s - s0) * batch / (time.time() - t0)
             _log(ckpt, f"{phase} step {s} loss {loss.item():.4f} ema {loss_ema:.4f} {ips:.1f} img/s {(s - s0) / (time.time() - t0):.3f} it/s threads {torch.get_num_threads()}")
             hist.append(dict(step=s, loss_ema=loss_ema, img_per_s=ips, time=time.time()))
-        stop = deadline is not None and time.time() > deadline
-        if time.time() - t_ck > ckpt_minutes * 60 or last or stop:
+        stop = run.deadline is not None and time.time() > run.deadline
+        if time.time() - t_ck > cfg.ckpt_minutes * 60 or last or stop:
             f = ckpt/f'{phase}_{s:07d}'
             _save_modules(f, dict(unet=unet, te=te, ema_unet=ema_u, ema_te=ema_t, opt=_opt_tensors(opt)))
             atomic_write_json(f/'info.json', dict(step=s, loss_ema=loss_ema))
             _commit(ckpt, st, key, f, **{f'{phase}_hist': hist, f'{phase}_loss_ema': loss_ema}); t_ck = time.time()
             _log(ckpt, f"{phase} checkpoint step {s}")
-        if check and check['n_check'] > 0 and (time.time() - t_chk > check['check_minutes'] * 60 or last or stop):
+        if final and cfg.n_check > 0 and (time.time() - t_chk > cfg.check_minutes * 60 or last or stop):
             t_chk = time.time()
-            if not check['clf_path'].exists(): _log(ckpt, f"check skipped: no attribute classifier at {check['clf_path']}")
+            if not run.clf_path.exists(): _log(ckpt, f"check skipped: no attribute classifier at {run.clf_path}")
             else:
-                try: _check(st, phase, s, batch, ema_u, ema_t, tok, seed, config, check['vae'], check['clf_path'], check['out_dir'], check['n_check'], ckpt, hist)
+                try: _check(run, s, ema_u, ema_t, hist)
                 except Exception as e: _log(ckpt, f"check failed at step {s}: {e!r}")
             unet.train(); te.train()
-        if check and (last or stop) and not (check['out_dir']/'model_index.json').exists():  # nothing exported yet: ship the current EMA
-            eu, et = make_models(tok, seed, config)[1:]; eu.load_state_dict(ema_u); et.load_state_dict(ema_t)
-            export_pipeline(build_pipeline(check['vae'], eu.eval(), et.eval(), tok), check['out_dir'])
+        if final and (last or stop) and not (run.out/'model_index.json').exists():  # nothing exported yet: ship the current EMA
+            eu, et = run.models()[1:]; eu.load_state_dict(ema_u); et.load_state_dict(ema_t)
+            export_pipeline(build_pipeline(run.vae, eu.eval(), et.eval(), tok), run.out)
         if stop: _log(ckpt, f"{phase}: stopping at the time limit"); return False
     return True
 
@@ -526,6 +611,14 @@ def atomic_write_text_lines(path, lines):
     "Write lines of text atomically."
     from diffaug.core import atomic_write_text
     return atomic_write_text(path, '\n'.join(lines) + '\n')
+
+# %% ../nbs/71_miniworld_model.ipynb #5045b2dd
+def miniworld_demo_params(folder:str|Path, # an empty folder (e.g. a temp folder) for the demo's checkpoints and model
+                         )->dict:
+    "Parameters of a seconds-long demo run of the stage: tiny networks, every phase for a step or two, no checks."
+    folder = Path(folder)
+    return dict(ckpt_dir=str(folder/'ckpt'), out=str(folder/'model'), size='tiny', n_tok_captions=100, vae_joint_steps=1,
+                unet_a_steps=2, vae_refine_steps=1, vae_dec_steps=1, vae_batch=2, n_latents=8, unet_steps=2, batch=2, n_check=0)
 
 # %% ../nbs/71_miniworld_model.ipynb #3ae74f4d
 def model_size_mb(path:str|Path)->float:
@@ -548,24 +641,15 @@ def measure_prompt_following(model:str|Path, # the diffusers folder
     return [prompt_following(pipe, net, check_prompts(n, seed), g, steps, seed)[0] for g in guidance_scales]
 
 # %% ../nbs/71_miniworld_model.ipynb #7806f123
-def run_miniworld_model(ckpt_dir:str|None=None, # checkpoint folder; None: a tiny demo in a temp folder
-                        out_dir:str|None=None, # the shipped model folder
-                        unet_steps:int=15000, # total U-Net steps
-                        max_minutes:float|None=None, # stop (resumably) after this many minutes
-                        clf_steps:int=800, # attribute-classifier steps (trained first when missing)
-                        threads:int=1, # torch threads
-                       )->Path:
-    "Train (or resume) the mini model, training the attribute classifier first if it is missing; returns the model folder."
-    import tempfile
-    if ckpt_dir is None:
-        d = Path(tempfile.mkdtemp()); cfg = dict(unet=dict(MINI_CONFIG['unet'], block_out_channels=(16, 16, 32), attention_head_dim=4, cross_attention_dim=32, norm_num_groups=8),
-                                                 vae=dict(MINI_CONFIG['vae'], block_out_channels=(8, 8, 8), norm_num_groups=4),
-                                                 text=dict(MINI_CONFIG['text'], hidden_size=32, intermediate_size=64, num_hidden_layers=1, projection_dim=32))
-        train_miniworld(d/'ckpt', d/'model', vae_joint_steps=1, unet_a_steps=0, vae_refine_steps=1, vae_dec_steps=1, vae_batch=2, n_latents=8, unet_steps=2, batch=2,
-                        n_check=0, config=cfg, n_tok_captions=100, threads=threads)
-        return d/'model'
-    out = Path(out_dir or 'models/miniworld'); clf = out/'eval'/'attr_classifier.safetensors'
-    torch.set_num_threads(threads)
-    if not clf.exists(): train_attr_classifier(clf, steps=clf_steps, batch=48)
-    train_miniworld(ckpt_dir, out, unet_steps=unet_steps, max_minutes=max_minutes, threads=threads)
-    return out
+def run_miniworld_model(cfg:MiniworldModelConfig|None=None, # the stage's parameters (None: the defaults, with `kw`)
+                        **kw, # parameters that override `cfg`'s
+                       )->dict:
+    "The `miniworld_model` stage: train (or resume) the mini model, training the attribute classifier first when it is missing."
+    cfg = MiniworldModelConfig.of(cfg, **kw).check()
+    torch.set_num_threads(cfg.threads)
+    clf = cfg.clf_file()
+    if cfg.n_check > 0 and not clf.exists(): train_attr_classifier(clf, steps=cfg.clf_steps, batch=cfg.clf_batch)
+    st = train_miniworld(cfg)
+    step = int(st['unet_ckpt'].rsplit('_', 1)[1]) if st.get('unet_ckpt') else 0
+    return {'out': recorded_path(cfg.out), 'unet_step': step, 'finished': step >= cfg.unet_steps,
+            'best_check': max(st.get('checks') or [{}], key=lambda c: c.get('score', 0)) or None}

@@ -58,6 +58,10 @@ STAGES = {
     'report': Stage('60_report.ipynb', 'diffaug.report:ReportConfig', ('runs', 'out'), 'the comparison table and figure'),
     'oracle': Stage('72_oracle.ipynb', 'diffaug.oracle:OracleConfig', ('split', 'synthetic', 'out'),
                     'oracle scores of synthetic sets', ('model', 'clip_model', 'lpips_trunk')),
+    'miniworld_model': Stage('71_miniworld_model.ipynb', 'diffaug.miniworld_model:MiniworldModelConfig', ('ckpt_dir', 'out', 'clf_path'),
+                             "train (or resume) the mini world's SD-format model (frozen in dvc.yaml: hours of CPU)"),
+    'miniworld_oracle': Stage('73_miniworld_oracle.ipynb', 'diffaug.miniworld_oracle:MiniworldOracleConfig', ('out',),
+                              "train the mini world's species oracle (frozen in dvc.yaml)"),
 }
 
 # %% ../nbs/90_pipeline.ipynb #513ea212

@@ -180,3 +180,75 @@ def test_mini_world_through_every_diffusion_stage(tmp_path, monkeypatch):
         assert ss[0].path.is_file() and Image.open(ss[0].path).size == (64, 64)
         r = score_synthetic_set(tmp_path/name, oracle=ORACLE, source_root=tmp_path/'ds')
         assert 0 <= r['faithfulness'] <= 1 and r['n'] == 24 and r['diversity'] > 0, r
+
+
+# --- the two frozen training stages, miniworld_model and miniworld_oracle: one declaration each, through the runner ---
+
+@pytest.mark.parametrize('stage, sets, expect', [
+    ('miniworld_model', ['unet_steps=-1'], 'unet_steps=-1'),
+    ('miniworld_model', ['size=huge'], "size='huge'"),
+    ('miniworld_model', ['unet_step=5'], "did you mean 'unet_steps'"),
+    ('miniworld_oracle', ['steps=0'], 'steps=0'),
+    ('miniworld_oracle', ['out=models/oracle'], '.safetensors'),
+])
+def test_miniworld_stages_fail_in_the_runner_naming_the_parameter(tmp_path, stage, sets, expect):
+    "A bad value or key fails before any kernel starts: exit 2, one line naming it, no executed notebook."
+    import subprocess, sys
+    from conftest import run_env
+    out = tmp_path/f'{stage}.ipynb'
+    r = subprocess.run([sys.executable, '-m', 'diffaug.pipeline', stage, *sum([['--set', x] for x in sets], []), '--out', str(out)],
+                       cwd=ROOT, env=run_env(), capture_output=True, text=True, timeout=300)
+    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith('error: ') and expect in lines[0], (r.returncode, r.stderr[-2000:])
+    assert not out.exists() and not out.with_name(out.stem + '.failed.ipynb').exists()
+
+
+def test_miniworld_stage_configs_check_every_value(tmp_path):
+    from diffaug.core import ParamError
+    from diffaug.miniworld_model import MiniworldModelConfig
+    from diffaug.miniworld_oracle import MiniworldOracleConfig
+    from diffaug.pipeline import STAGES
+    assert STAGES['miniworld_model'].config_class() is MiniworldModelConfig and STAGES['miniworld_oracle'].config_class() is MiniworldOracleConfig
+    ok = dict(ckpt_dir=str(tmp_path/'ckpt'), out=str(tmp_path/'model'))
+    MiniworldModelConfig(**ok).check()
+    (tmp_path/'afile').write_text('x')
+    for kw, msg in [({'ckpt_dir': None}, 'ckpt_dir'), ({'out': str(tmp_path/'afile')}, 'out='), ({'lr': 0}, 'lr=0'),
+                    ({'p_uncond': 1.5}, 'p_uncond=1.5'), ({'ema_decay': 1.0}, 'ema_decay=1.0'), ({'warmup': 0}, 'warmup=0'),
+                    ({'n_check': -1}, 'n_check=-1'), ({'max_minutes': 0}, 'max_minutes=0'), ({'threads': 0}, 'threads=0'),
+                    ({'clf_path': str(tmp_path)}, 'clf_path')]:
+        with pytest.raises(ParamError) as e: MiniworldModelConfig(**{**ok, **kw}).check()
+        assert msg in str(e.value), (kw, str(e.value))
+    for kw, msg in [({'out': None}, 'out'), ({'batch': 0}, 'batch=0'), ({'lr': -1.0}, 'lr=-1.0'), ({'width': 0}, 'width=0'),
+                    ({'out': str(tmp_path)}, '.safetensors')]:
+        with pytest.raises(ParamError) as e: MiniworldOracleConfig(**{'out': str(tmp_path/'o.safetensors'), **kw}).check()
+        assert msg in str(e.value), (kw, str(e.value))
+
+
+def test_miniworld_model_demo_runs_with_checks_and_refuses_other_parameters_on_resume(tmp_path):
+    "The stage's demo (tiny networks), with prompt-following checks on: trains the attribute classifier, checks, exports; a resume with other recorded parameters is refused."
+    from diffaug.core import ParamError
+    from diffaug.models import load_sd
+    from diffaug.miniworld_model import MiniworldModelConfig, run_miniworld_model, miniworld_demo_params
+    p = {**miniworld_demo_params(tmp_path), 'n_check': 2, 'clf_steps': 1, 'clf_batch': 2}
+    r = run_miniworld_model(MiniworldModelConfig.from_params(p))
+    model = Path(p['out'])
+    assert r['unet_step'] == 2 and r['finished'] and r['best_check']['n'] == 2, r
+    assert (model/'eval'/'attr_classifier.safetensors').is_file() and (model/'model_index.json').is_file()
+    assert [c['step'] for c in json.loads((model/'training'/'history.json').read_text())['checks']] == [2]  # the check ran
+    pipe = load_sd(model, device='cpu', precision='fp32')
+    assert pipe(['a photo of a red bird'], num_inference_steps=2, output_type='pil').images[0].size == (64, 64)
+    assert run_miniworld_model(**{**p, 'unet_steps': 3})['unet_step'] == 3  # resumes
+    with pytest.raises(ParamError, match=r"started with other parameters: seed=0 \(now 1\)"): run_miniworld_model(**{**p, 'seed': 1})
+
+
+def test_miniworld_oracle_demo_writes_the_same_bytes_twice(tmp_path):
+    from diffaug.oracle import load_oracle
+    from diffaug.miniworld_oracle import MiniworldOracleConfig, run_miniworld_oracle
+    p = {'out': str(tmp_path/'models'/'oracle.safetensors'), 'steps': 2, 'batch': 4, 'eval_per_class': 1}
+    r = run_miniworld_oracle(MiniworldOracleConfig.from_params(p))
+    first = Path(p['out']).read_bytes()
+    assert r['images_seen'] == 8 and 0 <= r['test_accuracy'] <= 1
+    run_miniworld_oracle(**p)
+    assert Path(p['out']).read_bytes() == first
+    net, classes = load_oracle(p['out'])
+    assert len(classes) == 12 and net.head_sizes == {'species': 12}
