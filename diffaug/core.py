@@ -13,9 +13,9 @@ from pathlib import Path
 # %% auto #0
 __all__ = ['item_seed', 'item_generator', 'item_rng', 'seed_everything', 'choose_device', 'cpu_supports_bf16', 'choose_dtype',
            'umask_mode', 'atomic_write', 'atomic_write_text', 'atomic_write_json', 'atomic_save_image',
-           'atomic_save_safetensors', 'recorded_path', 'ImageLoadError', 'load_image', 'load_images', 'ParamError',
-           'check_param', 'temp_dir_beside', 'replace_dir', 'scratch_dir', 'start_scratch', 'publish_dir',
-           'StageConfig', 'progress']
+           'safetensors_bytes', 'atomic_save_safetensors', 'recorded_path', 'ImageLoadError', 'load_image',
+           'load_images', 'ParamError', 'check_param', 'temp_dir_beside', 'replace_dir', 'scratch_dir', 'start_scratch',
+           'publish_dir', 'StageConfig', 'progress']
 
 # %% ../nbs/00_core.ipynb #355f3a72
 import numpy as np
@@ -137,11 +137,22 @@ def atomic_save_image(img:Image.Image, path:str|Path, **kw)->Path:
     with atomic_write(path, 'wb') as f: img.save(f, format=Image.registered_extensions().get(path.suffix.lower(), 'PNG'), **kw)
     return path
 
-def atomic_save_safetensors(tensors:dict, path:str|Path, metadata:dict|None=None)->Path:
-    "Save a dict of tensors as safetensors atomically."
+def safetensors_bytes(tensors:dict, # name -> tensor
+                      metadata:dict|None=None, # str -> str
+                     )->bytes:
+    "A safetensors file's bytes with its metadata keys sorted: the library writes several keys in a random order, so a rerun would differ."
     from safetensors.torch import save
     data = save({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, metadata=metadata)
-    with atomic_write(path, 'wb') as f: f.write(data)
+    if not metadata or len(metadata) < 2: return data
+    n = int.from_bytes(data[:8], 'little'); head = json.loads(data[8:8 + n])
+    head['__metadata__'] = dict(sorted(head.get('__metadata__', {}).items()))
+    h = json.dumps(head, separators=(',', ':'), ensure_ascii=False).encode()
+    h += b' ' * (-len(h) % 8)  # the data starts 8-byte aligned, as the library pads it
+    return len(h).to_bytes(8, 'little') + h + data[8 + n:]
+
+def atomic_save_safetensors(tensors:dict, path:str|Path, metadata:dict|None=None)->Path:
+    "Save a dict of tensors as safetensors atomically (metadata keys sorted: the same tensors give the same bytes)."
+    with atomic_write(path, 'wb') as f: f.write(safetensors_bytes(tensors, metadata))
     return Path(path)
 
 # %% ../nbs/00_core.ipynb #d1c63f7a

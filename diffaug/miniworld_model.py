@@ -11,11 +11,11 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['MINI_CONFIG', 'ATTR_HEADS', 'TINY_CONFIG', 'ARCHS', 'RECORDED', 'corpus_captions', 'build_tokenizer', 'make_models',
-           'n_params', 'to_tensor', 'to_pil', 'psnr', 'SmallCNN', 'attr_labels', 'safetensors_bytes', 'save_cnn',
-           'load_cnn', 'train_attr_classifier', 'predict_attrs', 'attr_accuracy', 'check_prompts', 'prompt_following',
-           'fg_weights', 'MiniworldModelConfig', 'build_pipeline', 'export_pipeline', 'write_tokenizer_files',
-           'train_miniworld', 'atomic_write_text_lines', 'miniworld_demo_params', 'model_size_mb',
-           'measure_prompt_following', 'run_miniworld_model']
+           'n_params', 'to_tensor', 'to_pil', 'psnr', 'SmallCNN', 'attr_labels', 'save_cnn', 'load_cnn',
+           'train_attr_classifier', 'predict_attrs', 'attr_accuracy', 'check_prompts', 'prompt_following', 'fg_weights',
+           'MiniworldModelConfig', 'build_pipeline', 'export_pipeline', 'write_tokenizer_files', 'train_miniworld',
+           'atomic_write_text_lines', 'miniworld_demo_params', 'model_size_mb', 'measure_prompt_following',
+           'run_miniworld_model']
 
 # %% ../nbs/71_miniworld_model.ipynb #c4a731f5
 import numpy as np
@@ -27,8 +27,8 @@ from diffusers import AutoencoderKL, UNet2DConditionModel, DDIMScheduler, DDPMSc
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 from safetensors.torch import load_file
 from .core import (item_rng, item_generator, atomic_write, atomic_write_json, atomic_save_safetensors, atomic_save_image, check_param, progress,
-                          replace_dir, recorded_path, StageConfig, ParamError)
-from .models import SD15_SCHEDULER
+                          safetensors_bytes, replace_dir, recorded_path, StageConfig, ParamError)
+from .models import SD15_SCHEDULER, follow_umask
 from .miniworld import (COLOURS, BACKGROUNDS, ATTR_VALUES, SPECIES_ATTRS, Factors, sample_factors, caption, prompt,
                                parse_caption, pretrain_item, render, image_grid)
 
@@ -137,18 +137,6 @@ class SmallCNN(nn.Module):
 def attr_labels(fs:list)->dict:
     "Factor lists -> {head: LongTensor of value indices}."
     return {k: torch.tensor([ATTR_VALUES[k].index(getattr(f, k)) for f in fs]) for k in ATTR_HEADS}
-
-def safetensors_bytes(tensors:dict, # name -> tensor
-                      metadata:dict, # str -> str
-                     )->bytes:
-    "A safetensors file's bytes with its metadata keys sorted: the library writes several keys in a random order, so a rerun would differ."
-    from safetensors.torch import save
-    data = save({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, metadata=metadata)
-    n = int.from_bytes(data[:8], 'little'); head = json.loads(data[8:8 + n])
-    head['__metadata__'] = dict(sorted(head.get('__metadata__', {}).items()))
-    h = json.dumps(head, separators=(',', ':'), ensure_ascii=False).encode()
-    h += b' ' * (-len(h) % 8)  # the data starts 8-byte aligned, as the library pads it
-    return len(h).to_bytes(8, 'little') + h + data[8 + n:]
 
 def save_cnn(net:SmallCNN, path:str|Path, meta:dict|None=None)->Path:
     "Save a SmallCNN as safetensors with its heads in the metadata (the same bytes for the same weights)."
@@ -445,7 +433,7 @@ def export_pipeline(pipe:StableDiffusionPipeline, # the pipeline to ship
     tmp = out_dir/'_export_tmp'; shutil.rmtree(tmp, ignore_errors=True)
     p2 = build_pipeline(copy.deepcopy(pipe.vae).to(dtype), copy.deepcopy(pipe.unet).to(dtype),
                         copy.deepcopy(pipe.text_encoder).to(dtype), pipe.tokenizer)
-    p2.save_pretrained(tmp, safe_serialization=True)
+    p2.save_pretrained(tmp, safe_serialization=True); follow_umask(tmp)  # safetensors writes 0600 files whatever the umask
     # a plain `from_pretrained(folder)` loads diffusers' parts in fp32 but transformers' text encoder in the dtype its
     # config records: record fp32, so every part runs in one dtype (the fp16 weights on disk are cast up on load)
     cfg = json.loads((tmp/'text_encoder'/'config.json').read_text())

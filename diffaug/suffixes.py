@@ -116,6 +116,7 @@ def make_tiny_blip(path:str|Path, # folder to write the model and processor into
                      projection_dim=32)
     torch.manual_seed(seed)
     BlipForConditionalGeneration(cfg).save_pretrained(path); proc.save_pretrained(path)
+    from diffaug.models import follow_umask; follow_umask(path)  # safetensors writes 0600 files whatever the umask
     return path
 
 # %% ../nbs/31_suffixes.ipynb #a1a0ce42
@@ -210,6 +211,7 @@ def make_tiny_llm(path:str|Path, # folder to write the model and tokenizer into
     torch.manual_seed(seed)
     m = GPT2LMHeadModel(GPT2Config(vocab_size=len(vocab), n_positions=1024, n_embd=32, n_layer=1, n_head=2, eos_token_id=1, bos_token_id=1, pad_token_id=1))
     path = Path(path); m.save_pretrained(path); tok.save_pretrained(path)
+    from diffaug.models import follow_umask; follow_umask(path)  # safetensors writes 0600 files whatever the umask
     return path
 
 def summarize(captions:list, # captions
