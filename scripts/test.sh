@@ -13,6 +13,6 @@ echo "== nbdev-test (every notebook in nbs/) =="
 nbdev-test --n-workers "${NBDEV_WORKERS:-2}" --timing; nb=$?
 echo "nbdev-test: exit $nb after $(( $(date +%s) - start )) s"
 echo "== pytest =="
-python -m pytest -q --timeout 1800 "$@"; py=$?
+python -m pytest -q --timeout 1800 --durations=25 "$@"; py=$?
 echo "pytest: exit $py; total $(( $(date +%s) - start )) s"
 if [ $nb -ne 0 ] || [ $py -ne 0 ]; then exit 1; fi
