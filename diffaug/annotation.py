@@ -165,10 +165,14 @@ class AnnotationConfig(StageConfig):
     gamma:float=0.5 # Diff-Mix's γ in ŷ = (1 − s^γ)·e_src + s^γ·e_tar, >= 0 (authors: 0.5 is safe; few-shot smaller, all-shot larger)
     scale:float=1.0 # overall label scale in (0, 1] (the paper's formula: 1; Diff-Mix's code: 0.9 for most datasets)
     hard:bool=False # one-hot labels for every row, even translations (the hard-label ablation)
+    methods:list|None=None # several sets in one process: one per method, `{method}` in synthetic and out replaced by its name (the stage); None: the one set
 
     def check(self, files:bool=True, # also check the inputs: the set's metadata.csv, the split file
              ):
         "Raise `ParamError` naming the first invalid parameter; returns `self`."
+        if self.methods is not None:
+            for c in self.per_method(self.methods): c.check(files)
+            return self
         self.need_path('synthetic', 'dir', files=files, parts=('metadata.csv',))
         self.need_path('split', 'file', files=files, none=True)
         self.need_path('out', 'dir', files=False, none=True)
@@ -182,8 +186,9 @@ class AnnotationConfig(StageConfig):
 def run_annotation(cfg:AnnotationConfig|None=None, # the stage's parameters
                    **kw, # or some of them as keywords (over `cfg`)
                   )->dict:
-    "The annotation stage: label every image of a synthetic set; returns the annotated folder and the row counts."
+    "The annotation stage: label every image of a synthetic set (or of one set per method); returns the annotated folder and the row counts."
     c = AnnotationConfig.of(cfg, **kw).check()
+    if c.methods is not None: return {'sets': [run_annotation(x) for x in c.per_method(c.methods)]}
     res = annotate(c.synthetic, c.split, c.out, gamma=c.gamma, scale=c.scale, hard=c.hard)
     info = json.loads((res/'info.json').read_text(encoding='utf-8'))['annotation']
     print(f"annotated {info['rows']} images in {res}: {info['soft']} soft, {info['one_hot']} one-hot (γ={c.gamma}, scale={c.scale})")

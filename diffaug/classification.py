@@ -6,7 +6,7 @@ Docs: https://diffaug.github.io/diffaug/classification.html.md"""
 
 # %% ../nbs/50_classification.ipynb #c2a9e8ba
 from __future__ import annotations
-import copy, csv, difflib, io, json, math, os, re, tempfile, time
+import copy, csv, dataclasses, difflib, io, json, math, os, re, tempfile, time
 from dataclasses import dataclass, asdict, field, fields
 from pathlib import Path
 
@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from .core import (item_seed, item_generator, item_rng, seed_everything, choose_device, atomic_write_text,
                           atomic_write_json, atomic_save_safetensors, load_image, ParamError, check_param, progress, recorded_path,
-                          StageConfig, start_scratch, scratch_dir)
+                          StageConfig, start_scratch, scratch_dir, digest)
 from PIL import Image
 from .data import load_split, SyntheticSet, Split, make_toy_dataset, few_shot_split, save_split, SyntheticSetWriter
 
@@ -49,9 +49,9 @@ def _nearest(value, names)->str:
 
 @dataclass
 class ClassificationConfig(StageConfig):
-    "The parameters of one classification run (the `classification` stage)."
+    "The parameters of one classification run, or of a matrix of runs (methods × seeds: the `classification` stage)."
     split:str|None=None # the split JSON written by prepare (required)
-    out:str|None=None # the run's output folder: metrics.json, epochs.csv, per_class.csv, predictions.csv, config.json (required)
+    out:str|None=None # the run's output folder: metrics.json, epochs.csv, per_class.csv, predictions.csv, config.json; with `methods`: the matrix's folder, one `<method>/s<seed>/` per run (required)
     method:str='original' # "original", "mixup", "cutmix" or a synthetic method (see `method_names()`)
     synthetic:list|dict|None=None # synthetic-set folders; or {method: [folders]} (the run picks its method's); None: no synthetic data
     p:float=0.5 # probability that a real training sample is replaced by a synthetic one (paper: 0.5)
@@ -73,6 +73,9 @@ class ClassificationConfig(StageConfig):
     eval_split:str|None=None # evaluate on this split's test subset instead (e.g. Waterbirds after 5-shot CUB); same class names; None: the split's own
     eval_every:int=1 # evaluate val/test every this many epochs (the last epoch always)
     seed:int=0 # the run's seed (initialisation, order, replacement, augmentation)
+    methods:list|None=None # a matrix: train each of these methods once per seed of `seeds`, into `<out>/<method>/s<seed>/` (None: the one run `method`, `seed`)
+    seeds:list|None=None # the matrix's seeds (with `methods`)
+    workers:int=1 # matrix runs trained at once, each in its own process (results do not depend on it when `threads` is set)
     device:str='auto' # "auto", "cpu", "cuda", ...
     precision:str='no' # accelerate mixed precision: "no" (or "fp32"), "fp16", "bf16" (paper: fp16 on GPUs)
     num_workers:int=0 # data-loader workers (results do not depend on it)
@@ -88,6 +91,17 @@ class ClassificationConfig(StageConfig):
              ):
         "Raise `ParamError` naming the first invalid parameter; returns `self`."
         import timm
+        self.need_int('workers', 1)
+        if self.methods is not None or self.seeds is not None:  # a matrix: its lists, then each of its runs
+            for k in ('methods', 'seeds'):
+                v = getattr(self, k)
+                self.need(isinstance(v, list) and len(v) > 0 and len(set(map(str, v))) == len(v), k, "a non-empty list without repeats (methods and seeds go together)")
+            for m in self.methods:
+                check_param(m in MIXING or m in SYNTHETIC_METHODS, 'methods', m, f"one of {method_names()}" + _nearest(m, method_names()))
+            for x in self.seeds: check_param(isinstance(x, int) and not isinstance(x, bool), 'seeds', x, "integer seeds")
+            self.need_path('out', 'dir', files=False)
+            for r in self.runs(): r.check(files)
+            return self
         # values first (they are wrong wherever the run happens), then the paths a run needs, then the files they name
         self.need(isinstance(self.method, str) and (self.method in MIXING or self.method in SYNTHETIC_METHODS), 'method',
                   f"one of {method_names()}" + _nearest(self.method, method_names()))
@@ -131,6 +145,12 @@ class ClassificationConfig(StageConfig):
             except (ValueError, UnicodeDecodeError, AttributeError): n_val = None  # load_split names the problem later
             if n_val == 0: raise ParamError(f"parameter select='val' is invalid: the split {self.split} has no val subset")
         return self
+
+    def runs(self)->list:
+        "The single runs: this config without `methods`, else one per method × seed, each into `<out>/<method>/s<seed>`."
+        if self.methods is None: return [self]
+        return [dataclasses.replace(self, method=m, seed=s, methods=None, seeds=None, out=str(Path(self.out)/m/f's{s}'))
+                for m in self.methods for s in self.seeds]
 
     def synthetic_sets(self)->list:
         "This run's synthetic-set folders."
@@ -406,17 +426,20 @@ def set_rng_state(s:dict)->None:
 # %% ../nbs/50_classification.ipynb #36fac9b4
 OUTPUT_FILES = ('epochs.csv', 'per_class.csv', 'predictions.csv', 'config.json', 'model.safetensors', 'metrics.json') # metrics.json last
 
-def _sha(path)->str|None:
-    import hashlib
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16] if path is not None else None
+def _split_digest(path)->str|None:
+    "The digest of a split file and of every image it lists."
+    if path is None: return None
+    sp = load_split(path)
+    return digest(path, *(p for s in ('train', 'val', 'test') for p in sp.paths(s) if p.is_file()))
 
 def _record(cfg:ClassificationConfig)->dict:
-    "What a resumed run must share with the interrupted one: every parameter that changes the output bytes and the inputs' identities."
-    rec = {k: v for k, v in cfg.asdict().items() if k not in ('out', 'num_workers', 'save_model')}
-    rec.update(split=recorded_path(cfg.split), eval_split=recorded_path(cfg.eval_split), synthetic=recorded_path(cfg.synthetic),
-               inputs={'split': _sha(cfg.split), 'eval_split': _sha(cfg.eval_split),
-                       'synthetic': [_sha(Path(s)/'metadata.csv') for s in cfg.synthetic_sets()]})
-    return rec
+    """What a resumed run must share with the interrupted one, and what a matrix compares to keep a finished run: every
+    parameter that changes the output bytes, and the digests of the inputs (split and its images, synthetic sets)."""
+    rec = {k: v for k, v in cfg.asdict().items() if k not in ('out', 'num_workers', 'save_model', 'methods', 'seeds', 'workers')}
+    rec.update(split=recorded_path(cfg.split), eval_split=recorded_path(cfg.eval_split), synthetic=recorded_path(cfg.synthetic_sets()) or None,
+               inputs={'split': _split_digest(cfg.split), 'eval_split': _split_digest(cfg.eval_split),
+                       'synthetic': [digest(s) for s in cfg.synthetic_sets()]})
+    return json.loads(json.dumps(rec))  # as it reads back from config.json
 
 def _save_checkpoint(ck:Path, # the checkpoint folder (in the scratch folder)
                      epoch:int, # finished epochs
@@ -508,7 +531,7 @@ def _train(cfg:ClassificationConfig, # the run's parameters (checked)
     mixer = _mixer(cfg, K)
     start, rows, best, best_state = _load_checkpoint(ck, acc, model, opt, sched)
     if start and acc.is_main_process: print(f"resuming after epoch {start}/{cfg.epochs} ({ck})", flush=True)
-    todo = range(start, cfg.epochs)
+    todo, last_preds = range(start, cfg.epochs), {}
     bar = progress(todo, desc=f'{cfg.method} seed {cfg.seed}') if acc.is_main_process else todo
     for epoch in bar:
         t0 = time.time()
@@ -526,7 +549,8 @@ def _train(cfg:ClassificationConfig, # the run's parameters (checked)
         changed = False
         if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
             for s, dl in evals.items():
-                row[f'{s}_top1'] = accuracy_report(_predict(model, dl, acc), src[s].items(s), sp.classes)['top1']
+                last_preds[s] = _predict(model, dl, acc)  # the last epoch's are the reported ones (select='last'): predicted once
+                row[f'{s}_top1'] = accuracy_report(last_preds[s], src[s].items(s), sp.classes)['top1']
             if cfg.select == 'val' and row['val_top1'] > best[0]:
                 best, changed = (row['val_top1'], epoch + 1), True
                 best_state = {k: v.detach().cpu().clone() for k, v in acc.unwrap_model(model).state_dict().items()}
@@ -543,7 +567,7 @@ def _train(cfg:ClassificationConfig, # the run's parameters (checked)
     reports = {}
     for s in ('val', 'test'):
         if s in evals:
-            preds = _predict(model, evals[s], acc)
+            preds = last_preds[s] if cfg.select == 'last' and s in last_preds else _predict(model, evals[s], acc)
             reports[s] = (accuracy_report(preds, src[s].items(s), sp.classes), preds)
     if 'test' in reports:
         r = reports['test'][0]
@@ -566,9 +590,7 @@ def _train(cfg:ClassificationConfig, # the run's parameters (checked)
         if cfg.save_model:
             atomic_save_safetensors({k: v.clone() for k, v in acc.unwrap_model(model).state_dict().items()}, scratch/'model.safetensors',
                                     metadata={'model': cfg.model, 'num_classes': str(K), 'classes': json.dumps(sp.classes)})
-        rec = {k: v for k, v in cfg.asdict().items() if k != 'out'}
-        atomic_write_json(scratch/'config.json', {**rec, 'split': recorded_path(cfg.split), 'synthetic': recorded_path(cfg.synthetic),
-                                                  'eval_split': recorded_path(cfg.eval_split)})
+        atomic_write_json(scratch/'config.json', _record(cfg))  # the parameters and the inputs' digests: a matrix keeps a run whose record matches
         atomic_write_json(scratch/'metrics.json', metrics)
     acc.wait_for_everyone()
     acc.free_memory()
@@ -580,6 +602,7 @@ def run_classification(cfg:ClassificationConfig|None=None, # the run's parameter
                       )->dict:
     "The classification stage: train a timm classifier on the split (+ synthetic sets); returns metrics.json's content (+ `seconds`)."
     cfg = ClassificationConfig.of(cfg, **kw).check()
+    if cfg.methods is not None: return _run_matrix(cfg)
     out = Path(cfg.out); t0 = time.perf_counter()
     sd = start_scratch(out, _record(cfg))
     if cfg.num_processes > 1:
@@ -594,3 +617,55 @@ def run_classification(cfg:ClassificationConfig|None=None, # the run's parameter
     secs = time.perf_counter() - t0
     print(f"{cfg.method} seed {cfg.seed}: top1 {m.get('top1', float('nan')):.2f} after {cfg.epochs} epochs, {secs:.1f} s -> {out}")
     return {**m, 'seconds': round(secs, 3)}
+
+# %% ../nbs/50_classification.ipynb #50915d99
+def _run_dict(d:dict)->dict:
+    "Train the single run described by `d` (a `ClassificationConfig` as a dict): the worker processes' entry point."
+    return run_classification(ClassificationConfig(**d))
+
+def _quiet_worker(threads:int|None):
+    "A worker process: no progress bars or epoch lines (the parent prints one line per finished run); `threads` torch threads."
+    import sys
+    os.environ['DIFFAUG_QUIET'] = '1'
+    sys.stdout = open(os.devnull, 'w')
+    if threads: torch.set_num_threads(threads)
+
+def _run_matrix(cfg:ClassificationConfig, # a checked config with `methods` and `seeds`
+               )->dict:
+    "Every run of the matrix into `<out>/<method>/s<seed>/`, keeping finished runs whose record matches; returns their metrics."
+    import shutil
+    out, t0 = Path(cfg.out), time.perf_counter()
+    runs = cfg.runs()
+    keep = {(r.method, f's{r.seed}') for r in runs}
+    if out.is_dir():  # folders of runs that left the matrix, and stray files
+        for m in out.iterdir():
+            if m.name.startswith('.') or m.suffix == '.ipynb': continue
+            if not m.is_dir(): m.unlink(); continue
+            for d in m.iterdir():
+                if (m.name, d.name) not in keep and not d.name.endswith('.partial') and d.suffix != '.ipynb': shutil.rmtree(d) if d.is_dir() else d.unlink()
+            if not any(m.iterdir()): m.rmdir()
+    def done(r):
+        f = Path(r.out)/'config.json'
+        return (Path(r.out)/'metrics.json').is_file() and f.is_file() and json.loads(f.read_text(encoding='utf-8')) == _record(r)
+    todo = [r for r in runs if not done(r)]
+    print(f"classification: {len(runs)} runs ({len(cfg.methods)} methods x {len(cfg.seeds)} seeds), {len(runs) - len(todo)} kept, {len(todo)} to train", flush=True)
+    def finished(r, m, k):
+        print(f"[{k}/{len(todo)}] {r.method} seed {r.seed}: top1 {m.get('top1', float('nan')):.2f} ({m['seconds']:.0f} s)", flush=True)
+    if cfg.workers > 1 and len(todo) > 1:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+        import diffaug.classification as mod  # the workers import the package (not this notebook's namespace)
+        threads = cfg.threads or max(1, (os.cpu_count() or 1) // cfg.workers)
+        with ProcessPoolExecutor(min(cfg.workers, len(todo)), mp_context=mp.get_context('spawn'),
+                                 initializer=mod._quiet_worker, initargs=(threads,)) as ex:
+            futs = {ex.submit(mod._run_dict, {**r.asdict(), 'threads': threads}): r for r in todo}
+            for k, f in enumerate(as_completed(futs), 1): finished(futs[f], f.result(), k)
+    else:
+        for k, r in enumerate(todo, 1): finished(r, run_classification(r), k)
+    res = [json.loads((Path(r.out)/'metrics.json').read_text(encoding='utf-8')) for r in runs]
+    secs = time.perf_counter() - t0
+    by = {}
+    for m in res: by.setdefault(m['method'], []).append(m.get('top1', float('nan')))
+    for m, v in by.items(): print(f"{m}: top1 {np.mean(v):.2f} ± {np.std(v, ddof=1) if len(v) > 1 else 0.0:.2f} over {len(v)} seeds")
+    print(f"{len(todo)} runs trained in {secs:.1f} s -> {out}")
+    return {'out': str(out), 'runs': res, 'trained': len(todo), 'kept': len(runs) - len(todo), 'seconds': round(secs, 3)}

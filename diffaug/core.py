@@ -13,7 +13,7 @@ from pathlib import Path
 # %% auto #0
 __all__ = ['item_seed', 'item_generator', 'item_rng', 'seed_everything', 'choose_device', 'cpu_supports_bf16', 'choose_dtype',
            'umask_mode', 'atomic_write', 'atomic_write_text', 'atomic_write_json', 'atomic_save_image',
-           'safetensors_bytes', 'atomic_save_safetensors', 'recorded_path', 'ImageLoadError', 'load_image',
+           'safetensors_bytes', 'atomic_save_safetensors', 'recorded_path', 'digest', 'ImageLoadError', 'load_image',
            'load_images', 'ParamError', 'check_param', 'temp_dir_beside', 'replace_dir', 'scratch_dir', 'start_scratch',
            'publish_dir', 'StageConfig', 'progress']
 
@@ -166,6 +166,20 @@ def recorded_path(p, # a path or hub id a stage writes into its output files (or
     if root and Path(str(p)).is_absolute():
         with contextlib.suppress(ValueError): return Path(p).resolve().relative_to(Path(root).resolve()).as_posix()
     return str(p)
+
+# %% ../nbs/00_core.ipynb #0cb924b7
+def digest(*paths, # files or folders (a folder: every file below it, with its relative path)
+          )->str:
+    "A short sha256 of the contents of `paths` (order-sensitive; None entries count as absent)."
+    import hashlib
+    h = hashlib.sha256()
+    for p in paths:
+        if p is None: h.update(b'\0none'); continue
+        p = Path(p)
+        files = sorted(f for f in p.rglob('*') if f.is_file()) if p.is_dir() else [p]
+        for f in files:
+            h.update((f.relative_to(p).as_posix() if p.is_dir() else '').encode() + b'\0'); h.update(f.read_bytes()); h.update(b'\0')
+    return h.hexdigest()[:16]
 
 # %% ../nbs/00_core.ipynb #677e93c3
 class ImageLoadError(ValueError):
@@ -401,6 +415,18 @@ class StageConfig:
         self.need(p.is_dir() if kind == 'dir' else p.is_file(), name, f"an existing {'folder' if kind == 'dir' else 'file'} ({p} not found)")
         miss = [x for x in parts if not (p/x).exists()]
         self.need(not miss, name, f"a folder holding {', '.join(parts)} ({p} lacks {', '.join(miss)})")
+
+    def per_method(self, methods:list|None, # the method names (None: this config alone)
+                   keys:tuple=('synthetic', 'out'), # the path parameters that must hold `{method}`
+                  )->list:
+        """One copy of this config per method, `{method}` in every string parameter replaced by its name (and the
+        `methods` field, if any, cleared): how a stage does the same work for several methods in one process."""
+        if methods is None: return [self]
+        check_param(isinstance(methods, list) and len(methods) > 0 and all(isinstance(m, str) and m for m in methods)
+                    and len(set(methods)) == len(methods), 'methods', methods, "a non-empty list of distinct method names")
+        for k in keys: self.need(isinstance(getattr(self, k), str) and '{method}' in getattr(self, k), k, "a path holding {method} (one per method)")
+        sub = lambda k, v, m: None if k == 'methods' else v.replace('{method}', m) if isinstance(v, str) else v  # the copies are single runs
+        return [dataclasses.replace(self, **{k: sub(k, v, m) for k, v in self.asdict().items()}) for m in methods]
 
     @classmethod
     def help(cls)->str:

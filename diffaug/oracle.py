@@ -269,8 +269,12 @@ class OracleConfig(StageConfig):
     max_images:int|None=2000 # score at most this many images (seeded subsample); None: all
     max_pairs:int=500 # pairs per class at most for the diversities
     seed:int=0 # subsampling seed
+    methods:list|None=None # several sets in one process: one per method, `{method}` in synthetic and out replaced by its name (the stage); None: the one set
 
     def check(self, files:bool=True):
+        if self.methods is not None:
+            for c in self.per_method(self.methods): c.check(files)
+            return self
         # values first (they are wrong wherever the run happens), then the paths a run needs, then the files they name
         t = self.prompt_template; ok = isinstance(t, str) and '{name}' in t
         if ok:
@@ -294,6 +298,7 @@ def run_oracle(cfg:OracleConfig|None=None, # the stage's parameters (None: the d
               )->dict:
     "The oracle stage: score one synthetic set and write the scores as JSON; returns them."
     cfg = OracleConfig.of(cfg, **kw).check()
+    if cfg.methods is not None: return {'sets': {m: run_oracle(c) for m, c in zip(cfg.methods, cfg.per_method(cfg.methods))}}
     synthetic, t0 = Path(cfg.synthetic), time.perf_counter()
     source_root, metaclass = None, 'bird'
     if cfg.split is not None:

@@ -29,6 +29,7 @@ class Stage:
     paths:tuple=() # names of parameters that hold paths (resolved against the repo root)
     doc:str='' # one line for `--help`
     maybe_paths:tuple=() # parameters that are paths only when they exist (e.g. `model`: a hub id or a folder)
+    keep:tuple=() # parameters that say what the stage is (e.g. concepts_ti's `recipe`): a setup never resets them
 
     def config_class(self):
         "The stage's `StageConfig` subclass (imports its module)."
@@ -43,7 +44,7 @@ STAGES = {
     'concepts': Stage('10_concepts.ipynb', 'diffaug.concepts:ConceptsConfig', ('split', 'out', 'checkpoint_dir'),
                       'learn per-class concepts (tokens + shared LoRA: Diff-II, Diff-Mix)', ('model',)),
     'concepts_ti': Stage('10_concepts.ipynb', 'diffaug.concepts:ConceptsConfig', ('split', 'out', 'checkpoint_dir'),
-                         "DA-Fusion's concepts (textual inversion only)", ('model',)),
+                         "DA-Fusion's concepts (textual inversion only)", ('model',), ('recipe',)),
     'inversion': Stage('20_inversion.ipynb', 'diffaug.inversion:InversionConfig', ('split', 'out', 'concepts'), 'DDIM inversion pool', ('model',)),
     'interpolation': Stage('30_interpolation.ipynb', 'diffaug.interpolation:InterpolationConfig',
                            ('split', 'out', 'concepts', 'inversions', 'suffixes'), 'Diff-II synthetic set', ('model',)),
@@ -52,10 +53,10 @@ STAGES = {
     'synthesis': Stage('40_methods.ipynb', 'diffaug.methods:SynthesisConfig', ('split', 'out', 'concepts'),
                        'the synthetic set of one compared method', ('model', 'clip_model')),
     'annotation': Stage('45_annotation.ipynb', 'diffaug.annotation:AnnotationConfig', ('split', 'synthetic', 'out'),
-                        'labels / soft labels for a synthetic set'),
+                        'labels / soft labels for the synthetic sets'),
     'classification': Stage('50_classification.ipynb', 'diffaug.classification:ClassificationConfig',
-                            ('split', 'synthetic', 'out', 'eval_split'), 'train and evaluate a timm classifier (real + synthetic)'),
-    'report': Stage('60_report.ipynb', 'diffaug.report:ReportConfig', ('runs', 'out'), 'the comparison table and figure'),
+                            ('split', 'synthetic', 'out', 'eval_split'), 'train and evaluate timm classifiers: every method x seed (real + synthetic)'),
+    'report': Stage('60_report.ipynb', 'diffaug.report:ReportConfig', ('runs', 'out', 'oracle'), 'the comparison table, paired gains, OOD groups, claims and figures'),
     'oracle': Stage('72_oracle.ipynb', 'diffaug.oracle:OracleConfig', ('split', 'synthetic', 'out'),
                     'oracle scores of synthetic sets', ('model', 'clip_model', 'lpips_trunk')),
     'miniworld_model': Stage('71_miniworld_model.ipynb', 'diffaug.miniworld_model:MiniworldModelConfig', ('ckpt_dir', 'out', 'clf_path'),
@@ -349,7 +350,9 @@ def flatten(d:dict, # nested dictionaries
 def setup_overrides(setup:str|Path, # a parameter file in params/
                     params_file:str|Path='params.yaml', # the default it overrides
                    )->dict:
-    "The dotted overrides of `setup`, checked against the sections of `params_file`."
+    """The dotted overrides that turn `params_file` into `setup`, checked against the stages' classes. A setup is its
+    own values over the classes' defaults, wired by `params_file`'s paths: a stage parameter that `params_file` sets and
+    `setup` does not is set back to its default (so no value of the embedded default leaks into a paper setup)."""
     setup, params_file = Path(setup), Path(params_file)
     if not setup.exists(): raise ParamError(f"{setup}: setup file not found")
     over = load_yaml(setup.read_text()) or {}
@@ -359,7 +362,14 @@ def setup_overrides(setup:str|Path, # a parameter file in params/
         sec, *rest = k.split('.')
         if sec in STAGES and rest: STAGES[sec].config_class().from_params({rest[0]: None}, f"{setup} [{sec}]")
         elif sec not in base and sec not in STAGES: raise ParamError(f"{setup}: section {sec!r} is not in {params_file}")
-    return flat
+    resets = {}
+    for sec, body in base.items():
+        if sec not in STAGES or not isinstance(body, dict): continue
+        st = STAGES[sec]; defaults = {k: d for k, (_, d, _) in st.config_class().fields_doc().items()}
+        for k in body:
+            if k in (*st.paths, *st.maybe_paths, *st.keep) or k not in defaults or body[k] == defaults[k]: continue
+            if not any(f == f'{sec}.{k}' or f.startswith(f'{sec}.{k}.') for f in flat): resets[f'{sec}.{k}'] = defaults[k]
+    return {**flat, **resets}
 
 def setup_command(setup:str|Path, # a parameter file in params/
                   params_file:str|Path='params.yaml', # the default it overrides

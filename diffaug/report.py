@@ -1,4 +1,4 @@
-"""The comparison table: mean ± std of every method over its seeds, the gain over training on the original set, a flag on methods whose synthetic set came out far smaller than asked, and two figures.
+"""The comparison table: mean ± std of every method over its seeds, the gain over training on the original set with its paired interval, a flag on methods whose synthetic set came out far smaller than asked, the OOD groups, the faithfulness–diversity plane of the synthetic sets, and the paper's claims checked.
 
 Docs: https://diffaug.github.io/diffaug/report.html.md"""
 
@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['run_folder', 'collect_runs', 'make_fake_set', 'make_fake_runs', 'summarize', 'run_sets', 'set_size', 'set_sizes',
-           'add_set_sizes', 'to_markdown', 'plot_summary', 'collect_epochs', 'plot_curves', 'ReportConfig',
+__all__ = ['SCORE_KEYS', 'run_folder', 'collect_runs', 'make_fake_set', 'make_fake_runs', 'summarize', 'run_sets', 'set_size',
+           'set_sizes', 'add_set_sizes', 'to_markdown', 'plot_summary', 'collect_epochs', 'plot_curves', 'paired_gains',
+           'gains_markdown', 'plot_gains', 'group_markdown', 'collect_scores', 'plot_plane', 'claims', 'ReportConfig',
            'run_report']
 
 # %% ../nbs/60_report.ipynb #0ef1771e
@@ -25,8 +26,8 @@ def run_folder(runs:str|Path, # the folder holding one sub-folder per run
                method:str, # the method
                seed:int, # the seed
               )->Path:
-    "The folder of run (method, seed): `<runs>/<method>-s<seed>`."
-    return Path(runs)/f'{method}-s{seed}'
+    "The folder of run (method, seed): `<runs>/<method>/s<seed>` (the classification stage's matrix)."
+    return Path(runs)/method/f's{seed}'
 
 def collect_runs(runs:str|Path, # the folder holding one sub-folder per run
                  methods:list|None=None, # methods to read (None: every run folder found)
@@ -35,8 +36,8 @@ def collect_runs(runs:str|Path, # the folder holding one sub-folder per run
     "One row per run: method, seed and the numbers of its metrics.json (groups flattened as `group:<name>`)."
     runs = Path(runs)
     if methods is None or seeds is None:
-        files = sorted(runs.glob('*/metrics.json'))
-        if not files: raise FileNotFoundError(f"{runs}: no */metrics.json (run the classification stage first)")
+        files = sorted(runs.glob('*/s*/metrics.json'))
+        if not files: raise FileNotFoundError(f"{runs}: no <method>/s<seed>/metrics.json (run the classification stage first)")
     else:
         files = [run_folder(runs, m, s)/'metrics.json' for m in methods for s in seeds]
         miss = [str(f) for f in files if not f.is_file()]
@@ -46,7 +47,7 @@ def collect_runs(runs:str|Path, # the folder holding one sub-folder per run
         m = json.loads(f.read_text())
         r = {k: v for k, v in m.items() if not isinstance(v, dict)}
         for g, v in (m.get('groups') or {}).items(): r[f'group:{g}'] = v
-        r['run'] = f.parent.name
+        r['run'] = f.parent.relative_to(runs).as_posix()
         rows.append(r)
     df = pd.DataFrame(rows)
     if methods is not None: df['method'] = pd.Categorical(df['method'], categories=list(dict.fromkeys(methods)), ordered=True)
@@ -252,15 +253,155 @@ def plot_curves(curves:pd.DataFrame, # from `collect_epochs`
     return fig
 
 # %% ../nbs/60_report.ipynb #7eecef29
+def _paired(df:pd.DataFrame, a:str, b:str, metric:str, level:float)->dict:
+    "Paired difference a − b of `metric` over the seeds both have: n, mean, std, interval."
+    from scipy import stats
+    w = df.assign(method=df['method'].astype(str)).pivot_table(index='seed', columns='method', values=metric, observed=True)
+    d = (w[a] - w[b]).dropna() if a in w and b in w else pd.Series(dtype=float)
+    n = len(d); mean = float(d.mean()) if n else float('nan'); sd = float(d.std(ddof=1)) if n > 1 else float('nan')
+    half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n) if n > 1 else float('nan')
+    return {'n': n, 'gain': mean, 'std': sd, 'ci_low': mean - half, 'ci_high': mean + half,
+            'exceeds': bool(mean - half > 0 or mean + half < 0) if n > 1 else None}
+
+def paired_gains(df:pd.DataFrame, # the runs (from `collect_runs`)
+                 metric:str='top1', # the metric
+                 baseline:str|None='original', # the method compared with (None: an empty table)
+                 level:float=0.95, # confidence level of the intervals
+                )->pd.DataFrame:
+    "Per method (the baseline left out): the paired gain over `baseline` across seeds, its std, its `level` interval and whether that excludes 0."
+    cols = ['n', 'gain', 'std', 'ci_low', 'ci_high', 'exceeds']
+    ms = [m for m in dict.fromkeys(df['method'].astype(str)) if m != baseline] if baseline is not None else []
+    return pd.DataFrame.from_dict({m: _paired(df, m, baseline, metric, level) for m in ms}, orient='index', columns=cols)
+
+def gains_markdown(gains:pd.DataFrame, # from `paired_gains`
+                   summary:pd.DataFrame, # from `summarize`
+                   metric:str='top1', # the metric
+                   level:float=0.95, # the intervals' level
+                   digits:int=1, # decimals
+                  )->str:
+    "The paired gains as a Markdown table, each marked: above the spread (▲), below (▼) or within noise."
+    lines = [f'| method | seeds | {metric} | paired gain | {level:.0%} interval | |', '|---|---:|---:|---:|---:|---|']
+    for m, g in gains.iterrows():
+        r = summary.loc[m]; f = lambda v: f'{v:+.{digits}f}' if _known(v) else '—'
+        mark = '—' if g['exceeds'] is None or not _known(g['ci_low']) else ('▲ above the spread' if g['ci_low'] > 0 else '▼ below' if g['ci_high'] < 0 else 'within noise')
+        lines.append(f"| {m} | {int(g['n'])} | {r[f'{metric}_mean']:.{digits}f} ± {r[f'{metric}_std']:.{digits}f} | {f(g['gain'])} | "
+                     f"[{f(g['ci_low'])}, {f(g['ci_high'])}] | {mark} |")
+    return '\n'.join(lines) + '\n'
+
+def plot_gains(gains:pd.DataFrame, # from `paired_gains`
+               metric:str='top1', # the metric
+               level:float=0.95, # the intervals' level
+               baseline:str|None='original', # the baseline's name (axis label)
+              ):
+    "Each method's paired gain over the baseline with its interval (green: above 0, red: below, grey: within noise); returns the figure."
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6.0, 0.32 * max(len(gains), 1) + 1.2))
+    y = np.arange(len(gains))[::-1]
+    for yi, (m, g) in zip(y, gains.iterrows()):
+        c = '#999999' if not _known(g['ci_low']) or g['ci_low'] <= 0 <= g['ci_high'] else ('#2a9d4a' if g['ci_low'] > 0 else '#c0392b')
+        if _known(g['ci_low']): ax.plot([g['ci_low'], g['ci_high']], [yi, yi], color=c, lw=2)
+        ax.plot([g['gain']], [yi], 'o', color=c)
+    ax.axvline(0, color='#444444', lw=0.8)
+    ax.set_yticks(y, list(gains.index)); ax.set_xlabel(f'{metric} gain over {baseline} (points), paired by seed')
+    ax.set_title(f'paired gain, mean and {level:.0%} interval' if len(gains) else 'no baseline runs: no gains')
+    fig.tight_layout()
+    return fig
+
+# %% ../nbs/60_report.ipynb #7afeb453
+def group_markdown(summary:pd.DataFrame, # from `summarize`
+                   digits:int=1, # decimals
+                  )->str:
+    "Group mean, worst group and each group per method as a Markdown table; '' when the runs have no groups."
+    if 'group_mean_mean' not in summary: return ''
+    gs = [c[len('group:'):-len('_mean')] for c in summary.columns if c.startswith('group:') and c.endswith('_mean')]
+    cols = [('group mean', 'group_mean'), ('worst group', 'worst_group')] + [(g, f'group:{g}') for g in gs]
+    lines = ['| method | ' + ' | '.join(n for n, _ in cols) + ' |', '|---|' + '---:|' * len(cols)]
+    for m, r in summary.iterrows():
+        lines.append(f'| {m} | ' + ' | '.join(f"{r[f'{k}_mean']:.{digits}f} ± {r[f'{k}_std']:.{digits}f}" for _, k in cols) + ' |')
+    return '\n'.join(lines) + '\n'
+
+# %% ../nbs/60_report.ipynb #423cf01d
+SCORE_KEYS = ('n', 'faithfulness', 'diversity', 'source_distance', 'clip_score', 'lpips_diversity', 'lpips_source_distance')
+
+def collect_scores(oracle:str|Path, # the folder of oracle scores, `<oracle>/<method>/scores.json`
+                   methods:list, # the methods to read (those without a file or without oracle scores are left out)
+                  )->pd.DataFrame:
+    "One row per scored synthetic set: the oracle's numbers (and CLIP / LPIPS where computed)."
+    rows = {}
+    for m in methods:
+        f = Path(oracle)/m/'scores.json'
+        if not f.is_file(): continue
+        d = json.loads(f.read_text(encoding='utf-8'))
+        if 'faithfulness' in d: rows[m] = {k: d.get(k) for k in SCORE_KEYS}
+    return pd.DataFrame.from_dict(rows, orient='index', columns=list(SCORE_KEYS), dtype=float)
+
+def plot_plane(scores:pd.DataFrame, # from `collect_scores`
+               summary:pd.DataFrame|None=None, # from `summarize`: colours the points by the gain of `metric`
+               metric:str='top1', # the metric whose gain colours the points
+              ):
+    "Faithfulness against diversity and against distance to source, one labelled point per synthetic set; returns the figure."
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import TwoSlopeNorm
+    gain = [summary.loc[m, f'{metric}_gain'] if summary is not None and f'{metric}_gain' in summary and m in summary.index else np.nan for m in scores.index]
+    g = np.array(gain, dtype=float); span = float(np.nanmax(np.abs(g))) if np.isfinite(g).any() and np.nanmax(np.abs(g)) > 0 else 1.0
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4)); sc = None
+    for ax, y, lab in zip(axes, ('diversity', 'source_distance'), ('diversity (oracle features)', 'distance to source (oracle features)')):
+        ok = scores[y].notna()
+        sc = ax.scatter(100 * scores['faithfulness'][ok], scores[y][ok], c=g[ok.values], cmap='RdYlGn', norm=TwoSlopeNorm(0, -span, span),
+                        s=60, edgecolors='#333333', linewidths=0.6)
+        for m in scores.index[ok]: ax.annotate(m, (100 * scores.loc[m, 'faithfulness'], scores.loc[m, y]), xytext=(4, 3), textcoords='offset points', fontsize=7)
+        ax.set_xlabel('faithfulness: oracle accuracy on the intended labels (%)'); ax.set_ylabel(lab)
+        if not ok.any(): ax.text(0.5, 0.5, f'no oracle {y} (no scored mini-world set)', ha='center', va='center', transform=ax.transAxes)
+    if len(scores): fig.colorbar(sc, ax=axes, label=f'{metric} gain over the baseline (points)', shrink=0.85)
+    fig.suptitle('synthetic sets: faithful and varied is the upper right of the left panel')
+    return fig
+
+# %% ../nbs/60_report.ipynb #fcebc4eb
+def _ordinal(n:int)->str: return f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
+
+def claims(df:pd.DataFrame, # the runs (from `collect_runs`)
+           summary:pd.DataFrame, # from `summarize`
+           metric:str='top1', # the metric
+           method:str='diff-ii', # the paper's method
+           baseline:str|None='original', # the baseline
+           level:float=0.95, # the intervals' level
+          )->str:
+    "Markdown bullets: each of the paper's claims, reproduced or not by these runs, with the numbers that decide."
+    if baseline is None or method not in summary.index or baseline not in summary.index:
+        return f"The claims concern {method} against {baseline}; these runs do not hold both.\n"
+    f = lambda v: f'{v:+.1f}' if _known(v) else '—'
+    g = _paired(df, method, baseline, metric, level); spread = float(max(summary.loc[method, f'{metric}_std'], summary.loc[baseline, f'{metric}_std']))
+    ok1 = g['n'] > 1 and g['ci_low'] > 0 and g['gain'] > spread
+    out = [f"- **{'Reproduced' if ok1 else 'Not reproduced'}: {method} above {baseline} by more than the spread.** Paired gain {f(g['gain'])} "
+           f"points of {metric} ({level:.0%} interval [{f(g['ci_low'])}, {f(g['ci_high'])}], {g['n']} seeds); the larger seed std is {spread:.1f}."]
+    order = summary[f'{metric}_mean'].sort_values(ascending=False)
+    rank = list(order.index).index(method) + 1; other = [m for m in order.index if m != method][0] if len(order) > 1 else None
+    if other is not None:
+        h = _paired(df, method, other, metric, level)
+        lead = ('its lead exceeds the spread' if h['n'] > 1 and h['ci_low'] > 0 else f"the difference to {other} is within noise ({level:.0%} interval [{f(h['ci_low'])}, {f(h['ci_high'])}])"
+                if rank == 1 else f"{other} leads by {f(-h['gain'])} points ({level:.0%} interval of {method} − {other}: [{f(h['ci_low'])}, {f(h['ci_high'])}])")
+        out.append(f"- **{'Reproduced' if rank == 1 else 'Not reproduced'}: {method} first among the methods.** It ranks {_ordinal(rank)} of {len(order)} "
+                   f"by mean {metric} ({order[method]:.1f}); {lead}.")
+    if 'worst_group' in df:
+        w = _paired(df, method, baseline, 'worst_group', level); ok3 = w['n'] > 1 and w['ci_low'] > 0
+        out.append(f"- **{'Reproduced' if ok3 else 'Not reproduced'}: out of distribution, {method} raises the worst group.** Paired worst-group gain "
+                   f"{f(w['gain'])} points ({level:.0%} interval [{f(w['ci_low'])}, {f(w['ci_high'])}]).")
+    else: out.append(f"- **Cannot be tested here: the out-of-distribution claim.** The test set has no groups.")
+    return '\n'.join(out) + '\n'
+
+# %% ../nbs/60_report.ipynb #0f6e8af2
 @dataclass
 class ReportConfig(StageConfig):
     "Parameters of the `report` stage."
-    runs:str|None=None # the folder of classification runs, one `<method>-s<seed>/` each (metrics.json, epochs.csv, config.json) (required)
+    runs:str|None=None # the folder of classification runs, one `<method>/s<seed>/` each (metrics.json, epochs.csv, config.json) (required)
     methods:list|None=None # methods in table order (None: every run found)
     seeds:list|None=None # seeds (None: every run found)
     baseline:str|None='original' # gains are measured against this method (None: no gains)
     metric:str='top1' # the metric of metrics.json and of the figure (e.g. top1, mean_class_acc, group_mean)
     min_set_fraction:float=0.5 # flag a method whose synthetic sets hold fewer than this fraction of the images asked for (info.json's target_images)
+    level:float=0.95 # confidence level of the paired gains' intervals (Student t over seeds)
+    oracle:str|None=None # the folder of oracle scores, `<oracle>/<method>/scores.json` (the faithfulness–diversity plane); None: no plane
+    paper_method:str='diff-ii' # the method whose claims `claims.md` checks (the paper's own)
     out:str|None=None # the output folder (required)
 
     def check(self, files:bool=True, # also check that the runs folder exists
@@ -274,13 +415,17 @@ class ReportConfig(StageConfig):
                   'seeds', "null or a non-empty list of integer seeds")
         self.need(self.baseline is None or (isinstance(self.baseline, str) and self.baseline != ''), 'baseline', "null or a method name, e.g. original")
         self.need(isinstance(self.metric, str) and self.metric != '', 'metric', "a metric name, e.g. top1")
-        self.need_num('min_set_fraction', 0, 1)
+        self.need_num('min_set_fraction', 0, 1); self.need_num('level', 0, 1, lo_open=True, hi_open=True)
+        self.need_path('oracle', 'dir', files=files, none=True)
+        self.need(isinstance(self.paper_method, str) and self.paper_method != '', 'paper_method', "a method name, e.g. diff-ii")
         self.need_path('out', 'dir', files=False)
         return self
 
-def _entry(r, metric:str)->dict:
+def _entry(r, metric:str, gains:pd.DataFrame)->dict:
     "One method's entry of metrics.json."
     e = {metric: {k: round(float(r[f'{metric}_{k}']), 4) for k in ('mean', 'std', 'gain') if f'{metric}_{k}' in r}, 'n_seeds': int(r['n_seeds'])}
+    if r.name in gains.index and _known(gains.loc[r.name, 'ci_low']):
+        e[metric]['gain_ci'] = [round(float(gains.loc[r.name, k]), 4) for k in ('ci_low', 'ci_high')]
     if 'worst_group_mean' in r and metric != 'worst_group': e['worst_group'] = {'mean': round(float(r['worst_group_mean']), 4)}
     if _known(r.get('images')):
         e.update(images=int(r['images']), target_images=int(r['target_images']) if _known(r['target_images']) else None,
@@ -305,7 +450,9 @@ def run_report(cfg:ReportConfig|None=None, # the stage's parameters
     atomic_write_text(out/'table.md', to_markdown(summary, min_set_fraction=c.min_set_fraction))
     atomic_write_text(out/'table.csv', summary.reset_index().rename(columns={'index': 'method'}).to_csv(index=False, float_format='%.4f'))
     atomic_write_text(out/'runs.csv', df.to_csv(index=False, float_format='%.4f'))
-    mets = {m: _entry(r, c.metric) for m, r in summary.iterrows()}
+    base = c.baseline if c.baseline in set(df['method'].astype(str)) else None
+    gains = paired_gains(df, c.metric, base, c.level) if base else paired_gains(df.iloc[:0], c.metric, None, c.level)
+    mets = {m: _entry(r, c.metric, gains) for m, r in summary.iterrows()}
     atomic_write_json(out/'metrics.json', mets)
     tmp = temp_dir_beside(out/'methods'); w = max(2, len(str(len(mets) - 1)))
     for i, (m, e) in enumerate(mets.items()): atomic_write_json(tmp/f'{i:0{w}d}-{m}.json', e)
@@ -313,4 +460,11 @@ def run_report(cfg:ReportConfig|None=None, # the stage's parameters
     _save_png(plot_summary(summary, c.metric), out/'figure.png')
     flagged = {m: f"⚠ {e['images']}/{e['target_images']}" for m, e in mets.items() if e.get('flagged') is True}
     _save_png(plot_curves(collect_epochs(c.runs, df), flagged), out/'curves.png')
+    _save_png(plot_gains(gains, c.metric, c.level, base), out/'gains.png')
+    atomic_write_text(out/'gains.md', gains_markdown(gains, summary, c.metric, c.level))
+    atomic_write_text(out/'groups.md', group_markdown(summary) or 'The test set has no groups: no out-of-distribution table.\n')
+    scores = collect_scores(c.oracle, list(summary.index)) if c.oracle else collect_scores(out/'-', [])  # every file always written (DVC outputs)
+    _save_png(plot_plane(scores, summary, c.metric), out/'plane.png')
+    atomic_write_text(out/'scores.csv', scores.reset_index(names='method').to_csv(index=False, float_format='%.4f'))
+    atomic_write_text(out/'claims.md', claims(summary, gains, c.metric, c.paper_method, base, c.level))
     return {'out': str(out), 'metric': c.metric, 'runs': len(df), 'methods': mets, 'flagged': list(flagged)}

@@ -24,19 +24,23 @@ def default_matrix(root: Path):
     return p['runs']['methods'], p['runs']['seeds']
 
 
-def reduce_matrix(root: Path):
-    """Keep the copy's pipeline fast: one seed, the three baselines plus one synthetic method and Diff-II (every
-    stage still runs). DIFFAUG_FULL_REPRO=1 keeps the embedded default exactly as it is."""
+REDUCED = {  # section -> overrides of the embedded default for the copy's run (see reduce_default)
+    'runs': dict(methods=['original', 'mixup', 'cutmix', 'diff-mix', 'diff-ii'], synthetic_methods=['diff-mix'],
+                 annotated_methods=['diff-mix', 'diff-ii'], seeds=[0, 1], oracle_methods=['diff-mix', 'diff-ii']),
+    'concepts': dict(steps=20, checkpoint_every=10), 'concepts_ti': dict(steps=10, checkpoint_every=10),
+    'synthesis': dict(expansion=1, steps=5), 'inversion': dict(steps=5), 'interpolation': dict(expansion=1, steps=5),
+    'classification': dict(model='test_resnet', image_size=32, epochs=3, eval_every=1),
+}
+
+
+def reduce_default(root: Path):
+    """Keep the copy's pipeline fast: the embedded default (the mini world, its shipped model and oracle, the OOD test
+    images) with a reduced matrix (one compared synthetic method besides Diff-II, the baselines, two seeds) and little
+    compute (few steps, one image per real image, a tiny classifier). tiny_model, prepare and suffixes keep the
+    default's parameters: their outputs must be the committed ones. DIFFAUG_FULL_REPRO=1 runs the default as it is."""
     if os.environ.get('DIFFAUG_FULL_REPRO') == '1': return
     p = yaml.safe_load((root/'params.yaml').read_text())
-    runs = p['runs']
-    syn = runs.get('synthetic_methods') or []
-    keep_syn = [m for m in ('diff-mix',) if m in syn][:1] or syn[:1]
-    runs['methods'] = [m for m in runs['methods'] if m in ('original', 'mixup', 'cutmix', 'diff-ii') or m in keep_syn]
-    if 'synthetic_methods' in runs: runs['synthetic_methods'] = keep_syn
-    if 'annotated_methods' in runs: runs['annotated_methods'] = [m for m in runs['annotated_methods'] if m in keep_syn + ['diff-ii']]
-    if runs.get('oracle_methods'): runs['oracle_methods'] = [m for m in runs['oracle_methods'] if m in keep_syn] or keep_syn
-    runs['seeds'] = runs['seeds'][:1]
+    for sec, over in REDUCED.items(): p[sec].update(over)
     (root/'params.yaml').write_text(yaml.safe_dump(p, sort_keys=False))
 
 
@@ -44,7 +48,7 @@ def reduce_matrix(root: Path):
 def reproduced(repo_copy):
     "`dvc repro` of the embedded default in a fresh copy of the working tree (as after `git clone`)."
     shutil.rmtree(repo_copy/'reports', ignore_errors=True)  # no leftovers: everything must be produced here
-    reduce_matrix(repo_copy)
+    reduce_default(repo_copy)
     tmp = repo_copy.parent/'tmpdir'; tmp.mkdir()
     r = sh([Path(PY).parent/'dvc', 'repro'], repo_copy, timeout=1800, env={'TMPDIR': str(tmp)})
     left = sorted(p.name for p in tmp.iterdir() if not p.name.startswith('torchinductor_'))  # torch's own compile cache, not ours
@@ -62,16 +66,36 @@ def test_dvc_repro_end_to_end(reproduced):
     for m in methods: assert f'| {m} |' in table
     assert '±' in table
     assert (root/'reports/prepare/prepare.ipynb').is_file() and (root/'reports/report/report.ipynb').is_file()
+    assert (root/'reports/classification/classification.ipynb').is_file()
     for m in methods:
         for s in seeds:
-            d = root/f'reports/classification/{m}-s{s}'
-            assert (d/'classification.ipynb').is_file()
+            d = root/f'reports/classification/{m}/s{s}'
             met = json.loads((d/'metrics.json').read_text())
             assert met['method'] == m and met['seed'] == s and 0 <= met['top1'] <= 100
+            assert set(met['groups']) == {'landbird/land', 'landbird/water', 'waterbird/land', 'waterbird/water'}  # the OOD test images
             assert len((d/'epochs.csv').read_text().splitlines()) == 1 + yaml.safe_load((root/'params.yaml').read_text())['classification']['epochs']
-    # the executed report holds its figure
+    # the report's files agree with the runs and with metrics.json
+    rep = root/'reports/report'
+    for f in ('figure.png', 'gains.png', 'plane.png', 'curves.png', 'gains.md', 'groups.md', 'claims.md', 'scores.csv', 'runs.csv'):
+        assert (rep/f).is_file() and (rep/f).stat().st_size > 0, f
+    mets = json.loads((rep/'metrics.json').read_text())
+    runs = [json.loads((root/f'reports/classification/{m}/s{s}/metrics.json').read_text()) for m in methods for s in seeds]
+    for m in methods:
+        v = [r['top1'] for r in runs if r['method'] == m]
+        assert abs(mets[m]['top1']['mean'] - sum(v) / len(v)) < 1e-3, m
+        assert f"| {m} | {len(seeds)} |" in table
+    for m in methods[1:]:
+        d = [a['top1'] - b['top1'] for a in runs if a['method'] == m for b in runs if b['method'] == 'original' and b['seed'] == a['seed']]
+        lo, hi = mets[m]['top1']['gain_ci']
+        assert lo - 1e-3 <= sum(d) / len(d) <= hi + 1e-3 and f'| {m} | {len(seeds)} |' in (rep/'gains.md').read_text()
+    assert '| diff-ii |' in (rep/'groups.md').read_text() and 'worst group' in (rep/'groups.md').read_text()
+    sc = (rep/'scores.csv').read_text().splitlines()
+    assert sc[0].startswith('method,n,faithfulness') and {l.split(',')[0] for l in sc[1:]} == {'diff-mix', 'diff-ii'}
+    for m in ('diff-mix', 'diff-ii'): assert 0 <= json.loads((root/f'reports/oracle/{m}/scores.json').read_text())['faithfulness'] <= 1
+    assert 'diff-ii above original' in (rep/'claims.md').read_text()
+    # the executed report holds its figures
     nb = json.loads((root/'reports/report/report.ipynb').read_text())
-    assert any('image/png' in o.get('data', {}) for c in nb['cells'] for o in c.get('outputs', []))
+    assert sum('image/png' in o.get('data', {}) for c in nb['cells'] for o in c.get('outputs', [])) >= 4
     # DVC sees the metrics and considers everything up to date
     ms = sh([Path(PY).parent/'dvc', 'metrics', 'show', '--json'], root).stdout
     assert 'reports/report/methods/' in ms and 'top1' in ms
@@ -96,7 +120,7 @@ def test_same_seed_same_split_and_metrics(reproduced):
     seed = default_matrix(root)[1][0]
     sh(pipe + ['classification', '--set', 'split=again/split.json', '--set', 'method=mixup', '--set', f'seed={seed}',
                '--set', 'out=again/mixup', '--out', 'again/mixup/classification.ipynb', '--quiet'], root)
-    assert (root/'again/mixup/metrics.json').read_bytes() == (root/f'reports/classification/mixup-s{seed}/metrics.json').read_bytes()
+    assert (root/'again/mixup/metrics.json').read_bytes() == (root/f'reports/classification/mixup/s{seed}/metrics.json').read_bytes()
     shutil.rmtree(root/'again')
 
 
@@ -286,7 +310,9 @@ def test_repro_matches_the_committed_lock(reproduced, repo_root):
     new = yaml.safe_load((root/'dvc.lock').read_text())['stages']
     key = lambda st: (st.get('cmd'), st.get('deps'), st.get('params'))
     shared = [s for s in new if s in committed and key(new[s]) == key(committed[s])]
-    for must in ('tiny_model', 'prepare', 'concepts', 'concepts_ti', 'suffixes', 'inversion', 'interpolation'):
+    musts = ('tiny_model', 'prepare', 'suffixes') + (('concepts', 'concepts_ti', 'inversion', 'interpolation', 'classification', 'report')
+                                                     if os.environ.get('DIFFAUG_FULL_REPRO') == '1' else ())
+    for must in musts:
         assert must in shared, f"stage {must} ran with other deps or params than the committed lock: {must in committed}"
     diff = [(s, o['path']) for s in shared for o, c in zip(new[s].get('outs', []), committed[s].get('outs', []))
             if (o.get('md5'), o.get('path')) != (c.get('md5'), c.get('path'))]
@@ -367,7 +393,7 @@ def test_forced_rerun_writes_the_same_bytes(reproduced, tmp_path):
     dvc = str(Path(PY).parent/'dvc')
     # (concepts, synthesis and interpolation: see the kill test, which compares with an uninterrupted rerun; classification:
     # test_same_seed_same_split_and_metrics)
-    for stage in ('tiny_model', 'inversion', 'annotation@diff-ii', 'report'):
+    for stage in ('tiny_model', 'inversion', 'annotation', 'oracle', 'report'):
         before = _lock_outs(root, stage)
         sh([dvc, 'repro', '-f', '-s', stage], root)
         assert _lock_outs(root, stage) == before, stage
