@@ -13,8 +13,8 @@ from pathlib import Path
 # %% auto #0
 __all__ = ['SCORE_KEYS', 'run_folder', 'collect_runs', 'make_fake_set', 'make_fake_runs', 'summarize', 'run_sets', 'set_size',
            'set_sizes', 'add_set_sizes', 'to_markdown', 'plot_summary', 'collect_epochs', 'plot_curves', 'paired_gains',
-           'gains_markdown', 'plot_gains', 'group_markdown', 'collect_scores', 'plot_plane', 'claims', 'ReportConfig',
-           'run_report']
+           'gains_markdown', 'plot_gains', 'group_markdown', 'collect_scores', 'plot_plane', 'summary_markdown',
+           'claims', 'ReportConfig', 'run_report']
 
 # %% ../nbs/60_report.ipynb #0ef1771e
 import numpy as np
@@ -356,6 +356,36 @@ def plot_plane(scores:pd.DataFrame, # from `collect_scores`
     fig.suptitle('synthetic sets: faithful and varied is the upper right of the left panel')
     return fig
 
+# %% ../nbs/60_report.ipynb #ad714559
+def summary_markdown(summary:pd.DataFrame, # from `summarize` (and `add_set_sizes`)
+                     gains:pd.DataFrame, # from `paired_gains`
+                     scores:pd.DataFrame|None=None, # from `collect_scores`
+                     metric:str='top1', # the metric
+                     level:float=0.95, # the intervals' level
+                     baseline:str|None='original', # the baseline (named in the caption)
+                    )->str:
+    "Metric, paired gain and interval, synthetic-set size and oracle scores per method, as a Markdown table with its caption."
+    sc = scores if scores is not None else pd.DataFrame()
+    oracle = len(sc) > 0
+    head = ['method', metric, f'gain [{level:.0%} interval]', 'synthetic set'] + (['faithfulness', 'diversity', 'to source'] if oracle else [])
+    lines = ['| ' + ' | '.join(head) + ' |', '|---|' + '---:|' * (len(head) - 1)]
+    f = lambda v, d=1: f'{v:+.{d}f}' if _known(v) else '—'
+    for m, r in summary.iterrows():
+        g = gains.loc[m] if m in gains.index else None
+        gain = '' if g is None else f"{f(g['gain'])} [{f(g['ci_low'])}, {f(g['ci_high'])}]" + (' ▲' if _known(g['ci_low']) and g['ci_low'] > 0 else ' ▼' if _known(g['ci_high']) and g['ci_high'] < 0 else '')
+        cells = [m, f"{r[f'{metric}_mean']:.1f} ± {r[f'{metric}_std']:.1f}", gain, _set_cell(r) if 'images' in r else '—']
+        if oracle:
+            o = sc.loc[m] if m in sc.index else None
+            cells += ['' if o is None or not _known(o['faithfulness']) else f"{100 * o['faithfulness']:.1f}%",
+                      *('' if o is None or not _known(o[k]) else f'{o[k]:.3f}' for k in ('diversity', 'source_distance'))]
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    n = sorted(set(int(x) for x in summary['n_seeds']))
+    cap = (f"{metric} (%): mean ± std over {'/'.join(map(str, n))} seeds. Gain: over {baseline}, paired by seed, with its {level:.0%} Student-t "
+           "interval (▲ above 0, ▼ below, else within the seed spread).")
+    if oracle: cap += (" Oracle scores of each synthetic set: faithfulness (oracle accuracy on the intended labels), diversity (mean "
+                       "pairwise feature distance within a class), distance to the source images (feature space).")
+    return '\n'.join(lines) + '\n\n' + cap + '\n'
+
 # %% ../nbs/60_report.ipynb #fcebc4eb
 def _ordinal(n:int)->str: return f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
 
@@ -466,5 +496,6 @@ def run_report(cfg:ReportConfig|None=None, # the stage's parameters
     scores = collect_scores(c.oracle, list(summary.index)) if c.oracle else collect_scores(out/'-', [])  # every file always written (DVC outputs)
     _save_png(plot_plane(scores, summary, c.metric), out/'plane.png')
     atomic_write_text(out/'scores.csv', scores.reset_index(names='method').to_csv(index=False, float_format='%.4f'))
-    atomic_write_text(out/'claims.md', claims(summary, gains, c.metric, c.paper_method, base, c.level))
+    atomic_write_text(out/'claims.md', claims(df, summary, c.metric, c.paper_method, base, c.level))
+    atomic_write_text(out/'summary.md', summary_markdown(summary, gains, scores, c.metric, c.level, base))
     return {'out': str(out), 'metric': c.metric, 'runs': len(df), 'methods': mets, 'flagged': list(flagged)}

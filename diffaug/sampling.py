@@ -17,7 +17,6 @@ __all__ = ['DDIMGrid', 'ddim_grid', 'ddim_step', 'UNetTimer', 'predict_eps', 'dd
 
 # %% ../nbs/15_sampling.ipynb #0c66c3c7
 import torch
-from diffusers import DDIMScheduler
 from .core import check_param, ParamError, progress, item_generator
 from .models import PromptCache
 
@@ -37,6 +36,7 @@ def ddim_grid(scheduler, # the pipeline's scheduler (its config is read, it is n
              )->DDIMGrid:
     "The DDIM grid of `steps` steps for a scheduler's config."
     check_param(isinstance(steps, int) and steps >= 1, 'steps', steps, "an integer >= 1")
+    from diffusers import DDIMScheduler  # deferred: importing this module (e.g. to check a stage's parameters) stays fast
     s = DDIMScheduler.from_config(scheduler.config)
     check_param(steps <= s.config.num_train_timesteps, 'steps', steps, f"at most {s.config.num_train_timesteps}")
     s.set_timesteps(steps)

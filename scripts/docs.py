@@ -327,8 +327,20 @@ def resolve_links(body: str, ctx: Ctx, anchors: dict[str, set]) -> str:
         return ctx.rel(page) + (f'#{anchor}' if anchor else '')
     return re.sub('\x00([^\x00]+)\x00', _r, body)
 
+INCLUDE = re.compile(r'^<!-- (include|figure): (\S+?) -->$', re.M)
+
+def expand_includes(text: str, ctx: Ctx, root: Path = ROOT) -> str:
+    """`<!-- include: reports/report/summary.md -->` lines become that file's text, `<!-- figure: reports/report/plane.png -->`
+    an image of it: the numbers and figures pages show come from the committed reports, never typed."""
+    def _r(m):
+        kind, rel = m.groups(); f = root/rel
+        if not f.is_file(): raise SystemExit(f'{rel}: included by a page but not found (run `dvc repro`, or `dvc pull`)')
+        if kind == 'include': return f.read_text(encoding='utf-8').strip('\n')
+        return f'![{f.stem}]({rel})' if ctx.readme else f'![{f.stem}]({ctx.add_file(f.name, f.read_bytes())})'
+    return INCLUDE.sub(_r, text)
+
 def render_markdown(text: str, ctx: Ctx, attachments: dict | None = None) -> str:
-    text = callouts(text)
+    text = callouts(expand_includes(text, ctx))
     parts = split_code(text)
     out = []
     for k, (is_code, chunk) in enumerate(parts):

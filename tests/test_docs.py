@@ -233,3 +233,13 @@ def test_site_in_browser(site, browser):
     _open(browser, base + chap); browser.save_screenshot(str(ART/'chapter.png'))
     assert (ART/'index.png').stat().st_size > 10_000
     print(f'{len(pages)} pages, {len(fetched)} link targets, {n_api} API entries checked in {time.time()-t0:.1f}s')
+
+
+def test_readme_numbers_come_from_the_reports():
+    """The README's result tables and figures are the committed reports, included by the generator (never typed):
+    every `<!-- include: file -->` of nbs/index.ipynb appears verbatim in README.md, every `<!-- figure: file -->` as an image."""
+    idx, readme = (ROOT/'nbs/index.ipynb').read_text(encoding='utf-8'), (ROOT/'README.md').read_text(encoding='utf-8')
+    incs, figs = re.findall(r'<!-- include: (\S+?) -->', idx), re.findall(r'<!-- figure: (\S+?) -->', idx)
+    assert {'reports/report/summary.md', 'reports/report/claims.md', 'reports/report/groups.md', 'benchmarks/stage_times.md'} <= set(incs)
+    for rel in incs: assert (ROOT/rel).read_text(encoding='utf-8').strip() in readme, f"README.md lacks the current {rel}: run scripts/docs.py readme"
+    for rel in figs: assert (ROOT/rel).is_file() and f']({rel})' in readme, rel
