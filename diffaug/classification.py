@@ -111,6 +111,7 @@ class ClassificationConfig(StageConfig):
     mixup_alpha:float=1.0 # Beta(α, α) of Mixup (method mixup; Diff-II's code: 1)
     cutmix_alpha:float=1.0 # Beta(α, α) of CutMix (method cutmix; Diff-II's code: 1)
     mix_prob:float=0.3 # probability that Mixup mixes a batch / CutMix a sample (Diff-II's code: 0.3 each; 1: always)
+    cutmix_per:str='sample' # CutMix's box and weight drawn per "sample" (Diff-II's code) or one per "batch"
     select:str='last' # "last" epoch, or best "val" accuracy (needs a val subset); never the test set
     eval_split:str|None=None # evaluate on this split's test subset instead (e.g. Waterbirds after 5-shot CUB); same class names; None: the split's own
     eval_every:int=1 # evaluate val/test every this many epochs (the last epoch always)
@@ -146,7 +147,7 @@ class ClassificationConfig(StageConfig):
         self.need_choice('transform', TRANSFORMS); self.need_int('resize', 8, none=True)
         if self.resize is not None and self.transform != 'resize':
             self.need(self.resize >= self.image_size, 'resize', f"at least image_size ({self.image_size}): the crop is taken from the resized image")
-        self.need_choice('warmup_mode', ('multiply', 'sequential')); self.need_num('mix_prob', 0, 1)
+        self.need_choice('warmup_mode', ('multiply', 'sequential')); self.need_num('mix_prob', 0, 1); self.need_choice('cutmix_per', ('sample', 'batch'))
         self.need_int('epochs', 1); self.need_int('batch_size', 1)
         for k in ('lr', 'weight_decay', 'mixup_alpha', 'cutmix_alpha'): self.need_num(k, 0)
         for k in ('momentum', 'warmup', 'label_smoothing'): self.need_num(k, 0, 1, hi_open=True)
@@ -458,7 +459,8 @@ def _mixer(cfg:ClassificationConfig, K:int):
     mix = MIXING.get(cfg.method)
     if not mix: return None
     return Mixup(mixup_alpha=cfg.mixup_alpha if mix == 'mixup' else 0.0, cutmix_alpha=cfg.cutmix_alpha if mix == 'cutmix' else 0.0,
-                 prob=cfg.mix_prob, switch_prob=0.0, mode='batch' if mix == 'mixup' else 'elem', label_smoothing=cfg.label_smoothing, num_classes=K)
+                 prob=cfg.mix_prob, switch_prob=0.0, mode='elem' if mix == 'cutmix' and cfg.cutmix_per == 'sample' else 'batch',
+                 label_smoothing=cfg.label_smoothing, num_classes=K)
 
 def _targets(cfg, mixer, x, target, K):
     "Smoothed (and for mixup/cutmix mixed) soft targets; an odd last sample is left unmixed."

@@ -238,7 +238,8 @@ def mw_classification(replace_with):
             'transform': Note('resize', "resize to 64 -> pad-crop -> flip (the references': reference, at 64 px from a 73 px resize)"),
             'epochs': 40, 'batch_size': 32, 'lr': 0.05,
             'warmup_mode': Note('sequential', "warm-up, then a cosine over the rest (Diff-II's code: multiply)"),
-            'mixup_alpha': 0.2, 'mix_prob': Note(1.0, "every batch (Mixup) / sample (CutMix); Diff-II's code: alpha 1, p 0.3"),
+            'mixup_alpha': 0.2, 'mix_prob': Note(1.0, "every batch; Diff-II's code: alpha 1, p 0.3"),
+            'cutmix_per': Note('batch', "one CutMix box per batch (Diff-II's code: per sample)"),
             'p': 0.5, 'replace_with': replace_with, 'select': 'last',
             'eval_every': Note(10, 'the test set is only read, never used to select: every 10th epoch (and the last) is enough'),
             'threads': None}
