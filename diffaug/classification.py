@@ -11,10 +11,11 @@ from dataclasses import dataclass, asdict, field, fields
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['MIXING', 'SYNTHETIC_METHODS', 'REPLACE_WITH', 'PRECISIONS', 'OUTPUT_FILES', 'register_synthetic_method',
-           'method_names', 'ClassificationConfig', 'to_tensor', 'random_crop_flip', 'ReplacementDataset',
-           'make_toy_split', 'make_toy_synthetic', 'lr_factor', 'group_name', 'accuracy_report', 'save_state',
-           'load_state', 'rng_state', 'set_rng_state', 'run_classification']
+__all__ = ['MIXING', 'SYNTHETIC_METHODS', 'REPLACE_WITH', 'PRECISIONS', 'TRANSFORMS', 'TORCHVISION', 'OUTPUT_FILES',
+           'register_synthetic_method', 'method_names', 'torchvision_model', 'create_classifier',
+           'ClassificationConfig', 'to_tensor', 'normalize', 'random_crop_flip', 'resize_side', 'train_tensor',
+           'eval_tensor', 'ReplacementDataset', 'make_toy_split', 'make_toy_synthetic', 'lr_factor', 'group_name',
+           'accuracy_report', 'save_state', 'load_state', 'rng_state', 'set_rng_state', 'run_classification']
 
 # %% ../nbs/50_classification.ipynb #a3b6da21
 import numpy as np
@@ -32,6 +33,7 @@ SYNTHETIC_METHODS = {'synthetic', 'diff-ii', 'diff-mix', 'diff-aug', 'diff-gen',
                      'real-filter', 'real-mix', 'real-gen', 'real-aug'}
 REPLACE_WITH = ('source', 'class', 'any', 'inverse-frequency')
 PRECISIONS = ('no', 'fp16', 'bf16')  # accelerate's names; "fp32" is read as "no"
+TRANSFORMS = ('reference', 'rrc-jitter', 'resize')  # the classifier's image transforms (see "The references' transforms")
 
 def register_synthetic_method(name:str, # the method's name as it appears in params.yaml
                              )->None:
@@ -41,6 +43,42 @@ def register_synthetic_method(name:str, # the method's name as it appears in par
 def method_names()->list:
     "All methods a classification run accepts."
     return list(MIXING) + sorted(SYNTHETIC_METHODS)
+
+# %% ../nbs/50_classification.ipynb #f9c0fd9d
+TORCHVISION = 'torchvision:'
+_TV_HELP = "torchvision:<arch>.<WEIGHTS> with a torchvision architecture and one of its weights (e.g. torchvision:vit_b_16.IMAGENET1K_SWAG_E2E_V1)"
+
+def torchvision_model(name:str, # "torchvision:<arch>" or "torchvision:<arch>.<WEIGHTS>"
+                     )->tuple|None:
+    "(architecture, weights enum member or None) named by `name`, or None when it names no torchvision model or weights."
+    import torchvision
+    if not isinstance(name, str) or not name.startswith(TORCHVISION): return None
+    arch, _, w = name[len(TORCHVISION):].partition('.')
+    if arch not in torchvision.models.list_models(): return None
+    if not w: return arch, None
+    try: return arch, torchvision.models.get_model_weights(arch)[w]
+    except KeyError: return None
+
+def create_classifier(name:str, # a timm model name or "torchvision:<arch>.<WEIGHTS>"
+                      pretrained:bool, # load the pretrained weights
+                      num_classes:int, # classes of the new head
+                     )->tuple:
+    "The model with a `num_classes` head, and its normalisation (mean, std)."
+    import timm
+    if not name.startswith(TORCHVISION):
+        model = timm.create_model(name, pretrained=pretrained, num_classes=num_classes); d = model.pretrained_cfg
+        return model, (tuple(d.get('mean', (0.485, 0.456, 0.406))), tuple(d.get('std', (0.229, 0.224, 0.225))))
+    import torchvision
+    arch, w = torchvision_model(name)
+    kw = {'image_size': w.meta['min_size'][0]} if w is not None and arch.startswith('vit_') else {}  # SWAG ViTs: 384 px position embeddings
+    model = torchvision.models.get_model(arch, weights=w if pretrained else None, **kw)
+    parent, key = model, None
+    for n, m in model.named_modules():
+        if isinstance(m, torch.nn.Linear): key = n
+    *path, last = key.split('.')
+    for p in path: parent = getattr(parent, p)
+    old = getattr(parent, last); setattr(parent, last, torch.nn.Linear(old.in_features, num_classes))
+    return model, ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))  # torchvision's ImageNet normalisation
 
 # %% ../nbs/50_classification.ipynb #981568f4
 def _nearest(value, names)->str:
@@ -56,19 +94,24 @@ class ClassificationConfig(StageConfig):
     synthetic:list|dict|None=None # synthetic-set folders; or {method: [folders]} (the run picks its method's); None: no synthetic data
     p:float=0.5 # probability that a real training sample is replaced by a synthetic one (paper: 0.5)
     replace_with:str='source' # "source": derived from that real image (else its class); "class"; "any"; "inverse-frequency": class ∝ 1/(n_c+1)
-    model:str='resnet50.tv_in1k' # any timm model name (paper: resnet50, vit_base_patch16_384)
+    model:str='resnet50.tv_in1k' # any timm model name, or "torchvision:<arch>.<WEIGHTS>" (the references' ViT-B/16: torchvision:vit_b_16.IMAGENET1K_SWAG_E2E_V1)
     pretrained:bool=True # load timm's pretrained weights (needs the network or a filled HF cache)
     image_size:int=224 # training and test resolution, square (paper: 224 ResNet-50, 384 ViT-B/16)
-    crop_padding:int|None=None # random-crop padding; None: image_size // 28 (8 px at 224)
+    crop_padding:int|None=None # random-crop padding; None: image_size // 28 (8 px at 224; the references: 8 at 224 and 384)
+    transform:str='reference' # "reference" (Diff-Mix's and Diff-II's few-shot code), "rrc-jitter" (Diff-II's long-tail code) or "resize" (this project's first transform); see `TRANSFORMS`
+    resize:int|None=None # side images are resized to before the crop ("reference", "rrc-jitter"); None: round(image_size·8/7), 256 at 224 (the references: 256 at 224, 440 at 384)
     epochs:int=128 # training epochs (paper: 128 ResNet-50, 100 ViT-B/16)
     batch_size:int=256 # total batch size (paper: 256 ResNet-50, 32 ViT-B/16)
     lr:float=0.05 # peak learning rate, SGD (paper: 0.05 ResNet-50, 1e-3 ViT-B/16)
     momentum:float=0.9 # SGD momentum
     weight_decay:float=5e-4 # SGD weight decay
-    warmup:float=0.1 # fraction of the steps with a linear warm-up (then cosine decay to 0)
+    warmup:float=0.1 # fraction of the steps with a linear warm-up
+    warmup_mode:str='multiply' # "multiply": the warm-up ramp multiplies a cosine over all steps (Diff-II's code); "sequential": warm-up, then a cosine over the remaining steps
     label_smoothing:float=0.1 # ε of the smoothed targets
-    mixup_alpha:float=0.2 # Beta(α, α) of Mixup (method mixup)
-    cutmix_alpha:float=1.0 # Beta(α, α) of CutMix (method cutmix)
+    mixup_alpha:float=1.0 # Beta(α, α) of Mixup (method mixup; Diff-II's code: 1)
+    cutmix_alpha:float=1.0 # Beta(α, α) of CutMix (method cutmix; Diff-II's code: 1)
+    mix_prob:float=0.3 # probability that Mixup mixes a batch / CutMix a sample (Diff-II's code: 0.3 each; 1: always)
+    cutmix_per:str='sample' # CutMix's box and weight drawn per "sample" (Diff-II's code) or one per "batch"
     select:str='last' # "last" epoch, or best "val" accuracy (needs a val subset); never the test set
     eval_split:str|None=None # evaluate on this split's test subset instead (e.g. Waterbirds after 5-shot CUB); same class names; None: the split's own
     eval_every:int=1 # evaluate val/test every this many epochs (the last epoch always)
@@ -110,10 +153,15 @@ class ClassificationConfig(StageConfig):
         self.need_num('p', 0, 1)
         self.need_choice('replace_with', REPLACE_WITH)
         m = self.model
-        self.need(isinstance(m, str) and timm.is_model(m), 'model',
-                  "a timm model name" + (f" (close: {', '.join(timm.list_models(f'*{m}*')[:8])})" if isinstance(m, str) and timm.list_models(f'*{m}*') else ''))
+        if isinstance(m, str) and m.startswith(TORCHVISION): self.need(torchvision_model(m) is not None, 'model', _TV_HELP)
+        else: self.need(isinstance(m, str) and timm.is_model(m), 'model',
+                        "a timm model name" + (f" (close: {', '.join(timm.list_models(f'*{m}*')[:8])})" if isinstance(m, str) and timm.list_models(f'*{m}*') else ''))
         self.need_bool('pretrained')
         self.need_int('image_size', 8); self.need_int('crop_padding', 0, none=True)
+        self.need_choice('transform', TRANSFORMS); self.need_int('resize', 8, none=True)
+        if self.resize is not None and self.transform != 'resize':
+            self.need(self.resize >= self.image_size, 'resize', f"at least image_size ({self.image_size}): the crop is taken from the resized image")
+        self.need_choice('warmup_mode', ('multiply', 'sequential')); self.need_num('mix_prob', 0, 1); self.need_choice('cutmix_per', ('sample', 'batch'))
         self.need_int('epochs', 1); self.need_int('batch_size', 1)
         for k in ('lr', 'weight_decay', 'mixup_alpha', 'cutmix_alpha'): self.need_num(k, 0)
         for k in ('momentum', 'warmup', 'label_smoothing'): self.need_num(k, 0, 1, hi_open=True)
@@ -163,29 +211,97 @@ class ClassificationConfig(StageConfig):
 # %% ../nbs/50_classification.ipynb #ead56277
 def to_tensor(img:Image.Image, # an RGB image
               size:int, # output side
-              mean:tuple, # normalisation mean (per channel)
-              std:tuple, # normalisation std
+              mean:tuple|None, # normalisation mean (per channel); None: no normalisation ([0, 1])
+              std:tuple|None, # normalisation std
+              resample=Image.BICUBIC, # PIL filter (torchvision's Resize: bilinear)
              )->torch.Tensor:
-    "Resize to `size`×`size` (bicubic), scale to [0,1] and normalise: a [3, size, size] float tensor."
+    "Resize to `size`×`size`, scale to [0,1] and normalise: a [3, size, size] float tensor."
     img = img.convert('RGB')
-    if img.size != (size, size): img = img.resize((size, size), Image.BICUBIC)
-    x = torch.from_numpy(np.asarray(img, dtype=np.float32).copy()).permute(2, 0, 1) / 255.0
+    if img.size != (size, size): img = img.resize((size, size), resample)
+    x = _pixels(img)
+    return x if mean is None else normalize(x, mean, std)
+
+def _pixels(img:Image.Image)->torch.Tensor: return torch.from_numpy(np.asarray(img, dtype=np.float32).copy()).permute(2, 0, 1) / 255.0
+
+def normalize(x:torch.Tensor, mean:tuple, std:tuple)->torch.Tensor:
+    "(x − mean) / std per channel."
     return (x - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
 
-def random_crop_flip(x:torch.Tensor, # a [C, H, W] image tensor
+def random_crop_flip(x:torch.Tensor, # a [C, H, W] image tensor (square)
                      pad:int, # zero padding before the crop
                      gen:torch.Generator, # the item's generator
+                     size:int|None=None, # crop side; None: the image's own (torchvision's RandomCrop(size, padding=pad))
                     )->torch.Tensor:
-    "Pad, crop back to the original size at a random offset, flip horizontally with probability 1/2."
+    "Pad, crop `size`×`size` at a random offset, flip horizontally with probability 1/2."
     c, h, w = x.shape
-    if pad > 0:
-        xp = F.pad(x, (pad, pad, pad, pad))
-        i, j = (int(v) for v in torch.randint(0, 2 * pad + 1, (2,), generator=gen))
-        x = xp[:, i:i + h, j:j + w]
+    size = h if size is None else size
+    if pad > 0 or size < h:
+        xp = F.pad(x, (pad, pad, pad, pad)) if pad > 0 else x
+        i, j = (int(v) for v in torch.randint(0, h + 2 * pad - size + 1, (2,), generator=gen))
+        x = xp[:, i:i + size, j:j + size]
     if torch.rand((), generator=gen) < 0.5: x = x.flip(-1)
     return x.contiguous()
 
 # %% ../nbs/50_classification.ipynb #e614550f
+def resize_side(size:int, resize:int|None)->int:
+    "The side before the crop: `resize`, or round(size·8/7) (256 at 224)."
+    return int(round(size * 8 / 7)) if resize is None else int(resize)
+
+def _center_crop(x:torch.Tensor, s:int)->torch.Tensor:
+    h, w = x.shape[-2:]; i, j = int(round((h - s) / 2.0)), int(round((w - s) / 2.0))
+    return x[:, i:i + s, j:j + s]
+
+def _rrc_box(W:int, H:int, gen:torch.Generator, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3))->tuple:
+    "torchvision's RandomResizedCrop.get_params, drawing from `gen`: (top, left, height, width)."
+    area, lr = H * W, (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(10):
+        u = torch.rand(2, generator=gen).tolist()
+        target, aspect = area * (scale[0] + u[0] * (scale[1] - scale[0])), math.exp(lr[0] + u[1] * (lr[1] - lr[0]))
+        w, h = int(round(math.sqrt(target * aspect))), int(round(math.sqrt(target / aspect)))
+        if 0 < w <= W and 0 < h <= H:
+            i, j = (int(torch.randint(0, n + 1, (1,), generator=gen)) for n in (H - h, W - w))
+            return i, j, h, w
+    r = W / H
+    w, h = (W, int(round(W / min(ratio)))) if r < min(ratio) else (int(round(H * max(ratio))), H) if r > max(ratio) else (W, H)
+    return (H - h) // 2, (W - w) // 2, h, w
+
+def _color_jitter(x:torch.Tensor, gen:torch.Generator, strength:float=0.4)->torch.Tensor:
+    "ColorJitter(strength, strength, strength, 0) on a [0, 1] image: brightness, contrast, saturation in a random order."
+    import torchvision.transforms.functional as TF
+    ops = {0: TF.adjust_brightness, 1: TF.adjust_contrast, 2: TF.adjust_saturation}
+    order = torch.randperm(3, generator=gen).tolist()
+    f = (1 - strength + 2 * strength * torch.rand(3, generator=gen)).tolist()
+    for k in order: x = ops[k](x, f[k])
+    return x
+
+def train_tensor(img:Image.Image, # the training image
+                 transform:str, # one of `TRANSFORMS`
+                 size:int, # output side (the crop)
+                 resize:int|None, # side before the crop (None: round(size·8/7))
+                 pad:int, # random-crop padding ("reference", "resize")
+                 mean:tuple, std:tuple, # normalisation
+                 gen:torch.Generator, # the item's generator
+                )->torch.Tensor:
+    "The training view of `img` under `transform`: a normalised [3, size, size] tensor."
+    if transform == 'resize': return random_crop_flip(to_tensor(img, size, mean, std), pad, gen)
+    if transform == 'reference':
+        x = to_tensor(img, resize_side(size, resize), None, None, Image.BILINEAR)
+        return normalize(random_crop_flip(x, pad, gen, size), mean, std)
+    img = img.convert('RGB'); i, j, h, w = _rrc_box(*img.size, gen)
+    x = to_tensor(img.resize((size, size), Image.BILINEAR, box=(j, i, j + w, i + h)), size, None, None)
+    if torch.rand((), generator=gen) < 0.5: x = x.flip(-1)
+    return normalize(_color_jitter(x, gen), mean, std)
+
+def eval_tensor(img:Image.Image, transform:str, size:int, resize:int|None, mean:tuple, std:tuple)->torch.Tensor:
+    "The test view of `img` under `transform` (no randomness)."
+    if transform == 'resize': return to_tensor(img, size, mean, std)
+    r = resize_side(size, resize)
+    if transform == 'reference': return normalize(_center_crop(to_tensor(img, r, None, None, Image.BILINEAR), size), mean, std)
+    img = img.convert('RGB'); W, H = img.size  # torchvision's Resize(r): the shorter side to r
+    img = img.resize((r, int(r * H / W)) if W <= H else (int(r * W / H), r), Image.BILINEAR)
+    return normalize(_center_crop(_pixels(img), size), mean, std)
+
+# %% ../nbs/50_classification.ipynb #caabc1d4
 class ReplacementDataset(torch.utils.data.Dataset):
     "Real training items of a split, each replaced with probability `p` by a synthetic image (deterministic per seed, epoch, item)."
     def __init__(self, split:Split, # the split (its train subset is served)
@@ -197,12 +313,15 @@ class ReplacementDataset(torch.utils.data.Dataset):
                  mean:tuple=(0.485, 0.456, 0.406), # normalisation
                  std:tuple=(0.229, 0.224, 0.225), # normalisation
                  seed:int=0, # the run's seed
-                 augment:bool=True, # random crop + flip
+                 augment:bool=True, # the training transform (False: the test view)
+                 transform:str='reference', # one of `TRANSFORMS`
+                 resize:int|None=None, # side before the crop (None: round(image_size·8/7))
                 ):
         self.split, self.items, self.K = split, split.items('train'), len(split.classes)
         self.c2i = split.class_to_idx
         self.sets = [SyntheticSet(s, classes=split.classes) for s in synthetic]
         self.p, self.replace_with, self.size, self.seed, self.augment = float(p), replace_with, image_size, seed, augment
+        self.transform, self.resize = transform, resize
         self.pad = image_size // 28 if crop_padding is None else crop_padding
         self.mean, self.std, self.epoch = tuple(mean), tuple(std), 0
         self.syn = [(si, ri) for si, s in enumerate(self.sets) for ri in range(len(s))]
@@ -244,10 +363,11 @@ class ReplacementDataset(torch.utils.data.Dataset):
         else:
             si, ri = self.syn[k]
             img = load_image(self.sets[si].path/self.sets[si].rows[ri]['file_name'])
-            target = self.sets[si].soft_target(ri)
-            target = target / target.sum().clamp_min(1e-12)
-        x = to_tensor(img, self.size, self.mean, self.std)
-        if self.augment: x = random_crop_flip(x, self.pad, item_generator(self.seed, 'classification/augment', f"{self.epoch}/{it['id']}"))
+            target = self.sets[si].soft_target(ri)  # as annotated: Diff-Mix's scale (0.9) keeps its mass below 1
+        if self.augment:
+            x = train_tensor(img, self.transform, self.size, self.resize, self.pad, self.mean, self.std,
+                             item_generator(self.seed, 'classification/augment', f"{self.epoch}/{it['id']}"))
+        else: x = eval_tensor(img, self.transform, self.size, self.resize, self.mean, self.std)
         return x, target, k is not None
 
 # %% ../nbs/50_classification.ipynb #fa5c307a
@@ -289,8 +409,11 @@ def make_toy_synthetic(split:str|Path|Split, # the split whose training images a
 def lr_factor(step:int, # the optimisation step (0-based)
               total:int, # total steps
               warmup:float=0.1, # warm-up fraction
+              mode:str='multiply', # "multiply" (Diff-II's code) or "sequential"
              )->float:
-    "Linear warm-up then cosine decay: the multiplier of the peak learning rate at `step`."
+    "Linear warm-up and cosine decay: the multiplier of the peak learning rate at `step`."
+    if mode == 'multiply':
+        return min(1.0, (step + 1) / max(int(warmup * total), 1)) * 0.5 * (1 + math.cos(math.pi * step / max(1, total)))
     w = int(round(warmup * total))
     if step < w: return (step + 1) / w
     return 0.5 * (1 + math.cos(math.pi * (step - w) / max(1, total - w)))
@@ -336,9 +459,10 @@ class _EpochSampler(torch.utils.data.Sampler):
     def __iter__(self): return iter(torch.randperm(self.n, generator=item_generator(self.seed, 'classification/order', self.epoch)).tolist())
 
 class _EvalDataset(torch.utils.data.Dataset):
-    def __init__(self, split, subset, size, mean, std): self.split, self.items, self.size, self.mean, self.std = split, split.items(subset), size, mean, std
+    def __init__(self, split, subset, size, mean, std, transform='reference', resize=None):
+        self.split, self.items, self.size, self.mean, self.std, self.transform, self.resize = split, split.items(subset), size, mean, std, transform, resize
     def __len__(self): return len(self.items)
-    def __getitem__(self, i): return to_tensor(load_image(self.split.root/self.items[i]['path']), self.size, self.mean, self.std), i
+    def __getitem__(self, i): return eval_tensor(load_image(self.split.root/self.items[i]['path']), self.transform, self.size, self.resize, self.mean, self.std), i
 
 def _soft_ce(logits:torch.Tensor, target:torch.Tensor)->torch.Tensor:
     return -(target * F.log_softmax(logits.float(), dim=-1)).sum(-1).mean()
@@ -350,11 +474,13 @@ def _write_csv(path:Path, rows:list, cols:list):
 
 # %% ../nbs/50_classification.ipynb #738663dc
 def _mixer(cfg:ClassificationConfig, K:int):
+    "timm's Mixup as Diff-II's code mixes: Mixup on a whole batch, CutMix per sample, each with probability `mix_prob`."
     from timm.data import Mixup
     mix = MIXING.get(cfg.method)
     if not mix: return None
     return Mixup(mixup_alpha=cfg.mixup_alpha if mix == 'mixup' else 0.0, cutmix_alpha=cfg.cutmix_alpha if mix == 'cutmix' else 0.0,
-                 prob=1.0, switch_prob=0.0, mode='batch', label_smoothing=cfg.label_smoothing, num_classes=K)
+                 prob=cfg.mix_prob, switch_prob=0.0, mode='elem' if mix == 'cutmix' and cfg.cutmix_per == 'sample' else 'batch',
+                 label_smoothing=cfg.label_smoothing, num_classes=K)
 
 def _targets(cfg, mixer, x, target, K):
     "Smoothed (and for mixup/cutmix mixed) soft targets; an odd last sample is left unmixed."
@@ -504,13 +630,12 @@ def _train(cfg:ClassificationConfig, # the run's parameters (checked)
     acc = Accelerator(cpu=dev.type == 'cpu', mixed_precision=cfg.precision,
                       dataloader_config=DataLoaderConfiguration(split_batches=True, even_batches=False))
     torch.manual_seed(item_seed(cfg.seed, 'classification/init', cfg.model) % 2**63)
-    try: model = timm.create_model(cfg.model, pretrained=cfg.pretrained, num_classes=K)
+    try: model, (mean, std) = create_classifier(cfg.model, cfg.pretrained, K)
     except Exception as e:
         if cfg.pretrained: raise RuntimeError(f"model={cfg.model!r}: pretrained weights could not be loaded ({e}); offline, set pretrained: false") from e
         raise
-    dcfg = model.pretrained_cfg
-    mean, std = tuple(dcfg.get('mean', (0.485, 0.456, 0.406))), tuple(dcfg.get('std', (0.229, 0.224, 0.225)))
-    train_ds = ReplacementDataset(sp, cfg.synthetic_sets(), cfg.p, cfg.replace_with, cfg.image_size, cfg.crop_padding, mean, std, cfg.seed)
+    train_ds = ReplacementDataset(sp, cfg.synthetic_sets(), cfg.p, cfg.replace_with, cfg.image_size, cfg.crop_padding, mean, std, cfg.seed,
+                                  transform=cfg.transform, resize=cfg.resize)
     check_param(len(train_ds) > 0, 'split', str(split_path), "a split with training items")
     sampler = _EpochSampler(len(train_ds), cfg.seed)
     bs = min(cfg.batch_size, len(train_ds))
@@ -520,12 +645,12 @@ def _train(cfg:ClassificationConfig, # the run's parameters (checked)
         ev.check_paths(); extra = sorted({it['label'] for it in ev.items('test')} - set(sp.classes))
         if extra: raise ParamError(f"parameter eval_split={cfg.eval_split!r} is invalid: its test labels {extra[:5]} are not classes of {split_path}")
     src = {'val': sp, 'test': ev}
-    evals = {s: torch.utils.data.DataLoader(_EvalDataset(src[s], s, cfg.image_size, mean, std), batch_size=max(bs, 32), num_workers=cfg.num_workers)
+    evals = {s: torch.utils.data.DataLoader(_EvalDataset(src[s], s, cfg.image_size, mean, std, cfg.transform, cfg.resize), batch_size=max(bs, 32), num_workers=cfg.num_workers)
              for s in ('val', 'test') if src[s].items(s)}
     if cfg.select == 'val' and 'val' not in evals: raise ParamError(f"parameter select='val' is invalid: the split {split_path} has no val subset")
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     total = cfg.epochs * len(train_dl)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, cfg.warmup))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, cfg.warmup, cfg.warmup_mode))
     model, opt, train_dl, sched = acc.prepare(model, opt, train_dl, sched)
     evals = {k: acc.prepare(v) for k, v in evals.items()}
     mixer = _mixer(cfg, K)

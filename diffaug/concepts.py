@@ -356,12 +356,12 @@ def train_concepts(pipe, # a StableDiffusionPipeline, freshly loaded (changed in
                    classes:list[str]|None=None, # class names in label order (default: sorted labels)
                    metaclass:str='object', # the dataset's theme word in the prompt
                    recipe:str='diff-mix', # "diff-mix" (tokens + shared LoRA) or "da-fusion" (tokens only)
-                   steps:int=35000, # optimizer steps (Diff-Mix: 35,000; DA-Fusion: 2,000)
+                   steps:int=35000, # optimizer steps (Diff-Mix: 35,000; DA-Fusion: about 1,000, later 2,000)
                    lr_embed:float=5e-5, # learning rate of the token embeddings (Diff-Mix 5e-5; DA-Fusion 5e-4 x batch)
                    lr_lora:float=5e-5, # learning rate of the LoRA (Diff-Mix 5e-5)
                    rank:int=10, # LoRA rank (Diff-Mix scripts: 10)
-                   n_tokens:int=1, # vectors per class (Diff-Mix 1; Diff-II allows n; DA-Fusion later 4)
-                   init_word:str|None=None, # initial word: None = metaclass; "{class}" = the class name
+                   n_tokens:int=1, # vectors per class (Diff-Mix 1; Diff-II allows n; DA-Fusion 1, later 4)
+                   init_word:str|None=None, # initial word: None = metaclass; a word as is (DA-Fusion: "the"); "{class}" = the class name
                    resolution:int|None=None, # training resolution (default: the model's native one)
                    batch_size:int=2, # images per micro-batch per process (Diff-Mix 2, DA-Fusion 8)
                    grad_accum:int=1, # micro-batches per optimizer step
@@ -675,12 +675,12 @@ class ConceptsConfig(StageConfig):
     out:str|None=None # the concept folder to write (required)
     checkpoint_dir:str|None=None # where checkpoints go; None: `<out>.checkpoints` beside the output (outside it, so an interrupted `dvc repro` resumes)
     recipe:str='diff-mix' # "diff-mix" (tokens + shared U-Net LoRA; Diff-II, Diff-Mix) or "da-fusion" (tokens only)
-    steps:int=35000 # optimizer steps (Diff-Mix: 35000; DA-Fusion: 2000)
+    steps:int=35000 # optimizer steps (Diff-Mix: 35000; DA-Fusion: about 1000, its later scripts 2000)
     lr_embed:float=5e-5 # learning rate of the token embeddings (Diff-Mix: 5e-5; DA-Fusion: 4e-3 = 5e-4 x batch 8)
     lr_lora:float=5e-5 # learning rate of the LoRA (Diff-Mix: 5e-5; unused by da-fusion)
     rank:int=10 # LoRA rank (Diff-Mix's scripts: 10; unused by da-fusion)
-    n_tokens:int=1 # vectors per class (Diff-Mix: 1; Diff-II allows n; DA-Fusion, later: 4)
-    init_word:str|None=None # the tokens' initial word; None: the metaclass (Diff-Mix); "{class}": each class's name (DA-Fusion)
+    n_tokens:int=1 # vectors per class (Diff-Mix: 1; Diff-II allows n; DA-Fusion: 1, its later scripts 4)
+    init_word:str|None=None # the tokens' initial word; None: the metaclass (Diff-Mix); a word as is (DA-Fusion: "the"); "{class}": each class's name (DA-Fusion's later scripts)
     resolution:int|None=None # training resolution in pixels; None: the model's native size (512 for SD 1.5; Diff-Mix's current scripts: 224)
     batch_size:int=2 # images per micro-batch per process (Diff-Mix: 2 per GPU; DA-Fusion: 8)
     grad_accum:int=1 # micro-batches per optimizer step

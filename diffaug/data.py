@@ -12,12 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['IMG_EXTS', 'META_COLUMNS', 'WATERBIRD_GROUPS', 'IMPORTERS', 'SPLIT_KINDS', 'PREPARE_SOURCES', 'class_folder',
-           'DatasetError', 'Dataset', 'write_dataset', 'item_id', 'Split', 'ImageItems', 'few_shot_split',
-           'long_tail_counts', 'long_tail_split', 'full_split', 'save_split', 'load_split', 'toy_class_names',
-           'toy_image', 'make_toy_dataset', 'write_metadata_csv', 'read_metadata_csv', 'SyntheticSetWriter',
-           'SynthItem', 'SyntheticSet', 'import_cub', 'import_aircraft', 'import_pets', 'import_cars',
-           'import_flowers102', 'import_waterbirds', 'PrepareConfig', 'run_prepare']
+__all__ = ['IMG_EXTS', 'TEST_MODES', 'META_COLUMNS', 'WATERBIRD_GROUPS', 'IMPORTERS', 'SPLIT_KINDS', 'PREPARE_SOURCES',
+           'class_folder', 'DatasetError', 'Dataset', 'write_dataset', 'item_id', 'Split', 'ImageItems',
+           'few_shot_split', 'long_tail_counts', 'long_tail_split', 'full_split', 'save_split', 'load_split',
+           'toy_class_names', 'toy_image', 'make_toy_dataset', 'write_metadata_csv', 'read_metadata_csv',
+           'SyntheticSetWriter', 'SynthItem', 'SyntheticSet', 'import_cub', 'import_aircraft', 'import_pets',
+           'import_cars', 'import_flowers102', 'import_waterbirds', 'PrepareConfig', 'run_prepare']
 
 # %% ../nbs/02_data.ipynb #650e31a9
 import numpy as np
@@ -244,15 +244,18 @@ class ImageItems(torch.utils.data.Dataset):
         return (self.transform(im) if self.transform else im), self.targets[i]
 
 # %% ../nbs/02_data.ipynb #5fb5e9b6
+TEST_MODES = ('auto', 'official', 'holdout', 'half', 'none')  # where the test set comes from (see above)
+
 def _check_common(ds, seed, val_per_class, test_per_class, test):
     check_param(isinstance(ds, Dataset), 'ds', type(ds).__name__, "a diffaug.data.Dataset")
     check_param(isinstance(seed, (int, np.integer)) and not isinstance(seed, bool), 'seed', seed, "an integer")
     check_param(val_per_class is None or (isinstance(val_per_class, (int, np.integer)) and val_per_class >= 0), 'val_per_class', val_per_class, "None or an integer >= 0")
     check_param(test_per_class is None or (isinstance(test_per_class, (int, np.integer)) and test_per_class >= 0), 'test_per_class', test_per_class, "None or an integer >= 0")
-    check_param(test in ('auto', 'official', 'holdout', 'none'), 'test', test, "'auto', 'official', 'holdout' or 'none'")
+    check_param(test in TEST_MODES, 'test', test, "'auto', 'official', 'holdout', 'half' or 'none'")
     if test == 'official' and not any(v == 'test' for v in ds.partition.values()):
         raise ParamError(f"parameter test='official' is invalid: dataset {ds.root} has no official test partition")
-    return 'official' if test == 'official' or (test == 'auto' and any(v == 'test' for v in ds.partition.values())) else ('none' if test == 'none' else 'holdout')
+    if test in ('none', 'half'): return test
+    return 'official' if test == 'official' or (test == 'auto' and any(v == 'test' for v in ds.partition.values())) else 'holdout'
 
 def _perm(seed:int, cls:str, xs:list)->list:
     return [xs[i] for i in item_rng(seed, 'split', cls).permutation(len(xs))]
@@ -282,6 +285,9 @@ def _build_split(ds, kind, seed, n_train, val_per_class, test_per_class, test_mo
             if test_mode == 'holdout' and not test_default_rest:
                 nt = min(test_per_class if test_per_class is not None else len(sh) // 5, max(len(sh) - 1, 0))
                 tst, sh = sh[len(sh) - nt:], sh[:len(sh) - nt]
+            if test_mode == 'half':  # Diff-Mix's Flowers protocol: first floor(n/2) the pool, the rest the test set
+                tst, sh = sh[len(sh) // 2:], sh[:len(sh) // 2]
+                if test_per_class is not None: tst = tst[:test_per_class]
             nv = min(val_per_class or 0, max(len(sh) - 1, 0)); val, pool = sh[len(sh) - nv:], sh[:len(sh) - nv]
         pools.append(pool); vals.append(val); tests.append(tst)
     items = {'train': [], 'val': [], 'test': []}
@@ -305,7 +311,7 @@ def few_shot_split(ds:Dataset, # the dataset
                    seed:int=0, # selects the images
                    val_per_class:int|None=None, # validation images per class (None: the official val partition, else none)
                    test_per_class:int|None=None, # cap on test images per class (None: all available)
-                   test:str='auto', # "auto" (official partition if any, else holdout), "official", "holdout", "none"
+                   test:str='auto', # "auto" (official partition if any, else holdout), "official", "holdout", "half" (Diff-Mix's Flowers halves), "none"
                   )->Split:
     "A k-shot split: k training images per class, chosen by `seed`."
     check_param(isinstance(k, (int, np.integer)) and not isinstance(k, bool) and k >= 1, 'k', k, "an integer >= 1 (shots per class)")
@@ -335,7 +341,7 @@ def long_tail_split(ds:Dataset, # the dataset
                     seed:int=0, # class ranking and image selection
                     val_per_class:int|None=None, # validation images per class, held out before the tail is cut (None: official val, else none)
                     test_per_class:int|None=None, # holdout test images per class (None: 20% of the class), or cap on official test
-                    test:str='auto', # "auto", "official", "holdout", "none"
+                    test:str='auto', # "auto", "official", "holdout", "half" (Diff-Mix's Flowers halves), "none"
                     rule:str='diffmix', # "diffmix" (n_avg·f^(r/(K-2))) or "textbook" (n_max·f^(r/(K-1)))
                     class_order:str='random', # "random" (seeded) or "size" (most to least common, ties seeded)
                    )->Split:
@@ -345,15 +351,17 @@ def long_tail_split(ds:Dataset, # the dataset
     check_param(class_order in ('random', 'size'), 'class_order', class_order, "'random' or 'size'")
     mode = _check_common(ds, seed, val_per_class, test_per_class, test)
     order = [int(i) for i in item_rng(seed, 'split', '\x1fclass-order').permutation(len(ds.classes))]
+    ranked = []
     def n_train(sizes):
         o = sorted(order, key=lambda i: -sizes[i]) if class_order == 'size' else order  # stable sort keeps seeded ties
+        ranked[:] = o  # by the training pools' sizes (test and val already held out)
         cnt = long_tail_counts([sizes[i] for i in o], imbalance_factor, rule)
         out = [0] * len(sizes)
         for i, n in zip(o, cnt): out[i] = n
         return out
     info = {'imbalance_factor': imbalance_factor, 'rule': rule, 'class_order': class_order}
     sp = _build_split(ds, 'long-tail', seed, n_train, val_per_class, test_per_class, mode, False, info)
-    sp.info['rank'] = [ds.classes[i] for i in (sorted(order, key=lambda i: -len(ds.images[i])) if class_order == 'size' else order)]
+    sp.info['rank'] = [ds.classes[i] for i in ranked]
     return sp
 
 # %% ../nbs/02_data.ipynb #695947a7
@@ -779,7 +787,7 @@ def import_pets(raw:str|Path, # the folder holding oxford-iiit-pet/
     tmap = {c: tv.classes.index(c) for c in te.classes}
     recs = [(l, f, f.stem, 'train') for f, l in zip(tv._images, tv._labels)]
     recs += [(tmap[te.classes[l]], f, f.stem, 'test') for f, l in zip(te._images, te._labels)]
-    return _import(root, tv.classes, recs, 'pet', split_path, overwrite, on_error)
+    return _import(root, tv.classes, recs, 'animal', split_path, overwrite, on_error)
 
 # %% ../nbs/02_data.ipynb #fee8af1c
 def import_cars(raw:str|Path, # the folder holding stanford_cars/
@@ -865,9 +873,10 @@ class PrepareConfig(StageConfig):
     shots:int=5 # few-shot: training images per class (paper: 5 and 10)
     imbalance_factor:float=100 # long-tail: n_head / n_tail, >= 1 (paper: 10, 20 and 100)
     lt_rule:str='diffmix' # long-tail: "diffmix" (Diff-Mix's code, n_avg·f^(r/(K-2))) or "textbook" (n_max·f^(r/(K-1)))
+    class_order:str='size' # long-tail: rank classes "size" (most to least common, ties seeded: Diff-Mix's code) or "random" (seeded permutation)
     val_per_class:int|None=None # validation images per class (None: the official val partition, else none)
     test_per_class:int|None=None # test images per class (holdout; None: the rest / 20%), or cap on the official test set
-    test:str='auto' # "auto" (the official partition if any, else holdout), "official", "holdout" or "none"
+    test:str='auto' # "auto" (the official partition if any, else holdout), "official", "holdout", "half" (Diff-Mix's Flower-LT: each class cut 50/50 into training pool and test, official partition ignored) or "none"
     seed:int=0 # split seed
     verify_images:bool=True # folder: decode every image first (unreadable ones: an error or a counted skip)
     on_error:str='raise' # "raise" or "skip" unreadable images
@@ -891,9 +900,9 @@ class PrepareConfig(StageConfig):
         self.need(self.metaclass is None or (isinstance(self.metaclass, str) and self.metaclass.strip() != ''), 'metaclass',
                   "null or a non-empty word, e.g. 'bird'")
         self.need_choice('kind', SPLIT_KINDS); self.need_int('shots', 1); self.need_num('imbalance_factor', 1)
-        self.need_choice('lt_rule', ('diffmix', 'textbook'))
+        self.need_choice('lt_rule', ('diffmix', 'textbook')); self.need_choice('class_order', ('size', 'random'))
         self.need_int('val_per_class', 0, none=True); self.need_int('test_per_class', 0, none=True)
-        self.need_choice('test', ('auto', 'official', 'holdout', 'none')); self.need_int('seed')
+        self.need_choice('test', TEST_MODES); self.need_int('seed')
         self.need_bool('verify_images'); self.need_choice('on_error', ('raise', 'skip'))
         self.need_int('toy_classes', 1, 64); self.need_int('toy_per_class', 1); self.need_int('toy_size', 8)
         self.need_int('world_pool', 1); self.need_int('world_test', 0); self.need_int('world_ood', 0)
@@ -921,7 +930,7 @@ def run_prepare(cfg:PrepareConfig|None=None, # the stage's parameters
     skipped = []
     if c.verify_images and c.source == 'folder': ds, skipped = ds.verify(c.on_error)  # toy and imported images were checked when written
     if c.kind == 'few-shot': sp = few_shot_split(ds, c.shots, c.seed, c.val_per_class, c.test_per_class, c.test)
-    elif c.kind == 'long-tail': sp = long_tail_split(ds, c.imbalance_factor, c.seed, c.val_per_class, c.test_per_class, c.test, c.lt_rule)
+    elif c.kind == 'long-tail': sp = long_tail_split(ds, c.imbalance_factor, c.seed, c.val_per_class, c.test_per_class, c.test, c.lt_rule, c.class_order)
     else: sp = full_split(ds, c.seed, c.val_per_class, c.test_per_class, c.test)
     sp.info['source'] = c.source
     if skipped: sp.info['skipped_unreadable'] = skipped

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Callable
 
 # %% auto #0
-__all__ = ['METHODS', 'PAPER_TABLE1_COLUMNS', 'PAPER_TABLE1', 'DEFAULT_PROMPT', 'STRENGTH_KEYS', 'MethodSpec', 'nearest',
-           'get_method', 'resolve_strengths', 'plan_items', 'prompt_names', 'make_prompt', 'img2img_render',
+__all__ = ['METHODS', 'PAPER_TABLE1_COLUMNS', 'PAPER_TABLE1', 'GEN_CLASSES', 'DEFAULT_PROMPT', 'STRENGTH_KEYS', 'MethodSpec',
+           'nearest', 'get_method', 'resolve_strengths', 'plan_items', 'prompt_names', 'make_prompt', 'img2img_render',
            'ClipZeroShot', 'clip_scoring_render', 'clip_keeps', 'RejectAwareWriter', 'apply_clip_filter', 'synthesize',
            'SynthesisConfig', 'run_synthesis', 'demo_concepts']
 
@@ -108,6 +108,8 @@ def resolve_strengths(spec:MethodSpec, # the method
     return mode, s, ss
 
 # %% ../nbs/40_methods.ipynb #3d24ae62
+GEN_CLASSES = ('uniform', 'proportional')  # how text-to-image methods share their images among the classes
+
 def plan_items(method:str|MethodSpec, # a method name or spec
                split:Split, # the split (its training images are the sources)
                seed:int=0, # the run's seed
@@ -115,11 +117,13 @@ def plan_items(method:str|MethodSpec, # a method name or spec
                strength_mode:str|None=None, # override the method's strength mode
                strength:float|None=None, # override the method's fixed strength
                strengths:list|None=None, # override the method's strength set
+               gen_classes:str='uniform', # text-to-image: "uniform" (each image's class drawn uniformly: Diff-Mix) or "proportional" (expansion × n_c per class)
               )->list[WorkItem]:
     "The work items of a method on a split, every random choice drawn from the item's own generator."
     spec = get_method(method)
     check_param(isinstance(expansion, int) and not isinstance(expansion, bool) and expansion >= 1, 'expansion', expansion, "an integer >= 1")
     mode, s, ss = resolve_strengths(spec, strength_mode, strength, strengths)
+    check_param(gen_classes in GEN_CLASSES, 'gen_classes', gen_classes, "'uniform' or 'proportional'")
     classes, items = split.classes, []
     if spec.family == 'img2img':
         for j, real in enumerate(split.items('train')):
@@ -131,6 +135,10 @@ def plan_items(method:str|MethodSpec, # a method name or spec
                 items.append(WorkItem(iid, tar, f"{j:05d}_{m:02d}", (real['id'],),
                                       dict(path=real['path'], source_label=real['label'], strength=st,
                                            target=tar if spec.inter_class else None)))
+    elif gen_classes == 'uniform':
+        for k in range(expansion * len(split.items('train'))):
+            c = classes[int(item_rng(seed, 'plan/text2img', f'gen#{k}').integers(len(classes)))]
+            items.append(WorkItem(f"gen:{c}#{k}", c, f"{k:05d}", (), {}))
     else:
         counts = split.counts('train')
         for c in classes:
@@ -282,6 +290,7 @@ def synthesize(method:str, # a key of METHODS
                strength_mode:str|None=None, # img2img: "fixed" or "random" (None: the method's)
                strength:float|None=None, # img2img: fixed strength (None: the method's)
                strengths:list|None=None, # img2img: random strengths (None: the method's)
+               gen_classes:str='uniform', # text-to-image: "uniform" class per image (Diff-Mix) or "proportional" (expansion × n_c)
                steps:int=25, # DDIM steps
                guidance_scale:float=7.5, # CFG weight
                batch_size:int=8, # images per batch
@@ -300,7 +309,7 @@ def synthesize(method:str, # a key of METHODS
     check_param(isinstance(batch_size, int) and batch_size >= 1, 'batch_size', batch_size, "an integer >= 1")
     mode, s, ss = resolve_strengths(spec, strength_mode, strength, strengths)
     if spec.clip_filter: check_param(clip_model is not None, 'clip_model', clip_model, "a CLIP folder or hub id (Real-Filter)")
-    items = plan_items(spec, sp, seed, expansion, mode if spec.family == 'img2img' else None, s, ss or None)
+    items = plan_items(spec, sp, seed, expansion, mode if spec.family == 'img2img' else None, s, ss or None, gen_classes)
     t0 = time.perf_counter()
     if pipe is None: pipe = load_sd(model, device, precision)
     elif spec.concepts is not None: raise ParamError(f"method {spec.name}: pass `model`, not a shared `pipe` (concepts change the pipeline)")
@@ -313,6 +322,7 @@ def synthesize(method:str, # a key of METHODS
     info = dict(method=spec.name, family=spec.family, concepts=recorded_path(cdir), model=recorded_path(model), seed=seed,
                 expansion=expansion, strength_mode=mode, strength=s, strengths=list(ss), steps=steps, guidance_scale=guidance_scale,
                 prompt_template=prompt_template, split=recorded_path(sp.path or ''), precision=str(pipe.unet.dtype).replace('torch.', ''),
+                **({'gen_classes': gen_classes} if spec.family == 'text2img' else {}),
                 target_images=len(items),  # the size asked for, before any filtering: the report flags a set far below it
                 inputs=dict(split=_sha(sp.path), concepts=_sha(Path(cdir)/'concepts.json' if cdir else None), model=base_model))
     if spec.clip_filter:  # a callable is recorded by its name (its repr holds a memory address: not the same bytes twice)
@@ -362,6 +372,7 @@ class SynthesisConfig(StageConfig):
     clip_model:str|None=None # Real-Filter's CLIP, folder or hub id (Real-Filter needs one; paper: openai/clip-vit-base-patch32); None: the other methods only
     seed:int=0 # the synthesis seed (one set per method; classification seeds vary separately)
     expansion:int=5 # synthetic images per real image (paper: 5)
+    gen_classes:str='uniform' # text-to-image methods (Real-Gen, Diff-Gen, Real-Filter): "uniform" class per image (Diff-Mix's code, Table 2's Real-Gen) or "proportional" (expansion × n_c per class)
     per_method:dict=field(default_factory=dict) # {method: {strength_mode, strength, strengths}}: overrides of the methods' strengths (METHODS holds the papers' values)
     steps:int=25 # DDIM steps (paper: 25)
     guidance_scale:float=7.5 # classifier-free guidance weight (paper: 7.5)
@@ -390,6 +401,7 @@ class SynthesisConfig(StageConfig):
         spec = get_method(self.method)  # a ParamError naming the nearest method
         # values first (they are wrong wherever the run happens), then the paths a run needs, then the files they name
         self.need_int('seed', 0); self.need_int('expansion', 1); self.need_int('steps', 1); self.need_int('batch_size', 1)
+        self.need_choice('gen_classes', GEN_CLASSES)
         self.need_num('guidance_scale', 0); self.need_num('clip_min_prob', 0, 1)
         _check_template(self, 'prompt_template'); _check_template(self, 'clip_template')
         _check_device(self); self.need_choice('precision', _SD_PRECISIONS); self.need_bool('cpu', none=True)
@@ -459,7 +471,7 @@ def run_synthesis(cfg:SynthesisConfig|None=None, # the stage's parameters (None:
     "The synthesis stage: one method's synthetic set for one seed; returns counts and timings."
     cfg = SynthesisConfig.of(cfg, **kw).check()
     spec = cfg.spec
-    r = synthesize(spec.name, cfg.split, cfg.out, cfg.model, cfg.concepts, cfg.clip_model, cfg.seed, cfg.expansion, steps=cfg.steps,
+    r = synthesize(spec.name, cfg.split, cfg.out, cfg.model, cfg.concepts, cfg.clip_model, cfg.seed, cfg.expansion, gen_classes=cfg.gen_classes, steps=cfg.steps,
                    guidance_scale=cfg.guidance_scale, batch_size=cfg.batch_size, prompt_template=cfg.prompt_template,
                    clip_template=cfg.clip_template, clip_min_prob=cfg.clip_min_prob, device=cfg.device, precision=cfg.precision,
                    cpu=cfg.cpu, **cfg.strength_overrides())

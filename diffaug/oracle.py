@@ -193,6 +193,7 @@ def score_synthetic_set(set_dir:str|Path, # a synthetic-set folder
                         max_images:int|None=None, # score at most this many images (seeded subsample)
                         max_pairs:int=500, # pairs per class for diversities
                         seed:int=0, # subsampling seed
+                        lpips_size:int=64, # LPIPS compares images resized to this side (recorded as `lpips_size`)
                        )->dict:
     "Faithfulness / diversity / distance-to-source of a synthetic set with the oracle, CLIP score and LPIPS."
     set_dir = Path(set_dir); rows = _load_rows(set_dir)
@@ -223,19 +224,19 @@ def score_synthetic_set(set_dir:str|Path, # a synthetic-set folder
             res['source_distance'] = float((1 - (f[k] * fs).sum(-1)).mean())
     if clip_model is not None:
         cs = clip_score(ims, [prompt_template.format(name=l, metaclass=metaclass) for l in labels], load_clip(clip_model))
-        res['clip_score'] = float(cs.mean())
+        res['clip_score'] = float(cs.mean()); res['clip_prompt'] = prompt_template.format(name='{name}', metaclass=metaclass)
     if lpips_trunk is not None:
         lp = load_lpips(None if str(lpips_trunk) == 'random' else lpips_trunk)
-        res['lpips_calibrated'] = lp.calibrated
+        res['lpips_calibrated'], res['lpips_size'] = lp.calibrated, int(lpips_size)
         per = []
         for c in sorted(set(labels)):
             idx = [i for i, l in enumerate(labels) if l == c]
             pr = _pairs(len(idx), max_pairs, np.random.default_rng(seed))
-            if pr: per.append(float(lpips_distances(lp, [ims[idx[i]] for i, _ in pr], [ims[idx[j]] for _, j in pr]).mean()))
+            if pr: per.append(float(lpips_distances(lp, [ims[idx[i]] for i, _ in pr], [ims[idx[j]] for _, j in pr], lpips_size).mean()))
         res['lpips_diversity'] = float(np.mean(per)) if per else float('nan')
         if src is not None and any(s is not None for s in src):
             k = [i for i, s in enumerate(src) if s is not None]
-            res['lpips_source_distance'] = float(lpips_distances(lp, [ims[i] for i in k], [src[i] for i in k]).mean())
+            res['lpips_source_distance'] = float(lpips_distances(lp, [ims[i] for i in k], [src[i] for i in k], lpips_size).mean())
     return res
 
 # %% ../nbs/72_oracle.ipynb #cc934333
@@ -261,10 +262,11 @@ class OracleConfig(StageConfig):
     "The parameters of the `oracle` stage: the scores of one synthetic set."
     synthetic:str|None=None # the synthetic-set folder to score (required; dvc.yaml: one run per method)
     out:str|None=None # the scores JSON to write (required)
-    split:str|None=None # the split JSON: its root holds the source images and it names the metaclass; None: no distances to source, metaclass "bird"
+    split:str|None=None # the split JSON: its root holds the source images and it names the metaclass of the CLIP prompt (needed with clip_model); None: no distances to source
     model:str|None='models/oracle/oracle.safetensors' # the oracle file (the mini world's, from train_oracle); None: no oracle metrics
     clip_model:str|None=None # CLIP hub id or folder for the CLIP score (Diff-II: a CLIP ViT); None: no CLIP score
     lpips_trunk:str|None=None # torchvision AlexNet weights file for LPIPS; "random": a plumbing check, not LPIPS; None: no LPIPS
+    lpips_size:int=64 # side the images are resized to for LPIPS (written as lpips_size beside the score; the papers do not say theirs)
     prompt_template:str='a photo of a {name}, a type of {metaclass}' # the CLIP score's text per image
     max_images:int|None=2000 # score at most this many images (seeded subsample); None: all
     max_pairs:int=500 # pairs per class at most for the diversities
@@ -281,16 +283,22 @@ class OracleConfig(StageConfig):
             try: t.format(name='x', metaclass='y')
             except (KeyError, IndexError, ValueError): ok = False
         self.need(ok, 'prompt_template', "a template holding {name} (and optionally {metaclass}), no other {fields}")
-        self.need_int('max_images', 1, none=True); self.need_int('max_pairs', 1); self.need_int('seed', 0)
+        self.need_int('max_images', 1, none=True); self.need_int('max_pairs', 1); self.need_int('seed', 0); self.need_int('lpips_size', 16)
         self.need_path('synthetic', 'dir', files=False); self.need_path('out', 'file', files=False)
         self.need(str(self.out).endswith('.json'), 'out', "a .json file path")
         for k in ('split', 'model', 'lpips_trunk'): self.need_path(k, files=False, none=True)
         need_model(self, 'clip_model', files=False, parts=CLIP_REQUIRED, none=True)
-        if not files: return self
+        if not files: return self._need_metaclass(ok)
         self.need_path('synthetic', 'dir', parts=('metadata.csv',))
         self.need_path('split', 'file', none=True); self.need_path('model', 'file', none=True)
         need_model(self, 'clip_model', parts=CLIP_REQUIRED, none=True)
         if self.lpips_trunk != 'random': self.need_path('lpips_trunk', 'file', none=True)
+        return self._need_metaclass(ok)
+
+    def _need_metaclass(self, ok:bool):
+        "A CLIP score whose prompt holds {metaclass} needs the split that names it (never a default 'bird')."
+        if self.clip_model is not None and ok and '{metaclass}' in self.prompt_template:
+            self.need(self.split is not None, 'split', "the split JSON: the CLIP prompt names its metaclass (aircraft, car, animal, flower, bird)")
         return self
 
 def run_oracle(cfg:OracleConfig|None=None, # the stage's parameters (None: the defaults, with `kw`)
@@ -300,7 +308,7 @@ def run_oracle(cfg:OracleConfig|None=None, # the stage's parameters (None: the d
     cfg = OracleConfig.of(cfg, **kw).check()
     if cfg.methods is not None: return {'sets': {m: run_oracle(c) for m, c in zip(cfg.methods, cfg.per_method(cfg.methods))}}
     synthetic, t0 = Path(cfg.synthetic), time.perf_counter()
-    source_root, metaclass = None, 'bird'
+    source_root, metaclass = None, None  # the metaclass comes from the split (check() requires one when the CLIP prompt needs it)
     if cfg.split is not None:
         from diffaug.data import load_split
         sp = load_split(cfg.split); source_root, metaclass = sp.root, sp.metaclass
@@ -311,7 +319,7 @@ def run_oracle(cfg:OracleConfig|None=None, # the stage's parameters (None: the d
         if not labels <= set(classes): use_oracle = False; notes.append('oracle not applicable: the set is not of mini-world species')
     res = score_synthetic_set(synthetic, oracle=cfg.model if use_oracle else None, source_root=source_root, clip_model=cfg.clip_model,
                               lpips_trunk=cfg.lpips_trunk, prompt_template=cfg.prompt_template, metaclass=metaclass,
-                              max_images=cfg.max_images, max_pairs=cfg.max_pairs, seed=cfg.seed)
+                              max_images=cfg.max_images, max_pairs=cfg.max_pairs, seed=cfg.seed, lpips_size=cfg.lpips_size)
     res['notes'] = notes
     atomic_write_json(cfg.out, res)
     print(f"{res['method'] or synthetic.name}: {res['n']} images scored in {time.perf_counter() - t0:.1f} s -> {cfg.out}"

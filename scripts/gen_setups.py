@@ -45,9 +45,9 @@ def write(stem, head, sections):
     (OUT/f'{stem}.yaml').write_text(head + ''.join('\n' + dump_section(k, v) for k, v in sections.items()))
 
 # ---------------------------------------------------------------- sections
-def prepare(source, raw, **kw):
-    "The prepare section of a real dataset in its native layout under `raw`, with its official test set."
-    return dict(source=source, raw=raw, **kw, test='official', verify_images=False)
+def prepare(source, raw, test='official', **kw):
+    "The prepare section of a real dataset in its native layout under `raw`, with its official test set (or `test`)."
+    return dict(source=source, raw=raw, **kw, test=test, verify_images=False)
 
 def runs(methods, seeds=(0, 1, 2), oracle=None):
     "The runs section: methods in table order, the synthetic sets they need, the sets annotated, which sets the oracle scores."
@@ -62,11 +62,11 @@ def diffusion(suffix_fraction, model=SD):
         'concepts': {'#': "Diff-Mix's released recipe (Diff-II reuses its concepts)",
                      'model': model, 'steps': 35000, 'lr_embed': 5e-5, 'lr_lora': 5e-5, 'rank': 10, 'n_tokens': 1,
                      'resolution': 512, 'batch_size': 2, 'checkpoint_every': 500, 'precision': 'fp16'},
-        'concepts_ti': {'#': "DA-Fusion's recipe: textual inversion only (its authors' later scripts; SD 1.4 there, SD 1.5 here as every method)",
-                        'model': model, 'steps': 2000,
+        'concepts_ti': {'#': "DA-Fusion's paper: textual inversion only, per class (SD 1.4 there, SD 1.5 here as every method)",
+                        'model': model, 'steps': Note(1000, "DA-Fusion's paper (its authors' later scripts: 2000)"),
                         'lr_embed': Note(4e-3, '5e-4 x batch 8 (scaled by the batch)'),
-                        'n_tokens': Note(4, 'vectors per class'),
-                        'init_word': Note('{class}', "initialised from each class's name"),
+                        'n_tokens': Note(1, 'vector per class (later scripts: 4)'),
+                        'init_word': Note('the', 'initialised from "the" (later scripts: \'{class}\', the class name)'),
                         'resolution': 512, 'batch_size': 8, 'checkpoint_every': 500, 'precision': 'fp16'},
         'synthesis': {'model': model, 'clip_model': Note(CLIP, 'Real-Filter'), 'expansion': 5, 'steps': 25, 'guidance_scale': 7.5,
                       'batch_size': 8, 'precision': 'fp16', 'cpu': None},
@@ -78,16 +78,25 @@ def diffusion(suffix_fraction, model=SD):
         'oracle': {'clip_model': Note(CLIP, 'CLIP score of each synthetic set (Diff-II Fig. 7); LPIPS needs lpips_trunk (a local AlexNet file)')},
     }
 
-def classification(model, image_size, epochs, batch_size, lr, replace_with='source', eval_split=None):
+TRANSFORM = {'reference': Note('reference', "Diff-Mix's and Diff-II's few-shot code: Resize((r, r)) -> RandomCrop(s, padding 8) -> flip; test Resize((r, r)) -> CenterCrop(s)"),
+             'rrc-jitter': Note('rrc-jitter', "Diff-II's long-tail code: RandomResizedCrop -> flip -> ColorJitter(0.4); test Resize(256) -> CenterCrop(224)")}
+MIXING = {'mixup_alpha': 1.0, 'cutmix_alpha': 1.0,
+          'mix_prob': Note(0.3, "Diff-II's code: Mixup on a batch, CutMix on a sample, each with probability 0.3 (method mixup / cutmix)")}
+
+def classification(model, image_size, epochs, batch_size, lr, replace_with='source', eval_split=None, transform='reference', mixing=False):
     "The classification section of a paper setup (SGD, cosine with warm-up, label smoothing; p = 0.5; last epoch)."
     return {**({'eval_split': eval_split} if eval_split else {}),
-            'model': model, 'pretrained': True, 'image_size': image_size, 'crop_padding': 8, 'epochs': epochs,
-            'batch_size': batch_size, 'lr': lr, 'momentum': 0.9, 'weight_decay': 0.0005, 'warmup': 0.1, 'label_smoothing': 0.1,
+            'model': model, 'pretrained': True, 'image_size': image_size, 'crop_padding': 8,
+            'transform': TRANSFORM[transform], 'resize': 440 if image_size == 384 else 256, 'epochs': epochs,
+            'batch_size': batch_size, 'lr': lr, 'momentum': 0.9, 'weight_decay': 0.0005, 'warmup': 0.1,
+            'warmup_mode': Note('multiply', "Diff-II's code: the linear warm-up multiplies a cosine over all steps"), 'label_smoothing': 0.1,
+            **(MIXING if mixing else {}),
             'p': 0.5, **({'replace_with': replace_with} if replace_with else {}), 'select': 'last', 'precision': 'fp16',
             'num_workers': 8, 'threads': None}
 
-R50 = Note('resnet50.tv_in1k', "torchvision's ImageNet-1k ResNet-50")
-VIT = Note('vit_base_patch16_384.augreg_in21k_ft_in1k', 'ViT-B/16, ImageNet-21k pretrained, 384 px')
+R50 = Note('resnet50.tv_in1k', "torchvision's ImageNet-1k ResNet-50 (IMAGENET1K_V1, the references' weights)")
+VIT = Note('torchvision:vit_b_16.IMAGENET1K_SWAG_E2E_V1', "the references' ViT-B/16 (the paper's numbers): SWAG, fine-tuned on ImageNet-1k at 384 px; "
+           "ImageNet-21k as the paper's text says: vit_base_patch16_384.augreg_in21k_ft_in1k")
 
 # ---------------------------------------------------------------- paper tables and headers
 T1 = {  # backbone -> method -> [5-shot CUB, Aircraft, Pets, Cars, 10-shot CUB, Aircraft, Pets, Cars]
@@ -136,13 +145,13 @@ for bb in ('resnet50', 'vit-b16'):
             stem = f'{ds}-{shots}shot-{bb}'
             col = i + (0 if shots == 5 else 4)
             exp = {m: [v[col]] for m, v in T1[bb].items()}
-            head = (f"# Paper setup: {NAMES[ds]}, {shots}-shot, {'ResNet-50 at 224 px (ImageNet-1k pretrained)' if bb == 'resnet50' else 'ViT-B/16 at 384 px (ImageNet-21k pretrained)'}.\n"
+            head = (f"# Paper setup: {NAMES[ds]}, {shots}-shot, {'ResNet-50 at 224 px (ImageNet-1k pretrained)' if bb == 'resnet50' else 'ViT-B/16 at 384 px (the references: torchvision SWAG weights; the paper says ImageNet-21k)'}.\n"
                     f"# Diff-II (CVPR 2025) Table 1; expansion 5 and replacement probability p = 0.5 for every diffusion method; 3 trials.\n"
                     + HOWTO.format(raw=RAW[ds], stem=stem) +
                     "# Expected top-1 (%), mean of 3 trials, from the paper (runs.methods: every row below, plus real-gen and diff-gen):\n"
                     + table(exp, [f'{ds} {shots}-shot']))
-            cls = (classification(R50, 224, 128, 256, R50_LR[ds]) if bb == 'resnet50' else
-                   classification(VIT, 384, 100, 32, 1e-4 if ds == 'pets' else 1e-3))
+            cls = (classification(R50, 224, 128, 256, R50_LR[ds], mixing=True) if bb == 'resnet50' else
+                   classification(VIT, 384, 100, 32, 1e-4 if ds == 'pets' else 1e-3, mixing=True))
             write(stem, head, {'prepare': prepare(ds, RAW[ds], kind='few-shot', shots=shots), 'runs': runs(ALL),
                                **diffusion(0.3 if shots == 5 else 0.1), 'classification': cls})
 
@@ -154,13 +163,21 @@ for j, (ds, src, label) in enumerate([('cub-lt', 'cub', 'CUB-LT'), ('flower-lt',
         head = (f"# Paper setup: {label}, imbalance factor {IF}, ResNet-50 at 224 px (ImageNet-1k pretrained), 200 epochs, batch 128, lr 0.005.\n"
                 f"# Diff-II Table 2 (Diff-II: 3 trials; other rows quoted from Diff-Mix). s = 1.0, expansion 5, p = 0.5 for diffusion methods;\n"
                 f"# the replacing synthetic image's class is drawn with probability proportional to 1/(n_c+1) (replace_with: inverse-frequency).\n"
-                f"# Long-tail counts follow Diff-Mix's rule (lt_rule: diffmix; see nbs/02_data.ipynb).\n"
+                f"# Long-tail counts follow Diff-Mix's rule (lt_rule: diffmix) on classes ranked by size (class_order: size; see nbs/02_data.ipynb).\n"
+                + ("# Flower-LT as Diff-Mix builds it (test: half): every class cut 50/50, the long tail drawn from the first half\n"
+                   "# (about 40 images per class), the test set the second half; Flowers' official split would leave 10 per class.\n" if src == 'flowers102' else '')
+                + f"# Real-Gen draws each image's class uniformly (synthesis.gen_classes: uniform, as Diff-Mix's code).\n"
                 + HOWTO.format(raw=RAW[src], stem=stem) +
                 "# Expected top-1 (%) from the paper (CE = method original here; CMO/CMO-DRW are not implemented):\n"
                 + table(exp, [f'IF={IF}']))
-        write(stem, head, {'prepare': prepare(src, RAW[src], kind='long-tail', imbalance_factor=IF, lt_rule='diffmix'),
-                           'runs': runs(['original', 'real-gen', 'real-mix', 'diff-mix', 'diff-ii']), **diffusion(1.0),
-                           'classification': classification('resnet50.tv_in1k', 224, 200, 128, 0.005, replace_with='inverse-frequency')})
+        half = {'test': Note('half', "Diff-Mix's Flower-LT: each class cut 50/50 into pool and test (official split ignored)")} if src == 'flowers102' else {}
+        d = diffusion(1.0)
+        d['synthesis']['gen_classes'] = Note('uniform', "Real-Gen: each image's class drawn uniformly (Diff-Mix's code)")
+        write(stem, head, {'prepare': prepare(src, RAW[src], kind='long-tail', imbalance_factor=IF, lt_rule='diffmix',
+                                              class_order=Note('size', "Diff-Mix's order: most to least common class first"), **half),
+                           'runs': runs(['original', 'real-gen', 'real-mix', 'diff-mix', 'diff-ii']), **d,
+                           'classification': classification('resnet50.tv_in1k', 224, 200, 128, 0.005, replace_with='inverse-frequency',
+                                                            transform='rrc-jitter')})
 
 # ---------------------------------------------------------------- Table 3: Waterbirds (OOD)
 stem = 'waterbirds-5shot-resnet50'
@@ -208,6 +225,7 @@ def mw_diffusion(suffix_fraction):
     d['synthesis'].update(clip_model=Note('data/models/tiny-clip', "Real-Filter: stage tiny_model's random CLIP (no real CLIP offline); "
                                           f"on a machine with the hub: {CLIP}"),
                           guidance_scale=MW_GUIDANCE, precision='fp32')
+    d['synthesis']['gen_classes'] = Note('proportional', "expansion x n_c per class, as the README's mini-world results were made (Diff-Mix: uniform)")
     d['suffixes'] = {'source': Note('captions', "the world's own captions")}
     d['inversion'].update(resolution=None, precision='fp32')
     d['interpolation'].update(guidance_scale=MW_GUIDANCE, precision='fp32')
@@ -215,8 +233,13 @@ def mw_diffusion(suffix_fraction):
     return d
 
 def mw_classification(replace_with):
-    "The default's classification (params.yaml), with its replacement rule."
-    return {'model': 'resnet18', 'pretrained': False, 'image_size': 64, 'crop_padding': 4, 'epochs': 40, 'batch_size': 32, 'lr': 0.05,
+    "The embedded default's classifier (params.yaml): the mini world's recipe, kept from its first measured runs (not the references')."
+    return {'model': 'resnet18', 'pretrained': False, 'image_size': 64, 'crop_padding': 4,
+            'transform': Note('resize', "resize to 64 -> pad-crop -> flip (the references': reference, at 64 px from a 73 px resize)"),
+            'epochs': 40, 'batch_size': 32, 'lr': 0.05,
+            'warmup_mode': Note('sequential', "warm-up, then a cosine over the rest (Diff-II's code: multiply)"),
+            'mixup_alpha': 0.2, 'mix_prob': Note(1.0, "every batch; Diff-II's code: alpha 1, p 0.3"),
+            'cutmix_per': Note('batch', "one CutMix box per batch (Diff-II's code: per sample)"),
             'p': 0.5, 'replace_with': replace_with, 'select': 'last',
             'eval_every': Note(10, 'the test set is only read, never used to select: every 10th epoch (and the last) is enough'),
             'precision': Note('bf16', 'bf16 autocast: faster on AVX512-BF16 / AMX CPUs'), 'threads': 1, 'workers': 2}

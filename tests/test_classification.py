@@ -94,3 +94,24 @@ def test_resume_after_a_kill_gives_the_same_bytes(tmp_path, monkeypatch):
     with pytest.raises(ParamError, match='epochs: 3 there, 4 now'): dc.run_classification(out=str(tmp_path/'part'), **{**kw, 'epochs': 4})
     dc.run_classification(out=str(tmp_path/'part'), **kw)
     assert files(tmp_path/'part') == files(tmp_path/'full') and not scratch_dir(tmp_path/'part').exists()
+
+
+def test_annotation_scale_reaches_the_loss(tmp_path):
+    "Diff-Mix's soft-label scale (0.9) is not renormalised away: the loss target of a synthetic image carries it."
+    import torch
+    from diffaug.annotation import annotate
+    from diffaug.classification import (ClassificationConfig, ReplacementDataset, _soft_ce, _targets, make_toy_split,
+                                        make_toy_synthetic)
+    from diffaug.data import load_split
+    split = make_toy_split(tmp_path, n_classes=3, shots=2, per_class=4, size=16)
+    sp = load_split(split)
+    for scale in (0.9, 1.0):
+        syn = annotate(make_toy_synthetic(split, tmp_path/f'syn{scale}', per_image=1), split, tmp_path/f'ann{scale}', scale=scale)
+        ds = ReplacementDataset(sp, [syn], p=1.0, image_size=16)
+        x, target, is_syn = ds[0]
+        assert is_syn and abs(float(target.sum()) - scale) < 1e-6
+        cfg = ClassificationConfig(label_smoothing=0.1)
+        _, y = _targets(cfg, None, x[None], target[None], 3)
+        assert abs(float(y.sum()) - (0.9 * scale + 0.1)) < 1e-6   # (1 − ε)·target + ε/K
+        logits = torch.randn(1, 3)
+        assert torch.allclose(_soft_ce(logits, y), -(y * torch.log_softmax(logits, -1)).sum())

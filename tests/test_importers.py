@@ -108,7 +108,7 @@ def test_pets(tmp_path):
         _lines(b/'annotations'/f'{s}.txt', rows)
     ds = import_pets(tmp_path/'raw', tmp_path/'pets', split_path=tmp_path/'s.json')
     _check(ds, tmp_path/'s.json', ['Abyssinian', 'American Bulldog', 'Ångström Cat'], [3] * 3, [2] * 3)
-    assert ds.metaclass == 'pet'
+    assert ds.metaclass == 'animal'  # both references prompt with 'a photo of a [V] animal'
 
 
 # ---------------------------------------------------------------- Stanford Cars
@@ -145,6 +145,44 @@ def test_flowers102(tmp_path):
     odd = ['Ångström/Rose', 'snap_dragon', 'Sweet Pea']
     ds2 = import_flowers102(tmp_path/'raw'/'flowers-102', tmp_path/'fl2', class_names=odd)
     assert Dataset.from_folder(ds2.root).classes == odd
+
+
+def _write_flowers(b, sizes):
+    "Flowers-102 in its native layout: `sizes[c]` images of class c+1, official split 1 train / 1 val / rest test per class."
+    from scipy.io import savemat
+    labels, trn, val, tst = [], [], [], []
+    for c, n in enumerate(sizes):
+        for k in range(n):
+            labels.append(c + 1); i = len(labels); _jpg(b/'jpg'/f'image_{i:05d}.jpg', i)
+            (trn if k == 0 else val if k == 1 else tst).append(i)
+    savemat(b/'imagelabels.mat', {'labels': np.array([labels])})
+    savemat(b/'setid.mat', {'trnid': np.array([trn]), 'valid': np.array([val]), 'tstid': np.array([tst])})
+
+
+@pytest.mark.parametrize('imbalance_factor', [100, 10])
+def test_flower_lt_follows_diffmix(tmp_path, imbalance_factor):
+    "Flower-LT as Diff-Mix builds it: each class cut 50/50 (official split ignored), classes ranked by pool size, "
+    "the class at rank r keeps max(1, int(n_avg * f^(r/(K-2)))) of its first half, the second half is the test set."
+    sizes = [9, 40, 13, 6, 31, 21]
+    _write_flowers(tmp_path/'raw'/'flowers-102', sizes)
+    r = run_prepare(source='flowers102', raw=str(tmp_path/'raw'), root=str(tmp_path/'fl'), split_path=str(tmp_path/'s.json'),
+                    kind='long-tail', imbalance_factor=imbalance_factor, test='half', val_per_class=0, verify_images=False)
+    sp = load_split(r['split'])
+    # Diff-Mix's rule, written out independently of diffaug's code
+    pool = {c: n // 2 for c, n in zip(sp.classes, sizes)}                     # np.array_split(perm, [int(0.5 * n)])[0]
+    ranked = sorted(sp.classes, key=lambda c: -pool[c])                       # sorted(..., key=len, reverse=True); no ties here
+    K, n_avg, f = len(sizes), sum(pool.values()) / len(sizes), 1 / imbalance_factor
+    want = {c: max(int(n_avg * f ** (r / (K - 2.0))), 1) for r, c in enumerate(ranked)}
+    assert sp.counts('train') == want
+    assert sp.counts('test') == {c: n - n // 2 for c, n in zip(sp.classes, sizes)}   # the other half, whole
+    assert sp.counts('val') == {c: 0 for c in sp.classes}
+    assert sp.info['rank'] == ranked and sp.info['class_order'] == 'size' and sp.info['test'] == 'half'
+    train, test = {it['path'] for it in sp.items('train')}, {it['path'] for it in sp.items('test')}
+    assert not train & test and sp.metaclass == 'flower'
+    # the official split would give a pool of 1 image per class: Flower-LT could not have a tail
+    off = load_split(run_prepare(source='flowers102', raw=str(tmp_path/'raw'), root=str(tmp_path/'fl2'), split_path=str(tmp_path/'o.json'),
+                                 kind='long-tail', imbalance_factor=imbalance_factor, test='official', verify_images=False)['split'])
+    assert set(off.counts('train').values()) == {1}
 
 
 # ---------------------------------------------------------------- Waterbirds
