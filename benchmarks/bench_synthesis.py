@@ -8,7 +8,7 @@ Runs the real code paths of the inversion and interpolation stages (`build_inver
   a 12-layer CLIP text encoder) at 256 px,
 
 in fp32 and bf16, 25 DDIM steps, CFG 7.5 for synthesis. Model building and loading are not timed; everything from
-reading images to writing PNGs is. Compare with the authors' code on the same CPU (TOOLING.md, seconds per image:
+reading images to writing PNGs is. Compare with the authors' code on the same CPU (measured on an idle machine, seconds per image:
 tiny 0.41 inversion / 0.60 generation; SD-1.5 26.7 inversion / 56.9 generation at 25 steps, fp32, batch 1).
 
     python benchmarks/bench_synthesis.py                 # tiny fp32+bf16, SD-1.5 bf16 (a few minutes)

@@ -12,10 +12,10 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['MIXING', 'SYNTHETIC_METHODS', 'REPLACE_WITH', 'PRECISIONS', 'TRANSFORMS', 'TORCHVISION', 'OUTPUT_FILES',
-           'register_synthetic_method', 'method_names', 'torchvision_model', 'create_classifier',
-           'ClassificationConfig', 'to_tensor', 'normalize', 'random_crop_flip', 'resize_side', 'train_tensor',
-           'eval_tensor', 'ReplacementDataset', 'make_toy_split', 'make_toy_synthetic', 'lr_factor', 'group_name',
-           'accuracy_report', 'save_state', 'load_state', 'rng_state', 'set_rng_state', 'run_classification']
+           'method_names', 'torchvision_model', 'create_classifier', 'ClassificationConfig', 'to_tensor', 'normalize',
+           'random_crop_flip', 'resize_side', 'train_tensor', 'eval_tensor', 'ReplacementDataset', 'make_toy_split',
+           'make_toy_synthetic', 'lr_factor', 'group_name', 'accuracy_report', 'save_state', 'load_state', 'rng_state',
+           'set_rng_state', 'run_classification']
 
 # %% ../nbs/50_classification.ipynb #a3b6da21
 import numpy as np
@@ -23,22 +23,17 @@ import torch
 import torch.nn.functional as F
 from .core import (item_seed, item_generator, item_rng, seed_everything, choose_device, atomic_write_text,
                           atomic_write_json, atomic_save_safetensors, load_image, ParamError, check_param, progress, recorded_path,
-                          StageConfig, start_scratch, scratch_dir, digest)
+                          StageConfig, start_scratch, scratch_dir, digest, nearest)
 from PIL import Image
 from .data import load_split, SyntheticSet, Split, make_toy_dataset, few_shot_split, save_split, SyntheticSetWriter
 
 # %% ../nbs/50_classification.ipynb #7ab6d9fb
 MIXING = {'original': None, 'mixup': 'mixup', 'cutmix': 'cutmix'}
-SYNTHETIC_METHODS = {'synthetic', 'diff-ii', 'diff-mix', 'diff-aug', 'diff-gen', 'da-fusion', 'real-guidance',
-                     'real-filter', 'real-mix', 'real-gen', 'real-aug'}
+from .methods import METHODS  # the compared methods' registry (light: no diffusion library at import)
+SYNTHETIC_METHODS = {'synthetic', 'diff-ii', *METHODS}  # 'synthetic': any set, for experiments outside the comparison
 REPLACE_WITH = ('source', 'class', 'any', 'inverse-frequency')
 PRECISIONS = ('no', 'fp16', 'bf16')  # accelerate's names; "fp32" is read as "no"
 TRANSFORMS = ('reference', 'rrc-jitter', 'resize')  # the classifier's image transforms (see "The references' transforms")
-
-def register_synthetic_method(name:str, # the method's name as it appears in params.yaml
-                             )->None:
-    "Allow `name` as a classification method trained with synthetic sets."
-    SYNTHETIC_METHODS.add(name)
 
 def method_names()->list:
     "All methods a classification run accepts."
@@ -81,10 +76,6 @@ def create_classifier(name:str, # a timm model name or "torchvision:<arch>.<WEIG
     return model, ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))  # torchvision's ImageNet normalisation
 
 # %% ../nbs/50_classification.ipynb #981568f4
-def _nearest(value, names)->str:
-    near = difflib.get_close_matches(str(value), [str(n) for n in names], n=1, cutoff=0.0)
-    return f" (did you mean {near[0]!r}?)" if near else ''
-
 @dataclass
 class ClassificationConfig(StageConfig):
     "The parameters of one classification run, or of a matrix of runs (methods × seeds: the `classification` stage)."
@@ -140,14 +131,14 @@ class ClassificationConfig(StageConfig):
                 v = getattr(self, k)
                 self.need(isinstance(v, list) and len(v) > 0 and len(set(map(str, v))) == len(v), k, "a non-empty list without repeats (methods and seeds go together)")
             for m in self.methods:
-                check_param(m in MIXING or m in SYNTHETIC_METHODS, 'methods', m, f"one of {method_names()}" + _nearest(m, method_names()))
+                check_param(m in MIXING or m in SYNTHETIC_METHODS, 'methods', m, f"one of {method_names()}" + nearest(m, method_names()))
             for x in self.seeds: check_param(isinstance(x, int) and not isinstance(x, bool), 'seeds', x, "integer seeds")
             self.need_path('out', 'dir', files=False)
             for r in self.runs(): r.check(files)
             return self
         # values first (they are wrong wherever the run happens), then the paths a run needs, then the files they name
         self.need(isinstance(self.method, str) and (self.method in MIXING or self.method in SYNTHETIC_METHODS), 'method',
-                  f"one of {method_names()}" + _nearest(self.method, method_names()))
+                  f"one of {method_names()}" + nearest(self.method, method_names()))
         self.need(self.synthetic is None or isinstance(self.synthetic, (list, tuple, dict, str)), 'synthetic',
                   "a list of synthetic-set folders or {method: [folders]}")
         self.need_num('p', 0, 1)

@@ -15,7 +15,7 @@ __all__ = ['item_seed', 'item_generator', 'item_rng', 'seed_everything', 'choose
            'umask_mode', 'atomic_write', 'atomic_write_text', 'atomic_write_json', 'atomic_save_image',
            'safetensors_bytes', 'atomic_save_safetensors', 'recorded_path', 'digest', 'ImageLoadError', 'load_image',
            'load_images', 'ParamError', 'check_param', 'temp_dir_beside', 'replace_dir', 'scratch_dir', 'start_scratch',
-           'publish_dir', 'StageConfig', 'progress']
+           'publish_dir', 'closest', 'nearest', 'StageConfig', 'progress']
 
 # %% ../nbs/00_core.ipynb #355f3a72
 import numpy as np
@@ -305,6 +305,19 @@ def publish_dir(out:str|Path)->Path:
 # %% ../nbs/00_core.ipynb #0e3bc781
 import dataclasses, difflib, re as _re
 
+def closest(value, # a misspelt name
+            names, # the valid names
+            cutoff:float=0.0, # how close a name must be (0: always the closest, however far)
+           )->str|None:
+    "The valid name closest to `value`, or None when none is close enough."
+    near = difflib.get_close_matches(str(value), [str(n) for n in names], n=1, cutoff=cutoff)
+    return near[0] if near else None
+
+def nearest(value, names, cutoff:float=0.0)->str:
+    "' (did you mean ...?)' naming `closest(value, names, cutoff)`, or ''."
+    c = closest(value, names, cutoff)
+    return f" (did you mean {c!r}?)" if c is not None else ''
+
 def _field_docs(cls)->dict:
     "The trailing-comment docments of a dataclass's fields (this class and its bases), by name."
     out = {}
@@ -342,8 +355,8 @@ class StageConfig:
         if not all(isinstance(k, str) for k in params): raise ParamError(f"{where or cls.__name__}: parameter names must be strings")
         for k in sorted(params):
             if k not in names:
-                near = difflib.get_close_matches(k, names, n=1, cutoff=0.5)
-                raise ParamError(f"{where or cls.__name__}: unknown parameter {k!r}" + (f"; did you mean {near[0]!r}?" if near else '')
+                c = closest(k, names, 0.5)
+                raise ParamError(f"{where or cls.__name__}: unknown parameter {k!r}" + (f"; did you mean {c!r}?" if c else '')
                                  + f" (its parameters: {', '.join(names)})")
         return cls(**params)
 
@@ -396,8 +409,7 @@ class StageConfig:
         v = getattr(self, name)
         if none and v is None: return
         ok = isinstance(v, (str, int, float, bool)) and v in choices
-        near = difflib.get_close_matches(str(v), [str(c) for c in choices], n=1, cutoff=0.5) if isinstance(v, str) and not ok else []
-        self.need(ok, name, f"one of {', '.join(map(str, choices))}" + (f" (did you mean {near[0]!r}?)" if near else ''))
+        self.need(ok, name, f"one of {', '.join(map(str, choices))}" + (nearest(v, choices, 0.5) if isinstance(v, str) and not ok else ''))
 
     def need_bool(self, name:str, none:bool=False):
         "`name` is true or false."

@@ -13,7 +13,7 @@ from typing import Callable
 
 # %% auto #0
 __all__ = ['METHODS', 'PAPER_TABLE1_COLUMNS', 'PAPER_TABLE1', 'GEN_CLASSES', 'DEFAULT_PROMPT', 'STRENGTH_KEYS', 'MethodSpec',
-           'nearest', 'get_method', 'resolve_strengths', 'plan_items', 'prompt_names', 'make_prompt', 'img2img_render',
+           'get_method', 'resolve_strengths', 'plan_items', 'prompt_names', 'make_prompt', 'img2img_render',
            'ClipZeroShot', 'clip_scoring_render', 'clip_keeps', 'RejectAwareWriter', 'apply_clip_filter', 'synthesize',
            'SynthesisConfig', 'run_synthesis', 'demo_concepts']
 
@@ -21,7 +21,7 @@ __all__ = ['METHODS', 'PAPER_TABLE1_COLUMNS', 'PAPER_TABLE1', 'GEN_CLASSES', 'DE
 import numpy as np
 import torch
 from PIL import Image
-from .core import ParamError, check_param, item_rng, load_image, progress, recorded_path, StageConfig
+from .core import ParamError, check_param, item_rng, load_image, progress, recorded_path, StageConfig, nearest
 from .models import load_sd, encode_images, decode_latents, PromptCache, load_clip, need_model, CLIP_REQUIRED, model_fingerprint
 from .data import Split, load_split, SyntheticSetWriter, read_metadata_csv, write_metadata_csv
 from .sampling import (WorkItem, run_items, ddim_sample, strength_to_start_step, noise_to_step, initial_noise,
@@ -54,13 +54,6 @@ METHODS = {m.name: m for m in [
     MethodSpec('diff-gen', 'text2img', 'diff-mix', reference='Wang et al., CVPR 2024 (Diff-Mix paper)'),
     MethodSpec('real-filter', 'text2img', None, clip_filter=True, reference='He et al., ICLR 2023'),
 ]}
-
-def nearest(value, # a misspelt name
-            names, # the valid names
-           )->str:
-    "' (did you mean ...?)' naming the valid name closest to `value` (always one, however far), or '' when `names` is empty."
-    near = difflib.get_close_matches(str(value), [str(n) for n in names], n=1, cutoff=0.0)
-    return f" (did you mean {near[0]!r}?)" if near else ''
 
 def get_method(name:str|MethodSpec, # a registry key or a spec
                param:str='method', # the parameter that named it (for the message)

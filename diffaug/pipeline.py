@@ -18,7 +18,7 @@ __all__ = ['STAGES', 'CROSS_RULES', 'Stage', 'get_dotted', 'set_dotted', 'parse_
 
 # %% ../nbs/90_pipeline.ipynb #670b3d0b
 import yaml
-from .core import ParamError, atomic_write_text
+from .core import ParamError, atomic_write_text, nearest
 
 # %% ../nbs/90_pipeline.ipynb #f0116ea3
 @dataclass(frozen=True)
@@ -300,8 +300,7 @@ def run_stage(stage:str, # a key of `stages`, e.g. "classification" (also its se
     "Run the stage's notebook with its section of `params_file`; returns the executed copy's path."
     stages = STAGES if stages is None else stages
     if stage not in stages:
-        near = difflib.get_close_matches(stage, list(stages), n=1)
-        raise ParamError(f"unknown stage {stage!r}" + (f" (did you mean {near[0]!r}?)" if near else '') + f": expected one of {', '.join(stages)}")
+        raise ParamError(f"unknown stage {stage!r}" + nearest(stage, stages, 0.6) + f": expected one of {', '.join(stages)}")
     st = stages[stage]
     root = Path(root or os.getcwd()).resolve()
     nb = root/'nbs'/st.notebook

@@ -3,7 +3,7 @@
 
 Each setup is built as plain dictionaries (one per params.yaml section it overrides) and dumped as YAML, under a
 header comment with the paper's expected numbers. A setup holds only overrides of params.yaml (`dvc exp run -S`).
-Numbers: Diff-II (CVPR 2025) Tables 1-3. Hyper-parameters: ../shared/reference/METHODS.md digest, summarised in
+Numbers: Diff-II (CVPR 2025) Tables 1-3. Hyper-parameters: the papers and the authors' released code, summarised in
 each file's header. Edit this script, not the YAML files, so that every setup stays consistent
 (tests/test_pipeline.py checks that params/ is exactly what this script writes, and that every setup is valid).
 """

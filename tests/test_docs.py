@@ -243,3 +243,14 @@ def test_readme_numbers_come_from_the_reports():
     assert {'reports/report/summary.md', 'reports/report/claims.md', 'reports/report/groups.md', 'benchmarks/stage_times.md'} <= set(incs)
     for rel in incs: assert (ROOT/rel).read_text(encoding='utf-8').strip() in readme, f"README.md lacks the current {rel}: run scripts/docs.py readme"
     for rel in figs: assert (ROOT/rel).is_file() and f']({rel})' in readme, rel
+
+
+def test_no_file_cites_files_outside_the_repository():
+    "The project carries the facts it uses in its own docs: no tracked file points at a file outside the repository."
+    out = subprocess.run(['git', 'ls-files', '-z'], cwd=ROOT, capture_output=True, check=True).stdout.decode()
+    bad = []
+    for rel in filter(None, out.split('\0')):
+        if not rel.endswith(('.py', '.ipynb', '.md', '.yaml', '.txt', '.sh')) or rel == 'tests/test_docs.py': continue
+        text = (ROOT/rel).read_text(encoding='utf-8', errors='replace')
+        bad += [f'{rel}: {w}' for w in ('TOOLING.md', 'METHODS.md', '../shared/') if w in text]
+    assert not bad, bad
