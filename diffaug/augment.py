@@ -221,9 +221,10 @@ def setup_main(argv:list, # the arguments after `setup`
             sec, _, key = k.partition('.')
             if not key: raise ParamError(f"--set {s!r}: expected SECTION.KEY=VALUE")
             settings.setdefault(sec, {})[key] = load_yaml(v) if v.strip() else ''
-        setup = diffii_setup(a.folder, a.metaclass, shots, a.model, a.recipe, a.device, a.precision, a.source, a.methods == 'all', settings)
-        built = [(load_yaml(Path(a.params).read_text()) or {}).get('tiny_model', {}).get('out')]  # the toy model: a stage builds it
-        counts = check_setup(setup, dvc_wiring(a.params), built=[b for b in built if b])
+        built = [b for b in [((load_yaml(Path(a.params).read_text()) or {}).get('tiny_model') or {}).get('out')] if b]  # the toy model: a stage builds it
+        recipe = 'mini' if a.recipe == 'auto' and a.model in built and not Path(a.model).exists() else a.recipe  # (tiny)
+        setup = diffii_setup(a.folder, a.metaclass, shots, a.model, recipe, a.device, a.precision, a.source, a.methods == 'all', settings)
+        counts = check_setup(setup, dvc_wiring(a.params), built=built)
         name = _slug(a.name or Path(a.folder).expanduser().resolve().name)
         f = write_setup_file(dvc_setup(setup, a.params), Path('params')/'own'/f'{name}.yaml', shlex.join(['python', '-m', 'diffaug.pipeline', 'setup', *argv]))
         cmd = setup_command(f, a.params) + ([] if a.methods == 'all' else ['interpolation'])

@@ -100,14 +100,16 @@ def parse_assignment(s:str, # "key=value"
 
 # %% ../nbs/90_pipeline.ipynb #b18ba75b
 class YAML12Loader(yaml.SafeLoader):
-    "PyYAML's safe loader with YAML 1.2 booleans (only true / false), as DVC reads params.yaml."
+    "PyYAML's safe loader with YAML 1.2 booleans (only true / false) and floats (`5e-05`, which DVC writes), as DVC reads params.yaml."
 
-YAML12Loader.yaml_implicit_resolvers = {c: [(t, r) for t, r in rs if t != 'tag:yaml.org,2002:bool']
+YAML12Loader.yaml_implicit_resolvers = {c: [(t, r) for t, r in rs if t not in ('tag:yaml.org,2002:bool', 'tag:yaml.org,2002:float')]
                                        for c, rs in yaml.SafeLoader.yaml_implicit_resolvers.items()}
 YAML12Loader.add_implicit_resolver('tag:yaml.org,2002:bool', re.compile(r'^(?:true|True|TRUE|false|False|FALSE)$'), list('tTfF'))
+YAML12Loader.add_implicit_resolver('tag:yaml.org,2002:float', re.compile(
+    r'^(?:[-+]?(?:\.[0-9]+|[0-9][0-9_]*(?:\.[0-9_]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$'), list('-+0123456789.'))
 
 def load_yaml(text:str)->object:
-    "Parse YAML text as DVC does (YAML 1.2 booleans)."
+    "Parse YAML text as DVC does (YAML 1.2 booleans and floats)."
     return yaml.load(text, Loader=YAML12Loader)
 
 # %% ../nbs/90_pipeline.ipynb #cdc90efd
