@@ -10,7 +10,7 @@ import argparse, copy, json, shlex, subprocess, sys, tempfile, warnings
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['DIFFII_SECTIONS', 'MODEL_SECTIONS', 'RECIPES', 'recipe_for', 'diffii_setup', 'stage_configs', 'check_setup',
+__all__ = ['DIFFII_SECTIONS', 'MODEL_SECTIONS', 'RECIPES', 'KEEP', 'recipe_for', 'diffii_setup', 'stage_configs', 'check_setup',
            'work_wiring', 'run_setup', 'augment_folder', 'dvc_setup', 'dvc_wiring', 'write_setup_file', 'setup_main']
 
 # %% ../nbs/80_augment.ipynb #87327cc7
@@ -30,7 +30,8 @@ RECIPES = {
         'interpolation': {'steps': 25, 'guidance_scale': 5.0, 'batch_size': 8, 'precision': 'fp32'},
         # the comparison (methods other than Diff-II) at the same scale
         'concepts_ti': {'steps': 400, 'lr_embed': 0.005, 'batch_size': 8, 'checkpoint_every': 100, 'precision': 'fp32'},
-        'synthesis': {'steps': 25, 'guidance_scale': 5.0, 'batch_size': 8, 'precision': 'fp32'},
+        'synthesis': {'steps': 25, 'guidance_scale': 5.0, 'batch_size': 8, 'precision': 'fp32',
+                      'clip_model': 'data/models/tiny-clip'},  # Real-Filter's CLIP: the tiny_model stage's (no real CLIP offline)
     },
 }
 
@@ -97,7 +98,8 @@ def check_setup(setup:dict, # `diffii_setup`'s sections
     "Check every stage's parameters, the model folders and every image of the user's folder; returns the classes' image counts."
     from diffaug.models import need_model
     from diffaug.data import Dataset, DatasetError
-    cfgs = stage_configs(setup, wiring)
+    per_run = {'synthesis': {'method': 'diff-mix', 'out': 'data/synthetic/diff-mix'}}  # given per run by dvc.yaml (checked with one)
+    cfgs = stage_configs(setup, {s: {**per_run.get(s, {}), **wiring.get(s, {})} for s in setup})
     for s, c in cfgs.items():
         c.check(files=(s == 'prepare'))  # later stages' inputs are written by earlier ones
         if hasattr(c, 'model') and s in MODEL_SECTIONS + ('concepts_ti', 'synthesis'):
@@ -159,6 +161,8 @@ def augment_folder(folder:str|Path, # your images: one sub-folder per class (any
     return {'out': str(out), 'work': str(work), 'images': r.get('n_items'), 'stages': res}
 
 # %% ../nbs/80_augment.ipynb #2c2bdde2
+KEEP = {'concepts_ti': ('recipe',)}  # keys of params.yaml that make a section what it is (DA-Fusion's concepts), never reset
+
 def dvc_setup(setup:dict, # `diffii_setup`'s sections
               params_file:str|Path='params.yaml', # the pipeline's parameter file (wiring and the toy default's values)
              )->dict:
@@ -168,7 +172,7 @@ def dvc_setup(setup:dict, # `diffii_setup`'s sections
     out = {}
     for s, kv in setup.items():
         cls = STAGES[s].config_class(); dflt = {k: d for k, (_, d, _) in cls.fields_doc().items()}
-        reset = {k: dflt[k] for k in (base.get(s) or {}) if k in dflt and k not in STAGES[s].paths and k not in kv}
+        reset = {k: dflt[k] for k in (base.get(s) or {}) if k in dflt and k not in STAGES[s].paths and k not in kv and k not in KEEP.get(s, ())}
         out[s] = {**reset, **kv}
     return out
 
@@ -224,7 +228,9 @@ def setup_main(argv:list, # the arguments after `setup`
         built = [b for b in [((load_yaml(Path(a.params).read_text()) or {}).get('tiny_model') or {}).get('out')] if b]  # the toy model: a stage builds it
         recipe = 'mini' if a.recipe == 'auto' and a.model in built and not Path(a.model).exists() else a.recipe  # (tiny)
         setup = diffii_setup(a.folder, a.metaclass, shots, a.model, recipe, a.device, a.precision, a.source, a.methods == 'all', settings)
-        counts = check_setup(setup, dvc_wiring(a.params), built=built)
+        with warnings.catch_warnings(record=True) as notes:
+            warnings.simplefilter('always'); counts = check_setup(setup, dvc_wiring(a.params), built=built)
+        for w in notes: print(f"note: {w.message}", file=sys.stderr, flush=True)
         name = _slug(a.name or Path(a.folder).expanduser().resolve().name)
         f = write_setup_file(dvc_setup(setup, a.params), Path('params')/'own'/f'{name}.yaml', shlex.join(['python', '-m', 'diffaug.pipeline', 'setup', *argv]))
         cmd = setup_command(f, a.params) + ([] if a.methods == 'all' else ['interpolation'])

@@ -120,6 +120,11 @@ def test_setup_refuses_bad_input_in_one_line(tmp_path, monkeypatch, capsys, repo
     from diffaug.pipeline import setup_overrides
     flat = setup_overrides(tmp_path/'params/own/f.yaml', prm)  # a setup file like the paper's
     assert flat['prepare.source'] == 'folder' and flat['concepts.model'] == str(tiny) and flat['interpolation.steps'] == 25
+    # the whole comparison: no target, a test split, the same model for every method, DA-Fusion's concepts kept
+    assert setup_main(['--folder', str(f), '--metaclass', 'bird', '--model', str(tiny), '--params', prm, '--print', '--methods', 'all', '--name', 'cmp']) == 0
+    assert capsys.readouterr().out.rstrip().split('\n')[-1].split()[-1] != 'interpolation'
+    flat = setup_overrides(tmp_path/'params/own/cmp.yaml', prm)
+    assert flat['prepare.test'] == 'auto' and flat['synthesis.model'] == flat['concepts_ti.model'] == str(tiny) and 'concepts_ti.recipe' not in flat
 
 
 def test_datasets_sources_and_augment(tmp_path, monkeypatch):
