@@ -12,12 +12,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['IMG_EXTS', 'TEST_MODES', 'META_COLUMNS', 'WATERBIRD_GROUPS', 'IMPORTERS', 'SPLIT_KINDS', 'PREPARE_SOURCES',
-           'class_folder', 'DatasetError', 'Dataset', 'write_dataset', 'item_id', 'Split', 'ImageItems',
-           'few_shot_split', 'long_tail_counts', 'long_tail_split', 'full_split', 'save_split', 'load_split',
-           'toy_class_names', 'toy_image', 'make_toy_dataset', 'write_metadata_csv', 'read_metadata_csv',
+__all__ = ['IMG_EXTS', 'TEST_MODES', 'META_COLUMNS', 'WATERBIRD_GROUPS', 'IMPORTERS', 'HF_PARTITION', 'SPLIT_KINDS',
+           'PREPARE_SOURCES', 'class_folder', 'DatasetError', 'Dataset', 'write_dataset', 'item_id', 'Split',
+           'ImageItems', 'few_shot_split', 'long_tail_counts', 'long_tail_split', 'full_split', 'save_split',
+           'load_split', 'toy_class_names', 'toy_image', 'make_toy_dataset', 'write_metadata_csv', 'read_metadata_csv',
            'SyntheticSetWriter', 'SynthItem', 'SyntheticSet', 'import_cub', 'import_aircraft', 'import_pets',
-           'import_cars', 'import_flowers102', 'import_waterbirds', 'PrepareConfig', 'run_prepare']
+           'import_cars', 'import_flowers102', 'import_waterbirds', 'copy_folder', 'import_datasets', 'PrepareConfig',
+           'run_prepare']
 
 # %% ../nbs/02_data.ipynb #650e31a9
 import numpy as np
@@ -857,16 +858,74 @@ def import_waterbirds(raw:str|Path, # the folder holding metadata.csv (or its pa
 IMPORTERS = {'cub': import_cub, 'aircraft': import_aircraft, 'pets': import_pets, 'cars': import_cars,
              'flowers102': import_flowers102, 'waterbirds': import_waterbirds}
 
+# %% ../nbs/02_data.ipynb #26b15ba3
+def copy_folder(raw:str|Path, # the user's image folder: one sub-folder per class (any names), optional dataset.json
+                root:str|Path, # the dataset root to write
+                metaclass:str|None=None, # the word prompts use (None: raw's dataset.json's)
+                overwrite:bool=False, # replace an existing root
+                on_error:str='raise', # "raise" or "skip" unreadable images
+               )->Dataset:
+    "Copy the image folder `raw` into `root` (class names kept, every image decoded on the way)."
+    src = Dataset.from_folder(raw, metaclass)
+    recs = [(ci, p, '__'.join(Path(p).relative_to(src.folders[ci]).parts)) for ci, ims in enumerate(src.images) for p in ims]
+    return write_dataset(root, src.classes, [(ci, src.root/p, name) for ci, p, name in recs], src.metaclass,
+                         {(ci, n): src.groups[p] for ci, p, n in recs if p in src.groups},
+                         {(ci, n): src.partition[p] for ci, p, n in recs if p in src.partition},
+                         overwrite=overwrite, on_error=on_error, total=len(recs))
+
+HF_PARTITION = {'train': 'train', 'validation': 'val', 'valid': 'val', 'val': 'val', 'test': 'test'}
+
+def _hf_image(f:dict, where:str)->Image.Image:
+    "Decode one `datasets.Image(decode=False)` value, or raise `ImageLoadError` naming its row."
+    try:
+        im = Image.open(io.BytesIO(f['bytes'])) if f.get('bytes') else Image.open(f['path'])
+        im.load(); return im
+    except Exception as e: raise ImageLoadError(f"{where}: unreadable image ({type(e).__name__}: {e})") from e
+
+def import_datasets(raw:str|Path, # a `save_to_disk` folder, or a local imagefolder directory
+                    root:str|Path, # the dataset root to write
+                    metaclass:str, # the word prompts use (a `datasets` dataset has none)
+                    overwrite:bool=False, # replace an existing root
+                    on_error:str='raise', # "raise" or "skip" unreadable images
+                   )->Dataset:
+    "Write a Hugging Face `datasets` dataset (an image and a label column) as a dataset root."
+    import datasets
+    raw = Path(raw)
+    with tempfile.TemporaryDirectory(prefix='diffaug-hf-') as cache:
+        if (raw/'dataset_dict.json').is_file() or (raw/'state.json').is_file(): dd = datasets.load_from_disk(str(raw))
+        else: dd = datasets.load_dataset('imagefolder', data_dir=str(raw), cache_dir=cache)
+        if not isinstance(dd, datasets.DatasetDict): dd = datasets.DatasetDict({'train': dd})
+        feats = next(iter(dd.values())).features
+        img = next((k for k, f in feats.items() if isinstance(f, datasets.Image)), None)
+        lab = next((k for k, f in feats.items() if isinstance(f, datasets.ClassLabel)), 'label' if 'label' in feats else None)
+        if img is None or lab is None:
+            raise DatasetError(f"{raw}: expected an image column and a label column (a ClassLabel, or a column named 'label'); found {list(feats)}")
+        classes = list(feats[lab].names) if isinstance(feats[lab], datasets.ClassLabel) else sorted({str(v) for d in dd.values() for v in d[lab]})
+        items, partition, skipped, seen = [], {}, [], set()
+        for split, d in dd.items():
+            for i, row in enumerate(d.cast_column(img, datasets.Image(decode=False))):
+                ci = int(row[lab]) if isinstance(feats[lab], datasets.ClassLabel) else classes.index(str(row[lab]))
+                path = row[img].get('path'); name = Path(path).stem if path else f"{split}_{i:06d}"
+                if (ci, name) in seen: name = f"{split}_{i:06d}_{name}"
+                seen.add((ci, name))
+                try: im = _hf_image(row[img], f"{raw} [{split} row {i}{', ' + path if path else ''}]")
+                except ImageLoadError:
+                    if on_error == 'raise': raise
+                    skipped.append(f"{split}/{i}"); continue
+                items.append((ci, im, name)); partition[(ci, name)] = HF_PARTITION.get(split, 'train')
+        if skipped: warnings.warn(f"skipped {len(skipped)} unreadable image(s) of {raw}: {skipped[:5]}")
+        return write_dataset(root, classes, items, metaclass, partition=partition, overwrite=overwrite, total=len(items))
+
 # %% ../nbs/02_data.ipynb #d2d7ed92
 SPLIT_KINDS = ('few-shot', 'long-tail', 'full')
-PREPARE_SOURCES = ('toy', 'miniworld', 'folder') + tuple(IMPORTERS)
+PREPARE_SOURCES = ('toy', 'miniworld', 'folder', 'datasets') + tuple(IMPORTERS)
 
 @dataclass
 class PrepareConfig(StageConfig):
     "Parameters of the `prepare` stage."
-    source:str='toy' # "toy", "miniworld", "folder" (the image-folder root in `root`) or an importer: cub, aircraft, pets, cars, flowers102, waterbirds
-    raw:str|None=None # importers: the folder holding the native download (None for the other sources)
-    root:str|None=None # the dataset root: written (toy, miniworld, importers) or read as is (folder) (required)
+    source:str='toy' # "toy", "miniworld", "folder" (an image folder: `raw` copied into `root`, or `root` read as is), "datasets" (a Hugging Face dataset in `raw`) or an importer: cub, aircraft, pets, cars, flowers102, waterbirds
+    raw:str|None=None # importers: the folder holding the native download; folder: the user's image folder (None: `root` as is); datasets: a save_to_disk or imagefolder directory
+    root:str|None=None # the dataset root: written (toy, miniworld, importers, datasets, folder with `raw`) or read as is (folder without `raw`) (required)
     split_path:str|None=None # the split JSON to write (None: split.json beside the root)
     metaclass:str|None=None # the word prompts use, e.g. "bird" (None: the dataset's own; a folder without dataset.json needs it)
     kind:str='few-shot' # "few-shot", "long-tail" or "full"
@@ -894,8 +953,14 @@ class PrepareConfig(StageConfig):
         self.need_choice('source', PREPARE_SOURCES)
         if self.source in IMPORTERS:
             self.need(self.raw is not None, 'raw', f"the folder holding the native {self.source} download (required for source {self.source!r})")
-        self.need_path('raw', 'dir', files=files and self.source in IMPORTERS, none=self.source not in IMPORTERS)
-        self.need_path('root', 'dir', files=files and self.source == 'folder')
+        if self.source == 'datasets': self.need(self.raw is not None, 'raw', "a save_to_disk or imagefolder directory (required for source 'datasets')")
+        reads_raw = self.source in IMPORTERS or self.source in ('folder', 'datasets')
+        self.need_path('raw', 'dir', files=files and reads_raw, none=self.source not in IMPORTERS and self.source != 'datasets')
+        self.need_path('root', 'dir', files=files and self.source == 'folder' and self.raw is None)
+        if reads_raw and self.raw is not None and self.root is not None:
+            a, b = Path(self.raw).resolve(), Path(self.root).resolve()
+            self.need(a != b and a not in b.parents and b not in a.parents, 'root', f"a folder apart from raw={str(self.raw)!r} (root is written)")
+        if self.source == 'datasets': self.need(self.metaclass is not None, 'metaclass', "a word such as 'bird' (a `datasets` dataset has none)")
         self.need_path('split_path', 'file', files=False, none=True)
         self.need(self.metaclass is None or (isinstance(self.metaclass, str) and self.metaclass.strip() != ''), 'metaclass',
                   "null or a non-empty word, e.g. 'bird'")
@@ -908,7 +973,8 @@ class PrepareConfig(StageConfig):
         self.need_int('world_pool', 1); self.need_int('world_test', 0); self.need_int('world_ood', 0)
         self.need_bool('overwrite')
         if files and self.source == 'folder' and self.metaclass is None:
-            self.need((Path(self.root)/'dataset.json').is_file(), 'metaclass', f"a word such as 'bird' ({self.root} has no dataset.json to read it from)")
+            src = self.raw if self.raw is not None else self.root
+            self.need((Path(src)/'dataset.json').is_file(), 'metaclass', f"a word such as 'bird' ({src} has no dataset.json to read it from)")
         return self
 
 def run_prepare(cfg:PrepareConfig|None=None, # the stage's parameters
@@ -919,7 +985,8 @@ def run_prepare(cfg:PrepareConfig|None=None, # the stage's parameters
     root = Path(c.root)
     split_path = Path(c.split_path) if c.split_path is not None else root.parent/'split.json'
     if c.source == 'toy': ds = make_toy_dataset(root, c.toy_classes, c.toy_per_class, c.toy_size, seed=0, metaclass=c.metaclass or 'bird', overwrite=c.overwrite)
-    elif c.source == 'folder': ds = Dataset.from_folder(root, c.metaclass)
+    elif c.source == 'folder': ds = Dataset.from_folder(root, c.metaclass) if c.raw is None else copy_folder(c.raw, root, c.metaclass, c.overwrite, c.on_error)
+    elif c.source == 'datasets': ds = import_datasets(c.raw, root, c.metaclass, c.overwrite, c.on_error)
     elif c.source == 'miniworld':
         from diffaug.miniworld import write_eval_dataset
         write_eval_dataset(root, ood_root=root, n_pool=c.world_pool, n_val=20 if c.val_per_class is None else c.val_per_class,
@@ -928,7 +995,7 @@ def run_prepare(cfg:PrepareConfig|None=None, # the stage's parameters
     else: ds = IMPORTERS[c.source](c.raw, root, overwrite=c.overwrite, on_error=c.on_error)
     if c.metaclass: ds.metaclass = c.metaclass
     skipped = []
-    if c.verify_images and c.source == 'folder': ds, skipped = ds.verify(c.on_error)  # toy and imported images were checked when written
+    if c.verify_images and c.source == 'folder' and c.raw is None: ds, skipped = ds.verify(c.on_error)  # toy, copied and imported images were checked when written
     if c.kind == 'few-shot': sp = few_shot_split(ds, c.shots, c.seed, c.val_per_class, c.test_per_class, c.test)
     elif c.kind == 'long-tail': sp = long_tail_split(ds, c.imbalance_factor, c.seed, c.val_per_class, c.test_per_class, c.test, c.lt_rule, c.class_order)
     else: sp = full_split(ds, c.seed, c.val_per_class, c.test_per_class, c.test)

@@ -101,14 +101,16 @@ def parse_assignment(s:str, # "key=value"
 
 # %% ../nbs/90_pipeline.ipynb #b18ba75b
 class YAML12Loader(yaml.SafeLoader):
-    "PyYAML's safe loader with YAML 1.2 booleans (only true / false), as DVC reads params.yaml."
+    "PyYAML's safe loader with YAML 1.2 booleans (only true / false) and floats (`5e-05`, which DVC writes), as DVC reads params.yaml."
 
-YAML12Loader.yaml_implicit_resolvers = {c: [(t, r) for t, r in rs if t != 'tag:yaml.org,2002:bool']
+YAML12Loader.yaml_implicit_resolvers = {c: [(t, r) for t, r in rs if t not in ('tag:yaml.org,2002:bool', 'tag:yaml.org,2002:float')]
                                        for c, rs in yaml.SafeLoader.yaml_implicit_resolvers.items()}
 YAML12Loader.add_implicit_resolver('tag:yaml.org,2002:bool', re.compile(r'^(?:true|True|TRUE|false|False|FALSE)$'), list('tTfF'))
+YAML12Loader.add_implicit_resolver('tag:yaml.org,2002:float', re.compile(
+    r'^(?:[-+]?(?:\.[0-9]+|[0-9][0-9_]*(?:\.[0-9_]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$'), list('-+0123456789.'))
 
 def load_yaml(text:str)->object:
-    "Parse YAML text as DVC does (YAML 1.2 booleans)."
+    "Parse YAML text as DVC does (YAML 1.2 booleans and floats)."
     return yaml.load(text, Loader=YAML12Loader)
 
 # %% ../nbs/90_pipeline.ipynb #cdc90efd
@@ -396,7 +398,8 @@ def main(argv:list|None=None, # arguments (default: sys.argv[1:])
     stages = '\n'.join(f'  {k:15s} nbs/{s.notebook}: {s.doc}' for k, s in STAGES.items())
     ap = argparse.ArgumentParser(prog='python -m diffaug.pipeline', formatter_class=argparse.RawDescriptionHelpFormatter,
                                  description='Run a stage notebook with papermill, or a paper setup with dvc exp run.',
-                                 epilog=f"stages:\n{stages}\n  setup           python -m diffaug.pipeline setup params/<setup>.yaml [--print] [--queue]")
+                                 epilog=f"stages:\n{stages}\n  setup           python -m diffaug.pipeline setup params/<setup>.yaml [--print] [--queue]\n"
+                                        f"  setup --folder  python -m diffaug.pipeline setup --folder DIR --metaclass WORD [--shots N|all] [--model M] [--help]: your own images")
     ap.add_argument('stage', help='a stage name, or "setup"')
     ap.add_argument('setup_file', nargs='?', help='with "setup": the parameter file in params/')
     ap.add_argument('--params', default='params.yaml', help='parameter file (default params.yaml)')
@@ -410,6 +413,9 @@ def main(argv:list|None=None, # arguments (default: sys.argv[1:])
     ap.add_argument('--queue', action='store_true', help='with "setup": queue the experiment')
     ap.add_argument('--restart', action='store_true', help="discard the stage's unfinished work (made with other parameters)")
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ['setup'] and any(x == '--folder' or x.startswith('--folder=') for x in argv):  # your own images (nbs/80_augment.ipynb)
+        from diffaug.augment import setup_main
+        return setup_main(argv[1:])
     if argv and argv[0] in STAGES and {'-h', '--help'} & set(argv):
         print(stage_help(argv[0])); return 0
     a = ap.parse_args(argv)
