@@ -214,9 +214,6 @@ class Split:
         for it in self.items(subset): n[it['label']] += 1
         return n
     def by_id(self)->dict: return {it['id']: it for s in self._items.values() for it in s}
-    def prompts(self, template:str='a photo of a {name}, a type of {metaclass}')->list:
-        "One prompt per class, in label order."
-        return [template.format(name=c, metaclass=self.metaclass) for c in self.classes]
     def torch_dataset(self, subset:str='train', transform=None)->ImageItems:
         "A torch Dataset of (transformed image, label index) for `subset`."
         return ImageItems(self.paths(subset), self.labels(subset), transform)

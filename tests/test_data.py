@@ -55,7 +55,7 @@ def test_odd_class_names_round_trip(tmp_path):
     save_split(few_shot_split(ds, 2, seed=0), tmp_path/'splits'/'s.json')
     sp = load_split(tmp_path/'splits'/'s.json')
     assert sp.classes == ODD and sp.counts('train') == {c: 2 for c in ODD}
-    assert sp.prompts()[0] == 'a photo of a Black/White Warbler, a type of bird'
+    assert sp.classes[0] == 'Black/White Warbler'
     w = SyntheticSetWriter(tmp_path/'syn', sp.classes, 'm')
     for i, c in enumerate(ODD): w.write(_img(i), c, 'x', soft_label={c: 0.6, ODD[0]: 0.4} if i else None)
     w.finalize()
