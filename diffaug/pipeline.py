@@ -208,12 +208,14 @@ def kernel_options(kernel:str='python3', # the Jupyter kernel
     from jupyter_client.manager import KernelManager
     try: spec = KernelSpecManager().get_kernel_spec(kernel)
     except NoSuchKernel: return {}  # papermill names the missing kernel
+    # ipykernel's own log: its start-up notices, and the "KeyboardInterrupt caught in kernel" line some shutdowns print;
+    # a cell's error still reaches the executed notebook and the runner's error message
+    quiet = {'extra_arguments': ['--IPKernelApp.log_level=CRITICAL']} if any('ipykernel' in a for a in spec.argv) else {}
     sup = (spec.metadata or {}).get('supported_encryption') or []
     if 'transport_encryption' in KernelManager.class_trait_names() and zmq.has('curve') and 'curve' in ([sup] if isinstance(sup, str) else sup):
         from traitlets.config import Config
-        return {'config': Config({'KernelManager': {'transport_encryption': 'auto'}})}
-    if any('ipykernel' in a for a in spec.argv): return {'extra_arguments': ['--IPKernelApp.log_level=ERROR']}
-    return {}
+        return {'config': Config({'KernelManager': {'transport_encryption': 'auto'}}), **quiet}
+    return quiet
 
 def _print_results(cell, **kw):
     "nbclient's `on_cell_executed` hook: print what a cell shows besides its streams (its value, Markdown it displays)."
