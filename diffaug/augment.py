@@ -10,7 +10,7 @@ import argparse, copy, json, shlex, subprocess, sys, tempfile, warnings
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['DIFFII_SECTIONS', 'MODEL_SECTIONS', 'RECIPES', 'KEEP', 'recipe_for', 'diffii_setup', 'stage_configs', 'check_setup',
+__all__ = ['DIFFII_SECTIONS', 'MODEL_SECTIONS', 'RECIPES', 'recipe_for', 'diffii_setup', 'stage_configs', 'check_setup',
            'work_wiring', 'run_setup', 'augment_folder', 'dvc_setup', 'dvc_wiring', 'write_setup_file', 'setup_main']
 
 # %% ../nbs/80_augment.ipynb #87327cc7
@@ -161,8 +161,6 @@ def augment_folder(folder:str|Path, # your images: one sub-folder per class (any
     return {'out': str(out), 'work': str(work), 'images': r.get('n_items'), 'stages': res}
 
 # %% ../nbs/80_augment.ipynb #2c2bdde2
-KEEP = {'concepts_ti': ('recipe',)}  # keys of params.yaml that make a section what it is (DA-Fusion's concepts), never reset
-
 def dvc_setup(setup:dict, # `diffii_setup`'s sections
               params_file:str|Path='params.yaml', # the pipeline's parameter file (wiring and the toy default's values)
              )->dict:
@@ -172,7 +170,7 @@ def dvc_setup(setup:dict, # `diffii_setup`'s sections
     out = {}
     for s, kv in setup.items():
         cls = STAGES[s].config_class(); dflt = {k: d for k, (_, d, _) in cls.fields_doc().items()}
-        reset = {k: dflt[k] for k in (base.get(s) or {}) if k in dflt and k not in STAGES[s].paths and k not in kv and k not in KEEP.get(s, ())}
+        reset = {k: dflt[k] for k in (base.get(s) or {}) if k in dflt and k not in (*STAGES[s].paths, *STAGES[s].keep) and k not in kv}  # as `setup` resets them, written out
         out[s] = {**reset, **kv}
     return out
 
