@@ -735,16 +735,23 @@ def run_classification(cfg:ClassificationConfig|None=None, # the run's parameter
     return {**m, 'seconds': round(secs, 3)}
 
 # %% ../nbs/50_classification.ipynb #50915d99
-def _run_dict(d:dict)->dict:
-    "Train the single run described by `d` (a `ClassificationConfig` as a dict): the worker processes' entry point."
-    return run_classification(ClassificationConfig(**d))
-
-def _quiet_worker(threads:int|None):
-    "A worker process: no progress bars or epoch lines (the parent prints one line per finished run); `threads` torch threads."
+def _worker_main()->None:
+    "A matrix worker process: read one run's `ClassificationConfig` as JSON on stdin, train it quietly, print its metrics as JSON."
     import sys
-    os.environ['DIFFAUG_QUIET'] = '1'
-    sys.stdout = open(os.devnull, 'w')
-    if threads: torch.set_num_threads(threads)
+    d = json.loads(sys.stdin.read())
+    out, sys.stdout = sys.stdout, open(os.devnull, 'w')  # the parent prints one line per finished run
+    m = run_classification(ClassificationConfig(**d))
+    sys.stdout = out; print(json.dumps(m), flush=True)
+
+def _run_in_process(d:dict, # one run's parameters (`ClassificationConfig.asdict()`)
+                   )->dict:
+    "Train one run in a new Python process (no multiprocessing: works from notebooks and from scripts without a main guard)."
+    import subprocess, sys
+    env = {**os.environ, 'DIFFAUG_QUIET': '1', 'OMP_NUM_THREADS': str(d.get('threads') or 1)}
+    p = subprocess.run([sys.executable, '-c', 'from diffaug.classification import _worker_main; _worker_main()'], input=json.dumps(d),
+                       capture_output=True, text=True, env=env)
+    if p.returncode != 0: raise RuntimeError(f"classification run {d['method']} seed {d['seed']} failed:\n{p.stderr[-3000:]}")
+    return json.loads(p.stdout.strip().splitlines()[-1])
 
 def _run_matrix(cfg:ClassificationConfig, # a checked config with `methods` and `seeds`
                )->dict:
@@ -767,14 +774,11 @@ def _run_matrix(cfg:ClassificationConfig, # a checked config with `methods` and 
     print(f"classification: {len(runs)} runs ({len(cfg.methods)} methods x {len(cfg.seeds)} seeds), {len(runs) - len(todo)} kept, {len(todo)} to train", flush=True)
     def finished(r, m, k):
         print(f"[{k}/{len(todo)}] {r.method} seed {r.seed}: top1 {m.get('top1', float('nan')):.2f} ({m['seconds']:.0f} s)", flush=True)
-    if cfg.workers > 1 and len(todo) > 1:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-        import diffaug.classification as mod  # the workers import the package (not this notebook's namespace)
+    if cfg.workers > 1 and len(todo) > 1:  # each run in its own process (they import the package, not this notebook's namespace)
+        from concurrent.futures import ThreadPoolExecutor, as_completed
         threads = cfg.threads or max(1, (os.cpu_count() or 1) // cfg.workers)
-        with ProcessPoolExecutor(min(cfg.workers, len(todo)), mp_context=mp.get_context('spawn'),
-                                 initializer=mod._quiet_worker, initargs=(threads,)) as ex:
-            futs = {ex.submit(mod._run_dict, {**r.asdict(), 'threads': threads}): r for r in todo}
+        with ThreadPoolExecutor(min(cfg.workers, len(todo))) as ex:
+            futs = {ex.submit(_run_in_process, {**r.asdict(), 'threads': threads}): r for r in todo}
             for k, f in enumerate(as_completed(futs), 1): finished(futs[f], f.result(), k)
     else:
         for k, r in enumerate(todo, 1): finished(r, run_classification(r), k)
