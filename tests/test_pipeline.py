@@ -145,11 +145,12 @@ def test_setup_files_are_valid(repo_root):
         for k, v in flat.items(): set_dotted(merged, k, v)
         for stage in STAGES:
             if stage not in merged: continue
-            extra = {'annotation': {'synthetic': 'data/synthetic/diff-mix', 'out': 'data/annotated/diff-mix'},
-                     'synthesis': {'method': (merged['runs']['synthetic_methods'] or ['real-guidance'])[0],
-                                   'out': 'data/synthetic/x'},
-                     'classification': {'out': 'reports/classification/x'},
-                     'oracle': {'synthetic': 'data/synthetic/diff-mix', 'out': 'reports/oracle/diff-mix/scores.json'}}.get(stage, {})
+            runs = merged['runs']  # what dvc.yaml passes with --ref / foreach
+            extra = {'annotation': {'methods': runs['annotated_methods']},
+                     'synthesis': {'method': (runs['synthetic_methods'] or ['real-guidance'])[0], 'out': 'data/synthetic/x'},
+                     'classification': {'methods': runs['methods'], 'seeds': runs['seeds']},
+                     'oracle': {'methods': runs['oracle_methods']},
+                     'report': {'methods': runs['methods'], 'seeds': runs['seeds']}}.get(stage, {})
             cls = STAGES[stage].config_class()
             if stage == 'synthesis':  # one run per synthetic method
                 for m in merged['runs']['synthetic_methods']: cls.from_params({**merged[stage], **extra, 'method': m}, f"{f.name} [{stage}]").check(files=False)
