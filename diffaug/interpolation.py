@@ -79,8 +79,8 @@ def interpolate(a:torch.Tensor, # I_a, an inversion
     check_param(mode in MODES, 'mode', mode, f"one of {', '.join(MODES)}")
     if mode == 'linear': return linear_interpolation(a, b, u), u
     if mode == 'slerp': return slerp(a, b, u), u
-    turn = 2 * math.pi / max(latent_angle(a, b), 1e-12)
-    lam = u * turn if mode == 'circle' else u * (turn - 1)
+    alpha = max(latent_angle(a, b), 1e-12)
+    lam = u * 2 * math.pi / alpha if mode == 'circle' else u * (2 * math.pi / alpha - 1)  # circle: the arithmetic of the sets made before `mode` (same bytes)
     return circle_interpolation(a, b, lam), lam
 
 # %% ../nbs/30_interpolation.ipynb #414fd28f

@@ -26,7 +26,7 @@ top-1 against the split ratio s), computed with diffaug.report's functions.
 --results results/ablations-reduced`); they are recorded in run.json and named in the README.
 """
 from __future__ import annotations
-import argparse, hashlib, json, os, shlex, shutil, subprocess, sys, tarfile, io, time
+import argparse, functools, hashlib, json, os, shlex, shutil, subprocess, sys, tarfile, io, time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -67,13 +67,15 @@ def overrides(setup:Path, params_file:Path, extra:list=())->dict:
     for s in extra: k, v = parse_assignment(s); flat[k] = load_yaml(v)
     return flat
 
+@functools.lru_cache(maxsize=None)
+def _defaults(stage:str)->dict: return {k: dv for k, (_, dv, _) in STAGES[stage].config_class().fields_doc().items()}
+
 def effective(flat:dict, params_file:Path)->dict:
     "The whole parameter file a variant runs with, every stage section completed with its class's defaults."
     d = load_yaml(Path(params_file).read_text()) or {}
     for k, v in flat.items(): set_dotted(d, k, v)
     for sec in list(d):
-        if sec in STAGES and isinstance(d[sec], dict):
-            d[sec] = {**{k: dv for k, (_, dv, _) in STAGES[sec].config_class().fields_doc().items()}, **d[sec]}
+        if sec in STAGES and isinstance(d[sec], dict): d[sec] = {**_defaults(sec), **d[sec]}
     return d
 
 def digest(obj)->str: return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
