@@ -26,13 +26,14 @@ top-1 against the split ratio s), computed with diffaug.report's functions.
 --results results/ablations-reduced`); they are recorded in run.json and named in the README.
 """
 from __future__ import annotations
-import argparse, functools, hashlib, json, os, shlex, shutil, subprocess, sys, tarfile, io, time
+import argparse, functools, hashlib, io, json, os, re, shlex, shutil, subprocess, sys, tarfile, tempfile, time
+import yaml
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path: sys.path.insert(0, str(REPO))
 
-from diffaug.pipeline import STAGES, setup_command, setup_overrides, set_dotted, load_yaml, parse_assignment, flatten
+from diffaug.pipeline import STAGES, setup_command, setup_overrides, set_dotted, get_dotted, load_yaml, parse_assignment
 from diffaug.report import collect_runs, collect_scores, summarize, paired_gains
 from diffaug.core import atomic_write_json, atomic_write_text
 
@@ -87,8 +88,21 @@ def git(*args, cwd, check=True)->str:
 
 def head_commit(repo:Path=REPO)->str: return git('rev-parse', 'HEAD', cwd=repo)
 
+def cached_outs(root:Path)->list:
+    "The paths of dvc.yaml's cached outputs (`${section.key}` filled from params.yaml; foreach stages left out)."
+    stages = yaml.safe_load((Path(root)/'dvc.yaml').read_text())['stages']; p = load_yaml((Path(root)/'params.yaml').read_text())
+    outs = []
+    for st in stages.values():
+        for o in st.get('outs', []):
+            path, opts = (o, {}) if isinstance(o, str) else next(iter(o.items()))
+            if (opts or {}).get('cache', True) is not False:
+                outs.append(re.sub(r'\$\{([\w.]+)\}', lambda m: str(get_dotted(p, m.group(1))), path).rstrip('/'))
+    return outs
+
 def prepare_workdir(workdir:Path, repo:Path=REPO, dry:bool=False)->Path:
-    "A git repository at `workdir` holding HEAD's committed files of `repo` (made, or brought to HEAD: one commit per update)."
+    """A git repository at `workdir` holding HEAD's committed files of `repo` (made, or brought to HEAD: one commit per update;
+    the work copy's dvc.lock, which describes its outputs, is kept). Committed files inside a cached DVC output (left from an
+    older layout, e.g. data/annotated/.gitignore, reports/classification/*) are left out: DVC refuses an output git tracks."""
     commit = head_commit(repo); workdir = Path(workdir)
     if (workdir/'.git').exists() and git('log', '-1', '--format=%s', cwd=workdir, check=False) == f'diffaug {commit}':
         return workdir
@@ -97,15 +111,25 @@ def prepare_workdir(workdir:Path, repo:Path=REPO, dry:bool=False)->Path:
     workdir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, 'GIT_AUTHOR_NAME': 'ablations', 'GIT_AUTHOR_EMAIL': 'ablations@localhost',
            'GIT_COMMITTER_NAME': 'ablations', 'GIT_COMMITTER_EMAIL': 'ablations@localhost'}
+    lock = (workdir/'dvc.lock').read_bytes() if (workdir/'dvc.lock').is_file() and (workdir/'.git').exists() else None
     if not (workdir/'.git').exists(): subprocess.run(['git', 'init', '-q'], cwd=workdir, check=True)
     else:
         for rel in git('ls-files', '-z', cwd=workdir).split('\0'):  # files HEAD no longer has go
             if rel and (workdir/rel).is_file(): (workdir/rel).unlink()
     tar = subprocess.run(['git', 'archive', '--format=tar', commit], cwd=repo, check=True, capture_output=True).stdout
-    with tarfile.open(fileobj=io.BytesIO(tar)) as t: t.extractall(workdir, filter='data')
+    with tarfile.open(fileobj=io.BytesIO(tar)) as t:
+        outs = cached_outs_of(t)
+        t.extractall(workdir, members=[m for m in t.getmembers() if not any(m.name == o or m.name.startswith(o + '/') for o in outs)], filter='data')
+    if lock is not None: (workdir/'dvc.lock').write_bytes(lock)
     subprocess.run(['git', 'add', '-A'], cwd=workdir, check=True, env=env)
     subprocess.run(['git', 'commit', '-q', '--allow-empty', '-m', f'diffaug {commit}'], cwd=workdir, check=True, env=env)
     return workdir
+
+def cached_outs_of(t:tarfile.TarFile)->list:
+    "`cached_outs` of the dvc.yaml and params.yaml in an archive."
+    with tempfile.TemporaryDirectory() as d:
+        for n in ('dvc.yaml', 'params.yaml'): (Path(d)/n).write_bytes(t.extractfile(n).read())
+        return cached_outs(d)
 
 def stage_env(workdir:Path)->dict:
     "The stages' environment: this interpreter's bin/ first on PATH (DVC's commands call `python`), the work copy's package, one thread."
