@@ -121,6 +121,9 @@ def prepare_workdir(workdir:Path, repo:Path=REPO, dry:bool=False)->Path:
         outs = cached_outs_of(t)
         t.extractall(workdir, members=[m for m in t.getmembers() if not any(m.name == o or m.name.startswith(o + '/') for o in outs)], filter='data')
     if lock is not None: (workdir/'dvc.lock').write_bytes(lock)
+    (workdir/'.git/info').mkdir(parents=True, exist_ok=True)  # git never tracks the outputs here (DVC does)
+    (workdir/'.git/info/exclude').write_text(''.join(f'/{o}\n' for o in outs))
+    subprocess.run(['git', 'rm', '-r', '-q', '--cached', '--ignore-unmatch', '--', *outs], cwd=workdir, check=True, capture_output=True)
     subprocess.run(['git', 'add', '-A'], cwd=workdir, check=True, env=env)
     subprocess.run(['git', 'commit', '-q', '--allow-empty', '-m', f'diffaug {commit}'], cwd=workdir, check=True, env=env)
     return workdir
