@@ -233,7 +233,7 @@ def write_readme(results:Path, params_dir:Path=REPO/'params')->Path:
     if extra: out += [f"**Reduced runs**: every variant ran with the extra overrides {', '.join(f'`{e}`' for e in extra)}; "
                       "not the setups' full size.", '']
     walls = [r['wall_s'] for r in done if r.get('wall_s') and not r.get('same_as')]
-    if walls: out += [f"Wall time: {sum(walls) / 60:.0f} min for {len(walls)} variant runs.", '']
+    if walls: out += [f"Wall time: {sum(walls) / 60:.0f} min over {len(walls)} variant(s) (of a resumed variant, only the run that finished it).", '']
     atomic_write_text(results/'README.md', '\n'.join(out))
     return results/'README.md'
 

@@ -93,4 +93,4 @@ def test_collect_and_readme(abl, tmp_path, monkeypatch):
     assert '| [s05](s05/summary.md) | 56.0 ± 1.0 | +5.0 [+5.0, +5.0] ▲ | 75.0% | 0.350 | 0.400 |' in readme
     assert '| mode-slerp | not run |' in readme and '| expansion-1 | not run |' in readme
     assert '![faithfulness, diversity and top-1 against s](fig7.png)' in readme and (res/'fig7.png').stat().st_size > 1000
-    assert 'Wall time: 6 min for 6 variant runs.' in readme
+    assert 'Wall time: 6 min over 6 variant(s)' in readme
