@@ -94,3 +94,6 @@ def test_collect_and_readme(abl, tmp_path, monkeypatch):
     assert '| mode-slerp | not run |' in readme and '| expansion-1 | not run |' in readme
     assert '![faithfulness, diversity and top-1 against s](fig7.png)' in readme and (res/'fig7.png').stat().st_size > 1000
     assert 'Wall time: 6 min over 6 variant(s)' in readme
+    assert '- Fig. 7: diversity rises with s: **reproduced** (rank correlation with s +1.00)' in readme
+    assert '- Fig. 7: faithfulness falls (slowly) with s: **reproduced** (rank correlation with s -1.00)' in readme
+    assert '- Table 4: the full circle makes the most diverse set of the four modes: not measured (variants missing)' in readme
