@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['DEFAULT_SUFFIXES', 'latent_angle', 'circle_interpolation', 'slerp', 'spherical_extrapolation', 'suffix_steps',
-           'diffii_items', 'draw_recipe', 'diffii_render', 'InterpolationConfig', 'run_interpolation']
+__all__ = ['MODES', 'DEFAULT_SUFFIXES', 'latent_angle', 'circle_interpolation', 'slerp', 'spherical_extrapolation',
+           'linear_interpolation', 'interpolate', 'suffix_steps', 'diffii_items', 'draw_recipe', 'diffii_render',
+           'InterpolationConfig', 'run_interpolation']
 
 # %% ../nbs/30_interpolation.ipynb #e63feb98
 import torch
@@ -59,6 +60,29 @@ def spherical_extrapolation(a:torch.Tensor, # I_a
     check_param(-1e-9 <= lam <= lim + 1e-9, 'lam', lam, f"in [0, 2π/α − 1] = [0, {lim:.4g}]")
     return circle_interpolation(a, b, lam)
 
+# %% ../nbs/30_interpolation.ipynb #b5d597e8
+MODES = ('circle', 'linear', 'slerp', 'extrapolate')
+
+def linear_interpolation(a:torch.Tensor, # I_a
+                         b:torch.Tensor, # I_b
+                         t:float, # position on the segment, [0, 1]
+                        )->torch.Tensor:
+    "Linear interpolation (1 − t) · I_a + t · I_b (float64 arithmetic)."
+    return ((1 - t) * a.double() + t * b.double()).to(a.dtype)
+
+def interpolate(a:torch.Tensor, # I_a, an inversion
+                b:torch.Tensor, # I_b, another inversion of the same class
+                u:float, # a uniform draw in [0, 1): where on the mode's range
+                mode:str='circle', # one of MODES: circle (Eq. 5), linear, slerp (Eq. 6), extrapolate (Eq. 7)
+               )->tuple:
+    "(Z, the mode's parameter): `u` mapped onto the range of `mode` (circle: λ = u·2π/α; linear, slerp: t = u; extrapolate: λ = u·(2π/α − 1))."
+    check_param(mode in MODES, 'mode', mode, f"one of {', '.join(MODES)}")
+    if mode == 'linear': return linear_interpolation(a, b, u), u
+    if mode == 'slerp': return slerp(a, b, u), u
+    alpha = max(latent_angle(a, b), 1e-12)
+    lam = u * 2 * math.pi / alpha if mode == 'circle' else u * (2 * math.pi / alpha - 1)  # circle: the arithmetic of the sets made before `mode` (same bytes)
+    return circle_interpolation(a, b, lam), lam
+
 # %% ../nbs/30_interpolation.ipynb #414fd28f
 def suffix_steps(suffix_fraction:float, # the paper's split ratio s, read as in the authors' code (fraction WITH the suffix)
                  steps:int, # DDIM steps
@@ -88,16 +112,17 @@ def draw_recipe(item:WorkItem, # a Diff-II work item (sources = the class's inve
                 seed:int, # the run's seed
                 suffixes:list, # suffix strings (may be empty)
                 pool:dict, # image id -> inversion [4, h, w]
+                mode:str='circle', # the interpolation mode (MODES); every mode makes the same draws
                )->dict:
-    "The item's pair, λ, suffix and starting latent, all from its own generator."
+    "The item's pair, λ (the mode's parameter), suffix and starting latent, all from its own generator."
     g = item_generator(seed, 'interpolation', item.id)
     ids = list(item.sources); n = len(ids)
     if n >= 2:
         i = int(torch.randint(n, (), generator=g)); j = int(torch.randint(n - 1, (), generator=g)); j += j >= i
         a, b = pool[ids[i]], pool[ids[j]]
         alpha = latent_angle(a, b)
-        lam = float(torch.rand((), generator=g, dtype=torch.float64)) * 2 * math.pi / max(alpha, 1e-12)
-        z, src, init = circle_interpolation(a.float(), b.float(), lam), [ids[i], ids[j]], 'circle'
+        z, lam = interpolate(a.float(), b.float(), float(torch.rand((), generator=g, dtype=torch.float64)), mode)
+        src, init = [ids[i], ids[j]], mode
     else:
         alpha = lam = None; src, init = [], 'noise'
     suffix = suffixes[int(torch.randint(len(suffixes), (), generator=g))] if suffixes else ''
@@ -115,11 +140,12 @@ def diffii_render(pipe, # the pipeline (concepts applied)
                   steps:int=25, # DDIM steps (= the pool's grid)
                   guidance_scale:float=7.5, # classifier-free guidance
                   suffix_fraction:float=0.3, # the paper's s: fraction of the trajectory (noisy end first) with the suffix
+                  mode:str='circle', # the interpolation mode (MODES)
                  )->callable:
-    "A `render(items)` for `run_items` doing circle interpolation + two-stage denoising."
+    "A `render(items)` for `run_items` doing circle interpolation (or another `mode`) + two-stage denoising."
     cache = PromptCache(pipe); k = suffix_steps(suffix_fraction, steps, pipe.scheduler)
     def render(items):
-        rs = [draw_recipe(it, seed, suffixes, pool) for it in items]
+        rs = [draw_recipe(it, seed, suffixes, pool, mode) for it in items]
         z = torch.stack([r['z'] for r in rs])
         plain = encode_prompts(cache, [prompt_of(it.label, '') for it in items])
         first = encode_prompts(cache, [prompt_of(it.label, r['suffix']) for it, r in zip(items, rs)])
@@ -156,6 +182,8 @@ class InterpolationConfig(StageConfig):
     precision:str='auto' # "auto" (fp16 on GPUs, bf16 on CPUs with bf16 units, else fp32), "fp32", "fp16", "bf16"
     cpu:bool|None=None # true: CPU processes under torchrun share the work (accelerate's PartialState(cpu=True)); None: accelerate decides
     allow_grid_mismatch:bool=False # accept a pool inverted with other steps (the authors' 200 inversion / 25 sampling)
+    mode:str='circle' # how the starting latent is made from the pair (MODES): circle (paper, Eq. 5), linear, slerp (Eq. 6 only), extrapolate (Eq. 7 only); Table 4's ablation
+    n_suffixes:int|None=None # use only the first n suffixes of the file (in its order; the suffixes stage writes the most frequent first); None: all (paper)
 
     def check(self, files:bool=True, # also check the input files and the pool's agreement with this stage
              ):
@@ -164,6 +192,7 @@ class InterpolationConfig(StageConfig):
         self.need_int('expansion', 1); self.need_num('suffix_fraction', 0, 1); self.need_num('guidance_scale', 0)
         self.need_int('steps', 1); self.need_int('batch_size', 1); self.need_int('seed', 0)
         need_device(self); self.need_choice('precision', PRECISIONS); self.need_bool('cpu', none=True); self.need_bool('allow_grid_mismatch')
+        self.need_choice('mode', MODES); self.need_int('n_suffixes', 1, none=True)
         self.need_path('out', 'dir', files=False)
         self.need_path('split', 'file', files=files)
         need_model(self, 'model', files=files)
@@ -204,6 +233,9 @@ def run_interpolation(cfg:InterpolationConfig|None=None, # the stage's parameter
     unknown = sorted(set(ids) - set(sp.classes))
     if unknown: raise ParamError(f"parameter inversions={str(cfg.inversions)!r} is invalid: its classes {unknown[:3]} are not in the split {cfg.split}")
     sfx = read_suffixes(cfg.suffixes) if cfg.suffixes is not None else list(DEFAULT_SUFFIXES)
+    if cfg.n_suffixes is not None:
+        if cfg.n_suffixes > len(sfx): warnings.warn(f"n_suffixes={cfg.n_suffixes}: the suffix file has only {len(sfx)}; using all of them")
+        sfx = sfx[:cfg.n_suffixes]
     pipe = load_sd(cfg.model, device=cfg.device, precision=cfg.precision)
     fp = meta.get('base_model_fingerprint')
     if fp is not None and not same_model(fp, model_fingerprint(pipe)):
@@ -223,9 +255,10 @@ def run_interpolation(cfg:InterpolationConfig|None=None, # the stage's parameter
                 split=recorded_path(cfg.split), suffixes=sfx, expansion=cfg.expansion, suffix_fraction=cfg.suffix_fraction, suffix_steps=k,
                 guidance_scale=cfg.guidance_scale, steps=cfg.steps, pool_steps=meta['steps'], seed=cfg.seed,
                 precision=str(pipe.unet.dtype).replace('torch.', ''), noise_fallback_classes=singles, classes_without_images=empty,
-                noise_fallback_images=cfg.expansion * len(singles), target_images=len(items))  # target_images: the size asked for (the report compares)
+                noise_fallback_images=cfg.expansion * len(singles), target_images=len(items),  # target_images: the size asked for (the report compares)
+                **({'mode': cfg.mode} if cfg.mode != 'circle' else {}), **({'n_suffixes': cfg.n_suffixes} if cfg.n_suffixes is not None else {}))
     writer = SyntheticSetWriter(cfg.out, sp.classes, 'diff-ii', info)
-    render = diffii_render(pipe, pool, prompt_of, sfx, cfg.seed, cfg.steps, cfg.guidance_scale, cfg.suffix_fraction)
+    render = diffii_render(pipe, pool, prompt_of, sfx, cfg.seed, cfg.steps, cfg.guidance_scale, cfg.suffix_fraction, cfg.mode)
     r = run_items(items, render, writer, cfg.batch_size, cpu=cfg.cpu, desc='diff-ii')
     return {**r, 'out': str(cfg.out), 'n_items': len(items), 'suffix_steps': k,
             'noise_fallback_classes': len(singles), 'noise_fallback_images': info['noise_fallback_images']}
