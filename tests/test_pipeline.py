@@ -360,9 +360,9 @@ def _lock_outs(root, stage):
 
 @pytest.mark.slow
 @pytest.mark.parametrize('stage,section,bigger,scratch,pattern,need', [
-    ('synthesis@diff-mix', 'synthesis', {'expansion': 8}, 'data/synthetic/diff-mix.partial', '**/*.png', 3),
-    ('interpolation', 'interpolation', {'expansion': 8}, 'data/synthetic/diff-ii.partial', '**/*.png', 3),
-    ('concepts', 'concepts', {'steps': 100, 'checkpoint_every': 10}, 'data/concepts.checkpoints', 'step-*/state.json', 1),
+    ('synthesis@diff-mix', 'synthesis', {'expansion': 3}, 'data/synthetic/diff-mix.partial', '**/*.png', 3),
+    ('interpolation', 'interpolation', {'expansion': 3}, 'data/synthetic/diff-ii.partial', '**/*.png', 3),
+    ('concepts', 'concepts', {'steps': 40, 'checkpoint_every': 10}, 'data/concepts.checkpoints', 'step-*/state.json', 1),
 ])
 def test_killed_repro_resumes_and_ends_byte_identical(reproduced, tmp_path, stage, section, bigger, scratch, pattern, need):
     """`dvc repro` killed mid-stage keeps its finished work (DVC deletes the output, not the scratch folder beside it);
