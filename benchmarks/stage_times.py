@@ -16,13 +16,15 @@ from datetime import datetime
 from pathlib import Path
 
 
-def load(path: Path) -> dict | None:
+def load(path: Path, reports: Path) -> dict | None:
     "One executed stage notebook's timings, or None for one that did not finish."
     nb = json.loads(path.read_text(encoding='utf-8'))
     pm, meta = nb['metadata'].get('papermill') or {}, nb['metadata'].get('diffaug') or {}
     if not pm.get('start_time') or not pm.get('end_time'): return None
     start, end = datetime.fromisoformat(pm['start_time']), datetime.fromisoformat(pm['end_time'])
     stage = meta.get('stage') or path.parent.name
+    sub = path.parent.relative_to(reports).as_posix()  # synthesis/<method>: one DVC stage per method
+    if sub != stage and sub.startswith(stage + '/'): stage = f"{stage}@{sub[len(stage) + 1:]}"
     work = cells = 0.0
     for c in nb['cells']:
         if c['cell_type'] != 'code': continue
@@ -35,7 +37,7 @@ def load(path: Path) -> dict | None:
 
 def table(reports: Path) -> dict:
     "Per-stage rows in run order, and the totals."
-    rows = [r for r in (load(p) for p in sorted(reports.rglob('*.ipynb')) if not p.name.endswith(('.running.ipynb', '.failed.ipynb'))) if r]
+    rows = [r for r in (load(p, reports) for p in sorted(reports.rglob('*.ipynb')) if not p.name.endswith(('.running.ipynb', '.failed.ipynb'))) if r]
     if not rows: raise SystemExit(f'{reports}: no executed stage notebooks (run `dvc repro` first)')
     rows.sort(key=lambda r: r['start'])
     prev = None
