@@ -11,11 +11,11 @@ from dataclasses import dataclass, asdict, field, fields
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['MIXING', 'SYNTHETIC_METHODS', 'REPLACE_WITH', 'PRECISIONS', 'TRANSFORMS', 'TORCHVISION', 'OUTPUT_FILES',
-           'method_names', 'torchvision_model', 'create_classifier', 'ClassificationConfig', 'to_tensor', 'normalize',
-           'random_crop_flip', 'resize_side', 'train_tensor', 'eval_tensor', 'ReplacementDataset', 'make_toy_split',
-           'make_toy_synthetic', 'lr_factor', 'group_name', 'accuracy_report', 'save_state', 'load_state', 'rng_state',
-           'set_rng_state', 'run_classification']
+__all__ = ['MIXING', 'SYNTHETIC_METHODS', 'REPLACE_WITH', 'PRECISIONS', 'TRANSFORMS', 'TORCHVISION', 'EVAL_CACHE_BYTES',
+           'OUTPUT_FILES', 'method_names', 'torchvision_model', 'create_classifier', 'ClassificationConfig',
+           'to_tensor', 'normalize', 'random_crop_flip', 'resize_side', 'train_tensor', 'eval_tensor',
+           'ReplacementDataset', 'make_toy_split', 'make_toy_synthetic', 'lr_factor', 'group_name', 'accuracy_report',
+           'save_state', 'load_state', 'rng_state', 'set_rng_state', 'run_classification']
 
 # %% ../nbs/50_classification.ipynb #a3b6da21
 import numpy as np
@@ -113,6 +113,7 @@ class ClassificationConfig(StageConfig):
     device:str='auto' # "auto", "cpu", "cuda", ...
     precision:str='no' # accelerate mixed precision: "no" (or "fp32"), "fp16", "bf16" (paper: fp16 on GPUs)
     num_workers:int=0 # data-loader workers (results do not depend on it)
+    checkpoint_every:int=1 # checkpoint every this many epochs (and after the last): a killed run resumes from the last one; results do not depend on it
     num_processes:int=1 # GPUs to train on (accelerate's notebook_launcher); 1 on CPU
     threads:int|None=None # torch CPU threads (None: torch's default)
     save_model:bool=False # also write model.safetensors
@@ -158,7 +159,7 @@ class ClassificationConfig(StageConfig):
         for k in ('momentum', 'warmup', 'label_smoothing'): self.need_num(k, 0, 1, hi_open=True)
         self.need(self.select in ('last', 'val'), 'select', "'last' or 'val' (the test set never selects)")
         self.need_path('eval_split', 'file', files=False, none=True)
-        self.need_int('eval_every', 1); self.need_int('seed')
+        self.need_int('eval_every', 1); self.need_int('checkpoint_every', 1); self.need_int('seed')
         self.need(isinstance(self.device, str) and self.device != '', 'device', "'auto' or a torch device ('cpu', 'cuda', 'cuda:1', 'mps')")
         if self.device != 'auto':
             try: torch.device(self.device)
@@ -449,11 +450,18 @@ class _EpochSampler(torch.utils.data.Sampler):
     def __len__(self): return self.n
     def __iter__(self): return iter(torch.randperm(self.n, generator=item_generator(self.seed, 'classification/order', self.epoch)).tolist())
 
+EVAL_CACHE_BYTES = 2**29 # a test set whose tensors fit in 512 MB is decoded once per run, not at every evaluation
+
 class _EvalDataset(torch.utils.data.Dataset):
     def __init__(self, split, subset, size, mean, std, transform='reference', resize=None):
         self.split, self.items, self.size, self.mean, self.std, self.transform, self.resize = split, split.items(subset), size, mean, std, transform, resize
+        self.cache = {} if len(self.items) * 3 * size * size * 4 <= EVAL_CACHE_BYTES else None
     def __len__(self): return len(self.items)
-    def __getitem__(self, i): return eval_tensor(load_image(self.split.root/self.items[i]['path']), self.transform, self.size, self.resize, self.mean, self.std), i
+    def __getitem__(self, i):
+        if self.cache is not None and i in self.cache: return self.cache[i], i
+        x = eval_tensor(load_image(self.split.root/self.items[i]['path']), self.transform, self.size, self.resize, self.mean, self.std)
+        if self.cache is not None: self.cache[i] = x
+        return x, i
 
 def _soft_ce(logits:torch.Tensor, target:torch.Tensor)->torch.Tensor:
     return -(target * F.log_softmax(logits.float(), dim=-1)).sum(-1).mean()
@@ -552,7 +560,7 @@ def _split_digest(path)->str|None:
 def _record(cfg:ClassificationConfig)->dict:
     """What a resumed run must share with the interrupted one, and what a matrix compares to keep a finished run: every
     parameter that changes the output bytes, and the digests of the inputs (split and its images, synthetic sets)."""
-    rec = {k: v for k, v in cfg.asdict().items() if k not in ('out', 'num_workers', 'save_model', 'methods', 'seeds', 'workers')}
+    rec = {k: v for k, v in cfg.asdict().items() if k not in ('out', 'num_workers', 'checkpoint_every', 'save_model', 'methods', 'seeds', 'workers')}
     rec.update(split=recorded_path(cfg.split), eval_split=recorded_path(cfg.eval_split), synthetic=recorded_path(cfg.synthetic_sets()) or None,
                inputs={'split': _split_digest(cfg.split), 'eval_split': _split_digest(cfg.eval_split),
                        'synthetic': [digest(s) for s in cfg.synthetic_sets()]})
@@ -647,7 +655,7 @@ def _train(cfg:ClassificationConfig, # the run's parameters (checked)
     mixer = _mixer(cfg, K)
     start, rows, best, best_state = _load_checkpoint(ck, acc, model, opt, sched)
     if start and acc.is_main_process: print(f"resuming after epoch {start}/{cfg.epochs} ({ck})", flush=True)
-    todo, last_preds = range(start, cfg.epochs), {}
+    todo, last_preds, best_changed = range(start, cfg.epochs), {}, False
     bar = progress(todo, desc=f'{cfg.method} seed {cfg.seed}') if acc.is_main_process else todo
     for epoch in bar:
         t0 = time.time()
@@ -662,16 +670,16 @@ def _train(cfg:ClassificationConfig, # the run's parameters (checked)
             tl += loss.item() * len(x); tc += (logits.argmax(-1) == target.argmax(-1)).sum().item(); tn += len(x); ns += int(is_syn.sum())
         row = {'epoch': epoch + 1, 'lr': opt.param_groups[0]['lr'], 'train_loss': tl / tn, 'train_acc': 100.0 * tc / tn,
                'synthetic_fraction': ns / tn}
-        changed = False
         if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
             for s, dl in evals.items():
                 last_preds[s] = _predict(model, dl, acc)  # the last epoch's are the reported ones (select='last'): predicted once
                 row[f'{s}_top1'] = accuracy_report(last_preds[s], src[s].items(s), sp.classes)['top1']
             if cfg.select == 'val' and row['val_top1'] > best[0]:
-                best, changed = (row['val_top1'], epoch + 1), True
+                best, best_changed = (row['val_top1'], epoch + 1), True
                 best_state = {k: v.detach().cpu().clone() for k, v in acc.unwrap_model(model).state_dict().items()}
         rows.append(row)
-        _save_checkpoint(ck, epoch + 1, acc, model, opt, sched, rows, best, best_state, changed)
+        if (epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs:  # a checkpoint writes the model and optimizer state: not free
+            _save_checkpoint(ck, epoch + 1, acc, model, opt, sched, rows, best, best_state, best_changed); best_changed = False
         if acc.is_main_process: # one text line per epoch: readable in the executed notebook and streamed by the pipeline (timings: printed only)
             print(f"epoch {epoch + 1}/{cfg.epochs} " + ' '.join(f'{k} {v:.4g}' for k, v in row.items() if k != 'epoch')
                   + f" seconds {time.time() - t0:.1f}", flush=True)
@@ -736,22 +744,57 @@ def run_classification(cfg:ClassificationConfig|None=None, # the run's parameter
 
 # %% ../nbs/50_classification.ipynb #50915d99
 def _worker_main()->None:
-    "A matrix worker process: read one run's `ClassificationConfig` as JSON on stdin, train it quietly, print its metrics as JSON."
+    "A matrix worker process: for each line of stdin (one run's `ClassificationConfig` as JSON) train it quietly and print its metrics as a JSON line."
     import sys
-    d = json.loads(sys.stdin.read())
     out, sys.stdout = sys.stdout, open(os.devnull, 'w')  # the parent prints one line per finished run
-    m = run_classification(ClassificationConfig(**d))
-    sys.stdout = out; print(json.dumps(m), flush=True)
+    for line in sys.stdin:
+        if line.strip(): out.write(json.dumps(run_classification(ClassificationConfig(**json.loads(line)))) + '\n'); out.flush()
 
-def _run_in_process(d:dict, # one run's parameters (`ClassificationConfig.asdict()`)
-                   )->dict:
-    "Train one run in a new Python process (no multiprocessing: works from notebooks and from scripts without a main guard)."
-    import subprocess, sys
-    env = {**os.environ, 'DIFFAUG_QUIET': '1', 'OMP_NUM_THREADS': str(d.get('threads') or 1)}
-    p = subprocess.run([sys.executable, '-c', 'from diffaug.classification import _worker_main; _worker_main()'], input=json.dumps(d),
-                       capture_output=True, text=True, env=env)
-    if p.returncode != 0: raise RuntimeError(f"classification run {d['method']} seed {d['seed']} failed:\n{p.stderr[-3000:]}")
-    return json.loads(p.stdout.strip().splitlines()[-1])
+class _Worker:
+    "A Python process that trains the runs written to it, one after another (imports paid once; no multiprocessing: works from notebooks and scripts)."
+    def __init__(self, threads:int):
+        import subprocess, sys
+        self.err = tempfile.TemporaryFile('w+')
+        self.p = subprocess.Popen([sys.executable, '-c', 'from diffaug.classification import _worker_main; _worker_main()'], text=True,
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.err,
+                                  env={**os.environ, 'DIFFAUG_QUIET': '1', 'OMP_NUM_THREADS': str(threads)})
+    def run(self, d:dict)->dict:
+        self.p.stdin.write(json.dumps(d) + '\n'); self.p.stdin.flush()
+        line = self.p.stdout.readline()
+        if not line:
+            self.err.seek(0)
+            raise RuntimeError(f"classification run {d['method']} seed {d['seed']} failed:\n{self.err.read()[-3000:]}")
+        return json.loads(line)
+    def close(self):
+        try: self.p.stdin.close()
+        except OSError: pass
+        self.p.wait(); self.err.close()
+
+def _run_parallel(runs:list, workers:int, threads:int, done)->None:
+    "Train `runs` on `workers` worker processes, calling `done(run, metrics, k)` as each finishes; the first failure is raised."
+    import queue, threading
+    todo, results = queue.Queue(), queue.Queue()
+    for r in runs: todo.put(r)
+    def work():
+        w = None
+        try:
+            w = _Worker(threads)
+            while True:
+                try: r = todo.get_nowait()
+                except queue.Empty: return
+                results.put((r, w.run({**r.asdict(), 'threads': threads}), None))
+        except Exception as e: results.put((None, None, e))
+        finally:
+            if w is not None: w.close()
+    ts = [threading.Thread(target=work, daemon=True) for _ in range(min(workers, len(runs)))]
+    for t in ts: t.start()
+    for k in range(1, len(runs) + 1):
+        r, m, e = results.get()
+        if e is not None:
+            while not todo.empty(): todo.get_nowait()  # the other workers stop after their current run
+            raise e
+        done(r, m, k)
+    for t in ts: t.join()
 
 def _run_matrix(cfg:ClassificationConfig, # a checked config with `methods` and `seeds`
                )->dict:
@@ -774,12 +817,8 @@ def _run_matrix(cfg:ClassificationConfig, # a checked config with `methods` and 
     print(f"classification: {len(runs)} runs ({len(cfg.methods)} methods x {len(cfg.seeds)} seeds), {len(runs) - len(todo)} kept, {len(todo)} to train", flush=True)
     def finished(r, m, k):
         print(f"[{k}/{len(todo)}] {r.method} seed {r.seed}: top1 {m.get('top1', float('nan')):.2f} ({m['seconds']:.0f} s)", flush=True)
-    if cfg.workers > 1 and len(todo) > 1:  # each run in its own process (they import the package, not this notebook's namespace)
-        from concurrent.futures import ThreadPoolExecutor, as_completed
-        threads = cfg.threads or max(1, (os.cpu_count() or 1) // cfg.workers)
-        with ThreadPoolExecutor(min(cfg.workers, len(todo))) as ex:
-            futs = {ex.submit(_run_in_process, {**r.asdict(), 'threads': threads}): r for r in todo}
-            for k, f in enumerate(as_completed(futs), 1): finished(futs[f], f.result(), k)
+    if cfg.workers > 1 and len(todo) > 1:  # worker processes (they import the package, not this notebook's namespace)
+        _run_parallel(todo, cfg.workers, cfg.threads or max(1, (os.cpu_count() or 1) // cfg.workers), finished)
     else:
         for k, r in enumerate(todo, 1): finished(r, run_classification(r), k)
     res = [json.loads((Path(r.out)/'metrics.json').read_text(encoding='utf-8')) for r in runs]
