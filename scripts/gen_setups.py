@@ -224,11 +224,11 @@ def mw_diffusion(suffix_fraction):
                         'model': MW, 'steps': 400, 'lr_embed': 5e-3, **{k: v for k, v in small.items() if k != 'resolution'}}
     d['synthesis'].update(clip_model=Note('data/models/tiny-clip', "Real-Filter: stage tiny_model's random CLIP (no real CLIP offline); "
                                           f"on a machine with the hub: {CLIP}"),
-                          guidance_scale=MW_GUIDANCE, precision='fp32')
+                          guidance_scale=MW_GUIDANCE, precision=Note('bf16', '1.2x faster U-Net than fp32 on an AVX512-BF16 CPU'))
     d['synthesis']['gen_classes'] = Note('proportional', "expansion x n_c per class, as the README's mini-world results were made (Diff-Mix: uniform)")
     d['suffixes'] = {'source': Note('captions', "the world's own captions")}
     d['inversion'].update(resolution=None, precision='fp32')
-    d['interpolation'].update(guidance_scale=MW_GUIDANCE, precision='fp32')
+    d['interpolation'].update(guidance_scale=MW_GUIDANCE, precision='bf16')
     d['oracle'] = {'model': 'models/oracle/oracle.safetensors', 'clip_model': Note(None, 'no real CLIP offline: the CLIP score is skipped')}
     return d
 
@@ -241,8 +241,8 @@ def mw_classification(replace_with):
             'mixup_alpha': 0.2, 'mix_prob': Note(1.0, "every batch; Diff-II's code: alpha 1, p 0.3"),
             'cutmix_per': Note('batch', "one CutMix box per batch (Diff-II's code: per sample)"),
             'p': 0.5, 'replace_with': replace_with, 'select': 'last',
-            'eval_every': Note(10, 'the test set is only read, never used to select: every 10th epoch (and the last) is enough'),
-            'precision': Note('bf16', 'bf16 autocast: faster on AVX512-BF16 / AMX CPUs'), 'threads': 1, 'workers': 2}
+            'eval_every': Note(20, 'the test set is only read, never used to select: epochs 20 and 40 draw the curves'),
+            'checkpoint_every': 10, 'precision': Note('bf16', 'bf16 autocast: faster on AVX512-BF16 / AMX CPUs'), 'threads': 1, 'workers': 2}
 
 for stem, what, change, prep, sf, replace in [
         ('miniworld-10shot', '10-shot (Table 1 analogue)', 'the shots (10) and the suffix fraction (0.1, the paper\'s 10-shot value)',
