@@ -26,7 +26,7 @@ def test_summary_metrics(tmp_path):
     assert sorted(m) == sorted(METHODS)  # one entry per method (keys sorted; the table order is in methods/)
     # make_fake_runs: top1 = 50 + 2 * (method index) + seed
     assert m['original']['top1'] == {'mean': 50.5, 'std': 0.7071, 'gain': 0.0}
-    assert m['real-filter']['top1'] == {'mean': 56.5, 'std': 0.7071, 'gain': 6.0}
+    assert m['real-filter']['top1'] == {'mean': 56.5, 'std': 0.7071, 'gain': 6.0, 'gain_ci': [6.0, 6.0]}  # paired by seed: the same gain for both
     assert all(e['n_seeds'] == 2 for e in m.values())
     assert m['mixup']['worst_group'] == {'mean': 47.5}  # group runs: the worst group's mean over seeds
     assert 'images' not in m['original'] and 'images' not in m['mixup']  # no synthetic sets
@@ -122,8 +122,8 @@ def test_only_the_report_declares_metrics_and_plots():
     assert _declared(has['report'][0]) == ['reports/report/methods']
     plots = _declared(has['report'][1]) + _declared(d.get('plots'))
     assert plots and all(Path(p).suffix in ('.png', '.jpg', '.jpeg', '.svg', '.gif') for p in plots), plots
-    outs = _declared(d['stages']['classification']['outs'])
-    assert any(p.endswith('/metrics.json') for p in outs) and any(p.endswith('/epochs.csv') for p in outs)
+    outs = _declared(d['stages']['classification']['outs'])  # the matrix folder: <method>/s<seed>/metrics.json, epochs.csv, ...
+    assert outs == ['${classification.out}'] and yaml.safe_load((ROOT/'params.yaml').read_text())['classification']['out'] == 'reports/classification'
 
 
 def _report_project(tmp_path) -> Path:
@@ -148,7 +148,7 @@ def test_dvc_plots_show_works_offline(tmp_path):
     assert not external, external
     assert 'http://' not in html.replace('http-equiv', '') and 'https://' not in html
     imgs = re.findall(r'<img\s+src="([^"]+)"', html)
-    assert len(imgs) == 2, imgs  # the bar chart and the curves, as images shipped beside the page
+    assert len(imgs) == 4, imgs  # the bar chart, the curves, the paired gains and the plane, as images shipped beside the page
     for src in imgs: assert (proj/'page'/src).is_file() and (proj/'page'/src).read_bytes()[:4] == b'\x89PNG', src
 
 
