@@ -116,3 +116,16 @@ def test_annotation_scale_reaches_the_loss(tmp_path):
         assert abs(float(y.sum()) - (0.9 * scale + 0.1)) < 1e-6   # (1 − ε)·target + ε/K
         logits = torch.randn(1, 3)
         assert torch.allclose(_soft_ce(logits, y), -(y * torch.log_softmax(logits, -1)).sum())
+
+
+def test_matrix_worker_failure_names_the_run(tmp_path):
+    "A run that fails inside a matrix worker process stops the stage with an error naming the run and the worker's traceback."
+    from diffaug.classification import make_toy_split, make_toy_synthetic, run_classification
+    split = make_toy_split(tmp_path/'d', n_classes=2, shots=2, per_class=4)
+    syn = make_toy_synthetic(split, tmp_path/'syn')
+    next(Path(syn).rglob('*.png')).unlink()  # the set lists an image that is gone: found only when training reads it
+    with pytest.raises(RuntimeError, match=r'classification run synthetic seed \d failed') as e:
+        run_classification(split=str(split), out=str(tmp_path/'runs'), methods=['original', 'synthetic'], seeds=[0, 1], workers=2,
+                           synthetic={'synthetic': [str(syn)]}, p=1.0, model='test_resnet', pretrained=False, image_size=32,
+                           batch_size=4, epochs=1, threads=1)
+    assert '.png' in str(e.value)  # the worker's own error, passed on
