@@ -318,8 +318,11 @@ def nearest(value, names, cutoff:float=0.0)->str:
     c = closest(value, names, cutoff)
     return f" (did you mean {c!r}?)" if c is not None else ''
 
+_FIELD_DOCS = {}  # class -> its docments: reading a class's source parses its whole module (40 ms), once per class
+
 def _field_docs(cls)->dict:
     "The trailing-comment docments of a dataclass's fields (this class and its bases), by name."
+    if cls in _FIELD_DOCS: return _FIELD_DOCS[cls]
     out = {}
     for k in reversed(cls.__mro__):
         if not dataclasses.is_dataclass(k) or k is object: continue
@@ -329,6 +332,7 @@ def _field_docs(cls)->dict:
             fns = [v for v in vars(k).values() if inspect.isfunction(v)]
             src = ''.join(linecache.getlines(fns[0].__code__.co_filename)) if fns else ''
         for m in _re.finditer(r'^\s{4}(\w+)\s*:[^#\n]*#\s*(.+)$', src, _re.M): out[m.group(1)] = m.group(2).strip()
+    _FIELD_DOCS[cls] = out
     return out
 
 def _default(f:dataclasses.Field):
