@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from .core import (item_seed, item_generator, item_rng, seed_everything, choose_device, atomic_write_text,
                           atomic_write_json, atomic_save_safetensors, load_image, ParamError, check_param, progress, recorded_path,
-                          StageConfig, start_scratch, scratch_dir, digest, nearest)
+                          StageConfig, start_scratch, scratch_dir, digest, digests_cached, nearest)
 from PIL import Image
 from .data import load_split, SyntheticSet, Split, make_toy_dataset, few_shot_split, save_split, SyntheticSetWriter
 
@@ -747,8 +747,9 @@ def _worker_main()->None:
     "A matrix worker process: for each line of stdin (one run's `ClassificationConfig` as JSON) train it quietly and print its metrics as a JSON line."
     import sys
     out, sys.stdout = sys.stdout, open(os.devnull, 'w')  # the parent prints one line per finished run
-    for line in sys.stdin:
-        if line.strip(): out.write(json.dumps(run_classification(ClassificationConfig(**json.loads(line)))) + '\n'); out.flush()
+    with digests_cached():  # the inputs do not change while a matrix runs: each split and set is read once per worker
+        for line in sys.stdin:
+            if line.strip(): out.write(json.dumps(run_classification(ClassificationConfig(**json.loads(line)))) + '\n'); out.flush()
 
 class _Worker:
     "A Python process that trains the runs written to it, one after another (imports paid once; no multiprocessing: works from notebooks and scripts)."
@@ -799,6 +800,9 @@ def _run_parallel(runs:list, workers:int, threads:int, done)->None:
 def _run_matrix(cfg:ClassificationConfig, # a checked config with `methods` and `seeds`
                )->dict:
     "Every run of the matrix into `<out>/<method>/s<seed>/`, keeping finished runs whose record matches; returns their metrics."
+    with digests_cached(): return _matrix(cfg)  # the inputs do not change while a matrix runs: each split and set is read once
+
+def _matrix(cfg:ClassificationConfig)->dict:
     import shutil
     out, t0 = Path(cfg.out), time.perf_counter()
     runs = cfg.runs()

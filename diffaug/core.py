@@ -13,9 +13,9 @@ from pathlib import Path
 # %% auto #0
 __all__ = ['item_seed', 'item_generator', 'item_rng', 'seed_everything', 'choose_device', 'cpu_supports_bf16', 'choose_dtype',
            'umask_mode', 'atomic_write', 'atomic_write_text', 'atomic_write_json', 'atomic_save_image',
-           'safetensors_bytes', 'atomic_save_safetensors', 'recorded_path', 'digest', 'ImageLoadError', 'load_image',
-           'load_images', 'ParamError', 'check_param', 'temp_dir_beside', 'replace_dir', 'scratch_dir', 'start_scratch',
-           'publish_dir', 'closest', 'nearest', 'StageConfig', 'progress']
+           'safetensors_bytes', 'atomic_save_safetensors', 'recorded_path', 'digests_cached', 'digest',
+           'ImageLoadError', 'load_image', 'load_images', 'ParamError', 'check_param', 'temp_dir_beside', 'replace_dir',
+           'scratch_dir', 'start_scratch', 'publish_dir', 'closest', 'nearest', 'StageConfig', 'progress']
 
 # %% ../nbs/00_core.ipynb #355f3a72
 import numpy as np
@@ -168,9 +168,21 @@ def recorded_path(p, # a path or hub id a stage writes into its output files (or
     return str(p)
 
 # %% ../nbs/00_core.ipynb #0cb924b7
+_DIGESTS = None  # {(cwd, paths): digest} inside `digests_cached()`, else None
+
+@contextlib.contextmanager
+def digests_cached():
+    "Inside this block `digest` answers each question once: for a job whose inputs do not change while it runs (a classification matrix)."
+    global _DIGESTS
+    old, _DIGESTS = _DIGESTS, {}
+    try: yield
+    finally: _DIGESTS = old
+
 def digest(*paths, # files or folders (a folder: every file below it, with its relative path)
           )->str:
     "A short sha256 of the contents of `paths` (order-sensitive; None entries count as absent)."
+    key = (os.getcwd(), *map(str, paths))
+    if _DIGESTS is not None and key in _DIGESTS: return _DIGESTS[key]
     import hashlib
     h = hashlib.sha256()
     for p in paths:
@@ -179,6 +191,7 @@ def digest(*paths, # files or folders (a folder: every file below it, with its r
         files = sorted(f for f in p.rglob('*') if f.is_file()) if p.is_dir() else [p]
         for f in files:
             h.update((f.relative_to(p).as_posix() if p.is_dir() else '').encode() + b'\0'); h.update(f.read_bytes()); h.update(b'\0')
+    if _DIGESTS is not None: _DIGESTS[key] = h.hexdigest()[:16]
     return h.hexdigest()[:16]
 
 # %% ../nbs/00_core.ipynb #677e93c3
