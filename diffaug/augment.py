@@ -133,7 +133,7 @@ def run_setup(setup:dict, # `diffii_setup`'s sections
     "Check, then run the Diff-II stages in order with their own `run_*` functions; returns each stage's result."
     from diffaug.data import run_prepare
     from diffaug.suffixes import run_suffixes
-    from diffaug.concepts import run_concepts
+    from diffaug.concept_training import run_concepts
     from diffaug.inversion import run_inversion
     from diffaug.interpolation import run_interpolation
     check_setup(setup, wiring)

@@ -11,11 +11,12 @@ from types import SimpleNamespace
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['item_seed', 'item_generator', 'item_rng', 'seed_everything', 'choose_device', 'cpu_supports_bf16', 'choose_dtype',
-           'umask_mode', 'atomic_write', 'atomic_write_text', 'atomic_write_json', 'atomic_save_image',
+__all__ = ['PRECISIONS', 'item_seed', 'item_generator', 'item_rng', 'seed_everything', 'choose_device', 'cpu_supports_bf16',
+           'choose_dtype', 'umask_mode', 'atomic_write', 'atomic_write_text', 'atomic_write_json', 'atomic_save_image',
            'safetensors_bytes', 'atomic_save_safetensors', 'recorded_path', 'digests_cached', 'digest',
            'ImageLoadError', 'load_image', 'load_images', 'ParamError', 'check_param', 'temp_dir_beside', 'replace_dir',
-           'scratch_dir', 'start_scratch', 'publish_dir', 'closest', 'nearest', 'StageConfig', 'progress']
+           'scratch_dir', 'record_diff', 'start_scratch', 'publish_dir', 'optimizer_tensors', 'optimizer_state',
+           'closest', 'nearest', 'StageConfig', 'need_device', 'progress']
 
 # %% ../nbs/00_core.ipynb #355f3a72
 import numpy as np
@@ -285,6 +286,15 @@ def _jsonable(v):
     if isinstance(v, os.PathLike): return str(v)
     return v
 
+def record_diff(old:dict, # the parameter record saved with earlier work
+                new:dict, # this run's record
+                keys=None, # the keys to compare, in this order (default: every key of either, sorted)
+               )->str:
+    "The entries that differ between two parameter records, in words: `k: <old> there, <new> now; ...` ('' when none)."
+    none = '<absent>'
+    keys = sorted(set(old) | set(new), key=str) if keys is None else keys
+    return '; '.join(f"{k}: {old.get(k, none)!r} there, {new.get(k, none)!r} now" for k in keys if old.get(k, none) != new.get(k, none))
+
 def start_scratch(out:str|Path, # the stage's final output folder
                   params:dict, # everything that determines the output (JSON-able): a resume must match it exactly
                   restart:bool|None=None, # True: discard earlier work; None: `DIFFAUG_RESTART=1` in the environment
@@ -296,12 +306,9 @@ def start_scratch(out:str|Path, # the stage's final output folder
     rec = sd/'.params.json'
     if sd.exists() and restart: shutil.rmtree(sd)
     if sd.exists() and rec.exists():
-        old = json.loads(rec.read_text(encoding='utf-8'))
-        diff = sorted(set(old) | set(params), key=str)
-        diff = [k for k in diff if old.get(k, '<absent>') != params.get(k, '<absent>')]
+        diff = record_diff(json.loads(rec.read_text(encoding='utf-8')), params)
         if diff:
-            raise ParamError(f"{sd}: unfinished work made with other parameters ("
-                             + '; '.join(f"{k}: {old.get(k, '<absent>')!r} there, {params.get(k, '<absent>')!r} now" for k in diff)
+            raise ParamError(f"{sd}: unfinished work made with other parameters ({diff}"
                              + "); rerun with the same parameters to resume, or restart (--restart / DIFFAUG_RESTART=1) to discard it")
     elif sd.exists() and any(sd.iterdir()):
         raise ParamError(f"{sd}: a scratch folder without its parameter record; delete it or restart (--restart / DIFFAUG_RESTART=1)")
@@ -314,6 +321,28 @@ def publish_dir(out:str|Path)->Path:
     sd = scratch_dir(out)
     (sd/'.params.json').unlink(missing_ok=True)
     return replace_dir(sd, out)
+
+# %% ../nbs/00_core.ipynb #f673b3fa
+def optimizer_tensors(sd:dict, # an optimizer's `state_dict()`
+                     )->tuple[dict, dict]:
+    "Split the per-parameter state of `sd` into (tensors, other values), both keyed `<parameter index>.<key>`."
+    import torch
+    tensors, scalars = {}, {}
+    for pid, st in sd['state'].items():
+        for k, v in st.items():
+            if torch.is_tensor(v): tensors[f"{pid}.{k}"] = v
+            else: scalars[f"{pid}.{k}"] = v
+    return tensors, scalars
+
+def optimizer_state(param_groups:list, # the state dict's `param_groups` (saved, or the optimizer's own)
+                    tensors:dict, # the tensors `optimizer_tensors` returned (e.g. read back from safetensors)
+                    scalars:dict|None=None, # the other values it returned
+                   )->dict:
+    "The optimizer state dict made of `optimizer_tensors`' two parts and `param_groups` (for `load_state_dict`)."
+    state = {}
+    for key, v in list(tensors.items()) + list((scalars or {}).items()):
+        pid, k = key.split('.', 1); state.setdefault(int(pid), {})[k] = v
+    return {'state': state, 'param_groups': param_groups}
 
 # %% ../nbs/00_core.ipynb #0e3bc781
 import dataclasses, difflib, re as _re
@@ -463,6 +492,17 @@ class StageConfig:
         def t(x): return x if isinstance(x, str) else getattr(x, '__name__', str(x))
         return '\n'.join(f"  {k}: {t(ty)} = {'(required)' if d is None and 'required' in doc else repr(d)}" + (f"  # {doc}" if doc else '')
                          for k, (ty, d, doc) in cls.fields_doc().items())
+
+# %% ../nbs/00_core.ipynb #c5fdbc9c
+_DEVICE = _re.compile(r'auto|cpu|mps|(cuda|xpu)(:\d+)?')
+PRECISIONS = ('auto', 'fp32', 'fp16', 'bf16')
+
+def need_device(cfg:StageConfig, # a stage's parameters
+                name:str='device', # the field holding a device
+               )->None:
+    "`ParamError` unless `cfg.<name>` is 'auto', 'cpu', 'mps', 'cuda' or 'cuda:N'."
+    v = getattr(cfg, name)
+    cfg.need(isinstance(v, str) and _DEVICE.fullmatch(v) is not None, name, '"auto", "cpu", "cuda", "cuda:N" or "mps"')
 
 # %% ../nbs/00_core.ipynb #8c8378e3
 from tqdm.std import tqdm as _std_tqdm

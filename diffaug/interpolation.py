@@ -188,7 +188,7 @@ class InterpolationConfig(StageConfig):
     def check(self, files:bool=True, # also check the input files and the pool's agreement with this stage
              ):
         "`ParamError` naming the first invalid parameter; returns `self`."
-        from diffaug.concepts import need_device, PRECISIONS
+        from diffaug.core import need_device, PRECISIONS
         self.need_int('expansion', 1); self.need_num('suffix_fraction', 0, 1); self.need_num('guidance_scale', 0)
         self.need_int('steps', 1); self.need_int('batch_size', 1); self.need_int('seed', 0)
         need_device(self); self.need_choice('precision', PRECISIONS); self.need_bool('cpu', none=True); self.need_bool('allow_grid_mismatch')

@@ -41,7 +41,7 @@ def invert_images(pipe, # an SD 1.x pipeline (concepts applied)
                   cache:PromptCache|None=None, # a prompt cache to reuse across calls
                  )->tuple:
     "Clean latents x_0 and their DDIM inversions x_T (float32, CPU) of a batch of images."
-    from diffaug.concepts import square_crop
+    from diffaug.models import square_crop
     check_param(len(images) == len(prompts), 'prompts', len(prompts), f"one prompt per image ({len(images)})")
     res = resolution or sd_resolution(pipe)
     x0 = encode_images(pipe, [square_crop(im, res) for im in images], size=res).float()
@@ -152,7 +152,7 @@ class InversionConfig(StageConfig):
     def check(self, files:bool=True, # also check the input files (split, model folder, concept folder)
              ):
         "`ParamError` naming the first invalid parameter; returns `self`."
-        from diffaug.concepts import need_device, PRECISIONS
+        from diffaug.core import need_device, PRECISIONS
         self.need_int('steps', 1); self.need_int('batch_size', 1); self.need_int('check_images', 0)
         self.need_int('resolution', 8, none=True)
         self.need(self.resolution is None or self.resolution % 8 == 0, 'resolution', "null or a multiple of 8")
@@ -208,7 +208,7 @@ def run_inversion(cfg:InversionConfig|None=None, # the stage's parameters
     result = {'out': str(cfg.out), 'n_images': len(items), 'steps': cfg.steps}
     if st.is_main_process:
         if cfg.check_images:
-            from diffaug.concepts import square_crop
+            from diffaug.models import square_crop
             from PIL import Image
             lat, meta = load_inversion_pool(work)
             chk = items[:cfg.check_images]

@@ -481,9 +481,9 @@ def demo_concepts(split:Split, # the split
                   steps:int=1, # training steps
                  )->Path:
     "Learn throwaway concepts on `split` for `steps` steps (demos and tests only)."
-    from diffaug.concepts import train_concepts
+    from diffaug.concept_training import train_concepts
     p = load_sd(model, device='cpu', precision='fp32')
     ims = [load_image(f) for f in split.paths('train')]
-    train_concepts(p, ims, [it['label'] for it in split.items('train')], out, classes=split.classes, metaclass=split.metaclass,
-                   recipe=recipe, steps=steps, lr_embed=1e-2, lr_lora=1e-2, rank=2, eval_draws=0, base_model=str(model), seed=0)
+    train_concepts(p, ims, [it['label'] for it in split.items('train')], out=out, classes=split.classes, metaclass=split.metaclass,
+                   recipe=recipe, steps=steps, lr_embed=1e-2, lr_lora=1e-2, rank=2, precision='fp32', eval_draws=0, base_model=str(model), seed=0)
     return Path(out)

@@ -27,7 +27,7 @@ from diffusers import AutoencoderKL, UNet2DConditionModel, DDIMScheduler, DDPMSc
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 from safetensors.torch import load_file
 from .core import (item_rng, item_generator, atomic_write, atomic_write_json, atomic_save_safetensors, atomic_save_image, check_param, progress,
-                          safetensors_bytes, replace_dir, recorded_path, StageConfig, ParamError)
+                          safetensors_bytes, replace_dir, recorded_path, StageConfig, ParamError, optimizer_tensors, optimizer_state)
 from .models import SD15_SCHEDULER, follow_umask
 from .miniworld import (COLOURS, BACKGROUNDS, ATTR_VALUES, SPECIES_ATTRS, Factors, sample_factors, caption, prompt,
                                parse_caption, pretrain_item, render, image_grid)
@@ -314,16 +314,12 @@ def _save_modules(folder:Path, mods:dict):
         atomic_save_safetensors({k: v.float() if v.is_floating_point() else v for k, v in sd.items()}, folder/f'{name}.safetensors')
 
 def _opt_tensors(opt:torch.optim.Optimizer)->dict:
-    out = {}
-    for i, st in opt.state_dict()['state'].items():
-        for k, v in st.items(): out[f'{i}.{k}'] = v if torch.is_tensor(v) else torch.tensor(v)
-    return out
+    "The optimizer's state as tensors only (`diffaug.core.optimizer_tensors`; plain numbers become 0-d tensors)."
+    t, other = optimizer_tensors(opt.state_dict())
+    return {**t, **{k: torch.tensor(v) for k, v in other.items()}}
 
 def _load_opt(opt:torch.optim.Optimizer, t:dict):
-    sd = opt.state_dict(); state = {}
-    for key, v in t.items():
-        i, k = key.split('.', 1); state.setdefault(int(i), {})[k] = v
-    sd['state'] = state; opt.load_state_dict(sd)
+    opt.load_state_dict(optimizer_state(opt.state_dict()['param_groups'], t))
 
 class _State:
     def __init__(self, ckpt:Path):

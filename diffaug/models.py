@@ -12,13 +12,13 @@ from pathlib import Path
 # %% auto #0
 __all__ = ['SD_REQUIRED', 'SD15_SCHEDULER', 'CLIP_REQUIRED', 'missing_sd_parts', 'write_char_tokenizer', 'tiny_sd_config',
            'follow_umask', 'make_tiny_sd', 'load_sd', 'sd_resolution', 'is_local_model_path', 'need_model',
-           'model_fingerprint', 'same_model', 'images_to_tensor', 'encode_images', 'decode_latents', 'PromptCache',
-           'make_tiny_clip', 'load_clip', 'TinyModelConfig', 'run_tiny_model']
+           'model_fingerprint', 'same_model', 'images_to_tensor', 'square_crop', 'encode_images', 'decode_latents',
+           'PromptCache', 'make_accelerator', 'make_tiny_clip', 'load_clip', 'TinyModelConfig', 'run_tiny_model']
 
 # %% ../nbs/01_models.ipynb #90087ee7
 import numpy as np
 from PIL import Image
-from .core import choose_device, choose_dtype, umask_mode
+from .core import choose_device, choose_dtype, umask_mode, check_param
 # torch, diffusers and transformers are imported inside the functions that use them: the pipeline runner checks a
 # stage's parameters (model folders included) without loading them
 
@@ -219,6 +219,15 @@ def images_to_tensor(images:list[Image.Image], # RGB images
     arr = np.stack([np.asarray(im.convert('RGB').resize((size, size), Image.BICUBIC), dtype=np.float32) for im in images])
     return torch.from_numpy(arr).permute(0, 3, 1, 2) / 127.5 - 1.0
 
+def square_crop(im:Image.Image, # an image
+                size:int, # output side in pixels
+               )->Image.Image:
+    "Resize the shorter side to `size` (bicubic) and centre-crop to a square."
+    w, h = im.size; s = size / min(w, h)
+    im = im.convert('RGB').resize((max(size, round(w * s)), max(size, round(h * s))), Image.BICUBIC)
+    w, h = im.size; l, t = (w - size) // 2, (h - size) // 2
+    return im.crop((l, t, l + size, t + size))
+
 def encode_images(pipe:'StableDiffusionPipeline', # the pipeline whose VAE encodes
                   images:list[Image.Image], # RGB images
                   size:int|None=None, # resize to this (default: the model's native resolution)
@@ -249,6 +258,28 @@ class PromptCache:
             with torch.no_grad(): emb, _ = self.pipe.encode_prompt(new, self.pipe.device, 1, False)
             self.cache.update(zip(new, emb))
         return torch.stack([self.cache[p] for p in prompts])
+
+# %% ../nbs/01_models.ipynb #2a7b4f75
+_MIXED = {'fp32': 'no', 'float32': 'no', 'no': 'no', 'fp16': 'fp16', 'float16': 'fp16', 'bf16': 'bf16', 'bfloat16': 'bf16'}
+
+def make_accelerator(device:'str|torch.device'='auto', # where to train
+                     precision:str='fp32', # "fp32", "fp16", "bf16" or "auto"
+                     grad_accum:int=1, # micro-batches per optimizer step
+                    ):
+    "An `accelerate.Accelerator` for `device`/`precision`/`grad_accum` (rebuilding a single-process state if needed)."
+    import torch
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, PartialState
+    dev = choose_device(device)
+    if precision == 'auto': precision = {torch.float32: 'fp32', torch.float16: 'fp16', torch.bfloat16: 'bf16'}[choose_dtype(dev, 'auto')]
+    check_param(precision in _MIXED, 'precision', precision, "one of fp32, fp16, bf16, auto")
+    check_param(isinstance(grad_accum, int) and grad_accum >= 1, 'grad_accum', grad_accum, "an integer >= 1")
+    kw = dict(cpu=dev.type == 'cpu', mixed_precision=_MIXED[precision], gradient_accumulation_steps=grad_accum)
+    try: return Accelerator(**kw)
+    except ValueError:
+        if PartialState().num_processes > 1: raise
+        AcceleratorState._reset_state(reset_partial_state=True)
+        return Accelerator(**kw)
 
 # %% ../nbs/01_models.ipynb #4bcbda8f
 def make_tiny_clip(path:str|Path, # folder to write the model and processor into

@@ -8,15 +8,15 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from diffaug.concepts import (ConceptError, ConceptsConfig, apply_concepts, class_tokens, concept_prompt, list_checkpoints, read_concepts,
-                              run_concepts, train_concepts)
+from diffaug.concepts import ConceptError, apply_concepts, class_tokens, concept_prompt, read_concepts
+from diffaug.concept_training import ConceptsConfig, list_checkpoints, run_concepts, train_concepts
 from diffaug.core import ParamError
 from diffaug.data import few_shot_split, make_toy_dataset, save_split, toy_image
 from diffaug.models import load_sd, make_tiny_sd, model_fingerprint
 
 torch.set_num_threads(1)
 CLASSES = ['Red/Circle', 'Blue Square ☃']  # odd names on purpose: tokens are named by index
-KW = dict(classes=CLASSES, metaclass='bird', lr_embed=1e-2, lr_lora=3e-3, rank=4, batch_size=4, seed=0)
+KW = dict(classes=CLASSES, metaclass='bird', lr_embed=1e-2, lr_lora=3e-3, rank=4, batch_size=4, seed=0, precision='fp32')
 
 
 def _images():
@@ -37,7 +37,7 @@ def trained(tiny, tmp_path_factory):
     snap = {name: {k: v.detach().clone() for k, v in getattr(pipe, name).state_dict().items()} for name in ('unet', 'vae', 'text_encoder')}
     emb0 = pipe.text_encoder.get_input_embeddings().weight.detach().clone()
     ims, labels = _images()
-    info = train_concepts(pipe, ims, labels, out, steps=40, n_tokens=2, checkpoint_every=20, base_model=str(tiny), **KW)
+    info = train_concepts(pipe, ims, labels, out=out, steps=40, n_tokens=2, checkpoint_every=20, base_model=str(tiny), **KW)
     return dict(pipe=pipe, out=out, info=info, snap=snap, emb0=emb0)
 
 
@@ -109,11 +109,11 @@ def test_resume_equals_uninterrupted(tiny, tmp_path):
     def stop(step, loss):
         if step == 5: raise _Stop()
     with pytest.raises(_Stop):
-        train_concepts(load_sd(tiny, 'cpu', 'fp32'), ims, labels, tmp_path/'a', callback=stop, **kw)
+        train_concepts(load_sd(tiny, 'cpu', 'fp32'), ims, labels, out=tmp_path/'a', callback=stop, **kw)
     ck = list_checkpoints(tmp_path/'a.checkpoints')
     assert [c.name for c in ck] == ['step-0000003']
-    ia = train_concepts(load_sd(tiny, 'cpu', 'fp32'), ims, labels, tmp_path/'a', **kw)
-    ib = train_concepts(load_sd(tiny, 'cpu', 'fp32'), ims, labels, tmp_path/'b', **kw)
+    ia = train_concepts(load_sd(tiny, 'cpu', 'fp32'), ims, labels, out=tmp_path/'a', **kw)
+    ib = train_concepts(load_sd(tiny, 'cpu', 'fp32'), ims, labels, out=tmp_path/'b', **kw)
     assert ia['resumed_from'] == 3 and ia['steps_this_run'] == 3 and ib['resumed_from'] == 0
     assert ia['losses'] == ib['losses']
     for f in ['pytorch_lora_weights.safetensors'] + [f'embeddings/class_{i}.safetensors' for i in range(2)]:
@@ -122,10 +122,10 @@ def test_resume_equals_uninterrupted(tiny, tmp_path):
         for k in a: assert torch.equal(a[k], b[k]), (f, k)
     # another seed is another run: it may not resume from (or mix with) these checkpoints, which DVC cannot restore
     with pytest.raises(ParamError, match=r"a\.checkpoints: checkpoints made with other parameters \(seed: 3 there, 4 now\)"):
-        train_concepts(load_sd(tiny, 'cpu', 'fp32'), ims, labels, tmp_path/'c', **dict(kw, seed=4, steps=2, checkpoint_dir=tmp_path/'a.checkpoints'))
+        train_concepts(load_sd(tiny, 'cpu', 'fp32'), ims, labels, out=tmp_path/'c', **dict(kw, seed=4, steps=2, checkpoint_dir=tmp_path/'a.checkpoints'))
     assert [c.name for c in list_checkpoints(tmp_path/'a.checkpoints')] == ['step-0000003', 'step-0000006']  # untouched
     # ... unless asked to restart: the old checkpoints go, the new run starts from step 0, with other weights
-    ic = train_concepts(load_sd(tiny, 'cpu', 'fp32'), ims, labels, tmp_path/'c', restart=True,
+    ic = train_concepts(load_sd(tiny, 'cpu', 'fp32'), ims, labels, out=tmp_path/'c', restart=True,
                         **dict(kw, seed=4, steps=2, checkpoint_dir=tmp_path/'a.checkpoints'))
     assert ic['resumed_from'] == 0 and [c.name for c in list_checkpoints(tmp_path/'a.checkpoints')] == ['step-0000002']
     assert not torch.equal(load_file(str(tmp_path/'c'/'embeddings/class_0.safetensors'))['emb_params'],
@@ -208,7 +208,7 @@ def test_da_fusion_trains_tokens_only(tiny, tmp_path):
     ims, labels = _images()
     pipe = load_sd(tiny, 'cpu', 'fp32')
     unet0 = {k: v.clone() for k, v in pipe.unet.state_dict().items()}
-    info = train_concepts(pipe, ims, labels, tmp_path/'daf', recipe='da-fusion', steps=20, n_tokens=1, init_word='{class}',
+    info = train_concepts(pipe, ims, labels, out=tmp_path/'daf', recipe='da-fusion', steps=20, n_tokens=1, init_word='{class}',
                           checkpoint_every=20, **{k: v for k, v in KW.items() if k not in ('lr_lora', 'rank')})
     assert info['eval_loss_after'] < info['eval_loss_before']
     meta = read_concepts(tmp_path/'daf')
@@ -223,9 +223,9 @@ def test_da_fusion_trains_tokens_only(tiny, tmp_path):
 def test_bad_parameters(tiny, tmp_path):
     ims, labels = _images()
     p = load_sd(tiny, 'cpu', 'fp32')
-    with pytest.raises(ParamError, match='recipe'): train_concepts(p, ims, labels, tmp_path/'x', recipe='dreambooth', steps=1, **KW)
-    with pytest.raises(ParamError, match='resolution'): train_concepts(p, ims, labels, tmp_path/'x', resolution=30, steps=1, **KW)
-    with pytest.raises(ValueError, match='not among the classes'): train_concepts(p, ims, labels[:-1] + ['Nope'], tmp_path/'x', steps=1, **KW)
+    with pytest.raises(ParamError, match='recipe'): train_concepts(p, ims, labels, out=tmp_path/'x', recipe='dreambooth', steps=1, **KW)
+    with pytest.raises(ParamError, match='resolution'): train_concepts(p, ims, labels, out=tmp_path/'x', resolution=30, steps=1, **KW)
+    with pytest.raises(ValueError, match='not among the classes'): train_concepts(p, ims, labels[:-1] + ['Nope'], out=tmp_path/'x', steps=1, **KW)
     assert class_tokens(2, 3) == ['<class_2>', '<class_2>_1', '<class_2>_2']
 
 
@@ -258,13 +258,13 @@ def test_run_concepts_reads_the_split(tiny, tmp_path):
 _DDP = '''
 import sys, json, torch; torch.set_num_threads(1)
 from accelerate import Accelerator
-from diffaug.concepts import train_concepts
+from diffaug.concept_training import train_concepts
 from diffaug.data import toy_image
 from diffaug.models import load_sd
 acc = Accelerator(cpu=True)
 ims = [toy_image(c, 0, i, size=32) for c in range(2) for i in range(4)]; labels = [f"c{c}" for c in range(2) for i in range(4)]
 p = load_sd(sys.argv[1], "cpu", "fp32")
-info = train_concepts(p, ims, labels, sys.argv[2], steps=3, lr_embed=1e-2, lr_lora=1e-2, rank=2, batch_size=2, checkpoint_every=2,
+info = train_concepts(p, ims, labels, out=sys.argv[2], steps=3, lr_embed=1e-2, lr_lora=1e-2, rank=2, batch_size=2, checkpoint_every=2,
                       eval_draws=0, accelerator=acc)
 w = {n: t.detach().clone() for n, t in p.unet.named_parameters() if ".lora_" in n}
 w["tokens"] = p.text_encoder.get_input_embeddings().weight[-2:].detach().clone()

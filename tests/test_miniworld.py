@@ -151,7 +151,7 @@ def test_shipped_model_prompt_following():
 def test_mini_world_through_every_diffusion_stage(tmp_path, monkeypatch):
     "prepare (source miniworld) -> concepts, suffixes -> a compared method and Diff-II on the shipped model, loaded by path -> oracle scores."
     from diffaug.data import run_prepare, SyntheticSet, load_split
-    from diffaug.concepts import run_concepts
+    from diffaug.concept_training import run_concepts
     from diffaug.methods import run_synthesis
     from diffaug.inversion import run_inversion
     from diffaug.interpolation import run_interpolation

@@ -129,7 +129,7 @@ def _modes(root: Path) -> dict:
 def test_stage_outputs_follow_the_umask(tmp_path, mask, file_mode, dir_mode):
     import nbformat
     from diffaug.data import run_prepare
-    from diffaug.concepts import run_concepts
+    from diffaug.concept_training import run_concepts
     from diffaug.models import run_tiny_model
     from diffaug.pipeline import execute_stage_notebook
     nb = nbformat.v4.new_notebook(); nb.cells = [nbformat.v4.new_code_cell("params = None", metadata={'tags': ['parameters']})]
