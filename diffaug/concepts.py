@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from .core import (item_seed, item_generator, choose_device, choose_dtype, atomic_write_json, atomic_save_safetensors,
                           load_image, ParamError, check_param, progress, recorded_path, StageConfig, temp_dir_beside, replace_dir)
 from .models import load_sd, make_tiny_sd, encode_images, sd_resolution, need_model, model_fingerprint, same_model, follow_umask
+from .data import load_split
 
 # %% ../nbs/10_concepts.ipynb #a39c2cda
 def class_token(idx:int, # the class's label index
@@ -717,7 +718,6 @@ def run_concepts(cfg:ConceptsConfig|None=None, # the stage's parameters
                 )->dict:
     "The `concepts` stage: learn a concept per class of the split's training images and write the concept folder."
     cfg = ConceptsConfig.of(cfg, **kw).check()
-    from diffaug.data import load_split
     sp = load_split(cfg.split)
     items = sp.items('train')
     if not items: raise ParamError(f"parameter split={str(cfg.split)!r} is invalid: the split has no training images")
