@@ -26,7 +26,8 @@ from torch import nn
 from PIL import Image
 from dataclasses import dataclass
 from .core import (item_seed, item_generator, choose_device, choose_dtype, atomic_write_json, atomic_save_safetensors,
-                          load_image, ParamError, check_param, progress, recorded_path, StageConfig, temp_dir_beside, replace_dir)
+                          load_image, ParamError, check_param, progress, recorded_path, StageConfig, temp_dir_beside, replace_dir,
+                          record_diff)
 from .models import load_sd, make_tiny_sd, encode_images, sd_resolution, need_model, model_fingerprint, same_model, follow_umask
 from .data import load_split
 
@@ -259,12 +260,10 @@ def start_checkpoints(folder:str|Path, # the run's checkpoint folder (outside th
     rec = folder/'.params.json'
     if restart is None: restart = os.environ.get('DIFFAUG_RESTART') == '1'
     if not restart and rec.is_file():
-        old = json.loads(rec.read_text(encoding='utf-8'))
-        diff = [k for k in sorted(set(old) | set(record)) if old.get(k, '<absent>') != record.get(k, '<absent>')]
+        diff = record_diff(json.loads(rec.read_text(encoding='utf-8')), record)
         if diff:
-            raise ParamError(f"{folder}: checkpoints made with other parameters ("
-                             + '; '.join(f"{k}: {old.get(k, '<absent>')!r} there, {record.get(k, '<absent>')!r} now" for k in diff)
-                             + "); rerun with the same parameters to resume, or restart (--restart / DIFFAUG_RESTART=1) to discard them")
+            raise ParamError(f"{folder}: checkpoints made with other parameters ({diff}); "
+                             "rerun with the same parameters to resume, or restart (--restart / DIFFAUG_RESTART=1) to discard them")
     elif not restart and list_checkpoints(folder):
         raise ParamError(f"{folder}: checkpoints without a parameter record; delete the folder or restart (--restart / DIFFAUG_RESTART=1)")
     if main:
