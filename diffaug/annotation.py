@@ -16,8 +16,10 @@ __all__ = ['soft_label', 'soft_label_json', 'soft_label_vector', 'row_weights', 
 
 # %% ../nbs/45_annotation.ipynb #3a7a3087
 import numpy as np
-from .core import ParamError, check_param, atomic_write_text, atomic_write_json, progress, StageConfig, temp_dir_beside, replace_dir
-from .data import Split, load_split, read_metadata_csv, write_metadata_csv
+from .core import ParamError, check_param, atomic_write_text, atomic_write_json, progress, StageConfig, staged_dir, link_or_copy
+from .data import Split, load_split, few_shot_split, save_split
+from .synthetic import SyntheticSetWriter, read_metadata_csv, write_metadata_csv
+from .toy import make_toy_dataset, toy_image
 
 # %% ../nbs/45_annotation.ipynb #bdf4dc08
 def soft_label(src:int, # source class index (the real image's class)
@@ -97,11 +99,6 @@ def split_classes_and_sources(split:str|Path|dict|Split, # a split file (see `di
     return classes, src
 
 # %% ../nbs/45_annotation.ipynb #65b64e9f
-def _link_or_copy(src:Path, dst:Path):
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    try: os.link(src, dst)
-    except OSError: shutil.copy2(src, dst)
-
 def annotate(synthetic_dir:str|Path, # a synthetic set (class folders + metadata.csv)
              split:str|Path|dict|None=None, # the split (classes + source image classes); None: classes from info.json, no inter-class rows allowed
              out_dir:str|Path|None=None, # where the annotated set goes; None: annotate in place
@@ -127,23 +124,18 @@ def annotate(synthetic_dir:str|Path, # a synthetic set (class folders + metadata
         write_metadata_csv(sdir/'metadata.csv', rows); atomic_write_json(info_p, info)
         return sdir
     out = Path(out_dir)
-    tmp = temp_dir_beside(out)
-    try:
+    with staged_dir(out, overwrite=True) as tmp:  # the annotated set appears whole, or not at all
         for r in rows:
             f = sdir/r['file_name']
             if not f.exists(): raise FileNotFoundError(f"{f}: listed in {sdir/'metadata.csv'} but missing")
-            _link_or_copy(f, tmp/r['file_name'])
+            link_or_copy(f, tmp/r['file_name'])
         write_metadata_csv(tmp/'metadata.csv', rows); atomic_write_json(tmp/'info.json', info)
-        replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True); raise
     return out
 
 # %% ../nbs/45_annotation.ipynb #4b79491a
 def make_demo_synthetic_set(path:str|Path, # folder to create (holds the toy dataset, `split.json` and the set `synthetic/`)
                            )->tuple[Path, Path]:
     "A tiny synthetic set (2 toy classes, 4 images: 2 one-hot rows, 2 translations) and its split; returns (set, split)."
-    from diffaug.data import make_toy_dataset, few_shot_split, save_split, SyntheticSetWriter, toy_image
     path = Path(path)
     ds = make_toy_dataset(path/'toy', n_classes=2, n_per_class=3, size=8)
     sp = few_shot_split(ds, 1, seed=0, test='none'); save_split(sp, path/'split.json')

@@ -97,7 +97,7 @@ def check_setup(setup:dict, # `diffii_setup`'s sections
                )->dict:
     "Check every stage's parameters, the model folders and every image of the user's folder; returns the classes' image counts."
     from diffaug.models import need_model
-    from diffaug.data import Dataset, DatasetError
+    from diffaug.data import Dataset, DatasetError  # deferred: diffaug.data imports torch, which the CLI's start does without
     per_run = {'synthesis': {'method': 'diff-mix', 'out': 'data/synthetic/diff-mix'}}  # given per run by dvc.yaml (checked with one)
     cfgs = stage_configs(setup, {s: {**per_run.get(s, {}), **wiring.get(s, {})} for s in setup})
     for s, c in cfgs.items():
@@ -131,7 +131,7 @@ def run_setup(setup:dict, # `diffii_setup`'s sections
               wiring:dict, # {section: {path parameter: path}}
              )->dict:
     "Check, then run the Diff-II stages in order with their own `run_*` functions; returns each stage's result."
-    from diffaug.data import run_prepare
+    from diffaug.prepare import run_prepare  # deferred with the other stages: they import torch (and the diffusion libraries)
     from diffaug.suffixes import run_suffixes
     from diffaug.concept_training import run_concepts
     from diffaug.inversion import run_inversion

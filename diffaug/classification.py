@@ -25,7 +25,9 @@ from .core import (item_seed, item_generator, item_rng, seed_everything, choose_
                           atomic_write_json, atomic_save_safetensors, load_image, ParamError, check_param, progress, recorded_path,
                           StageConfig, start_scratch, scratch_dir, digest, digests_cached, nearest)
 from PIL import Image
-from .data import load_split, SyntheticSet, Split, make_toy_dataset, few_shot_split, save_split, SyntheticSetWriter
+from .data import load_split, Split, few_shot_split, save_split
+from .synthetic import SyntheticSet, SyntheticSetWriter
+from .toy import make_toy_dataset
 
 # %% ../nbs/50_classification.ipynb #7ab6d9fb
 MIXING = {'original': None, 'mixup': 'mixup', 'cutmix': 'cutmix'}

@@ -13,10 +13,10 @@ from pathlib import Path
 # %% auto #0
 __all__ = ['PRECISIONS', 'item_seed', 'item_generator', 'item_rng', 'seed_everything', 'choose_device', 'cpu_supports_bf16',
            'choose_dtype', 'umask_mode', 'atomic_write', 'atomic_write_text', 'atomic_write_json', 'atomic_save_image',
-           'safetensors_bytes', 'atomic_save_safetensors', 'recorded_path', 'digests_cached', 'digest',
-           'ImageLoadError', 'load_image', 'load_images', 'ParamError', 'check_param', 'temp_dir_beside', 'replace_dir',
-           'scratch_dir', 'record_diff', 'start_scratch', 'publish_dir', 'optimizer_tensors', 'optimizer_state',
-           'closest', 'nearest', 'StageConfig', 'need_device', 'progress']
+           'atomic_save_png', 'safetensors_bytes', 'atomic_save_safetensors', 'recorded_path', 'digests_cached',
+           'digest', 'ImageLoadError', 'load_image', 'load_images', 'ParamError', 'check_param', 'temp_dir_beside',
+           'replace_dir', 'staged_dir', 'link_or_copy', 'scratch_dir', 'record_diff', 'start_scratch', 'publish_dir',
+           'optimizer_tensors', 'optimizer_state', 'closest', 'nearest', 'StageConfig', 'need_device', 'progress']
 
 # %% ../nbs/00_core.ipynb #355f3a72
 import numpy as np
@@ -137,6 +137,12 @@ def atomic_save_image(img:Image.Image, path:str|Path, **kw)->Path:
     path = Path(path)
     with atomic_write(path, 'wb') as f: img.save(f, format=Image.registered_extensions().get(path.suffix.lower(), 'PNG'), **kw)
     return path
+
+def atomic_save_png(img:Image.Image, path:str|Path)->Path:
+    "Save `img` as an RGB PNG atomically with deterministic bytes (no timestamps, no metadata chunks)."
+    img = img if img.mode == 'RGB' else img.convert('RGB')
+    clean = Image.frombytes('RGB', img.size, img.tobytes())  # drops info (icc, dpi, text chunks)
+    return atomic_save_image(clean, path, compress_level=6)
 
 def safetensors_bytes(tensors:dict, # name -> tensor
                       metadata:dict|None=None, # str -> str
@@ -276,6 +282,31 @@ def replace_dir(src:str|Path, # a complete folder (same file system as `dst`)
         dst.parent.mkdir(parents=True, exist_ok=True); os.replace(src, dst)
     return dst
 
+@contextlib.contextmanager
+def staged_dir(root:str|Path, # the folder to make
+               overwrite:bool=False, # replace an existing `root` (else `FileExistsError`)
+              ):
+    "Yield a new temp folder beside `root`; when the block succeeds it replaces `root` (`replace_dir`), when it fails it is deleted."
+    import shutil
+    root = Path(root)
+    if root.exists() and not overwrite: raise FileExistsError(f"{root}: already exists (pass overwrite=True to replace it)")
+    tmp = temp_dir_beside(root)
+    try:
+        yield tmp
+        replace_dir(tmp, root)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True); raise
+
+def link_or_copy(src:str|Path, # an existing file
+                 dst:str|Path, # where it should also be (replaced if it exists)
+                ):
+    "Hard-link `src` at `dst` (a copy where links are impossible, e.g. across file systems)."
+    import shutil
+    src, dst = Path(src), Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True); dst.unlink(missing_ok=True)
+    try: os.link(src, dst)
+    except OSError: shutil.copy2(src, dst)
+
 def scratch_dir(out:str|Path)->Path:
     "Where a long stage keeps the unfinished work of output `out`: `<out>.partial`, beside it."
     out = Path(out); return out.with_name(out.name + '.partial')
@@ -286,14 +317,19 @@ def _jsonable(v):
     if isinstance(v, os.PathLike): return str(v)
     return v
 
-def record_diff(old:dict, # the parameter record saved with earlier work
+def record_diff(old:dict, # the parameter record saved with earlier work (e.g. read back from `.params.json`)
                 new:dict, # this run's record
                 keys=None, # the keys to compare, in this order (default: every key of either, sorted)
+                nested:tuple=(), # keys whose values are dicts compared key by key (their keys named alone)
                )->str:
     "The entries that differ between two parameter records, in words: `k: <old> there, <new> now; ...` ('' when none)."
-    none = '<absent>'
-    keys = sorted(set(old) | set(new), key=str) if keys is None else keys
-    return '; '.join(f"{k}: {old.get(k, none)!r} there, {new.get(k, none)!r} now" for k in keys if old.get(k, none) != new.get(k, none))
+    none, diff = '<absent>', []
+    for k in (sorted(set(old) | set(new), key=str) if keys is None else keys):
+        if k in nested:
+            o, n = old.get(k) or {}, new.get(k) or {}
+            diff += [(j, o.get(j, none), n.get(j, none)) for j in sorted(set(o) | set(n), key=str)]
+        else: diff.append((k, old.get(k, none), new.get(k, none)))
+    return '; '.join(f"{k}: {a!r} there, {b!r} now" for k, a, b in diff if a != b)
 
 def start_scratch(out:str|Path, # the stage's final output folder
                   params:dict, # everything that determines the output (JSON-able): a resume must match it exactly

@@ -20,6 +20,8 @@ import torch
 from .core import check_param, ParamError, progress, item_generator, recorded_path, StageConfig
 from .models import load_sd, make_tiny_sd, decode_latents, PromptCache, need_model, model_fingerprint, same_model
 from .sampling import WorkItem, ddim_grid, ddim_sample, encode_prompts, run_items, _state
+from .data import load_split
+from .synthetic import SyntheticSetWriter
 
 # %% ../nbs/30_interpolation.ipynb #2709867d
 def latent_angle(a:torch.Tensor, # a latent (any shape)
@@ -223,7 +225,6 @@ def run_interpolation(cfg:InterpolationConfig|None=None, # the stage's parameter
                      )->dict:
     "The `interpolation` stage: Diff-II's synthetic set."
     cfg = InterpolationConfig.of(cfg, **kw).check()
-    from diffaug.data import load_split, SyntheticSetWriter
     from diffaug.concepts import concept_prompt
     from diffaug.inversion import load_inversion_pool
     from diffaug.suffixes import read_suffixes

@@ -20,6 +20,7 @@ from .core import (check_param, ParamError, progress, load_image, atomic_save_sa
                           recorded_path, StageConfig, start_scratch, publish_dir, scratch_dir)
 from .models import load_sd, make_tiny_sd, encode_images, decode_latents, sd_resolution, PromptCache, need_model, model_fingerprint
 from .sampling import ddim_invert, ddim_sample, encode_prompts, batches_of, _state
+from .data import load_split
 
 # %% ../nbs/20_inversion.ipynb #f04a6b8b
 def class_prompts(classes:list, # class names in label order
@@ -183,7 +184,6 @@ def run_inversion(cfg:InversionConfig|None=None, # the stage's parameters
                  )->dict:
     "The `inversion` stage: the DDIM inversion pool of the split's training images."
     cfg = InversionConfig.of(cfg, **kw).check()
-    from diffaug.data import load_split
     sp = load_split(cfg.split)
     items = sp.items('train')
     if not items: raise ParamError(f"parameter split={str(cfg.split)!r} is invalid: the split has no training images")

@@ -23,7 +23,8 @@ import torch
 from PIL import Image
 from .core import ParamError, check_param, item_rng, load_image, progress, recorded_path, StageConfig, nearest
 from .models import load_sd, encode_images, decode_latents, PromptCache, load_clip, need_model, CLIP_REQUIRED, model_fingerprint
-from .data import Split, load_split, SyntheticSetWriter, read_metadata_csv, write_metadata_csv
+from .data import Split, load_split
+from .synthetic import SyntheticSetWriter, read_metadata_csv, write_metadata_csv
 from .sampling import (WorkItem, run_items, ddim_sample, strength_to_start_step, noise_to_step, initial_noise,
                               encode_prompts, text_to_image_render, _state)
 

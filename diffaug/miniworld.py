@@ -19,6 +19,7 @@ __all__ = ['COLOURS', 'BEAKS', 'PATTERNS', 'TAILS', 'BACKGROUNDS', 'PERCHES', 'L
 import numpy as np
 from PIL import Image, ImageDraw
 from .core import item_rng, atomic_save_image, atomic_write_json, check_param, progress
+from .data import write_dataset
 
 # %% ../nbs/70_miniworld.ipynb #c985edb6
 COLOURS = {'red': (205, 30, 35), 'orange': (245, 135, 20), 'yellow': (250, 220, 40), 'blue': (35, 75, 215),
@@ -321,7 +322,6 @@ def write_eval_dataset(root:str|Path, # the dataset root to write (pool, val, te
                        overwrite:bool=False, # replace existing roots
                       ):
     "Write the evaluation species as a dataset root (+ an OOD root); returns the two `diffaug.data.Dataset`s (OOD: None when none or in `root`)."
-    from diffaug.data import write_dataset
     for n, name in ((n_pool, 'n_pool'), (n_val, 'n_val'), (n_test, 'n_test'), (n_ood, 'n_ood')):
         check_param(isinstance(n, int) and n >= 0, name, n, "an integer >= 0")
     check_param(n_pool >= 1, 'n_pool', n_pool, "at least 1 pool image per species")

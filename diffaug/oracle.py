@@ -24,6 +24,8 @@ from .core import item_rng, atomic_write_json, check_param, progress, load_image
 from .models import load_clip, need_model, CLIP_REQUIRED
 from .miniworld import species_table, sample_factors, render, eval_item, EVAL_SPECIES, BACKGROUNDS
 from .miniworld_model import SmallCNN, save_cnn, load_cnn, to_tensor
+from .data import load_split
+from .synthetic import SyntheticSetWriter, read_metadata_csv
 
 # %% ../nbs/72_oracle.ipynb #93a1cb35
 ORACLE_STAGE = 'miniworld/oracle'
@@ -175,7 +177,6 @@ def lpips_distances(net, # from `load_lpips`
 
 # %% ../nbs/72_oracle.ipynb #5fddac52
 def _load_rows(set_dir:Path)->list:
-    from diffaug.data import read_metadata_csv
     f = set_dir/'metadata.csv'
     if not f.is_file(): raise FileNotFoundError(f"{f}: no metadata.csv (not a synthetic set folder)")
     return read_metadata_csv(f)
@@ -247,7 +248,6 @@ def write_real_as_synthetic(out_dir:str|Path, # the synthetic-set folder to writ
                             shuffle_labels:bool=False, # give each image a wrong (rotated) label
                            )->Path:
     "A synthetic-set folder holding real mini-world images (a calibration set for the scores)."
-    from diffaug.data import SyntheticSetWriter
     classes = [s['name'] for s in species_table()]
     w = SyntheticSetWriter(out_dir, classes, 'real' if not shuffle_labels else 'real-shuffled')
     for ci in range(len(classes)):
@@ -310,7 +310,6 @@ def run_oracle(cfg:OracleConfig|None=None, # the stage's parameters (None: the d
     synthetic, t0 = Path(cfg.synthetic), time.perf_counter()
     source_root, metaclass = None, None  # the metaclass comes from the split (check() requires one when the CLIP prompt needs it)
     if cfg.split is not None:
-        from diffaug.data import load_split
         sp = load_split(cfg.split); source_root, metaclass = sp.root, sp.metaclass
     notes, use_oracle = [], cfg.model is not None
     if not use_oracle: notes.append('no oracle (model: null)')

@@ -40,7 +40,7 @@ class Stage:
 STAGES = {
     'tiny_model': Stage('01_models.ipynb', 'diffaug.models:TinyModelConfig', ('out', 'clip_out'),
                         "the toy default's tiny random SD model and CLIP"),
-    'prepare': Stage('02_data.ipynb', 'diffaug.data:PrepareConfig', ('raw', 'root', 'split_path'), 'build or import the dataset and write the split'),
+    'prepare': Stage('06_prepare.ipynb', 'diffaug.prepare:PrepareConfig', ('raw', 'root', 'split_path'), 'build or import the dataset and write the split'),
     'concepts': Stage('11_concept_training.ipynb', 'diffaug.concept_training:ConceptsConfig', ('split', 'out', 'checkpoint_dir'),
                       'learn per-class concepts (tokens + shared LoRA: Diff-II, Diff-Mix)', ('model',)),
     'concepts_ti': Stage('11_concept_training.ipynb', 'diffaug.concept_training:ConceptsConfig', ('split', 'out', 'checkpoint_dir'),

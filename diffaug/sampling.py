@@ -235,7 +235,7 @@ def _state(cpu):
 
 def run_items(items:list, # WorkItems, in a canonical order every process agrees on
               render:Callable, # render(list of WorkItem) -> list of (PIL image, provenance dict)
-              writer, # a diffaug.data.SyntheticSetWriter (has / write / finalize)
+              writer, # a diffaug.synthetic.SyntheticSetWriter (has / write / finalize)
               batch_size:int=8, # images per batch (per U-Net call; CFG doubles the U-Net batch)
               cpu:bool|None=None, # passed to accelerate.PartialState; True for CPU processes under torchrun; None: accelerate decides
               finalize:bool=True, # write metadata.csv/info.json at the end (main process)

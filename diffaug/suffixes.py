@@ -54,7 +54,7 @@ def dataset_captions(split, # a diffaug.data.Split (or a split JSON path)
                      subset:str='train', # which items
                     )->dict:
     "{image id: caption} of the captions the dataset ships (empty when it has none)."
-    from diffaug.data import load_split
+    from diffaug.data import load_split  # deferred: diffaug.data imports torch, which this module's top does without
     sp = load_split(split) if isinstance(split, (str, Path)) else split
     meta = {}
     if (sp.root/'dataset.json').is_file(): meta = json.loads((sp.root/'dataset.json').read_text(encoding='utf-8'))
@@ -267,7 +267,7 @@ def run_suffixes(cfg:SuffixesConfig|None=None, # the stage's parameters
                 )->dict:
     "The suffixes stage: write the suffix file of a dataset; returns its path, the number of suffixes and how they were made."
     c = SuffixesConfig.of(cfg, **kw).check()
-    from diffaug.data import load_split
+    from diffaug.data import load_split  # deferred: diffaug.data imports torch, which this module's top does without
     from diffaug.core import load_image
     sp = load_split(c.split); mc = sp.metaclass; out = Path(c.out)
     if c.source == 'file': sfx, how = read_suffixes(c.suffix_file, mc), f"from {recorded_path(str(c.suffix_file))}"

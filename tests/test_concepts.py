@@ -11,7 +11,8 @@ from safetensors.torch import load_file, save_file
 from diffaug.concepts import ConceptError, apply_concepts, class_tokens, concept_prompt, read_concepts
 from diffaug.concept_training import ConceptsConfig, list_checkpoints, run_concepts, train_concepts
 from diffaug.core import ParamError
-from diffaug.data import few_shot_split, make_toy_dataset, save_split, toy_image
+from diffaug.data import few_shot_split, save_split
+from diffaug.toy import make_toy_dataset, toy_image
 from diffaug.models import load_sd, make_tiny_sd, model_fingerprint
 
 torch.set_num_threads(1)
@@ -259,7 +260,7 @@ _DDP = '''
 import sys, json, torch; torch.set_num_threads(1)
 from accelerate import Accelerator
 from diffaug.concept_training import train_concepts
-from diffaug.data import toy_image
+from diffaug.toy import toy_image
 from diffaug.models import load_sd
 acc = Accelerator(cpu=True)
 ims = [toy_image(c, 0, i, size=32) for c in range(2) for i in range(4)]; labels = [f"c{c}" for c in range(2) for i in range(4)]

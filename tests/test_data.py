@@ -1,4 +1,4 @@
-"Cross-module guarantees of diffaug.data: byte-stable splits, bad input, odd class names, resumable synthetic sets."
+"Cross-module guarantees of diffaug.data, .toy, .synthetic and .prepare: byte-stable splits, bad input, odd class names, resumable synthetic sets."
 import json, multiprocessing as mp, os, re, shutil, warnings
 from pathlib import Path
 
@@ -6,9 +6,11 @@ import pytest
 from PIL import Image
 
 from diffaug.core import ImageLoadError, ParamError, scratch_dir
-from diffaug.data import (Dataset, DatasetError, PrepareConfig, SyntheticSet, SyntheticSetWriter, class_folder,
-                          few_shot_split, full_split, load_split, long_tail_split, make_toy_dataset, run_prepare,
-                          save_split, toy_image, write_dataset)
+from diffaug.data import (Dataset, DatasetError, class_folder, few_shot_split, full_split, load_split, long_tail_split,
+                          save_split, write_dataset)
+from diffaug.prepare import PrepareConfig, run_prepare
+from diffaug.synthetic import SyntheticSet, SyntheticSetWriter, read_metadata_csv
+from diffaug.toy import make_toy_dataset, toy_image
 
 ODD = ['Black/White Warbler', 'Ångström Tern', 'snake_case_bird', 'Ram C/V 2012', 'Œil-de-bœuf ☃']
 
@@ -283,7 +285,6 @@ def test_writer_killed_then_resumed_keeps_finished_images(tmp_path):
 
 
 def read_rows(d):
-    from diffaug.data import read_metadata_csv
     return read_metadata_csv(Path(d)/'metadata.csv')
 
 

@@ -137,7 +137,7 @@ SCRIPT = textwrap.dedent('''
     from diffaug.inversion import run_inversion
     from diffaug.interpolation import run_interpolation
     if cfg.get('die_after'):  # a hard kill right after the n-th image is written (no cleanup, no finalize)
-        import diffaug.data as D
+        import diffaug.synthetic as D
         orig, n = D.SyntheticSetWriter.write, [0]
         def write(self, *a, **k):
             r = orig(self, *a, **k); n[0] += 1
@@ -154,7 +154,8 @@ SCRIPT = textwrap.dedent('''
 
 @pytest.fixture(scope='module')
 def job(tmp_path_factory, tiny_model):
-    from diffaug.data import make_toy_dataset, few_shot_split, save_split
+    from diffaug.data import few_shot_split, save_split
+    from diffaug.toy import make_toy_dataset
     from diffaug.suffixes import write_suffixes
     d = tmp_path_factory.mktemp('job')
     ds = make_toy_dataset(d/'toy', n_classes=3, n_per_class=4, size=32, seed=0)
@@ -216,7 +217,8 @@ def test_two_processes_match_one(job, reference):
 @pytest.fixture(scope='module')
 def small(tmp_path_factory, tiny_model):
     "A toy split (2 classes x 3 training images) and its pool on a 4-step grid, built in this process."
-    from diffaug.data import make_toy_dataset, few_shot_split, save_split
+    from diffaug.data import few_shot_split, save_split
+    from diffaug.toy import make_toy_dataset
     d = tmp_path_factory.mktemp('small')
     ds = make_toy_dataset(d/'toy', n_classes=2, n_per_class=3, size=32, seed=0)
     split = save_split(few_shot_split(ds, k=3, seed=0, test='none'), d/'split.json')

@@ -7,8 +7,10 @@ import pytest
 from PIL import Image
 
 from diffaug.core import ImageLoadError, ParamError
-from diffaug.data import (Dataset, IMPORTERS, WATERBIRD_GROUPS, PrepareConfig, import_aircraft, import_cars, import_cub,
-                          import_flowers102, import_pets, import_waterbirds, load_split, run_prepare)
+from diffaug.data import Dataset, load_split
+from diffaug.importers import (IMPORTERS, WATERBIRD_GROUPS, import_aircraft, import_cars, import_cub, import_flowers102, import_pets,
+                               import_waterbirds)
+from diffaug.prepare import PrepareConfig, run_prepare
 
 
 def _jpg(path, v):

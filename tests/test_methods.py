@@ -9,7 +9,9 @@ import torch
 
 from diffaug.annotation import annotate, soft_label, soft_label_vector
 from diffaug.core import ParamError, scratch_dir
-from diffaug.data import SyntheticSet, few_shot_split, load_split, make_toy_dataset, read_metadata_csv, save_split
+from diffaug.data import few_shot_split, load_split, save_split
+from diffaug.synthetic import SyntheticSet, read_metadata_csv
+from diffaug.toy import make_toy_dataset
 from diffaug.methods import METHODS, SynthesisConfig, demo_concepts, plan_items, run_synthesis, synthesize
 from diffaug.models import load_sd, make_tiny_clip, make_tiny_sd
 

@@ -101,7 +101,7 @@ def test_shipped_model_loads_by_path_offline(monkeypatch):
 
 def test_oracle_is_near_perfect_on_real_and_near_chance_on_random_generations(tmp_path):
     from diffaug.oracle import load_oracle, oracle_accuracy, score_synthetic_set, write_real_as_synthetic
-    from diffaug.data import SyntheticSetWriter
+    from diffaug.synthetic import SyntheticSetWriter
     from diffaug.models import make_tiny_sd, load_sd
     assert ORACLE.exists(), f"{ORACLE}: the shipped oracle is missing"
     net, classes = load_oracle(ORACLE)
@@ -150,7 +150,9 @@ def test_shipped_model_prompt_following():
 
 def test_mini_world_through_every_diffusion_stage(tmp_path, monkeypatch):
     "prepare (source miniworld) -> concepts, suffixes -> a compared method and Diff-II on the shipped model, loaded by path -> oracle scores."
-    from diffaug.data import run_prepare, SyntheticSet, load_split
+    from diffaug.data import load_split
+    from diffaug.prepare import run_prepare
+    from diffaug.synthetic import SyntheticSet
     from diffaug.concept_training import run_concepts
     from diffaug.methods import run_synthesis
     from diffaug.inversion import run_inversion

@@ -10,7 +10,9 @@ import torch
 from PIL import Image
 
 from conftest import ROOT
-from diffaug.data import SyntheticSetWriter, few_shot_split, make_toy_dataset, save_split
+from diffaug.data import few_shot_split, save_split
+from diffaug.synthetic import SyntheticSetWriter
+from diffaug.toy import make_toy_dataset
 
 torch.set_num_threads(1)
 CLASSES = ['Red/Circle', 'Empty ☃', 'Blue Square']  # odd characters on purpose; class 1 gets no image
@@ -128,7 +130,7 @@ def _modes(root: Path) -> dict:
 @pytest.mark.parametrize('mask,file_mode,dir_mode', [(0o022, 0o644, 0o755), (0o077, 0o600, 0o700)])
 def test_stage_outputs_follow_the_umask(tmp_path, mask, file_mode, dir_mode):
     import nbformat
-    from diffaug.data import run_prepare
+    from diffaug.prepare import run_prepare
     from diffaug.concept_training import run_concepts
     from diffaug.models import run_tiny_model
     from diffaug.pipeline import execute_stage_notebook
