@@ -9,10 +9,11 @@ bash scripts/install_browser.sh || { echo "Chromium install failed (docs browser
 export PATH="$PWD/.venv/bin:$PATH"
 export DIFFAUG_QUIET=1
 start=$(date +%s)
+scratch=$(mktemp -d); trap 'rm -rf "$scratch"' EXIT  # the notebooks' demo folders go here, not into the machine's /tmp
 echo "== nbdev-test (every notebook in nbs/) =="
-nbdev-test --n-workers "${NBDEV_WORKERS:-2}" --timing; nb=$?
+TMPDIR="$scratch" nbdev-test --n-workers "${NBDEV_WORKERS:-2}" --timing; nb=$?
 echo "nbdev-test: exit $nb after $(( $(date +%s) - start )) s"
-echo "== pytest =="
-python -m pytest -q --timeout 1800 --durations=25 "$@"; py=$?
+echo "== pytest (${PYTEST_WORKERS:-2} workers: the tests of a file share a worker, the longest groups start first) =="
+python -m pytest -q -n "${PYTEST_WORKERS:-2}" --dist loadgroup --no-loadscope-reorder --timeout 1800 --durations=25 "$@"; py=$?
 echo "pytest: exit $py; total $(( $(date +%s) - start )) s"
 if [ $nb -ne 0 ] || [ $py -ne 0 ]; then exit 1; fi

@@ -1,4 +1,4 @@
-"Shared pytest fixtures: the repository root, a disposable copy of the working tree, one torch thread."
+"Shared pytest fixtures and helpers: the repository root, copies of the working tree, one torch thread, the xdist groups."
 import os, shutil, subprocess, sys
 from pathlib import Path
 
@@ -13,6 +13,28 @@ def pytest_configure(config):
     try:
         import torch; torch.set_num_threads(1)  # a 2-core machine shared with other jobs
     except ImportError: pass
+
+
+# xdist groups, longest first (one worker builds the reproduced tree while the other works through the files; the kill
+# tests, which need that tree, come last); a group not named here runs in between.
+FIRST = ('tests/test_pipeline.py', 'tests/test_own_data.py', 'tests/test_miniworld.py', 'tests/test_docs.py', 'tests/test_methods.py')
+LAST = ('repro-kill',)
+
+
+def _group(item):
+    m = item.get_closest_marker('xdist_group')
+    return m.args[0] if m and m.args else m.kwargs.get('name', 'default') if m else item.nodeid.split('::')[0]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """With pytest-xdist (the test command runs `-n 2 --dist loadgroup --no-loadscope-reorder`) the tests of one file run
+    on one worker, so a module's fixtures (a tiny model, a trained concept folder) are built once;
+    `@pytest.mark.xdist_group(name)` moves tests into a group of their own. Groups are queued longest first."""
+    rank = lambda g: FIRST.index(g) if g in FIRST else len(FIRST) + 1 + LAST.index(g) if g in LAST else len(FIRST)
+    items.sort(key=lambda it: rank(_group(it)))  # stable: the tests of a group keep their order
+    for item in items:
+        if not item.get_closest_marker('xdist_group'): item.add_marker(pytest.mark.xdist_group(_group(item)))
 
 
 def _git_files(root: Path, *opts) -> set:
@@ -47,9 +69,3 @@ def run_env() -> dict:
 @pytest.fixture(scope='session')
 def repo_root() -> Path:
     return ROOT
-
-
-@pytest.fixture(scope='session')
-def repo_copy(tmp_path_factory) -> Path:
-    "One copy of the working tree per test session (tests that run the pipeline share it)."
-    return copy_working_tree(tmp_path_factory.mktemp('clone')/'repo')

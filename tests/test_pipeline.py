@@ -44,24 +44,47 @@ def reduce_default(root: Path):
     (root/'params.yaml').write_text(yaml.safe_dump(p, sort_keys=False))
 
 
-@pytest.fixture(scope='module')
-def reproduced(repo_copy):
-    "`dvc repro` of the embedded default in a fresh copy of the working tree (as after `git clone`)."
-    shutil.rmtree(repo_copy/'reports', ignore_errors=True)  # no leftovers: everything must be produced here
-    reduce_default(repo_copy)
-    tmp = repo_copy.parent/'tmpdir'; tmp.mkdir()
-    r = sh([Path(PY).parent/'dvc', 'repro'], repo_copy, timeout=1800, env={'TMPDIR': str(tmp)})
+def _build_reproduced(repo: Path):
+    "`dvc repro` of the (reduced) embedded default in a fresh copy of the working tree (as after `git clone`)."
+    copy_working_tree(repo)
+    shutil.rmtree(repo/'reports', ignore_errors=True)  # no leftovers: everything must be produced here
+    reduce_default(repo)
+    tmp = repo.parent/'tmpdir'; tmp.mkdir()
+    r = sh([Path(PY).parent/'dvc', 'repro'], repo, timeout=1800, env={'TMPDIR': str(tmp)})
     left = sorted(p.name for p in tmp.iterdir() if not p.name.startswith('torchinductor_'))  # torch's own compile cache, not ours
     assert not left, f"the pipeline left files in the temp folder: {left[:10]}"
-    assert sorted(p.name for p in (repo_copy/'nbs').iterdir()) == sorted(p.name for p in (ROOT/'nbs').iterdir() if p.name != '__pycache__')
-    return repo_copy, r
+    assert sorted(p.name for p in (repo/'nbs').iterdir()) == sorted(p.name for p in (ROOT/'nbs').iterdir() if p.name != '__pycache__')
+    return r.stdout
+
+
+@pytest.fixture(scope='session')
+def reproduced(tmp_path_factory):
+    """One `dvc repro` per test session, shared by the xdist workers (built by the first that needs it, under a file
+    lock). The tree is read-only for the tests: a test that runs anything in it works on its own copy (`own_copy`)."""
+    from filelock import FileLock
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get('PYTEST_XDIST_WORKER'): base = base.parent  # the folder the workers share
+    repo, log = base/'reproduced'/'repo', base/'reproduced'/'repro.log'
+    with FileLock(str(base/'reproduced.lock')):
+        if not log.is_file():
+            shutil.rmtree(repo.parent, ignore_errors=True)
+            stdout = _build_reproduced(repo)
+            log.write_text(stdout)
+    return repo, log.read_text()
+
+
+def own_copy(src: Path, dest: Path) -> Path:
+    "A private copy of the reproduced tree (git, DVC cache and outputs) for a test that writes or runs DVC in it."
+    shutil.copytree(src, dest, symlinks=True)
+    return dest
 
 
 @pytest.mark.slow
-def test_dvc_repro_end_to_end(reproduced):
-    root, r = reproduced
+def test_dvc_repro_end_to_end(reproduced, tmp_path):
+    src, stdout = reproduced
+    root = own_copy(src, tmp_path/'repo')
     methods, seeds = default_matrix(root)
-    assert "Running stage 'report'" in r.stdout
+    assert "Running stage 'report'" in stdout
     table = (root/'reports/report/table.md').read_text()
     for m in methods: assert f'| {m} |' in table
     assert '±' in table
@@ -103,16 +126,16 @@ def test_dvc_repro_end_to_end(reproduced):
     assert 'up to date' in st, st
     assert not list(root.rglob('*.failed.ipynb')) and not list(root.rglob('*.running.ipynb'))
     # outputs do not depend on where the repository sits (the same bytes, and DVC hashes, in any clone)
-    here = str(root.resolve())
+    here = str(src.resolve())  # where the pipeline ran
     leaks = [f for d in ('data', 'reports') for f in (root/d).rglob('*.json')
              if '.checkpoints' not in str(f) and here in f.read_text(errors='replace')]
     assert not leaks, leaks[:5]
 
 
 @pytest.mark.slow
-def test_same_seed_same_split_and_metrics(reproduced):
+def test_same_seed_same_split_and_metrics(reproduced, tmp_path):
     "Prepare + classification run again (other folders, new processes) give byte-identical split and metrics."
-    root, _ = reproduced
+    root = own_copy(reproduced[0], tmp_path/'repo')
     pipe = [PY, '-m', 'diffaug.pipeline']
     sh(pipe + ['prepare', '--set', 'root=again/dataset', '--set', 'split_path=again/split.json', '--out', 'again/prepare.ipynb', '--quiet'], root)
     a, b = json.loads((root/'data/split.json').read_text()), json.loads((root/'again/split.json').read_text())
@@ -121,7 +144,6 @@ def test_same_seed_same_split_and_metrics(reproduced):
     sh(pipe + ['classification', '--set', 'split=again/split.json', '--set', 'method=mixup', '--set', f'seed={seed}',
                '--set', 'out=again/mixup', '--out', 'again/mixup/classification.ipynb', '--quiet'], root)
     assert (root/'again/mixup/metrics.json').read_bytes() == (root/f'reports/classification/mixup/s{seed}/metrics.json').read_bytes()
-    shutil.rmtree(root/'again')
 
 
 def test_nbdev_export_leaves_package_unchanged(tmp_path):
@@ -324,7 +346,7 @@ def test_repro_matches_the_committed_lock(reproduced, repo_root):
 @pytest.mark.slow
 def test_push_and_pull_through_a_remote(reproduced, tmp_path):
     "`dvc push` to a local-folder remote, `dvc pull` in a fresh clone: status clean, `dvc repro` runs nothing."
-    root, _ = reproduced
+    root = own_copy(reproduced[0], tmp_path/'repo')
     dvc = str(Path(PY).parent/'dvc')
     env = {**run_env(), 'GIT_AUTHOR_NAME': 't', 'GIT_AUTHOR_EMAIL': 't@t', 'GIT_COMMITTER_NAME': 't', 'GIT_COMMITTER_EMAIL': 't@t'}
     g = lambda *a, cwd=root: subprocess.run(['git', *a], cwd=cwd, env=env, check=True, capture_output=True, text=True)
@@ -360,40 +382,35 @@ def _lock_outs(root, stage):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('stage,section,bigger,scratch,pattern,need', [
-    ('synthesis@diff-mix', 'synthesis', {'expansion': 3}, 'data/synthetic/diff-mix.partial', '**/*.png', 3),
-    ('interpolation', 'interpolation', {'expansion': 3}, 'data/synthetic/diff-ii.partial', '**/*.png', 3),
-    ('concepts', 'concepts', {'steps': 40, 'checkpoint_every': 10}, 'data/concepts.checkpoints', 'step-*/state.json', 1),
+@pytest.mark.xdist_group('repro-kill')  # beside the other DVC tests' group: the two share the reproduced tree, not a worker
+@pytest.mark.parametrize('stage,scratch,pattern,need,keep', [
+    ('synthesis@diff-mix', 'data/synthetic/diff-mix.partial', '**/*.png', 3, None),
+    ('interpolation', 'data/synthetic/diff-ii.partial', '**/*.png', 3, None),
+    ('concepts', 'data/concepts.checkpoints', 'step-*/state.json', 1, 'data/concepts.checkpoints'),
 ])
-def test_killed_repro_resumes_and_ends_byte_identical(reproduced, tmp_path, stage, section, bigger, scratch, pattern, need):
+def test_killed_repro_resumes_and_ends_byte_identical(reproduced, tmp_path, stage, scratch, pattern, need, keep):
     """`dvc repro` killed mid-stage keeps its finished work (DVC deletes the output, not the scratch folder beside it);
-    the next `dvc repro` resumes from it and ends with the bytes of an uninterrupted run."""
-    src, _ = reproduced
-    root = tmp_path/'repo'
-    shutil.copytree(src, root, symlinks=True)
-    p = yaml.safe_load((root/'params.yaml').read_text()); p[section].update(bigger)  # enough work to be killed in the middle
-    (root/'params.yaml').write_text(yaml.safe_dump(p, sort_keys=False))
+    the next `dvc repro` resumes from it and ends with the bytes of the uninterrupted run (the reproduced tree's lock)."""
+    root = own_copy(reproduced[0], tmp_path/'repo')
+    if keep: shutil.rmtree(root/keep)  # the finished run's checkpoints: without them the forced run starts from step 0
     dvc = str(Path(PY).parent/'dvc')
+    uninterrupted = _lock_outs(root, stage)
     done = lambda: len(list((root/scratch).glob(pattern))) if (root/scratch).is_dir() else 0
-    assert _run_until([dvc, 'repro', '-s', stage], root, lambda: done() >= need), f"{stage} finished before it could be killed"
+    assert _run_until([dvc, 'repro', '-f', '-s', stage], root, lambda: done() >= need), f"{stage} finished before it could be killed"
     kept = done()
     assert kept >= need, f"the killed run left {kept} finished items in {scratch}"
+    assert not any((root/o).exists() for o, _ in uninterrupted), f"{stage}: the killed run published its output"
     sh([dvc, 'repro', '-s', stage], root)                    # resumes
     assert not (root/scratch).exists() or stage == 'concepts'  # published (concepts keep their checkpoints for later resumes)
-    resumed = _lock_outs(root, stage)
-    shutil.rmtree(root/scratch, ignore_errors=True)
-    sh([dvc, 'repro', '-f', '-s', stage], root, env={'DIFFAUG_RESTART': '1'})  # uninterrupted, from scratch
-    assert _lock_outs(root, stage) == resumed
+    assert _lock_outs(root, stage) == uninterrupted
 
 
 @pytest.mark.slow
 def test_forced_rerun_writes_the_same_bytes(reproduced, tmp_path):
     "Rerunning a stage with the same inputs (`dvc repro -f -s`) writes byte-identical outputs: the same hashes in dvc.lock."
-    src, _ = reproduced
-    root = tmp_path/'repo'
-    shutil.copytree(src, root, symlinks=True)
+    root = own_copy(reproduced[0], tmp_path/'repo')
     dvc = str(Path(PY).parent/'dvc')
-    # (concepts, synthesis and interpolation: see the kill test, which compares with an uninterrupted rerun; classification:
+    # (concepts, synthesis and interpolation: see the kill test, which compares a resumed run with the uninterrupted one; classification:
     # test_same_seed_same_split_and_metrics)
     for stage in ('tiny_model', 'inversion', 'annotation', 'oracle', 'report'):
         before = _lock_outs(root, stage)
