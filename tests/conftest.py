@@ -26,15 +26,18 @@ def _group(item):
     return m.args[0] if m and m.args else m.kwargs.get('name', 'default') if m else item.nodeid.split('::')[0]
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config, items):
+def pytest_itemcollected(item):
     """With pytest-xdist (the test command runs `-n 2 --dist loadgroup --no-loadscope-reorder`) the tests of one file run
     on one worker, so a module's fixtures (a tiny model, a trained concept folder) are built once;
-    `@pytest.mark.xdist_group(name)` moves tests into a group of their own. Groups are queued longest first."""
+    `@pytest.mark.xdist_group(name)` moves tests into a group of their own."""
+    if not item.get_closest_marker('xdist_group'): item.add_marker(pytest.mark.xdist_group(_group(item)))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    "Groups are queued longest first: FIRST, then the others, then LAST."
     rank = lambda g: FIRST.index(g) if g in FIRST else len(FIRST) + 1 + LAST.index(g) if g in LAST else len(FIRST)
     items.sort(key=lambda it: rank(_group(it)))  # stable: the tests of a group keep their order
-    for item in items:
-        if not item.get_closest_marker('xdist_group'): item.add_marker(pytest.mark.xdist_group(_group(item)))
 
 
 def _git_files(root: Path, *opts) -> set:

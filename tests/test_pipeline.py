@@ -396,11 +396,12 @@ def test_killed_repro_resumes_and_ends_byte_identical(reproduced, tmp_path, stag
     dvc = str(Path(PY).parent/'dvc')
     uninterrupted = _lock_outs(root, stage)
     done = lambda: len(list((root/scratch).glob(pattern))) if (root/scratch).is_dir() else 0
-    assert _run_until([dvc, 'repro', '-f', '-s', stage], root, lambda: done() >= need), f"{stage} finished before it could be killed"
+    assert _run_until([dvc, 'repro', '-f', '--no-run-cache', '-s', stage], root, lambda: done() >= need), f"{stage} finished before it could be killed"
     kept = done()
     assert kept >= need, f"the killed run left {kept} finished items in {scratch}"
     assert not any((root/o).exists() for o, _ in uninterrupted), f"{stage}: the killed run published its output"
-    sh([dvc, 'repro', '-s', stage], root)                    # resumes
+    r = sh([dvc, 'repro', '--no-run-cache', '-s', stage], root)  # resumes (not DVC's run cache: the stage itself must run)
+    assert f"Running stage '{stage}'" in r.stdout, r.stdout[-2000:]
     assert not (root/scratch).exists() or stage == 'concepts'  # published (concepts keep their checkpoints for later resumes)
     assert _lock_outs(root, stage) == uninterrupted
 
@@ -414,8 +415,8 @@ def test_forced_rerun_writes_the_same_bytes(reproduced, tmp_path):
     # test_same_seed_same_split_and_metrics)
     for stage in ('tiny_model', 'inversion', 'annotation', 'oracle', 'report'):
         before = _lock_outs(root, stage)
-        sh([dvc, 'repro', '-f', '-s', stage], root)
-        assert _lock_outs(root, stage) == before, stage
+        r = sh([dvc, 'repro', '-f', '--no-run-cache', '-s', stage], root)
+        assert f"Running stage '{stage}'" in r.stdout and _lock_outs(root, stage) == before, stage
 
 
 def test_stage_modules_import_no_heavy_library(repo_root):
