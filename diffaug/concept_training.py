@@ -22,7 +22,7 @@ from PIL import Image
 from dataclasses import dataclass
 from .core import (item_generator, atomic_write_json, atomic_save_safetensors, load_image, ParamError,
                           check_param, progress, recorded_path, StageConfig, temp_dir_beside, replace_dir, need_device, PRECISIONS,
-                          optimizer_tensors, optimizer_state, record_diff)
+                          optimizer_tensors, optimizer_state, record_diff, reproducible_training)
 from .models import load_sd, encode_images, square_crop, sd_resolution, need_model, model_fingerprint, make_accelerator
 from .concepts import (RECIPES, ConceptTokens, hook_concept_tokens, add_concept_tokens, add_concept_lora, lora_state,
                               write_concepts)
@@ -384,12 +384,13 @@ def train_concepts(pipe, # a StableDiffusionPipeline, freshly loaded (changed in
                   )->dict:
     "Learn a concept per class (tokens, plus a shared U-Net LoRA for diff-mix) and write the concept folder `cfg.out`."
     cfg = ConceptsConfig.of(cfg, **kw)
-    run = _setup(pipe, images, labels, cfg, classes, metaclass, base_model, restart, accelerator)
-    # the eval loss of the untrained concepts, before any checkpoint is restored (so a resumed run records the same)
-    with run.acc.autocast(): loss0 = concept_eval_loss(pipe, run.lat, run.prompt_ids, cfg.seed, eval_draws) if eval_draws else None
-    start, losses = _resume(run)
-    done, secs = _train_loop(run, start, losses, keep_checkpoints, callback)
-    return _finish(run, losses, loss0, eval_draws, start, done, secs)
+    with reproducible_training():  # one thread: the same bytes run after run (several CPU threads did not repeat them)
+        run = _setup(pipe, images, labels, cfg, classes, metaclass, base_model, restart, accelerator)
+        # the eval loss of the untrained concepts, before any checkpoint is restored (so a resumed run records the same)
+        with run.acc.autocast(): loss0 = concept_eval_loss(pipe, run.lat, run.prompt_ids, cfg.seed, eval_draws) if eval_draws else None
+        start, losses = _resume(run)
+        done, secs = _train_loop(run, start, losses, keep_checkpoints, callback)
+        return _finish(run, losses, loss0, eval_draws, start, done, secs)
 
 # %% ../nbs/11_concept_training.ipynb #e27c2549
 def run_concepts(cfg:ConceptsConfig|None=None, # the stage's parameters

@@ -13,10 +13,11 @@ from pathlib import Path
 # %% auto #0
 __all__ = ['PRECISIONS', 'item_seed', 'item_generator', 'item_rng', 'seed_everything', 'choose_device', 'cpu_supports_bf16',
            'choose_dtype', 'umask_mode', 'atomic_write', 'atomic_write_text', 'atomic_write_json', 'atomic_save_image',
-           'atomic_save_png', 'safetensors_bytes', 'atomic_save_safetensors', 'recorded_path', 'digests_cached',
-           'digest', 'ImageLoadError', 'load_image', 'load_images', 'ParamError', 'check_param', 'temp_dir_beside',
-           'replace_dir', 'staged_dir', 'link_or_copy', 'scratch_dir', 'record_diff', 'start_scratch', 'publish_dir',
-           'optimizer_tensors', 'optimizer_state', 'closest', 'nearest', 'StageConfig', 'need_device', 'progress']
+           'atomic_save_png', 'safetensors_bytes', 'atomic_save_safetensors', 'recorded_path', 'reproducible_training',
+           'digests_cached', 'digest', 'ImageLoadError', 'load_image', 'load_images', 'ParamError', 'check_param',
+           'temp_dir_beside', 'replace_dir', 'staged_dir', 'link_or_copy', 'scratch_dir', 'record_diff',
+           'start_scratch', 'publish_dir', 'optimizer_tensors', 'optimizer_state', 'closest', 'nearest', 'StageConfig',
+           'need_device', 'progress']
 
 # %% ../nbs/00_core.ipynb #355f3a72
 import numpy as np
@@ -173,6 +174,16 @@ def recorded_path(p, # a path or hub id a stage writes into its output files (or
     if root and Path(str(p)).is_absolute():
         with contextlib.suppress(ValueError): return Path(p).resolve().relative_to(Path(root).resolve()).as_posix()
     return str(p)
+
+# %% ../nbs/00_core.ipynb #65e4f3b6
+@contextlib.contextmanager
+def reproducible_training():
+    "A block whose CPU training repeats its bytes run after run: one torch thread inside it."
+    import torch
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try: yield
+    finally: torch.set_num_threads(n)
 
 # %% ../nbs/00_core.ipynb #0cb924b7
 _DIGESTS = None  # {(cwd, paths): digest} inside `digests_cached()`, else None

@@ -194,6 +194,28 @@ def test_setup_files_are_valid(repo_root):
         assert 'expected' in f.read_text().lower(), f"{f.name}: write the paper's expected numbers beside the setup"
 
 
+def test_every_setup_gives_dvc_a_path_for_each_dependency(repo_root):
+    """DVC cannot depend on a null path: for params.yaml and every setup in params/ (applied as `setup` applies it), each
+    `${section.key}` of a dependency or output in dvc.yaml resolves to a path (an optional input left null, e.g. the
+    no-concepts ablation's `concepts`, must not be a DVC dependency)."""
+    import re
+    from diffaug.pipeline import setup_overrides, set_dotted, load_yaml
+    stages = _dvc_yaml(repo_root)
+    refs = sorted({r for st in stages.values() for k in ('deps', 'outs') for d in st.get('do', st).get(k, [])
+                   for r in re.findall(r'\$\{([\w.]+)\}', d if isinstance(d, str) else next(iter(d)))})
+    refs = [r for r in refs if '.' in r]  # (not foreach's ${item})
+    assert refs, 'dvc.yaml names no parameter in its dependencies'
+    base = load_yaml((repo_root/'params.yaml').read_text())
+    for f in [None, *sorted((repo_root/'params').glob('*.yaml'))]:
+        merged = json.loads(json.dumps(base))
+        if f is not None:
+            for k, v in setup_overrides(f, repo_root/'params.yaml').items(): set_dotted(merged, k, v)
+        for r in refs:
+            v = merged
+            for part in r.split('.'): v = v.get(part) if isinstance(v, dict) else None
+            assert isinstance(v, str) and v, f"{f.name if f else 'params.yaml'}: dvc.yaml depends on ${{{r}}}, which is {v!r}"
+
+
 def test_setup_files_come_from_the_generator(repo_root, tmp_path):
     "params/*.yaml are exactly what scripts/gen_setups.py writes (edit the script, not the files)."
     subprocess.run([sys.executable, str(repo_root/'scripts'/'gen_setups.py'), str(tmp_path)], check=True, capture_output=True)
