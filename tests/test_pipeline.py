@@ -422,7 +422,7 @@ def test_killed_repro_resumes_and_ends_byte_identical(reproduced, tmp_path, stag
     kept = done()
     assert kept >= need, f"the killed run left {kept} finished items in {scratch}"
     assert not any((root/o).exists() for o, _ in uninterrupted), f"{stage}: the killed run published its output"
-    r = sh([dvc, 'repro', '--no-run-cache', '-s', stage], root)  # resumes (not DVC's run cache: the stage itself must run)
+    r = sh([dvc, 'repro', '-f', '--no-run-cache', '-s', stage], root)  # resumes (forced: else DVC checks the locked outputs out of its cache)
     assert f"Running stage '{stage}'" in r.stdout, r.stdout[-2000:]
     assert not (root/scratch).exists() or stage == 'concepts'  # published (concepts keep their checkpoints for later resumes)
     assert _lock_outs(root, stage) == uninterrupted
