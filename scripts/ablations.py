@@ -52,7 +52,7 @@ FAMILIES = [  # (title, what the paper reports, variant names in order)
     ('The expansion multiplier', 'Diff-Mix: more synthetic data, better accuracy; Diff-II uses 5.',
      ['expansion-1', 'expansion-2', 'expansion-5']),
 ]
-REPORT_FILES = ('summary.md', 'metrics.json', 'scores.csv', 'runs.csv')
+REPORT_FILES = ('summary.md', 'claims.md', 'groups.md', 'metrics.json', 'scores.csv', 'runs.csv')
 METHOD, BASELINE = 'diff-ii', 'original'
 
 
@@ -180,8 +180,8 @@ def _f(v, fmt)->str:
     import math
     return '—' if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, fmt)
 
-def family_table(rows:list)->str:
-    "One family's Markdown table."
+def family_table(rows:list, link:str='')->str:
+    "One family's Markdown table (each variant linked to `<link><variant>/summary.md`)."
     lines = ['| variant | Diff-II top-1 | paired gain over original [95% interval] | oracle faithfulness | diversity | to source |',
              '|---|---:|---:|---:|---:|---:|']
     for r in rows:
@@ -190,7 +190,7 @@ def family_table(rows:list)->str:
         if r['ci_low'] == r['ci_low'] and r['ci_low'] > 0: gain += ' ▲'
         elif r['ci_high'] == r['ci_high'] and r['ci_high'] < 0: gain += ' ▼'
         faith = _f(100 * r['faithfulness'], '.1f') + '%' if r.get('faithfulness') is not None else '—'
-        name = f"[{r['variant']}]({r['variant']}/summary.md)" + (f" (= {r['same_as']})" if r.get('same_as') else '')
+        name = f"[{r['variant']}]({link}{r['variant']}/summary.md)" + (f" (= {r['same_as']})" if r.get('same_as') else '')
         lines.append(f"| {name} | {r['top1']:.1f} ± {r['top1_std']:.1f} | {gain} | {faith} | {_f(r.get('diversity'), '.3f')} | {_f(r.get('source_distance'), '.3f')} |")
     return '\n'.join(lines) + '\n'
 
@@ -220,60 +220,86 @@ def _trend(rows:list, x:list, key:str)->float|None:
     a, b = zip(*pts)
     return float(pd.Series(a).corr(pd.Series(b), method='spearman'))
 
+def _within(a:dict, b:dict)->bool:
+    "Two variants' Diff-II top-1 differ by no more than the larger of their seed standard deviations (a difference the seeds could make)."
+    return abs(a['top1'] - b['top1']) <= max(a['top1_std'], b['top1_std'])
+
 def claims(rows:dict)->list:
     "Markdown bullets: each of the paper's ablation claims, reproduced or contradicted on the mini world, or not measured."
     by = {r['variant']: r for rs in rows.values() for r in rs if 'top1' in r}
     out = []
-    def say(claim, ok, numbers):
-        out.append(f"- {claim}: " + ('not measured (variants missing)' if ok is None else ('**reproduced**' if ok else '**contradicted**')) + (f" ({numbers})" if numbers else ''))
+    def say(claim, ok, numbers, undecided=False):
+        verdict = 'not decided' if undecided else 'not measured (variants missing)' if ok is None else '**reproduced**' if ok else '**contradicted**'
+        out.append(f"- {claim}: {verdict}" + (f" ({numbers})" if numbers else ''))
     modes = [m for m in ('mode-linear', 'mode-slerp', 'mode-extrapolate', 'mode-circle') if m in by and by[m].get('diversity') is not None]
     num = lambda k: ', '.join(f"{m.removeprefix('mode-')} {by[m][k]:.3g}" for m in modes)
     full = len(modes) == 4
     say('Table 4: the full circle makes the most diverse set of the four modes', full and max(modes, key=lambda m: by[m]['diversity']) == 'mode-circle' if full else None, num('diversity') if full else '')
     say('Table 4: linear interpolation makes the least diverse set', full and min(modes, key=lambda m: by[m]['diversity']) == 'mode-linear' if full else None, '')
-    say('Table 4: the full circle gives the best Diff-II top-1 of the four modes', full and max(modes, key=lambda m: by[m]['top1']) == 'mode-circle' if full else None, num('top1') if full else '')
+    if full:
+        best = max(modes, key=lambda m: by[m]['top1'])
+        ok = True if best == 'mode-circle' else None if _within(by[best], by['mode-circle']) else False
+        say('Table 4: the full circle gives the best Diff-II top-1 of the four modes', ok, num('top1') + ('; within the seeds\' spread' if ok is None else ''), undecided=ok is None)
+    else: say('Table 4: the full circle gives the best Diff-II top-1 of the four modes', None, '')
     for v, what in (('no-concepts', 'concept learning'), ('no-two-stage', 'two-stage denoising')):
-        ok = None if v not in by or 'mode-circle' not in by else by['mode-circle']['top1'] > by[v]['top1']
-        say(f'Table 4: {what} raises top-1', ok, '' if ok is None else f"with {by['mode-circle']['top1']:.1f}, without {by[v]['top1']:.1f}")
+        if v not in by or 'mode-circle' not in by: say(f'Table 4: {what} raises top-1', None, ''); continue
+        a, b = by['mode-circle'], by[v]; undecided = _within(a, b)
+        say(f'Table 4: {what} raises top-1', None if undecided else a['top1'] > b['top1'],
+            f"with {a['top1']:.1f} ± {a['top1_std']:.1f}, without {b['top1']:.1f} ± {b['top1_std']:.1f}" + ('; within the seeds\' spread' if undecided else ''), undecided=undecided)
     fam = next((rs for t, rs in rows.items() if t.startswith('Fig. 7')), [])
     fam = [r for r in fam if 'top1' in r]; s = [float(r['overrides'].get('interpolation.suffix_fraction', 0.3)) for r in fam]
     for key, sign, claim in (('diversity', 1, 'Fig. 7: diversity rises with s'), ('faithfulness', -1, 'Fig. 7: faithfulness falls (slowly) with s')):
         c = _trend(fam, s, key)
         say(claim, None if c is None else c * sign > 0, '' if c is None else f"rank correlation with s {c:+.2f}")
     ex = [r for r in rows.get('The expansion multiplier', []) if 'top1' in r]
-    c = _trend(ex, [int(r['overrides'].get('interpolation.expansion', 5)) for r in ex], 'top1')
-    say('Diff-Mix: a larger multiplier, a higher top-1', None if c is None else c > 0, '' if c is None else f"rank correlation with the multiplier {c:+.2f}")
+    xs = [int(r['overrides'].get('interpolation.expansion', 5)) for r in ex]; c = _trend(ex, xs, 'top1')
+    lo, hi = (ex[xs.index(min(xs))], ex[xs.index(max(xs))]) if ex else (None, None)
+    undecided = c is not None and _within(lo, hi)
+    say('Diff-Mix: a larger multiplier, a higher top-1', None if c is None or undecided else c > 0,
+        '' if c is None else f"rank correlation with the multiplier {c:+.2f}; {min(xs)}x {lo['top1']:.1f} ± {lo['top1_std']:.1f}, "
+        f"{max(xs)}x {hi['top1']:.1f} ± {hi['top1_std']:.1f}" + ('; within the seeds\' spread' if undecided else ''), undecided=undecided)
     out.append("- Cannot be tested here: the CLIP score and LPIPS themselves (no real CLIP or AlexNet offline: the oracle's faithfulness "
                "and feature diversity stand in), the paper's datasets (Aircraft, CUB) and its pretrained ResNet-50.")
     return out
 
-def write_readme(results:Path, params_dir:Path=REPO/'params')->Path:
-    "results/ablations/README.md (one table per family) and fig7.png, from the collected variants."
+def tables(results:Path, params_dir:Path=REPO/'params', link:str='', figure:bool=True, h:str='##')->tuple:
+    "The families' tables (variants linked under `link`; the Fig. 7 figure's image line if `figure`) and the claims: (Markdown lines, rows per family)."
     results = Path(results); names = variants(params_dir)
-    out = ["# The paper's ablations on the mini world", '',
-           "Made by `python scripts/ablations.py` from the setups `params/miniworld-ablation-*.yaml` (issue 13). Each variant trains "
-           "original (the baseline) and Diff-II on the mini world's 5-shot split; Diff-II's set is scored by the oracle. Top-1: mean ± std "
-           "over seeds; gain: Diff-II − original paired by seed, 95% Student-t interval (▲ above 0, ▼ below); faithfulness: the oracle's "
-           "accuracy on the intended labels (the mini world's CLIP score); diversity: mean pairwise oracle-feature distance within a class "
-           "(its LPIPS); to source: distance to the real images. `(= x)`: the same parameters as x, run once.", '']
-    all_rows = {}
+    out, all_rows = [], {}
     for title, paper, vs in FAMILIES:
         rows = variant_rows(results, [v for v in vs if v in names]); all_rows[title] = rows
-        out += [f'## {title}', '', f'The paper: {paper}', '', family_table(rows)]
-        if title.startswith('Fig. 7') and any('top1' in r for r in rows):
-            import matplotlib.pyplot as plt
-            fig = plot_split_ratio(rows); fig.savefig(results/'fig7.png', dpi=120, bbox_inches='tight', metadata={'Software': None}); plt.close(fig)
-            out += ['![faithfulness, diversity and top-1 against s](fig7.png)', '']
-    out += ['## What the mini world says about the paper\'s claims', '',
-            'Decided by the numbers above (a difference within the seeds\' spread decides nothing: read the ± and the intervals).', '',
-            *claims(all_rows), '']
+        out += [f'{h} {title}', '', f'The paper: {paper}', '', family_table(rows, link)]
+        if figure and title.startswith('Fig. 7') and any('top1' in r for r in rows): out += ['![faithfulness, diversity and top-1 against s](fig7.png)', '']
+    out += [f'{h} What the mini world says about the paper\'s claims', '',
+            'Decided by the numbers above: a top-1 difference no larger than the seeds\' standard deviation decides nothing ("not decided"); '
+            'the oracle\'s scores are of one set per variant.', '', *claims(all_rows), '']
     done = [r for rows in all_rows.values() for r in rows if 'top1' in r]
     extra = sorted({e for r in done for e in r['extra']})
     if extra: out += [f"**Reduced runs**: every variant ran with the extra overrides {', '.join(f'`{e}`' for e in extra)}; "
                       "not the setups' full size.", '']
     walls = [r['wall_s'] for r in done if r.get('wall_s') and not r.get('same_as')]
-    if walls: out += [f"Wall time: {sum(walls) / 60:.0f} min over {len(walls)} variant(s) (of a resumed variant, only the run that finished it).", '']
-    atomic_write_text(results/'README.md', '\n'.join(out))
+    if walls: out += [f"Wall time: {sum(walls) / 60:.0f} min over {len(walls)} variant(s) on 2 cores shared with other runs "
+                      "(of a resumed variant, only the run that finished it).", '']
+    return out, all_rows
+
+def write_readme(results:Path, params_dir:Path=REPO/'params')->Path:
+    """results/ablations/README.md (one table per family, fig7.png, the claims) and tables.md, the same without the
+    figure and with links from the repository's root, which the project README includes."""
+    results = Path(results)
+    head = ["# The paper's ablations on the mini world", '',
+            "Made by `python scripts/ablations.py` from the setups `params/miniworld-ablation-*.yaml`. Each variant trains "
+            "original (the baseline) and Diff-II on the mini world's 5-shot split; Diff-II's set is scored by the oracle. Top-1: mean ± std "
+            "over seeds; gain: Diff-II − original paired by seed, 95% Student-t interval (▲ above 0, ▼ below); faithfulness: the oracle's "
+            "accuracy on the intended labels (the mini world's CLIP score); diversity: mean pairwise oracle-feature distance within a class "
+            "(its LPIPS); to source: distance to the real images. `(= x)`: the same parameters as x, run once.", '']
+    body, rows = tables(results, params_dir)
+    fig7 = next(rs for t, rs in rows.items() if t.startswith('Fig. 7'))
+    if any('top1' in r for r in fig7):
+        import matplotlib.pyplot as plt
+        fig = plot_split_ratio(fig7); fig.savefig(results/'fig7.png', dpi=120, bbox_inches='tight', metadata={'Software': None}); plt.close(fig)
+    atomic_write_text(results/'README.md', '\n'.join(head + body))
+    rel = results.resolve().relative_to(REPO).as_posix() + '/' if results.resolve().is_relative_to(REPO) else ''
+    atomic_write_text(results/'tables.md', '\n'.join(tables(results, params_dir, link=rel, figure=False, h='####')[0]))
     return results/'README.md'
 
 
@@ -308,14 +334,15 @@ def run_variant(name:str, setup:Path, workdir:Path, results:Path, extra:list, ni
     print(f"{name}: in {workdir}: {shlex.join(full)}", flush=True)
     if dry: done_by.setdefault(key, name); return
     git('checkout', 'HEAD', '--', 'params.yaml', cwd=workdir)  # the embedded default, not the previous variant's values
-    subprocess.run(['dvc', 'exp', 'remove', f'{PREFIX}{name}'], cwd=workdir, capture_output=True, env=stage_env(workdir))  # a rerun reuses the name
+    subprocess.run(['dvc', 'exp', 'remove', setup.stem], cwd=workdir, capture_output=True, env=stage_env(workdir))  # a rerun reuses the name
     t0 = time.time()
     r = subprocess.run(full, cwd=workdir, env=stage_env(workdir))
     if r.returncode: raise SystemExit(f"{name}: dvc exp run failed (exit {r.returncode}); rerun the script to resume")
     wall = round(time.time() - t0, 1)
     collect_variant(workdir, dest, methods, seeds, {'variant': name, 'setup': f'params/{setup.name}', 'digest': key, 'commit': head_commit(),
                                                     'methods': methods, 'seeds': seeds, 'overrides': flatten_for_record(flat),
-                                                    'extra': list(extra), 'wall_s': wall, 'same_as': None})
+                                                    'extra': list(extra), 'wall_s': wall, 'same_as': None,
+                                                    'prepare': eff.get('prepare'), 'threads': stage_env(workdir)['OMP_NUM_THREADS']})
     done_by.setdefault(key, name)
     print(f"{name}: done in {wall / 60:.1f} min -> {dest}", flush=True)
 

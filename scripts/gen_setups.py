@@ -265,6 +265,7 @@ ABL_HEAD = """# Mini-world ablation: {what}.
 # scored by the oracle (faithfulness, diversity, distance to source). All variants: python scripts/ablations.py
 #   python -m diffaug.pipeline setup params/{stem}.yaml        # one variant (= dvc exp run -n {stem} -S ...)
 # Expected (the paper, {ref}): {paper}
+# Measured on the mini world ({measured}
 """
 T4 = ("5-shot Aircraft, ResNet-50; LPIPS diversity / top-1: full Diff-II (CL + SI + SE + TD) 52.7% / 42.15; "
       "no concept learning (random noise, templated prompt) 49.9% / 31.53")
@@ -277,13 +278,26 @@ T4_MODES = {'linear': ('linear interpolation of the two inversions (Z = (1 - t) 
             'circle': ("the full random circle (Eq. 5, the paper's Diff-II; this variant = the default's Diff-II)",
                        'SI + SE without TD 51.5% / 40.49; with TD 52.7% / 42.15')}
 
+def measured(name):
+    "The variant's collected result (results/ablations/<name>/, written by scripts/ablations.py), as one comment line."
+    import importlib.util
+    root = Path(__file__).resolve().parents[1]; d = root/'results'/'ablations'/name
+    if not (d/'run.json').is_file(): return 'not run yet): python scripts/ablations.py --only ' + name
+    spec = importlib.util.spec_from_file_location('ablations', Path(__file__).with_name('ablations.py'))
+    abl = importlib.util.module_from_spec(spec); spec.loader.exec_module(abl)
+    r = abl.variant_rows(d.parent, [name])[0]
+    faith = f"{100 * r['faithfulness']:.1f}%" if r.get('faithfulness') is not None else 'not scored'
+    return (f"results/ablations/{name}/, {r['n_seeds']} seeds): Diff-II top-1 {r['top1']:.1f} ± {r['top1_std']:.1f}, paired gain over "
+            f"original {r['gain']:+.1f} [{r['ci_low']:+.1f}, {r['ci_high']:+.1f}]; oracle faithfulness {faith}, diversity "
+            f"{abl._f(r.get('diversity'), '.3f')}, to source {abl._f(r.get('source_distance'), '.3f')}.")
+
 def ablation(name, what, change, ref, paper, interpolation=None, inversion=None, sf=0.3):
     "params/miniworld-ablation-<name>.yaml: the default's every value (mw_diffusion / mw_classification) with `interpolation` (and `inversion`) changed."
     stem = f'miniworld-ablation-{name}'
     d = mw_diffusion(sf)
     del d['concepts_ti'], d['synthesis']  # no compared method but original runs
     d['interpolation'].update(interpolation or {}); d['inversion'].update(inversion or {})
-    write(stem, ABL_HEAD.format(what=what, change=change, stem=stem, ref=ref, paper=paper),
+    write(stem, ABL_HEAD.format(what=what, change=change, stem=stem, ref=ref, paper=paper, measured=measured(name)),
           {'prepare': dict(source='miniworld', kind='few-shot', shots=5, val_per_class=0, world_ood=50),
            'runs': runs(['original', 'diff-ii']), **d, 'classification': mw_classification('source')})
 

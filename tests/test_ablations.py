@@ -81,7 +81,7 @@ def test_collect_and_readme(abl, tmp_path, monkeypatch):
                             {'variant': v, 'digest': 'x', 'methods': ['original', 'diff-ii'], 'seeds': [0, 1, 2],
                              'overrides': {'interpolation.suffix_fraction': s}, 'extra': [], 'wall_s': 60.0, 'same_as': None})
     d = res/'s05'
-    assert sorted(p.name for p in d.iterdir()) == ['classification', 'metrics.json', 'oracle', 'run.json', 'runs.csv', 'scores.csv', 'summary.md']
+    assert sorted(p.name for p in d.iterdir()) == ['claims.md', 'classification', 'groups.md', 'metrics.json', 'oracle', 'run.json', 'runs.csv', 'scores.csv', 'summary.md']
     assert (d/'classification/original/s2/metrics.json').is_file() and (d/'oracle/diff-ii/scores.json').is_file()
     rows = abl.variant_rows(res, ['s05', 'expansion-1'])
     r = rows[0]
@@ -97,3 +97,15 @@ def test_collect_and_readme(abl, tmp_path, monkeypatch):
     assert '- Fig. 7: diversity rises with s: **reproduced** (rank correlation with s +1.00)' in readme
     assert '- Fig. 7: faithfulness falls (slowly) with s: **reproduced** (rank correlation with s -1.00)' in readme
     assert '- Table 4: the full circle makes the most diverse set of the four modes: not measured (variants missing)' in readme
+
+
+def test_committed_tables_are_current(abl):
+    "results/ablations/README.md and tables.md (which the project README includes) are what the collected variants give."
+    res = REPO/'results'/'ablations'
+    body, rows = abl.tables(res, link='results/ablations/', figure=False, h='####')
+    assert (res/'tables.md').read_text() == '\n'.join(body), "stale: python scripts/ablations.py --readme-only"
+    assert '\n'.join(abl.tables(res)[0]) in (res/'README.md').read_text()
+    assert any('top1' in r for rs in rows.values() for r in rs)
+    for name in abl.variants():  # each setup file ends with its measured line (scripts/gen_setups.py)
+        text = (REPO/'params'/f'miniworld-ablation-{name}.yaml').read_text()
+        assert ('Measured on the mini world (results/ablations/' in text) == (res/name/'run.json').is_file(), name

@@ -28,7 +28,7 @@ REDUCED = {  # section -> overrides of the embedded default for the copy's run (
     'runs': dict(methods=['original', 'mixup', 'cutmix', 'diff-mix', 'diff-ii'], synthetic_methods=['diff-mix'],
                  annotated_methods=['diff-mix', 'diff-ii'], seeds=[0, 1], oracle_methods=['diff-mix', 'diff-ii']),
     'concepts': dict(steps=20, checkpoint_every=10), 'concepts_ti': dict(steps=10, checkpoint_every=10),
-    'synthesis': dict(expansion=1, steps=5), 'inversion': dict(steps=5), 'interpolation': dict(expansion=1, steps=5),
+    'synthesis': dict(expansion=1, steps=3), 'inversion': dict(steps=3), 'interpolation': dict(expansion=1, steps=3),
     'classification': dict(model='test_resnet', image_size=32, epochs=3, eval_every=1),
 }
 
@@ -399,6 +399,16 @@ def _run_until(cmd, cwd, ready, timeout=900):
     return running
 
 
+def test_committed_lock_has_only_current_stages(repo_root):
+    "dvc.lock holds an entry for each stage of dvc.yaml and none for stages it no longer has (scripts/prune_lock.py)."
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('prune_lock', repo_root/'scripts'/'prune_lock.py')
+    m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)
+    assert m.stale(repo_root) == [], "stale dvc.lock entries: python scripts/prune_lock.py"
+    lock = set(yaml.safe_load((repo_root/'dvc.lock').read_text())['stages'])
+    assert m.current_stages(repo_root) <= lock, sorted(m.current_stages(repo_root) - lock)
+
+
 def _lock_outs(root, stage):
     return [(o['path'], o['md5']) for o in yaml.safe_load((root/'dvc.lock').read_text())['stages'][stage]['outs']]
 
@@ -435,10 +445,11 @@ def test_forced_rerun_writes_the_same_bytes(reproduced, tmp_path):
     dvc = str(Path(PY).parent/'dvc')
     # (concepts, synthesis and interpolation: see the kill test, which compares a resumed run with the uninterrupted one; classification:
     # test_same_seed_same_split_and_metrics)
-    for stage in ('tiny_model', 'inversion', 'annotation', 'oracle', 'report'):
-        before = _lock_outs(root, stage)
-        r = sh([dvc, 'repro', '-f', '--no-run-cache', '-s', stage], root)
-        assert f"Running stage '{stage}'" in r.stdout and _lock_outs(root, stage) == before, stage
+    stages = ('tiny_model', 'inversion', 'annotation', 'oracle', 'report')
+    before = {stage: _lock_outs(root, stage) for stage in stages}
+    r = sh([dvc, 'repro', '-f', '--no-run-cache', '-s', *stages], root)  # one DVC process: each stage alone, forced
+    for stage in stages:
+        assert f"Running stage '{stage}" in r.stdout and _lock_outs(root, stage) == before[stage], stage
 
 
 def test_stage_modules_import_no_heavy_library(repo_root):
