@@ -16,7 +16,8 @@ __all__ = ['soft_label', 'soft_label_json', 'soft_label_vector', 'row_weights', 
 
 # %% ../nbs/45_annotation.ipynb #3a7a3087
 import numpy as np
-from .core import ParamError, check_param, atomic_write_text, atomic_write_json, progress, StageConfig, staged_dir, link_or_copy
+from .core import ParamError, check_param, progress, StageConfig
+from .files import atomic_write_text, atomic_write_json, staged_dir, link_or_copy
 from .data import Split, load_split, few_shot_split, save_split
 from .synthetic import SyntheticSetWriter, read_metadata_csv, write_metadata_csv
 from .toy import make_toy_dataset, toy_image

@@ -15,7 +15,8 @@ __all__ = ['DIFFII_SECTIONS', 'MODEL_SECTIONS', 'RECIPES', 'recipe_for', 'diffii
 
 # %% ../nbs/80_augment.ipynb #87327cc7
 import yaml
-from .core import ParamError, ImageLoadError, atomic_write_text, progress
+from .core import ParamError, progress
+from .files import ImageLoadError, atomic_write_text
 
 # %% ../nbs/80_augment.ipynb #208766a6
 DIFFII_SECTIONS = ('prepare', 'suffixes', 'concepts', 'inversion', 'interpolation')  # the stages Diff-II needs (plus tiny_model for the toy model)
@@ -82,7 +83,7 @@ def diffii_setup(folder:str|Path, # your images: one sub-folder per class (any n
 
 # %% ../nbs/80_augment.ipynb #327f4b9d
 def _stage_class(section:str):
-    from diffaug.pipeline import STAGES
+    from diffaug.params import STAGES
     return STAGES[section].config_class()
 
 def stage_configs(setup:dict, # `diffii_setup`'s sections
@@ -165,7 +166,7 @@ def dvc_setup(setup:dict, # `diffii_setup`'s sections
               params_file:str|Path='params.yaml', # the pipeline's parameter file (wiring and the toy default's values)
              )->dict:
     "The setup as overrides of `params_file`: its values where given, else the stage's default for every key the file sets."
-    from diffaug.pipeline import STAGES, load_yaml
+    from diffaug.params import STAGES, load_yaml
     base = load_yaml(Path(params_file).read_text()) or {}
     out = {}
     for s, kv in setup.items():
@@ -176,7 +177,7 @@ def dvc_setup(setup:dict, # `diffii_setup`'s sections
 
 def dvc_wiring(params_file:str|Path='params.yaml')->dict:
     "The path parameters of the Diff-II sections of `params_file`."
-    from diffaug.pipeline import STAGES, load_yaml
+    from diffaug.params import STAGES, load_yaml
     base = load_yaml(Path(params_file).read_text()) or {}
     return {s: {k: v for k, v in (base.get(s) or {}).items() if k in STAGES[s].paths} for s in STAGES if s in base}
 
@@ -214,7 +215,7 @@ def setup_main(argv:list, # the arguments after `setup`
     ap.add_argument('--params', default=params_file, help='the pipeline parameter file (default params.yaml)')
     ap.add_argument('--print', dest='print_only', action='store_true', help='check and write the setup file, print the command, run nothing')
     a = ap.parse_args(argv)
-    from diffaug.pipeline import parse_assignment, load_yaml, setup_command
+    from diffaug.params import parse_assignment, load_yaml, setup_command
     try:
         shots = a.shots if a.shots == 'all' else int(a.shots) if a.shots.isdigit() else a.shots
         settings = {}

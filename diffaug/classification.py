@@ -21,9 +21,10 @@ __all__ = ['MIXING', 'SYNTHETIC_METHODS', 'REPLACE_WITH', 'PRECISIONS', 'TRANSFO
 import numpy as np
 import torch
 import torch.nn.functional as F
-from .core import (item_seed, item_generator, item_rng, seed_everything, choose_device, atomic_write_text,
-                          atomic_write_json, atomic_save_safetensors, load_image, ParamError, check_param, progress, recorded_path,
-                          StageConfig, start_scratch, scratch_dir, digest, digests_cached, nearest)
+from .core import (item_seed, item_generator, item_rng, seed_everything, choose_device, ParamError, check_param, progress,
+                          StageConfig, nearest)
+from .files import (atomic_write_text, atomic_write_json, atomic_save_safetensors, load_image, recorded_path, start_scratch,
+                           scratch_dir, digest, digests_cached)
 from PIL import Image
 from .data import load_split, Split, few_shot_split, save_split
 from .synthetic import SyntheticSet, SyntheticSetWriter

@@ -20,9 +20,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from dataclasses import dataclass
-from .core import (item_generator, atomic_write_json, atomic_save_safetensors, load_image, ParamError,
-                          check_param, progress, recorded_path, StageConfig, temp_dir_beside, replace_dir, need_device, PRECISIONS,
-                          optimizer_tensors, optimizer_state, record_diff, reproducible_training)
+from .core import (item_generator, ParamError, check_param, progress, StageConfig, need_device, PRECISIONS,
+                          optimizer_tensors, optimizer_state, reproducible_training)
+from .files import (atomic_write_json, atomic_save_safetensors, load_image, recorded_path, temp_dir_beside, replace_dir,
+                           record_diff)
 from .models import load_sd, encode_images, square_crop, sd_resolution, need_model, model_fingerprint, make_accelerator
 from .concepts import (RECIPES, ConceptTokens, hook_concept_tokens, add_concept_tokens, add_concept_lora, lora_state,
                               write_concepts)

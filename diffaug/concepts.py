@@ -19,7 +19,8 @@ __all__ = ['RECIPES', 'LORA_TARGETS', 'CONCEPTS_FORMAT', 'class_token', 'class_t
 import torch
 from torch import nn
 from PIL import Image
-from .core import item_generator, atomic_write_json, atomic_save_safetensors, ParamError, check_param, temp_dir_beside, replace_dir
+from .core import item_generator, ParamError, check_param
+from .files import atomic_write_json, atomic_save_safetensors, temp_dir_beside, replace_dir
 from .models import model_fingerprint, same_model, follow_umask
 
 # %% ../nbs/10_concepts.ipynb #a39c2cda

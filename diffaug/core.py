@@ -1,4 +1,4 @@
-"""Seeds, devices, precision, atomic files and robust image loading: the small pieces every stage stands on.
+"""Seeds, devices, precision, parameter declarations and progress bars: the small pieces every stage stands on (files and folders: `diffaug.files`).
 
 Docs: https://diffaug.github.io/diffaug/core.html.md"""
 
@@ -6,22 +6,17 @@ Docs: https://diffaug.github.io/diffaug/core.html.md"""
 
 # %% ../nbs/00_core.ipynb #99634898
 from __future__ import annotations
-import contextlib, hashlib, inspect, json, os, random, tempfile, warnings
+import contextlib, hashlib, inspect, os, random
 from types import SimpleNamespace
 from pathlib import Path
 
 # %% auto #0
 __all__ = ['PRECISIONS', 'item_seed', 'item_generator', 'item_rng', 'seed_everything', 'choose_device', 'cpu_supports_bf16',
-           'choose_dtype', 'umask_mode', 'atomic_write', 'atomic_write_text', 'atomic_write_json', 'atomic_save_image',
-           'atomic_save_png', 'safetensors_bytes', 'atomic_save_safetensors', 'recorded_path', 'reproducible_training',
-           'digests_cached', 'digest', 'ImageLoadError', 'load_image', 'load_images', 'ParamError', 'check_param',
-           'temp_dir_beside', 'replace_dir', 'staged_dir', 'link_or_copy', 'scratch_dir', 'record_diff',
-           'start_scratch', 'publish_dir', 'optimizer_tensors', 'optimizer_state', 'closest', 'nearest', 'StageConfig',
-           'need_device', 'progress']
+           'choose_dtype', 'reproducible_training', 'ParamError', 'check_param', 'optimizer_tensors', 'optimizer_state',
+           'closest', 'nearest', 'StageConfig', 'need_device', 'progress']
 
 # %% ../nbs/00_core.ipynb #355f3a72
 import numpy as np
-from PIL import Image, ImageFile, UnidentifiedImageError
 # torch is imported inside the functions that use it: `diffaug.core` (and the pipeline runner, which validates a
 # stage's parameters before any kernel starts) imports in a fraction of a second
 
@@ -101,80 +96,6 @@ def choose_dtype(device:str|torch.device, # the device the model runs on
     if d.type == 'mps': return torch.float16
     return torch.bfloat16 if cpu_supports_bf16() else torch.float32
 
-# %% ../nbs/00_core.ipynb #55e517d6
-def umask_mode(dir:bool=False)->int:
-    "The permission bits a new file (or folder) gets under the current umask."
-    um = os.umask(0); os.umask(um)
-    return (0o777 if dir else 0o666) & ~um
-
-@contextlib.contextmanager
-def atomic_write(path:str|Path, # the final file
-                 mode:str='wb', # "wb" or "w"
-                 **kw):
-    "Open a temp file beside `path`; on success rename it over `path`, on failure delete it."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix='.tmp')
-    os.fchmod(fd, umask_mode())  # mkstemp makes 0600 files: give the final file the permissions the user's umask asks for
-    try:
-        with os.fdopen(fd, mode, **kw) as f:
-            yield f
-            f.flush(); os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError): os.unlink(tmp)
-        raise
-
-def atomic_write_text(path:str|Path, text:str)->Path:
-    "Write `text` to `path` atomically."
-    with atomic_write(path, 'w', encoding='utf-8') as f: f.write(text)
-    return Path(path)
-
-def atomic_write_json(path:str|Path, obj, indent:int=2)->Path:
-    "Write `obj` as JSON to `path` atomically (keys sorted, so files are byte-stable)."
-    return atomic_write_text(path, json.dumps(obj, indent=indent, sort_keys=True, ensure_ascii=False) + '\n')
-
-def atomic_save_image(img:Image.Image, path:str|Path, **kw)->Path:
-    "Save a PIL image atomically; the format comes from the suffix."
-    path = Path(path)
-    with atomic_write(path, 'wb') as f: img.save(f, format=Image.registered_extensions().get(path.suffix.lower(), 'PNG'), **kw)
-    return path
-
-def atomic_save_png(img:Image.Image, path:str|Path)->Path:
-    "Save `img` as an RGB PNG atomically with deterministic bytes (no timestamps, no metadata chunks)."
-    img = img if img.mode == 'RGB' else img.convert('RGB')
-    clean = Image.frombytes('RGB', img.size, img.tobytes())  # drops info (icc, dpi, text chunks)
-    return atomic_save_image(clean, path, compress_level=6)
-
-def safetensors_bytes(tensors:dict, # name -> tensor
-                      metadata:dict|None=None, # str -> str
-                     )->bytes:
-    "A safetensors file's bytes with its metadata keys sorted: the library writes several keys in a random order, so a rerun would differ."
-    from safetensors.torch import save
-    data = save({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, metadata=metadata)
-    if not metadata or len(metadata) < 2: return data
-    n = int.from_bytes(data[:8], 'little'); head = json.loads(data[8:8 + n])
-    head['__metadata__'] = dict(sorted(head.get('__metadata__', {}).items()))
-    h = json.dumps(head, separators=(',', ':'), ensure_ascii=False).encode()
-    h += b' ' * (-len(h) % 8)  # the data starts 8-byte aligned, as the library pads it
-    return len(h).to_bytes(8, 'little') + h + data[8 + n:]
-
-def atomic_save_safetensors(tensors:dict, path:str|Path, metadata:dict|None=None)->Path:
-    "Save a dict of tensors as safetensors atomically (metadata keys sorted: the same tensors give the same bytes)."
-    with atomic_write(path, 'wb') as f: f.write(safetensors_bytes(tensors, metadata))
-    return Path(path)
-
-# %% ../nbs/00_core.ipynb #d1c63f7a
-def recorded_path(p, # a path or hub id a stage writes into its output files (or a list / dict of them)
-                 ):
-    "`p` relative to the repository root (`$DIFFAUG_ROOT`) when inside it, else unchanged; for recording in outputs."
-    if p is None: return None
-    if isinstance(p, (list, tuple)): return [recorded_path(x) for x in p]
-    if isinstance(p, dict): return {k: recorded_path(v) for k, v in p.items()}
-    root = os.environ.get('DIFFAUG_ROOT')
-    if root and Path(str(p)).is_absolute():
-        with contextlib.suppress(ValueError): return Path(p).resolve().relative_to(Path(root).resolve()).as_posix()
-    return str(p)
-
 # %% ../nbs/00_core.ipynb #65e4f3b6
 @contextlib.contextmanager
 def reproducible_training():
@@ -184,81 +105,6 @@ def reproducible_training():
     torch.set_num_threads(1)
     try: yield
     finally: torch.set_num_threads(n)
-
-# %% ../nbs/00_core.ipynb #0cb924b7
-_DIGESTS = None  # {(cwd, paths): digest} inside `digests_cached()`, else None
-
-@contextlib.contextmanager
-def digests_cached():
-    "Inside this block `digest` answers each question once: for a job whose inputs do not change while it runs (a classification matrix)."
-    global _DIGESTS
-    old, _DIGESTS = _DIGESTS, {}
-    try: yield
-    finally: _DIGESTS = old
-
-def digest(*paths, # files or folders (a folder: every file below it, with its relative path)
-          )->str:
-    "A short sha256 of the contents of `paths` (order-sensitive; None entries count as absent)."
-    key = (os.getcwd(), *map(str, paths))
-    if _DIGESTS is not None and key in _DIGESTS: return _DIGESTS[key]
-    import hashlib
-    h = hashlib.sha256()
-    for p in paths:
-        if p is None: h.update(b'\0none'); continue
-        p = Path(p)
-        files = sorted(f for f in p.rglob('*') if f.is_file()) if p.is_dir() else [p]
-        for f in files:
-            h.update((f.relative_to(p).as_posix() if p.is_dir() else '').encode() + b'\0'); h.update(f.read_bytes()); h.update(b'\0')
-    if _DIGESTS is not None: _DIGESTS[key] = h.hexdigest()[:16]
-    return h.hexdigest()[:16]
-
-# %% ../nbs/00_core.ipynb #677e93c3
-class ImageLoadError(ValueError):
-    "An image file that cannot be read; the message names the file."
-
-def _to_rgb(im:Image.Image)->Image.Image:
-    if im.mode == 'RGB': return im
-    if im.mode in ('I;16', 'I;16B', 'I;16L', 'I', 'F'):
-        a = np.asarray(im, dtype=np.float64)
-        hi = 65535.0 if im.mode.startswith('I;16') else max(float(a.max()), 1.0)
-        return Image.fromarray(np.clip(a / hi * 255.0, 0, 255).astype(np.uint8)).convert('RGB')
-    if im.mode == 'P' and 'transparency' in im.info: im = im.convert('RGBA')
-    if im.mode in ('RGBA', 'LA', 'PA', 'La', 'RGBa'):
-        im = im.convert('RGBA'); bg = Image.new('RGBA', im.size, (255, 255, 255, 255))
-        return Image.alpha_composite(bg, im).convert('RGB')
-    return im.convert('RGB')
-
-def load_image(path:str|Path, # an image file
-              )->Image.Image:
-    "Load `path` as an RGB PIL image, or raise `ImageLoadError` naming the file."
-    path = Path(path)
-    if not path.exists(): raise ImageLoadError(f"{path}: no such file")
-    if path.stat().st_size == 0: raise ImageLoadError(f"{path}: the file is empty (0 bytes)")
-    prev = ImageFile.LOAD_TRUNCATED_IMAGES
-    try:
-        ImageFile.LOAD_TRUNCATED_IMAGES = False
-        with Image.open(path) as im:
-            im.load()
-            return _to_rgb(im)
-    except UnidentifiedImageError as e: raise ImageLoadError(f"{path}: not an image file PIL can read") from e
-    except (OSError, SyntaxError, ValueError) as e: raise ImageLoadError(f"{path}: corrupt or truncated image ({e})") from e
-    finally: ImageFile.LOAD_TRUNCATED_IMAGES = prev
-
-# %% ../nbs/00_core.ipynb #338ab5dd
-def load_images(paths:list, # image files
-                on_error:str='raise', # "raise" stops at the first bad file; "skip" drops it with a counted warning
-               )->tuple[list, list]:
-    "Load many images as RGB; returns (images, skipped paths)."
-    if on_error not in ('raise', 'skip'): raise ValueError(f"on_error={on_error!r}: expected 'raise' or 'skip'")
-    ims, skipped = [], []
-    for p in paths:
-        try: ims.append(load_image(p))
-        except ImageLoadError as e:
-            if on_error == 'raise': raise
-            skipped.append(str(p))
-    if skipped:
-        warnings.warn(f"skipped {len(skipped)} unreadable image(s) of {len(paths)}: " + ', '.join(skipped[:5]) + (' ...' if len(skipped) > 5 else ''))
-    return ims, skipped
 
 # %% ../nbs/00_core.ipynb #c0e058d4
 class ParamError(ValueError):
@@ -271,103 +117,6 @@ def check_param(ok:bool, # the condition that must hold
                )->None:
     "Raise `ParamError` naming `name` unless `ok`."
     if not ok: raise ParamError(f"parameter {name}={value!r} is invalid: expected {expect}")
-
-# %% ../nbs/00_core.ipynb #b531b243
-def temp_dir_beside(path:str|Path, suffix:str='.tmp')->Path:
-    "A new empty folder beside `path` (same file system, so a rename moves it), with the umask's permissions."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    d = Path(tempfile.mkdtemp(dir=path.parent, prefix=f'.{path.name}.', suffix=suffix))
-    os.chmod(d, umask_mode(dir=True))
-    return d
-
-def replace_dir(src:str|Path, # a complete folder (same file system as `dst`)
-                dst:str|Path, # where it goes; an existing folder there is replaced
-               )->Path:
-    "Move folder `src` to `dst`, replacing what was there; a reader sees the old or the new folder, never a mix."
-    import shutil
-    src, dst = Path(src), Path(dst)
-    if dst.exists() or dst.is_symlink():
-        old = temp_dir_beside(dst, '.old'); os.rmdir(old)
-        os.replace(dst, old); os.replace(src, dst); shutil.rmtree(old, ignore_errors=True)
-    else:
-        dst.parent.mkdir(parents=True, exist_ok=True); os.replace(src, dst)
-    return dst
-
-@contextlib.contextmanager
-def staged_dir(root:str|Path, # the folder to make
-               overwrite:bool=False, # replace an existing `root` (else `FileExistsError`)
-              ):
-    "Yield a new temp folder beside `root`; when the block succeeds it replaces `root` (`replace_dir`), when it fails it is deleted."
-    import shutil
-    root = Path(root)
-    if root.exists() and not overwrite: raise FileExistsError(f"{root}: already exists (pass overwrite=True to replace it)")
-    tmp = temp_dir_beside(root)
-    try:
-        yield tmp
-        replace_dir(tmp, root)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True); raise
-
-def link_or_copy(src:str|Path, # an existing file
-                 dst:str|Path, # where it should also be (replaced if it exists)
-                ):
-    "Hard-link `src` at `dst` (a copy where links are impossible, e.g. across file systems)."
-    import shutil
-    src, dst = Path(src), Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True); dst.unlink(missing_ok=True)
-    try: os.link(src, dst)
-    except OSError: shutil.copy2(src, dst)
-
-def scratch_dir(out:str|Path)->Path:
-    "Where a long stage keeps the unfinished work of output `out`: `<out>.partial`, beside it."
-    out = Path(out); return out.with_name(out.name + '.partial')
-
-def _jsonable(v):
-    if isinstance(v, dict): return {str(k): _jsonable(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)): return [_jsonable(x) for x in v]
-    if isinstance(v, os.PathLike): return str(v)
-    return v
-
-def record_diff(old:dict, # the parameter record saved with earlier work (e.g. read back from `.params.json`)
-                new:dict, # this run's record
-                keys=None, # the keys to compare, in this order (default: every key of either, sorted)
-                nested:tuple=(), # keys whose values are dicts compared key by key (their keys named alone)
-               )->str:
-    "The entries that differ between two parameter records, in words: `k: <old> there, <new> now; ...` ('' when none)."
-    none, diff = '<absent>', []
-    for k in (sorted(set(old) | set(new), key=str) if keys is None else keys):
-        if k in nested:
-            o, n = old.get(k) or {}, new.get(k) or {}
-            diff += [(j, o.get(j, none), n.get(j, none)) for j in sorted(set(o) | set(n), key=str)]
-        else: diff.append((k, old.get(k, none), new.get(k, none)))
-    return '; '.join(f"{k}: {a!r} there, {b!r} now" for k, a, b in diff if a != b)
-
-def start_scratch(out:str|Path, # the stage's final output folder
-                  params:dict, # everything that determines the output (JSON-able): a resume must match it exactly
-                  restart:bool|None=None, # True: discard earlier work; None: `DIFFAUG_RESTART=1` in the environment
-                 )->Path:
-    "The scratch folder for `out`, created or resumed; `ParamError` naming the differences when it was started with other `params`."
-    import shutil
-    sd, params = scratch_dir(out), _jsonable(params)
-    if restart is None: restart = os.environ.get('DIFFAUG_RESTART') == '1'
-    rec = sd/'.params.json'
-    if sd.exists() and restart: shutil.rmtree(sd)
-    if sd.exists() and rec.exists():
-        diff = record_diff(json.loads(rec.read_text(encoding='utf-8')), params)
-        if diff:
-            raise ParamError(f"{sd}: unfinished work made with other parameters ({diff}"
-                             + "); rerun with the same parameters to resume, or restart (--restart / DIFFAUG_RESTART=1) to discard it")
-    elif sd.exists() and any(sd.iterdir()):
-        raise ParamError(f"{sd}: a scratch folder without its parameter record; delete it or restart (--restart / DIFFAUG_RESTART=1)")
-    sd.mkdir(parents=True, exist_ok=True)
-    if not rec.exists(): atomic_write_json(rec, params)
-    return sd
-
-def publish_dir(out:str|Path)->Path:
-    "Move the finished scratch folder of `out` into place (its parameter record removed)."
-    sd = scratch_dir(out)
-    (sd/'.params.json').unlink(missing_ok=True)
-    return replace_dir(sd, out)
 
 # %% ../nbs/00_core.ipynb #f673b3fa
 def optimizer_tensors(sd:dict, # an optimizer's `state_dict()`

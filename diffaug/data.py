@@ -18,8 +18,8 @@ __all__ = ['IMG_EXTS', 'TEST_MODES', 'class_folder', 'DatasetError', 'Dataset', 
 import numpy as np
 import torch
 from PIL import Image
-from .core import (item_rng, atomic_write_json, atomic_save_png, ImageLoadError, load_image, ParamError, check_param,
-                          progress, staged_dir)
+from .core import item_rng, ParamError, check_param, progress
+from .files import atomic_write_json, atomic_save_png, ImageLoadError, load_image, staged_dir
 
 # %% ../nbs/02_data.ipynb #8c29f01e
 IMG_EXTS = ('.jpg', '.jpeg', '.png', '.ppm', '.bmp', '.pgm', '.tif', '.tiff', '.webp')  # what torchvision's ImageFolder reads
@@ -209,7 +209,7 @@ class Split:
         return f"Split({self.kind}, {len(self.classes)} classes, " + ', '.join(f"{s}={len(v)}" for s, v in self._items.items()) + f", root={self.root})"
 
 class ImageItems(torch.utils.data.Dataset):
-    "A torch Dataset over image files with targets; images load as RGB via `diffaug.core.load_image`."
+    "A torch Dataset over image files with targets; images load as RGB via `diffaug.files.load_image`."
     def __init__(self, paths:list, targets:list, transform=None): self.paths, self.targets, self.transform = list(paths), list(targets), transform
     def __len__(self): return len(self.paths)
     def __getitem__(self, i):

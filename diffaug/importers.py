@@ -16,7 +16,7 @@ __all__ = ['WATERBIRD_GROUPS', 'IMPORTERS', 'HF_PARTITION', 'import_cub', 'impor
 # %% ../nbs/05_importers.ipynb #dcecfdfd
 import numpy as np
 from PIL import Image
-from .core import ImageLoadError
+from .files import ImageLoadError
 from .data import Dataset, DatasetError, write_dataset, full_split, save_split
 from .synthetic import read_metadata_csv
 

@@ -17,7 +17,8 @@ __all__ = ['MODES', 'DEFAULT_SUFFIXES', 'latent_angle', 'circle_interpolation', 
 
 # %% ../nbs/30_interpolation.ipynb #e63feb98
 import torch
-from .core import check_param, ParamError, progress, item_generator, recorded_path, StageConfig
+from .core import check_param, ParamError, progress, item_generator, StageConfig
+from .files import recorded_path
 from .models import load_sd, make_tiny_sd, decode_latents, PromptCache, need_model, model_fingerprint, same_model
 from .sampling import WorkItem, ddim_grid, ddim_sample, encode_prompts, run_items, _state
 from .data import load_split

@@ -16,8 +16,9 @@ __all__ = ['class_prompts', 'invert_images', 'load_inversion_pool', 'build_inver
 
 # %% ../nbs/20_inversion.ipynb #330c6bba
 import torch
-from .core import (check_param, ParamError, progress, load_image, atomic_save_safetensors, atomic_write_json, atomic_save_image,
-                          recorded_path, StageConfig, start_scratch, publish_dir, scratch_dir)
+from .core import check_param, ParamError, progress, StageConfig
+from .files import (load_image, atomic_save_safetensors, atomic_write_json, atomic_save_image, recorded_path, start_scratch,
+                           publish_dir, scratch_dir)
 from .models import load_sd, make_tiny_sd, encode_images, decode_latents, sd_resolution, PromptCache, need_model, model_fingerprint
 from .sampling import ddim_invert, ddim_sample, encode_prompts, batches_of, _state
 from .data import load_split

@@ -21,7 +21,8 @@ __all__ = ['METHODS', 'PAPER_TABLE1_COLUMNS', 'PAPER_TABLE1', 'GEN_CLASSES', 'DE
 import numpy as np
 import torch
 from PIL import Image
-from .core import ParamError, check_param, item_rng, load_image, progress, recorded_path, StageConfig, nearest
+from .core import ParamError, check_param, item_rng, progress, StageConfig, nearest
+from .files import load_image, recorded_path
 from .models import load_sd, encode_images, decode_latents, PromptCache, load_clip, need_model, CLIP_REQUIRED, model_fingerprint
 from .data import Split, load_split
 from .synthetic import SyntheticSetWriter, read_metadata_csv, write_metadata_csv

@@ -18,7 +18,8 @@ __all__ = ['COLOURS', 'BEAKS', 'PATTERNS', 'TAILS', 'BACKGROUNDS', 'PERCHES', 'L
 # %% ../nbs/70_miniworld.ipynb #ce630a5b
 import numpy as np
 from PIL import Image, ImageDraw
-from .core import item_rng, atomic_save_image, atomic_write_json, check_param, progress
+from .core import item_rng, check_param, progress
+from .files import atomic_save_image, atomic_write_json
 from .data import write_dataset
 
 # %% ../nbs/70_miniworld.ipynb #c985edb6

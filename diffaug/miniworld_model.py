@@ -26,8 +26,8 @@ from PIL import Image
 from diffusers import AutoencoderKL, UNet2DConditionModel, DDIMScheduler, DDPMScheduler, StableDiffusionPipeline
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 from safetensors.torch import load_file
-from .core import (item_rng, item_generator, atomic_write, atomic_write_json, atomic_save_safetensors, atomic_save_image, check_param, progress,
-                          safetensors_bytes, replace_dir, recorded_path, StageConfig, ParamError, optimizer_tensors, optimizer_state)
+from .core import item_rng, item_generator, check_param, progress, StageConfig, ParamError, optimizer_tensors, optimizer_state
+from .files import atomic_write, atomic_write_json, atomic_save_safetensors, atomic_save_image, safetensors_bytes, replace_dir, recorded_path
 from .models import SD15_SCHEDULER, follow_umask
 from .miniworld import (COLOURS, BACKGROUNDS, ATTR_VALUES, SPECIES_ATTRS, Factors, sample_factors, caption, prompt,
                                parse_caption, pretrain_item, render, image_grid)
@@ -593,7 +593,7 @@ def _train_unet(run:_Run, # the run (parameters, folders, state, tokenizer, dead
 
 def atomic_write_text_lines(path, lines):
     "Write lines of text atomically."
-    from diffaug.core import atomic_write_text
+    from diffaug.files import atomic_write_text
     return atomic_write_text(path, '\n'.join(lines) + '\n')
 
 # %% ../nbs/71_miniworld_model.ipynb #5045b2dd

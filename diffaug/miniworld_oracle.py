@@ -13,7 +13,8 @@ from pathlib import Path
 __all__ = ['MiniworldOracleConfig', 'run_miniworld_oracle']
 
 # %% ../nbs/73_miniworld_oracle.ipynb #b6892e14
-from .core import StageConfig, recorded_path
+from .core import StageConfig
+from .files import recorded_path
 from .oracle import train_oracle, oracle_accuracy
 
 # %% ../nbs/73_miniworld_oracle.ipynb #1f24e179

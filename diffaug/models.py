@@ -18,7 +18,8 @@ __all__ = ['SD_REQUIRED', 'SD15_SCHEDULER', 'CLIP_REQUIRED', 'missing_sd_parts',
 # %% ../nbs/01_models.ipynb #90087ee7
 import numpy as np
 from PIL import Image
-from .core import choose_device, choose_dtype, umask_mode, check_param
+from .core import choose_device, choose_dtype, check_param
+from .files import umask_mode
 # torch, diffusers and transformers are imported inside the functions that use them: the pipeline runner checks a
 # stage's parameters (model folders included) without loading them
 
@@ -330,7 +331,8 @@ def load_clip(model:str|Path, # a local folder or a hub id like "openai/clip-vit
 
 # %% ../nbs/01_models.ipynb #f457b217
 import dataclasses
-from .core import StageConfig, temp_dir_beside, replace_dir
+from .core import StageConfig
+from .files import temp_dir_beside, replace_dir
 
 @dataclasses.dataclass
 class TinyModelConfig(StageConfig):

@@ -20,7 +20,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from .core import item_rng, atomic_write_json, check_param, progress, load_image, ParamError, recorded_path, StageConfig
+from .core import item_rng, check_param, progress, ParamError, StageConfig
+from .files import atomic_write_json, load_image, recorded_path
 from .models import load_clip, need_model, CLIP_REQUIRED
 from .miniworld import species_table, sample_factors, render, eval_item, EVAL_SPECIES, BACKGROUNDS
 from .miniworld_model import SmallCNN, save_cnn, load_cnn, to_tensor

@@ -19,7 +19,8 @@ __all__ = ['SCORE_KEYS', 'run_folder', 'collect_runs', 'make_fake_set', 'make_fa
 # %% ../nbs/60_report.ipynb #0ef1771e
 import numpy as np
 import pandas as pd
-from .core import atomic_write, atomic_write_text, atomic_write_json, ParamError, check_param, StageConfig, temp_dir_beside, replace_dir
+from .core import ParamError, check_param, StageConfig
+from .files import atomic_write, atomic_write_text, atomic_write_json, temp_dir_beside, replace_dir
 
 # %% ../nbs/60_report.ipynb #66a37745
 def run_folder(runs:str|Path, # the folder holding one sub-folder per run

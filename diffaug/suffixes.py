@@ -18,7 +18,8 @@ __all__ = ['BLIP_ID', 'LLM_ID', 'SUMMARY_INSTRUCTION', 'CONTEXT_WORDS', 'DANGLIN
 
 # %% ../nbs/31_suffixes.ipynb #299b4b69
 from dataclasses import dataclass
-from .core import check_param, ParamError, atomic_write_text, progress, StageConfig, recorded_path
+from .core import check_param, ParamError, progress, StageConfig
+from .files import atomic_write_text, recorded_path
 
 # %% ../nbs/31_suffixes.ipynb #9fd9f197
 def clean_suffix(line:str, # a line of a suffix file or of a language model's answer
@@ -268,7 +269,7 @@ def run_suffixes(cfg:SuffixesConfig|None=None, # the stage's parameters
     "The suffixes stage: write the suffix file of a dataset; returns its path, the number of suffixes and how they were made."
     c = SuffixesConfig.of(cfg, **kw).check()
     from diffaug.data import load_split  # deferred: diffaug.data imports torch, which this module's top does without
-    from diffaug.core import load_image
+    from diffaug.files import load_image
     sp = load_split(c.split); mc = sp.metaclass; out = Path(c.out)
     if c.source == 'file': sfx, how = read_suffixes(c.suffix_file, mc), f"from {recorded_path(str(c.suffix_file))}"
     elif c.source == 'builtin':

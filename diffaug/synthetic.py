@@ -17,8 +17,9 @@ __all__ = ['META_COLUMNS', 'write_metadata_csv', 'read_metadata_csv', 'Synthetic
 import numpy as np
 import torch
 from PIL import Image
-from .core import (atomic_write_text, atomic_write_json, atomic_save_png, ParamError, check_param, temp_dir_beside,
-                          scratch_dir, start_scratch, publish_dir, record_diff, link_or_copy)
+from .core import ParamError, check_param
+from .files import (atomic_write_text, atomic_write_json, atomic_save_png, temp_dir_beside, scratch_dir,
+                           start_scratch, publish_dir, record_diff, link_or_copy)
 from .data import class_folder, ImageItems
 
 # %% ../nbs/04_synthetic.ipynb #2e7ca1e5

@@ -34,9 +34,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path: sys.path.insert(0, str(REPO))
 
-from diffaug.pipeline import STAGES, setup_command, setup_overrides, set_dotted, get_dotted, load_yaml, parse_assignment
+from diffaug.params import STAGES, setup_command, setup_overrides, set_dotted, get_dotted, load_yaml, parse_assignment
 from diffaug.report import collect_runs, collect_scores, summarize, paired_gains
-from diffaug.core import atomic_write_json, atomic_write_text
+from diffaug.files import atomic_write_json, atomic_write_text
 
 PREFIX = 'miniworld-ablation-'
 FAMILIES = [  # (title, what the paper reports, variant names in order)

@@ -78,7 +78,8 @@ def test_bad_values_are_named_by_check(tmp_path):
 def test_resume_after_a_kill_gives_the_same_bytes(tmp_path, monkeypatch):
     "A run killed after an epoch resumes there (another run's parameters are refused) and ends with the uninterrupted run's bytes."
     import diffaug.classification as dc
-    from diffaug.core import ParamError, scratch_dir
+    from diffaug.core import ParamError
+    from diffaug.files import scratch_dir
     split = dc.make_toy_split(tmp_path/'toy', n_classes=3, shots=3, per_class=6)
     kw = dict(split=str(split), model='test_resnet', pretrained=False, image_size=32, batch_size=3, epochs=3, threads=1, select='last')
     dc.run_classification(out=str(tmp_path/'full'), **kw)

@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from diffaug.core import ImageLoadError, ParamError, scratch_dir
+from diffaug.core import ParamError
+from diffaug.files import ImageLoadError, scratch_dir
 from diffaug.data import (Dataset, DatasetError, class_folder, few_shot_split, full_split, load_split, long_tail_split,
                           save_split, write_dataset)
 from diffaug.prepare import PrepareConfig, run_prepare

@@ -14,7 +14,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from diffaug.core import ParamError, scratch_dir, start_scratch
+from diffaug.core import ParamError
+from diffaug.files import scratch_dir, start_scratch
 from diffaug.interpolation import InterpolationConfig, circle_interpolation, slerp, latent_angle, suffix_steps, run_interpolation
 from diffaug.inversion import InversionConfig, load_inversion_pool, run_inversion
 from diffaug.sampling import ddim_sample, ddim_invert

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from diffaug.core import ImageLoadError, ParamError
+from diffaug.core import ParamError
+from diffaug.files import ImageLoadError
 from diffaug.data import Dataset, load_split
 from diffaug.importers import (IMPORTERS, WATERBIRD_GROUPS, import_aircraft, import_cars, import_cub, import_flowers102, import_pets,
                                import_waterbirds)

@@ -209,7 +209,7 @@ def test_miniworld_stage_configs_check_every_value(tmp_path):
     from diffaug.core import ParamError
     from diffaug.miniworld_model import MiniworldModelConfig
     from diffaug.miniworld_oracle import MiniworldOracleConfig
-    from diffaug.pipeline import STAGES
+    from diffaug.params import STAGES
     assert STAGES['miniworld_model'].config_class() is MiniworldModelConfig and STAGES['miniworld_oracle'].config_class() is MiniworldOracleConfig
     ok = dict(ckpt_dir=str(tmp_path/'ckpt'), out=str(tmp_path/'model'))
     MiniworldModelConfig(**ok).check()

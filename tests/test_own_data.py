@@ -117,7 +117,7 @@ def test_setup_refuses_bad_input_in_one_line(tmp_path, monkeypatch, capsys, repo
     assert setup_main(['--folder', str(f), '--metaclass', 'bird', '--model', str(tiny), '--params', prm, '--print']) == 0
     out = capsys.readouterr().out
     assert 'dvc exp run -n f ' in out and out.rstrip().endswith('interpolation') and (tmp_path/'params/own/f.yaml').is_file()
-    from diffaug.pipeline import setup_overrides
+    from diffaug.params import setup_overrides
     flat = setup_overrides(tmp_path/'params/own/f.yaml', prm)  # a setup file like the paper's
     assert flat['prepare.source'] == 'folder' and flat['concepts.model'] == str(tiny) and flat['interpolation.steps'] == 25
     # the whole comparison: no target, a test split, the same model for every method, DA-Fusion's concepts kept

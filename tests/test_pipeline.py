@@ -157,7 +157,7 @@ def test_nbdev_export_leaves_package_unchanged(tmp_path):
 
 def test_setup_files_are_valid(repo_root):
     "Every paper setup in params/ overrides only declared parameters, with values the stages' classes accept."
-    from diffaug.pipeline import setup_command, setup_overrides, set_dotted, load_yaml, STAGES, check_cross_rules
+    from diffaug.params import setup_command, setup_overrides, set_dotted, load_yaml, STAGES, check_cross_rules
     setups = sorted((repo_root/'params').glob('*.yaml'))
     assert len(setups) >= 20
     base = load_yaml((repo_root/'params.yaml').read_text())
@@ -199,7 +199,7 @@ def test_every_setup_gives_dvc_a_path_for_each_dependency(repo_root):
     `${section.key}` of a dependency or output in dvc.yaml resolves to a path (an optional input left null, e.g. the
     no-concepts ablation's `concepts`, must not be a DVC dependency)."""
     import re
-    from diffaug.pipeline import setup_overrides, set_dotted, load_yaml
+    from diffaug.params import setup_overrides, set_dotted, load_yaml
     stages = _dvc_yaml(repo_root)
     refs = sorted({r for st in stages.values() for k in ('deps', 'outs') for d in st.get('do', st).get(k, [])
                    for r in re.findall(r'\$\{([\w.]+)\}', d if isinstance(d, str) else next(iter(d)))})
@@ -229,7 +229,7 @@ def test_every_stage_notebook_has_one_parameters_cell(repo_root, caplog):
     "papermill's own parser reads each stage's parameters cell: exactly `params`, without warnings."
     import logging, nbformat
     from papermill.translators import PythonTranslator
-    from diffaug.pipeline import STAGES
+    from diffaug.params import STAGES
     for st in {s.notebook for s in STAGES.values()}:
         cells = [c for c in nbformat.read(str(repo_root/'nbs'/st), as_version=4).cells if 'parameters' in c.metadata.get('tags', [])]
         assert len(cells) == 1, st
@@ -249,7 +249,7 @@ def test_one_name_per_stage_and_deps_cover_the_code(repo_root):
     depends on its notebook and on every diffaug module its notebook can run: the whole package (function-level
     imports included), checked against the import graph of the notebook's module."""
     import ast, nbformat
-    from diffaug.pipeline import STAGES
+    from diffaug.params import STAGES
     params = yaml.safe_load((repo_root/'params.yaml').read_text())
     def modules_of(py):  # diffaug modules imported anywhere in a module (top level or inside functions), transitively
         seen, todo = set(), [py]
@@ -279,7 +279,7 @@ def test_one_name_per_stage_and_deps_cover_the_code(repo_root):
 def test_params_yaml_holds_only_overrides_and_wiring(repo_root):
     "Every key of a stage's section is a declared parameter; a value equal to its default is there only when dvc.yaml reads it."
     import re
-    from diffaug.pipeline import STAGES
+    from diffaug.params import STAGES
     params = yaml.safe_load((repo_root/'params.yaml').read_text())
     used = set(re.findall(r'\$\{([\w.]+)\}', (repo_root/'dvc.yaml').read_text()))
     for sec, vals in params.items():

@@ -8,7 +8,7 @@ import yaml
 from PIL import Image
 
 from conftest import ROOT, VENV_BIN, run_env
-from diffaug.core import atomic_write_json
+from diffaug.files import atomic_write_json
 from diffaug.report import ReportConfig, make_fake_runs, make_fake_set, run_folder, run_report, run_sets
 
 METHODS = ['original', 'mixup', 'diff-aug', 'real-filter']
