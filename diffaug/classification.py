@@ -6,77 +6,32 @@ Docs: https://diffaug.github.io/diffaug/classification.html.md"""
 
 # %% ../nbs/50_classification.ipynb #c2a9e8ba
 from __future__ import annotations
-import copy, csv, dataclasses, difflib, io, json, math, os, re, tempfile, time
-from dataclasses import dataclass, asdict, field, fields
+import csv, dataclasses, io, json, os, tempfile, time
+from dataclasses import dataclass
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['MIXING', 'SYNTHETIC_METHODS', 'REPLACE_WITH', 'PRECISIONS', 'TRANSFORMS', 'TORCHVISION', 'EVAL_CACHE_BYTES',
-           'OUTPUT_FILES', 'method_names', 'torchvision_model', 'create_classifier', 'ClassificationConfig',
-           'to_tensor', 'normalize', 'random_crop_flip', 'resize_side', 'train_tensor', 'eval_tensor',
-           'ReplacementDataset', 'make_toy_split', 'make_toy_synthetic', 'lr_factor', 'group_name', 'accuracy_report',
-           'save_state', 'load_state', 'rng_state', 'set_rng_state', 'run_classification']
+__all__ = ['SYNTHETIC_METHODS', 'PRECISIONS', 'OUTPUT_FILES', 'method_names', 'ClassificationConfig', 'run_classification']
 
 # %% ../nbs/50_classification.ipynb #a3b6da21
 import numpy as np
 import torch
-import torch.nn.functional as F
-from .core import (item_seed, item_generator, item_rng, seed_everything, choose_device, ParamError, check_param, progress,
-                          StageConfig, nearest)
-from .files import (atomic_write_text, atomic_write_json, atomic_save_safetensors, load_image, recorded_path, start_scratch,
-                           scratch_dir, digest, digests_cached)
-from PIL import Image
-from .data import load_split, Split, few_shot_split, save_split
-from .synthetic import SyntheticSet, SyntheticSetWriter
-from .toy import make_toy_dataset
+from .core import ParamError, check_param, StageConfig, nearest
+from .files import (atomic_write_text, atomic_write_json, atomic_save_safetensors, recorded_path, start_scratch, scratch_dir,
+                           digest, digests_cached)
+from .data import load_split
+from .classifier_data import REPLACE_WITH, TRANSFORMS
+from .training import MIXING, TORCHVISION, torchvision_model, train_classifier, group_name
 
 # %% ../nbs/50_classification.ipynb #7ab6d9fb
-MIXING = {'original': None, 'mixup': 'mixup', 'cutmix': 'cutmix'}
 from .methods import METHODS  # the compared methods' registry (light: no diffusion library at import)
 SYNTHETIC_METHODS = {'synthetic', 'diff-ii', *METHODS}  # 'synthetic': any set, for experiments outside the comparison
-REPLACE_WITH = ('source', 'class', 'any', 'inverse-frequency')
 PRECISIONS = ('no', 'fp16', 'bf16')  # accelerate's names; "fp32" is read as "no"
-TRANSFORMS = ('reference', 'rrc-jitter', 'resize')  # the classifier's image transforms (see "The references' transforms")
+_TV_HELP = "torchvision:<arch>.<WEIGHTS> with a torchvision architecture and one of its weights (e.g. torchvision:vit_b_16.IMAGENET1K_SWAG_E2E_V1)"
 
 def method_names()->list:
     "All methods a classification run accepts."
     return list(MIXING) + sorted(SYNTHETIC_METHODS)
-
-# %% ../nbs/50_classification.ipynb #f9c0fd9d
-TORCHVISION = 'torchvision:'
-_TV_HELP = "torchvision:<arch>.<WEIGHTS> with a torchvision architecture and one of its weights (e.g. torchvision:vit_b_16.IMAGENET1K_SWAG_E2E_V1)"
-
-def torchvision_model(name:str, # "torchvision:<arch>" or "torchvision:<arch>.<WEIGHTS>"
-                     )->tuple|None:
-    "(architecture, weights enum member or None) named by `name`, or None when it names no torchvision model or weights."
-    import torchvision
-    if not isinstance(name, str) or not name.startswith(TORCHVISION): return None
-    arch, _, w = name[len(TORCHVISION):].partition('.')
-    if arch not in torchvision.models.list_models(): return None
-    if not w: return arch, None
-    try: return arch, torchvision.models.get_model_weights(arch)[w]
-    except KeyError: return None
-
-def create_classifier(name:str, # a timm model name or "torchvision:<arch>.<WEIGHTS>"
-                      pretrained:bool, # load the pretrained weights
-                      num_classes:int, # classes of the new head
-                     )->tuple:
-    "The model with a `num_classes` head, and its normalisation (mean, std)."
-    import timm
-    if not name.startswith(TORCHVISION):
-        model = timm.create_model(name, pretrained=pretrained, num_classes=num_classes); d = model.pretrained_cfg
-        return model, (tuple(d.get('mean', (0.485, 0.456, 0.406))), tuple(d.get('std', (0.229, 0.224, 0.225))))
-    import torchvision
-    arch, w = torchvision_model(name)
-    kw = {'image_size': w.meta['min_size'][0]} if w is not None and arch.startswith('vit_') else {}  # SWAG ViTs: 384 px position embeddings
-    model = torchvision.models.get_model(arch, weights=w if pretrained else None, **kw)
-    parent, key = model, None
-    for n, m in model.named_modules():
-        if isinstance(m, torch.nn.Linear): key = n
-    *path, last = key.split('.')
-    for p in path: parent = getattr(parent, p)
-    old = getattr(parent, last); setattr(parent, last, torch.nn.Linear(old.in_features, num_classes))
-    return model, ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))  # torchvision's ImageNet normalisation
 
 # %% ../nbs/50_classification.ipynb #981568f4
 @dataclass
@@ -128,19 +83,35 @@ class ClassificationConfig(StageConfig):
               files:bool=True, # also require the input files and folders (False: validate a setup before its stages ran)
              ):
         "Raise `ParamError` naming the first invalid parameter; returns `self`."
-        import timm
         self.need_int('workers', 1)
-        if self.methods is not None or self.seeds is not None:  # a matrix: its lists, then each of its runs
-            for k in ('methods', 'seeds'):
-                v = getattr(self, k)
-                self.need(isinstance(v, list) and len(v) > 0 and len(set(map(str, v))) == len(v), k, "a non-empty list without repeats (methods and seeds go together)")
-            for m in self.methods:
-                check_param(m in MIXING or m in SYNTHETIC_METHODS, 'methods', m, f"one of {method_names()}" + nearest(m, method_names()))
-            for x in self.seeds: check_param(isinstance(x, int) and not isinstance(x, bool), 'seeds', x, "integer seeds")
-            self.need_path('out', 'dir', files=False)
-            for r in self.runs(): r.check(files)
-            return self
+        if self.methods is not None or self.seeds is not None: return self._check_matrix(files)
         # values first (they are wrong wherever the run happens), then the paths a run needs, then the files they name
+        self._check_values()
+        self.need_path('split', 'file', files=False); self.need_path('out', 'dir', files=False)
+        syn = self.synthetic_sets()
+        if self.method in SYNTHETIC_METHODS:
+            check_param(len(syn) > 0, 'synthetic', self.synthetic, f"at least one synthetic-set folder for method {self.method!r}")
+        else:
+            check_param(len(syn) == 0, 'synthetic', self.synthetic,
+                        f"no synthetic sets for method {self.method!r} (it trains on real images only; use a synthetic method's name)")
+        if files: self._check_files(syn)
+        return self
+
+    def _check_matrix(self, files:bool):
+        "A matrix: its lists, then each of its runs."
+        for k in ('methods', 'seeds'):
+            v = getattr(self, k)
+            self.need(isinstance(v, list) and len(v) > 0 and len(set(map(str, v))) == len(v), k, "a non-empty list without repeats (methods and seeds go together)")
+        for m in self.methods:
+            check_param(m in MIXING or m in SYNTHETIC_METHODS, 'methods', m, f"one of {method_names()}" + nearest(m, method_names()))
+        for x in self.seeds: check_param(isinstance(x, int) and not isinstance(x, bool), 'seeds', x, "integer seeds")
+        self.need_path('out', 'dir', files=False)
+        for r in self.runs(): r.check(files)
+        return self
+
+    def _check_values(self):
+        "The values, wrong wherever the run happens (no file is read)."
+        import timm
         self.need(isinstance(self.method, str) and (self.method in MIXING or self.method in SYNTHETIC_METHODS), 'method',
                   f"one of {method_names()}" + nearest(self.method, method_names()))
         self.need(self.synthetic is None or isinstance(self.synthetic, (list, tuple, dict, str)), 'synthetic',
@@ -172,14 +143,9 @@ class ClassificationConfig(StageConfig):
         self.need_bool('save_model')
         mix = MIXING.get(self.method)
         if mix: self.need_num(f'{mix}_alpha', 0, lo_open=True)
-        self.need_path('split', 'file', files=False); self.need_path('out', 'dir', files=False)
-        syn = self.synthetic_sets()
-        if self.method in SYNTHETIC_METHODS:
-            check_param(len(syn) > 0, 'synthetic', self.synthetic, f"at least one synthetic-set folder for method {self.method!r}")
-        else:
-            check_param(len(syn) == 0, 'synthetic', self.synthetic,
-                        f"no synthetic sets for method {self.method!r} (it trains on real images only; use a synthetic method's name)")
-        if not files: return self
+
+    def _check_files(self, syn:list):
+        "The input files: the split, the eval split, the synthetic sets (`syn`), and the val subset `select='val'` needs."
         self.need_path('split', 'file'); self.need_path('eval_split', 'file', none=True)
         for s in syn:
             check_param(Path(s).is_dir() and (Path(s)/'metadata.csv').is_file(), 'synthetic', s, "a synthetic-set folder with metadata.csv")
@@ -187,7 +153,6 @@ class ClassificationConfig(StageConfig):
             try: n_val = len((json.loads(Path(self.split).read_text(encoding='utf-8')).get('items') or {}).get('val') or [])
             except (ValueError, UnicodeDecodeError, AttributeError): n_val = None  # load_split names the problem later
             if n_val == 0: raise ParamError(f"parameter select='val' is invalid: the split {self.split} has no val subset")
-        return self
 
     def runs(self)->list:
         "The single runs: this config without `methods`, else one per method × seed, each into `<out>/<method>/s<seed>`."
@@ -204,354 +169,6 @@ class ClassificationConfig(StageConfig):
         return [s] if isinstance(s, str) else list(s)
 
 # %% ../nbs/50_classification.ipynb #ead56277
-def to_tensor(img:Image.Image, # an RGB image
-              size:int, # output side
-              mean:tuple|None, # normalisation mean (per channel); None: no normalisation ([0, 1])
-              std:tuple|None, # normalisation std
-              resample=Image.BICUBIC, # PIL filter (torchvision's Resize: bilinear)
-             )->torch.Tensor:
-    "Resize to `size`×`size`, scale to [0,1] and normalise: a [3, size, size] float tensor."
-    img = img.convert('RGB')
-    if img.size != (size, size): img = img.resize((size, size), resample)
-    x = _pixels(img)
-    return x if mean is None else normalize(x, mean, std)
-
-def _pixels(img:Image.Image)->torch.Tensor: return torch.from_numpy(np.asarray(img, dtype=np.float32).copy()).permute(2, 0, 1) / 255.0
-
-def normalize(x:torch.Tensor, mean:tuple, std:tuple)->torch.Tensor:
-    "(x − mean) / std per channel."
-    return (x - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
-
-def random_crop_flip(x:torch.Tensor, # a [C, H, W] image tensor (square)
-                     pad:int, # zero padding before the crop
-                     gen:torch.Generator, # the item's generator
-                     size:int|None=None, # crop side; None: the image's own (torchvision's RandomCrop(size, padding=pad))
-                    )->torch.Tensor:
-    "Pad, crop `size`×`size` at a random offset, flip horizontally with probability 1/2."
-    c, h, w = x.shape
-    size = h if size is None else size
-    if pad > 0 or size < h:
-        xp = F.pad(x, (pad, pad, pad, pad)) if pad > 0 else x
-        i, j = (int(v) for v in torch.randint(0, h + 2 * pad - size + 1, (2,), generator=gen))
-        x = xp[:, i:i + size, j:j + size]
-    if torch.rand((), generator=gen) < 0.5: x = x.flip(-1)
-    return x.contiguous()
-
-# %% ../nbs/50_classification.ipynb #e614550f
-def resize_side(size:int, resize:int|None)->int:
-    "The side before the crop: `resize`, or round(size·8/7) (256 at 224)."
-    return int(round(size * 8 / 7)) if resize is None else int(resize)
-
-def _center_crop(x:torch.Tensor, s:int)->torch.Tensor:
-    h, w = x.shape[-2:]; i, j = int(round((h - s) / 2.0)), int(round((w - s) / 2.0))
-    return x[:, i:i + s, j:j + s]
-
-def _rrc_box(W:int, H:int, gen:torch.Generator, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3))->tuple:
-    "torchvision's RandomResizedCrop.get_params, drawing from `gen`: (top, left, height, width)."
-    area, lr = H * W, (math.log(ratio[0]), math.log(ratio[1]))
-    for _ in range(10):
-        u = torch.rand(2, generator=gen).tolist()
-        target, aspect = area * (scale[0] + u[0] * (scale[1] - scale[0])), math.exp(lr[0] + u[1] * (lr[1] - lr[0]))
-        w, h = int(round(math.sqrt(target * aspect))), int(round(math.sqrt(target / aspect)))
-        if 0 < w <= W and 0 < h <= H:
-            i, j = (int(torch.randint(0, n + 1, (1,), generator=gen)) for n in (H - h, W - w))
-            return i, j, h, w
-    r = W / H
-    w, h = (W, int(round(W / min(ratio)))) if r < min(ratio) else (int(round(H * max(ratio))), H) if r > max(ratio) else (W, H)
-    return (H - h) // 2, (W - w) // 2, h, w
-
-def _color_jitter(x:torch.Tensor, gen:torch.Generator, strength:float=0.4)->torch.Tensor:
-    "ColorJitter(strength, strength, strength, 0) on a [0, 1] image: brightness, contrast, saturation in a random order."
-    import torchvision.transforms.functional as TF
-    ops = {0: TF.adjust_brightness, 1: TF.adjust_contrast, 2: TF.adjust_saturation}
-    order = torch.randperm(3, generator=gen).tolist()
-    f = (1 - strength + 2 * strength * torch.rand(3, generator=gen)).tolist()
-    for k in order: x = ops[k](x, f[k])
-    return x
-
-def train_tensor(img:Image.Image, # the training image
-                 transform:str, # one of `TRANSFORMS`
-                 size:int, # output side (the crop)
-                 resize:int|None, # side before the crop (None: round(size·8/7))
-                 pad:int, # random-crop padding ("reference", "resize")
-                 mean:tuple, std:tuple, # normalisation
-                 gen:torch.Generator, # the item's generator
-                )->torch.Tensor:
-    "The training view of `img` under `transform`: a normalised [3, size, size] tensor."
-    if transform == 'resize': return random_crop_flip(to_tensor(img, size, mean, std), pad, gen)
-    if transform == 'reference':
-        x = to_tensor(img, resize_side(size, resize), None, None, Image.BILINEAR)
-        return normalize(random_crop_flip(x, pad, gen, size), mean, std)
-    img = img.convert('RGB'); i, j, h, w = _rrc_box(*img.size, gen)
-    x = to_tensor(img.resize((size, size), Image.BILINEAR, box=(j, i, j + w, i + h)), size, None, None)
-    if torch.rand((), generator=gen) < 0.5: x = x.flip(-1)
-    return normalize(_color_jitter(x, gen), mean, std)
-
-def eval_tensor(img:Image.Image, transform:str, size:int, resize:int|None, mean:tuple, std:tuple)->torch.Tensor:
-    "The test view of `img` under `transform` (no randomness)."
-    if transform == 'resize': return to_tensor(img, size, mean, std)
-    r = resize_side(size, resize)
-    if transform == 'reference': return normalize(_center_crop(to_tensor(img, r, None, None, Image.BILINEAR), size), mean, std)
-    img = img.convert('RGB'); W, H = img.size  # torchvision's Resize(r): the shorter side to r
-    img = img.resize((r, int(r * H / W)) if W <= H else (int(r * W / H), r), Image.BILINEAR)
-    return normalize(_center_crop(_pixels(img), size), mean, std)
-
-# %% ../nbs/50_classification.ipynb #caabc1d4
-class ReplacementDataset(torch.utils.data.Dataset):
-    "Real training items of a split, each replaced with probability `p` by a synthetic image (deterministic per seed, epoch, item)."
-    def __init__(self, split:Split, # the split (its train subset is served)
-                 synthetic:list=(), # synthetic-set folders (their classes must be the split's)
-                 p:float=0.5, # replacement probability
-                 replace_with:str='source', # see `REPLACE_WITH`
-                 image_size:int=32, # output side
-                 crop_padding:int|None=None, # random-crop padding (None: image_size // 28)
-                 mean:tuple=(0.485, 0.456, 0.406), # normalisation
-                 std:tuple=(0.229, 0.224, 0.225), # normalisation
-                 seed:int=0, # the run's seed
-                 augment:bool=True, # the training transform (False: the test view)
-                 transform:str='reference', # one of `TRANSFORMS`
-                 resize:int|None=None, # side before the crop (None: round(image_size·8/7))
-                ):
-        self.split, self.items, self.K = split, split.items('train'), len(split.classes)
-        self.c2i = split.class_to_idx
-        self.sets = [SyntheticSet(s, classes=split.classes) for s in synthetic]
-        self.p, self.replace_with, self.size, self.seed, self.augment = float(p), replace_with, image_size, seed, augment
-        self.transform, self.resize = transform, resize
-        self.pad = image_size // 28 if crop_padding is None else crop_padding
-        self.mean, self.std, self.epoch = tuple(mean), tuple(std), 0
-        self.syn = [(si, ri) for si, s in enumerate(self.sets) for ri in range(len(s))]
-        self.by_class, self.by_source = {}, {}
-        for k, (si, ri) in enumerate(self.syn):
-            r = self.sets[si].rows[ri]
-            self.by_class.setdefault(self.c2i[r['label']], []).append(k)
-            for sid in str(r.get('source_ids') or '').split(';'):
-                if sid: self.by_source.setdefault(sid, []).append(k)
-        n = split.counts('train')
-        cls = sorted(self.by_class)
-        w = np.array([1.0 / (n[split.classes[c]] + 1) for c in cls])
-        self.inv_classes, self.inv_weights = cls, (w / w.sum() if len(w) else w)
-
-    def set_epoch(self, epoch:int): self.epoch = int(epoch)
-    def __len__(self): return len(self.items)
-
-    def choose(self, i:int)->int|None:
-        "The index into `self.syn` that replaces item `i` this epoch, or None (the real image)."
-        if not self.syn or self.p <= 0: return None
-        it = self.items[i]
-        rng = item_rng(self.seed, 'classification/replace', f"{self.epoch}/{it['id']}")
-        if rng.random() >= self.p: return None
-        y = self.c2i[it['label']]
-        if self.replace_with == 'inverse-frequency':
-            c = self.inv_classes[int(rng.choice(len(self.inv_classes), p=self.inv_weights))]
-            cand = self.by_class[c]
-        elif self.replace_with == 'any': cand = range(len(self.syn))
-        elif self.replace_with == 'class': cand = self.by_class.get(y, [])
-        else: cand = self.by_source.get(it['id']) or self.by_class.get(y, [])
-        if len(cand) == 0: return None
-        return cand[int(rng.integers(len(cand)))]
-
-    def __getitem__(self, i:int):
-        k, it = self.choose(i), self.items[i]
-        if k is None:
-            img = load_image(self.split.root/it['path'])
-            target = torch.zeros(self.K); target[self.c2i[it['label']]] = 1.0
-        else:
-            si, ri = self.syn[k]
-            img = load_image(self.sets[si].path/self.sets[si].rows[ri]['file_name'])
-            target = self.sets[si].soft_target(ri)  # as annotated: Diff-Mix's scale (0.9) keeps its mass below 1
-        if self.augment:
-            x = train_tensor(img, self.transform, self.size, self.resize, self.pad, self.mean, self.std,
-                             item_generator(self.seed, 'classification/augment', f"{self.epoch}/{it['id']}"))
-        else: x = eval_tensor(img, self.transform, self.size, self.resize, self.mean, self.std)
-        return x, target, k is not None
-
-# %% ../nbs/50_classification.ipynb #fa5c307a
-def make_toy_split(folder:str|Path, # where dataset/ and split.json go
-                   n_classes:int=4, # classes
-                   shots:int=5, # training images per class
-                   per_class:int=12, # images per class in the dataset (the rest is test)
-                   size:int=32, # image side
-                   val_per_class:int=0, # validation images per class
-                  )->Path:
-    "Write a toy dataset and its few-shot split (for demos and tests); returns the split file."
-    folder = Path(folder)
-    ds = make_toy_dataset(folder/'dataset', n_classes, per_class, size, seed=0)
-    sp = few_shot_split(ds, shots, seed=0, val_per_class=val_per_class)
-    save_split(sp, folder/'split.json')
-    return folder/'split.json'
-
-def make_toy_synthetic(split:str|Path|Split, # the split whose training images are copied
-                       out:str|Path, # the synthetic set's folder
-                       per_image:int=2, # synthetic images per real training image
-                       soft_class:int|None=None, # give this class's images a soft label (0.7 own, 0.3 next class)
-                       method:str='toy',
-                      )->Path:
-    "A synthetic set of recoloured copies of the training images, with provenance (for demos and tests)."
-    sp = load_split(split) if not isinstance(split, Split) else split
-    w = SyntheticSetWriter(out, sp.classes, method)
-    for it in sp.items('train'):
-        im = load_image(sp.root/it['path'])
-        for j in range(per_image):
-            a = np.asarray(im).astype(np.int16)[..., [(j + 1) % 3, (j + 2) % 3, j % 3]]
-            kw = {}
-            if soft_class is not None and sp.class_to_idx[it['label']] == soft_class:
-                kw['soft_label'] = {it['label']: 0.7, sp.classes[(soft_class + 1) % len(sp.classes)]: 0.3}
-            name = re.sub(r'[^\w\-]', '_', it['id']) + f'_{j}'
-            w.write(Image.fromarray(a.astype(np.uint8)), it['label'], name, source_ids=it['id'], seed=0, **kw)
-    return w.finalize()
-
-# %% ../nbs/50_classification.ipynb #8f1b6efa
-def lr_factor(step:int, # the optimisation step (0-based)
-              total:int, # total steps
-              warmup:float=0.1, # warm-up fraction
-              mode:str='multiply', # "multiply" (Diff-II's code) or "sequential"
-             )->float:
-    "Linear warm-up and cosine decay: the multiplier of the peak learning rate at `step`."
-    if mode == 'multiply':
-        return min(1.0, (step + 1) / max(int(warmup * total), 1)) * 0.5 * (1 + math.cos(math.pi * step / max(1, total)))
-    w = int(round(warmup * total))
-    if step < w: return (step + 1) / w
-    return 0.5 * (1 + math.cos(math.pi * (step - w) / max(1, total - w)))
-
-# %% ../nbs/50_classification.ipynb #cadfda9c
-def group_name(g)->str|None:
-    "A readable group key: a group dict's `group_name`, else its string fields joined by '/', else `str(g)`."
-    if g is None: return None
-    if isinstance(g, dict) and isinstance(g.get('group_name'), str): return g['group_name']
-    if isinstance(g, dict):
-        s = [str(v) for v in g.values() if isinstance(v, str)]
-        return '/'.join(s) if s else json.dumps(g, sort_keys=True)
-    return str(g)
-
-def accuracy_report(preds:list, # predicted label indices
-                    items:list, # the split items (label, group)
-                    classes:list, # class names in label order
-                   )->dict:
-    "Top-1 overall, per class (and its mean) and per group (with mean and worst)."
-    c2i = {c: i for i, c in enumerate(classes)}
-    ok = [int(p) == c2i[it['label']] for p, it in zip(preds, items)]
-    res = {'top1': 100.0 * float(np.mean(ok)) if ok else float('nan'), 'n': len(ok)}
-    pc = {}
-    for o, it in zip(ok, items): pc.setdefault(it['label'], []).append(o)
-    res['per_class'] = {c: 100.0 * float(np.mean(pc[c])) for c in classes if c in pc}
-    res['mean_class_acc'] = float(np.mean(list(res['per_class'].values()))) if pc else float('nan')
-    grp = {}
-    for o, it in zip(ok, items):
-        g = group_name(it.get('group'))
-        if g is not None: grp.setdefault(g, []).append(o)
-    if grp:
-        res['groups'] = {g: 100.0 * float(np.mean(v)) for g, v in sorted(grp.items())}
-        res['group_mean'] = float(np.mean(list(res['groups'].values())))
-        res['worst_group'] = float(min(res['groups'].values()))
-    return res
-
-# %% ../nbs/50_classification.ipynb #afee18c6
-class _EpochSampler(torch.utils.data.Sampler):
-    "A permutation per epoch from `(seed, epoch)`."
-    def __init__(self, n:int, seed:int): self.n, self.seed, self.epoch = n, seed, 0
-    def set_epoch(self, e:int): self.epoch = int(e)
-    def __len__(self): return self.n
-    def __iter__(self): return iter(torch.randperm(self.n, generator=item_generator(self.seed, 'classification/order', self.epoch)).tolist())
-
-EVAL_CACHE_BYTES = 2**29 # a test set whose tensors fit in 512 MB is decoded once per run, not at every evaluation
-
-class _EvalDataset(torch.utils.data.Dataset):
-    def __init__(self, split, subset, size, mean, std, transform='reference', resize=None):
-        self.split, self.items, self.size, self.mean, self.std, self.transform, self.resize = split, split.items(subset), size, mean, std, transform, resize
-        self.cache = {} if len(self.items) * 3 * size * size * 4 <= EVAL_CACHE_BYTES else None
-    def __len__(self): return len(self.items)
-    def __getitem__(self, i):
-        if self.cache is not None and i in self.cache: return self.cache[i], i
-        x = eval_tensor(load_image(self.split.root/self.items[i]['path']), self.transform, self.size, self.resize, self.mean, self.std)
-        if self.cache is not None: self.cache[i] = x
-        return x, i
-
-def _soft_ce(logits:torch.Tensor, target:torch.Tensor)->torch.Tensor:
-    return -(target * F.log_softmax(logits.float(), dim=-1)).sum(-1).mean()
-
-def _write_csv(path:Path, rows:list, cols:list):
-    buf = io.StringIO(); w = csv.DictWriter(buf, fieldnames=cols, lineterminator='\n'); w.writeheader()
-    for r in rows: w.writerow({k: (f'{v:.6g}' if isinstance(v, float) else v) for k, v in r.items()})
-    atomic_write_text(path, buf.getvalue())
-
-# %% ../nbs/50_classification.ipynb #738663dc
-def _mixer(cfg:ClassificationConfig, K:int):
-    "timm's Mixup as Diff-II's code mixes: Mixup on a whole batch, CutMix per sample, each with probability `mix_prob`."
-    from timm.data import Mixup
-    mix = MIXING.get(cfg.method)
-    if not mix: return None
-    return Mixup(mixup_alpha=cfg.mixup_alpha if mix == 'mixup' else 0.0, cutmix_alpha=cfg.cutmix_alpha if mix == 'cutmix' else 0.0,
-                 prob=cfg.mix_prob, switch_prob=0.0, mode='elem' if mix == 'cutmix' and cfg.cutmix_per == 'sample' else 'batch',
-                 label_smoothing=cfg.label_smoothing, num_classes=K)
-
-def _targets(cfg, mixer, x, target, K):
-    "Smoothed (and for mixup/cutmix mixed) soft targets; an odd last sample is left unmixed."
-    eps = cfg.label_smoothing
-    if mixer is None: return x, (1 - eps) * target + eps / K
-    y = target.argmax(-1)
-    n = len(x) - (len(x) % 2)
-    if n < 2: return x, (1 - eps) * target + eps / K
-    xm, ym = mixer(x[:n].clone(), y[:n])
-    rest = (1 - eps) * target[n:] + eps / K
-    return torch.cat([xm, x[n:]]), torch.cat([ym.to(rest.dtype), rest])
-
-@torch.no_grad()
-def _predict(model, loader, accelerator)->list:
-    model.eval(); out = {}
-    for x, idx in loader:
-        p = model(x).argmax(-1)
-        p, idx = accelerator.gather_for_metrics((p, idx))
-        out.update(zip(idx.tolist(), p.tolist()))
-    return [out[i] for i in range(len(out))]
-
-# %% ../nbs/50_classification.ipynb #12ccd9e4
-def _tree_out(obj, tensors:dict, path:str='s'):
-    "A JSON-able copy of a state dict `obj` (dict keys kept with their types); its tensors go into `tensors`."
-    if isinstance(obj, torch.Tensor): tensors[path] = obj.detach().cpu().contiguous().clone(); return {'__tensor__': path}
-    if isinstance(obj, dict): return {'__items__': [[k, _tree_out(v, tensors, f'{path}.{k}')] for k, v in obj.items()]}
-    if isinstance(obj, (list, tuple)): return [_tree_out(v, tensors, f'{path}.{i}') for i, v in enumerate(obj)]
-    return obj
-
-def _tree_in(obj, tensors:dict):
-    "Inverse of `_tree_out`."
-    if isinstance(obj, dict) and '__tensor__' in obj: return tensors[obj['__tensor__']]
-    if isinstance(obj, dict) and '__items__' in obj: return {k: _tree_in(v, tensors) for k, v in obj['__items__']}
-    if isinstance(obj, list): return [_tree_in(v, tensors) for v in obj]
-    return obj
-
-def save_state(path:str|Path, # a file stem: writes <path>.safetensors and <path>.json
-               state, # a state dict (nested dicts / lists of tensors and JSON-able values)
-              )->None:
-    "Save a state dict (an optimizer's, a scheduler's, RNG states) as safetensors + JSON, atomically."
-    tensors = {}; tree = _tree_out(state, tensors)
-    atomic_save_safetensors(tensors, Path(f'{path}.safetensors'))
-    atomic_write_json(Path(f'{path}.json'), tree, indent=None)
-
-def load_state(path:str|Path)->dict:
-    "The state dict saved by `save_state`."
-    from safetensors.torch import load_file
-    return _tree_in(json.loads(Path(f'{path}.json').read_text(encoding='utf-8')), load_file(f'{path}.safetensors'))
-
-def rng_state()->dict:
-    "Every global RNG state a training step may draw from (torch, CUDA, numpy, Python)."
-    import random
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    v, st, g = random.getstate()
-    s = {'torch': torch.get_rng_state(), 'numpy': [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
-         'python': [v, list(st), g]}
-    if torch.cuda.is_available() and torch.cuda.is_initialized(): s['cuda'] = torch.cuda.get_rng_state()
-    return s
-
-def set_rng_state(s:dict)->None:
-    "Restore the states of `rng_state`."
-    import random
-    torch.set_rng_state(s['torch'])
-    if 'cuda' in s and torch.cuda.is_available(): torch.cuda.set_rng_state(s['cuda'])
-    name, keys, pos, hg, cached = s['numpy']
-    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, hg, cached))
-    v, st, g = s['python']; random.setstate((v, tuple(st), g))
-
-# %% ../nbs/50_classification.ipynb #36fac9b4
 OUTPUT_FILES = ('epochs.csv', 'per_class.csv', 'predictions.csv', 'config.json', 'model.safetensors', 'metrics.json') # metrics.json last
 
 def _split_digest(path)->str|None:
@@ -560,50 +177,19 @@ def _split_digest(path)->str|None:
     sp = load_split(path)
     return digest(path, *(p for s in ('train', 'val', 'test') for p in sp.paths(s) if p.is_file()))
 
-def _record(cfg:ClassificationConfig)->dict:
+def _split_digests(cfg:ClassificationConfig)->dict:
+    "The digests of the run's split and eval split (every run of a matrix shares them)."
+    return {'split': _split_digest(cfg.split), 'eval_split': _split_digest(cfg.eval_split)}
+
+def _record(cfg:ClassificationConfig, # the run's parameters
+            splits:dict|None=None, # `_split_digests(cfg)` when already known (a matrix reads its split once)
+           )->dict:
     """What a resumed run must share with the interrupted one, and what a matrix compares to keep a finished run: every
     parameter that changes the output bytes, and the digests of the inputs (split and its images, synthetic sets)."""
     rec = {k: v for k, v in cfg.asdict().items() if k not in ('out', 'num_workers', 'checkpoint_every', 'save_model', 'methods', 'seeds', 'workers')}
     rec.update(split=recorded_path(cfg.split), eval_split=recorded_path(cfg.eval_split), synthetic=recorded_path(cfg.synthetic_sets()) or None,
-               inputs={'split': _split_digest(cfg.split), 'eval_split': _split_digest(cfg.eval_split),
-                       'synthetic': [digest(s) for s in cfg.synthetic_sets()]})
+               inputs={**(splits or _split_digests(cfg)), 'synthetic': [digest(s) for s in cfg.synthetic_sets()]})
     return json.loads(json.dumps(rec))  # as it reads back from config.json
-
-def _save_checkpoint(ck:Path, # the checkpoint folder (in the scratch folder)
-                     epoch:int, # finished epochs
-                     acc, model, opt, sched, # accelerate and the prepared objects
-                     rows:list, best:tuple, best_state:dict|None, best_changed:bool):
-    "Checkpoint after `epoch` epochs; `last.json`, written last, makes it the one a resume starts from."
-    d = ck/f'epoch-{epoch:04d}'
-    if acc.is_main_process:
-        atomic_save_safetensors({k: v.clone() for k, v in acc.unwrap_model(model).state_dict().items()}, d/'model.safetensors')
-        save_state(d/'optimizer', opt.state_dict())
-        save_state(d/'scheduler', {'scheduler': sched.scheduler.state_dict(), 'scaler': acc.scaler.state_dict() if acc.scaler is not None else None})
-        if best_changed: atomic_save_safetensors(best_state, ck/f'best-{best[1]:04d}.safetensors')
-    save_state(d/f'rng-{acc.process_index}', rng_state())
-    acc.wait_for_everyone()
-    if acc.is_main_process:
-        atomic_write_json(ck/'last.json', {'epoch': epoch, 'rows': rows, 'best': list(best)})
-        import shutil
-        for p in ck.iterdir():  # older checkpoints
-            if p.name not in (d.name, 'last.json', f'best-{best[1]:04d}.safetensors'):
-                shutil.rmtree(p) if p.is_dir() else p.unlink()
-    acc.wait_for_everyone()
-
-def _load_checkpoint(ck:Path, acc, model, opt, sched)->tuple:
-    "(finished epochs, rows, best, best_state) of the last checkpoint in `ck`, its states loaded; (0, [], (-1.0, -1), None) without one."
-    if not (ck/'last.json').is_file(): return 0, [], (-1.0, -1), None
-    from safetensors.torch import load_file
-    last = json.loads((ck/'last.json').read_text(encoding='utf-8'))
-    d = ck/f"epoch-{last['epoch']:04d}"
-    acc.unwrap_model(model).load_state_dict(load_file(str(d/'model.safetensors')))
-    opt.load_state_dict(load_state(d/'optimizer'))
-    s = load_state(d/'scheduler'); sched.scheduler.load_state_dict(s['scheduler'])
-    if s['scaler'] is not None and acc.scaler is not None: acc.scaler.load_state_dict(s['scaler'])
-    set_rng_state(load_state(d/f'rng-{acc.process_index}'))
-    best = tuple(last['best'])
-    best_state = load_file(str(ck/f'best-{best[1]:04d}.safetensors')) if best[1] > 0 else None
-    return last['epoch'], last['rows'], best, best_state
 
 def _publish_files(scratch:Path, out:Path)->None:
     "Move the finished files from `scratch` into `out` (each rename atomic; metrics.json removed first, moved last); remove `scratch`."
@@ -615,112 +201,56 @@ def _publish_files(scratch:Path, out:Path)->None:
         else: (out/f).unlink(missing_ok=True)  # a file an earlier run with other settings wrote
     shutil.rmtree(scratch)
 
-# %% ../nbs/50_classification.ipynb #6d04659e
+def _write_csv(path:Path, rows:list, cols:list):
+    buf = io.StringIO(); w = csv.DictWriter(buf, fieldnames=cols, lineterminator='\n'); w.writeheader()
+    for r in rows: w.writerow({k: (f'{v:.6g}' if isinstance(v, float) else v) for k, v in r.items()})
+    atomic_write_text(path, buf.getvalue())
+
+# %% ../nbs/50_classification.ipynb #f32f6edd
+def _metrics(cfg:ClassificationConfig, r)->dict:
+    "metrics.json's content for the trained run `r` (`train_classifier`'s result)."
+    selected = r.best[1] if cfg.select == 'val' else cfg.epochs
+    metrics = {'method': cfg.method, 'seed': cfg.seed, 'model': cfg.model, 'select': cfg.select, 'selected_epoch': selected,
+               'epochs': cfg.epochs, 'n_train': len(r.train_ds), 'n_synthetic_images': len(r.train_ds.syn),
+               'synthetic_fraction': float(np.mean([row['synthetic_fraction'] for row in r.rows]))}
+    if 'test' in r.reports:
+        t = r.reports['test'][0]
+        metrics.update({k: t[k] for k in ('top1', 'mean_class_acc', 'group_mean', 'worst_group', 'groups') if k in t})
+        metrics['n_test'] = t['n']
+        tests = [row['test_top1'] for row in r.rows if 'test_top1' in row]
+        metrics['best_test_epoch_top1'] = float(max(tests)) # optimistic: what the references report; never used to select
+    if 'val' in r.reports: metrics['val_top1'] = r.reports['val'][0]['top1']
+    return metrics
+
+def _write_files(cfg:ClassificationConfig, r, scratch:Path, metrics:dict)->None:
+    "The run's files in `scratch`: epochs.csv, per_class.csv, predictions.csv, (model.safetensors,) config.json, metrics.json last."
+    sp, ev = r.sp, r.src['test']
+    cols = ['epoch', 'lr', 'train_loss', 'train_acc', 'synthetic_fraction'] + [f'{s}_top1' for s in ('val', 'test') if s in r.evals]
+    _write_csv(scratch/'epochs.csv', r.rows, cols)
+    if 'test' in r.reports:
+        t, preds = r.reports['test']
+        nt = {c: 0 for c in sp.classes}
+        for it in ev.items('test'): nt[it['label']] += 1
+        _write_csv(scratch/'per_class.csv', [{'class': c, 'n': nt[c], 'top1': t['per_class'].get(c, float('nan'))} for c in sp.classes],
+                   ['class', 'n', 'top1'])
+        _write_csv(scratch/'predictions.csv', [{'id': it['id'], 'label': it['label'], 'pred': sp.classes[p], 'group': group_name(it.get('group')) or ''}
+                                               for it, p in zip(ev.items('test'), preds)], ['id', 'label', 'pred', 'group'])
+    if cfg.save_model:
+        atomic_save_safetensors({k: v.clone() for k, v in r.acc.unwrap_model(r.model).state_dict().items()}, scratch/'model.safetensors',
+                                metadata={'model': cfg.model, 'num_classes': str(r.K), 'classes': json.dumps(sp.classes)})
+    atomic_write_json(scratch/'config.json', _record(cfg))  # the parameters and the inputs' digests: a matrix keeps a run whose record matches
+    atomic_write_json(scratch/'metrics.json', metrics)
+
 def _train(cfg:ClassificationConfig, # the run's parameters (checked)
            scratch:str|Path, # its scratch folder (checkpoints; the finished files are written here)
           )->dict:
     "One training run (called directly, or once per process by accelerate's notebook_launcher)."
-    import timm
-    from accelerate import Accelerator
-    from accelerate.utils import DataLoaderConfiguration
-    if cfg.threads: torch.set_num_threads(cfg.threads)
-    seed_everything(cfg.seed)
-    split_path, scratch = cfg.split, Path(scratch); ck = scratch/'checkpoints'
-    sp = load_split(split_path); sp.check_paths()
-    K = len(sp.classes)
-    dev = choose_device(cfg.device)
-    acc = Accelerator(cpu=dev.type == 'cpu', mixed_precision=cfg.precision,
-                      dataloader_config=DataLoaderConfiguration(split_batches=True, even_batches=False))
-    torch.manual_seed(item_seed(cfg.seed, 'classification/init', cfg.model) % 2**63)
-    try: model, (mean, std) = create_classifier(cfg.model, cfg.pretrained, K)
-    except Exception as e:
-        if cfg.pretrained: raise RuntimeError(f"model={cfg.model!r}: pretrained weights could not be loaded ({e}); offline, set pretrained: false") from e
-        raise
-    train_ds = ReplacementDataset(sp, cfg.synthetic_sets(), cfg.p, cfg.replace_with, cfg.image_size, cfg.crop_padding, mean, std, cfg.seed,
-                                  transform=cfg.transform, resize=cfg.resize)
-    check_param(len(train_ds) > 0, 'split', str(split_path), "a split with training items")
-    sampler = _EpochSampler(len(train_ds), cfg.seed)
-    bs = min(cfg.batch_size, len(train_ds))
-    train_dl = torch.utils.data.DataLoader(train_ds, batch_size=bs, sampler=sampler, num_workers=cfg.num_workers, drop_last=False)
-    ev = load_split(cfg.eval_split) if cfg.eval_split else sp # the split whose test subset is reported
-    if ev is not sp:
-        ev.check_paths(); extra = sorted({it['label'] for it in ev.items('test')} - set(sp.classes))
-        if extra: raise ParamError(f"parameter eval_split={cfg.eval_split!r} is invalid: its test labels {extra[:5]} are not classes of {split_path}")
-    src = {'val': sp, 'test': ev}
-    evals = {s: torch.utils.data.DataLoader(_EvalDataset(src[s], s, cfg.image_size, mean, std, cfg.transform, cfg.resize), batch_size=max(bs, 32), num_workers=cfg.num_workers)
-             for s in ('val', 'test') if src[s].items(s)}
-    if cfg.select == 'val' and 'val' not in evals: raise ParamError(f"parameter select='val' is invalid: the split {split_path} has no val subset")
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    total = cfg.epochs * len(train_dl)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, cfg.warmup, cfg.warmup_mode))
-    model, opt, train_dl, sched = acc.prepare(model, opt, train_dl, sched)
-    evals = {k: acc.prepare(v) for k, v in evals.items()}
-    mixer = _mixer(cfg, K)
-    start, rows, best, best_state = _load_checkpoint(ck, acc, model, opt, sched)
-    if start and acc.is_main_process: print(f"resuming after epoch {start}/{cfg.epochs} ({ck})", flush=True)
-    todo, last_preds, best_changed = range(start, cfg.epochs), {}, False
-    bar = progress(todo, desc=f'{cfg.method} seed {cfg.seed}') if acc.is_main_process else todo
-    for epoch in bar:
-        t0 = time.time()
-        train_ds.set_epoch(epoch); sampler.set_epoch(epoch); train_dl.set_epoch(epoch) # accelerate's loader sets its sampler's epoch from its own count
-        np.random.seed(item_seed(cfg.seed, 'classification/mix', epoch) % 2**32) # timm's Mixup draws from numpy's global RNG
-        model.train(); tl, tc, tn, ns = 0.0, 0, 0, 0
-        for x, target, is_syn in train_dl:
-            x, y = _targets(cfg, mixer, x, target.float(), K)
-            with acc.autocast(): logits = model(x)
-            loss = _soft_ce(logits, y)
-            opt.zero_grad(set_to_none=True); acc.backward(loss); opt.step(); sched.step()
-            tl += loss.item() * len(x); tc += (logits.argmax(-1) == target.argmax(-1)).sum().item(); tn += len(x); ns += int(is_syn.sum())
-        row = {'epoch': epoch + 1, 'lr': opt.param_groups[0]['lr'], 'train_loss': tl / tn, 'train_acc': 100.0 * tc / tn,
-               'synthetic_fraction': ns / tn}
-        if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
-            for s, dl in evals.items():
-                last_preds[s] = _predict(model, dl, acc)  # the last epoch's are the reported ones (select='last'): predicted once
-                row[f'{s}_top1'] = accuracy_report(last_preds[s], src[s].items(s), sp.classes)['top1']
-            if cfg.select == 'val' and row['val_top1'] > best[0]:
-                best, best_changed = (row['val_top1'], epoch + 1), True
-                best_state = {k: v.detach().cpu().clone() for k, v in acc.unwrap_model(model).state_dict().items()}
-        rows.append(row)
-        if (epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs:  # a checkpoint writes the model and optimizer state: not free
-            _save_checkpoint(ck, epoch + 1, acc, model, opt, sched, rows, best, best_state, best_changed); best_changed = False
-        if acc.is_main_process: # one text line per epoch: readable in the executed notebook and streamed by the pipeline (timings: printed only)
-            print(f"epoch {epoch + 1}/{cfg.epochs} " + ' '.join(f'{k} {v:.4g}' for k, v in row.items() if k != 'epoch')
-                  + f" seconds {time.time() - t0:.1f}", flush=True)
-    if cfg.select == 'val': acc.unwrap_model(model).load_state_dict(best_state)
-    selected = best[1] if cfg.select == 'val' else cfg.epochs
-    metrics = {'method': cfg.method, 'seed': cfg.seed, 'model': cfg.model, 'select': cfg.select, 'selected_epoch': selected,
-               'epochs': cfg.epochs, 'n_train': len(train_ds), 'n_synthetic_images': len(train_ds.syn),
-               'synthetic_fraction': float(np.mean([r['synthetic_fraction'] for r in rows]))}
-    reports = {}
-    for s in ('val', 'test'):
-        if s in evals:
-            preds = last_preds[s] if cfg.select == 'last' and s in last_preds else _predict(model, evals[s], acc)
-            reports[s] = (accuracy_report(preds, src[s].items(s), sp.classes), preds)
-    if 'test' in reports:
-        r = reports['test'][0]
-        metrics.update({k: r[k] for k in ('top1', 'mean_class_acc', 'group_mean', 'worst_group', 'groups') if k in r})
-        metrics['n_test'] = r['n']
-        tests = [row['test_top1'] for row in rows if 'test_top1' in row]
-        metrics['best_test_epoch_top1'] = float(max(tests)) # optimistic: what the references report; never used to select
-    if 'val' in reports: metrics['val_top1'] = reports['val'][0]['top1']
-    if acc.is_main_process:
-        cols = ['epoch', 'lr', 'train_loss', 'train_acc', 'synthetic_fraction'] + [f'{s}_top1' for s in ('val', 'test') if s in evals]
-        _write_csv(scratch/'epochs.csv', rows, cols)
-        if 'test' in reports:
-            r, preds = reports['test']
-            nt = {c: 0 for c in sp.classes}
-            for it in ev.items('test'): nt[it['label']] += 1
-            _write_csv(scratch/'per_class.csv', [{'class': c, 'n': nt[c], 'top1': r['per_class'].get(c, float('nan'))} for c in sp.classes],
-                       ['class', 'n', 'top1'])
-            _write_csv(scratch/'predictions.csv', [{'id': it['id'], 'label': it['label'], 'pred': sp.classes[p], 'group': group_name(it.get('group')) or ''}
-                                                   for it, p in zip(ev.items('test'), preds)], ['id', 'label', 'pred', 'group'])
-        if cfg.save_model:
-            atomic_save_safetensors({k: v.clone() for k, v in acc.unwrap_model(model).state_dict().items()}, scratch/'model.safetensors',
-                                    metadata={'model': cfg.model, 'num_classes': str(K), 'classes': json.dumps(sp.classes)})
-        atomic_write_json(scratch/'config.json', _record(cfg))  # the parameters and the inputs' digests: a matrix keeps a run whose record matches
-        atomic_write_json(scratch/'metrics.json', metrics)
-    acc.wait_for_everyone()
-    acc.free_memory()
+    scratch = Path(scratch)
+    r = train_classifier(cfg, scratch)
+    metrics = _metrics(cfg, r)
+    if r.acc.is_main_process: _write_files(cfg, r, scratch, metrics)
+    r.acc.wait_for_everyone()
+    r.acc.free_memory()
     return metrics
 
 # %% ../nbs/50_classification.ipynb #70396091
@@ -817,9 +347,12 @@ def _matrix(cfg:ClassificationConfig)->dict:
             for d in m.iterdir():
                 if (m.name, d.name) not in keep and not d.name.endswith('.partial') and d.suffix != '.ipynb': shutil.rmtree(d) if d.is_dir() else d.unlink()
             if not any(m.iterdir()): m.rmdir()
+    splits = {}  # the runs share their split and eval split (only method, seed and out vary): read once per matrix
     def done(r):
         f = Path(r.out)/'config.json'
-        return (Path(r.out)/'metrics.json').is_file() and f.is_file() and json.loads(f.read_text(encoding='utf-8')) == _record(r)
+        if not ((Path(r.out)/'metrics.json').is_file() and f.is_file()): return False
+        if not splits: splits.update(_split_digests(cfg))
+        return json.loads(f.read_text(encoding='utf-8')) == _record(r, splits)
     todo = [r for r in runs if not done(r)]
     print(f"classification: {len(runs)} runs ({len(cfg.methods)} methods x {len(cfg.seeds)} seeds), {len(runs) - len(todo)} kept, {len(todo)} to train", flush=True)
     def finished(r, m, k):

@@ -41,7 +41,7 @@ def test_bad_shots_in_prepare(tmp_path, capsys):
 
 def test_failed_stage_keeps_previous_outputs(tmp_path):
     "A stage that fails midway leaves the previous executed notebook and metrics untouched, and no partial files."
-    from diffaug.classification import make_toy_split
+    from diffaug.classifier_data import make_toy_split
     root = copy_working_tree(tmp_path/'repo')
     split = make_toy_split(root/'d', n_classes=3, shots=2, per_class=4)
     other = make_toy_split(root/'e', n_classes=4, shots=2, per_class=4)  # its test labels include a class the run does not have
@@ -77,20 +77,21 @@ def test_bad_values_are_named_by_check(tmp_path):
 
 def test_resume_after_a_kill_gives_the_same_bytes(tmp_path, monkeypatch):
     "A run killed after an epoch resumes there (another run's parameters are refused) and ends with the uninterrupted run's bytes."
-    import diffaug.classification as dc
+    import diffaug.classification as dc, diffaug.training as dt
+    from diffaug.classifier_data import make_toy_split
     from diffaug.core import ParamError
     from diffaug.files import scratch_dir
-    split = dc.make_toy_split(tmp_path/'toy', n_classes=3, shots=3, per_class=6)
+    split = make_toy_split(tmp_path/'toy', n_classes=3, shots=3, per_class=6)
     kw = dict(split=str(split), model='test_resnet', pretrained=False, image_size=32, batch_size=3, epochs=3, threads=1, select='last')
     dc.run_classification(out=str(tmp_path/'full'), **kw)
     files = lambda d: {p.name: p.read_bytes() for p in sorted(Path(d).iterdir())}
     class Killed(Exception): pass
-    save = dc._save_checkpoint
+    save = dt._save_checkpoint  # the training loop's checkpoint
     def dying(ck, epoch, *a, **k):
         save(ck, epoch, *a, **k)
         if epoch == 2: raise Killed()
     with monkeypatch.context() as m:
-        m.setattr(dc, '_save_checkpoint', dying)
+        m.setattr(dt, '_save_checkpoint', dying)
         with pytest.raises(Killed): dc.run_classification(out=str(tmp_path/'part'), **kw)
     assert not (tmp_path/'part').exists() and (scratch_dir(tmp_path/'part')/'checkpoints/epoch-0002').is_dir()
     with pytest.raises(ParamError, match='epochs: 3 there, 4 now'): dc.run_classification(out=str(tmp_path/'part'), **{**kw, 'epochs': 4})
@@ -102,8 +103,9 @@ def test_annotation_scale_reaches_the_loss(tmp_path):
     "Diff-Mix's soft-label scale (0.9) is not renormalised away: the loss target of a synthetic image carries it."
     import torch
     from diffaug.annotation import annotate
-    from diffaug.classification import (ClassificationConfig, ReplacementDataset, _soft_ce, _targets, make_toy_split,
-                                        make_toy_synthetic)
+    from diffaug.classification import ClassificationConfig
+    from diffaug.classifier_data import ReplacementDataset, make_toy_split, make_toy_synthetic
+    from diffaug.training import _soft_ce, _targets
     from diffaug.data import load_split
     split = make_toy_split(tmp_path, n_classes=3, shots=2, per_class=4, size=16)
     sp = load_split(split)
@@ -121,7 +123,8 @@ def test_annotation_scale_reaches_the_loss(tmp_path):
 
 def test_matrix_worker_failure_names_the_run(tmp_path):
     "A run that fails inside a matrix worker process stops the stage with an error naming the run and the worker's traceback."
-    from diffaug.classification import make_toy_split, make_toy_synthetic, run_classification
+    from diffaug.classification import run_classification
+    from diffaug.classifier_data import make_toy_split, make_toy_synthetic
     split = make_toy_split(tmp_path/'d', n_classes=2, shots=2, per_class=4)
     syn = make_toy_synthetic(split, tmp_path/'syn')
     next(Path(syn).rglob('*.png')).unlink()  # the set lists an image that is gone: found only when training reads it
