@@ -31,7 +31,7 @@ from .toy import make_toy_dataset
 
 # %% ../nbs/50_classification.ipynb #7ab6d9fb
 MIXING = {'original': None, 'mixup': 'mixup', 'cutmix': 'cutmix'}
-from .methods import METHODS  # the compared methods' registry (light: no diffusion library at import)
+from .method_table import METHODS  # the compared methods' registry (light: no diffusion library at import)
 SYNTHETIC_METHODS = {'synthetic', 'diff-ii', *METHODS}  # 'synthetic': any set, for experiments outside the comparison
 REPLACE_WITH = ('source', 'class', 'any', 'inverse-frequency')
 PRECISIONS = ('no', 'fp16', 'bf16')  # accelerate's names; "fp32" is read as "no"
