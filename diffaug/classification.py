@@ -24,7 +24,7 @@ from .classifier_data import REPLACE_WITH, TRANSFORMS
 from .training import MIXING, TORCHVISION, torchvision_model, train_classifier, group_name
 
 # %% ../nbs/50_classification.ipynb #7ab6d9fb
-from .methods import METHODS  # the compared methods' registry (light: no diffusion library at import)
+from .method_table import METHODS  # the compared methods' registry (light: no diffusion library at import)
 SYNTHETIC_METHODS = {'synthetic', 'diff-ii', *METHODS}  # 'synthetic': any set, for experiments outside the comparison
 PRECISIONS = ('no', 'fp16', 'bf16')  # accelerate's names; "fp32" is read as "no"
 _TV_HELP = "torchvision:<arch>.<WEIGHTS> with a torchvision architecture and one of its weights (e.g. torchvision:vit_b_16.IMAGENET1K_SWAG_E2E_V1)"

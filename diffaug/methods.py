@@ -1,4 +1,4 @@
-"""The compared diffusion augmentation methods (img2img and text-to-image families) behind one registry and one synthesis interface; stage `synthesis`.
+"""The compared diffusion augmentation methods (img2img and text-to-image families) behind one synthesis interface (their table: `diffaug.method_table`); stage `synthesis`.
 
 Docs: https://diffaug.github.io/diffaug/methods.html.md"""
 
@@ -12,164 +12,22 @@ from pathlib import Path
 from typing import Callable
 
 # %% auto #0
-__all__ = ['METHODS', 'PAPER_TABLE1_COLUMNS', 'PAPER_TABLE1', 'GEN_CLASSES', 'DEFAULT_PROMPT', 'STRENGTH_KEYS', 'MethodSpec',
-           'get_method', 'resolve_strengths', 'plan_items', 'prompt_names', 'make_prompt', 'img2img_render',
-           'ClipZeroShot', 'clip_scoring_render', 'clip_keeps', 'RejectAwareWriter', 'apply_clip_filter', 'synthesize',
-           'SynthesisConfig', 'run_synthesis', 'demo_concepts']
+__all__ = ['STRENGTH_KEYS', 'img2img_render', 'ClipZeroShot', 'clip_scoring_render', 'clip_keeps', 'RejectAwareWriter',
+           'apply_clip_filter', 'synthesize', 'SynthesisConfig', 'run_synthesis', 'demo_concepts']
 
 # %% ../nbs/40_methods.ipynb #8fe2975e
 import numpy as np
 import torch
 from PIL import Image
-from .core import ParamError, check_param, item_rng, progress, StageConfig, nearest
+from .core import ParamError, check_param, progress, StageConfig, nearest
 from .files import load_image, recorded_path
-from .models import load_sd, encode_images, decode_latents, PromptCache, load_clip, need_model, CLIP_REQUIRED, model_fingerprint
+from .method_table import (METHODS, MethodSpec, get_method, resolve_strengths, GEN_CLASSES, plan_items, DEFAULT_PROMPT,
+                                  prompt_names, make_prompt)
+from .models import load_sd, encode_images, decode_latents, PromptCache, load_clip, clip_features, need_model, CLIP_REQUIRED, model_fingerprint
 from .data import Split, load_split
 from .synthetic import SyntheticSetWriter, read_metadata_csv, write_metadata_csv
-from .sampling import (WorkItem, run_items, ddim_sample, strength_to_start_step, noise_to_step, initial_noise,
-                              encode_prompts, text_to_image_render, _state)
-
-# %% ../nbs/40_methods.ipynb #69128eec
-@dataclass(frozen=True)
-class MethodSpec:
-    "What defines a compared method."
-    name: str # registry key, also the `method` column of metadata.csv
-    family: str # "img2img" (SDEdit from a real image) or "text2img"
-    concepts: str|None = None # None: base model + literal class names; else the concept recipe ("diff-mix" or "da-fusion")
-    target: str = 'source' # img2img: "source" (intra-class) or "uniform" (inter-class translation, Diff-Mix)
-    strength_mode: str = 'fixed' # img2img: "fixed" (`strength`) or "random" (uniform over `strengths` per image)
-    strength: float|None = None # the fixed strength
-    strengths: tuple = () # the set of the random strengths
-    clip_filter: bool = False # keep only images CLIP assigns to their intended class (Real-Filter)
-    reference: str = '' # where it comes from
-
-    @property
-    def inter_class(self)->bool: return self.target == 'uniform'
-
-METHODS = {m.name: m for m in [
-    MethodSpec('real-guidance', 'img2img', None, 'source', 'fixed', 0.5, (), reference='He et al., ICLR 2023'),
-    MethodSpec('da-fusion', 'img2img', 'da-fusion', 'source', 'random', None, (0.25, 0.5, 0.75, 1.0), reference='Trabucco et al., ICLR 2024'),
-    MethodSpec('diff-aug', 'img2img', 'diff-mix', 'source', 'fixed', 0.7, (0.3, 0.5, 0.7, 0.9), reference='Wang et al., CVPR 2024 (Diff-Mix paper)'),
-    MethodSpec('diff-mix', 'img2img', 'diff-mix', 'uniform', 'fixed', 0.7, (0.3, 0.5, 0.7, 0.9), reference='Wang et al., CVPR 2024'),
-    MethodSpec('real-mix', 'img2img', None, 'uniform', 'fixed', 0.7, (0.3, 0.5, 0.7, 0.9), reference='Wang et al., CVPR 2024 (Diff-Mix paper)'),
-    MethodSpec('real-gen', 'text2img', None, reference='Wang et al., CVPR 2024 (Diff-Mix paper)'),
-    MethodSpec('diff-gen', 'text2img', 'diff-mix', reference='Wang et al., CVPR 2024 (Diff-Mix paper)'),
-    MethodSpec('real-filter', 'text2img', None, clip_filter=True, reference='He et al., ICLR 2023'),
-]}
-
-def get_method(name:str|MethodSpec, # a registry key or a spec
-               param:str='method', # the parameter that named it (for the message)
-              )->MethodSpec:
-    "The `MethodSpec` of `name`, or a `ParamError` listing the known methods and naming the nearest."
-    if isinstance(name, MethodSpec): return name
-    check_param(isinstance(name, str) and name in METHODS, param, name, f"one of {', '.join(METHODS)}" + nearest(name, METHODS))
-    return METHODS[name]
-
-# %% ../nbs/40_methods.ipynb #3dd6066b
-PAPER_TABLE1_COLUMNS = ('CUB', 'Aircraft', 'Pet', 'Car', 'Avg')
-PAPER_TABLE1 = { # (backbone, shots) -> method -> accuracies in PAPER_TABLE1_COLUMNS order
-    ('resnet50', 5): {'original': (54.52, 36.63, 86.98, 40.10, 54.56), 'real-filter': (55.03, 30.40, 87.66, 57.50, 57.65),
-                      'real-guidance': (54.67, 36.27, 86.22, 42.45, 54.90), 'real-mix': (51.00, 22.53, 88.63, 52.06, 53.56),
-                      'da-fusion': (59.40, 34.98, 88.64, 51.90, 58.73), 'diff-aug': (61.14, 39.48, 89.24, 62.28, 63.04),
-                      'diff-mix': (56.18, 32.61, 88.77, 56.39, 58.49), 'diff-ii': (62.22, 42.15, 89.84, 64.24, 64.61)},
-    ('resnet50', 10): {'original': (70.26, 54.11, 90.41, 69.64, 71.11), 'real-filter': (67.36, 47.21, 90.14, 69.64, 70.66),
-                       'real-guidance': (69.81, 54.77, 90.06, 70.97, 71.40), 'real-mix': (64.65, 44.16, 89.40, 75.72, 68.48),
-                       'da-fusion': (72.05, 51.14, 90.47, 77.61, 72.82), 'diff-aug': (72.02, 55.43, 90.28, 81.65, 74.85),
-                       'diff-mix': (70.16, 52.33, 90.79, 78.68, 72.99), 'diff-ii': (72.66, 57.43, 91.01, 82.02, 75.78)},
-    ('vit_b16', 5): {'original': (73.00, 32.85, 90.71, 59.72, 64.07), 'real-filter': (73.66, 31.44, 90.85, 72.51, 67.12),
-                     'real-guidance': (74.74, 35.10, 91.23, 62.34, 65.85), 'real-mix': (72.25, 32.91, 90.92, 70.55, 66.66),
-                     'da-fusion': (76.24, 34.20, 93.03, 71.07, 68.64), 'diff-aug': (77.24, 40.08, 92.27, 76.48, 71.52),
-                     'diff-mix': (74.49, 36.48, 92.29, 73.01, 69.07), 'diff-ii': (79.22, 40.23, 93.79, 77.10, 72.59)},
-    ('vit_b16', 10): {'original': (83.52, 51.59, 92.92, 81.01, 77.26), 'real-filter': (82.19, 46.43, 93.14, 84.69, 76.61),
-                      'real-guidance': (83.24, 53.15, 93.22, 81.97, 77.90), 'real-mix': (80.95, 47.01, 93.16, 83.78, 76.23),
-                      'da-fusion': (83.97, 51.68, 93.68, 85.00, 78.58), 'diff-aug': (84.10, 56.24, 93.93, 87.59, 80.47),
-                      'diff-mix': (81.98, 53.92, 93.98, 85.42, 78.83), 'diff-ii': (84.89, 56.32, 94.25, 87.81, 80.82)},
-}
-
-# %% ../nbs/40_methods.ipynb #8d7b079f
-def resolve_strengths(spec:MethodSpec, # the method
-                      strength_mode:str|None=None, # "fixed" or "random"; None: the method's
-                      strength:float|None=None, # the fixed strength; None: the method's
-                      strengths:list|None=None, # the random strengths; None: the method's
-                     )->tuple[str, float|None, tuple]:
-    "The method's (strength_mode, strength, strengths) with overrides, checked."
-    if spec.family != 'img2img': return 'none', None, ()
-    mode = strength_mode or spec.strength_mode
-    s = spec.strength if strength is None else float(strength)
-    ss = tuple(float(x) for x in (spec.strengths if strengths is None else strengths))
-    check_param(mode in ('fixed', 'random'), 'strength_mode', mode, "'fixed' or 'random'")
-    if mode == 'fixed': check_param(s is not None and 0 < s <= 1, 'strength', s, "a number in (0, 1]")
-    else: check_param(len(ss) > 0 and all(0 < x <= 1 for x in ss), 'strengths', list(ss), "a non-empty list of numbers in (0, 1]")
-    return mode, s, ss
-
-# %% ../nbs/40_methods.ipynb #3d24ae62
-GEN_CLASSES = ('uniform', 'proportional')  # how text-to-image methods share their images among the classes
-
-def plan_items(method:str|MethodSpec, # a method name or spec
-               split:Split, # the split (its training images are the sources)
-               seed:int=0, # the run's seed
-               expansion:int=5, # synthetic images per real training image
-               strength_mode:str|None=None, # override the method's strength mode
-               strength:float|None=None, # override the method's fixed strength
-               strengths:list|None=None, # override the method's strength set
-               gen_classes:str='uniform', # text-to-image: "uniform" (each image's class drawn uniformly: Diff-Mix) or "proportional" (expansion × n_c per class)
-              )->list[WorkItem]:
-    "The work items of a method on a split, every random choice drawn from the item's own generator."
-    spec = get_method(method)
-    check_param(isinstance(expansion, int) and not isinstance(expansion, bool) and expansion >= 1, 'expansion', expansion, "an integer >= 1")
-    mode, s, ss = resolve_strengths(spec, strength_mode, strength, strengths)
-    check_param(gen_classes in GEN_CLASSES, 'gen_classes', gen_classes, "'uniform' or 'proportional'")
-    classes, items = split.classes, []
-    if spec.family == 'img2img':
-        for j, real in enumerate(split.items('train')):
-            for m in range(expansion):
-                iid = f"{real['id']}#{m}"
-                rng = item_rng(seed, f'plan/{spec.name}', iid)
-                tar = classes[int(rng.integers(len(classes)))] if spec.inter_class else real['label']
-                st = float(ss[int(rng.integers(len(ss)))]) if mode == 'random' else float(s)
-                items.append(WorkItem(iid, tar, f"{j:05d}_{m:02d}", (real['id'],),
-                                      dict(path=real['path'], source_label=real['label'], strength=st,
-                                           target=tar if spec.inter_class else None)))
-    elif gen_classes == 'uniform':
-        for k in range(expansion * len(split.items('train'))):
-            c = classes[int(item_rng(seed, 'plan/text2img', f'gen#{k}').integers(len(classes)))]
-            items.append(WorkItem(f"gen:{c}#{k}", c, f"{k:05d}", (), {}))
-    else:
-        counts = split.counts('train')
-        for c in classes:
-            for k in range(expansion * counts[c]):
-                items.append(WorkItem(f"gen:{c}#{k}", c, f"{k:05d}", (), {}))
-    return items
-
-# %% ../nbs/40_methods.ipynb #cc5464f5
-DEFAULT_PROMPT = 'a photo of a {name} {metaclass}'
-
-def _sha(path)->str|None:
-    "A short content hash of a small file (an input's identity in a synthetic set's record)."
-    import hashlib
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16] if path is not None and Path(path).is_file() else None
-
-def prompt_names(spec:MethodSpec, # the method
-                 classes:list[str], # class names in label order
-                 pipe=None, # the pipeline (concept methods: the concepts are loaded into it)
-                 concepts:str|Path|dict|None=None, # the concept folder, or {recipe: folder}
-                )->dict:
-    "{class name: the word used in prompts}: the class name, or the learned placeholder."
-    if spec.concepts is None: return {c: c for c in classes}
-    if isinstance(concepts, dict): concepts = concepts.get(spec.concepts)
-    if concepts is None: raise ParamError(f"method {spec.name} needs concepts of recipe {spec.concepts!r} (parameter concepts)")
-    from diffaug.concepts import apply_concepts, read_concepts
-    recipe = read_concepts(concepts).get('recipe')
-    if recipe != spec.concepts:
-        raise ParamError(f"parameter concepts={str(concepts)!r}: method {spec.name} needs recipe {spec.concepts!r}, the folder holds {recipe!r}")
-    return apply_concepts(pipe, concepts, classes=classes)
-
-def make_prompt(name:str, # the class's word (name or placeholder)
-                metaclass:str, # the dataset's theme word
-                template:str=DEFAULT_PROMPT, # with {name} and {metaclass}
-               )->str:
-    "The prompt of one class."
-    return ' '.join(template.format(name=name, metaclass=metaclass).split())
+from .sampling import (run_items, ddim_sample, strength_to_start_step, noise_to_step, initial_noise, encode_prompts,
+                              text_to_image_render, _state)
 
 # %% ../nbs/40_methods.ipynb #9fcb511c
 def img2img_render(pipe, # the pipeline (concepts already applied)
@@ -196,9 +54,6 @@ def img2img_render(pipe, # the pipeline (concepts already applied)
     return render
 
 # %% ../nbs/40_methods.ipynb #520d3119
-def _features(out):
-    return out if isinstance(out, torch.Tensor) else out.pooler_output  # transformers 5 returns a model output
-
 class ClipZeroShot:
     "CLIP zero-shot classifier over class prompts: `clf(images)` -> probabilities [N, K]."
     def __init__(self, model, # a CLIP folder / hub id, or a (model, processor) pair
@@ -214,13 +69,13 @@ class ClipZeroShot:
         texts = [make_prompt(c, metaclass, template) for c in self.classes]
         with torch.no_grad():
             t = self.processor(text=texts, return_tensors='pt', padding=True).to(self.dev)
-            f = _features(self.model.get_text_features(**t)).float()
+            f = clip_features(self.model.get_text_features(**t)).float()
         self.text = f / f.norm(dim=-1, keepdim=True)
 
     @torch.no_grad()
     def __call__(self, images:list[Image.Image])->np.ndarray:
         px = self.processor(images=images, return_tensors='pt')['pixel_values'].to(self.dev, self.dtype)
-        f = _features(self.model.get_image_features(pixel_values=px)).float()
+        f = clip_features(self.model.get_image_features(pixel_values=px)).float()
         logits = self.model.logit_scale.exp().float() * (f / f.norm(dim=-1, keepdim=True)) @ self.text.T
         return logits.softmax(-1).cpu().numpy()
 
@@ -274,7 +129,13 @@ def apply_clip_filter(writer:SyntheticSetWriter, # the writer, after every image
     return dict(kept=len(writer.rows()), rejected_now=len(rej), rejected_total=len({r['file_name'] for r in old + rej}))
 
 # %% ../nbs/40_methods.ipynb #8084ea31
-def synthesize(method:str, # a key of METHODS
+def _sha(path)->str|None:
+    "A short content hash of a small file (an input's identity in a synthetic set's record)."
+    import hashlib
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16] if path is not None and Path(path).is_file() else None
+
+def synthesize(  # ~65 lines: the run's steps in their order (plan, load, prompts, record, render, filter); half is its signature
+method:str, # a key of METHODS
                split:str|Path|Split, # the split (sources, classes, metaclass)
                out:str|Path, # the synthetic set's folder
                model:str|Path|None=None, # diffusers folder or hub id (ignored when `pipe` is given)

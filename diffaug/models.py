@@ -13,7 +13,8 @@ from pathlib import Path
 __all__ = ['SD_REQUIRED', 'SD15_SCHEDULER', 'CLIP_REQUIRED', 'missing_sd_parts', 'write_char_tokenizer', 'tiny_sd_config',
            'follow_umask', 'make_tiny_sd', 'load_sd', 'sd_resolution', 'is_local_model_path', 'need_model',
            'model_fingerprint', 'same_model', 'images_to_tensor', 'square_crop', 'encode_images', 'decode_latents',
-           'PromptCache', 'make_accelerator', 'make_tiny_clip', 'load_clip', 'TinyModelConfig', 'run_tiny_model']
+           'PromptCache', 'make_accelerator', 'make_tiny_clip', 'load_clip', 'clip_features', 'TinyModelConfig',
+           'run_tiny_model']
 
 # %% ../nbs/01_models.ipynb #90087ee7
 import numpy as np
@@ -328,6 +329,11 @@ def load_clip(model:str|Path, # a local folder or a hub id like "openai/clip-vit
         proc = CLIPProcessor.from_pretrained(src, local_files_only=local_files_only)
     except (OSError, ValueError) as e: raise FileNotFoundError(f"could not load CLIP model {str(model)!r}: {e}") from e
     return m.to(dev).eval(), proc
+
+def clip_features(out, # what CLIP's `get_image_features` / `get_text_features` returned
+                 ):
+    "The embeddings: `out` itself (a tensor), or its `pooler_output` (transformers 5 returns a model output)."
+    return getattr(out, 'pooler_output', out)
 
 # %% ../nbs/01_models.ipynb #f457b217
 import dataclasses

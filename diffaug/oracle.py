@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from PIL import Image
 from .core import item_rng, check_param, progress, ParamError, StageConfig
 from .files import atomic_write_json, load_image, recorded_path
-from .models import load_clip, need_model, CLIP_REQUIRED
+from .models import load_clip, clip_features, need_model, CLIP_REQUIRED
 from .miniworld import species_table, sample_factors, render, eval_item, EVAL_SPECIES, BACKGROUNDS
 from .miniworld_model import SmallCNN, save_cnn, load_cnn, to_tensor
 from .data import load_split
@@ -133,7 +133,7 @@ def clip_score(images:list, # PIL images
         inp = proc(text=list(texts[i:i + batch]), images=[im.convert('RGB') for im in images[i:i + batch]], return_tensors='pt', padding=True, truncation=True)
         ie = model.get_image_features(pixel_values=inp['pixel_values'].to(dev, dt))
         te = model.get_text_features(input_ids=inp['input_ids'].to(dev), attention_mask=inp['attention_mask'].to(dev))
-        ie = getattr(ie, 'pooler_output', ie).float(); te = getattr(te, 'pooler_output', te).float()
+        ie = clip_features(ie).float(); te = clip_features(te).float()
         out.append((100 * (F.normalize(ie, dim=-1) * F.normalize(te, dim=-1)).sum(-1).clamp(min=0)).cpu().numpy())
     return np.concatenate(out)
 

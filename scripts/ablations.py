@@ -21,7 +21,7 @@ metrics.json (`classification/<method>/s<seed>/`) and the oracle's scores (`orac
 (setup, overrides, commit, wall time). README.md: one table per ablation family (variant | Diff-II top-1 | paired gain
 over original [95% interval] | oracle faithfulness | diversity | to source) and fig7.png (faithfulness, diversity and
 top-1 against the split ratio s), and the paper's ablation claims, each reproduced, contradicted or not measured,
-computed with diffaug.report's functions.
+computed with diffaug.tables' functions.
 
 `--set KEY=VALUE` adds overrides to every variant (e.g. a reduced check: `--set runs.seeds=[0] --set concepts.steps=50
 --results results/ablations-reduced`); they are recorded in run.json and named in the README.
@@ -35,7 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path: sys.path.insert(0, str(REPO))
 
 from diffaug.params import STAGES, setup_command, setup_overrides, set_dotted, get_dotted, load_yaml, parse_assignment
-from diffaug.report import collect_runs, collect_scores, summarize, paired_gains
+from diffaug.tables import collect_runs, collect_scores, summarize, paired_gains
 from diffaug.files import atomic_write_json, atomic_write_text
 
 PREFIX = 'miniworld-ablation-'

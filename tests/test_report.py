@@ -9,7 +9,8 @@ from PIL import Image
 
 from conftest import ROOT, VENV_BIN, run_env
 from diffaug.files import atomic_write_json
-from diffaug.report import ReportConfig, make_fake_runs, make_fake_set, run_folder, run_report, run_sets
+from diffaug.report import ReportConfig, run_report
+from diffaug.tables import make_fake_runs, make_fake_set, run_folder, run_sets
 
 METHODS = ['original', 'mixup', 'diff-aug', 'real-filter']
 SETS = {'diff-aug': (300, 300), 'real-filter': (26, 300)}
