@@ -23,7 +23,8 @@ from PIL import Image
 from .core import item_rng, atomic_write_json, check_param, progress, load_image, ParamError, recorded_path, StageConfig
 from .models import load_clip, need_model, CLIP_REQUIRED
 from .miniworld import species_table, sample_factors, render, eval_item, EVAL_SPECIES, BACKGROUNDS
-from .miniworld_model import SmallCNN, save_cnn, load_cnn, to_tensor
+from .miniworld_sd import to_tensor
+from .miniworld_eval import SmallCNN, save_cnn, load_cnn
 from .data import load_split
 from .synthetic import SyntheticSetWriter, read_metadata_csv
 
