@@ -1,4 +1,4 @@
-"""Training the mini world's Stable-Diffusion-format model on a CPU: tokenizer from the captions, a factor-4 VAE, a small U-Net and CLIP text encoder, resumable across sessions, with a prompt-following check.
+"""Training the mini world's Stable-Diffusion-format model on a CPU: tokenizer from the captions, a factor-4 VAE, a small U-Net and CLIP text encoder, resumable across sessions, with prompt-following checks; the `miniworld_model` stage.
 
 Docs: https://diffaug.github.io/diffaug/miniworld_model.html.md"""
 
@@ -10,223 +10,21 @@ import dataclasses, json, math, os, shutil, time
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['MINI_CONFIG', 'ATTR_HEADS', 'TINY_CONFIG', 'ARCHS', 'RECORDED', 'corpus_captions', 'build_tokenizer', 'make_models',
-           'n_params', 'to_tensor', 'to_pil', 'psnr', 'SmallCNN', 'attr_labels', 'save_cnn', 'load_cnn',
-           'train_attr_classifier', 'predict_attrs', 'attr_accuracy', 'check_prompts', 'prompt_following', 'fg_weights',
-           'MiniworldModelConfig', 'build_pipeline', 'export_pipeline', 'write_tokenizer_files', 'train_miniworld',
-           'atomic_write_text_lines', 'miniworld_demo_params', 'model_size_mb', 'measure_prompt_following',
-           'run_miniworld_model']
+__all__ = ['RECORDED', 'fg_weights', 'MiniworldModelConfig', 'train_miniworld', 'atomic_write_text_lines',
+           'miniworld_demo_params', 'run_miniworld_model']
 
 # %% ../nbs/71_miniworld_model.ipynb #c4a731f5
-import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
-from PIL import Image
-from diffusers import AutoencoderKL, UNet2DConditionModel, DDIMScheduler, DDPMScheduler, StableDiffusionPipeline
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 from safetensors.torch import load_file
-from .core import item_rng, item_generator, check_param, progress, StageConfig, ParamError, optimizer_tensors, optimizer_state
-from .files import atomic_write, atomic_write_json, atomic_save_safetensors, atomic_save_image, safetensors_bytes, replace_dir, recorded_path
-from .models import SD15_SCHEDULER, follow_umask
-from .miniworld import (COLOURS, BACKGROUNDS, ATTR_VALUES, SPECIES_ATTRS, Factors, sample_factors, caption, prompt,
-                               parse_caption, pretrain_item, render, image_grid)
-
-# %% ../nbs/71_miniworld_model.ipynb #66baf698
-MINI_CONFIG = dict(
-    unet=dict(sample_size=16, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64, 128),
-              down_block_types=('DownBlock2D', 'CrossAttnDownBlock2D', 'CrossAttnDownBlock2D'),
-              up_block_types=('CrossAttnUpBlock2D', 'CrossAttnUpBlock2D', 'UpBlock2D'),
-              cross_attention_dim=128, attention_head_dim=8, norm_num_groups=16),
-    vae=dict(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(32, 64, 64),
-             down_block_types=('DownEncoderBlock2D',) * 3, up_block_types=('UpDecoderBlock2D',) * 3,
-             layers_per_block=1, norm_num_groups=16, sample_size=64),
-    text=dict(hidden_size=128, intermediate_size=512, num_hidden_layers=3, num_attention_heads=4,
-              max_position_embeddings=77, projection_dim=128),
-)
-
-# %% ../nbs/71_miniworld_model.ipynb #1ea37188
-def corpus_captions(n:int, # how many captions
-                    seed:int=0, # the corpus seed
-                   )->list[str]:
-    "Captions of the first `n` pretraining items (without rendering), plus prompts naming every value."
-    from diffaug.miniworld import _BG_PHRASE
-    caps = []
-    for i in range(n):
-        rng = item_rng(seed, 'miniworld/pretrain', i); f = sample_factors(rng); caps.append(caption(f, rng))
-    caps += [prompt(b, c, c, c) for b in BACKGROUNDS for c in COLOURS]
-    return caps
-
-def build_tokenizer(path:str|Path, # folder to write the tokenizer into
-                    captions:list[str], # the caption corpus
-                   )->CLIPTokenizer:
-    "Train a word-level BPE on `captions` and save it as CLIP tokenizer files in `path`."
-    import string
-    from tokenizers import Tokenizer, models, trainers, pre_tokenizers, normalizers
-    path = Path(path); path.mkdir(parents=True, exist_ok=True)
-    chars = list(string.ascii_lowercase + string.digits + string.punctuation)
-    bpe = Tokenizer(models.BPE(end_of_word_suffix='</w>'))
-    bpe.normalizer = normalizers.Lowercase(); bpe.pre_tokenizer = pre_tokenizers.Whitespace()
-    bpe.train_from_iterator(captions, trainers.BpeTrainer(vocab_size=20000, min_frequency=1, show_progress=False,
-                                                           initial_alphabet=chars, end_of_word_suffix='</w>'))
-    tmp = Path(path)/'_bpe'; tmp.mkdir(exist_ok=True); bpe.model.save(str(tmp))
-    learned = json.loads((tmp/'vocab.json').read_text())
-    merges = [l for l in (tmp/'merges.txt').read_text().splitlines() if l and not l.startswith('#')]
-    shutil.rmtree(tmp)
-    vocab = {}
-    for t in chars + [c + '</w>' for c in chars] + sorted(learned, key=learned.get) + ['<|startoftext|>', '<|endoftext|>']:
-        vocab.setdefault(t, len(vocab))
-    with open(path/'vocab.json', 'w') as fh: json.dump(vocab, fh, ensure_ascii=False)
-    (path/'merges.txt').write_text('#version: 0.2\n' + '\n'.join(merges) + '\n')
-    tok = CLIPTokenizer(str(path/'vocab.json'), str(path/'merges.txt'), model_max_length=77, bos_token='<|startoftext|>',
-                        eos_token='<|endoftext|>', unk_token='<|endoftext|>', pad_token='<|endoftext|>')
-    tok.save_pretrained(path)
-    return CLIPTokenizer.from_pretrained(path)
-
-# %% ../nbs/71_miniworld_model.ipynb #58416b8a
-def make_models(tok:CLIPTokenizer, # the tokenizer (its size and special ids configure the text encoder)
-                seed:int=0, # initialisation seed
-                config:dict|None=None, # MINI_CONFIG-like dict
-               )->tuple[AutoencoderKL, UNet2DConditionModel, CLIPTextModel]:
-    "Fresh VAE, U-Net and CLIP text encoder of the mini model."
-    cfg = config or MINI_CONFIG
-    torch.manual_seed(seed)
-    vae = AutoencoderKL(**cfg['vae']); unet = UNet2DConditionModel(**cfg['unet'])
-    te = CLIPTextModel(CLIPTextConfig(vocab_size=len(tok), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                                      pad_token_id=tok.pad_token_id, **cfg['text']))
-    return vae, unet, te
-
-def n_params(m:nn.Module)->int:
-    "Number of parameters."
-    return sum(p.numel() for p in m.parameters())
-
-# %% ../nbs/71_miniworld_model.ipynb #e9e2bc22
-def to_tensor(images:list)->torch.Tensor:
-    "PIL images -> float tensor in [-1, 1], shape (n, 3, h, w)."
-    a = np.stack([np.asarray(im, dtype=np.uint8) for im in images])
-    return torch.from_numpy(a).permute(0, 3, 1, 2).float().div(127.5).sub(1)
-
-def to_pil(x:torch.Tensor)->list:
-    "Float tensor in [-1, 1] (n, 3, h, w) -> PIL images."
-    a = ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
-    return [Image.fromarray(v) for v in a]
-
-def psnr(x:torch.Tensor, y:torch.Tensor)->float:
-    "PSNR in dB of images in [-1, 1]."
-    mse = ((x.clamp(-1, 1) - y.clamp(-1, 1)) / 2).pow(2).mean().item()
-    return 10 * math.log10(1 / max(mse, 1e-12))
-
-# %% ../nbs/71_miniworld_model.ipynb #ea0da2a4
-ATTR_HEADS = ('background', 'body', 'crown', 'wing', 'beak', 'pattern', 'tail', 'perch')
-
-class SmallCNN(nn.Module):
-    "A small CNN for 64x64 images with one linear head per entry of `heads` ({name: n_classes})."
-    def __init__(self, heads:dict, width:int=32):
-        super().__init__()
-        w = width
-        def blk(i, o, s): return nn.Sequential(nn.Conv2d(i, o, 3, s, 1, bias=False), nn.BatchNorm2d(o), nn.ReLU(inplace=True))
-        self.features = nn.Sequential(blk(3, w, 2), blk(w, 2 * w, 2), blk(2 * w, 2 * w, 1),
-                                      blk(2 * w, 4 * w, 2), blk(4 * w, 4 * w, 1),
-                                      nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        self.heads = nn.ModuleDict({k: nn.Linear(4 * w, n) for k, n in heads.items()})
-        self.head_sizes = dict(heads); self.width = width
-    def embed(self, x): return self.features(x)
-    def forward(self, x):
-        h = self.features(x); return {k: m(h) for k, m in self.heads.items()}
-
-def attr_labels(fs:list)->dict:
-    "Factor lists -> {head: LongTensor of value indices}."
-    return {k: torch.tensor([ATTR_VALUES[k].index(getattr(f, k)) for f in fs]) for k in ATTR_HEADS}
-
-def save_cnn(net:SmallCNN, path:str|Path, meta:dict|None=None)->Path:
-    "Save a SmallCNN as safetensors with its heads in the metadata (the same bytes for the same weights)."
-    md = {'heads': json.dumps(net.head_sizes), 'width': str(net.width), **{k: json.dumps(v) for k, v in (meta or {}).items()}}
-    with atomic_write(path, 'wb') as f: f.write(safetensors_bytes(net.state_dict(), md))
-    return Path(path)
-
-def load_cnn(path:str|Path)->SmallCNN:
-    "Load a SmallCNN saved by `save_cnn` (eval mode)."
-    from safetensors import safe_open
-    path = Path(path)
-    if not path.exists(): raise FileNotFoundError(f"{path}: no such classifier file")
-    with safe_open(str(path), 'pt') as fh: md = fh.metadata()
-    net = SmallCNN(json.loads(md['heads']), int(md['width'])); net.load_state_dict(load_file(str(path))); net.meta = md
-    return net.eval()
-
-def train_attr_classifier(path:str|Path, # where to save the classifier (safetensors)
-                          steps:int=1500, # training steps
-                          batch:int=64, # images per step
-                          seed:int=0, # seed (the images are pretraining-corpus style, from a separate stream)
-                          lr:float=2e-3, # AdamW learning rate
-                         )->SmallCNN:
-    "Train the attribute classifier on freshly rendered images and save it."
-    torch.manual_seed(seed)  # the initial weights too: the same classifier in any process
-    net = SmallCNN({k: len(ATTR_VALUES[k]) for k in ATTR_HEADS}); opt = torch.optim.AdamW(net.parameters(), lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps, pct_start=0.1)
-    net.train()
-    for step in progress(range(steps), desc='attribute classifier'):
-        items = [_attr_item(seed, step * batch + j) for j in range(batch)]
-        x = to_tensor([im for im, f in items]); y = attr_labels([f for im, f in items])
-        out = net(x); loss = sum(F.cross_entropy(out[k], y[k]) for k in ATTR_HEADS)
-        opt.zero_grad(); loss.backward(); opt.step(); sched.step()
-    save_cnn(net.eval(), path, {'kind': 'attributes', 'steps': steps})
-    return net
-
-def _attr_item(seed, i):
-    rng = item_rng(seed, 'miniworld/attr', i); f = sample_factors(rng, p_occlusion=0.1)
-    return render(f), f
-
-@torch.no_grad()
-def predict_attrs(net:SmallCNN, # the attribute classifier
-                  images:list, # PIL images
-                  batch:int=128, # images per forward pass
-                 )->list[dict]:
-    "Predicted factors of each image, e.g. [{'background': 'sea', 'body': 'red', ...}, ...]."
-    net.eval(); out = []
-    for i in range(0, len(images), batch):
-        o = net(to_tensor(images[i:i + batch]))
-        idx = {k: o[k].argmax(1).tolist() for k in o}
-        out += [{k: ATTR_VALUES[k][idx[k][j]] for k in o} for j in range(len(idx[next(iter(o))]))]
-    return out
-
-def attr_accuracy(net:SmallCNN, n:int=512, seed:int=123)->dict:
-    "Per-head accuracy of the classifier on `n` real held-out images."
-    items = [_attr_item(seed, i) for i in range(n)]; pred = predict_attrs(net, [im for im, f in items])
-    return {k: float(np.mean([p[k] == getattr(f, k) for p, (im, f) in zip(pred, items)])) for k in ATTR_HEADS}
-
-# %% ../nbs/71_miniworld_model.ipynb #34de0b9c
-def check_prompts(n:int, # number of prompts
-                  seed:int=0, # which prompts
-                 )->list[str]:
-    "`n` prompts naming a background and body, crown and wing colours, cycling through the backgrounds."
-    rng = np.random.default_rng(seed); cols = list(COLOURS); bgs = list(BACKGROUNDS)
-    return [prompt(bgs[i % len(bgs)], *(cols[j] for j in rng.integers(len(cols), size=3))) for i in range(n)]
-
-@torch.no_grad()
-def prompt_following(pipe:StableDiffusionPipeline, # the pipeline to test
-                     clf:SmallCNN, # the attribute classifier
-                     prompts:list[str], # prompts in the captions' grammar
-                     guidance_scale:float=4.0, # classifier-free guidance
-                     steps:int=25, # DDIM steps
-                     seed:int=0, # noise seed (per prompt index)
-                     batch:int=32, # prompts per pipeline call
-                    )->tuple[dict, list]:
-    "Generate one image per prompt; return (agreement figures, images)."
-    ims = []
-    for i in range(0, len(prompts), batch):
-        ps = prompts[i:i + batch]
-        gens = [item_generator(seed, 'prompt_following', i + j) for j in range(len(ps))]
-        ims += pipe(ps, num_inference_steps=steps, guidance_scale=guidance_scale, generator=gens,
-                    output_type='pil').images
-    pred = predict_attrs(clf, ims)
-    hits = {k: [] for k in ('background', 'body', 'crown', 'wing')}
-    for p, q in zip(prompts, pred):
-        for k, v in parse_caption(p).items():
-            if k in hits: hits[k].append(q[k] == v)
-    res = {k: float(np.mean(v)) for k, v in hits.items() if v}
-    res['colour'] = float(np.mean(hits['body'] + hits['crown'] + hits['wing']))
-    res['n'] = len(prompts); res['guidance_scale'] = guidance_scale
-    return res, ims
+from .core import item_rng, item_generator, StageConfig, ParamError, optimizer_tensors, optimizer_state
+from .files import atomic_write_json, atomic_save_safetensors, atomic_save_image, recorded_path
+from .models import SD15_SCHEDULER
+from .miniworld import pretrain_item, image_grid
+from .miniworld_sd import ARCHS, corpus_captions, build_tokenizer, make_models, n_params, to_tensor, psnr, build_pipeline, export_pipeline
+from .miniworld_eval import load_cnn, train_attr_classifier, check_prompts, prompt_following
+# diffusers and transformers are imported inside the functions that use them: the pipeline runner imports this
+# module to check the stage's parameters without loading them
 
 # %% ../nbs/71_miniworld_model.ipynb #6f9322cd
 def fg_weights(x:torch.Tensor, # images in [-1, 1], (n, 3, h, w)
@@ -238,11 +36,6 @@ def fg_weights(x:torch.Tensor, # images in [-1, 1], (n, 3, h, w)
     return 1 + weight * ((x - med).abs().amax(1, keepdim=True) > thr).float()
 
 # %% ../nbs/71_miniworld_model.ipynb #bd355285
-TINY_CONFIG = dict(unet=dict(MINI_CONFIG['unet'], block_out_channels=(16, 16, 32), attention_head_dim=4, cross_attention_dim=32, norm_num_groups=8),
-                   vae=dict(MINI_CONFIG['vae'], block_out_channels=(8, 8, 8), norm_num_groups=4),
-                   text=dict(MINI_CONFIG['text'], hidden_size=32, intermediate_size=64, num_hidden_layers=1, projection_dim=32))
-ARCHS = {'mini': MINI_CONFIG, 'tiny': TINY_CONFIG}  # the network sizes a run can choose (`MiniworldModelConfig.size`)
-
 # the parameters that shape what a checkpoint folder holds: a resume must use the values it was started with
 RECORDED = ('seed', 'size', 'n_tok_captions', 'vae_joint_steps', 'unet_a_steps', 'vae_refine_steps', 'fg_weight', 'vae_batch',
             'n_latents', 'batch', 'lr', 'warmup', 'ema_decay', 'p_uncond')
@@ -343,9 +136,9 @@ class _Run:
     out:Path # where the best EMA model is exported
     clf_path:Path # the checks' attribute classifier
     st:_State # state.json of `ckpt`
-    tok:CLIPTokenizer # the tokenizer (trained first)
+    tok:'CLIPTokenizer' # the tokenizer (trained first)
     deadline:float|None # stop time (time.time() scale), None: none
-    vae:AutoencoderKL|None=None # the final VAE (the final round's checks and exports)
+    vae:'AutoencoderKL|None'=None # the final VAE (the final round's checks and exports)
     @property
     def arch(self)->dict: return ARCHS[self.cfg.size]
     def models(self): return make_models(self.tok, self.cfg.seed, self.arch)
@@ -412,59 +205,18 @@ def _cache_latents(run:_Run, vae, name='latents', chunk=4096):
     if st[key] is None: st.update(**{key: float(1 / lat.float().std())})
     return lat, ids, st[key]
 
-def build_pipeline(vae, unet, te, tok)->StableDiffusionPipeline:
-    "An SD pipeline (DDIM, SD 1.5 schedule) around the mini model's parts."
-    pipe = StableDiffusionPipeline(vae=vae, text_encoder=te, tokenizer=tok, unet=unet, scheduler=DDIMScheduler(**SD15_SCHEDULER),
-                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-def export_pipeline(pipe:StableDiffusionPipeline, # the pipeline to ship
-                    out_dir:str|Path, # the diffusers folder to (re)write
-                    dtype:torch.dtype=torch.float16, # weights precision on disk
-                   )->Path:
-    "Save `pipe` in diffusers format with weights in `dtype`, replacing `out_dir`'s model files atomically."
-    import copy
-    out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir/'_export_tmp'; shutil.rmtree(tmp, ignore_errors=True)
-    p2 = build_pipeline(copy.deepcopy(pipe.vae).to(dtype), copy.deepcopy(pipe.unet).to(dtype),
-                        copy.deepcopy(pipe.text_encoder).to(dtype), pipe.tokenizer)
-    p2.save_pretrained(tmp, safe_serialization=True); follow_umask(tmp)  # safetensors writes 0600 files whatever the umask
-    # a plain `from_pretrained(folder)` loads diffusers' parts in fp32 but transformers' text encoder in the dtype its
-    # config records: record fp32, so every part runs in one dtype (the fp16 weights on disk are cast up on load)
-    cfg = json.loads((tmp/'text_encoder'/'config.json').read_text())
-    for k in ('dtype', 'torch_dtype'):
-        if k in cfg: cfg[k] = 'float32'
-    (tmp/'text_encoder'/'config.json').write_text(json.dumps(cfg, indent=2, sort_keys=True) + '\n')
-    write_tokenizer_files(pipe.tokenizer, tmp/'tokenizer')
-    for part in ('unet', 'vae', 'text_encoder', 'tokenizer', 'scheduler'): replace_dir(tmp/part, out_dir/part)
-    os.replace(tmp/'model_index.json', out_dir/'model_index.json')
-    shutil.rmtree(tmp, ignore_errors=True)
-    return out_dir
-
-def write_tokenizer_files(tok:CLIPTokenizer, # a (fast) CLIP tokenizer
-                          path:str|Path, # its saved folder
-                         )->Path:
-    "Add the slow-format `vocab.json` and `merges.txt` beside `tokenizer.json` (transformers 5 saves only the latter)."
-    path = Path(path); tj = json.loads((path/'tokenizer.json').read_text())
-    merges = [m if isinstance(m, str) else ' '.join(m) for m in tj['model']['merges']]
-    with open(path/'vocab.json', 'w') as fh: json.dump(tj['model']['vocab'], fh, ensure_ascii=False)
-    (path/'merges.txt').write_text('#version: 0.2\n' + '\n'.join(merges) + '\n')
-    return path
-
 def _ema_update(ema:dict, mod:nn.Module, decay:float):
     with torch.no_grad():
         for k, v in mod.state_dict().items():
             if v.is_floating_point(): ema[k].mul_(decay).add_(v, alpha=1 - decay)
             else: ema[k].copy_(v)
 
-
-
 # %% ../nbs/71_miniworld_model.ipynb #322dd582
 def train_miniworld(cfg:MiniworldModelConfig|None=None, # the run's parameters (None: the defaults, with `kw`)
                     **kw, # parameters that override `cfg`'s
                    )->dict:
     "Run (or resume) the whole training of the mini model (not the attribute classifier); returns the state dict."
+    from transformers import CLIPTokenizer
     cfg = MiniworldModelConfig.of(cfg, **kw).check()
     torch.set_num_threads(cfg.threads)
     ckpt = Path(cfg.ckpt_dir); ckpt.mkdir(parents=True, exist_ok=True)
@@ -490,13 +242,84 @@ def train_miniworld(cfg:MiniworldModelConfig|None=None, # the run's parameters (
     _train_unet(run, 'unet', 'unet2', lat, ids, sf, cfg.unet_steps, init='unet_a' if cfg.unet_a_steps else None, final=True)
     return st.d
 
-def _check(run:_Run, s:int, ema_u:dict, ema_t:dict, hist:list):
-    "Prompt-following check of the EMA model at step `s`; export it to `run.out` when its score is the best so far."
+# %% ../nbs/71_miniworld_model.ipynb #a418d6db
+@dataclasses.dataclass
+class _Round:
+    "What the steps of one U-Net round (`_train_unet`) share: its data, networks, optimizer, EMA weights and loss history."
+    phase:str # 'unet_a' (first round) or 'unet' (final round): names its checkpoints and state keys
+    stream:str # the name of its batch / noise random streams
+    lat:torch.Tensor; ids:torch.Tensor; sf:float # cached latents, their token ids, the latent scaling factor
+    unet:nn.Module; te:nn.Module # the networks trained
+    params:list; opt:torch.optim.Optimizer # the parameters of both (the optimizer's, gradient clipping's), AdamW over them
+    ema_u:dict; ema_t:dict # EMA weights of the U-Net and the text encoder
+    start:int # the first step to run (0, or the resumed checkpoint's)
+    sched:object # the training noise schedule (DDPMScheduler, SD 1.5's)
+    empty:torch.Tensor # token ids of the empty caption (caption dropout)
+    hist:list # loss history (every 50 steps), the state's
+    loss_ema:float|None # EMA of the loss, the state's
+
+def _unet_round(run:_Run, phase:str, stream:str, lat:torch.Tensor, ids:torch.Tensor, sf:float, init:str|None)->_Round:
+    "A round's networks, optimizer, EMA weights and history: resumed from its checkpoint, else fresh (warm-started from `init`'s EMA weights)."
+    from diffusers import DDPMScheduler
+    ckpt, st = run.ckpt, run.st
+    unet, te = run.models()[1:]
+    sched = DDPMScheduler(**{k: v for k, v in SD15_SCHEDULER.items() if k not in ('set_alpha_to_one',)})
+    params = list(unet.parameters()) + list(te.parameters())
+    opt = torch.optim.AdamW(params, run.cfg.lr, weight_decay=1e-2)
+    start = 0; key = f'{phase}_ckpt'
+    if st[key]:
+        f = ckpt/st[key]
+        unet.load_state_dict(load_file(str(f/'unet.safetensors'))); te.load_state_dict(load_file(str(f/'te.safetensors')))
+        _load_opt(opt, load_file(str(f/'opt.safetensors'))); start = json.loads((f/'info.json').read_text())['step']
+        ema_u = load_file(str(f/'ema_unet.safetensors')); ema_t = load_file(str(f/'ema_te.safetensors'))
+    else:
+        if init:  # warm start: the previous round's EMA weights
+            f = ckpt/st[f'{init}_ckpt']
+            unet.load_state_dict(load_file(str(f/'ema_unet.safetensors'))); te.load_state_dict(load_file(str(f/'ema_te.safetensors')))
+            _log(ckpt, f"{phase}: warm start from {f.name} (EMA)")
+        ema_u = {k: v.detach().clone() for k, v in unet.state_dict().items()}
+        ema_t = {k: v.detach().clone() for k, v in te.state_dict().items()}
+    empty = run.tok([''], padding='max_length', max_length=77, return_tensors='pt').input_ids[0]
+    return _Round(phase, stream, lat, ids, sf, unet, te, params, opt, ema_u, ema_t, start, sched, empty,
+                  st[f'{phase}_hist'] or [], st[f'{phase}_loss_ema'])
+
+def _unet_step(run:_Run, r:_Round, step:int)->torch.Tensor:
+    "One optimizer step of the round (min-SNR ε-loss, caption dropout, warm-up, gradient clipping) and its EMA update; returns the loss."
+    cfg = run.cfg; batch, seed = cfg.batch, cfg.seed
+    ac = r.sched.alphas_cumprod
+    rng = item_rng(seed, f'{r.stream}/batch', step); g = item_generator(seed, f'{r.stream}/noise', step)
+    idx = torch.from_numpy(rng.integers(len(r.lat), size=batch))
+    z = r.lat[idx].float() * r.sf; tid = r.ids[idx].clone()
+    tid[torch.from_numpy(rng.random(batch) < cfg.p_uncond)] = r.empty
+    noise = torch.randn(z.shape, generator=g); t = torch.randint(0, 1000, (batch,), generator=g)
+    zt = r.sched.add_noise(z, noise, t)
+    pred = r.unet(zt, t, r.te(tid)[0]).sample
+    snr = ac[t] / (1 - ac[t]); w = snr.clamp(max=5.0) / snr
+    loss = (w * (pred - noise).pow(2).mean((1, 2, 3))).mean()
+    for gq in r.opt.param_groups: gq['lr'] = cfg.lr * min(1.0, (step + 1) / cfg.warmup)
+    r.opt.zero_grad(); loss.backward(); torch.nn.utils.clip_grad_norm_(r.params, 1.0); r.opt.step()
+    d = min(cfg.ema_decay, (1 + step) / (10 + step)); _ema_update(r.ema_u, r.unet, d); _ema_update(r.ema_t, r.te, d)
+    r.loss_ema = loss.item() if r.loss_ema is None else 0.98 * r.loss_ema + 0.02 * loss.item()
+    return loss
+
+def _unet_checkpoint(run:_Run, r:_Round, s:int):
+    "Save the round after step `s` (networks, EMA weights, optimizer, loss history) and point state.json at it."
+    f = run.ckpt/f'{r.phase}_{s:07d}'
+    _save_modules(f, dict(unet=r.unet, te=r.te, ema_unet=r.ema_u, ema_te=r.ema_t, opt=_opt_tensors(r.opt)))
+    atomic_write_json(f/'info.json', dict(step=s, loss_ema=r.loss_ema))
+    _commit(run.ckpt, run.st, f'{r.phase}_ckpt', f, **{f'{r.phase}_hist': r.hist, f'{r.phase}_loss_ema': r.loss_ema})
+
+def _ema_pipeline(run:_Run, r:_Round):
+    "A pipeline of the final VAE and the round's EMA networks."
+    eu, et = run.models()[1:]
+    eu.load_state_dict(r.ema_u); et.load_state_dict(r.ema_t)
+    return build_pipeline(run.vae, eu.eval(), et.eval(), run.tok)
+
+def _check(run:_Run, r:_Round, s:int):
+    "Prompt-following check of the round's EMA model at step `s`; export it to `run.out` when its score is the best so far."
     st, ckpt, out_dir, n_check = run.st, run.ckpt, run.out, run.cfg.n_check
     clf = load_cnn(run.clf_path)
-    eu, et = run.models()[1:]
-    eu.load_state_dict(ema_u); et.load_state_dict(ema_t)
-    pipe = build_pipeline(run.vae, eu.eval(), et.eval(), run.tok)
+    pipe = _ema_pipeline(run, r)
     checks = st['checks'] or []
     tc = time.time(); res, ims = prompt_following(pipe, clf, check_prompts(n_check, seed=s), seed=s)
     res.update(step=s, images_seen=s * run.cfg.batch, time=time.time(), check_seconds=time.time() - tc)
@@ -513,8 +336,16 @@ def _check(run:_Run, s:int, ema_u:dict, ema_t:dict, hist:list):
         _log(ckpt, f"exported EMA model at step {s} to {out_dir}")
     st.update(checks=checks)
     atomic_write_json(out_dir/'training'/'history.json',
-                      dict(checks=checks, loss=hist[::4], first_round=dict(checks=st['unet_a_checks'] or [], loss=(st['unet_a_hist'] or [])[::4]),
+                      dict(checks=checks, loss=r.hist[::4], first_round=dict(checks=st['unet_a_checks'] or [], loss=(st['unet_a_hist'] or [])[::4]),
                            **{k: st[f'{k}_hist'] for k in ('vae_joint', 'vae_refine', 'vae_dec')}))
+
+def _try_check(run:_Run, r:_Round, s:int):
+    "`_check`, skipped without an attribute classifier; a failed check is logged, not raised (training goes on)."
+    if not run.clf_path.exists(): _log(run.ckpt, f"check skipped: no attribute classifier at {run.clf_path}")
+    else:
+        try: _check(run, r, s)
+        except Exception as e: _log(run.ckpt, f"check failed at step {s}: {e!r}")
+    r.unet.train(); r.te.train()
 
 def _train_unet(run:_Run, # the run (parameters, folders, state, tokenizer, deadline; `vae` for the final round)
                 phase:str, # 'unet_a' (first round) or 'unet' (final round): names its checkpoints and state keys
@@ -525,69 +356,28 @@ def _train_unet(run:_Run, # the run (parameters, folders, state, tokenizer, dead
                 final:bool=False, # the final round: prompt-following checks and export of the EMA model to `run.out`
                )->bool:
     "One U-Net + text-encoder round (min-SNR ε-loss, EMA), resumable; False when stopped by the deadline."
-    cfg, ckpt, st, tok = run.cfg, run.ckpt, run.st, run.tok
-    batch, lr, warmup, ema_decay, p_uncond, seed = cfg.batch, cfg.lr, cfg.warmup, cfg.ema_decay, cfg.p_uncond, cfg.seed
-    unet, te = run.models()[1:]
-    sched = DDPMScheduler(**{k: v for k, v in SD15_SCHEDULER.items() if k not in ('set_alpha_to_one',)})
-    ac = sched.alphas_cumprod
-    params = list(unet.parameters()) + list(te.parameters())
-    opt = torch.optim.AdamW(params, lr, weight_decay=1e-2)
-    start = 0; key = f'{phase}_ckpt'
-    if st[key]:
-        f = ckpt/st[key]
-        unet.load_state_dict(load_file(str(f/'unet.safetensors'))); te.load_state_dict(load_file(str(f/'te.safetensors')))
-        _load_opt(opt, load_file(str(f/'opt.safetensors'))); start = json.loads((f/'info.json').read_text())['step']
-        ema_u = load_file(str(f/'ema_unet.safetensors')); ema_t = load_file(str(f/'ema_te.safetensors'))
-    else:
-        if init:  # warm start: the previous round's EMA weights
-            f = ckpt/st[f'{init}_ckpt']
-            unet.load_state_dict(load_file(str(f/'ema_unet.safetensors'))); te.load_state_dict(load_file(str(f/'ema_te.safetensors')))
-            _log(ckpt, f"{phase}: warm start from {f.name} (EMA)")
-        ema_u = {k: v.detach().clone() for k, v in unet.state_dict().items()}
-        ema_t = {k: v.detach().clone() for k, v in te.state_dict().items()}
-    if start >= steps: return True
-    empty = tok([''], padding='max_length', max_length=77, return_tensors='pt').input_ids[0]
-    hist = st[f'{phase}_hist'] or []
-    t_ck = t_chk = time.time(); t0 = time.time(); s0 = start; loss_ema = st[f'{phase}_loss_ema']
-    _log(ckpt, f"{phase}: {n_params(unet) / 1e6:.2f}M params, text encoder {n_params(te) / 1e6:.2f}M, steps {start}->{steps}, "
-               f"batch {batch}, corpus {len(lat)}, scaling {sf:.4f}, threads {torch.get_num_threads()}")
-    unet.train(); te.train()
-    for step in range(start, steps):
-        rng = item_rng(seed, f'{stream}/batch', step); g = item_generator(seed, f'{stream}/noise', step)
-        idx = torch.from_numpy(rng.integers(len(lat), size=batch))
-        z = lat[idx].float() * sf; tid = ids[idx].clone()
-        tid[torch.from_numpy(rng.random(batch) < p_uncond)] = empty
-        noise = torch.randn(z.shape, generator=g); t = torch.randint(0, 1000, (batch,), generator=g)
-        zt = sched.add_noise(z, noise, t)
-        pred = unet(zt, t, te(tid)[0]).sample
-        snr = ac[t] / (1 - ac[t]); w = snr.clamp(max=5.0) / snr
-        loss = (w * (pred - noise).pow(2).mean((1, 2, 3))).mean()
-        for gq in opt.param_groups: gq['lr'] = lr * min(1.0, (step + 1) / warmup)
-        opt.zero_grad(); loss.backward(); torch.nn.utils.clip_grad_norm_(params, 1.0); opt.step()
-        d = min(ema_decay, (1 + step) / (10 + step)); _ema_update(ema_u, unet, d); _ema_update(ema_t, te, d)
-        loss_ema = loss.item() if loss_ema is None else 0.98 * loss_ema + 0.02 * loss.item()
+    cfg, ckpt = run.cfg, run.ckpt
+    r = _unet_round(run, phase, stream, lat, ids, sf, init)
+    if r.start >= steps: return True
+    t_ck = t_chk = time.time(); t0 = time.time(); s0 = r.start
+    _log(ckpt, f"{phase}: {n_params(r.unet) / 1e6:.2f}M params, text encoder {n_params(r.te) / 1e6:.2f}M, steps {r.start}->{steps}, "
+               f"batch {cfg.batch}, corpus {len(lat)}, scaling {sf:.4f}, threads {torch.get_num_threads()}")
+    r.unet.train(); r.te.train()
+    for step in range(r.start, steps):
+        loss = _unet_step(run, r, step)
         s = step + 1; last = s == steps
         if s % 50 == 0:
-            ips = (s - s0) * batch / (time.time() - t0)
-            _log(ckpt, f"{phase} step {s} loss {loss.item():.4f} ema {loss_ema:.4f} {ips:.1f} img/s {(s - s0) / (time.time() - t0):.3f} it/s threads {torch.get_num_threads()}")
-            hist.append(dict(step=s, loss_ema=loss_ema, img_per_s=ips, time=time.time()))
+            ips = (s - s0) * cfg.batch / (time.time() - t0)
+            _log(ckpt, f"{phase} step {s} loss {loss.item():.4f} ema {r.loss_ema:.4f} {ips:.1f} img/s {(s - s0) / (time.time() - t0):.3f} it/s threads {torch.get_num_threads()}")
+            r.hist.append(dict(step=s, loss_ema=r.loss_ema, img_per_s=ips, time=time.time()))
         stop = run.deadline is not None and time.time() > run.deadline
         if time.time() - t_ck > cfg.ckpt_minutes * 60 or last or stop:
-            f = ckpt/f'{phase}_{s:07d}'
-            _save_modules(f, dict(unet=unet, te=te, ema_unet=ema_u, ema_te=ema_t, opt=_opt_tensors(opt)))
-            atomic_write_json(f/'info.json', dict(step=s, loss_ema=loss_ema))
-            _commit(ckpt, st, key, f, **{f'{phase}_hist': hist, f'{phase}_loss_ema': loss_ema}); t_ck = time.time()
+            _unet_checkpoint(run, r, s); t_ck = time.time()
             _log(ckpt, f"{phase} checkpoint step {s}")
         if final and cfg.n_check > 0 and (time.time() - t_chk > cfg.check_minutes * 60 or last or stop):
-            t_chk = time.time()
-            if not run.clf_path.exists(): _log(ckpt, f"check skipped: no attribute classifier at {run.clf_path}")
-            else:
-                try: _check(run, s, ema_u, ema_t, hist)
-                except Exception as e: _log(ckpt, f"check failed at step {s}: {e!r}")
-            unet.train(); te.train()
+            t_chk = time.time(); _try_check(run, r, s)
         if final and (last or stop) and not (run.out/'model_index.json').exists():  # nothing exported yet: ship the current EMA
-            eu, et = run.models()[1:]; eu.load_state_dict(ema_u); et.load_state_dict(ema_t)
-            export_pipeline(build_pipeline(run.vae, eu.eval(), et.eval(), tok), run.out)
+            export_pipeline(_ema_pipeline(run, r), run.out)
         if stop: _log(ckpt, f"{phase}: stopping at the time limit"); return False
     return True
 
@@ -603,26 +393,6 @@ def miniworld_demo_params(folder:str|Path, # an empty folder (e.g. a temp folder
     folder = Path(folder)
     return dict(ckpt_dir=str(folder/'ckpt'), out=str(folder/'model'), size='tiny', n_tok_captions=100, vae_joint_steps=1,
                 unet_a_steps=2, vae_refine_steps=1, vae_dec_steps=1, vae_batch=2, n_latents=8, unet_steps=2, batch=2, n_check=0)
-
-# %% ../nbs/71_miniworld_model.ipynb #3ae74f4d
-def model_size_mb(path:str|Path)->float:
-    "Size on disk of the model files (weights, configs, tokenizer) of a diffusers folder, in MB."
-    path = Path(path)
-    return sum(f.stat().st_size for part in ('unet', 'vae', 'text_encoder', 'tokenizer', 'scheduler', 'model_index.json')
-               for f in ([path/part] if (path/part).is_file() else (path/part).rglob('*')) if f.is_file()) / 1e6
-
-# %% ../nbs/71_miniworld_model.ipynb #3154c8dd
-def measure_prompt_following(model:str|Path, # the diffusers folder
-                             clf:str|Path, # the attribute classifier
-                             n:int=600, # prompts (one image each)
-                             guidance_scales:tuple=(4.0,), # classifier-free guidance scales to try
-                             steps:int=25, # DDIM steps
-                             seed:int=10_000, # prompt and noise seed (distinct from the training checks')
-                            )->list[dict]:
-    "Prompt-following figures of a shipped model, one dict per guidance scale."
-    from diffaug.models import load_sd
-    pipe = load_sd(model, device='cpu', precision='fp32'); net = load_cnn(clf)
-    return [prompt_following(pipe, net, check_prompts(n, seed), g, steps, seed)[0] for g in guidance_scales]
 
 # %% ../nbs/71_miniworld_model.ipynb #7806f123
 def run_miniworld_model(cfg:MiniworldModelConfig|None=None, # the stage's parameters (None: the defaults, with `kw`)

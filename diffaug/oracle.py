@@ -24,7 +24,8 @@ from .core import item_rng, check_param, progress, ParamError, StageConfig
 from .files import atomic_write_json, load_image, recorded_path
 from .models import load_clip, clip_features, need_model, CLIP_REQUIRED
 from .miniworld import species_table, sample_factors, render, eval_item, EVAL_SPECIES, BACKGROUNDS
-from .miniworld_model import SmallCNN, save_cnn, load_cnn, to_tensor
+from .miniworld_sd import to_tensor
+from .miniworld_eval import SmallCNN, save_cnn, load_cnn
 from .data import load_split
 from .synthetic import SyntheticSetWriter, read_metadata_csv
 

@@ -86,7 +86,7 @@ def test_eval_dataset_plugs_into_the_data_layer(tmp_path):
 def test_shipped_model_loads_by_path_offline(monkeypatch):
     from diffaug.models import load_sd
     from diffaug.miniworld import prompt
-    from diffaug.miniworld_model import model_size_mb
+    from diffaug.miniworld_sd import model_size_mb
     monkeypatch.setenv('HF_HUB_OFFLINE', '1')
     assert (MODEL/'model_index.json').exists(), f"{MODEL}: the shipped mini-world model is missing"
     assert model_size_mb(MODEL) <= 25
@@ -141,7 +141,7 @@ def test_oracle_stage_checks_its_parameters_and_writes_the_same_bytes_twice(tmp_
 
 @pytest.mark.slow
 def test_shipped_model_prompt_following():
-    from diffaug.miniworld_model import measure_prompt_following
+    from diffaug.miniworld_eval import measure_prompt_following
     r = measure_prompt_following(MODEL, MODEL/'eval'/'attr_classifier.safetensors', n=200)[0]
     # The acceptance target, on prompts (seed 10000) the training checks never used: the named background in
     # >= 90% of generations, the named colours in >= 70% (chance: 1/5 and about 1/6).

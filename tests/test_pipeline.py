@@ -455,10 +455,9 @@ def test_forced_rerun_writes_the_same_bytes(reproduced, tmp_path):
 def test_stage_modules_import_no_heavy_library(repo_root):
     """The runner imports a stage's module to check its parameters before any kernel starts: importing it must not
     load diffusers, transformers, timm, lpips or accelerate (seconds each), only what the module's top needs (torch).
-    The oracle is the exception named here: it needs the mini world's model classes (diffusers) at import."""
+    The mini world's modules too: its model's parts (diffaug.miniworld_sd) import diffusers inside their functions."""
     code = ("import sys, importlib; from diffaug.pipeline import STAGES\n"
             "for k, s in STAGES.items():\n"
-            "    if k in ('oracle', 'miniworld_model', 'miniworld_oracle'): continue\n"
             "    s.config_class()\n"
             "print(sorted(m for m in ('diffusers', 'transformers', 'timm', 'lpips', 'accelerate') if m in sys.modules))")
     r = subprocess.run([PY, '-c', code], cwd=repo_root, env=run_env(), capture_output=True, text=True, timeout=300)
