@@ -166,14 +166,9 @@ def dvc_setup(setup:dict, # `diffii_setup`'s sections
               params_file:str|Path='params.yaml', # the pipeline's parameter file (wiring and the toy default's values)
              )->dict:
     "The setup as overrides of `params_file`: its values where given, else the stage's default for every key the file sets."
-    from diffaug.params import STAGES, load_yaml
+    from diffaug.params import load_yaml, stage_resets
     base = load_yaml(Path(params_file).read_text()) or {}
-    out = {}
-    for s, kv in setup.items():
-        cls = STAGES[s].config_class(); dflt = {k: d for k, (_, d, _) in cls.fields_doc().items()}
-        reset = {k: dflt[k] for k in (base.get(s) or {}) if k in dflt and k not in (*STAGES[s].paths, *STAGES[s].keep) and k not in kv}  # as `setup` resets them, written out
-        out[s] = {**reset, **kv}
-    return out
+    return {s: {**stage_resets(s, base.get(s) or {}, kv), **kv} for s, kv in setup.items()}  # the resets written out, as `setup` applies them
 
 def dvc_wiring(params_file:str|Path='params.yaml')->dict:
     "The path parameters of the Diff-II sections of `params_file`."

@@ -399,10 +399,8 @@ def run_concepts(cfg:ConceptsConfig|None=None, # the stage's parameters
                 )->dict:
     "The `concepts` stage: learn a concept per class of the split's training images and write the concept folder."
     cfg = ConceptsConfig.of(cfg, **kw).check()
-    from diffaug.data import load_split
-    sp = load_split(cfg.split)
-    items = sp.items('train')
-    if not items: raise ParamError(f"parameter split={str(cfg.split)!r} is invalid: the split has no training images")
+    from diffaug.data import load_training_split
+    sp, items = load_training_split(cfg.split)
     images = [load_image(sp.root/it['path']) for it in progress(items, desc='reading images', leave=False)]
     labels = [it['label'] for it in items]
     acc = make_accelerator(cfg.device, cfg.precision, cfg.grad_accum)

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from PIL import Image
 from .core import item_generator, ParamError, check_param
-from .files import atomic_write_json, atomic_save_safetensors, temp_dir_beside, replace_dir
+from .files import atomic_write_json, atomic_save_safetensors, staged_dir
 from .models import model_fingerprint, same_model, follow_umask
 
 # %% ../nbs/10_concepts.ipynb #a39c2cda
@@ -167,8 +167,7 @@ def write_concepts(out:str|Path, # the concept folder (replaced)
     out = Path(out)
     check_param(isinstance(base_model_fingerprint, dict) and base_model_fingerprint, 'base_model_fingerprint', base_model_fingerprint,
                 "the base model's diffaug.models.model_fingerprint")
-    tmp = temp_dir_beside(out)
-    try:
+    with staged_dir(out, overwrite=True) as tmp:  # swapped in when complete, deleted on failure
         n = len(tokens[0]); concepts = {}
         for i, (c, ts) in enumerate(zip(classes, tokens)):
             f = f"embeddings/{ts[0].strip('<>')}.safetensors"
@@ -187,9 +186,6 @@ def write_concepts(out:str|Path, # the concept folder (replaced)
                 'classes': list(classes), 'concepts': concepts, **(extra or {})}
         atomic_write_json(tmp/'concepts.json', meta)
         if training is not None: atomic_write_json(tmp/'training.json', training)
-        replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True); raise
     return out
 
 # %% ../nbs/10_concepts.ipynb #ed7140a8

@@ -12,7 +12,8 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['IMG_EXTS', 'TEST_MODES', 'class_folder', 'DatasetError', 'Dataset', 'write_dataset', 'item_id', 'Split', 'ImageItems',
-           'few_shot_split', 'long_tail_counts', 'long_tail_split', 'full_split', 'save_split', 'load_split']
+           'few_shot_split', 'long_tail_counts', 'long_tail_split', 'full_split', 'save_split', 'load_split',
+           'load_training_split']
 
 # %% ../nbs/02_data.ipynb #650e31a9
 import numpy as np
@@ -378,3 +379,10 @@ def load_split(path:str|Path, # a split JSON file
     sp = Split(Path(os.path.normpath(root)), d['metaclass'], d['classes'], d['kind'], d.get('seed'), d['items'], d.get('info'), path)
     if check: sp.check_paths()
     return sp
+
+def load_training_split(path:str|Path, # the split JSON a training stage reads (its `split` parameter)
+                       )->tuple:
+    "(split, its training items) for a stage that learns from them; a split without training images is the `split` parameter's error."
+    sp = load_split(path); items = sp.items('train')
+    if not items: raise ParamError(f"parameter split={str(path)!r} is invalid: the split has no training images")
+    return sp, items

@@ -11,9 +11,9 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['umask_mode', 'atomic_write', 'atomic_write_text', 'atomic_write_json', 'atomic_save_image', 'atomic_save_png',
-           'safetensors_bytes', 'atomic_save_safetensors', 'recorded_path', 'digests_cached', 'digest',
-           'ImageLoadError', 'load_image', 'load_images', 'temp_dir_beside', 'replace_dir', 'staged_dir',
-           'link_or_copy', 'scratch_dir', 'record_diff', 'start_scratch', 'publish_dir']
+           'safetensors_bytes', 'atomic_save_safetensors', 'recorded_path', 'same_recorded', 'recorded_to_path',
+           'digests_cached', 'digest', 'ImageLoadError', 'load_image', 'load_images', 'temp_dir_beside', 'replace_dir',
+           'staged_dir', 'link_or_copy', 'scratch_dir', 'record_diff', 'start_scratch', 'publish_dir']
 
 # %% ../nbs/00_files.ipynb #959ec576
 import numpy as np
@@ -94,6 +94,19 @@ def recorded_path(p, # a path or hub id a stage writes into its output files (or
     if root and Path(str(p)).is_absolute():
         with contextlib.suppress(ValueError): return Path(p).resolve().relative_to(Path(root).resolve()).as_posix()
     return str(p)
+
+def same_recorded(a, # a path or hub id (a parameter, or a value read back from an output)
+                  b, # another
+                 )->bool:
+    "`a` and `b` name the same thing as the stages record it (`recorded_path`; './a/b/' and 'a/b' are the same)."
+    key = lambda p: None if p is None else Path(recorded_path(p)).as_posix()
+    return key(a) == key(b)
+
+def recorded_to_path(p:str, # a path a stage recorded (relative to the repository root, `$DIFFAUG_ROOT`)
+                    )->Path:
+    "The inverse of `recorded_path`: a Path to open (relative ones under `$DIFFAUG_ROOT`, else the working directory)."
+    p = Path(p)
+    return p if p.is_absolute() else Path(os.environ.get('DIFFAUG_ROOT') or '.')/p
 
 # %% ../nbs/00_files.ipynb #058429c6
 _DIGESTS = None  # {(cwd, paths): digest} inside `digests_cached()`, else None

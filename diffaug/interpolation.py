@@ -6,7 +6,7 @@ Docs: https://diffaug.github.io/diffaug/interpolation.html.md"""
 
 # %% ../nbs/30_interpolation.ipynb #e10c0fcf
 from __future__ import annotations
-import json, math, tempfile, warnings
+import json, math, warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,10 +17,10 @@ __all__ = ['MODES', 'DEFAULT_SUFFIXES', 'latent_angle', 'circle_interpolation', 
 
 # %% ../nbs/30_interpolation.ipynb #e63feb98
 import torch
-from .core import check_param, ParamError, progress, item_generator, StageConfig
-from .files import recorded_path
-from .models import load_sd, make_tiny_sd, decode_latents, PromptCache, need_model, model_fingerprint, same_model
-from .sampling import WorkItem, ddim_grid, ddim_sample, encode_prompts, run_items, _state
+from .core import check_param, ParamError, item_generator, StageConfig
+from .files import recorded_path, same_recorded
+from .models import load_sd, decode_latents, PromptCache, need_model, model_fingerprint, same_model
+from .sampling import WorkItem, ddim_grid, ddim_sample, encode_prompts, run_items
 from .data import load_split
 from .synthetic import SyntheticSetWriter
 
@@ -161,11 +161,6 @@ def diffii_render(pipe, # the pipeline (concepts applied)
 # %% ../nbs/30_interpolation.ipynb #90490eaa
 DEFAULT_SUFFIXES = ['perched on a branch.', 'flying in the sky.', 'standing on the ground.', 'near water.']
 
-def _recorded(p)->str|None:
-    "`p` as the stages record it (`recorded_path`), normalised ('./a/b/' and 'a/b' are the same)."
-    if p is None: return None
-    return Path(recorded_path(p)).as_posix()
-
 @dataclass
 class InterpolationConfig(StageConfig):
     "The parameters of the `interpolation` stage (Diff-II's synthetic set)."
@@ -214,9 +209,9 @@ class InterpolationConfig(StageConfig):
         where = f"the pool {self.inversions}"
         self.need(self.allow_grid_mismatch or pool.get('steps') == self.steps, 'steps',
                   f"{pool.get('steps')}, the grid {where} was inverted on (or allow_grid_mismatch: true)")
-        self.need(_recorded(pool.get('model')) == _recorded(self.model), 'model',
+        self.need(same_recorded(pool.get('model'), self.model), 'model',
                   f"the model {where} was inverted with, {pool.get('model')!r}")
-        self.need(_recorded(pool.get('concepts')) == _recorded(self.concepts), 'concepts',
+        self.need(same_recorded(pool.get('concepts'), self.concepts), 'concepts',
                   f"the concepts {where} was inverted with, {pool.get('concepts')!r}")
         return self
 

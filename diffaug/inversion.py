@@ -21,7 +21,7 @@ from .files import (load_image, atomic_save_safetensors, atomic_write_json, atom
                            publish_dir, scratch_dir)
 from .models import load_sd, make_tiny_sd, encode_images, decode_latents, sd_resolution, PromptCache, need_model, model_fingerprint
 from .sampling import ddim_invert, ddim_sample, encode_prompts, batches_of, _state
-from .data import load_split
+from .data import load_split, load_training_split
 
 # %% ../nbs/20_inversion.ipynb #f04a6b8b
 def class_prompts(classes:list, # class names in label order
@@ -185,9 +185,7 @@ def run_inversion(cfg:InversionConfig|None=None, # the stage's parameters
                  )->dict:
     "The `inversion` stage: the DDIM inversion pool of the split's training images."
     cfg = InversionConfig.of(cfg, **kw).check()
-    sp = load_split(cfg.split)
-    items = sp.items('train')
-    if not items: raise ParamError(f"parameter split={str(cfg.split)!r} is invalid: the split has no training images")
+    sp, items = load_training_split(cfg.split)
     pipe = load_sd(cfg.model, device=cfg.device, precision=cfg.precision)
     fp = model_fingerprint(pipe)
     ph = None

@@ -12,8 +12,8 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['STAGES', 'CROSS_RULES', 'Stage', 'get_dotted', 'set_dotted', 'parse_assignment', 'YAML12Loader', 'load_yaml',
-           'read_params', 'resolve_paths', 'check_cross_rules', 'check_stage_params', 'flatten', 'setup_overrides',
-           'setup_command']
+           'read_params', 'resolve_paths', 'check_cross_rules', 'check_stage_params', 'flatten', 'stage_resets',
+           'setup_overrides', 'setup_command']
 
 # %% ../nbs/91_params.ipynb #951b89b4
 import yaml
@@ -205,6 +205,14 @@ def flatten(d:dict, # nested dictionaries
         else: out[key] = v
     return out
 
+def stage_resets(sec:str, # a stage's section name
+                 body:dict, # that section in the default parameter file
+                 given, # the keys the setup gives for it
+                )->dict:
+    "{key: the stage class's default} for each key `body` sets and the setup does not give (path parameters and kept keys excepted): what a setup sets back."
+    st = STAGES[sec]; defaults = {k: d for k, (_, d, _) in st.config_class().fields_doc().items()}
+    return {k: defaults[k] for k in body if k in defaults and k not in (*st.paths, *st.maybe_paths, *st.keep) and k not in given}
+
 def setup_overrides(setup:str|Path, # a parameter file in params/
                     params_file:str|Path='params.yaml', # the default it overrides
                    )->dict:
@@ -223,10 +231,8 @@ def setup_overrides(setup:str|Path, # a parameter file in params/
     resets = {}
     for sec, body in base.items():
         if sec not in STAGES or not isinstance(body, dict): continue
-        st = STAGES[sec]; defaults = {k: d for k, (_, d, _) in st.config_class().fields_doc().items()}
-        for k in body:
-            if k in (*st.paths, *st.maybe_paths, *st.keep) or k not in defaults or body[k] == defaults[k]: continue
-            if not any(f == f'{sec}.{k}' or f.startswith(f'{sec}.{k}.') for f in flat): resets[f'{sec}.{k}'] = defaults[k]
+        given = {f.split('.')[1] for f in flat if f.startswith(f'{sec}.') and f.count('.') >= 1}
+        resets.update({f'{sec}.{k}': d for k, d in stage_resets(sec, body, given).items() if body[k] != d})
     return {**flat, **resets}
 
 def setup_command(setup:str|Path, # a parameter file in params/

@@ -16,7 +16,7 @@ __all__ = ['SCORE_KEYS', 'run_folder', 'collect_runs', 'make_fake_set', 'make_fa
 
 # %% ../nbs/58_tables.ipynb #f49f32f3
 import pandas as pd
-from .files import atomic_write_text, atomic_write_json
+from .files import atomic_write_text, atomic_write_json, recorded_to_path
 
 # %% ../nbs/58_tables.ipynb #007d113b
 def run_folder(runs:str|Path, # the folder holding one sub-folder per run
@@ -103,11 +103,6 @@ def summarize(df:pd.DataFrame, # the runs (from `collect_runs`)
     return out
 
 # %% ../nbs/58_tables.ipynb #fe25807f
-def _recorded_to_path(p:str)->Path:
-    "A path recorded by a stage (relative to the repository root, `$DIFFAUG_ROOT`, else the working directory) as a Path to open."
-    p = Path(p)
-    return p if p.is_absolute() else Path(os.environ.get('DIFFAUG_ROOT') or '.')/p
-
 def run_sets(run:str|Path, # a classification run's folder
             )->list|None:
     "The synthetic-set folders a run trained with (read from its config.json, as `ClassificationConfig.synthetic_sets` picks them); None without config.json."
@@ -117,7 +112,7 @@ def run_sets(run:str|Path, # a classification run's folder
     s = c.get('synthetic')
     if isinstance(s, dict): s = s.get(c.get('method')) or []
     s = [] if s is None else [s] if isinstance(s, str) else list(s)
-    return [_recorded_to_path(x) for x in s]
+    return [recorded_to_path(x) for x in s]
 
 def set_size(folder:str|Path, # a synthetic-set folder
             )->tuple:
