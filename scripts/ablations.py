@@ -180,8 +180,8 @@ def _f(v, fmt)->str:
     import math
     return '—' if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, fmt)
 
-def family_table(rows:list, link:str='')->str:
-    "One family's Markdown table (each variant linked to `<link><variant>/summary.md`)."
+def family_table(rows:list, link:str|None='')->str:
+    "One family's Markdown table (each variant linked to `<link><variant>/summary.md`; None: not linked)."
     lines = ['| variant | Diff-II top-1 | paired gain over original [95% interval] | oracle faithfulness | diversity | to source |',
              '|---|---:|---:|---:|---:|---:|']
     for r in rows:
@@ -190,7 +190,7 @@ def family_table(rows:list, link:str='')->str:
         if r['ci_low'] == r['ci_low'] and r['ci_low'] > 0: gain += ' ▲'
         elif r['ci_high'] == r['ci_high'] and r['ci_high'] < 0: gain += ' ▼'
         faith = _f(100 * r['faithfulness'], '.1f') + '%' if r.get('faithfulness') is not None else '—'
-        name = f"[{r['variant']}]({link}{r['variant']}/summary.md)" + (f" (= {r['same_as']})" if r.get('same_as') else '')
+        name = (r['variant'] if link is None else f"[{r['variant']}]({link}{r['variant']}/summary.md)") + (f" (= {r['same_as']})" if r.get('same_as') else '')
         lines.append(f"| {name} | {r['top1']:.1f} ± {r['top1_std']:.1f} | {gain} | {faith} | {_f(r.get('diversity'), '.3f')} | {_f(r.get('source_distance'), '.3f')} |")
     return '\n'.join(lines) + '\n'
 
@@ -262,7 +262,7 @@ def claims(rows:dict)->list:
                "and feature diversity stand in), the paper's datasets (Aircraft, CUB) and its pretrained ResNet-50.")
     return out
 
-def tables(results:Path, params_dir:Path=REPO/'params', link:str='', figure:bool=True, h:str='##')->tuple:
+def tables(results:Path, params_dir:Path=REPO/'params', link:str|None='', figure:bool=True, h:str='##')->tuple:
     "The families' tables (variants linked under `link`; the Fig. 7 figure's image line if `figure`) and the claims: (Markdown lines, rows per family)."
     results = Path(results); names = variants(params_dir)
     out, all_rows = [], {}
@@ -284,7 +284,7 @@ def tables(results:Path, params_dir:Path=REPO/'params', link:str='', figure:bool
 
 def write_readme(results:Path, params_dir:Path=REPO/'params')->Path:
     """results/ablations/README.md (one table per family, fig7.png, the claims) and tables.md, the same without the
-    figure and with links from the repository's root, which the project README includes."""
+    figure and the links to each variant's summary, which the project README (and the docs site) include."""
     results = Path(results)
     head = ["# The paper's ablations on the mini world", '',
             "Made by `python scripts/ablations.py` from the setups `params/miniworld-ablation-*.yaml`. Each variant trains "
@@ -298,8 +298,7 @@ def write_readme(results:Path, params_dir:Path=REPO/'params')->Path:
         import matplotlib.pyplot as plt
         fig = plot_split_ratio(fig7); fig.savefig(results/'fig7.png', dpi=120, bbox_inches='tight', metadata={'Software': None}); plt.close(fig)
     atomic_write_text(results/'README.md', '\n'.join(head + body))
-    rel = results.resolve().relative_to(REPO).as_posix() + '/' if results.resolve().is_relative_to(REPO) else ''
-    atomic_write_text(results/'tables.md', '\n'.join(tables(results, params_dir, link=rel, figure=False, h='####')[0]))
+    atomic_write_text(results/'tables.md', '\n'.join(tables(results, params_dir, link=None, figure=False, h='####')[0]))  # no links: the docs site has no results/ pages
     return results/'README.md'
 
 

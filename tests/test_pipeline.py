@@ -27,7 +27,7 @@ def default_matrix(root: Path):
 REDUCED = {  # section -> overrides of the embedded default for the copy's run (see reduce_default)
     'runs': dict(methods=['original', 'mixup', 'cutmix', 'diff-mix', 'diff-ii'], synthetic_methods=['diff-mix'],
                  annotated_methods=['diff-mix', 'diff-ii'], seeds=[0, 1], oracle_methods=['diff-mix', 'diff-ii']),
-    'concepts': dict(steps=20, checkpoint_every=10), 'concepts_ti': dict(steps=10, checkpoint_every=10),
+    'concepts': dict(steps=20, checkpoint_every=10), 'concepts_ti': dict(steps=2, checkpoint_every=2),
     'synthesis': dict(expansion=1, steps=3), 'inversion': dict(steps=3), 'interpolation': dict(expansion=1, steps=3),
     'classification': dict(model='test_resnet', image_size=32, epochs=3, eval_every=1),
 }
@@ -292,25 +292,32 @@ def test_params_yaml_holds_only_overrides_and_wiring(repo_root):
         assert not same, f"params.yaml [{sec}]: {same} repeat the declared defaults (delete them)"
 
 
-def test_bad_parameters_fail_before_any_kernel(repo_root, tmp_path):
-    "A bad value or key fails in the runner with one line naming it (exit 2, no traceback, no executed notebook)."
-    cases = [('synthesis', ['method=bogus'], 'method'), ('synthesis', ['steps=-3'], 'steps'),
+def test_bad_parameters_fail_before_any_kernel(repo_root, tmp_path, monkeypatch, capsys):
+    """A bad value or key fails in the runner with one line naming it (exit 2, no traceback, no executed notebook).
+    The first two cases run as a user would (a new process); the others call the same entry point in this process."""
+    cases = [('synthesis', ['method=bogus'], 'method'), ('inversion', ['stepz=3'], "did you mean 'steps'"), ('synthesis', ['steps=-3'], 'steps'),
              ('interpolation', ['suffix_fraction=1.5'], 'suffix_fraction'), ('concepts', ['model=/no/such/model'], 'model'),
-             ('classification', ['p=1.5'], 'p'), ('inversion', ['stepz=3'], "did you mean 'steps'"),
+             ('classification', ['p=1.5'], 'p'),
              ('prepare', ['shots=0'], 'shots'), ('tiny_model', ['resolution=-1'], 'resolution')]
     empty = tmp_path/'empty-model'; empty.mkdir()
     cases.append(('inversion', [f'model={empty}'], 'unet'))
     from diffaug.data import few_shot_split, save_split
     from diffaug.toy import make_toy_dataset  # a real split, so the files the checks read exist
     split = save_split(few_shot_split(make_toy_dataset(tmp_path/'toy', n_classes=2, n_per_class=3, size=16), k=2, seed=0, test='none'), tmp_path/'split.json')
-    for stage, sets, expect in cases:
+    from diffaug.pipeline import main
+    monkeypatch.chdir(repo_root); monkeypatch.setenv('DIFFAUG_QUIET', '1')
+    for i, (stage, sets, expect) in enumerate(cases):
         if stage in ('concepts', 'inversion', 'synthesis', 'classification'): sets = sets + [f'split={split}']
-        out = tmp_path/f'{stage}.ipynb'
-        r = subprocess.run([PY, '-m', 'diffaug.pipeline', stage, *sum([['--set', x] for x in sets], []), '--out', str(out)],
-                           cwd=repo_root, env=run_env(), capture_output=True, text=True, timeout=300)
-        assert r.returncode == 2, (stage, sets, r.returncode, r.stderr[-2000:])
-        lines = [l for l in r.stderr.splitlines() if l.strip()]
-        assert len(lines) == 1 and lines[0].startswith('error: ') and expect in lines[0], (stage, sets, r.stderr[-2000:])
+        out = tmp_path/f'{stage}-{i}.ipynb'
+        args = [stage, *sum([['--set', x] for x in sets], []), '--out', str(out)]
+        if i < 2:
+            r = subprocess.run([PY, '-m', 'diffaug.pipeline', *args], cwd=repo_root, env=run_env(), capture_output=True, text=True, timeout=300)
+            code, err = r.returncode, r.stderr
+        else:
+            capsys.readouterr(); code = main(args); err = capsys.readouterr().err
+        assert code == 2, (stage, sets, code, err[-2000:])
+        lines = [l for l in err.splitlines() if l.strip()]
+        assert len(lines) == 1 and lines[0].startswith('error: ') and expect in lines[0], (stage, sets, err[-2000:])
         assert not out.exists() and not out.with_name(out.stem + '.failed.ipynb').exists()
 
 
@@ -444,8 +451,8 @@ def test_forced_rerun_writes_the_same_bytes(reproduced, tmp_path):
     root = own_copy(reproduced[0], tmp_path/'repo')
     dvc = str(Path(PY).parent/'dvc')
     # (concepts, synthesis and interpolation: see the kill test, which compares a resumed run with the uninterrupted one; classification:
-    # test_same_seed_same_split_and_metrics)
-    stages = ('tiny_model', 'inversion', 'annotation', 'oracle', 'report')
+    # test_same_seed_same_split_and_metrics; tiny_model, prepare and suffixes: test_repro_matches_the_committed_lock)
+    stages = ('inversion', 'annotation', 'oracle', 'report')  # tiny_model: test_repro_matches_the_committed_lock (another run's bytes)
     before = {stage: _lock_outs(root, stage) for stage in stages}
     r = sh([dvc, 'repro', '-f', '--no-run-cache', '-s', *stages], root)  # one DVC process: each stage alone, forced
     for stage in stages:
