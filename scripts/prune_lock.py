@@ -11,20 +11,19 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path: sys.path.insert(0, str(REPO))
 
 
 def current_stages(root:Path=REPO)->set:
     "The stage names `dvc repro` of dvc.yaml with params.yaml locks (foreach groups expanded as `name@item`)."
-    stages = yaml.safe_load((root/'dvc.yaml').read_text())['stages']; p = yaml.safe_load((root/'params.yaml').read_text())
+    from diffaug.params import get_dotted, load_yaml
+    stages = yaml.safe_load((root/'dvc.yaml').read_text())['stages']; p = load_yaml((root/'params.yaml').read_text())
     names = set()
     for k, v in stages.items():
-        if 'foreach' not in v: names.add(k); continue
-        fe = v['foreach']
-        if isinstance(fe, str):
-            for part in fe.strip('${} ').split('.'): p = p[part] if isinstance(p, dict) else p
-            items, p = p, yaml.safe_load((root/'params.yaml').read_text())
-        else: items = fe
-        names |= {f'{k}@{i}' for i in (items if isinstance(items, list) else list(items))}
+        fe = v.get('foreach')
+        if fe is None: names.add(k); continue
+        items = get_dotted(p, fe.strip('${} ')) if isinstance(fe, str) else fe  # `${runs.methods}` or a literal list / dict
+        names |= {f'{k}@{i}' for i in items}
     return names
 
 
