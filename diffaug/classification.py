@@ -71,7 +71,7 @@ class ClassificationConfig(StageConfig):
     device:str='auto' # "auto", "cpu", "cuda", ...
     precision:str='no' # accelerate mixed precision: "no" (or "fp32"), "fp16", "bf16" (paper: fp16 on GPUs)
     num_workers:int=0 # data-loader workers (results do not depend on it)
-    checkpoint_every:int=1 # checkpoint every this many epochs (and after the last): a killed run resumes from the last one; results do not depend on it
+    checkpoint_every:int=1 # checkpoint every this many epochs and after the last; a killed run resumes from the last one (0: none, it restarts); results do not depend on it
     num_processes:int=1 # GPUs to train on (accelerate's notebook_launcher); 1 on CPU
     threads:int|None=None # torch CPU threads (None: torch's default)
     save_model:bool=False # also write model.safetensors
@@ -133,7 +133,7 @@ class ClassificationConfig(StageConfig):
         for k in ('momentum', 'warmup', 'label_smoothing'): self.need_num(k, 0, 1, hi_open=True)
         self.need(self.select in ('last', 'val'), 'select', "'last' or 'val' (the test set never selects)")
         self.need_path('eval_split', 'file', files=False, none=True)
-        self.need_int('eval_every', 1); self.need_int('checkpoint_every', 1); self.need_int('seed')
+        self.need_int('eval_every', 1); self.need_int('checkpoint_every', 0); self.need_int('seed')
         self.need(isinstance(self.device, str) and self.device != '', 'device', "'auto' or a torch device ('cpu', 'cuda', 'cuda:1', 'mps')")
         if self.device != 'auto':
             try: torch.device(self.device)

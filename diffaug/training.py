@@ -332,7 +332,7 @@ def train_classifier(cfg, # the run's parameters (checked; the fields of `diffau
         if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
             best_changed = _evaluate(r, cfg, epoch, row) or best_changed
         r.rows.append(row)
-        if (epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs:  # a checkpoint writes the model and optimizer state: not free
+        if cfg.checkpoint_every and ((epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs):  # not free (0: never)
             _save_checkpoint(ck, epoch + 1, r.acc, r.model, r.opt, r.sched, r.rows, r.best, r.best_state, best_changed); best_changed = False
         if r.acc.is_main_process: # one text line per epoch: readable in the executed notebook and streamed by the pipeline (timings: printed only)
             print(f"epoch {epoch + 1}/{cfg.epochs} " + ' '.join(f'{k} {v:.4g}' for k, v in row.items() if k != 'epoch')
