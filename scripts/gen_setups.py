@@ -11,7 +11,10 @@ import sys
 from pathlib import Path
 import yaml
 
-OUT = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parents[1]/'params'  # optional: another folder
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path: sys.path.insert(0, str(REPO))  # this repository's diffaug
+
+OUT = Path(sys.argv[1]) if len(sys.argv) > 1 else REPO/'params'  # optional: another folder
 SD = 'stable-diffusion-v1-5/stable-diffusion-v1-5'
 CLIP = 'openai/clip-vit-base-patch32'
 ALL = ['original', 'mixup', 'cutmix', 'real-guidance', 'da-fusion', 'diff-aug', 'diff-mix', 'real-mix', 'real-gen', 'diff-gen', 'real-filter', 'diff-ii']
@@ -166,7 +169,7 @@ for j, (ds, src, label) in enumerate([('cub-lt', 'cub', 'CUB-LT'), ('flower-lt',
                 f"# Long-tail counts follow Diff-Mix's rule (lt_rule: diffmix) on classes ranked by size (class_order: size; see nbs/02_data.ipynb).\n"
                 + ("# Flower-LT as Diff-Mix builds it (test: half): every class cut 50/50, the long tail drawn from the first half\n"
                    "# (about 40 images per class), the test set the second half; Flowers' official split would leave 10 per class.\n" if src == 'flowers102' else '')
-                + f"# Real-Gen draws each image's class uniformly (synthesis.gen_classes: uniform, as Diff-Mix's code).\n"
+                + "# Real-Gen draws each image's class uniformly (synthesis.gen_classes: uniform, as Diff-Mix's code).\n"
                 + HOWTO.format(raw=RAW[src], stem=stem) +
                 "# Expected top-1 (%) from the paper (CE = method original here; CMO/CMO-DRW are not implemented):\n"
                 + table(exp, [f'IF={IF}']))
@@ -280,16 +283,14 @@ T4_MODES = {'linear': ('linear interpolation of the two inversions (Z = (1 - t) 
 
 def measured(name):
     "The variant's collected result (results/ablations/<name>/, written by scripts/ablations.py), as one comment line."
-    import importlib.util
+    from diffaug.experiments import variant_rows, _f
     root = Path(__file__).resolve().parents[1]; d = root/'results'/'ablations'/name
     if not (d/'run.json').is_file(): return 'not run yet): python scripts/ablations.py --only ' + name
-    spec = importlib.util.spec_from_file_location('ablations', Path(__file__).with_name('ablations.py'))
-    abl = importlib.util.module_from_spec(spec); spec.loader.exec_module(abl)
-    r = abl.variant_rows(d.parent, [name])[0]
+    r = variant_rows(d.parent, [name])[0]
     faith = f"{100 * r['faithfulness']:.1f}%" if r.get('faithfulness') is not None else 'not scored'
     return (f"results/ablations/{name}/, {r['n_seeds']} seeds): Diff-II top-1 {r['top1']:.1f} ± {r['top1_std']:.1f}, paired gain over "
             f"original {r['gain']:+.1f} [{r['ci_low']:+.1f}, {r['ci_high']:+.1f}]; oracle faithfulness {faith}, diversity "
-            f"{abl._f(r.get('diversity'), '.3f')}, to source {abl._f(r.get('source_distance'), '.3f')}.")
+            f"{_f(r.get('diversity'), '.3f')}, to source {_f(r.get('source_distance'), '.3f')}.")
 
 def ablation(name, what, change, ref, paper, interpolation=None, inversion=None, sf=0.3):
     "params/miniworld-ablation-<name>.yaml: the default's every value (mw_diffusion / mw_classification) with `interpolation` (and `inversion`) changed."

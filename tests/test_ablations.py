@@ -1,7 +1,7 @@
-"""scripts/ablations.py without running any stage: the variants and their commands (--dry), the collection of a
+"""scripts/ablations.py (diffaug.experiments) without running any stage: the variants and their commands (--dry), the collection of a
 finished variant from a work copy holding made-up reports (`diffaug.tables.make_fake_runs` + the report stage's
 `run_report`), the README's tables and the Fig. 7 figure."""
-import importlib.util, json, subprocess, sys
+import json, subprocess, sys
 from pathlib import Path
 
 import pytest
@@ -11,9 +11,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope='module')
 def abl():
-    spec = importlib.util.spec_from_file_location('ablations', REPO/'scripts'/'ablations.py')
-    m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)
-    return m
+    import diffaug.experiments
+    return diffaug.experiments
 
 
 def test_variants_cover_the_issue(abl):
