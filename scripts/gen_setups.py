@@ -102,19 +102,12 @@ VIT = Note('torchvision:vit_b_16.IMAGENET1K_SWAG_E2E_V1', "the references' ViT-B
            "ImageNet-21k as the paper's text says: vit_base_patch16_384.augreg_in21k_ft_in1k")
 
 # ---------------------------------------------------------------- paper tables and headers
-T1 = {  # backbone -> method -> [5-shot CUB, Aircraft, Pets, Cars, 10-shot CUB, Aircraft, Pets, Cars]
- 'resnet50': {
-  'Original': [54.52, 36.63, 86.98, 40.10, 70.26, 54.11, 90.41, 69.64], 'Mixup': [54.33, 36.75, 86.36, 41.43, 70.00, 55.28, 89.49, 70.28],
-  'CutMix': [51.74, 33.09, 86.52, 36.19, 68.91, 51.05, 89.71, 67.71], 'Real-Filter': [55.03, 30.40, 87.66, 57.50, 67.36, 47.21, 90.14, 69.64],
-  'Real-Guidance': [54.67, 36.27, 86.22, 42.45, 69.81, 54.77, 90.06, 70.97], 'Real-Mix': [51.00, 22.53, 88.63, 52.06, 64.65, 44.16, 89.40, 75.72],
-  'DA-Fusion': [59.40, 34.98, 88.64, 51.90, 72.05, 51.14, 90.47, 77.61], 'Diff-AUG': [61.14, 39.48, 89.24, 62.28, 72.02, 55.43, 90.28, 81.65],
-  'Diff-Mix': [56.18, 32.61, 88.77, 56.39, 70.16, 52.33, 90.79, 78.68], 'Diff-II (ours)': [62.22, 42.15, 89.84, 64.24, 72.66, 57.43, 91.01, 82.02]},
- 'vit-b16': {
-  'Original': [73.00, 32.85, 90.71, 59.72, 83.52, 51.59, 92.92, 81.01], 'Mixup': [76.07, 36.15, 90.77, 61.92, 85.24, 52.94, 92.81, 82.46],
-  'CutMix': [72.97, 32.79, 90.22, 59.16, 83.95, 51.56, 92.59, 81.71], 'Real-Filter': [73.66, 31.44, 90.85, 72.51, 82.19, 46.43, 93.14, 84.69],
-  'Real-Guidance': [74.74, 35.10, 91.23, 62.34, 83.24, 53.15, 93.22, 81.97], 'Real-Mix': [72.25, 32.91, 90.92, 70.55, 80.95, 47.01, 93.16, 83.78],
-  'DA-Fusion': [76.24, 34.20, 93.03, 71.07, 83.97, 51.68, 93.68, 85.00], 'Diff-AUG': [77.24, 40.08, 92.27, 76.48, 84.10, 56.24, 93.93, 87.59],
-  'Diff-Mix': [74.49, 36.48, 92.29, 73.01, 81.98, 53.92, 93.98, 85.42], 'Diff-II (ours)': [79.22, 40.23, 93.79, 77.10, 84.89, 56.32, 94.25, 87.81]}}
+from diffaug.method_table import PAPER_TABLE1  # the paper's Table 1, kept once (nbs/39_method_table.ipynb)
+T1_NAMES = {'original': 'Original', 'mixup': 'Mixup', 'cutmix': 'CutMix', 'real-filter': 'Real-Filter', 'real-guidance': 'Real-Guidance',
+            'real-mix': 'Real-Mix', 'da-fusion': 'DA-Fusion', 'diff-aug': 'Diff-AUG', 'diff-mix': 'Diff-Mix', 'diff-ii': 'Diff-II (ours)'}
+T1 = {  # backbone -> method -> [5-shot CUB, Aircraft, Pets, Cars, 10-shot CUB, Aircraft, Pets, Cars] (the averages left out)
+    bb: {T1_NAMES[m]: [*r5[:4], *PAPER_TABLE1[(key, 10)][m][:4]] for m, r5 in PAPER_TABLE1[(key, 5)].items()}
+    for bb, key in (('resnet50', 'resnet50'), ('vit-b16', 'vit_b16'))}
 T2 = {  # method -> [CUB-LT IF 100, 20, 10, Flower-LT IF 100, 20, 10]
  'CE (original)': [33.65, 44.82, 58.13, 80.43, 90.87, 95.07], 'CMO': [32.94, 44.08, 57.62, 83.95, 91.43, 95.19],
  'CMO-DRW': [32.57, 46.43, 59.25, 84.07, 92.06, 95.92], 'Real-Gen': [45.86, 53.43, 61.42, 83.56, 91.84, 95.22],
