@@ -10,7 +10,8 @@ import argparse, os, re, shlex, sys, textwrap
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['StageError', 'kernel_options', 'execute_stage_notebook', 'run_view', 'run_stage', 'stage_help', 'main']
+__all__ = ['StageError', 'kernel_options', 'execute_stage_notebook', 'run_view', 'skip_in_test', 'run_stage', 'stage_help',
+           'main']
 
 # %% ../nbs/90_pipeline.ipynb #670b3d0b
 from .core import ParamError, nearest
@@ -109,6 +110,29 @@ def run_view(nb:str|Path, # a stage notebook with a `parameters` cell
     tagged = [c for c in cells if {'parameters', 'run'} & set(_tags(c))]
     node.cells = ([nbformat.v4.new_markdown_cell(title.source)] if title else []) + [note] + head + tagged
     return node
+
+# %% ../nbs/90_pipeline.ipynb #9a848ab9
+_YES = ('true', 'yes', 'y', 't', 'on', '1')
+
+def skip_in_test(nb, # a notebook whose cells carry their parsed directives (`nbdev.process.NBProcessor(..., rm_directives=False).nb`)
+                 flags=(), # the test flags (`tst_flags`): cells carrying one are left out...
+                 enabled=(), # ...unless the run enables it (nbdev-test's `--flags`)
+                ):
+    "A predicate on the cells of `nb`: True for the cells a test run leaves out (nbdev-test's rule)."
+    from fastcore.nbio import nb_frontmatter, nb_lang
+    fm = nb_frontmatter(nb)
+    if str(fm.get('skip_exec', False)).lower() in _YES or nb_lang(nb) != 'python': return lambda cell: True
+    off = set(flags) - set(enabled)
+    nb_eval = {'true': True, 'false': False}.get(str(fm.get('eval')).lower(), True)  # the notebook's default for cells without `eval`
+    def skip(cell)->bool:
+        if cell.cell_type != 'code': return True
+        if 'skip-execution' in cell.get('metadata', {}).get('tags', []) or 'nbdev_export' + '(' in cell.source: return True
+        d = getattr(cell, 'directives_', None)
+        if d is None: d = getattr(cell, 'directives', None) or {}
+        ev = d.get('eval')
+        runs = True if ev in ('', 'true', 'True') else False if ev in ('false', 'False') else nb_eval
+        return not runs or bool(off & set(d))
+    return skip
 
 # %% ../nbs/90_pipeline.ipynb #a76cbc25
 def run_stage(stage:str, # a key of `stages`, e.g. "classification" (also its section of `params_file`)

@@ -87,13 +87,13 @@ def execute_notebook(src: Path, dst: Path, timeout: int = 600) -> None:
     from fastcore.nbio import read_nb, write_nb
     from execnb.shell import CaptureShell
     from nbdev.process import NBProcessor
-    from nbdev.test import _skip_cell
     cfg = nbdev_cfg()
     flags = cfg.tst_flags.split() if isinstance(cfg.tst_flags, str) else list(cfg.tst_flags)
     os.environ['IN_TEST'] = '1'
     sys.path.insert(0, str(ROOT))
+    from diffaug.pipeline import skip_in_test  # the cells nbdev-test leaves out (nbs/90_pipeline.ipynb)
     nb = NBProcessor(src, rm_directives=False, process=True).nb
-    skip = _skip_cell(nb, flags, [])
+    skip = skip_in_test(nb, flags)
     k = CaptureShell(src)
     with contextlib.chdir(src.parent):
         k.run_all(nb, exc_stop=True, preproc=skip, cell_timeout=timeout)
