@@ -6,7 +6,7 @@ Docs: https://diffaug.github.io/diffaug/classification.html.md"""
 
 # %% ../nbs/50_classification.ipynb #c2a9e8ba
 from __future__ import annotations
-import csv, dataclasses, io, json, os, tempfile, time
+import csv, dataclasses, io, json, os, sys, tempfile, time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -356,7 +356,7 @@ def _matrix(cfg:ClassificationConfig)->dict:
     todo = [r for r in runs if not done(r)]
     print(f"classification: {len(runs)} runs ({len(cfg.methods)} methods x {len(cfg.seeds)} seeds), {len(runs) - len(todo)} kept, {len(todo)} to train", flush=True)
     def finished(r, m, k):
-        print(f"[{k}/{len(todo)}] {r.method} seed {r.seed}: top1 {m.get('top1', float('nan')):.2f} ({m['seconds']:.0f} s)", flush=True)
+        print(f"[{k}/{len(todo)}] {r.method} seed {r.seed}: top1 {m.get('top1', float('nan')):.2f} ({m['seconds']:.0f} s)", file=sys.stderr, flush=True)  # progress, in the order runs finish
     if cfg.workers > 1 and len(todo) > 1:  # worker processes (they import the package, not this notebook's namespace)
         _run_parallel(todo, cfg.workers, cfg.threads or max(1, (os.cpu_count() or 1) // cfg.workers), finished)
     else:

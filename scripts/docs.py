@@ -1,10 +1,11 @@
 #!/usr/bin/env python
 """Build diffaug's documentation site from the notebooks without Quarto, and generate README.md from nbs/index.ipynb.
 
-    python scripts/docs.py build              # site in _site/html (executes the chapters, cached)
-    python scripts/docs.py build --no-execute # saved outputs only: seconds
+    python scripts/docs.py build              # site in _site/html from the committed outputs: seconds
+    python scripts/docs.py build --execute    # executes the chapters first (minutes, cached)
     python scripts/docs.py serve              # http://127.0.0.1:8000
     python scripts/docs.py readme [--check]   # README.md from nbs/index.ipynb; --check fails on drift
+    python scripts/docs.py outputs [--check] [NB ...]  # commit the chapters' demo outputs; --check fails on stale ones
 
 How a page is made: nbdev's own notebook processors (the ones `nbdev-docs` feeds to Quarto: they insert and
 run `show_doc` for every exported symbol, hide `#| hide`/`#| export` cells, read the front matter) turn each
@@ -142,6 +143,37 @@ def executed_copies(nbs: Path, rels: list[Path], jobs: int, cache: Path) -> dict
         running.append((job, p, time.time()))
     while running: _reap(True)
     return res
+
+def outputs(check: bool = False, only: list[str] | None = None, jobs: int = 2) -> int:
+    """Execute every chapter as nbdev-test does and write its outputs into nbs/ (standard error dropped, then
+    nbdev-clean), or with `check` compare them with the committed ones (`diffaug.pipeline.stale_outputs`)."""
+    import tempfile
+    if str(ROOT) not in sys.path: sys.path.insert(0, str(ROOT))
+    from diffaug.pipeline import stale_outputs, drop_stderr, shrink_images
+    from fastcore.nbio import read_nb, write_nb
+    cfg = nbdev_cfg(); nbs = Path(cfg.nbs_path)
+    os.environ['DIFFAUG_QUIET'] = '1'  # no progress bars in the kept outputs (the executing processes inherit it)
+    rels = [r for r in chapter_paths(nbs) if not only or r.stem in only or r.name in only]
+    t0, bad = time.time(), []
+    with tempfile.TemporaryDirectory() as tmp:
+        res = executed_copies(nbs, rels, jobs, Path(tmp))
+        for rel in rels:
+            exe, err = res[rel]
+            if exe is None: bad.append(f'{rel}: execution failed: {err}'); continue
+            if check:
+                bad += [f'{rel}: {d}' for d in stale_outputs(read_json_nb(nbs/rel), read_json_nb(exe))]
+            else:
+                nb = shrink_images(drop_stderr(read_nb(exe)))
+                for c in nb.cells:
+                    if c.cell_type == 'code': c['execution_count'] = None
+                write_nb(nb, nbs/rel)
+    if not check and not bad:
+        subprocess.run([str(Path(sys.executable).with_name('nbdev-clean'))], cwd=ROOT, check=True)
+    for b in bad: log(b)
+    what = 'checked' if check else 'wrote the outputs of'
+    log(f"{what} {len(rels)} notebooks in {time.time() - t0:.0f} s: " + (f"{len(bad)} problem(s)" if bad else 'all current'))
+    if bad and check: log('stale outputs: run `python scripts/docs.py outputs` and commit nbs/ (and a new dvc.lock: the stage notebooks are dependencies)')
+    return 1 if bad else 0
 
 # ---------------------------------------------------------------- nbdev processing
 
@@ -738,8 +770,9 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     sub = ap.add_subparsers(dest='cmd', required=True)
     b = sub.add_parser('build', help='build the static site into _site/html')
-    b.add_argument('--no-execute', dest='execute', action='store_false',
-                   help='use the outputs saved in the notebooks instead of executing them (seconds instead of minutes)')
+    b.add_argument('--execute', dest='execute', action='store_true', default=False,
+                   help='execute the chapters instead of using their committed outputs (minutes instead of seconds)')
+    b.add_argument('--no-execute', dest='execute', action='store_false', help='the committed outputs (the default)')
     b.add_argument('--jobs', type=int, default=1, help='notebooks executed at once')
     b.add_argument('--reports', type=Path, default=None, help='where the pipeline keeps executed notebooks (default reports/)')
     b.add_argument('--out', type=Path, default=SITE, help='build folder (site in OUT/html)')
@@ -751,11 +784,16 @@ def main(argv=None):
     s.add_argument('--root', type=Path, default=SITE/'html')
     r = sub.add_parser('readme', help='generate README.md from nbs/index.ipynb')
     r.add_argument('--check', action='store_true', help='exit 1 if README.md differs from what index.ipynb gives')
+    o = sub.add_parser('outputs', help="execute the chapters and write their outputs into nbs/ (--check: fail on stale ones)")
+    o.add_argument('--check', action='store_true', help='exit 1 if a committed output differs from what the code prints now')
+    o.add_argument('--jobs', type=int, default=2, help='notebooks executed at once')
+    o.add_argument('only', nargs='*', help='only these notebooks (stems or names)')
     e = sub.add_parser('_exec'); e.add_argument('src', type=Path); e.add_argument('dst', type=Path)
     a = ap.parse_args(argv)
     if a.cmd == 'build': build(a.execute, a.jobs, a.reports, a.out.resolve(), a.strict, a.only, a.cache.resolve())
     elif a.cmd == 'serve': serve(a.port, a.root)
     elif a.cmd == 'readme': return readme(a.check)
+    elif a.cmd == 'outputs': return outputs(a.check, a.only, a.jobs)
     elif a.cmd == '_exec': execute_notebook(a.src.resolve(), a.dst.resolve())
     return 0
 

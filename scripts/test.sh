@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install everything (once) and run every test: nbdev-test over every notebook, then pytest (which also runs
+# Install everything (once) and run every test: every notebook executed as nbdev-test does, its committed outputs
+# compared with what it prints now (scripts/docs.py outputs --check), then pytest (which also runs
 # `dvc repro` end to end in a temporary copy of the repository). Exits non-zero if anything fails.
 # Options are passed to pytest, e.g. `bash scripts/test.sh -m "not slow"` for the quick subset.
 set -uo pipefail
@@ -10,9 +11,9 @@ export PATH="$PWD/.venv/bin:$PATH"
 export DIFFAUG_QUIET=1
 start=$(date +%s)
 scratch=$(mktemp -d); trap 'rm -rf "$scratch"' EXIT  # the notebooks' demo folders go here, not into the machine's /tmp
-echo "== nbdev-test (every notebook in nbs/) =="
-TMPDIR="$scratch" nbdev-test --n-workers "${NBDEV_WORKERS:-2}" --timing; nb=$?
-echo "nbdev-test: exit $nb after $(( $(date +%s) - start )) s"
+echo "== every notebook in nbs/, executed as nbdev-test does; its committed outputs must be current =="
+TMPDIR="$scratch" python scripts/docs.py outputs --check --jobs "${NBDEV_WORKERS:-2}"; nb=$?
+echo "notebooks: exit $nb after $(( $(date +%s) - start )) s"
 echo "== pytest (${PYTEST_WORKERS:-2} workers: the tests of a file share a worker, the longest groups start first) =="
 python -m pytest -q -n "${PYTEST_WORKERS:-2}" --dist loadgroup --no-loadscope-reorder --timeout 1800 --durations=25 "$@"; py=$?
 echo "pytest: exit $py; total $(( $(date +%s) - start )) s"
