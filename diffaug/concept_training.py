@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Callable
 
 # %% auto #0
-__all__ = ['cache_latents', 'batch_indices', 'save_checkpoint', 'list_checkpoints', 'load_checkpoint', 'start_checkpoints',
-           'concept_loss', 'concept_eval_loss', 'ConceptsConfig', 'train_concepts', 'run_concepts']
+__all__ = ['FINISHED', 'cache_latents', 'batch_indices', 'save_checkpoint', 'list_checkpoints', 'load_checkpoint',
+           'start_checkpoints', 'finish_checkpoints', 'concept_loss', 'concept_eval_loss', 'ConceptsConfig',
+           'train_concepts', 'run_concepts']
 
 # %% ../nbs/11_concept_training.ipynb #51e1fa97
 import numpy as np
@@ -106,13 +107,17 @@ def start_checkpoints(folder:str|Path, # the run's checkpoint folder (outside th
                       restart:bool|None=None, # True: discard earlier checkpoints; None: `DIFFAUG_RESTART=1` in the environment
                       main:bool=True, # this process creates and cleans the folder (other processes of a distributed run only compare)
                      )->Path:
-    "The checkpoint folder, created or resumed; `ParamError` naming each difference when its checkpoints were made with other parameters."
+    """The checkpoint folder, created or resumed; `ParamError` naming each difference when its checkpoints were made with other
+    parameters by a run that did not finish (those of a finished run, marked by `finish_checkpoints`, are discarded)."""
     folder, record = Path(folder), json.loads(json.dumps(record))  # compared as stored
     rec = folder/'.params.json'
     if restart is None: restart = os.environ.get('DIFFAUG_RESTART') == '1'
     if not restart and rec.is_file():
         diff = record_diff(json.loads(rec.read_text(encoding='utf-8')), record)
-        if diff:
+        if diff and (folder/FINISHED).is_file():  # its concepts were written: nothing is lost, e.g. another split's run
+            print(f"{folder}: the checkpoints of a finished run with other parameters ({diff}) are discarded")
+            restart = True
+        elif diff:
             raise ParamError(f"{folder}: checkpoints made with other parameters ({diff}"
                              + "); rerun with the same parameters to resume, or restart (--restart / DIFFAUG_RESTART=1) to discard them")
     elif not restart and list_checkpoints(folder):
@@ -121,7 +126,16 @@ def start_checkpoints(folder:str|Path, # the run's checkpoint folder (outside th
         if restart and folder.exists(): shutil.rmtree(folder)
         folder.mkdir(parents=True, exist_ok=True)
         if not rec.is_file(): atomic_write_json(rec, record)
+        (folder/FINISHED).unlink(missing_ok=True)  # running again (e.g. more steps): unfinished until it finishes
     return folder
+
+FINISHED = 'finished.json'
+
+def finish_checkpoints(folder:str|Path, # the run's checkpoint folder
+                       steps:int, # the steps of the finished run
+                      )->None:
+    "Mark the checkpoints of a run that finished and wrote its output: kept (more `steps` continue from them), discarded by a run with other parameters."
+    atomic_write_json(Path(folder)/FINISHED, {'steps': int(steps)})
 
 # %% ../nbs/11_concept_training.ipynb #661adfd1
 def _noise_scheduler(pipe):
@@ -366,6 +380,7 @@ def _finish(run:_Run, losses:list, loss0:float|None, eval_draws:int, start:int, 
         write_concepts(cfg.out, pipe, run.classes, run.toks, run.tokens.weight.detach(), recipe=cfg.recipe, metaclass=run.metaclass,
                        base_model=run.base_model, base_model_fingerprint=run.base_fp, training=training,
                        extra={'config': run.record, 'steps': len(losses), 'init_word': cfg.init_word, 'rank': run.record['rank']})
+        finish_checkpoints(run.ck_dir, len(losses))
     acc.wait_for_everyone()
     return {**training, **this_run}
 

@@ -9,7 +9,7 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from diffaug.concepts import ConceptError, apply_concepts, class_tokens, concept_prompt, read_concepts
-from diffaug.concept_training import ConceptsConfig, list_checkpoints, run_concepts, train_concepts
+from diffaug.concept_training import FINISHED, ConceptsConfig, list_checkpoints, run_concepts, train_concepts
 from diffaug.core import ParamError
 from diffaug.data import few_shot_split, save_split
 from diffaug.toy import make_toy_dataset, toy_image
@@ -113,6 +113,10 @@ def test_resume_equals_uninterrupted(tiny, tmp_path):
         train_concepts(load_sd(tiny, 'cpu', 'fp32'), ims, labels, out=tmp_path/'a', callback=stop, **kw)
     ck = list_checkpoints(tmp_path/'a.checkpoints')
     assert [c.name for c in ck] == ['step-0000003']
+    # another seed is another run: it may not resume from (or mix with) these unfinished checkpoints, which DVC cannot restore
+    with pytest.raises(ParamError, match=r"a\.checkpoints: checkpoints made with other parameters \(seed: 3 there, 4 now\)"):
+        train_concepts(load_sd(tiny, 'cpu', 'fp32'), ims, labels, out=tmp_path/'c', **dict(kw, seed=4, steps=2, checkpoint_dir=tmp_path/'a.checkpoints'))
+    assert [c.name for c in list_checkpoints(tmp_path/'a.checkpoints')] == ['step-0000003']  # untouched
     ia = train_concepts(load_sd(tiny, 'cpu', 'fp32'), ims, labels, out=tmp_path/'a', **kw)
     ib = train_concepts(load_sd(tiny, 'cpu', 'fp32'), ims, labels, out=tmp_path/'b', **kw)
     assert ia['resumed_from'] == 3 and ia['steps_this_run'] == 3 and ib['resumed_from'] == 0
@@ -121,12 +125,12 @@ def test_resume_equals_uninterrupted(tiny, tmp_path):
         a, b = load_file(str(tmp_path/'a'/f)), load_file(str(tmp_path/'b'/f))
         assert a.keys() == b.keys()
         for k in a: assert torch.equal(a[k], b[k]), (f, k)
-    # another seed is another run: it may not resume from (or mix with) these checkpoints, which DVC cannot restore
-    with pytest.raises(ParamError, match=r"a\.checkpoints: checkpoints made with other parameters \(seed: 3 there, 4 now\)"):
-        train_concepts(load_sd(tiny, 'cpu', 'fp32'), ims, labels, out=tmp_path/'c', **dict(kw, seed=4, steps=2, checkpoint_dir=tmp_path/'a.checkpoints'))
-    assert [c.name for c in list_checkpoints(tmp_path/'a.checkpoints')] == ['step-0000003', 'step-0000006']  # untouched
-    # ... unless asked to restart: the old checkpoints go, the new run starts from step 0, with other weights
-    ic = train_concepts(load_sd(tiny, 'cpu', 'fp32'), ims, labels, out=tmp_path/'c', restart=True,
+    # the finished run keeps its checkpoints, marked finished (more steps would continue from them) ...
+    assert [c.name for c in list_checkpoints(tmp_path/'a.checkpoints')] == ['step-0000003', 'step-0000006']
+    assert json.loads((tmp_path/'a.checkpoints'/FINISHED).read_text()) == {'steps': 6}
+    # ... until a run with other parameters starts there: its concepts were written, nothing is lost, so they go without
+    # a restart; the new run starts from step 0, with other weights
+    ic = train_concepts(load_sd(tiny, 'cpu', 'fp32'), ims, labels, out=tmp_path/'c',
                         **dict(kw, seed=4, steps=2, checkpoint_dir=tmp_path/'a.checkpoints'))
     assert ic['resumed_from'] == 0 and [c.name for c in list_checkpoints(tmp_path/'a.checkpoints')] == ['step-0000002']
     assert not torch.equal(load_file(str(tmp_path/'c'/'embeddings/class_0.safetensors'))['emb_params'],
@@ -249,7 +253,9 @@ def test_run_concepts_reads_the_split(tiny, tmp_path):
     # a fresh run elsewhere writes the same bytes: no timings, temp or output paths in the folder
     r3 = run_concepts(cfg, out=str(tmp_path/'again'))
     assert r3['resumed_from'] == 0 and files(tmp_path/'again') == before
-    # a resume with parameters that change the result is refused, naming them; the checkpoints stay as they were
+    # a resume of an unfinished run with parameters that change the result is refused, naming them; the checkpoints
+    # stay as they were (here the finished run's, made unfinished again by removing its mark)
+    (tmp_path/'concepts.checkpoints'/FINISHED).unlink()
     ck = files(tmp_path/'concepts.checkpoints')
     with pytest.raises(ParamError, match=r"concepts\.checkpoints: checkpoints made with other parameters \(lr_embed: 0\.005 there, 0\.01 now; seed: 0 there, 2 now\)"):
         run_concepts(cfg, lr_embed=1e-2, seed=2)
