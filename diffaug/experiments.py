@@ -11,9 +11,9 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['PREFIX', 'FAMILIES', 'REPORT_FILES', 'METHOD', 'BASELINE', 'SETUPS', 'repo_root', 'variants', 'overrides',
-           'effective', 'digest', 'git', 'head_commit', 'cached_outs', 'cached_outs_of', 'prepare_workdir', 'stage_env',
-           'collect_variant', 'flatten_for_record', 'variant_rows', 'family_table', 'plot_split_ratio', 'claims',
-           'tables', 'write_readme', 'describe', 'table_md', 'run_command', 'run_variant']
+           'effective', 'digest', 'git', 'head_commit', 'cached_outs', 'cached_outs_of', 'prepare_workdir',
+           'workdir_commit', 'stage_env', 'collect_variant', 'flatten_for_record', 'variant_rows', 'family_table',
+           'plot_split_ratio', 'claims', 'tables', 'write_readme', 'describe', 'table_md', 'run_command', 'run_variant']
 
 # %% ../nbs/93_experiments.ipynb #d23502e6
 import yaml
@@ -140,6 +140,11 @@ def prepare_workdir(workdir:Path, # the work copy
     subprocess.run(['git', 'add', '-A'], cwd=workdir, check=True, env=env)
     subprocess.run(['git', 'commit', '-q', '--allow-empty', '-m', f'diffaug {commit}'], cwd=workdir, check=True, env=env)
     return workdir
+
+def workdir_commit(workdir:Path)->str|None:
+    "The commit of the repository whose files the work copy holds (what a run there runs, whatever HEAD is by the time it ends)."
+    s = git('log', '-1', '--format=%s', cwd=workdir, check=False) if (Path(workdir)/'.git').exists() else ''
+    return s.split(' ', 1)[1] if s.startswith('diffaug ') else None
 
 def stage_env(workdir:Path)->dict:
     "The stages' environment: this interpreter's bin/ first on PATH (DVC's commands call `python`), the work copy's package, one thread."
@@ -391,11 +396,11 @@ def run_variant(name:str, # the run's name (results/<name>/)
     if dry: done_by.setdefault(key, name); return
     git('checkout', 'HEAD', '--', 'params.yaml', cwd=workdir)  # the embedded default, not the previous variant's values
     subprocess.run(['dvc', 'exp', 'remove', setup.stem], cwd=workdir, capture_output=True, env=stage_env(workdir))  # a rerun reuses the name
-    t0 = time.time()
+    t0, commit = time.time(), workdir_commit(workdir)  # HEAD may move while the run goes on
     r = subprocess.run(full, cwd=workdir, env=stage_env(workdir))
     if r.returncode: raise SystemExit(f"{name}: dvc exp run failed (exit {r.returncode}); rerun the script to resume")
     wall = round(time.time() - t0, 1)
-    collect_variant(workdir, dest, methods, seeds, {'variant': name, 'setup': f'params/{setup.name}', 'digest': key, 'commit': head_commit(repo),
+    collect_variant(workdir, dest, methods, seeds, {'variant': name, 'setup': f'params/{setup.name}', 'digest': key, 'commit': commit,
                                                     'methods': methods, 'seeds': seeds, 'overrides': flatten_for_record(flat),
                                                     'extra': list(extra), 'wall_s': wall, 'same_as': None,
                                                     'prepare': eff.get('prepare'), 'threads': stage_env(workdir)['OMP_NUM_THREADS']})
