@@ -144,22 +144,35 @@ def executed_copies(nbs: Path, rels: list[Path], jobs: int, cache: Path) -> dict
     while running: _reap(True)
     return res
 
+def _execute_to(job) -> str:
+    "One notebook of `outputs`, in a worker process: '' or the failure (traceback)."
+    src, dst = job; t0 = time.time()
+    try: execute_notebook(src, dst)
+    except BaseException:
+        import traceback
+        return traceback.format_exc()[-3000:]
+    log(f'executed {src.name} in {time.time() - t0:.0f}s')
+    return ''
+
 def outputs(check: bool = False, only: list[str] | None = None, jobs: int = 2) -> int:
     """Execute every chapter as nbdev-test does and write its outputs into nbs/ (standard error dropped, then
     nbdev-clean), or with `check` compare them with the committed ones (`diffaug.pipeline.stale_outputs`)."""
     import tempfile
     if str(ROOT) not in sys.path: sys.path.insert(0, str(ROOT))
-    from diffaug.pipeline import stale_outputs, drop_stderr, shrink_images
     from fastcore.nbio import read_nb, write_nb
     cfg = nbdev_cfg(); nbs = Path(cfg.nbs_path)
     os.environ['DIFFAUG_QUIET'] = '1'  # no progress bars in the kept outputs (the executing processes inherit it)
     rels = [r for r in chapter_paths(nbs) if not only or r.stem in only or r.name in only]
     t0, bad = time.time(), []
     with tempfile.TemporaryDirectory() as tmp:
-        res = executed_copies(nbs, rels, jobs, Path(tmp))
-        for rel in rels:
-            exe, err = res[rel]
-            if exe is None: bad.append(f'{rel}: execution failed: {err}'); continue
+        from fastcore.parallel import parallel  # worker processes that live across notebooks, as nbdev-test's
+        jobs_ = [((nbs/rel).resolve(), Path(tmp)/rel.as_posix().replace('/', '--')) for rel in rels]
+        import importlib  # by its module's name: a notebook run replaces the worker's __main__, where this script's functions live
+        run = importlib.import_module('scripts.docs')._execute_to
+        errs = parallel(run, jobs_, n_workers=max(1, jobs), threadpool=False, progress=False)
+        from diffaug.pipeline import stale_outputs, drop_stderr, shrink_images  # after the workers fork: torch comes with it
+        for rel, (_, exe), err in zip(rels, jobs_, errs):
+            if err: bad.append(f'{rel}: execution failed:\n{err}'); continue
             if check:
                 bad += [f'{rel}: {d}' for d in stale_outputs(read_json_nb(nbs/rel), read_json_nb(exe))]
             else:
