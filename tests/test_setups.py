@@ -1,0 +1,58 @@
+"""The mini-world setups the README shows besides the embedded default: every results/<setup>/table.md the README
+includes agrees with the runs committed beside it (results/<setup>/classification/<method>/s<seed>/metrics.json)."""
+import json, re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from diffaug.tables import collect_runs, summarize
+
+REPO = Path(__file__).resolve().parents[1]
+INDEX = (REPO/'nbs'/'index.ipynb').read_text()  # the README's source: its include lines name the files the README shows
+SETUPS = re.findall(r'<!-- include: results/([\w.-]+)/table\.md -->', INDEX)
+
+
+def _rows(md:str)->dict:
+    "method -> its cells, from the first Markdown table of `md`."
+    rows = {}
+    for line in md.splitlines():
+        if line.startswith('| ') and not line.startswith('| method') and not line.startswith('|---'):
+            cells = [c.strip() for c in line.strip().strip('|').split('|')]
+            rows[cells[0]] = cells[1:]
+    return rows
+
+
+@pytest.mark.parametrize('setup', SETUPS)
+def test_setup_table_is_its_runs(setup):
+    "Each method's top-1 (mean ± std) and seed count in table.md, recomputed from the runs' metrics.json."
+    d = REPO/'results'/setup
+    assert (d/'table.md').is_file(), f"{d}/table.md missing: python scripts/setups.py {setup}"
+    rec = json.loads((d/'run.json').read_text())
+    setup_params = yaml.safe_load((REPO/'params'/f'{setup}.yaml').read_text())
+    methods = rec['methods']; seeds = rec['seeds']
+    assert len(seeds) >= 3 and methods[0] == 'original' and 'diff-ii' in methods
+    for k, v in (setup_params.get('prepare') or {}).items():  # the setup's split is the one that ran
+        assert rec['prepare'].get(k) == v, (setup, k, rec['prepare'].get(k), v)
+    df = collect_runs(d/'classification', methods, seeds)
+    s = summarize(df)
+    table = (d/'table.md').read_text()
+    rows = _rows(table)
+    assert list(rows) == methods
+    for m, r in s.iterrows():
+        assert rows[m][0] == f"{r['top1_mean']:.1f} ± {r['top1_std']:.1f}", (setup, m, rows[m][0])
+    assert f"{len(seeds)} seeds" in table.splitlines()[0] and rec['commit'][:7] in table.splitlines()[0]
+    assert re.search(r'wall time \d+ min', table.splitlines()[0])
+    # the report's own summary, as collected, is the rest of the table file
+    assert table.endswith((d/'summary.md').read_text())
+
+
+def test_readme_includes_the_setup_tables():
+    "The 10-shot table at least, each with the setup's claims, and no collected setup left out."
+    assert 'miniworld-10shot' in SETUPS
+    readme = (REPO/'README.md').read_text()
+    for s in SETUPS:
+        assert f'<!-- include: results/{s}/claims.md -->' in INDEX
+        assert (REPO/'results'/s/'table.md').read_text().strip() in readme  # the generated README holds it as committed
+    collected = {p.parent.name for p in (REPO/'results').glob('*/table.md')}
+    assert collected <= set(SETUPS), f"results with a table the README does not include: {sorted(collected - set(SETUPS))}"
