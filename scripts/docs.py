@@ -94,6 +94,8 @@ def execute_notebook(src: Path, dst: Path, timeout: int = 600) -> None:
     sys.path.insert(0, str(ROOT))
     from diffaug.pipeline import skip_in_test  # the cells nbdev-test leaves out (nbs/90_pipeline.ipynb)
     nb = NBProcessor(src, rm_directives=False, process=True).nb
+    for c in nb.cells:  # the copy holds what this run printed: a cell it leaves out keeps no (committed) output
+        if c.cell_type == 'code': c['outputs'] = []
     skip = skip_in_test(nb, flags)
     k = CaptureShell(src)
     with contextlib.chdir(src.parent):
@@ -163,6 +165,8 @@ def outputs(check: bool = False, only: list[str] | None = None, jobs: int = 2) -
     cfg = nbdev_cfg(); nbs = Path(cfg.nbs_path)
     os.environ['DIFFAUG_QUIET'] = '1'  # no progress bars in the kept outputs (the executing processes inherit it)
     rels = [r for r in chapter_paths(nbs) if not only or r.stem in only or r.name in only]
+    unknown = [n for n in only or [] if not any(n in (r.stem, r.name) for r in rels)]
+    if unknown: log(f"no notebook {', '.join(unknown)} in {nbs}"); return 2
     t0, bad = time.time(), []
     with tempfile.TemporaryDirectory() as tmp:
         from fastcore.parallel import parallel  # worker processes that live across notebooks, as nbdev-test's
@@ -591,7 +595,7 @@ class Page:
     description: str
     runs: list
 
-def build(execute: bool = True, jobs: int = 1, reports: Path | None = None, out: Path = SITE,
+def build(execute: bool = False, jobs: int = 1, reports: Path | None = None, out: Path = SITE,
           strict: bool = True, only: list[str] | None = None, cache: Path = SITE/'cache') -> Path:
     "Build the site into `out/html`; returns that folder."
     t0 = time.time()
