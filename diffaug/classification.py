@@ -21,7 +21,7 @@ from .files import (atomic_write_text, atomic_write_json, atomic_save_safetensor
                            digest, digests_cached)
 from .data import load_split
 from .classifier_data import REPLACE_WITH, TRANSFORMS
-from .training import MIXING, TORCHVISION, torchvision_model, train_classifier, group_name
+from .training import MIXING, TORCHVISION, torchvision_model, train_classifier, group_name, shot_groups, shot_accuracy
 
 # %% ../nbs/50_classification.ipynb #7ab6d9fb
 from .method_table import METHODS  # the compared methods' registry (light: no diffusion library at import)
@@ -217,6 +217,11 @@ def _metrics(cfg:ClassificationConfig, r)->dict:
         t = r.reports['test'][0]
         metrics.update({k: t[k] for k in ('top1', 'mean_class_acc', 'group_mean', 'worst_group', 'groups') if k in t})
         metrics['n_test'] = t['n']
+        counts = r.sp.counts('train'); sg = shot_groups(counts)
+        if sg:  # a long-tailed split: the many-, medium- and few-shot classes' accuracies (none for a balanced one)
+            sa = shot_accuracy(t['per_class'], sg, counts)
+            metrics.update({f'{g}_shot': v['acc'] for g, v in sa.items()})
+            metrics['shots'] = [{'group': g, 'classes': v['classes'], 'train_images': v['train_images']} for g, v in sa.items()]  # a list: its order is the groups'
         tests = [row['test_top1'] for row in r.rows if 'test_top1' in row]
         metrics['best_test_epoch_top1'] = float(max(tests)) # optimistic: what the references report; never used to select
     if 'val' in r.reports: metrics['val_top1'] = r.reports['val'][0]['top1']

@@ -42,7 +42,7 @@ FAMILIES = [  # (title, what the paper reports, variant names in order)
     ('The expansion multiplier', 'Diff-Mix: more synthetic data, better accuracy; Diff-II uses 5.',
      ['expansion-1', 'expansion-2', 'expansion-5']),
 ]
-REPORT_FILES = ('summary.md', 'claims.md', 'groups.md', 'metrics.json', 'scores.csv', 'runs.csv')
+REPORT_FILES = ('summary.md', 'claims.md', 'groups.md', 'shots.md', 'metrics.json', 'scores.csv', 'runs.csv')
 METHOD, BASELINE = 'diff-ii', 'original'
 SETUPS = ('miniworld-10shot', 'miniworld-lt-if10')  # the README's tables besides the default's, in its order
 

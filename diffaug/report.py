@@ -17,7 +17,7 @@ import pandas as pd
 from .core import check_param, StageConfig
 from .files import atomic_write_text, atomic_write_json, temp_dir_beside, replace_dir
 from .tables import (collect_runs, summarize, set_sizes, add_set_sizes, to_markdown, collect_epochs, paired_gains, gains_markdown,
-                            group_markdown, collect_scores, summary_markdown, claims, _known)
+                            group_markdown, run_shots, shot_markdown, collect_scores, summary_markdown, claims, _known)
 from .figures import plot_summary, plot_curves, plot_gains, plot_plane, save_png
 
 # %% ../nbs/60_report.ipynb #0f6e8af2
@@ -58,6 +58,8 @@ def _entry(r, metric:str, gains:pd.DataFrame)->dict:
     if r.name in gains.index and _known(gains.loc[r.name, 'ci_low']):
         e[metric]['gain_ci'] = [round(float(gains.loc[r.name, k]), 4) for k in ('ci_low', 'ci_high')]
     if 'worst_group_mean' in r and metric != 'worst_group': e['worst_group'] = {'mean': round(float(r['worst_group_mean']), 4)}
+    if 'few_shot_mean' in r and metric != 'few_shot':  # a long tail: the rarest third of the classes
+        e['few_shot'] = {k: round(float(r[f'few_shot_{k}']), 4) for k in ('mean', 'gain') if f'few_shot_{k}' in r}
     if _known(r.get('images')):
         e.update(images=int(r['images']), target_images=int(r['target_images']) if _known(r['target_images']) else None,
                  flagged=bool(r['flagged']) if _known(r['flagged']) else None)
@@ -89,6 +91,8 @@ def run_report(cfg:ReportConfig|None=None, # the stage's parameters
     save_png(plot_gains(gains, c.metric, c.level, base), out/'gains.png')
     atomic_write_text(out/'gains.md', gains_markdown(gains, summary, c.metric, c.level))
     atomic_write_text(out/'groups.md', group_markdown(summary) or 'The test set has no groups: no out-of-distribution table.\n')
+    atomic_write_text(out/'shots.md', shot_markdown(df, summary, run_shots(c.runs, df), base, c.level) or
+                      'The training split is balanced: no many-, medium- and few-shot table.\n')
     scores = collect_scores(c.oracle, list(summary.index)) if c.oracle else collect_scores(out/'-', [])  # every file always written (DVC outputs)
     save_png(plot_plane(scores, summary, c.metric), out/'plane.png')
     atomic_write_text(out/'scores.csv', scores.reset_index(names='method').to_csv(index=False, float_format='%.4f'))

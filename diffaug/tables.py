@@ -11,8 +11,8 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['SCORE_KEYS', 'run_folder', 'collect_runs', 'make_fake_set', 'make_fake_runs', 'summarize', 'run_sets', 'set_size',
-           'set_sizes', 'add_set_sizes', 'to_markdown', 'collect_epochs', 'paired_gains', 'gains_markdown',
-           'group_markdown', 'collect_scores', 'summary_markdown', 'claims']
+           'set_sizes', 'add_set_sizes', 'to_markdown', 'collect_epochs', 'paired_gains', 'gain_cell', 'gains_markdown',
+           'group_markdown', 'run_shots', 'shot_markdown', 'collect_scores', 'summary_markdown', 'claims']
 
 # %% ../nbs/58_tables.ipynb #f49f32f3
 import pandas as pd
@@ -69,6 +69,7 @@ def make_fake_runs(folder:str|Path, # where the run folders go
                    groups:bool=False, # add Waterbirds-style group accuracies
                    sets:dict|None=None, # {method: (images, target_images)}: a fake synthetic set `<folder>/_sets/<method>` for each
                    epochs:int=3, # rows of each run's epochs.csv
+                   shots:bool=False, # add a long tail's many-, medium- and few-shot accuracies (few-shot gains 0, 2, 4, ... per seed and method)
                   )->Path:
     "Write metrics.json, epochs.csv and config.json of made-up runs, and their synthetic sets (for demos and tests); returns `folder`."
     folder = Path(folder); sets = sets or {}
@@ -78,6 +79,9 @@ def make_fake_runs(folder:str|Path, # where the run folders go
             top1 = 50.0 + 2 * i + s
             d = {'method': m, 'seed': s, 'model': 'toy', 'top1': top1, 'mean_class_acc': top1 - 1, 'best_test_epoch_top1': top1 + 3}
             if groups: d['groups'] = {'landbird/land': top1 + 5, 'waterbird/water': top1 - 5}; d['group_mean'] = top1; d['worst_group'] = top1 - 5
+            if shots:
+                d.update(many_shot=top1 + 8, medium_shot=top1, few_shot=top1 - 8 + 2 * i * s)
+                d['shots'] = [{'group': g, 'classes': 1, 'train_images': [n, n]} for g, n in zip(('many', 'medium', 'few'), (10, 5, 2))]
             rd = run_folder(folder, m, s)
             atomic_write_json(rd/'config.json', {'method': m, 'seed': s, 'synthetic': syn or None})
             atomic_write_text(rd/'epochs.csv', 'epoch,test_top1\n' + ''.join(f'{e},{top1 * e / epochs:.4f}\n' for e in range(1, epochs + 1)))
@@ -86,13 +90,13 @@ def make_fake_runs(folder:str|Path, # where the run folders go
 
 # %% ../nbs/58_tables.ipynb #eab37769
 def summarize(df:pd.DataFrame, # the runs (from `collect_runs`)
-              metrics:list|None=None, # columns to summarise (default: top1, mean_class_acc, group_mean, worst_group, group:*, best_test_epoch_top1)
+              metrics:list|None=None, # columns to summarise (default: top1, mean_class_acc, group_mean, worst_group, group:*, many_shot, medium_shot, few_shot, best_test_epoch_top1: those the runs have)
               baseline:str|None='original', # the method the gains are measured against (None: no gains)
              )->pd.DataFrame:
     "Per method: number of seeds, then mean, std and gain over `baseline` of each metric."
     if metrics is None:
         metrics = [c for c in ['top1', 'mean_class_acc', 'group_mean', 'worst_group'] if c in df] + sorted(c for c in df if c.startswith('group:')) + \
-                  [c for c in ['best_test_epoch_top1'] if c in df]
+                  [c for c in ['many_shot', 'medium_shot', 'few_shot', 'best_test_epoch_top1'] if c in df]
     g = df.groupby('method', observed=True, sort=True)
     out = pd.DataFrame({'n_seeds': g.size()})
     for m in metrics:
@@ -222,6 +226,15 @@ def paired_gains(df:pd.DataFrame, # the runs (from `collect_runs`)
     ms = [m for m in dict.fromkeys(df['method'].astype(str)) if m != baseline] if baseline is not None else []
     return pd.DataFrame.from_dict({m: _paired(df, m, baseline, metric, level) for m in ms}, orient='index', columns=cols)
 
+def gain_cell(g, # a row of `paired_gains` (None: no gain)
+              digits:int=1, # decimals
+             )->str:
+    "A table cell for one paired gain: '+2.0 [+0.5, +3.5] ▲' (▲ interval above 0, ▼ below, no mark within the spread); '' for None."
+    if g is None: return ''
+    f = lambda v: f'{v:+.{digits}f}' if _known(v) else '—'
+    mark = ' ▲' if _known(g['ci_low']) and g['ci_low'] > 0 else ' ▼' if _known(g['ci_high']) and g['ci_high'] < 0 else ''
+    return f"{f(g['gain'])} [{f(g['ci_low'])}, {f(g['ci_high'])}]{mark}"
+
 def gains_markdown(gains:pd.DataFrame, # from `paired_gains`
                    summary:pd.DataFrame, # from `summarize`
                    metric:str='top1', # the metric
@@ -249,6 +262,41 @@ def group_markdown(summary:pd.DataFrame, # from `summarize`
     for m, r in summary.iterrows():
         lines.append(f'| {m} | ' + ' | '.join(f"{r[f'{k}_mean']:.{digits}f} ± {r[f'{k}_std']:.{digits}f}" for _, k in cols) + ' |')
     return '\n'.join(lines) + '\n'
+
+# %% ../nbs/58_tables.ipynb #2c46ba71
+def run_shots(runs:str|Path, # the folder of classification runs
+              df:pd.DataFrame, # its runs (from `collect_runs`)
+             )->dict:
+    "The `shots` record of the runs' split (each third's name, classes and training-image range, head first), from the first run that has one; [] for a balanced split."
+    for run in df['run']:
+        m = json.loads((Path(runs)/run/'metrics.json').read_text(encoding='utf-8'))
+        if m.get('shots'): return m['shots']
+    return []
+
+def shot_markdown(df:pd.DataFrame, # the runs (from `collect_runs`)
+                  summary:pd.DataFrame, # from `summarize`
+                  shots:list, # from `run_shots`
+                  baseline:str|None='original', # the few-shot gains are over this method (None: no gain column)
+                  level:float=0.95, # the intervals' level
+                  digits:int=1, # decimals
+                 )->str:
+    "Many-, medium- and few-shot accuracy per method (mean ± std) and the few-shot paired gain over `baseline`, with its caption; '' for a balanced split."
+    sh = [x for x in shots if f"{x['group']}_shot_mean" in summary]; gs = [x['group'] for x in sh]
+    if not gs: return ''
+    gains = paired_gains(df, 'few_shot', baseline, level) if baseline is not None and 'few' in gs else None
+    head = ['method'] + [f'{g}-shot' for g in gs] + ([f'few-shot gain [{level:.0%} interval]'] if gains is not None else [])
+    lines = ['| ' + ' | '.join(head) + ' |', '|---|' + '---:|' * (len(head) - 1)]
+    for m, r in summary.iterrows():
+        cells = [m] + [f"{r[f'{g}_shot_mean']:.{digits}f} ± {r[f'{g}_shot_std']:.{digits}f}" for g in gs]
+        if gains is not None: cells.append(gain_cell(gains.loc[m] if m in gains.index else None, digits))
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    rng = lambda a, b: f'{a}' if a == b else f'{a}–{b}'
+    n = sorted(set(int(x) for x in summary['n_seeds']))
+    cap = ("Mean class accuracy (%) of the classes ranked by their training images, in thirds: " +
+           ', '.join(f"{x['group']}-shot {x['classes']} class{'es' if x['classes'] != 1 else ''} ({rng(*x['train_images'])} images each)" for x in sh) +
+           f"; mean ± std over {'/'.join(map(str, n))} seeds.")
+    if gains is not None: cap += f" Few-shot gain: over {baseline}, paired by seed, {level:.0%} Student-t interval (▲ above 0, ▼ below)."
+    return '\n'.join(lines) + '\n\n' + cap + '\n'
 
 # %% ../nbs/58_tables.ipynb #54935161
 SCORE_KEYS = ('n', 'faithfulness', 'diversity', 'source_distance', 'clip_score', 'lpips_diversity', 'lpips_source_distance')
@@ -278,10 +326,8 @@ def summary_markdown(summary:pd.DataFrame, # from `summarize` (and `add_set_size
     oracle = len(sc) > 0
     head = ['method', metric, f'gain [{level:.0%} interval]', 'synthetic set'] + (['faithfulness', 'diversity', 'to source'] if oracle else [])
     lines = ['| ' + ' | '.join(head) + ' |', '|---|' + '---:|' * (len(head) - 1)]
-    f = lambda v, d=1: f'{v:+.{d}f}' if _known(v) else '—'
     for m, r in summary.iterrows():
-        g = gains.loc[m] if m in gains.index else None
-        gain = '' if g is None else f"{f(g['gain'])} [{f(g['ci_low'])}, {f(g['ci_high'])}]" + (' ▲' if _known(g['ci_low']) and g['ci_low'] > 0 else ' ▼' if _known(g['ci_high']) and g['ci_high'] < 0 else '')
+        gain = gain_cell(gains.loc[m] if m in gains.index else None)
         cells = [m, f"{r[f'{metric}_mean']:.1f} ± {r[f'{metric}_std']:.1f}", gain, _set_cell(r) if 'images' in r else '—']
         if oracle:
             o = sc.loc[m] if m in sc.index else None

@@ -11,8 +11,9 @@ from pathlib import Path
 from types import SimpleNamespace
 
 # %% auto #0
-__all__ = ['TORCHVISION', 'EVAL_CACHE_BYTES', 'MIXING', 'torchvision_model', 'create_classifier', 'lr_factor', 'group_name',
-           'accuracy_report', 'save_state', 'load_state', 'rng_state', 'set_rng_state', 'train_classifier']
+__all__ = ['TORCHVISION', 'SHOT_GROUPS', 'EVAL_CACHE_BYTES', 'MIXING', 'torchvision_model', 'create_classifier', 'lr_factor',
+           'group_name', 'accuracy_report', 'shot_groups', 'shot_accuracy', 'save_state', 'load_state', 'rng_state',
+           'set_rng_state', 'train_classifier']
 
 # %% ../nbs/49_training.ipynb #d429bf75
 import numpy as np
@@ -102,6 +103,32 @@ def accuracy_report(preds:list, # predicted label indices
         res['group_mean'] = float(np.mean(list(res['groups'].values())))
         res['worst_group'] = float(min(res['groups'].values()))
     return res
+
+# %% ../nbs/49_training.ipynb #6be15f4e
+SHOT_GROUPS = ('many', 'medium', 'few')
+
+def shot_groups(counts:dict, # training images per class, {class: n} (a split's `counts('train')`)
+               )->dict:
+    """The classes split by training frequency: {'many': [...], 'medium': [...], 'few': [...]}, the most frequent
+    round(K/3) classes, the least frequent round(K/3), the rest (ties keep the classes' order); {} for a balanced split
+    (every class the same count) or fewer than 3 classes."""
+    if len(counts) < 3 or len(set(counts.values())) == 1: return {}
+    order = sorted(counts, key=lambda c: -counts[c])  # stable: ties keep the given order
+    k = round(len(order) / 3)
+    return dict(zip(SHOT_GROUPS, (order[:k], order[k:len(order) - k], order[len(order) - k:])))
+
+def shot_accuracy(per_class:dict, # accuracy per class, {class: %} (`accuracy_report`'s per_class)
+                  groups:dict, # `shot_groups`' result
+                  counts:dict, # training images per class (to record each group's range)
+                 )->dict:
+    """Per group of `groups`: its mean class accuracy (over the classes with test images) and what it holds,
+    {'many': {'acc': %, 'classes': n, 'train_images': [min, max]}, ...}."""
+    out = {}
+    for g, cs in groups.items():
+        accs = [per_class[c] for c in cs if c in per_class]
+        out[g] = {'acc': float(np.mean(accs)) if accs else float('nan'), 'classes': len(cs),
+                  'train_images': [min(counts[c] for c in cs), max(counts[c] for c in cs)]}
+    return out
 
 # %% ../nbs/49_training.ipynb #d12a4a0e
 class _EpochSampler(torch.utils.data.Sampler):

@@ -10,7 +10,7 @@ A setup runs as `python -m diffaug.pipeline setup params/<setup>.yaml` would (`d
 diffaug.experiments' (nbs/93_experiments.ipynb), which documents it: the working tree and its DVC cache are never touched, an interrupted run
 resumes, a finished one is not rerun unless its effective parameters changed).
 
-Per setup `<results>/<setup>/` holds the report's summary.md, claims.md, groups.md, metrics.json, scores.csv and runs.csv,
+Per setup `<results>/<setup>/` holds the report's summary.md, claims.md, groups.md, shots.md, metrics.json, scores.csv and runs.csv,
 every run's metrics.json and the oracle's scores, run.json (setup, overrides, commit, wall time) and table.md: one line
 (split, seeds, wall time, commit) and the report's summary.md, which the README includes (`<!-- include: ... -->`,
 checked by tests/test_docs.py). tests/test_setups.py recomputes every table's top-1 column from the runs.

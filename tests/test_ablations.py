@@ -81,7 +81,7 @@ def test_collect_and_readme(abl, tmp_path, monkeypatch):
                             {'variant': v, 'digest': 'x', 'methods': ['original', 'diff-ii'], 'seeds': [0, 1, 2],
                              'overrides': {'interpolation.suffix_fraction': s}, 'extra': [], 'wall_s': 60.0, 'same_as': None})
     d = res/'s05'
-    assert sorted(p.name for p in d.iterdir()) == ['claims.md', 'classification', 'groups.md', 'metrics.json', 'oracle', 'run.json', 'runs.csv', 'scores.csv', 'summary.md']
+    assert sorted(p.name for p in d.iterdir()) == ['claims.md', 'classification', 'groups.md', 'metrics.json', 'oracle', 'run.json', 'runs.csv', 'scores.csv', 'shots.md', 'summary.md']
     assert (d/'classification/original/s2/metrics.json').is_file() and (d/'oracle/diff-ii/scores.json').is_file()
     rows = abl.variant_rows(res, ['s05', 'expansion-1'])
     r = rows[0]

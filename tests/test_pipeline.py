@@ -99,7 +99,7 @@ def test_dvc_repro_end_to_end(reproduced, tmp_path):
             assert len((d/'epochs.csv').read_text().splitlines()) == 1 + yaml.safe_load((root/'params.yaml').read_text())['classification']['epochs']
     # the report's files agree with the runs and with metrics.json
     rep = root/'reports/report'
-    for f in ('figure.png', 'gains.png', 'plane.png', 'curves.png', 'gains.md', 'groups.md', 'claims.md', 'scores.csv', 'runs.csv'):
+    for f in ('figure.png', 'gains.png', 'plane.png', 'curves.png', 'gains.md', 'groups.md', 'shots.md', 'claims.md', 'scores.csv', 'runs.csv'):
         assert (rep/f).is_file() and (rep/f).stat().st_size > 0, f
     mets = json.loads((rep/'metrics.json').read_text())
     runs = [json.loads((root/f'reports/classification/{m}/s{s}/metrics.json').read_text()) for m in methods for s in seeds]
@@ -112,6 +112,7 @@ def test_dvc_repro_end_to_end(reproduced, tmp_path):
         lo, hi = mets[m]['top1']['gain_ci']
         assert lo - 1e-3 <= sum(d) / len(d) <= hi + 1e-3 and f'| {m} | {len(seeds)} |' in (rep/'gains.md').read_text()
     assert '| diff-ii |' in (rep/'groups.md').read_text() and 'worst group' in (rep/'groups.md').read_text()
+    assert (rep/'shots.md').read_text().startswith('The training split is balanced') and 'few_shot' not in mets['diff-ii']  # 5 shots each
     sc = (rep/'scores.csv').read_text().splitlines()
     assert sc[0].startswith('method,n,faithfulness') and {l.split(',')[0] for l in sc[1:]} == {'diff-mix', 'diff-ii'}
     for m in ('diff-mix', 'diff-ii'): assert 0 <= json.loads((root/f'reports/oracle/{m}/scores.json').read_text())['faithfulness'] <= 1
