@@ -56,3 +56,25 @@ def test_readme_includes_the_setup_tables():
         assert (REPO/'results'/s/'table.md').read_text().strip() in readme  # the generated README holds it as committed
     collected = {p.parent.name for p in (REPO/'results').glob('*/table.md')}
     assert collected <= set(SETUPS), f"results with a table the README does not include: {sorted(collected - set(SETUPS))}"
+
+
+@pytest.mark.parametrize('setup', SETUPS)
+def test_setup_shots_table_is_its_runs(setup):
+    """A long-tailed setup's shots.md (many-, medium- and few-shot classes) recomputed from the runs' metrics.json, its
+    thirds consistent with the split's training counts, and included in the README; a balanced setup has no such table."""
+    d = REPO/'results'/setup
+    rec = json.loads((d/'run.json').read_text())
+    df = collect_runs(d/'classification', rec['methods'], rec['seeds'])
+    if rec['prepare'].get('kind') != 'long-tail':
+        assert 'few_shot' not in df; return
+    shots = json.loads((d/'classification'/rec['methods'][0]/f"s{rec['seeds'][0]}"/'metrics.json').read_text())['shots']
+    assert [x['group'] for x in shots] == ['many', 'medium', 'few']
+    lo_hi = [x['train_images'] for x in shots]
+    assert lo_hi[0][0] >= lo_hi[1][1] and lo_hi[1][0] >= lo_hi[2][1] and lo_hi[0][1] > lo_hi[2][0]  # head first, a real tail
+    s = summarize(df)
+    rows = _rows((d/'shots.md').read_text())
+    assert list(rows) == rec['methods']
+    for m, r in s.iterrows():
+        assert rows[m][:3] == [f"{r[f'{g}_shot_mean']:.1f} ± {r[f'{g}_shot_std']:.1f}" for g in ('many', 'medium', 'few')], (setup, m, rows[m])
+    assert f'<!-- include: results/{setup}/shots.md -->' in INDEX
+    assert (d/'shots.md').read_text().strip() in (REPO/'README.md').read_text()
