@@ -11,9 +11,10 @@ from types import SimpleNamespace
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['PRECISIONS', 'item_seed', 'item_generator', 'item_rng', 'seed_everything', 'choose_device', 'cpu_supports_bf16',
-           'choose_dtype', 'reproducible_training', 'ParamError', 'check_param', 'optimizer_tensors', 'optimizer_state',
-           'closest', 'nearest', 'StageConfig', 'need_device', 'progress']
+__all__ = ['PRECISIONS', 'ENVIRONMENT_PACKAGES', 'item_seed', 'item_generator', 'item_rng', 'seed_everything', 'choose_device',
+           'cpu_supports_bf16', 'choose_dtype', 'reproducible_training', 'ParamError', 'check_param',
+           'optimizer_tensors', 'optimizer_state', 'closest', 'nearest', 'StageConfig', 'need_device', 'progress',
+           'environment']
 
 # %% ../nbs/00_core.ipynb #355f3a72
 import numpy as np
@@ -318,3 +319,17 @@ def progress(it=None, # an iterable
         return _TextBar(it, desc=desc, total=total, disable=off, **kw)
     from tqdm.auto import tqdm
     return tqdm(it, desc=desc, total=total, disable=off, dynamic_ncols=True, **kw)
+
+# %% ../nbs/00_core.ipynb #dabee816
+ENVIRONMENT_PACKAGES = ('torch', 'torchvision', 'diffusers', 'transformers', 'tokenizers', 'timm', 'peft', 'accelerate',
+                        'safetensors', 'dvc', 'numpy', 'papermill')
+
+def environment(packages:tuple=ENVIRONMENT_PACKAGES, # distribution names to report
+               )->dict:
+    "The versions a run used: Python's and each package's (None when it is not installed); imports nothing."
+    import platform
+    from importlib import metadata
+    def version(name):
+        try: return metadata.version(name)
+        except metadata.PackageNotFoundError: return None
+    return {'python': platform.python_version(), **{p: version(p) for p in packages}}

@@ -19,6 +19,7 @@ __all__ = ['PREFIX', 'FAMILIES', 'REPORT_FILES', 'METHOD', 'BASELINE', 'SETUPS',
 import yaml
 from .params import STAGES, setup_command, setup_overrides, set_dotted, get_dotted, load_yaml, parse_assignment
 from .files import atomic_write_json, atomic_write_text
+from .core import environment
 # diffaug.tables (pandas) and matplotlib are imported inside the functions that use them
 
 # %% ../nbs/93_experiments.ipynb #bf7d52fc
@@ -403,6 +404,7 @@ def run_variant(name:str, # the run's name (results/<name>/)
     collect_variant(workdir, dest, methods, seeds, {'variant': name, 'setup': f'params/{setup.name}', 'digest': key, 'commit': commit,
                                                     'methods': methods, 'seeds': seeds, 'overrides': flatten_for_record(flat),
                                                     'extra': list(extra), 'wall_s': wall, 'same_as': None,
-                                                    'prepare': eff.get('prepare'), 'threads': stage_env(workdir)['OMP_NUM_THREADS']})
+                                                    'prepare': eff.get('prepare'), 'threads': stage_env(workdir)['OMP_NUM_THREADS'],
+                                                    'environment': environment()})
     done_by.setdefault(key, name)
     print(f"{name}: done in {wall / 60:.1f} min -> {dest}", flush=True)

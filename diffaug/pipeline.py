@@ -14,7 +14,7 @@ __all__ = ['StageError', 'kernel_options', 'execute_stage_notebook', 'run_view',
            'stale_outputs', 'drop_stderr', 'shrink_png', 'shrink_images', 'run_stage', 'stage_help', 'main']
 
 # %% ../nbs/90_pipeline.ipynb #670b3d0b
-from .core import ParamError, nearest
+from .core import ParamError, environment, nearest
 from .params import STAGES, load_yaml, read_params, resolve_paths, check_stage_params, check_cross_rules, setup_command
 
 # %% ../nbs/90_pipeline.ipynb #9bc6d461
@@ -246,7 +246,8 @@ def run_stage(stage:str, # a key of `stages`, e.g. "classification" (also its se
             check_cross_rules(allp, stage, str(params_file))
         # 3. the run view, executed in the repository root; the executed copy records what ran
         out = root/(out or Path('reports')/stage/f'{stage}.ipynb')
-        view = run_view(nb, {'stage': stage, 'commit': _git_commit(root), 'params': read_params(root/params_file, stage, sets, refs)}, full)
+        view = run_view(nb, {'stage': stage, 'commit': _git_commit(root), 'params': read_params(root/params_file, stage, sets, refs),
+                             'environment': environment()}, full)
         return execute_stage_notebook(view, out, {'params': params}, cwd=root, kernel=kernel, log_output=log_output,
                                       label=f"{nb.name} ({'whole chapter' if full else 'run view'})")
     finally:

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Create .venv (if missing) and install diffaug with its dev extras into it. Idempotent: when nothing changed
-# since the last install (pyproject.toml older than the marker, package importable) it returns in a second.
+# Create .venv (if missing) and install exactly the locked environment into it: every package of requirements.lock
+# at its pinned version (made by scripts/lock.sh from pyproject.toml's ranges), then diffaug itself (editable, no
+# further dependencies). Idempotent: when nothing changed since the last install (pyproject.toml and the lock older
+# than the marker, and every installed version equal to the lock's) it returns in a few seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
@@ -8,28 +10,17 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv 2>/dev/null || { "$PY" -m pip install --user -q virtualenv && "$PY" -m virtualenv -q .venv; }
 fi
 marker=.venv/.diffaug-installed
-if [ ! -f "$marker" ] || [ pyproject.toml -nt "$marker" ] || ! .venv/bin/python -c "import diffaug, pytest, jupytext, dvc, papermill" 2>/dev/null; then
+if [ ! -f "$marker" ] || [ pyproject.toml -nt "$marker" ] || [ requirements.lock -nt "$marker" ] \
+   || ! .venv/bin/python scripts/check_env.py 2>/dev/null || ! .venv/bin/python -c "import diffaug" 2>/dev/null; then
   .venv/bin/python -m pip install -q --upgrade pip
-  # uv installs the same resolution about 5x faster than pip (20 s instead of 1.5-2 min here). It does not read pip's
-  # configuration, so pip's find-links, constraint and index settings are handed over (with pip's rule: the newest
-  # version on any index; bytecode compiled at install, as pip does: some environments never write it at import); pip is the fallback.
-  uv_args=$(.venv/bin/python - <<'PY'
-import os, shlex, subprocess, sys
-out = subprocess.run([sys.executable, '-m', 'pip', 'config', 'list'], capture_output=True, text=True).stdout
-flags = {'find-links': '--find-links', 'constraint': '--constraint', 'extra-index-url': '--extra-index-url', 'index-url': '--index-url'}
-args = []
-for line in out.splitlines():
-    key, _, val = line.partition('=')
-    name = key.split('.', 1)[-1]
-    if name not in flags: continue
-    for v in shlex.split(val.strip().strip("'\"")):
-        path = v[len('file://'):] if v.startswith('file://') else v if v.startswith('/') else None
-        if path is not None and not os.path.exists(path): continue  # pip skips a missing local index; uv would fail on it
-        args += [flags[name], v]
-print(shlex.join(args))
-PY
-)
-  if .venv/bin/python -m pip install -q uv 2>/dev/null && eval ".venv/bin/uv pip install -q --python .venv/bin/python --index-strategy unsafe-best-match --compile-bytecode -e '.[dev]' $uv_args"; then :
-  else .venv/bin/python -m pip install -q -e '.[dev]'; fi
+  # uv installs the same files about 5x faster than pip (20 s instead of 1.5-2 min here). It does not read pip's
+  # configuration, so pip's find-links, constraint and index settings are handed over (scripts/pip_sources.py), with
+  # pip's rule: a version from any index; bytecode compiled at install, as pip does. pip is the fallback.
+  uv_args=$(.venv/bin/python scripts/pip_sources.py)
+  if .venv/bin/python -m pip install -q uv 2>/dev/null \
+     && eval ".venv/bin/uv pip install -q --python .venv/bin/python --index-strategy unsafe-best-match --compile-bytecode -r requirements.lock $uv_args" \
+     && .venv/bin/uv pip install -q --python .venv/bin/python --no-deps --compile-bytecode -e .; then :
+  else .venv/bin/python -m pip install -q -r requirements.lock && .venv/bin/python -m pip install -q --no-deps -e .; fi
+  .venv/bin/python scripts/check_env.py || { echo "install: the environment is not requirements.lock (above)" >&2; exit 1; }
   touch "$marker"
 fi
