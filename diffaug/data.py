@@ -87,6 +87,13 @@ class Dataset:
         "All `(relative path, label index)` pairs, in label then path order."
         return [(p, i) for i, ims in enumerate(self.images) for p in ims]
 
+    def first_classes(self, n:int, # how many classes to keep, in label order
+                     )->Dataset:
+        "The dataset restricted to its first `n` classes (their images, groups and partition)."
+        keep = {p for ims in self.images[:n] for p in ims}
+        return Dataset(self.root, self.metaclass, self.classes[:n], self.folders[:n], self.images[:n],
+                       {k: v for k, v in self.groups.items() if k in keep}, {k: v for k, v in self.partition.items() if k in keep})
+
     def verify(self, on_error:str='raise', # "raise": the first unreadable image is an error naming it; "skip": drop it and count
               )->tuple[Dataset, list]:
         "Decode every image; returns (dataset without the unreadable ones, skipped relative paths)."

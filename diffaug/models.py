@@ -47,6 +47,7 @@ def missing_sd_parts(path:str|Path, # a model folder in diffusers layout
 # %% ../nbs/01_models.ipynb #374e07d9
 def write_char_tokenizer(path:str|Path, # folder to write vocab.json, merges.txt and the tokenizer config into
                          extra_words:list[str]=(), # whole words to add as single tokens (with `</w>`)
+                         size:int|None=None, # pad the vocabulary with never-produced tokens to this many entries (SD 1.5's CLIP: 49408)
                         )->'CLIPTokenizer':
     "Write a character-level CLIP tokenizer (plus optional whole-word tokens) and return it."
     from transformers import CLIPTokenizer
@@ -63,6 +64,7 @@ def write_char_tokenizer(path:str|Path, # folder to write vocab.json, merges.txt
             merges.append(f"{acc} {nxt}"); acc = acc + nxt
             vocab.setdefault(acc, len(vocab))
         vocab.setdefault(w + '</w>' if len(w) == 1 else acc, len(vocab))
+    for i in range(len(vocab), size or 0): vocab[f'<|unused{i}|>'] = i  # the real model's vocabulary size, e.g. for embedding resizes
     (path/'vocab.json').write_text(json.dumps(vocab, ensure_ascii=False))
     (path/'merges.txt').write_text('\n'.join(dict.fromkeys(merges)) + '\n')
     tok = CLIPTokenizer(str(path/'vocab.json'), str(path/'merges.txt'), model_max_length=77,

@@ -6,12 +6,13 @@ Docs: https://diffaug.github.io/diffaug/pipeline.html.md"""
 
 # %% ../nbs/90_pipeline.ipynb #c45fd561
 from __future__ import annotations
-import argparse, os, re, shlex, sys, textwrap
+import argparse, os, re, shlex, sys, textwrap, time
 from pathlib import Path
 
 # %% auto #0
 __all__ = ['StageError', 'kernel_options', 'execute_stage_notebook', 'run_view', 'skip_in_test', 'output_text', 'cell_texts',
-           'stale_outputs', 'drop_stderr', 'shrink_png', 'shrink_images', 'run_stage', 'stage_help', 'main']
+           'stale_outputs', 'drop_stderr', 'shrink_png', 'shrink_images', 'record_cost', 'run_stage', 'stage_help',
+           'main']
 
 # %% ../nbs/90_pipeline.ipynb #670b3d0b
 from .core import ParamError, environment, nearest
@@ -205,6 +206,19 @@ def shrink_images(nb, # a notebook (nbformat node or JSON dict), changed in plac
             if len(raw) > min_bytes: d['image/png'] = base64.b64encode(shrink_png(raw)).decode('ascii')
     return nb
 
+# %% ../nbs/90_pipeline.ipynb #8762c68e
+def record_cost(nb:str|Path, # an executed stage notebook
+                wall_s:float, # its wall time
+               )->dict:
+    """Write the run's wall time and peak resident memory into `metadata.diffaug.cost` of `nb`: the largest resident set
+    of the processes this one waited for (the kernel), from `getrusage(RUSAGE_CHILDREN)` (Linux: kB; macOS: bytes)."""
+    import nbformat, resource
+    rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    cost = {'wall_s': round(wall_s, 1), 'peak_rss_mb': round(rss / (1024 * 1024 if sys.platform == 'darwin' else 1024))}
+    node = nbformat.read(nb, as_version=4); node.metadata.setdefault('diffaug', {})['cost'] = cost
+    tmp = Path(nb).with_name(Path(nb).stem + '.cost.tmp'); nbformat.write(node, tmp); os.replace(tmp, nb)
+    return cost
+
 # %% ../nbs/90_pipeline.ipynb #a76cbc25
 def run_stage(stage:str, # a key of `stages`, e.g. "classification" (also its section of `params_file`)
               params_file:str|Path='params.yaml', # the parameter file (relative to `root`)
@@ -248,8 +262,12 @@ def run_stage(stage:str, # a key of `stages`, e.g. "classification" (also its se
         out = root/(out or Path('reports')/stage/f'{stage}.ipynb')
         view = run_view(nb, {'stage': stage, 'commit': _git_commit(root), 'params': read_params(root/params_file, stage, sets, refs),
                              'environment': environment()}, full)
-        return execute_stage_notebook(view, out, {'params': params}, cwd=root, kernel=kernel, log_output=log_output,
+        t0 = time.time()
+        done = execute_stage_notebook(view, out, {'params': params}, cwd=root, kernel=kernel, log_output=log_output,
                                       label=f"{nb.name} ({'whole chapter' if full else 'run view'})")
+        # 4. what the run cost, in the executed copy (a run record, not a DVC output): wall time and the kernel's peak memory
+        record_cost(done, time.time() - t0)
+        return done
     finally:
         os.chdir(old_cwd)
         for k, v in saved.items():

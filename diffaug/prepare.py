@@ -40,6 +40,7 @@ class PrepareConfig(StageConfig):
     test_per_class:int|None=None # test images per class (holdout; None: the rest / 20%), or cap on the official test set
     test:str='auto' # "auto" (the official partition if any, else holdout), "official", "holdout", "half" (Diff-Mix's Flower-LT: each class cut 50/50 into training pool and test, official partition ignored) or "none"
     seed:int=0 # split seed
+    max_classes:int|None=None # keep only the dataset's first N classes (a rehearsal of a paper setup; None: all)
     verify_images:bool=True # folder: decode every image first (unreadable ones: an error or a counted skip)
     on_error:str='raise' # "raise" or "skip" unreadable images
     toy_classes:int=4 # toy: number of classes (1..64)
@@ -70,7 +71,7 @@ class PrepareConfig(StageConfig):
         self.need_choice('kind', SPLIT_KINDS); self.need_int('shots', 1); self.need_num('imbalance_factor', 1)
         self.need_choice('lt_rule', ('diffmix', 'textbook')); self.need_choice('class_order', ('size', 'random'))
         self.need_int('val_per_class', 0, none=True); self.need_int('test_per_class', 0, none=True)
-        self.need_choice('test', TEST_MODES); self.need_int('seed')
+        self.need_choice('test', TEST_MODES); self.need_int('seed'); self.need_int('max_classes', 1, none=True)
         self.need_bool('verify_images'); self.need_choice('on_error', ('raise', 'skip'))
         self.need_int('toy_classes', 1, 64); self.need_int('toy_per_class', 1); self.need_int('toy_size', 8)
         self.need_int('world_pool', 1); self.need_int('world_test', 0); self.need_int('world_ood', 0)
@@ -96,6 +97,7 @@ def run_prepare(cfg:PrepareConfig|None=None, # the stage's parameters
         ds = Dataset.from_folder(root)
     else: ds = IMPORTERS[c.source](c.raw, root, overwrite=c.overwrite, on_error=c.on_error)
     if c.metaclass: ds.metaclass = c.metaclass
+    if c.max_classes is not None: ds = ds.first_classes(c.max_classes)
     skipped = []
     if c.verify_images and c.source == 'folder' and c.raw is None: ds, skipped = ds.verify(c.on_error)  # toy, copied and imported images were checked when written
     if c.kind == 'few-shot': sp = few_shot_split(ds, c.shots, c.seed, c.val_per_class, c.test_per_class, c.test)
