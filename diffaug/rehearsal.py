@@ -201,7 +201,7 @@ def rehearsal_overrides(eff:dict, # a setup's effective parameters: {section: {k
     put('classification.pretrained', False, 'the architecture without ImageNet weights (no download)')
     return o, why
 
-# %% ../nbs/94_rehearsal.ipynb #7c926914
+# %% ../nbs/94_rehearsal.ipynb #b4f16563
 def paper_setups(params_dir:str|Path, # the setups' folder (params/)
                 )->list:
     "The paper setups' names: every setup file but the mini world's."
@@ -238,7 +238,7 @@ def rehearse(setup:str|Path, # a paper setup file, e.g. params/cub-5shot-resnet5
     "Rehearse one paper setup in `workdir` and return (and write) its record."
     from diffaug.experiments import effective, run_command, stage_env, workdir_commit
     from diffaug.params import setup_overrides, parse_assignment, set_dotted
-    from diffaug.importers import IMPORTERS, write_native_fixture
+    from diffaug.importers import IMPORTERS
     from diffaug.core import environment
     setup, workdir = Path(setup).resolve(), Path(workdir).resolve()
     cache = Path(cache) if Path(cache).is_absolute() else workdir/cache
@@ -252,6 +252,7 @@ def rehearse(setup:str|Path, # a paper setup file, e.g. params/cub-5shot-resnet5
     if source in IMPORTERS and not any(s.startswith('prepare.raw=') for s in extra):
         raw = cache/'raw'/source
         if not dry and not (raw/'.complete').is_file():
+            from diffaug.importers import write_native_fixture
             shutil.rmtree(raw, ignore_errors=True); write_native_fixture(source, raw); (raw/'.complete').write_text('')
     # 3. the shrink, then the command
     shrink, why = rehearsal_overrides(eff, models, raw=None if raw is None else str(raw))

@@ -42,7 +42,7 @@ def main(argv=None) -> int:
     if not names and not a.table_only: ap.error('name setups, or --all')
     failed = []
     if not a.table_only:
-        workdir = prepare_workdir(a.workdir, REPO, dry=a.dry)
+        workdir = REPO if a.dry else prepare_workdir(a.workdir, REPO)  # a dry run reads this repository's params.yaml
         for s in names:
             rec = a.results/f'{s}.json'
             if a.skip_done and rec.is_file() and '"ok": true' in rec.read_text(): print(f"{s}: passed before, skipped"); continue
