@@ -10,23 +10,54 @@ import io, tempfile, warnings
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['WATERBIRD_GROUPS', 'IMPORTERS', 'HF_PARTITION', 'import_cub', 'import_aircraft', 'import_pets', 'import_cars',
-           'import_flowers102', 'import_waterbirds', 'copy_folder', 'import_datasets']
+__all__ = ['WATERBIRD_GROUPS', 'IMPORTERS', 'FIXTURE_CLASSES', 'HF_PARTITION', 'import_cub', 'import_aircraft', 'import_pets',
+           'import_cars', 'import_flowers102', 'import_waterbirds', 'write_native_fixture', 'copy_folder',
+           'import_datasets']
 
 # %% ../nbs/05_importers.ipynb #dcecfdfd
+import csv
 import numpy as np
-from PIL import Image
-from .files import ImageLoadError
+from PIL import Image, ImageDraw
+from .core import check_param, item_rng, item_seed
+from .files import ImageLoadError, staged_dir
 from .data import Dataset, DatasetError, write_dataset, full_split, save_split
 from .synthetic import read_metadata_csv
+from .toy import toy_image
 
 # %% ../nbs/05_importers.ipynb #b3f7acb7
-def _find(raw:Path, sub:str, marker:str)->Path:
-    "The folder holding `marker`: `raw`, or `raw/sub`."
-    raw = Path(raw)
-    for cand in (raw, raw/sub):
+def _find(raw:Path, sub:str|tuple, marker:str)->Path:
+    "The folder holding `marker`: `raw`, or `raw/sub` (one of `sub`)."
+    raw = Path(raw); subs = (sub,) if isinstance(sub, str) else tuple(sub)
+    for cand in (raw, *(raw/s for s in subs)):
         if (cand/marker).exists(): return cand
-    raise FileNotFoundError(f"{raw}: expected {marker} in it or in {raw/sub} (the dataset's native layout; nothing can be downloaded here)")
+    raise FileNotFoundError(f"{raw}: expected {marker} in it or in {' or '.join(str(raw/s) for s in subs)} (the dataset's native layout; nothing can be downloaded here)")
+
+def _table(path:Path, what:str, n:int=2, ints:tuple=(0,))->dict:
+    "{first field: the others} of a space-separated annotation file (the last field keeps its spaces); a malformed or repeated line is an error naming the file and line."
+    out = {}
+    for k, line in enumerate(Path(path).read_text(encoding='utf-8').splitlines(), 1):
+        if not line.strip(): continue
+        f = line.split(maxsplit=n - 1)
+        try:
+            if len(f) != n: raise ValueError
+            f = [int(x) if j in ints else x.strip() for j, x in enumerate(f)]
+        except ValueError: raise DatasetError(f"{path}, line {k}: expected '{what}', found {line!r}") from None
+        if f[0] in out: raise DatasetError(f"{path}, line {k}: {f[0]} is listed twice")
+        out[f[0]] = f[1] if n == 2 else f[1:]
+    return out
+
+def _need(table:dict, key, path:Path, what:str):
+    "table[key], or an error naming the file that lacks it."
+    if key not in table: raise DatasetError(f"{path}: no line for {what} {key} (the file is incomplete)")
+    return table[key]
+
+def _mat(path:Path, *keys)->list:
+    "Variables of a MATLAB .mat file (scipy, squeezed); a missing one is an error naming the file."
+    from scipy.io import loadmat
+    m = loadmat(path, squeeze_me=True)
+    miss = [k for k in keys if k not in m]
+    if miss: raise DatasetError(f"{path}: no variable {miss[0]!r} (found {sorted(k for k in m if not k.startswith('__'))})")
+    return [m[k] for k in keys]
 
 def _import(root, classes, records, metaclass, split_path, overwrite, on_error, groups=None):
     "records: (class index, source path, file name, partition)."
@@ -48,14 +79,21 @@ def import_cub(raw:str|Path, # the folder holding CUB_200_2011/ (or CUB_200_2011
               )->Dataset:
     "Import CUB-200-2011 from its native layout."
     base = _find(raw, 'CUB_200_2011', 'images.txt')
-    rd = lambda f: [l.split(maxsplit=1) for l in (base/f).read_text(encoding='utf-8').splitlines() if l.strip()]
-    cls = sorted(((int(i), n.strip()) for i, n in rd('classes.txt')))
-    cid = {i: k for k, (i, _) in enumerate(cls)}
-    lab = {i: int(c) for i, c in rd('image_class_labels.txt')}; tt = {i: s.strip() for i, s in rd('train_test_split.txt')}
-    recs = [(cid[lab[i]], base/'images'/p.strip(), Path(p.strip()).stem, 'train' if tt.get(i) == '1' else 'test') for i, p in rd('images.txt')]
-    return _import(root, [_cub_name(n) for _, n in cls], recs, 'bird', split_path, overwrite, on_error)
+    cls = _table(base/'classes.txt', '<class_id> <class_name>')
+    lab = _table(base/'image_class_labels.txt', '<image_id> <class_id>', ints=(0, 1))
+    tt = _table(base/'train_test_split.txt', '<image_id> <is_training_image>', ints=(0, 1))
+    cid = {i: k for k, i in enumerate(sorted(cls))}
+    recs = []
+    for i, p in _table(base/'images.txt', '<image_id> <image_name>').items():
+        c, t = _need(lab, i, base/'image_class_labels.txt', 'image'), _need(tt, i, base/'train_test_split.txt', 'image')
+        if c not in cid: raise DatasetError(f"{base/'image_class_labels.txt'}: image {i} has class {c}, which classes.txt does not list")
+        if t not in (0, 1): raise DatasetError(f"{base/'train_test_split.txt'}: image {i} has is_training_image {t} (expected 1 or 0)")
+        recs.append((cid[c], base/'images'/p, Path(p).stem, 'train' if t else 'test'))
+    return _import(root, [_cub_name(cls[i]) for i in sorted(cls)], recs, 'bird', split_path, overwrite, on_error)
 
 # %% ../nbs/05_importers.ipynb #1a078826
+_AIRCRAFT_LEVELS = {'variant': 'variants.txt', 'family': 'families.txt', 'manufacturer': 'manufacturers.txt'}
+
 def import_aircraft(raw:str|Path, # the folder holding fgvc-aircraft-2013b/
                     root:str|Path, # the dataset root to write
                     split_path:str|Path|None=None, # write the official split here (train, val, test)
@@ -63,15 +101,17 @@ def import_aircraft(raw:str|Path, # the folder holding fgvc-aircraft-2013b/
                     on_error:str='raise', # "raise" or "skip" unreadable images
                     annotation_level:str='variant', # "variant" (100), "family" (70) or "manufacturer" (30)
                    )->Dataset:
-    "Import FGVC-Aircraft via torchvision's parser."
-    from torchvision.datasets import FGVCAircraft
-    raw = Path(raw); raw = raw.parent if raw.name == 'fgvc-aircraft-2013b' else raw
-    _find(raw, 'fgvc-aircraft-2013b', 'data')
-    recs, classes = [], None
+    "Import FGVC-Aircraft from its annotation lists."
+    check_param(annotation_level in _AIRCRAFT_LEVELS, 'annotation_level', annotation_level, "'variant', 'family' or 'manufacturer'")
+    names = _AIRCRAFT_LEVELS[annotation_level]
+    d = _find(raw, 'fgvc-aircraft-2013b', f'data/{names}')/'data'
+    classes = [l.strip() for l in (d/names).read_text(encoding='utf-8').splitlines() if l.strip()]
+    idx = {c: k for k, c in enumerate(classes)}; recs = []
     for s in ('train', 'val', 'test'):
-        d = FGVCAircraft(raw, split=s, annotation_level=annotation_level, download=False)
-        classes = d.classes
-        recs += [(l, Path(f), Path(f).stem, s) for f, l in zip(d._image_files, d._labels)]
+        f = d/f'images_{annotation_level}_{s}.txt'
+        for img, lab in _table(f, f'<image id> <{annotation_level}>', ints=()).items():
+            if lab not in idx: raise DatasetError(f"{f}: image {img} has {annotation_level} {lab!r}, which {names} does not list")
+            recs.append((idx[lab], d/'images'/f'{img}.jpg', img, s))
     return _import(root, classes, recs, 'aircraft', split_path, overwrite, on_error)
 
 # %% ../nbs/05_importers.ipynb #4c00e601
@@ -81,17 +121,20 @@ def import_pets(raw:str|Path, # the folder holding oxford-iiit-pet/
                 overwrite:bool=False, # replace an existing root
                 on_error:str='raise', # "raise" or "skip" unreadable images
                )->Dataset:
-    "Import Oxford-IIIT Pet via torchvision's parser."
-    from torchvision.datasets import OxfordIIITPet
-    raw = Path(raw); raw = raw.parent if raw.name == 'oxford-iiit-pet' else raw
-    _find(raw, 'oxford-iiit-pet', 'annotations')
-    tv, te = OxfordIIITPet(raw, 'trainval', download=False), OxfordIIITPet(raw, 'test', download=False)
-    if tv.classes != te.classes and set(te.classes) - set(tv.classes):
-        raise DatasetError(f"{raw}: test.txt has breeds that trainval.txt lacks: {sorted(set(te.classes) - set(tv.classes))[:5]}")
-    tmap = {c: tv.classes.index(c) for c in te.classes}
-    recs = [(l, f, f.stem, 'train') for f, l in zip(tv._images, tv._labels)]
-    recs += [(tmap[te.classes[l]], f, f.stem, 'test') for f, l in zip(te._images, te._labels)]
-    return _import(root, tv.classes, recs, 'animal', split_path, overwrite, on_error)
+    "Import Oxford-IIIT Pet from its trainval/test lists."
+    base = _find(raw, 'oxford-iiit-pet', 'annotations')
+    parts, names = {}, {}
+    for s in ('trainval', 'test'):
+        f = base/'annotations'/f'{s}.txt'
+        parts[s] = _table(f, '<Image> <CLASS-ID> <SPECIES> <BREED ID>', n=4, ints=(1, 2, 3))
+        for img, (c, _, _) in parts[s].items():
+            nm = ' '.join(w.title() for w in img.rsplit('_', 1)[0].split('_'))
+            if names.setdefault(c, nm) != nm: raise DatasetError(f"{f}: class id {c} is {nm!r} for {img} but {names[c]!r} before")
+    extra = sorted({names[c] for c, _, _ in parts['test'].values()} - {names[c] for c, _, _ in parts['trainval'].values()})
+    if extra: raise DatasetError(f"{base/'annotations'/'test.txt'}: breeds that trainval.txt lacks: {extra[:5]}")
+    ids = sorted(names); cid = {c: k for k, c in enumerate(ids)}
+    recs = [(cid[c], base/'images'/f'{img}.jpg', img, 'train' if s == 'trainval' else 'test') for s, t in parts.items() for img, (c, _, _) in t.items()]
+    return _import(root, [names[c] for c in ids], recs, 'animal', split_path, overwrite, on_error)
 
 # %% ../nbs/05_importers.ipynb #75b4315d
 def import_cars(raw:str|Path, # the folder holding stanford_cars/
@@ -100,14 +143,20 @@ def import_cars(raw:str|Path, # the folder holding stanford_cars/
                 overwrite:bool=False, # replace an existing root
                 on_error:str='raise', # "raise" or "skip" unreadable images
                )->Dataset:
-    "Import Stanford Cars via torchvision's parser."
-    from torchvision.datasets import StanfordCars
-    raw = Path(raw); raw = raw.parent if raw.name == 'stanford_cars' else raw
-    _find(raw, 'stanford_cars', 'devkit')
-    recs, classes = [], None
-    for s in ('train', 'test'):
-        d = StanfordCars(raw, split=s, download=False); classes = [str(c) for c in d.classes]
-        recs += [(int(l), Path(f), f'{s}_{Path(f).stem}', s) for f, l in d._samples]
+    "Import Stanford Cars from its devkit's .mat files."
+    base = _find(raw, 'stanford_cars', 'devkit'); meta = base/'devkit'/'cars_meta.mat'
+    classes = [str(c) for c in np.atleast_1d(_mat(meta, 'class_names')[0])]
+    cands = [base/'cars_test_annos_withlabels.mat', base/'devkit'/'cars_test_annos_withlabels.mat']
+    test = next((p for p in cands if p.is_file()), None)
+    if test is None: raise FileNotFoundError(f"{cands[0]}: not found (nor in devkit/): the test labels come as a file of their own (devkit/cars_test_annos.mat has none)")
+    recs = []
+    for s, mat in (('train', base/'devkit'/'cars_train_annos.mat'), ('test', test)):
+        ann = np.atleast_1d(_mat(mat, 'annotations')[0])
+        if not {'class', 'fname'} <= set(ann.dtype.names or ()): raise DatasetError(f"{mat}: annotations need the fields 'class' and 'fname' (found {ann.dtype.names})")
+        for a in ann:
+            c, f = int(a['class']), str(a['fname'])
+            if not 1 <= c <= len(classes): raise DatasetError(f"{mat}: {f} has class {c}, but {meta} names {len(classes)} classes")
+            recs.append((c - 1, base/f'cars_{s}'/f, f'{s}_{Path(f).stem}', s))
     return _import(root, classes, recs, 'car', split_path, overwrite, on_error)
 
 # %% ../nbs/05_importers.ipynb #a1a0ff3e
@@ -119,17 +168,17 @@ def import_flowers102(raw:str|Path, # the folder holding flowers-102/
                       class_names:list|None=None, # override the 102 names
                      )->Dataset:
     "Import Oxford Flowers-102 from its .mat files."
-    from scipy.io import loadmat
     from torchvision.datasets import Flowers102
-    base = _find(raw, 'flowers-102', 'imagelabels.mat')
-    labels = np.atleast_1d(loadmat(base/'imagelabels.mat', squeeze_me=True)['labels']).astype(int) - 1
-    sid = loadmat(base/'setid.mat', squeeze_me=True)
+    base = _find(raw, 'flowers-102', 'imagelabels.mat'); lf, sf = base/'imagelabels.mat', base/'setid.mat'
+    labels = np.atleast_1d(_mat(lf, 'labels')[0]).astype(int) - 1
+    sid = dict(zip(('trnid', 'valid', 'tstid'), _mat(sf, 'trnid', 'valid', 'tstid')))
     names = list(class_names or Flowers102.classes)
-    if labels.max() >= len(names): raise DatasetError(f"{base/'imagelabels.mat'}: label {labels.max()+1} but only {len(names)} class names")
+    if labels.max() >= len(names): raise DatasetError(f"{lf}: label {labels.max()+1} but only {len(names)} class names")
     used = sorted(set(labels.tolist())); remap = {l: k for k, l in enumerate(used)}  # keep only classes present, in order
     recs = []
     for key, s in (('trnid', 'train'), ('valid', 'val'), ('tstid', 'test')):
         for i in np.atleast_1d(sid[key]).astype(int).tolist():
+            if not 1 <= i <= len(labels): raise DatasetError(f"{sf}: {key} lists image {i}, but {lf} labels {len(labels)} images")
             recs.append((remap[int(labels[i-1])], base/'jpg'/f'image_{i:05d}.jpg', f'image_{i:05d}', s))
     return _import(root, [names[l] for l in used], recs, 'flower', split_path, overwrite, on_error)
 
@@ -143,23 +192,177 @@ def import_waterbirds(raw:str|Path, # the folder holding metadata.csv (or its pa
                       on_error:str='raise', # "raise" or "skip" unreadable images
                      )->Dataset:
     "Import Waterbirds with per-image bird × place group labels."
-    base = _find(raw, 'waterbird_complete95_forest2water2', 'metadata.csv')
-    rows = read_metadata_csv(base/'metadata.csv')
+    base = _find(raw, ('waterbird_complete95_forest2water2', 'waterbirds_v1.0'), 'metadata.csv'); meta = base/'metadata.csv'
+    rows = read_metadata_csv(meta)
     need = {'img_filename', 'y', 'split', 'place'}
-    if not rows or not need <= set(rows[0]): raise DatasetError(f"{base/'metadata.csv'}: expected columns {sorted(need)}")
-    folders = sorted({Path(r['img_filename']).parts[0] for r in rows})
+    if not rows or not need <= set(rows[0]): raise DatasetError(f"{meta}: expected columns {sorted(need)}")
+    parsed = []
+    for k, r in enumerate(rows, 2):
+        try:
+            p, y, pl, sp = Path(r['img_filename']), int(r['y']), int(r['place']), int(r['split'])
+            if y not in (0, 1) or pl not in (0, 1) or sp not in (0, 1, 2) or len(p.parts) != 2: raise ValueError
+        except (TypeError, ValueError):
+            raise DatasetError(f"{meta}, line {k}: expected img_filename <folder>/<file>, y and place 0 or 1, split 0, 1 or 2; found {dict(r)}") from None
+        parsed.append((p, y, pl, sp))
+    folders = sorted({p.parts[0] for p, *_ in parsed})
     fidx = {f: k for k, f in enumerate(folders)}
     recs, groups = [], {}
-    for r in rows:
-        p = Path(r['img_filename']); y, pl = int(r['y']), int(r['place'])
+    for p, y, pl, sp in parsed:
         ci, name = fidx[p.parts[0]], p.stem
-        recs.append((ci, base/p, name, {'0': 'train', '1': 'val', '2': 'test'}[r['split'].strip()]))
+        recs.append((ci, base/p, name, ('train', 'val', 'test')[sp]))
         groups[(ci, name)] = {'bird': ['landbird', 'waterbird'][y], 'place': ['land', 'water'][pl], 'y': y, 'place_id': pl, 'group': 2*y + pl}
     return _import(root, [_cub_name(f) for f in folders], recs, 'bird', split_path, overwrite, on_error, groups=groups)
 
 # %% ../nbs/05_importers.ipynb #bc8e3916
 IMPORTERS = {'cub': import_cub, 'aircraft': import_aircraft, 'pets': import_pets, 'cars': import_cars,
              'flowers102': import_flowers102, 'waterbirds': import_waterbirds}
+
+# %% ../nbs/05_importers.ipynb #def7670d
+_CUB_FIRST = ['001.Black_footed_Albatross', '002.Laysan_Albatross', '003.Sooty_Albatross', '004.Groove_billed_Ani', '005.Crested_Auklet',
+              '006.Least_Auklet', '007.Parakeet_Auklet', '008.Rhinoceros_Auklet', '009.Brewer_Blackbird', '010.Red_winged_Blackbird',
+              '011.Rusty_Blackbird', '012.Yellow_headed_Blackbird', '013.Bobolink', '014.Indigo_Bunting']
+FIXTURE_CLASSES = {  # each dataset's first real classes, as its annotation files spell them, in its order
+    'cub': _CUB_FIRST[:10],
+    'aircraft': ['707-320', '727-200', '737-200', '737-300', '737-400', '737-500', '737-600', '737-700', '737-800', '737-900'],
+    'pets': ['Abyssinian', 'american_bulldog', 'american_pit_bull_terrier', 'basset_hound', 'beagle', 'Bengal', 'Birman', 'Bombay', 'boxer', 'British_Shorthair'],
+    'cars': ['AM General Hummer SUV 2000', 'Acura RL Sedan 2012', 'Acura TL Sedan 2012', 'Acura TL Type-S 2008', 'Acura TSX Sedan 2012',
+             'Acura Integra Type R 2001', 'Acura ZDX Hatchback 2012', 'Aston Martin V8 Vantage Convertible 2012',
+             'Aston Martin V8 Vantage Coupe 2012', 'Aston Martin Virage Convertible 2012'],
+    'flowers102': list(range(1, 11)),  # 1-based labels: the files hold no names (torchvision's list names them)
+    'waterbirds': [_CUB_FIRST[i] for i in (0, 3, 1, 8, 2, 9, 4, 10, 5, 11)],  # waterbird, landbird, ...; written in folder order
+}
+_WATERBIRD_SPECIES = {'001', '002', '003', '005', '006', '007', '008'}  # y = 1 among `_CUB_FIRST` (albatrosses, auklets)
+_AIRCRAFT_FAMILY = lambda v: 'Boeing ' + v[:3]  # the first variants are all Boeing's; family "Boeing 737"
+_PET_HEADER = ['#Image CLASS-ID SPECIES BREED ID', '#ID: 1:37 Class ids', '#SPECIES: 1:Cat 2:Dog', '#BREED ID: 1-25:Cat 1:12:Dog',
+               '#All images with 1st letter as captial are cat images', '#images with small first letter are dog images']
+
+def _lines(path:Path, lines):
+    path.parent.mkdir(parents=True, exist_ok=True); path.write_text(''.join(f'{l}\n' for l in lines), encoding='utf-8')
+
+def _jpeg(im:Image.Image, path:Path)->Image.Image:
+    path.parent.mkdir(parents=True, exist_ok=True); im.save(path, format='JPEG', quality=90); return im
+
+def _savemat(path:Path, variables:dict):
+    "scipy's `savemat` with a fixed 116-byte text header (scipy's holds the time of writing): same variables, same bytes."
+    from scipy.io import savemat
+    buf = io.BytesIO(); savemat(buf, variables)
+    path.write_bytes(b'MATLAB 5.0 MAT-file, written by diffaug write_native_fixture'.ljust(116) + buf.getvalue()[116:])
+
+def _box(rng, im:Image.Image)->tuple:
+    "A random box inside `im`: x1, y1, x2, y2."
+    w, h = im.size; x1, y1 = int(rng.integers(0, w // 4)), int(rng.integers(0, h // 4))
+    return x1, y1, int(rng.integers(w * 3 // 4, w)), int(rng.integers(h * 3 // 4, h))
+
+def _cub_files(folders:list, n:int, rng)->list:
+    "`n` CUB image paths per species folder, `<NNN.Name>/<Title_Cased_Name>_<NNNN>_<id>.jpg`, sorted as images.txt lists them."
+    out = []
+    for f in folders:
+        stem = '_'.join(w[:1].upper() + w[1:] for w in f.split('.', 1)[1].split('_'))
+        nums, ids = rng.choice(np.arange(1, 150), n, replace=False), rng.choice(np.arange(1, 800000), n, replace=False)
+        out.append(sorted(f'{f}/{stem}_{a:04d}_{b}.jpg' for a, b in zip(nums, ids)))
+    return out
+
+# %% ../nbs/05_importers.ipynb #834556e7
+def _fx_cub(out, n, k, rng, image):
+    b, folders = out/'CUB_200_2011', FIXTURE_CLASSES['cub'][:n]
+    rows, i = {f: [] for f in ('images', 'image_class_labels', 'train_test_split', 'bounding_boxes')}, 0
+    for ci, files in enumerate(_cub_files(folders, 2 * k, rng)):
+        train = set(rng.permutation(2 * k)[:k].tolist())
+        for j, rel in enumerate(files):
+            i += 1; im = _jpeg(image(ci, j), b/'images'/rel); x1, y1, x2, y2 = _box(rng, im)
+            rows['images'].append(f'{i} {rel}'); rows['image_class_labels'].append(f'{i} {ci + 1}')
+            rows['train_test_split'].append(f'{i} {int(j in train)}'); rows['bounding_boxes'].append(f'{i} {x1:.1f} {y1:.1f} {x2 - x1:.1f} {y2 - y1:.1f}')
+    _lines(b/'classes.txt', [f'{c + 1} {f}' for c, f in enumerate(folders)])
+    for f, ls in rows.items(): _lines(b/f'{f}.txt', ls)
+
+def _fx_aircraft(out, n, k, rng, image):
+    d, variants = out/'fgvc-aircraft-2013b'/'data', FIXTURE_CLASSES['aircraft'][:n]
+    ids, rows, boxes, m = rng.choice(np.arange(34309, 2300000), 3 * k * n, replace=False), {'train': [], 'val': [], 'test': []}, [], 0
+    for ci, v in enumerate(variants):
+        for j, s in enumerate(rng.permutation(np.repeat(['train', 'val', 'test'], k)).tolist()):
+            iid = f'{ids[m]:07d}'; m += 1; im = image(ci, j)
+            ImageDraw.Draw(im).rectangle([0, im.height - max(2, im.height // 10), im.width, im.height], fill=(20, 20, 20))  # the copyright banner
+            x1, y1, x2, y2 = _box(rng, _jpeg(im, d/'images'/f'{iid}.jpg'))
+            rows[s].append((iid, v)); boxes.append(f'{iid} {x1} {y1} {x2} {y2}')
+    _lines(d/'variants.txt', variants); _lines(d/'families.txt', list(dict.fromkeys(map(_AIRCRAFT_FAMILY, variants)))); _lines(d/'manufacturers.txt', ['Boeing'])
+    rows['trainval'] = rows['train'] + rows['val']
+    for s, rs in rows.items():
+        rs = sorted(rs); _lines(d/f'images_{s}.txt', [i for i, _ in rs])
+        for level, name in (('variant', lambda v: v), ('family', _AIRCRAFT_FAMILY), ('manufacturer', lambda v: 'Boeing')):
+            _lines(d/f'images_{level}_{s}.txt', [f'{i} {name(v)}' for i, v in rs])
+    _lines(d/'images_box.txt', sorted(boxes))
+
+def _fx_pets(out, n, k, rng, image):
+    b, rows, nbreed = out/'oxford-iiit-pet', {'trainval': [], 'test': []}, {1: 0, 2: 0}
+    for ci, breed in enumerate(FIXTURE_CLASSES['pets'][:n]):
+        sp = 1 if breed[0].isupper() else 2; nbreed[sp] += 1  # cats' names are capitalised; breed ids count per species
+        for j, (num, s) in enumerate(zip(rng.choice(np.arange(1, 201), 2 * k, replace=False).tolist(), rng.permutation(np.repeat(['trainval', 'test'], k)).tolist())):
+            name = f'{breed}_{num}'; im = _jpeg(image(ci, j), b/'images'/f'{name}.jpg'); x1, y1, x2, y2 = _box(rng, im)
+            tri = np.full((im.height, im.width), 2, np.uint8); tri[y1:y2, x1:x2] = 3; tri[y1 + 1:y2 - 1, x1 + 1:x2 - 1] = 1  # 1 pet, 2 background, 3 border
+            (b/'annotations'/'trimaps').mkdir(parents=True, exist_ok=True); Image.fromarray(tri).save(b/'annotations'/'trimaps'/f'{name}.png')
+            rows[s].append((ci + 1, name, sp, nbreed[sp]))
+    fmt = lambda rs: [f'{nm} {c} {sp} {bid}' for c, nm, sp, bid in sorted(rs)]
+    _lines(b/'annotations'/'list.txt', _PET_HEADER + fmt(rows['trainval'] + rows['test']))
+    for s, rs in rows.items(): _lines(b/'annotations'/f'{s}.txt', fmt(rs))
+
+def _fx_cars(out, n, k, rng, image):
+    b, names = out/'stanford_cars', FIXTURE_CLASSES['cars'][:n]
+    fields = ['bbox_x1', 'bbox_y1', 'bbox_x2', 'bbox_y2', 'class', 'fname']
+    (b/'devkit').mkdir(parents=True)
+    for s in ('train', 'test'):
+        recs, seen = [], [0] * n
+        for m, c in enumerate(rng.permutation(np.repeat(np.arange(n), k)).tolist(), 1):  # files numbered across classes, as in the real folders
+            f = f'{m:05d}.jpg'; im = _jpeg(image(c, seen[c] + (k if s == 'test' else 0)), b/f'cars_{s}'/f); seen[c] += 1
+            recs.append([np.array([[v]], np.uint16) for v in _box(rng, im)] + [np.array([[c + 1]], np.uint8), np.array([f])])
+        for path, keep in ((b/'devkit'/f'cars_{s}_annos.mat', fields if s == 'train' else fields[:4] + fields[5:]),  # the devkit's test file has no class
+                           (b/'cars_test_annos_withlabels.mat', fields if s == 'test' else None)):
+            if keep is None: continue
+            ann = np.empty((1, len(recs)), dtype=[(f, 'O') for f in keep])
+            for i, r in enumerate(recs): ann[0, i] = tuple(v for f, v in zip(fields, r) if f in keep)
+            _savemat(path, {'annotations': ann})
+    _savemat(b/'devkit'/'cars_meta.mat', {'class_names': np.array([names], dtype=object)})
+
+def _fx_flowers102(out, n, k, rng, image):
+    b, labels = out/'flowers-102', rng.permutation(np.repeat(np.arange(1, n + 1), 3 * k))  # the real ids interleave the classes too
+    sets, seen = {'trnid': [], 'valid': [], 'tstid': []}, [0] * (n + 1)
+    for i, c in enumerate(labels.tolist(), 1):
+        _jpeg(image(c - 1, seen[c]), b/'jpg'/f'image_{i:05d}.jpg'); sets[('trnid', 'valid', 'tstid')[seen[c] // k]].append(i); seen[c] += 1
+    _savemat(b/'imagelabels.mat', {'labels': labels.astype(np.uint8)[None]})
+    _savemat(b/'setid.mat', {key: np.array([ids], np.uint16) for key, ids in sets.items()})
+
+def _fx_waterbirds(out, n, k, rng, image):
+    b, folders = out/'waterbird_complete95_forest2water2', sorted(FIXTURE_CLASSES['waterbirds'][:n])
+    places = [['/b/bamboo_forest', '/f/forest/broadleaf'], ['/o/ocean', '/l/lake/natural']]
+    rows, i = [], 0
+    for ci, files in enumerate(_cub_files(folders, 3 * k, rng)):
+        y, count = int(folders[ci][:3] in _WATERBIRD_SPECIES), [0, 0, 0]
+        for j, (rel, sp) in enumerate(zip(files, rng.permutation(np.repeat([0, 1, 2], k)).tolist())):
+            i += 1; place = (count[sp] + 1 - y) % 2; count[sp] += 1  # the bird's own habitat first, then the other: both in every split
+            _jpeg(image(ci, j), b/rel)
+            rows.append([i, rel, y, sp, place, f'{places[place][j % 2]}/{int(rng.integers(1, 5000)):08d}.jpg'])
+    with open(b/'metadata.csv', 'w', newline='', encoding='utf-8') as f:
+        w = csv.writer(f, lineterminator='\n'); w.writerow(['img_id', 'img_filename', 'y', 'split', 'place', 'place_filename']); w.writerows(rows)
+
+_FIXTURES = {'cub': _fx_cub, 'aircraft': _fx_aircraft, 'pets': _fx_pets, 'cars': _fx_cars, 'flowers102': _fx_flowers102, 'waterbirds': _fx_waterbirds}
+
+# %% ../nbs/05_importers.ipynb #760152a2
+def write_native_fixture(source:str, # an importer: cub, aircraft, pets, cars, flowers102 or waterbirds
+                         dest:str|Path, # the folder to write, what `prepare.raw` then names (it must not exist unless `overwrite`)
+                         n_classes:int=3, # the dataset's first classes, 1..10
+                         per_class:int=4, # images per class in each official partition (train, test; val where the dataset has one)
+                         seed:int=0, # fixes every pixel, file number and partition
+                         size:tuple=(40, 32), # image width and height in pixels
+                         overwrite:bool=False, # replace an existing `dest`
+                        )->Path:
+    "Write a tiny copy of `source`'s native download (folders, file names, text, .mat and CSV formats) into `dest`; returns `dest`."
+    check_param(source in _FIXTURES, 'source', source, f"one of {', '.join(_FIXTURES)}")
+    check_param(isinstance(n_classes, int) and 1 <= n_classes <= 10, 'n_classes', n_classes, "an integer in 1..10")
+    check_param(isinstance(per_class, int) and per_class >= 1, 'per_class', per_class, "an integer >= 1")
+    check_param(len(size) == 2 and all(isinstance(v, int) and v >= 8 for v in size), 'size', size, "(width, height), each >= 8")
+    rng, iseed = item_rng(seed, 'native-fixture', source), item_seed(seed, 'native-fixture', source)
+    image = lambda ci, j: toy_image(ci, iseed, j, max(size)).resize(tuple(size), Image.BILINEAR)
+    with staged_dir(dest, overwrite) as tmp: _FIXTURES[source](tmp, n_classes, per_class, rng, image)
+    return Path(dest)
 
 # %% ../nbs/05_importers.ipynb #2a5f0979
 def copy_folder(raw:str|Path, # the user's image folder: one sub-folder per class (any names), optional dataset.json

@@ -8,9 +8,9 @@ from PIL import Image
 
 from diffaug.core import ParamError
 from diffaug.files import ImageLoadError
-from diffaug.data import Dataset, load_split
+from diffaug.data import Dataset, DatasetError, load_split
 from diffaug.importers import (IMPORTERS, WATERBIRD_GROUPS, import_aircraft, import_cars, import_cub, import_flowers102, import_pets,
-                               import_waterbirds)
+                               import_waterbirds, write_native_fixture)
 from diffaug.prepare import PrepareConfig, run_prepare
 
 
@@ -229,3 +229,122 @@ def test_prepare_needs_the_raw_download_folder(tmp_path, source):
         run_prepare(source=source, raw=str(tmp_path/'nothing'), root=str(tmp_path/'ds'))
     assert PrepareConfig(source=source, raw=str(tmp_path/'nothing'), root='ds').check(files=False).source == source
     assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------- native-layout fixtures through the prepare stage
+# The names below are the datasets' own first classes, written out here (not read from diffaug), as each importer must
+# name them: CUB's classes.txt folders, FGVC-Aircraft's variants.txt, Pet's breeds as torchvision names them, Cars'
+# cars_meta.mat, torchvision's Flowers-102 list; Waterbirds: waterbird and landbird species alternately (001, 004, 002).
+FIRST3 = {'cub': ['Black footed Albatross', 'Laysan Albatross', 'Sooty Albatross'],
+          'aircraft': ['707-320', '727-200', '737-200'],
+          'pets': ['Abyssinian', 'American Bulldog', 'American Pit Bull Terrier'],
+          'cars': ['AM General Hummer SUV 2000', 'Acura RL Sedan 2012', 'Acura TL Sedan 2012'],
+          'flowers102': ['pink primrose', 'hard-leaved pocket orchid', 'canterbury bells'],
+          'waterbirds': ['Black footed Albatross', 'Laysan Albatross', 'Groove billed Ani']}
+HAS_VAL = {'aircraft', 'flowers102', 'waterbirds'}
+
+
+def _official(source, raw):
+    "{image file stem: (official partition, class index, place or None)}, read straight from the native files."
+    from scipy.io import loadmat
+    rows = lambda p: [l.split(maxsplit=1) for l in p.read_text(encoding='utf-8').splitlines()]
+    if source == 'cub':
+        b = raw/'CUB_200_2011'; lab, tt = dict(rows(b/'image_class_labels.txt')), dict(rows(b/'train_test_split.txt'))
+        return {Path(p).stem: ({'1': 'train', '0': 'test'}[tt[i]], int(lab[i]) - 1, None) for i, p in rows(b/'images.txt')}
+    if source == 'aircraft':
+        d = raw/'fgvc-aircraft-2013b'/'data'; variants = d.joinpath('variants.txt').read_text().splitlines()
+        return {i: (s, variants.index(v), None) for s in ('train', 'val', 'test') for i, v in rows(d/f'images_variant_{s}.txt')}
+    if source == 'pets':
+        a = raw/'oxford-iiit-pet'/'annotations'
+        return {l.split()[0]: (s, int(l.split()[1]) - 1, None) for s, f in (('train', 'trainval'), ('test', 'test'))
+                for l in (a/f'{f}.txt').read_text().splitlines()}
+    if source == 'cars':
+        b = raw/'stanford_cars'
+        return {f"{s}_{Path(str(a['fname'])).stem}": (s, int(a['class']) - 1, None)
+                for s, m in (('train', b/'devkit'/'cars_train_annos.mat'), ('test', b/'cars_test_annos_withlabels.mat'))
+                for a in loadmat(m, squeeze_me=True)['annotations']}
+    if source == 'flowers102':
+        b = raw/'flowers-102'; labels = loadmat(b/'imagelabels.mat', squeeze_me=True)['labels']; sid = loadmat(b/'setid.mat', squeeze_me=True)
+        return {f'image_{i:05d}': (s, int(labels[i - 1]) - 1, None) for k, s in (('trnid', 'train'), ('valid', 'val'), ('tstid', 'test')) for i in sid[k]}
+    with open(raw/'waterbird_complete95_forest2water2'/'metadata.csv', newline='', encoding='utf-8') as f: meta = list(csv.DictReader(f))
+    folders = sorted({r['img_filename'].split('/')[0] for r in meta})
+    return {Path(r['img_filename']).stem: (['train', 'val', 'test'][int(r['split'])], folders.index(r['img_filename'].split('/')[0]), int(r['place']))
+            for r in meta}
+
+
+@pytest.mark.parametrize('source', sorted(IMPORTERS))
+def test_native_fixture_through_prepare(tmp_path, source):
+    "The prepare stage on each dataset's native layout: its first classes in order with their real names, a few shots "
+    "drawn from the official train partition only, the official test (and val) partitions whole, every label right."
+    raw = write_native_fixture(source, tmp_path/'raw'/source, n_classes=3, per_class=4, seed=1)
+    r = run_prepare(source=source, raw=str(raw), root=str(tmp_path/'data'/source), split_path=str(tmp_path/'split.json'), shots=2, seed=0)
+    n_parts = 3 if source in HAS_VAL else 2
+    assert (r['source'], r['classes'], r['images']) == (source, 3, 3 * 4 * n_parts)
+    sp = load_split(r['split'])
+    assert sp.classes == FIRST3[source] and sp.kind == 'few-shot' and sp.info['test'] == 'official'
+    assert sp.counts('train') == {c: 2 for c in sp.classes} and sp.counts('test') == {c: 4 for c in sp.classes}
+    assert sp.counts('val') == {c: 4 if source in HAS_VAL else 0 for c in sp.classes}
+    off = _official(source, raw)
+    assert len(off) == r['images']
+    for s in ('train', 'val', 'test'):
+        for it in sp.items(s):
+            part, ci, place = off[Path(it['path']).stem]
+            assert (part, sp.classes[ci]) == (s, it['label']), (s, it)
+            if place is not None: assert it['group']['place_id'] == place
+    for s in ('val', 'test'):  # the official partitions are kept whole
+        assert sorted(Path(it['path']).stem for it in sp.items(s)) == sorted(k for k, (p, _, _) in off.items() if p == s)
+    assert sp.metaclass == {'cub': 'bird', 'waterbirds': 'bird', 'aircraft': 'aircraft', 'pets': 'animal', 'cars': 'car', 'flowers102': 'flower'}[source]
+
+
+def test_native_fixtures_read_by_torchvision(tmp_path):
+    "torchvision's own parsers (the reference for these layouts) read the fixtures with the same classes and counts."
+    from torchvision.datasets import FGVCAircraft, OxfordIIITPet, StanfordCars
+    a = write_native_fixture('aircraft', tmp_path/'a', per_class=2)
+    for s, n in (('train', 6), ('val', 6), ('trainval', 12), ('test', 6)):
+        d = FGVCAircraft(a, s); assert d.classes == FIRST3['aircraft'] and len(d) == n
+    assert FGVCAircraft(a, 'test', 'family').classes == ['Boeing 707', 'Boeing 727', 'Boeing 737']
+    p = write_native_fixture('pets', tmp_path/'p', per_class=2)
+    for s in ('trainval', 'test'):
+        d = OxfordIIITPet(p, s, target_types=['category', 'segmentation']); assert d.classes == FIRST3['pets'] and len(d) == 6
+        assert d[0][1][1].size == d[0][0].size  # the trimap matches its image
+    c = write_native_fixture('cars', tmp_path/'c', per_class=2)
+    for s in ('train', 'test'):
+        d = StanfordCars(c, s); assert d.classes == FIRST3['cars'] and sorted(t for _, t in d._samples) == [0, 0, 1, 1, 2, 2]
+    assert write_native_fixture('cars', tmp_path/'c2', per_class=2).joinpath('stanford_cars/devkit/cars_meta.mat').read_bytes() == \
+        c.joinpath('stanford_cars/devkit/cars_meta.mat').read_bytes()  # the same arguments write the same bytes
+
+
+def _drop_line(path, k):
+    lines = path.read_text(encoding='utf-8').splitlines(keepends=True); del lines[k]; path.write_text(''.join(lines), encoding='utf-8')
+
+
+def _cut_field(path, k, sep=None, n=1):
+    "Line k without its last n fields."
+    lines = path.read_text(encoding='utf-8').splitlines(keepends=True); lines[k] = lines[k].rstrip('\n').rsplit(sep, n)[0] + '\n'
+    path.write_text(''.join(lines), encoding='utf-8')
+
+
+def _resave_mat(path, key, f):
+    from scipy.io import loadmat, savemat
+    m = loadmat(path); savemat(path, {key: f(m[key])})
+
+
+CORRUPT = {  # source: (what breaks the annotation, the error it must give)
+    'cub': (lambda r: _drop_line(r/'CUB_200_2011'/'image_class_labels.txt', 2), r'image_class_labels.txt: no line for image 3 '),
+    'aircraft': (lambda r: _drop_line(r/'fgvc-aircraft-2013b'/'data'/'variants.txt', 2), r"images_variant_train.txt: image \d+ has variant '737-200', which variants.txt does not list"),
+    'pets': (lambda r: _cut_field(r/'oxford-iiit-pet'/'annotations'/'test.txt', 1), r'test.txt, line 2: expected'),
+    'cars': (lambda r: _resave_mat(r/'stanford_cars'/'devkit'/'cars_meta.mat', 'class_names', lambda v: v[:, :2]), r'cars_meta.mat names 2 classes'),
+    'flowers102': (lambda r: _resave_mat(r/'flowers-102'/'imagelabels.mat', 'labels', lambda v: v[:, :-1]), r'setid.mat: \w+ lists image 27, but .*imagelabels.mat labels 26 images'),
+    'waterbirds': (lambda r: _cut_field(r/'waterbird_complete95_forest2water2'/'metadata.csv', 5, ',', 2), r'metadata.csv, line 6: expected'),
+}
+
+
+@pytest.mark.parametrize('source', sorted(CORRUPT))
+def test_native_fixture_with_a_corrupt_annotation(tmp_path, source):
+    "A missing line or field in an annotation file: one DatasetError naming the file, and no dataset root written."
+    raw = write_native_fixture(source, tmp_path/'raw', n_classes=3, per_class=3)
+    corrupt, message = CORRUPT[source]
+    corrupt(raw)
+    with pytest.raises(DatasetError, match=message):
+        run_prepare(source=source, raw=str(raw), root=str(tmp_path/'ds'), shots=2)
+    assert not (tmp_path/'ds').exists() and not (tmp_path/'split.json').exists()
