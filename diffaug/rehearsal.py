@@ -201,7 +201,7 @@ def rehearsal_overrides(eff:dict, # a setup's effective parameters: {section: {k
     put('classification.pretrained', False, 'the architecture without ImageNet weights (no download)')
     return o, why
 
-# %% ../nbs/94_rehearsal.ipynb #b4f16563
+# %% ../nbs/94_rehearsal.ipynb #7cd9c720
 def paper_setups(params_dir:str|Path, # the setups' folder (params/)
                 )->list:
     "The paper setups' names: every setup file but the mini world's."
