@@ -15,7 +15,7 @@ from .files import atomic_write_json, atomic_write_text
 __all__ = ['SD15_UNET', 'SD15_VAE', 'SD15_TEXT', 'BLIP_WORDS', 'QWEN_CHAT_TEMPLATE', 'REHEARSAL_MODELS', 'MODEL_KEYS',
            'CLIP_KEYS', 'PRECISION_KEYS', 'REHEARSAL_SIZE', 'STAGE_ORDER', 'make_sd15_random', 'make_clip_b32_random',
            'make_blip_large_random', 'make_qwen2_random', 'rehearsal_models', 'rehearsal_overrides', 'paper_setups',
-           'stage_costs', 'rehearse', 'rehearsal_table']
+           'stage_costs', 'setup_pre_commands', 'rehearse_pre_command', 'rehearse', 'rehearsal_table']
 
 # %% ../nbs/94_rehearsal.ipynb #f6e8241c
 SD15_UNET = dict(sample_size=64, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(320, 640, 1280, 1280),
@@ -226,6 +226,28 @@ def stage_costs(workdir:str|Path, # the repository the run happened in
     order = {s: i for i, s in enumerate(STAGE_ORDER)}
     return sorted(rows, key=lambda r: (order.get(r['stage'], len(order)), r['item'] or ''))
 
+# %% ../nbs/94_rehearsal.ipynb #ae696d0e
+def setup_pre_commands(setup:str|Path, # a setup file
+                      )->list:
+    "The `python -m diffaug.pipeline prepare ...` commands of the setup's header comment (continuation lines joined), as argument lists."
+    import shlex
+    lines = [l[1:].strip() for l in Path(setup).read_text().splitlines() if l.startswith('#')]
+    joined, cur = [], ''
+    for l in lines:
+        cur = f"{cur} {l[:-1].strip()}" if l.endswith('\\') else f"{cur} {l}"
+        if not l.endswith('\\'): joined.append(cur.strip()); cur = ''
+    return [shlex.split(c) for c in joined if c.startswith('python -m diffaug.pipeline prepare ')]
+
+def rehearse_pre_command(cmd:list, # one of `setup_pre_commands`
+                         raw_for, # source name -> the folder to read (the fixture, written on demand)
+                         classes:int=3, # the first classes kept
+                        )->list:
+    "The command with its `raw` replaced by `raw_for(source)` and `max_classes` set."
+    cmd = list(cmd); sets = {cmd[i + 1].split('=', 1)[0]: i + 1 for i in range(len(cmd) - 1) if cmd[i] == '--set'}
+    source = cmd[sets['source']].split('=', 1)[1]
+    if 'raw' in sets: cmd[sets['raw']] = f"raw={raw_for(source)}"
+    return cmd + ['--set', f'max_classes={classes}']
+
 # %% ../nbs/94_rehearsal.ipynb #892ac532
 def rehearse(setup:str|Path, # a paper setup file, e.g. params/cub-5shot-resnet50.yaml
              workdir:str|Path, # the repository to run in (a work copy, or the repository itself)
@@ -248,12 +270,14 @@ def rehearse(setup:str|Path, # a paper setup file, e.g. params/cub-5shot-resnet5
     for s in extra: k, v = parse_assignment(s); set_dotted(eff, k, v)
     # 2. the models and the dataset's native layout
     models = {k: str(cache/'models'/k) for k in REHEARSAL_MODELS} if dry else rehearsal_models(cache/'models')
-    source, raw = eff['prepare']['source'], None
-    if source in IMPORTERS and not any(s.startswith('prepare.raw=') for s in extra):
+    def fixture(source):
         raw = cache/'raw'/source
         if not dry and not (raw/'.complete').is_file():
             from diffaug.importers import write_native_fixture
             shutil.rmtree(raw, ignore_errors=True); write_native_fixture(source, raw); (raw/'.complete').write_text('')
+        return raw
+    source = eff['prepare']['source']
+    raw = fixture(source) if source in IMPORTERS and not any(s.startswith('prepare.raw=') for s in extra) else None
     # 3. the shrink, then the command
     shrink, why = rehearsal_overrides(eff, models, raw=None if raw is None else str(raw))
     sets = [f"{k}={json.dumps(v)}" for k, v in shrink.items()] + list(extra)
@@ -264,9 +288,13 @@ def rehearse(setup:str|Path, # a paper setup file, e.g. params/cub-5shot-resnet5
     env = stage_env(workdir)
     subprocess.run(['git', 'checkout', 'HEAD', '--', 'params.yaml'], cwd=workdir, capture_output=True)  # the default's values
     subprocess.run(['dvc', 'exp', 'remove', name], cwd=workdir, capture_output=True, env=env)  # a rehearsal replaces the last
-    # 4. the run
+    # 4. the run: the setup's own commands first (e.g. Waterbirds' test split), then dvc exp run
     t0, commit = time.time(), workdir_commit(workdir)
-    r = subprocess.run(cmd, cwd=workdir, env=env)
+    for pre in setup_pre_commands(setup):
+        pre = rehearse_pre_command(pre, fixture); print('  ' + ' '.join(pre), flush=True)
+        r = subprocess.run([sys.executable] + pre[1:], cwd=workdir, env=env)
+        if r.returncode: break
+    else: r = subprocess.run(cmd, cwd=workdir, env=env)
     wall = round(time.time() - t0, 1)
     # 5. the record
     metrics = workdir/'reports/report/metrics.json'

@@ -1,0 +1,121 @@
+"""The paper setups rehearsed: each setup's shrink (counts, weights, precision only), and each family's distinct code
+(few-shot ResNet-50 and ViT-B/16 SWAG at their real sizes, CUB-LT, Flower-LT's half split, Waterbirds' groups, the
+suffix models) run on native-layout fixtures. The whole setups run through `dvc exp run` with SD 1.5's architecture in
+`scripts/rehearse.py` (results/rehearsal/); `test_a_paper_setup_rehearses_end_to_end` runs one here with tiny weights."""
+import json, os, subprocess, sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PARAMS = ROOT/'params.yaml'
+
+
+def effective_of(name):
+    from diffaug.experiments import effective
+    from diffaug.params import setup_overrides
+    return effective(setup_overrides(ROOT/'params'/f'{name}.yaml', PARAMS), PARAMS)
+
+
+def paper_setups():
+    from diffaug.rehearsal import paper_setups
+    return paper_setups(ROOT/'params')
+
+
+MODELS = {k: f'/models/{k}' for k in ('sd15', 'clip-b32', 'blip-large', 'qwen2')}
+RECIPE = ('model', 'image_size', 'transform', 'resize', 'crop_padding', 'lr', 'warmup_mode', 'label_smoothing', 'mixup_alpha',
+          'cutmix_alpha', 'mix_prob', 'cutmix_per', 'p', 'replace_with', 'select')
+
+
+def test_there_are_23_paper_setups():
+    assert len(paper_setups()) == 23
+
+
+@pytest.mark.parametrize('name', paper_setups())
+def test_a_rehearsal_changes_only_counts_weights_sizes_and_precision(name):
+    from diffaug.rehearsal import rehearsal_overrides, MODEL_KEYS
+    from diffaug.params import get_dotted, set_dotted, STAGES
+    from diffaug.core import ParamError
+    eff = effective_of(name)
+    o, why = rehearsal_overrides(eff, MODELS, raw='/raw')
+    assert set(o) == set(why)
+    for k in MODEL_KEYS: assert o[k] == MODELS['sd15'], k
+    for k in RECIPE:  # the classifier's recipe is the setup's
+        assert f'classification.{k}' not in o, k
+    for k, v in o.items():
+        old = get_dotted(eff, k) if k.split('.')[0] in eff and k.split('.')[1] in eff[k.split('.')[0]] else None
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and isinstance(old, (int, float)) and not isinstance(old, bool):
+            assert v <= old, (k, v, old)  # counts only shrink
+    assert o['runs.seeds'] == eff['runs']['seeds'][:1] and o['classification.epochs'] == 1
+    for k, v in o.items(): set_dotted(eff, k, v)
+    for sec in ('concepts', 'concepts_ti', 'synthesis', 'inversion', 'interpolation', 'classification', 'suffixes', 'oracle'):
+        st = STAGES[sec]; given = dict(eff[sec])
+        for k in (*st.paths, *st.maybe_paths):  # wired by params.yaml / dvc.yaml; here any path
+            if given.get(k) is None: given[k] = f'/wired/{k}'
+        if sec == 'synthesis': given['method'] = 'real-guidance'
+        st.config_class().from_params(given, f'{name} [{sec}]').check(files=False)
+
+
+def _prepare(tmp_path, name, n_classes=3, per_class=4):
+    from diffaug.importers import write_native_fixture
+    from diffaug.prepare import PrepareConfig, run_prepare
+    from diffaug.data import load_split
+    p = dict(effective_of(name)['prepare'])
+    raw = write_native_fixture(p['source'], tmp_path/'raw', n_classes=n_classes, per_class=per_class)
+    p.update(raw=str(raw), root=str(tmp_path/'dataset'), split_path=str(tmp_path/'split.json'))
+    run_prepare(PrepareConfig(**p))
+    return load_split(tmp_path/'split.json'), p
+
+
+def test_cub_lt_imbalance_on_the_native_layout(tmp_path):
+    sp, p = _prepare(tmp_path, 'cub-lt-if100-resnet50', n_classes=10, per_class=8)
+    counts = sorted((sum(i['label'] == c for i in sp.items('train')) for c in sp.classes), reverse=True)
+    assert p['kind'] == 'long-tail' and counts[0] == 8 and counts[-1] == 1 and counts == sorted(counts, reverse=True)
+    assert len(sp.items('test')) == 10 * 8  # the official test partition, whole
+
+
+def test_flower_lt_half_split(tmp_path):
+    sp, p = _prepare(tmp_path, 'flower-lt-if100-resnet50', n_classes=4, per_class=4)
+    assert p['test'] == 'half'
+    # each class's 12 images (train, val, test partitions) cut 6 / 6: test 6 per class, the long tail drawn from the other 6
+    for c in sp.classes: assert sum(i['label'] == c for i in sp.items('test')) == 6
+    assert max(sum(i['label'] == c for i in sp.items('train')) for c in sp.classes) == 6
+
+
+def test_waterbirds_groups_on_the_native_layout(tmp_path):
+    "The Waterbirds setup's own step (its header's prepare command) on the native layout: every bird x place group in its test split."
+    from diffaug.rehearsal import setup_pre_commands
+    from diffaug.importers import write_native_fixture
+    from diffaug.prepare import PrepareConfig, run_prepare
+    from diffaug.data import load_split
+    (cmd,) = setup_pre_commands(ROOT/'params/waterbirds-5shot-resnet50.yaml')
+    sets = dict(cmd[i + 1].split('=', 1) for i in range(len(cmd) - 1) if cmd[i] == '--set')
+    sets.update(raw=str(write_native_fixture(sets['source'], tmp_path/'raw')), root=str(tmp_path/'wb'), split_path=str(tmp_path/'wb.json'))
+    run_prepare(PrepareConfig(**sets))
+    sp = load_split(tmp_path/'wb.json')
+    groups = {json.dumps(i.get('group'), sort_keys=True) for i in sp.items('test')}
+    assert len(groups) == 4, groups
+    assert effective_of('waterbirds-5shot-resnet50')['classification']['eval_split'] == sets['split_path'].replace(str(tmp_path/'wb.json'), 'data/waterbirds/split.json')
+
+
+@pytest.mark.parametrize('name', ['cub-5shot-resnet50', 'cub-5shot-vit-b16'])
+def test_few_shot_classifier_at_its_real_size(tmp_path, name):
+    "The setup's classifier recipe (ResNet-50 at 224 px; ViT-B/16 SWAG at 384 px), its architecture untrained, one epoch."
+    from diffaug.classification import ClassificationConfig, run_classification
+    sp, _ = _prepare(tmp_path, name, n_classes=2, per_class=2)
+    c = dict(effective_of(name)['classification'])
+    c.update(split=str(tmp_path/'split.json'), out=str(tmp_path/'run'), method='mixup', pretrained=False, epochs=1, batch_size=2,
+             num_workers=0, precision='bf16', synthetic=None, methods=None, seeds=None, threads=1, checkpoint_every=0)
+    m = run_classification(ClassificationConfig(**{k: v for k, v in c.items() if k in ClassificationConfig.__dataclass_fields__}))
+    assert 0 <= m['top1'] <= 100 and m['epochs'] == 1
+
+
+def test_the_suffix_models_run(tmp_path):
+    "source auto on a dataset without captions: a BLIP captioner, then a Qwen2 chat model summarises (here tiny, random)."
+    from diffaug.suffixes import SuffixesConfig, run_suffixes, make_tiny_blip
+    from diffaug.rehearsal import make_qwen2_random
+    _prepare(tmp_path, 'cub-5shot-resnet50', n_classes=2, per_class=2)
+    r = run_suffixes(SuffixesConfig(split=str(tmp_path/'split.json'), out=str(tmp_path/'suffixes.txt'), source='auto',
+                                    captioner=str(make_tiny_blip(tmp_path/'blip')), llm=str(make_qwen2_random(tmp_path/'qwen2')),
+                                    device='cpu'))
+    assert 'captions by' in r['how'] and 'qwen2' in r['how'] and r['n_suffixes'] >= 1, r
