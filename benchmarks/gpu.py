@@ -130,7 +130,7 @@ def run(smoke:bool=False, batches=None, steps=None, repeats=None, compile_modes=
             pipe = build_pipe(smoke, device, dtype, Path(tmp))
             from diffaug.models import sd_resolution
             res = sd_resolution(pipe)
-            if comp: pipe.unet.compile(backend=backend, **({'mode': 'max-autotune-no-cudagraphs'} if backend == 'inductor' else {}))
+            if comp: pipe.unet.compile(backend=backend)
             r = Runner(pipe, res, steps)
             for (impl, task), name in JOBS.items():
                 for B in (batches[:1] if smoke and comp else batches):  # smoke: compiling once is the code path
