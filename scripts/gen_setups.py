@@ -4,7 +4,7 @@
 Each setup is built as plain dictionaries (one per params.yaml section it overrides) and dumped as YAML, under a
 header comment with the paper's expected numbers. A setup holds only overrides of params.yaml (`dvc exp run -S`).
 Numbers: Diff-II (CVPR 2025) Tables 1-3. Hyper-parameters: the papers and the authors' released code, summarised in
-each file's header. Edit this script, not the YAML files, so that every setup stays consistent
+each file's header, value by value (`provenance`: the paper's text, the released code, or chosen here, and why). Edit this script, not the YAML files, so that every setup stays consistent
 (tests/test_pipeline.py checks that params/ is exactly what this script writes, and that every setup is valid).
 """
 import sys
@@ -134,6 +134,80 @@ def table(rows, cols):
     for r, v in rows.items(): lines.append(f"#   {r:{w}s}  " + '  '.join(f'{x:9.2f}' for x in v))
     return '\n'.join(lines) + '\n'
 
+# ---------------------------------------------------------------- where each value comes from (issue 24, item 6)
+# Read in the authors' released code: Diff-II = github.com/scuwyh2000/Diff-II at 8c0fa1a (scripts/run.sh and the scripts it
+# calls), Diff-Mix = github.com/Zhicaiwww/Diff-Mix at a81337b. RUNSH: the line numbers of run.sh's classifier commands,
+# (dataset, backbone, shots) -> (--lr line, --syn_p line, --syn_dir line, the synthetic folder it reads).
+RUNSH_NAME = {'cub': 'cub', 'aircraft': 'aircraft', 'pets': 'pet', 'cars': 'car'}
+RUNSH = {('cars', 'resnet50', 5): (19, 22, 24, 'ours_0.3_5.0'), ('cars', 'resnet50', 10): (33, 36, 38, 'ours_0.1_5.0'),
+         ('cars', 'vit-b16', 5): (47, 50, 52, 'ours_0.3_5.0'), ('cars', 'vit-b16', 10): (61, 64, 66, 'ours_0.1_5.0'),
+         ('pets', 'resnet50', 5): (76, 79, 81, 'ours_0.3_5.0'), ('pets', 'resnet50', 10): (90, 93, 95, 'ours_0.1_5.0'),
+         ('pets', 'vit-b16', 5): (104, 107, 109, 'ours_0.3_5.0'), ('pets', 'vit-b16', 10): (118, 121, 123, 'ours_0.1_5.0'),
+         ('aircraft', 'resnet50', 5): (133, 136, 138, 'ours_1.0_5.0'), ('aircraft', 'resnet50', 10): (147, 150, 152, 'ours_1.0_5.0'),
+         ('aircraft', 'vit-b16', 5): (161, 164, 166, 'ours_1.0_5.0'), ('aircraft', 'vit-b16', 10): (175, 178, 180, 'ours_1.0_5.0'),
+         ('cub', 'resnet50', 5): (192, 195, 197, 'ours_1.0_5.0'), ('cub', 'resnet50', 10): (206, 209, 211, 'ours_1.0_5.0'),
+         ('cub', 'vit-b16', 5): (221, 224, 226, 'ours_1.0_5.0'), ('cub', 'vit-b16', 10): (236, 239, 241, 'ours_1.0_5.0')}
+RUNSH_LT = {('cub-lt', 10): 254, ('cub-lt', 20): 268, ('cub-lt', 100): 282, ('flower-lt', 10): 296, ('flower-lt', 20): 310, ('flower-lt', 100): 324}
+DM_LR = {'cub': '0.05 / 0.001', 'aircraft': '0.10 / 0.001', 'pets': '0.01 / 0.0001', 'cars': '0.10 / 0.001'}  # classification.sh:2-3
+
+def provenance(kind, ds='cub', bb='resnet50', shots=5, IF=None, s=0.3):
+    """The comment block naming, per value, whether it follows the paper's text (P), the released code (C) or is chosen
+    here (H), and why. kind: 'few-shot', 'long-tail' or 'waterbirds'."""
+    L = ["# Where the values come from: P = the paper's text, C = the authors' released code (Diff-II: scuwyh2000/Diff-II at",
+         "# 8c0fa1a; Diff-Mix: Zhicaiwww/Diff-Mix at a81337b; file:line below), H = chosen here; the reason where they differ."]
+    if kind == 'few-shot':
+        lr, sp, sd, folder = RUNSH[(ds, bb, shots)]
+        L += [f"#   classification.p 0.5: P (p = 0.5 for every diffusion method). C trains every few-shot classifier with --syn_p=0",
+              f"#     (run.sh:{sp}), and train_classifier.py:89 keeps the real image whenever uniform() >= p, i.e. always at p = 0:",
+              "#     those runs use NO synthetic image, so p = 0 would make every synthetic method a copy of `original`",
+              "#     (C's own long-tail and Waterbirds commands use 0.5: run.sh:254, 341)."]
+        if bb == 'resnet50':
+            L += [f"#   classification.lr {R50_LR[ds]:g}: C (run.sh:{lr}; Diff-Mix's classification.sh:2 lists the same ResNet-50 lr per",
+                  "#     dataset); ClassificationConfig's default, 0.05, is recorded there as the paper's single value.",
+                  f"#   classification.epochs 128, batch_size 256: P and C (run.sh:{lr - 2}-{lr - 1}; the batch split over 8 GPUs,",
+                  "#     train_classifier.py:302)."]
+        else:
+            L += [f"#   classification.lr {1e-4 if ds == 'pets' else 1e-3:g}: C (run.sh:{lr}; Diff-Mix's classification.sh:3, ViT column).",
+                  f"#   classification.epochs 100, batch_size 32, 384 px from a 440 px resize: P and C (run.sh:{lr - 2}-{lr + 4}).",
+                  "#   classification.model: C's SWAG weights (train_classifier.py:262-263, IMAGENET1K_SWAG_E2E_V1); P says ImageNet-21k."]
+        L += ["#   classification mixing: C's few-shot commands pass neither --use_mixup nor --use_cutmix (no mixing for the diffusion",
+              "#     methods, as here); mix_prob 0.3 = train_classifier.py:170-172's default, used here by the methods mixup and cutmix."]
+    elif kind == 'long-tail':
+        L += [f"#   classification.p 0.5: P and C (run.sh:{RUNSH_LT[(ds, IF)]}); the replacing image's class drawn with probability",
+              "#     proportional to 1/(n_c + 1): C (train_classifier_imb.py:82-102, 116-120), replace_with: inverse-frequency.",
+              f"#   classification.epochs 200, batch_size 128: P and C (run.sh:{RUNSH_LT[(ds, IF)] - 4}-{RUNSH_LT[(ds, IF)] - 3}); lr 0.005: C, train_classifier_imb.py:183-185's",
+              "#     default (the long-tail commands pass no --lr)."]
+    else:
+        L += ["#   classification.p 0.5, lr 0.05, epochs 128, batch_size 256: P and C (run.sh:333-346). C's four Waterbirds commands also",
+              "#     pass --num_class=100 (run.sh:345; CUB has 200 classes) and --val_dataset (run.sh:346), an option",
+              "#     train_classifier.py does not define (its parser has --test_file, :212; parse_args at :239 exits on an unknown",
+              "#     option): as released they do not run. Here: 200 classes, the Waterbirds test split through classification.eval_split."]
+    if kind != 'long-tail':
+        L += ["#   classification.replace_with source: H (an image made from the replaced one, else one of its class); C draws any",
+              "#     synthetic image of the class (train_classifier.py:92-97), i.e. replace_with: class."]
+    L += [f"#   classification.select last: H; C reports the best test accuracy over all epochs ({'train_classifier_imb.py:470' if kind == 'long-tail' else 'train_classifier.py:391-392'}).",
+          "#   runs.seeds [0, 1, 2]: P (3 trials); C runs one seed, 2020 (--seed=2020 in every run.sh command).",
+          "#   inversion.steps 25: H, = interpolation.steps, so the inverted latent lands on the sampler's first timestep",
+          "#     (nbs/20_inversion.ipynb); C inverts with 200 steps (get_inversion.py:149-151's default, which run.sh:2-4 keeps),",
+          "#     without guidance (condiction_scale 1, :152-154) as here: 8x the U-Net calls of the 25-step sampling it feeds.",
+          "#   interpolation.steps 25, guidance_scale 7.5, expansion 5: P and C (interpolation_le.py:221-235's defaults); synthesis",
+          "#     .expansion 5: P for every method (C's train_classifier.py:334 passes expansion_rate=5, which it never uses)."]
+    if kind == 'few-shot':
+        L += [f"#   interpolation.suffix_fraction {s:g}: P (s = 0.3 at 5 shots, 0.1 at 10). C's one interpolation command runs --strength=0.0",
+              f"#     (run.sh:8, 5-shot Aircraft) while this classifier command reads syn/{RUNSH_NAME[ds]}/{shots}shot/{folder} (run.sh:{sd}),",
+              "#     a folder name interpolation_le.py:156 never writes (ours_<s>); C's switch rule (the suffixed prompt while",
+              "#     t >= 1000 (1 - s), interpolation_le.py:126-130) is the one used here."]
+    elif kind == 'long-tail':
+        L += ["#   interpolation.suffix_fraction 1.0: P (s = 1 for the long tail); C's folder syn/imb_<dataset>_<1/IF>/data does not",
+              "#     name it. C's switch rule (the suffixed prompt while t >= 1000 (1 - s), interpolation_le.py:126-130) is used here."]
+    else:
+        L += ["#   interpolation.suffix_fraction 0.3: P (Table 1's 5-shot value); C's Waterbirds commands read syn/cub/5shot/ours_1.0_5.0",
+              "#     (run.sh:343). C's switch rule (interpolation_le.py:126-130) is used here."]
+    L += ["#   concepts: C, Diff-Mix's scripts/finetune.sh (35,000 steps :12, lr 5e-5 :15, rank 10 :19, batch 2 :22), whose",
+          "#     learned_embeds-steps-35000.bin Diff-II loads (get_inversion.py:85-89); resolution 512 here (SD 1.5's native size",
+          "#     and the size everything is inverted and sampled at), 224 in finetune.sh:10."]
+    return '\n'.join(L) + '\n'
+
 # ---------------------------------------------------------------- Table 1: few-shot, ResNet-50 and ViT-B/16
 for bb in ('resnet50', 'vit-b16'):
     for shots in (5, 10):
@@ -145,7 +219,8 @@ for bb in ('resnet50', 'vit-b16'):
                     f"# Diff-II (CVPR 2025) Table 1; expansion 5 and replacement probability p = 0.5 for every diffusion method; 3 trials.\n"
                     + HOWTO.format(raw=RAW[ds], stem=stem) +
                     "# Expected top-1 (%), mean of 3 trials, from the paper (runs.methods: every row below, plus real-gen and diff-gen):\n"
-                    + table(exp, [f'{ds} {shots}-shot']))
+                    + table(exp, [f'{ds} {shots}-shot'])
+                    + provenance('few-shot', ds, bb, shots, s=0.3 if shots == 5 else 0.1))
             cls = (classification(R50, 224, 128, 256, R50_LR[ds], mixing=True) if bb == 'resnet50' else
                    classification(VIT, 384, 100, 32, 1e-4 if ds == 'pets' else 1e-3, mixing=True))
             write(stem, head, {'prepare': prepare(ds, RAW[ds], kind='few-shot', shots=shots), 'runs': runs(ALL),
@@ -165,7 +240,8 @@ for j, (ds, src, label) in enumerate([('cub-lt', 'cub', 'CUB-LT'), ('flower-lt',
                 + "# Real-Gen draws each image's class uniformly (synthesis.gen_classes: uniform, as Diff-Mix's code).\n"
                 + HOWTO.format(raw=RAW[src], stem=stem) +
                 "# Expected top-1 (%) from the paper (CE = method original here; CMO/CMO-DRW are not implemented):\n"
-                + table(exp, [f'IF={IF}']))
+                + table(exp, [f'IF={IF}'])
+                + provenance('long-tail', ds, IF=IF, s=1.0))
         half = {'test': Note('half', "Diff-Mix's Flower-LT: each class cut 50/50 into pool and test (official split ignored)")} if src == 'flowers102' else {}
         d = diffusion(1.0)
         d['synthesis']['gen_classes'] = Note('uniform', "Real-Gen: each image's class drawn uniformly (Diff-Mix's code)")
@@ -187,7 +263,8 @@ head = ("# Paper setup: out-of-distribution test. Train ResNet-50 (224 px, Image
         + HOWTO.format(raw=RAW['cub'], stem=stem) +
         "# The report's group columns: group:landbird/land = (L,L), group:waterbird/water = (W,W), group:landbird/water = (L,W),\n"
         "# group:waterbird/land = (W,L); group_mean = Avg. Expected accuracy (%) from the paper:\n"
-        + table(T3, ['(L,L)', '(W,W)', '(L,W)', '(W,L)', 'Avg']))
+        + table(T3, ['(L,L)', '(W,W)', '(L,W)', '(W,L)', 'Avg'])
+        + provenance('waterbirds'))
 write(stem, head, {'prepare': prepare('cub', RAW['cub'], kind='few-shot', shots=5),
                    'runs': runs(['original', 'real-filter', 'real-guidance', 'real-mix', 'da-fusion', 'diff-aug', 'diff-mix', 'diff-ii']),
                    **diffusion(0.3),
