@@ -119,3 +119,30 @@ def test_the_suffix_models_run(tmp_path):
                                     captioner=str(make_tiny_blip(tmp_path/'blip')), llm=str(make_qwen2_random(tmp_path/'qwen2')),
                                     device='cpu'))
     assert 'captions by' in r['how'] and 'qwen2' in r['how'] and r['n_suffixes'] >= 1, r
+
+
+@pytest.mark.slow
+def test_a_paper_setup_rehearses_end_to_end(tmp_path):
+    """`rehearse` of a paper setup (CUB 5-shot, ResNet-50) in a work copy of HEAD, through `dvc exp run` as the setup is
+    written, on CUB's native-layout fixture: every stage runs and the report covers every method of the setup. The
+    weights here are the tests' tiny models (SD 1.5's architecture takes ~15 min: scripts/rehearse.py, results/rehearsal/)."""
+    from diffaug.experiments import prepare_workdir
+    from diffaug.rehearsal import rehearse, rehearsal_models, rehearsal_table
+    from diffaug.models import make_tiny_sd, make_tiny_clip
+    from diffaug.suffixes import make_tiny_blip, make_tiny_llm
+    cache = tmp_path/'cache'
+    rehearsal_models(cache/'models', makers={'sd15': lambda p: make_tiny_sd(p, resolution=32), 'clip-b32': make_tiny_clip,
+                                            'blip-large': make_tiny_blip, 'qwen2': make_tiny_llm})
+    work = prepare_workdir(tmp_path/'work', ROOT)
+    rec = rehearse(ROOT/'params/cub-5shot-resnet50.yaml', work, tmp_path/'results', cache=cache)
+    assert rec['ok'], rec
+    assert set(rec['report_methods']) == set(rec['methods']) and len(rec['methods']) == 12
+    ran = {s['stage'] for s in rec['stages']}
+    assert ran >= {'prepare', 'suffixes', 'concepts', 'concepts_ti', 'synthesis', 'inversion', 'interpolation', 'annotation',
+                   'oracle', 'classification', 'report'}, ran
+    assert all(s['ok'] and s['wall_s'] > 0 and s['peak_rss_mb'] > 0 for s in rec['stages'])
+    split = json.loads((work/'data/split.json').read_text())
+    assert split['classes'] == ['Black footed Albatross', 'Laysan Albatross', 'Sooty Albatross'] and len(split['items']['train']) == 6
+    assert 'captions by' in (work/'data/suffixes.txt').read_text().splitlines()[0]  # source auto: the captioner ran
+    assert json.loads((tmp_path/'results'/'cub-5shot-resnet50.json').read_text())['ok']
+    assert '| cub-5shot-resnet50 | ok |' in rehearsal_table(tmp_path/'results')
