@@ -265,7 +265,7 @@ def setup_command(setup:str|Path, # a parameter file in params/
         cmd += ['-S', f"++{k}={yaml.safe_dump(v, default_flow_style=True, width=10**6).strip().removesuffix('...').strip()}"]
     return cmd
 
-# %% ../nbs/91_params.ipynb #23a8ea55
+# %% ../nbs/91_params.ipynb #153f1bb9
 STAGE_QUIET = 'DIFFAUG_STAGE_QUIET'  # "1": `python -m diffaug.pipeline <stage>` runs as with --quiet (set by `setup --quiet` for the stages DVC runs)
 
 def setup_settings(sets:list, # `--set` values: "SECTION.KEY=VALUE" (YAML values)

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['META_COLUMNS', 'PLACEHOLDER', 'PLACEHOLDER_TEXT', 'write_metadata_csv', 'read_metadata_csv', 'SyntheticSetWriter',
-           'SynthItem', 'SyntheticSet']
+__all__ = ['META_COLUMNS', 'PLACEHOLDER', 'PLACEHOLDER_TEXT', 'keep_class_folders', 'write_metadata_csv', 'read_metadata_csv',
+           'SyntheticSetWriter', 'SynthItem', 'SyntheticSet']
 
 # %% ../nbs/04_synthetic.ipynb #e1015f17
 import numpy as np
@@ -28,6 +28,16 @@ META_COLUMNS = ['file_name', 'label', 'method', 'source_ids', 'target', 'strengt
 PLACEHOLDER = '.keep'  # the one file of a class folder without images (stock readers skip it; DVC and git keep the folder)
 PLACEHOLDER_TEXT = ("No synthetic image of this class. This file keeps the folder, so torchvision's ImageFolder(..., allow_empty=True)\n"
                     "numbers the classes as the dataset root does.\n")
+
+def keep_class_folders(root:str|Path, # a synthetic set's folder (or its scratch or staging folder)
+                       folders:list, # every class folder, in label order (`class_folder`)
+                      )->None:
+    "Make every class folder under `root`; one without an image gets the placeholder `.keep`, one with images loses it."
+    for f in folders:
+        d = Path(root)/f; d.mkdir(parents=True, exist_ok=True)
+        others = [p for p in d.iterdir() if p.name != PLACEHOLDER]
+        if not others and not (d/PLACEHOLDER).is_file(): atomic_write_text(d/PLACEHOLDER, PLACEHOLDER_TEXT)
+        elif others and (d/PLACEHOLDER).exists(): (d/PLACEHOLDER).unlink()
 
 def _cell(v)->str:
     if v is None: return ''
@@ -201,8 +211,7 @@ class SyntheticSetWriter:
             for p in sorted(d.rglob('*'), reverse=True) if d.is_dir() else []:
                 if p.is_file() and p.relative_to(sd).as_posix() not in rows: p.unlink()
                 elif p.is_dir() and not any(p.iterdir()): p.rmdir()
-            d.mkdir(parents=True, exist_ok=True)  # every class has its folder: stock readers number the classes as the dataset
-            if not any(d.iterdir()): atomic_write_text(d/PLACEHOLDER, PLACEHOLDER_TEXT)
+        keep_class_folders(sd, self.folders)  # every class has its folder: stock readers number the classes as the dataset
         for p in sd.glob('.*.tmp'): p.unlink()
         rows = [rows[k] for k in sorted(rows)]
         write_metadata_csv(sd/'metadata.csv', rows)

@@ -23,6 +23,8 @@ CLASSES = ['Red/Circle', 'Empty ☃', 'Blue Square']  # odd characters on purpos
 
 def test_shipped_model_loads_and_generates_in_stock_diffusers(recwarn):
     "`StableDiffusionPipeline.from_pretrained(models/miniworld)`, no dtype argument: every part in one dtype, it generates on CPU."
+    import gc
+    gc.collect(); recwarn.clear()  # an earlier test's garbage (HF datasets' imagefolder leaves metadata.csv open) is not this test's warning
     from diffusers import StableDiffusionPipeline
     pipe = StableDiffusionPipeline.from_pretrained(str(ROOT/'models'/'miniworld'))
     assert {n: getattr(pipe, n).dtype for n in ('unet', 'vae', 'text_encoder')} == dict.fromkeys(('unet', 'vae', 'text_encoder'), torch.float32)
@@ -141,6 +143,11 @@ def test_sparse_set_and_real_images_concatenate_in_imagefolder(tmp_path):
     intended = [real_class[Path(p)] for p, _ in real.samples] + [syn_class[Path(p)] for p, _ in syn.samples]
     assert len(intended) == len(both) == 6 * 2 + 3
     assert [split.classes[both[i][1]] for i in range(len(both))] == intended
+    # the annotation stage's copy (data/annotated/<method>) keeps the empty classes' folders too
+    from diffaug.annotation import annotate
+    ann = annotate(syn_dir, out_dir=tmp_path/'annotated')
+    assert ImageFolder(str(ann), allow_empty=True).class_to_idx == real.class_to_idx
+    assert (ann/toy.folders[0]/PLACEHOLDER).is_file() and not (ann/toy.folders[1]/PLACEHOLDER).exists()
 
 
 # --- (c) outputs follow the umask --------------------------------------------------------------------------------------
