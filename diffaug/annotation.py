@@ -18,8 +18,8 @@ __all__ = ['soft_label', 'soft_label_json', 'soft_label_vector', 'row_weights', 
 import numpy as np
 from .core import ParamError, check_param, progress, StageConfig
 from .files import atomic_write_text, atomic_write_json, staged_dir, link_or_copy
-from .data import Split, load_split, few_shot_split, save_split
-from .synthetic import SyntheticSetWriter, read_metadata_csv, write_metadata_csv
+from .data import Split, load_split, few_shot_split, save_split, class_folder
+from .synthetic import SyntheticSetWriter, read_metadata_csv, write_metadata_csv, keep_class_folders
 from .toy import make_toy_dataset, toy_image
 
 # %% ../nbs/45_annotation.ipynb #bdf4dc08
@@ -130,6 +130,7 @@ def annotate(synthetic_dir:str|Path, # a synthetic set (class folders + metadata
             f = sdir/r['file_name']
             if not f.exists(): raise FileNotFoundError(f"{f}: listed in {sdir/'metadata.csv'} but missing")
             link_or_copy(f, tmp/r['file_name'])
+        keep_class_folders(tmp, info.get('folders') or [class_folder(i, c) for i, c in enumerate(classes)])  # empty classes too
         write_metadata_csv(tmp/'metadata.csv', rows); atomic_write_json(tmp/'info.json', info)
     return out
 

@@ -6,7 +6,7 @@ Docs: https://diffaug.github.io/diffaug/augment.html.md"""
 
 # %% ../nbs/80_augment.ipynb #7f092899
 from __future__ import annotations
-import argparse, copy, json, shlex, subprocess, sys, tempfile, warnings
+import copy, json, shlex, sys, tempfile, warnings
 from pathlib import Path
 
 # %% auto #0
@@ -186,16 +186,13 @@ def write_setup_file(setup:dict, # `dvc_setup`'s overrides
             "\n# Run it again with: python -m diffaug.pipeline setup " + Path(path).as_posix() + " (add --print to see the dvc command)\n")
     return atomic_write_text(path, head + yaml.safe_dump(setup, sort_keys=False, allow_unicode=True))
 
-def _slug(s:str)->str:
-    import re
-    return re.sub(r'[^A-Za-z0-9_-]+', '-', s).strip('-') or 'own'
-
 def setup_main(argv:list, # the arguments after `setup`
                params_file:str='params.yaml', # the pipeline's parameter file
               )->int:
     "`python -m diffaug.pipeline setup --folder DIR ...`: check, write params/own/<name>.yaml, run the DVC experiment."
-    ap = argparse.ArgumentParser(prog='python -m diffaug.pipeline setup --folder',
-                                 description='Diff-II on your own images as a DVC experiment (checks everything first).')
+    from diffaug.params import setup_parser, setup_settings, setup_command, experiment_name, check_name_free, run_setup_command, load_yaml, _rehearse_hook
+    ap = setup_parser('python -m diffaug.pipeline setup --folder',
+                      'Diff-II on your own images as a DVC experiment (checks everything first); the setup file is params/own/<name>.yaml.', params_file)
     ap.add_argument('--folder', required=True, help='your images: one sub-folder per class, or a datasets save_to_disk / imagefolder directory')
     ap.add_argument('--metaclass', default=None, help='the word prompts use, e.g. bird (required unless the folder has a dataset.json)')
     ap.add_argument('--shots', default='5', help='training images per class, or "all" (default 5)')
@@ -205,36 +202,28 @@ def setup_main(argv:list, # the arguments after `setup`
     ap.add_argument('--device', default='auto', help='auto, cpu, cuda, cuda:N, mps')
     ap.add_argument('--precision', default=None, help='fp32, fp16, bf16 or auto (default: the recipe\'s)')
     ap.add_argument('--source', default='auto', choices=['auto', 'folder', 'datasets'], help='how to read --folder')
-    ap.add_argument('--name', default=None, help='the experiment and setup file name (default: the folder name)')
-    ap.add_argument('--set', dest='sets', action='append', default=[], metavar='SECTION.KEY=VALUE', help='any other parameter (YAML value)')
-    ap.add_argument('--params', default=params_file, help='the pipeline parameter file (default params.yaml)')
-    ap.add_argument('--print', dest='print_only', action='store_true', help='check and write the setup file, print the command, run nothing')
     a = ap.parse_args(argv)
-    from diffaug.params import parse_assignment, load_yaml, setup_command
     try:
         shots = a.shots if a.shots == 'all' else int(a.shots) if a.shots.isdigit() else a.shots
-        settings = {}
-        for s in a.sets:
-            k, v = parse_assignment(s)
-            sec, _, key = k.partition('.')
-            if not key: raise ParamError(f"--set {s!r}: expected SECTION.KEY=VALUE")
-            settings.setdefault(sec, {})[key] = load_yaml(v) if v.strip() else ''
+        settings = setup_settings(a.sets)
         built = [b for b in [((load_yaml(Path(a.params).read_text()) or {}).get('tiny_model') or {}).get('out')] if b]  # the toy model: a stage builds it
         recipe = 'mini' if a.recipe == 'auto' and a.model in built and not Path(a.model).exists() else a.recipe  # (tiny)
         setup = diffii_setup(a.folder, a.metaclass, shots, a.model, recipe, a.device, a.precision, a.source, a.methods == 'all', settings)
         with warnings.catch_warnings(record=True) as notes:
             warnings.simplefilter('always'); counts = check_setup(setup, dvc_wiring(a.params), built=built)
         for w in notes: print(f"note: {w.message}", file=sys.stderr, flush=True)
-        name = _slug(a.name or Path(a.folder).expanduser().resolve().name)
+        name = experiment_name(a.name or Path(a.folder).expanduser().resolve().name, 'own')
+        if not (a.print_only or a.rehearse): check_name_free(name)  # before the setup file of the existing experiment is replaced
         f = write_setup_file(dvc_setup(setup, a.params), Path('params')/'own'/f'{name}.yaml', shlex.join(['python', '-m', 'diffaug.pipeline', 'setup', *argv]))
-        cmd = setup_command(f, a.params) + ([] if a.methods == 'all' else ['interpolation'])
+        cmd = setup_command(f, a.params, a.queue, name=name) + ([] if a.methods == 'all' else ['interpolation'])
     except ParamError as e:
         print(f"error: {e}", file=sys.stderr, flush=True); return 2
+    if a.rehearse: return _rehearse_hook(f, {f'{s}.{k}': v for s, kv in settings.items() for k, v in kv.items()}, name)
     if counts: print(f"{len(counts)} classes, {sum(counts.values())} images: " + ', '.join(f"{c!r} {n}" for c, n in list(counts.items())[:8]) + (' ...' if len(counts) > 8 else ''))
     print(f"setup written to {f}\n{shlex.join(cmd)}", flush=True)
     if a.print_only: return 0
-    r = subprocess.call(cmd)
-    if r == 0 and a.methods != 'all':
+    r = run_setup_command(cmd, a.quiet)
+    if r == 0 and a.methods != 'all' and not a.queue:
         out = dvc_wiring(a.params).get('interpolation', {}).get('out')
         print(f"diff-ii: the synthetic set is in {out}")
     return r

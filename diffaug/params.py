@@ -6,18 +6,19 @@ Docs: https://diffaug.github.io/diffaug/params.html.md"""
 
 # %% ../nbs/91_params.ipynb #80e61e29
 from __future__ import annotations
-import copy, importlib, os, re
+import argparse, copy, importlib, os, re, subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['STAGES', 'CROSS_RULES', 'Stage', 'get_dotted', 'set_dotted', 'parse_assignment', 'YAML12Loader', 'load_yaml',
-           'read_params', 'resolve_paths', 'check_cross_rules', 'check_stage_params', 'flatten', 'stage_resets',
-           'setup_overrides', 'setup_command']
+__all__ = ['STAGES', 'CROSS_RULES', 'STAGE_QUIET', 'Stage', 'get_dotted', 'set_dotted', 'parse_assignment', 'YAML12Loader',
+           'load_yaml', 'read_params', 'resolve_paths', 'check_cross_rules', 'check_stage_params', 'flatten',
+           'stage_resets', 'setup_overrides', 'setup_command', 'setup_settings', 'experiment_name', 'experiment_names',
+           'check_name_free', 'setup_parser', 'run_setup_command']
 
 # %% ../nbs/91_params.ipynb #951b89b4
 import yaml
-from .core import ParamError
+from .core import ParamError, nearest
 
 # %% ../nbs/91_params.ipynb #fec4a4cf
 @dataclass(frozen=True)
@@ -213,36 +214,125 @@ def stage_resets(sec:str, # a stage's section name
     st = STAGES[sec]; defaults = {k: d for k, (_, d, _) in st.config_class().fields_doc().items()}
     return {k: defaults[k] for k in body if k in defaults and k not in (*st.paths, *st.maybe_paths, *st.keep) and k not in given}
 
+def _check_setup_key(key:str, # a dotted key: "section.key..."
+                     base:dict, # the default parameter file
+                     where:str, # where the key comes from, for the message
+                     params_file, # the default's name, for the message
+                    )->None:
+    "`ParamError` unless `key` names a parameter: a stage's (its class decides) or a key of another section of `base`; the nearest valid name said."
+    sec, *rest = key.split('.')
+    if sec in STAGES:
+        if rest: STAGES[sec].config_class().from_params({rest[0]: None}, f"{where} [{sec}]")  # an unknown key: the nearest named
+        return
+    if sec not in base: raise ParamError(f"{where}: section {sec!r} is not in {params_file}" + nearest(sec, [*base, *STAGES], 0.5))
+    body = base[sec]
+    if rest and isinstance(body, dict) and rest[0] not in body:
+        raise ParamError(f"{where}: section {sec!r} of {params_file} has no key {rest[0]!r}" + nearest(rest[0], body, 0.5) + f" (its keys: {', '.join(body)})")
+
 def setup_overrides(setup:str|Path, # a parameter file in params/
                     params_file:str|Path='params.yaml', # the default it overrides
+                    sets:dict|None=None, # `{section: {key: value}}` over the setup's own values (`setup_settings` of `--set`)
                    )->dict:
-    """The dotted overrides that turn `params_file` into `setup`, checked against the stages' classes. A setup is its
-    own values over the classes' defaults, wired by `params_file`'s paths: a stage parameter that `params_file` sets and
-    `setup` does not is set back to its default (so no value of the embedded default leaks into a paper setup)."""
+    """The dotted overrides that turn `params_file` into `setup` (then `sets`), checked against the stages' classes. A
+    setup is its own values over the classes' defaults, wired by `params_file`'s paths: a stage parameter that
+    `params_file` sets and `setup` does not is set back to its default (so no value of the embedded default leaks into a paper setup)."""
     setup, params_file = Path(setup), Path(params_file)
     if not setup.exists(): raise ParamError(f"{setup}: setup file not found")
     over = load_yaml(setup.read_text()) or {}
     base = load_yaml(params_file.read_text()) or {}
     flat = flatten(over)
-    for k in flat:
-        sec, *rest = k.split('.')
-        if sec in STAGES and rest: STAGES[sec].config_class().from_params({rest[0]: None}, f"{setup} [{sec}]")
-        elif sec not in base and sec not in STAGES: raise ParamError(f"{setup}: section {sec!r} is not in {params_file}")
+    extra = {f'{s}.{k}': v for s, kv in (sets or {}).items() for k, v in kv.items()}
+    for k in flat: _check_setup_key(k, base, str(setup), params_file)
+    for k in extra: _check_setup_key(k, base, '--set', params_file)
     resets = {}
     for sec, body in base.items():
         if sec not in STAGES or not isinstance(body, dict): continue
-        given = {f.split('.')[1] for f in flat if f.startswith(f'{sec}.') and f.count('.') >= 1}
+        given = {f.split('.')[1] for f in (*flat, *extra) if f.startswith(f'{sec}.') and f.count('.') >= 1}
         resets.update({f'{sec}.{k}': d for k, d in stage_resets(sec, body, given).items() if body[k] != d})
-    return {**flat, **resets}
+    return {**flat, **resets, **extra}
 
 def setup_command(setup:str|Path, # a parameter file in params/
                   params_file:str|Path='params.yaml', # the default it overrides
                   queue:bool=False, # `dvc exp run --queue` instead of running now
+                  sets:dict|None=None, # `{section: {key: value}}` over the setup (`setup_settings` of `--set`)
+                  name:str|None=None, # the experiment's name (default: the setup file's name)
                  )->list:
-    "The `dvc exp run` command line that runs `setup`."
-    flat = setup_overrides(setup, params_file)
-    cmd = ['dvc', 'exp', 'run', '-n', Path(setup).stem] + (['--queue'] if queue else [])
+    "The `dvc exp run` command line that runs `setup` (with `sets` over it) as experiment `name`."
+    flat = setup_overrides(setup, params_file, sets)
+    cmd = ['dvc', 'exp', 'run', '-n', name or Path(setup).stem] + (['--queue'] if queue else [])
     for k, v in flat.items():
         # `++key`: add or override (DVC refuses to override a key params.yaml does not list, and params.yaml lists only overrides)
         cmd += ['-S', f"++{k}={yaml.safe_dump(v, default_flow_style=True, width=10**6).strip().removesuffix('...').strip()}"]
     return cmd
+
+# %% ../nbs/91_params.ipynb #153f1bb9
+STAGE_QUIET = 'DIFFAUG_STAGE_QUIET'  # "1": `python -m diffaug.pipeline <stage>` runs as with --quiet (set by `setup --quiet` for the stages DVC runs)
+
+def setup_settings(sets:list, # `--set` values: "SECTION.KEY=VALUE" (YAML values)
+                  )->dict:
+    "`{section: {key: value}}` from `--set` values: the one parser of both forms of `setup`."
+    out = {}
+    for s in sets:
+        k, v = parse_assignment(s)
+        sec, _, key = k.partition('.')
+        if not key: raise ParamError(f"--set {s!r}: expected SECTION.KEY=VALUE")
+        try: val = load_yaml(v) if v.strip() else ''
+        except yaml.YAMLError as e: raise ParamError(f"--set {s!r}: the value is not valid YAML ({e})") from e
+        out.setdefault(sec, {})[key] = val
+    return out
+
+def experiment_name(s:str, # a wished name, e.g. a folder's
+                    default:str='setup', # when nothing of `s` remains
+                   )->str:
+    "`s` as an experiment's (and a file's) name git and DVC accept: letters, digits, '_' and '-'; other runs become '-'."
+    return re.sub(r'[^A-Za-z0-9_-]+', '-', str(s)).strip('-') or default
+
+def experiment_names(root:str|Path='.', # the repository
+                     rev:str='HEAD', # the commit the experiments are based on
+                    )->set:
+    "Names of the DVC experiments based on `rev` (as `dvc exp list --names-only`), from git's refs/exps; empty outside a git repository."
+    def git(*a):
+        try: r = subprocess.run(['git', '-C', str(root), *a], capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.SubprocessError): return ''
+        return r.stdout if r.returncode == 0 else ''
+    sha = git('rev-parse', '--verify', '-q', f'{rev}^{{commit}}').strip()
+    if not sha: return set()
+    pre = f'refs/exps/{sha[:2]}/{sha[2:]}/'
+    return {r[len(pre):] for r in git('for-each-ref', '--format=%(refname)', pre.rstrip('/')).split() if r.startswith(pre)}
+
+def check_name_free(name:str, # the experiment's name
+                    root:str|Path='.', # the repository
+                   )->None:
+    "`ParamError` (before anything runs) when experiment `name` exists on this commit, which DVC would refuse: how to replace or keep it."
+    if name in experiment_names(root):
+        raise ParamError(f"experiment {name!r} already exists on this commit: to replace it, `dvc exp remove {name}` and run again; "
+                         f"to keep it, run this one under another name: --name OTHER")
+
+def setup_parser(prog:str, # the command, for the usage line
+                 description:str, # what this form does
+                 params_file:str='params.yaml', # the default of --params
+                )->argparse.ArgumentParser:
+    "An argument parser with the flags both forms of `setup` take: --set, --name, --params, --print, --queue, --quiet, --rehearse."
+    ap = argparse.ArgumentParser(prog=prog, description=description)
+    ap.add_argument('--set', dest='sets', action='append', default=[], metavar='SECTION.KEY=VALUE',
+                    help="a parameter over the setup's (YAML value; repeatable); an unknown section or key is refused")
+    ap.add_argument('--name', default=None, help="the experiment's name (default: the setup file's; with --folder, the folder's)")
+    ap.add_argument('--params', default=params_file, help=f'the pipeline parameter file (default {params_file})')
+    ap.add_argument('--print', dest='print_only', action='store_true', help='check, print the dvc command, run nothing')
+    ap.add_argument('--queue', action='store_true', help='queue the experiment (dvc exp run --queue) instead of running it now')
+    ap.add_argument('--quiet', action='store_true', help="the stages do not stream their notebooks' output (nor progress bars)")
+    ap.add_argument('--rehearse', action='store_true', help='(reserved: not built yet)')
+    return ap
+
+def run_setup_command(cmd:list, # `setup_command`'s
+                      quiet:bool=False, # the stages as with --quiet (and no progress bars)
+                     )->int:
+    "Run the `dvc exp run` command; its exit code."
+    return subprocess.call(cmd, env={**os.environ, STAGE_QUIET: '1', 'DIFFAUG_QUIET': '1'} if quiet else None)
+
+def _rehearse_hook(setup_path:Path, # the setup file
+                   overrides:dict, # the `--set` overrides over it, dotted: {"concepts.steps": 2}
+                   name:str, # the experiment's name
+                  ):
+    "`setup --rehearse` (both forms): reserved."
+    raise SystemExit("--rehearse: not built yet")

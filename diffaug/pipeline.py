@@ -12,11 +12,12 @@ from pathlib import Path
 # %% auto #0
 __all__ = ['StageError', 'kernel_options', 'execute_stage_notebook', 'run_view', 'skip_in_test', 'output_text', 'cell_texts',
            'stale_outputs', 'drop_stderr', 'shrink_png', 'shrink_images', 'record_cost', 'run_stage', 'stage_help',
-           'main']
+           'setup_file_main', 'main']
 
 # %% ../nbs/90_pipeline.ipynb #670b3d0b
 from .core import ParamError, environment, nearest
-from .params import STAGES, load_yaml, read_params, resolve_paths, check_stage_params, check_cross_rules, setup_command
+from .params import (STAGES, load_yaml, read_params, resolve_paths, check_stage_params, check_cross_rules, setup_command,
+                            setup_settings, setup_parser, experiment_name, check_name_free, run_setup_command, _rehearse_hook, STAGE_QUIET)
 
 # %% ../nbs/90_pipeline.ipynb #9bc6d461
 class StageError(RuntimeError):
@@ -282,42 +283,54 @@ def stage_help(stage:str)->str:
             f"{st.doc}. Runs nbs/{st.notebook} with the section `{stage}` of the parameter file; its parameters "
             f"({cls.__module__}.{cls.__name__}), with their defaults:\n{cls.help()}")
 
+def setup_file_main(argv:list, # the arguments after `setup`
+                   )->int:
+    "`python -m diffaug.pipeline setup params/<file>.yaml [--set SECTION.KEY=VALUE ...] [--name NAME] [--print] [--queue] [--quiet]`."
+    ap = setup_parser('python -m diffaug.pipeline setup', 'Run a setup file of params/ as a DVC experiment (dvc exp run -n NAME -S ...), '
+                      'checked first. Your own images instead: setup --folder DIR (setup --folder --help).')
+    ap.add_argument('setup_file', nargs='?', help='the parameter file, e.g. params/cub-5shot-resnet50.yaml')
+    a = ap.parse_args(argv)
+    if not a.setup_file: ap.error('setup needs a parameter file, e.g. params/cub-5shot-resnet50.yaml (or --folder DIR: your own images)')
+    try:
+        sets = setup_settings(a.sets)
+        name = experiment_name(a.name or Path(a.setup_file).stem)
+        cmd = setup_command(a.setup_file, a.params, a.queue, sets, name)  # unknown sections and keys refused here
+        if a.rehearse: return _rehearse_hook(Path(a.setup_file), {f'{s}.{k}': v for s, kv in sets.items() for k, v in kv.items()}, name)
+        if not a.print_only: check_name_free(name)  # DVC would refuse the name deep in its output
+    except ParamError as e:
+        print(f"error: {e}", file=sys.stderr, flush=True); return 2
+    print(shlex.join(cmd), flush=True)
+    return 0 if a.print_only else run_setup_command(cmd, a.quiet)
+
 def main(argv:list|None=None, # arguments (default: sys.argv[1:])
         )->int:
-    "`python -m diffaug.pipeline <stage> ...` or `python -m diffaug.pipeline setup params/<file>.yaml`."
+    "`python -m diffaug.pipeline <stage> ...` or `python -m diffaug.pipeline setup params/<file>.yaml` (or `setup --folder DIR`)."
     stages = '\n'.join(f'  {k:15s} nbs/{s.notebook}: {s.doc}' for k, s in STAGES.items())
     ap = argparse.ArgumentParser(prog='python -m diffaug.pipeline', formatter_class=argparse.RawDescriptionHelpFormatter,
                                  description='Run a stage notebook with papermill, or a paper setup with dvc exp run.',
-                                 epilog=f"stages:\n{stages}\n  setup           python -m diffaug.pipeline setup params/<setup>.yaml [--print] [--queue]\n"
+                                 epilog=f"stages:\n{stages}\n  setup           python -m diffaug.pipeline setup params/<setup>.yaml [--set SECTION.KEY=VALUE ...] [--name NAME] [--print] [--queue] [--help]\n"
                                         f"  setup --folder  python -m diffaug.pipeline setup --folder DIR --metaclass WORD [--shots N|all] [--model M] [--help]: your own images")
-    ap.add_argument('stage', help='a stage name, or "setup"')
-    ap.add_argument('setup_file', nargs='?', help='with "setup": the parameter file in params/')
+    ap.add_argument('stage', help='a stage name, or "setup" (setup --help)')
     ap.add_argument('--params', default='params.yaml', help='parameter file (default params.yaml)')
     ap.add_argument('--set', dest='sets', action='append', default=[], metavar='KEY=VALUE', help='override a parameter (YAML value)')
     ap.add_argument('--ref', dest='refs', action='append', default=[], metavar='NAME=SECTION.KEY', help='copy a value from elsewhere in the file')
     ap.add_argument('--out', default=None, help='the executed notebook (default reports/<stage>/<stage>.ipynb)')
     ap.add_argument('--root', default=None, help='the repository root (default: current directory)')
-    ap.add_argument('--quiet', action='store_true', help="do not stream the notebook's output")
+    ap.add_argument('--quiet', action='store_true', help=f"do not stream the notebook's output (also when {STAGE_QUIET}=1)")
     ap.add_argument('--full', action='store_true', help='execute the whole chapter (demos and tests too), not only its run view')
-    ap.add_argument('--print', dest='print_only', action='store_true', help='with "setup": print the command only')
-    ap.add_argument('--queue', action='store_true', help='with "setup": queue the experiment')
     ap.add_argument('--restart', action='store_true', help="discard the stage's unfinished work (made with other parameters)")
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ['setup'] and any(x == '--folder' or x.startswith('--folder=') for x in argv):  # your own images (nbs/80_augment.ipynb)
-        from diffaug.augment import setup_main
-        return setup_main(argv[1:])
+    if argv[:1] == ['setup']:
+        if any(x == '--folder' or x.startswith('--folder=') for x in argv):  # your own images (nbs/80_augment.ipynb)
+            from diffaug.augment import setup_main
+            return setup_main(argv[1:])
+        return setup_file_main(argv[1:])
     if argv and argv[0] in STAGES and {'-h', '--help'} & set(argv):
         print(stage_help(argv[0])); return 0
     a = ap.parse_args(argv)
     try:
-        if a.stage == 'setup':
-            if not a.setup_file: ap.error('setup needs a parameter file, e.g. params/cub-5shot-resnet50.yaml')
-            cmd = setup_command(a.setup_file, a.params, a.queue)
-            print(shlex.join(cmd), flush=True)
-            if a.print_only: return 0
-            import subprocess
-            return subprocess.call(cmd)
-        out = run_stage(a.stage, a.params, a.sets, a.refs, a.out, a.root, log_output=not a.quiet, full=a.full, restart=a.restart)
+        quiet = a.quiet or os.environ.get(STAGE_QUIET) == '1'
+        out = run_stage(a.stage, a.params, a.sets, a.refs, a.out, a.root, log_output=not quiet, full=a.full, restart=a.restart)
         print(f"{a.stage}: executed notebook written to {out}", flush=True)
         return 0
     except (ParamError, StageError) as e:

@@ -226,7 +226,7 @@ def stage_costs(workdir:str|Path, # the repository the run happened in
     order = {s: i for i, s in enumerate(STAGE_ORDER)}
     return sorted(rows, key=lambda r: (order.get(r['stage'], len(order)), r['item'] or ''))
 
-# %% ../nbs/94_rehearsal.ipynb #ae696d0e
+# %% ../nbs/94_rehearsal.ipynb #0a839d90
 def setup_pre_commands(setup:str|Path, # a setup file
                       )->list:
     "The `python -m diffaug.pipeline prepare ...` commands of the setup's header comment (continuation lines joined), as argument lists."

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['META_COLUMNS', 'write_metadata_csv', 'read_metadata_csv', 'SyntheticSetWriter', 'SynthItem', 'SyntheticSet']
+__all__ = ['META_COLUMNS', 'PLACEHOLDER', 'PLACEHOLDER_TEXT', 'keep_class_folders', 'write_metadata_csv', 'read_metadata_csv',
+           'SyntheticSetWriter', 'SynthItem', 'SyntheticSet']
 
 # %% ../nbs/04_synthetic.ipynb #e1015f17
 import numpy as np
@@ -24,6 +25,19 @@ from .data import class_folder, ImageItems
 
 # %% ../nbs/04_synthetic.ipynb #2e7ca1e5
 META_COLUMNS = ['file_name', 'label', 'method', 'source_ids', 'target', 'strength', 'lam', 'suffix', 'suffix_fraction', 'seed', 'soft_label']
+PLACEHOLDER = '.keep'  # the one file of a class folder without images (stock readers skip it; DVC and git keep the folder)
+PLACEHOLDER_TEXT = ("No synthetic image of this class. This file keeps the folder, so torchvision's ImageFolder(..., allow_empty=True)\n"
+                    "numbers the classes as the dataset root does.\n")
+
+def keep_class_folders(root:str|Path, # a synthetic set's folder (or its scratch or staging folder)
+                       folders:list, # every class folder, in label order (`class_folder`)
+                      )->None:
+    "Make every class folder under `root`; one without an image gets the placeholder `.keep`, one with images loses it."
+    for f in folders:
+        d = Path(root)/f; d.mkdir(parents=True, exist_ok=True)
+        others = [p for p in d.iterdir() if p.name != PLACEHOLDER]
+        if not others and not (d/PLACEHOLDER).is_file(): atomic_write_text(d/PLACEHOLDER, PLACEHOLDER_TEXT)
+        elif others and (d/PLACEHOLDER).exists(): (d/PLACEHOLDER).unlink()
 
 def _cell(v)->str:
     if v is None: return ''
@@ -192,13 +206,12 @@ class SyntheticSetWriter:
             for p in self.out.iterdir():
                 if p.is_file() and p.name not in ('metadata.csv', 'info.json') and not (sd/p.name).exists(): link_or_copy(p, sd/p.name)
         rows.update(pending)
-        for f in self.folders:  # leftovers (temp files of killed writes, images without a row) go; an empty class has no folder
+        for f in self.folders:  # leftovers (temp files of killed writes, images without a row, an old placeholder) go
             d = sd/f
-            if not d.is_dir(): continue
-            for p in sorted(d.rglob('*'), reverse=True):
+            for p in sorted(d.rglob('*'), reverse=True) if d.is_dir() else []:
                 if p.is_file() and p.relative_to(sd).as_posix() not in rows: p.unlink()
                 elif p.is_dir() and not any(p.iterdir()): p.rmdir()
-            if not any(d.iterdir()): d.rmdir()
+        keep_class_folders(sd, self.folders)  # every class has its folder: stock readers number the classes as the dataset
         for p in sd.glob('.*.tmp'): p.unlink()
         rows = [rows[k] for k in sorted(rows)]
         write_metadata_csv(sd/'metadata.csv', rows)

@@ -314,9 +314,10 @@ def test_imagefolder_reads_a_set_with_an_empty_class(tmp_path):
     w.finalize()
     info = json.loads((tmp_path/'set'/'info.json').read_text())
     assert info['classes'] == CLS and info['counts'][CLS[1]] == 0 and info['n_images'] == 6
-    assert not (tmp_path/'set'/class_folder(1, CLS[1])).exists()
-    f = ImageFolder(tmp_path/'set')
-    assert len(f) == 6 and f.classes == [class_folder(i, CLS[i]) for i in (0, 2, 3)]
+    assert [p.name for p in (tmp_path/'set'/class_folder(1, CLS[1])).iterdir()] == ['.keep']  # its folder, kept by a placeholder
+    f = ImageFolder(tmp_path/'set', allow_empty=True)
+    assert len(f) == 6 and f.classes == [class_folder(i, c) for i, c in enumerate(CLS)]
+    assert sorted({i for _, i in f.samples}) == [0, 2, 3]  # ImageFolder's indices are the split's
     ss = SyntheticSet(tmp_path/'set')
     assert ss.classes == CLS and sorted({it.label_idx for it in ss}) == [0, 2, 3]  # label indices follow the split's classes
 

@@ -226,6 +226,54 @@ def test_setup_files_come_from_the_generator(repo_root, tmp_path):
     assert [n for n in made if made[n] != have[n]] == []
 
 
+def _setup_cli(args, cwd, env=None):
+    "`python -m diffaug.pipeline setup ARGS` in `cwd`: the finished process (this checkout's package)."
+    return subprocess.run([PY, '-m', 'diffaug.pipeline', 'setup', *args], cwd=cwd, capture_output=True, text=True, timeout=300,
+                          env={**run_env(), 'PYTHONPATH': str(ROOT), **(env or {})})
+
+
+def test_setup_file_takes_set_and_name(repo_root):
+    "`setup params/<file>.yaml --set SECTION.KEY=VALUE --name NAME --print`: the override over the setup's value, the name in the command."
+    r = _setup_cli(['params/cub-5shot-resnet50.yaml', '--set', 'concepts.steps=2', '--set', 'runs.seeds=[0]', '--name', 'cub-quick', '--print'], repo_root)
+    assert r.returncode == 0 and r.stderr == '', r.stderr
+    cmd = r.stdout.split()
+    assert cmd[:5] == ['dvc', 'exp', 'run', '-n', 'cub-quick']
+    assert "'++concepts.steps=2'" not in cmd and '++concepts.steps=2' in cmd and '++concepts.steps=35000' not in cmd  # not quoted, and over the setup's
+    assert "'++runs.seeds=[0]'" in cmd and '++runs.seeds=[0, 1, 2]' not in r.stdout
+    assert _setup_cli(['params/cub-5shot-resnet50.yaml', '--print'], repo_root).stdout.split()[:5] == ['dvc', 'exp', 'run', '-n', 'cub-5shot-resnet50']
+    # an unknown key or section: one line, the nearest valid name, nothing printed or run
+    for bad, near in (('concepts.step=2', "did you mean 'steps'?"), ('concept.steps=2', "did you mean 'concepts'?"), ('runs.seed=[0]', "did you mean 'seeds'?")):
+        r = _setup_cli(['params/cub-5shot-resnet50.yaml', '--set', bad, '--print'], repo_root)
+        assert r.returncode == 2 and r.stdout == '' and len(r.stderr.splitlines()) == 1, (bad, r.stdout, r.stderr)
+        assert r.stderr.startswith('error: ') and near in r.stderr, (bad, r.stderr)
+    r = _setup_cli(['params/cub-5shot-resnet50.yaml', '--ref', 'x=y.z', '--print'], repo_root)  # a stage's flag: refused, not ignored
+    assert r.returncode == 2 and 'unrecognized arguments: --ref' in r.stderr
+
+
+def test_setup_second_run_says_how_to_replace_or_keep(tmp_path):
+    """A real (tiny) DVC experiment run by `setup`, then the same name again: refused before DVC runs, with `dvc exp remove`
+    and `--name OTHER`; the name check agrees with `dvc exp list`; `--quiet` reaches the stage commands."""
+    repo = tmp_path/'repo'; (repo/'params').mkdir(parents=True)
+    (repo/'params.yaml').write_text('runs:\n  seeds: [0]\n')
+    (repo/'params'/'tiny.yaml').write_text('runs:\n  seeds: [1]\n')
+    (repo/'dvc.yaml').write_text("stages:\n  hello:\n    cmd: python -c \"import os; print('stage', os.environ.get('DIFFAUG_STAGE_QUIET') == '1' and 'quiet' or 'loud')\"\n"
+                                 "    params: [runs.seeds]\n")
+    genv = {'GIT_AUTHOR_NAME': 't', 'GIT_AUTHOR_EMAIL': 't@t', 'GIT_COMMITTER_NAME': 't', 'GIT_COMMITTER_EMAIL': 't@t'}
+    for c in (['git', 'init', '-q'], [Path(PY).parent/'dvc', 'init', '-q'], ['git', 'add', '-A'], ['git', 'commit', '-qm', 'x']):
+        sh(c, repo, env=genv)
+    r = _setup_cli(['params/tiny.yaml'], repo, genv)
+    assert r.returncode == 0 and "'++runs.seeds=[1]'" in r.stdout and 'stage loud' in r.stdout, r.stdout + r.stderr
+    assert sh([Path(PY).parent/'dvc', 'exp', 'list', '--names-only'], repo).stdout.split() == ['tiny']
+    r = _setup_cli(['params/tiny.yaml'], repo, genv)  # again: DVC would fail deep in its output
+    assert r.returncode == 2 and r.stdout == '' and len(r.stderr.splitlines()) == 1, r.stdout + r.stderr
+    assert r.stderr.startswith("error: experiment 'tiny' already exists") and '`dvc exp remove tiny`' in r.stderr and '--name OTHER' in r.stderr
+    r = _setup_cli(['params/tiny.yaml', '--name', 'tiny-2', '--set', 'runs.seeds=[2]', '--quiet'], repo, genv)  # kept: another name; --quiet reaches the stage
+    assert r.returncode == 0 and "'++runs.seeds=[2]'" in r.stdout and 'stage quiet' in r.stdout, r.stdout + r.stderr
+    assert sorted(sh([Path(PY).parent/'dvc', 'exp', 'list', '--names-only'], repo).stdout.split()) == ['tiny', 'tiny-2']
+    r = _setup_cli(['params/tiny.yaml', '--print'], repo, genv)  # --print runs nothing: no refusal
+    assert r.returncode == 0 and r.stdout.startswith('dvc exp run -n tiny ')
+
+
 def test_every_stage_notebook_has_one_parameters_cell(repo_root, caplog):
     "papermill's own parser reads each stage's parameters cell: exactly `params`, without warnings."
     import logging, nbformat

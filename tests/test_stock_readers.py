@@ -1,6 +1,7 @@
 """What the project writes opens in stock readers, as the user's umask asks: the shipped mini-world model in plain
 `diffusers`, synthetic sets (an empty class included) in torchvision's ImageFolder and in HF `datasets`' imagefolder
-loader (offline) with every label as metadata.csv says, and stage outputs with the permissions of the umask."""
+loader (offline) with every label as metadata.csv says and ImageFolder's class indices the dataset's (a sparse set
+concatenated with the real images), and stage outputs with the permissions of the umask."""
 import contextlib, csv, hashlib, json, os, stat
 from pathlib import Path
 
@@ -10,8 +11,8 @@ import torch
 from PIL import Image
 
 from conftest import ROOT
-from diffaug.data import few_shot_split, save_split
-from diffaug.synthetic import SyntheticSetWriter
+from diffaug.data import Dataset, few_shot_split, save_split
+from diffaug.synthetic import PLACEHOLDER, SyntheticSetWriter
 from diffaug.toy import make_toy_dataset
 
 torch.set_num_threads(1)
@@ -22,6 +23,8 @@ CLASSES = ['Red/Circle', 'Empty ☃', 'Blue Square']  # odd characters on purpos
 
 def test_shipped_model_loads_and_generates_in_stock_diffusers(recwarn):
     "`StableDiffusionPipeline.from_pretrained(models/miniworld)`, no dtype argument: every part in one dtype, it generates on CPU."
+    import gc
+    gc.collect(); recwarn.clear()  # an earlier test's garbage (HF datasets' imagefolder leaves metadata.csv open) is not this test's warning
     from diffusers import StableDiffusionPipeline
     pipe = StableDiffusionPipeline.from_pretrained(str(ROOT/'models'/'miniworld'))
     assert {n: getattr(pipe, n).dtype for n in ('unet', 'vae', 'text_encoder')} == dict.fromkeys(('unet', 'vae', 'text_encoder'), torch.float32)
@@ -46,17 +49,21 @@ def _rows(set_dir: Path) -> list:
 
 
 def _check_stock_readers(set_dir: Path, empty: str):
-    "ImageFolder and HF imagefolder read every image of `set_dir`, each with the label metadata.csv gives it; class `empty` has no folder."
+    """ImageFolder and HF imagefolder read every image of `set_dir`, each with the label metadata.csv gives it; class
+    `empty` keeps its folder (a placeholder in it), so ImageFolder's class index is the label index."""
     from torchvision.datasets import ImageFolder
     rows = _rows(set_dir); info = json.loads((set_dir/'info.json').read_text(encoding='utf-8'))
     label_of = {r['file_name']: r['label'] for r in rows}
     assert rows and empty in info['classes'] and empty not in label_of.values()
-    assert not (set_dir/info['folders'][info['classes'].index(empty)]).exists()  # an empty class has no folder
+    empty_dir = set_dir/info['folders'][info['classes'].index(empty)]
+    assert [p.name for p in empty_dir.iterdir()] == [PLACEHOLDER]  # an empty class keeps its folder (DVC and git need a file in it)
     # torchvision: class index -> folder (ImageFolder.classes) -> class name (info.json's folders, in label order)
     folder_class = dict(zip(info['folders'], info['classes']))
-    tv = ImageFolder(str(set_dir))
+    tv = ImageFolder(str(set_dir), allow_empty=True)
+    assert tv.classes == info['folders'] and tv.class_to_idx == {f: i for i, f in enumerate(info['folders'])}
     got = {Path(p).relative_to(set_dir).as_posix(): folder_class[tv.classes[i]] for p, i in tv.samples}
     assert got == label_of
+    assert {Path(p).relative_to(set_dir).as_posix(): i for p, i in tv.samples} == {f: info['classes'].index(c) for f, c in label_of.items()}
     # HF datasets, offline: the imagefolder loader reads metadata.csv (file_name + the other columns)
     import datasets
     ds = datasets.load_dataset('imagefolder', data_dir=str(set_dir), split='train')
@@ -111,6 +118,36 @@ def test_tiny_model_set_opens_in_stock_readers(tmp_path, hf_offline):
     run_synthesis(cfg)
     assert len(_rows(tmp_path/'syn')) == 8  # 2 classes x 2 shots x 2
     _check_stock_readers(tmp_path/'syn', 'Empty ☃')
+
+
+def test_sparse_set_and_real_images_concatenate_in_imagefolder(tmp_path):
+    """The README's three lines: the real images (the dataset root) and a synthetic set where most classes got no image
+    (as Real-Filter's filter may leave it), both through stock ImageFolder, then ConcatDataset: every label is the
+    intended class's index in the split."""
+    from torch.utils.data import ConcatDataset
+    from torchvision.datasets import ImageFolder
+    toy = make_toy_dataset(tmp_path/'toy', n_classes=6, n_per_class=2, size=16)
+    split = few_shot_split(toy, 1, seed=0, test='none')
+    w = SyntheticSetWriter(tmp_path/'syn', split.classes, 'real-filter')
+    for c, n in ((1, 2), (4, 1)):  # classes 0, 2, 3, 5: no image
+        for i in range(n): w.write(Image.fromarray(np.full((16, 16, 3), 40 * c + i, np.uint8)), split.classes[c], f'{i:05d}')
+    syn_dir = w.finalize()
+    real = ImageFolder(str(toy.root))
+    syn = ImageFolder(str(syn_dir), allow_empty=True)
+    both = ConcatDataset([real, syn])
+    assert real.class_to_idx == syn.class_to_idx and len(syn.classes) == 6 and len(syn) == 3
+    # the intended class of each sample, from the project's own records: dataset.json's images, metadata.csv's labels
+    ds = Dataset.from_folder(toy.root)
+    real_class = {toy.root/p: c for c, ims in zip(ds.classes, ds.images) for p in ims}
+    syn_class = {syn_dir/r['file_name']: r['label'] for r in _rows(syn_dir)}
+    intended = [real_class[Path(p)] for p, _ in real.samples] + [syn_class[Path(p)] for p, _ in syn.samples]
+    assert len(intended) == len(both) == 6 * 2 + 3
+    assert [split.classes[both[i][1]] for i in range(len(both))] == intended
+    # the annotation stage's copy (data/annotated/<method>) keeps the empty classes' folders too
+    from diffaug.annotation import annotate
+    ann = annotate(syn_dir, out_dir=tmp_path/'annotated')
+    assert ImageFolder(str(ann), allow_empty=True).class_to_idx == real.class_to_idx
+    assert (ann/toy.folders[0]/PLACEHOLDER).is_file() and not (ann/toy.folders[1]/PLACEHOLDER).exists()
 
 
 # --- (c) outputs follow the umask --------------------------------------------------------------------------------------
