@@ -333,6 +333,13 @@ def run_setup_command(cmd:list, # `setup_command`'s
 def _rehearse_hook(setup_path:Path, # the setup file
                    overrides:dict, # the `--set` overrides over it, dotted: {"concepts.steps": 2}
                    name:str, # the experiment's name
-                  ):
-    "`setup --rehearse` (both forms): reserved."
-    raise SystemExit("--rehearse: not built yet")
+                   print_only:bool=False, # only print the command
+                  )->int:
+    """`setup --rehearse` (both forms): the setup run through `dvc exp run` in this repository as written, with SD 1.5's
+    architecture at random weights and small counts (`diffaug.rehearsal`, nbs/94_rehearsal.ipynb); the record goes to
+    data/rehearsal/records/<setup>.json. Exit code 0 when every stage ran and the report covers every method."""
+    import json
+    from diffaug.rehearsal import rehearse
+    extra = [f"{k}={json.dumps(v)}" for k, v in overrides.items()]
+    rec = rehearse(setup_path, Path.cwd(), Path('data/rehearsal/records'), extra, name=f"{name}-rehearsal", dry=print_only)
+    return 0 if print_only or rec['ok'] else 1

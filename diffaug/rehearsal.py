@@ -226,7 +226,7 @@ def stage_costs(workdir:str|Path, # the repository the run happened in
     order = {s: i for i, s in enumerate(STAGE_ORDER)}
     return sorted(rows, key=lambda r: (order.get(r['stage'], len(order)), r['item'] or ''))
 
-# %% ../nbs/94_rehearsal.ipynb #0a839d90
+# %% ../nbs/94_rehearsal.ipynb #f9d0967c
 def setup_pre_commands(setup:str|Path, # a setup file
                       )->list:
     "The `python -m diffaug.pipeline prepare ...` commands of the setup's header comment (continuation lines joined), as argument lists."
@@ -259,7 +259,7 @@ def rehearse(setup:str|Path, # a paper setup file, e.g. params/cub-5shot-resnet5
             )->dict:
     "Rehearse one paper setup in `workdir` and return (and write) its record."
     from diffaug.experiments import effective, run_command, stage_env, workdir_commit
-    from diffaug.params import setup_overrides, parse_assignment, set_dotted
+    from diffaug.params import setup_overrides, parse_assignment, set_dotted, load_yaml
     from diffaug.importers import IMPORTERS
     from diffaug.core import environment
     setup, workdir = Path(setup).resolve(), Path(workdir).resolve()
@@ -267,7 +267,7 @@ def rehearse(setup:str|Path, # a paper setup file, e.g. params/cub-5shot-resnet5
     name = name or f"{setup.stem}-rehearsal"
     # 1. the setup as dvc exp run gets it, with the user's overrides
     eff = effective(setup_overrides(setup, workdir/'params.yaml'), workdir/'params.yaml')
-    for s in extra: k, v = parse_assignment(s); set_dotted(eff, k, v)
+    for s in extra: k, v = parse_assignment(s); set_dotted(eff, k, load_yaml(v))
     # 2. the models and the dataset's native layout
     models = {k: str(cache/'models'/k) for k in REHEARSAL_MODELS} if dry else rehearsal_models(cache/'models')
     def fixture(source):
@@ -298,7 +298,7 @@ def rehearse(setup:str|Path, # a paper setup file, e.g. params/cub-5shot-resnet5
     wall = round(time.time() - t0, 1)
     # 5. the record
     metrics = workdir/'reports/report/metrics.json'
-    covered = sorted(json.loads(metrics.read_text()).get('methods', {})) if r.returncode == 0 and metrics.is_file() else []
+    covered = sorted(json.loads(metrics.read_text())) if r.returncode == 0 and metrics.is_file() else []
     stages = stage_costs(workdir, t0)
     rec = {'setup': f"params/{setup.name}", 'name': name, 'commit': commit, 'ok': r.returncode == 0 and set(covered) >= set(eff['runs']['methods']),
            'returncode': r.returncode, 'wall_s': wall, 'stages': stages, 'methods': eff['runs']['methods'], 'report_methods': covered,
