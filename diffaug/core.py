@@ -320,7 +320,7 @@ def progress(it=None, # an iterable
     from tqdm.auto import tqdm
     return tqdm(it, desc=desc, total=total, disable=off, dynamic_ncols=True, **kw)
 
-# %% ../nbs/00_core.ipynb #dabee816
+# %% ../nbs/00_core.ipynb #2106f084
 ENVIRONMENT_PACKAGES = ('torch', 'torchvision', 'diffusers', 'transformers', 'tokenizers', 'timm', 'peft', 'accelerate',
                         'safetensors', 'dvc', 'numpy', 'papermill')
 
