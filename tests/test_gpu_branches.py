@@ -224,3 +224,22 @@ def test_classification_mixed_precision_on_a_cpu(tmp_path, split, precision):
                            epochs=1, threads=1, device='cpu', precision=precision)
     assert np.isfinite(m['top1']) and m['n_test'] == 6
     assert json.loads((tmp_path/'o'/'config.json').read_text())['precision'] == precision
+
+
+def test_seed_everything_asks_cudnn_for_determinism(monkeypatch):
+    from diffaug.core import seed_everything
+    monkeypatch.setattr(torch.backends.cudnn, 'is_available', lambda: True)
+    monkeypatch.setattr(torch.backends.cudnn, 'benchmark', True); monkeypatch.setattr(torch.backends.cudnn, 'deterministic', False)
+    monkeypatch.delenv('CUBLAS_WORKSPACE_CONFIG', raising=False)
+    seed_everything(0)
+    assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark and os.environ['CUBLAS_WORKSPACE_CONFIG'] == ':4096:8'
+
+
+def test_classification_data_workers_change_nothing(tmp_path, split):
+    "num_workers (the GPU runs' loader processes) is left out of the record because the bytes do not depend on it."
+    from diffaug.classification import run_classification
+    kw = dict(split=str(split), model='test_resnet', pretrained=False, image_size=32, batch_size=4, epochs=1, threads=1, device='cpu',
+              method='mixup')
+    for w in (0, 2): run_classification(out=str(tmp_path/f'w{w}'), num_workers=w, **kw)
+    a, b = ({p.name: p.read_bytes() for p in (tmp_path/f'w{w}').iterdir()} for w in (0, 2))
+    assert a == b and 'predictions.csv' in a
