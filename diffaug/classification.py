@@ -11,12 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['SYNTHETIC_METHODS', 'PRECISIONS', 'OUTPUT_FILES', 'method_names', 'ClassificationConfig', 'run_classification']
+__all__ = ['SYNTHETIC_METHODS', 'PRECISIONS', 'OUTPUT_FILES', 'method_names', 'ClassificationConfig', 'launched_processes',
+           'run_classification']
 
 # %% ../nbs/50_classification.ipynb #a3b6da21
 import numpy as np
 import torch
-from .core import ParamError, check_param, StageConfig, nearest
+from .core import ParamError, check_param, StageConfig, nearest, choose_device
 from .files import (atomic_write_text, atomic_write_json, atomic_save_safetensors, recorded_path, start_scratch, scratch_dir,
                            digest, digests_cached)
 from .data import load_split
@@ -259,6 +260,10 @@ def _train(cfg:ClassificationConfig, # the run's parameters (checked)
     return metrics
 
 # %% ../nbs/50_classification.ipynb #70396091
+def launched_processes()->int:
+    "The processes of the launch this process belongs to (`torchrun`, `accelerate launch`: WORLD_SIZE); 1 when started alone."
+    return int(os.environ.get('WORLD_SIZE', '1'))
+
 def run_classification(cfg:ClassificationConfig|None=None, # the run's parameters (None: the defaults, with `kw`)
                        **kw, # ClassificationConfig fields overriding `cfg`
                       )->dict:
@@ -266,18 +271,31 @@ def run_classification(cfg:ClassificationConfig|None=None, # the run's parameter
     cfg = ClassificationConfig.of(cfg, **kw).check()
     if cfg.methods is not None: return _run_matrix(cfg)
     out = Path(cfg.out); t0 = time.perf_counter()
-    sd = start_scratch(out, _record(cfg))
-    if cfg.num_processes > 1:
-        from accelerate import notebook_launcher
-        notebook_launcher(_train, (cfg, str(sd)), num_processes=cfg.num_processes, mixed_precision=cfg.precision)
-    else:
+    world = launched_processes()
+    if world > 1:  # started by torchrun (CPUs: `device: cpu`) or accelerate launch: each process trains on its part of every batch
+        check_param(cfg.num_processes in (1, world), 'num_processes', cfg.num_processes, f"1 or {world} (this run was launched with {world} processes)")
+        cfg = dataclasses.replace(cfg, num_processes=world)  # the record says how many processes trained
+        from accelerate import PartialState
+        st = PartialState(cpu=choose_device(cfg.device).type == 'cpu')  # the training's Accelerator shares it
+        if st.is_main_process: start_scratch(out, _record(cfg))
+        st.wait_for_everyone(); sd = scratch_dir(out)
         _train(cfg, sd)
-        from accelerate.state import AcceleratorState
-        if hasattr(AcceleratorState, '_reset_state'): AcceleratorState._reset_state(True) # let the next run pick its own precision
-    _publish_files(sd, out)
+        if st.is_main_process: _publish_files(sd, out)
+        st.wait_for_everyone()
+    else:
+        sd = start_scratch(out, _record(cfg))
+        if cfg.num_processes > 1:
+            from accelerate import notebook_launcher
+            notebook_launcher(_train, (cfg, str(sd)), num_processes=cfg.num_processes, mixed_precision=cfg.precision)
+        else:
+            _train(cfg, sd)
+            from accelerate.state import AcceleratorState
+            if hasattr(AcceleratorState, '_reset_state'): AcceleratorState._reset_state(True) # let the next run pick its own precision
+        _publish_files(sd, out)
     m = json.loads((out/'metrics.json').read_text(encoding='utf-8'))
     secs = time.perf_counter() - t0
-    print(f"{cfg.method} seed {cfg.seed}: top1 {m.get('top1', float('nan')):.2f} after {cfg.epochs} epochs, {secs:.1f} s -> {out}")
+    if int(os.environ.get('RANK', '0')) == 0:
+        print(f"{cfg.method} seed {cfg.seed}: top1 {m.get('top1', float('nan')):.2f} after {cfg.epochs} epochs, {secs:.1f} s -> {out}")
     return {**m, 'seconds': round(secs, 3)}
 
 # %% ../nbs/50_classification.ipynb #50915d99

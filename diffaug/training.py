@@ -292,8 +292,11 @@ def _setup(cfg, # the run's parameters (checked)
     sp = load_split(cfg.split); sp.check_paths()
     K = len(sp.classes)
     dev = choose_device(cfg.device)
+    # split_batches: `batch_size` is the batch of all processes together; even_batches: a short last batch is completed from
+    # the first items so every process gets its part (a process left without one would wait for the others' DDP and gather
+    # calls forever); gather_for_metrics drops the completion. One process: both are no-ops.
     acc = Accelerator(cpu=dev.type == 'cpu', mixed_precision=cfg.precision,
-                      dataloader_config=DataLoaderConfiguration(split_batches=True, even_batches=False))
+                      dataloader_config=DataLoaderConfiguration(split_batches=True, even_batches=True))
     torch.manual_seed(item_seed(cfg.seed, 'classification/init', cfg.model) % 2**63)
     try: model, (mean, std) = create_classifier(cfg.model, cfg.pretrained, K)
     except Exception as e:
@@ -331,6 +334,8 @@ def _train_epoch(r:SimpleNamespace, cfg, epoch:int)->dict:
         loss = _soft_ce(logits, y)
         r.opt.zero_grad(set_to_none=True); r.acc.backward(loss); r.opt.step(); r.sched.step()
         tl += loss.item() * len(x); tc += (logits.argmax(-1) == target.argmax(-1)).sum().item(); tn += len(x); ns += int(is_syn.sum())
+    if r.acc.num_processes > 1:  # the row counts every process's images (a short last batch's completion included)
+        tl, tc, tn, ns = r.acc.reduce(torch.tensor([tl, tc, tn, ns], dtype=torch.float64, device=r.acc.device), 'sum').tolist()
     return {'epoch': epoch + 1, 'lr': r.opt.param_groups[0]['lr'], 'train_loss': tl / tn, 'train_acc': 100.0 * tc / tn,
             'synthetic_fraction': ns / tn}
 
