@@ -218,7 +218,7 @@ def setup_main(argv:list, # the arguments after `setup`
         cmd = setup_command(f, a.params, a.queue, name=name) + ([] if a.methods == 'all' else ['interpolation'])
     except ParamError as e:
         print(f"error: {e}", file=sys.stderr, flush=True); return 2
-    if a.rehearse: return _rehearse_hook(f, {f'{s}.{k}': v for s, kv in settings.items() for k, v in kv.items()}, name, a.print_only)
+    if a.rehearse: return _rehearse_hook(f, {f'{s}.{k}': v for s, kv in settings.items() for k, v in kv.items()}, name, a.print_only, a.params)
     if counts: print(f"{len(counts)} classes, {sum(counts.values())} images: " + ', '.join(f"{c!r} {n}" for c, n in list(counts.items())[:8]) + (' ...' if len(counts) > 8 else ''))
     print(f"setup written to {f}\n{shlex.join(cmd)}", flush=True)
     if a.print_only: return 0

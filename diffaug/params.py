@@ -334,6 +334,7 @@ def _rehearse_hook(setup_path:Path, # the setup file
                    overrides:dict, # the `--set` overrides over it, dotted: {"concepts.steps": 2}
                    name:str, # the experiment's name
                    print_only:bool=False, # only print the command
+                   params:str|Path='params.yaml', # the parameter file: the rehearsal runs in its repository
                   )->int:
     """`setup --rehearse` (both forms): the setup run through `dvc exp run` in this repository as written, with SD 1.5's
     architecture at random weights and small counts (`diffaug.rehearsal`, nbs/94_rehearsal.ipynb); the record goes to
@@ -341,5 +342,6 @@ def _rehearse_hook(setup_path:Path, # the setup file
     import json
     from diffaug.rehearsal import rehearse
     extra = [f"{k}={json.dumps(v)}" for k, v in overrides.items()]
-    rec = rehearse(setup_path, Path.cwd(), Path('data/rehearsal/records'), extra, name=f"{name}-rehearsal", dry=print_only)
+    root = Path(params).resolve().parent
+    rec = rehearse(setup_path, root, root/'data/rehearsal/records', extra, name=f"{name}-rehearsal", dry=print_only)
     return 0 if print_only or rec['ok'] else 1

@@ -295,7 +295,7 @@ def setup_file_main(argv:list, # the arguments after `setup`
         sets = setup_settings(a.sets)
         name = experiment_name(a.name or Path(a.setup_file).stem)
         cmd = setup_command(a.setup_file, a.params, a.queue, sets, name)  # unknown sections and keys refused here
-        if a.rehearse: return _rehearse_hook(Path(a.setup_file), {f'{s}.{k}': v for s, kv in sets.items() for k, v in kv.items()}, name, a.print_only)
+        if a.rehearse: return _rehearse_hook(Path(a.setup_file), {f'{s}.{k}': v for s, kv in sets.items() for k, v in kv.items()}, name, a.print_only, a.params)
         if not a.print_only: check_name_free(name)  # DVC would refuse the name deep in its output
     except ParamError as e:
         print(f"error: {e}", file=sys.stderr, flush=True); return 2
