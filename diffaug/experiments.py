@@ -10,10 +10,11 @@ import functools, hashlib, io, json, os, re, shlex, shutil, subprocess, sys, tar
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['PREFIX', 'FAMILIES', 'REPORT_FILES', 'METHOD', 'BASELINE', 'SETUPS', 'repo_root', 'variants', 'overrides',
-           'effective', 'digest', 'git', 'head_commit', 'cached_outs', 'cached_outs_of', 'prepare_workdir',
-           'workdir_commit', 'stage_env', 'collect_variant', 'flatten_for_record', 'variant_rows', 'family_table',
-           'plot_split_ratio', 'claims', 'tables', 'write_readme', 'describe', 'table_md', 'run_command', 'run_variant']
+__all__ = ['PREFIX', 'FAMILIES', 'REPORT_FILES', 'METHOD', 'BASELINE', 'SETUPS', 'NO_PER_CLASS', 'repo_root', 'variants',
+           'overrides', 'effective', 'digest', 'git', 'head_commit', 'cached_outs', 'cached_outs_of', 'prepare_workdir',
+           'workdir_commit', 'stage_env', 'collect_variant', 'flatten_for_record', 'variant_rows', 'mark_duplicates',
+           'family_table', 'plot_split_ratio', 'claims', 'tables', 'write_readme', 'describe', 'table_md',
+           'rewrite_report', 'run_command', 'run_variant']
 
 # %% ../nbs/93_experiments.ipynb #d23502e6
 import yaml
@@ -182,7 +183,7 @@ def flatten_for_record(flat:dict)->dict:
 def variant_rows(results:Path, # the folder holding <variant>/
                  names:list, # the variants, in order
                 )->list:
-    "Per collected variant: Diff-II's top-1 (mean, std, seeds), its paired gain over original and the oracle's scores of its set."
+    "Per collected variant: Diff-II's top-1 (mean, std, seeds, per seed), its paired gain over original (`decide`), the oracle's scores of its set (per class where recorded), its commit and a digest of its collected runs."
     from diffaug.tables import collect_runs, collect_scores, summarize, paired_gains
     rows = []
     for v in names:
@@ -192,11 +193,33 @@ def variant_rows(results:Path, # the folder holding <variant>/
         df = collect_runs(d/'classification', rec['methods'], rec['seeds'])
         s = summarize(df); g = paired_gains(df, 'top1', BASELINE)
         sc = collect_scores(d/'oracle', [METHOD])
+        per_seed = {int(x): float(t) for x, t in zip(df.loc[df['method'].astype(str) == METHOD, 'seed'], df.loc[df['method'].astype(str) == METHOD, 'top1'])}
         r = {'variant': v, 'n_seeds': int(s.loc[METHOD, 'n_seeds']), 'top1': s.loc[METHOD, 'top1_mean'], 'top1_std': s.loc[METHOD, 'top1_std'],
              'original': s.loc[BASELINE, 'top1_mean'], 'gain': g.loc[METHOD, 'gain'], 'ci_low': g.loc[METHOD, 'ci_low'], 'ci_high': g.loc[METHOD, 'ci_high'],
+             'note': g.loc[METHOD, 'note'], 'per_seed': per_seed, 'commit': rec.get('commit'), 'content': _content(d),
              'same_as': rec.get('same_as'), 'wall_s': rec.get('wall_s'), 'overrides': rec.get('overrides', {}), 'extra': rec.get('extra', [])}
         if METHOD in sc.index: r.update({k: sc.loc[METHOD, k] for k in ('faithfulness', 'diversity', 'source_distance')})
+        f = d/'oracle'/METHOD/'scores.json'
+        if f.is_file(): r['faithfulness_per_class'] = json.loads(f.read_text()).get('faithfulness_per_class')
         rows.append(r)
+    return rows
+
+def _content(d:Path)->str:
+    "A digest of a collected variant's runs and oracle scores, their bytes: two variants that share it ran the same thing (e.g. equal parameters written two ways)."
+    h = hashlib.sha256()
+    for f in sorted([*(d/'classification').glob('*/s*/metrics.json'), *(d/'oracle').glob('*/scores.json')]):
+        h.update(f.relative_to(d).as_posix().encode() + b'\0' + f.read_bytes())
+    return h.hexdigest()[:16]
+
+def mark_duplicates(rows:list, # every family's rows, in the README's order
+                   )->list:
+    "Set `same_as` (the first variant with the same collected runs, `same_results`: True) on a variant that ran but whose results are byte-identical to an earlier one's; returns `rows`."
+    first = {}
+    for r in rows:
+        if 'top1' not in r: continue
+        if r.get('same_as'): first.setdefault(r['content'], r['same_as']); continue
+        if r['content'] in first and first[r['content']] != r['variant']: r.update(same_as=first[r['content']], same_results=True)
+        else: first.setdefault(r['content'], r['variant'])
     return rows
 
 def _f(v, fmt)->str:
@@ -206,14 +229,13 @@ def _f(v, fmt)->str:
 def family_table(rows:list, # `variant_rows`' rows
                  link:str|None='', # each variant linked to `<link><variant>/summary.md`; None: not linked
                 )->str:
-    "One family's Markdown table (each variant linked to `<link><variant>/summary.md`; None: not linked)."
+    "One family's Markdown table (each variant linked to `<link><variant>/summary.md`; None: not linked); the gain's ▲/▼ from `diffaug.tables.gain_cell`."
+    from diffaug.tables import gain_cell
     lines = ['| variant | Diff-II top-1 | paired gain over original [95% interval] | oracle faithfulness | diversity | to source |',
              '|---|---:|---:|---:|---:|---:|']
     for r in rows:
         if 'top1' not in r: lines.append(f"| {r['variant']} | not run | | | | |"); continue
-        gain = f"{_f(r['gain'], '+.1f')} [{_f(r['ci_low'], '+.1f')}, {_f(r['ci_high'], '+.1f')}]"
-        if r['ci_low'] == r['ci_low'] and r['ci_low'] > 0: gain += ' ▲'
-        elif r['ci_high'] == r['ci_high'] and r['ci_high'] < 0: gain += ' ▼'
+        gain = gain_cell(r)
         faith = _f(100 * r['faithfulness'], '.1f') + '%' if r.get('faithfulness') is not None else '—'
         name = (r['variant'] if link is None else f"[{r['variant']}]({link}{r['variant']}/summary.md)") + (f" (= {r['same_as']})" if r.get('same_as') else '')
         lines.append(f"| {name} | {r['top1']:.1f} ± {r['top1_std']:.1f} | {gain} | {faith} | {_f(r.get('diversity'), '.3f')} | {_f(r.get('source_distance'), '.3f')} |")
@@ -246,45 +268,68 @@ def _trend(rows:list, x:list, key:str)->float|None:
     a, b = zip(*pts)
     return float(pd.Series(a).corr(pd.Series(b), method='spearman'))
 
-def _within(a:dict, b:dict)->bool:
-    "Two variants' Diff-II top-1 differ by no more than the larger of their seed standard deviations (a difference the seeds could make)."
-    return abs(a['top1'] - b['top1']) <= max(a['top1_std'], b['top1_std'])
+def _vs(a:dict, b:dict, direction:int=1, level:float=0.95)->dict:
+    "`decide` on Diff-II's top-1 of variant a − variant b, paired by seed (the seeds both ran)."
+    from diffaug.tables import decide
+    ss = sorted(set(a['per_seed']) & set(b['per_seed']))
+    return decide([a['per_seed'][s] - b['per_seed'][s] for s in ss], direction, level)
+
+def _vs_classes(a:dict, b:dict, direction:int=1, level:float=0.95)->dict|None:
+    "`decide` on the oracle's faithfulness (points) of variant a's set − variant b's, paired by class; None without per-class scores."
+    from diffaug.tables import decide
+    fa, fb = a.get('faithfulness_per_class'), b.get('faithfulness_per_class')
+    if not fa or not fb: return None
+    return decide([100 * (fa[c] - fb[c]) for c in sorted(set(fa) & set(fb))], direction, level)
+
+NO_PER_CLASS = "no per-class scores recorded (the oracle's scores.json holds one diversity per set, so there is no interval)"
 
 def claims(rows:dict, # {family title: `variant_rows`' rows}
+           level:float=0.95, # the intervals' level
           )->list:
-    "Markdown bullets: each of the paper's ablation claims, reproduced or contradicted on the mini world, or not measured."
+    "Markdown bullets: each of the paper's ablation claims decided by `diffaug.tables.decide` from the paired interval of a variant and its reference (reproduced, contradicted, not decided), or not measured."
+    from diffaug.tables import claim_line
     by = {r['variant']: r for rs in rows.values() for r in rs if 'top1' in r}
     out = []
-    def say(claim, ok, numbers, undecided=False):
-        verdict = 'not decided' if undecided else 'not measured (variants missing)' if ok is None else '**reproduced**' if ok else '**contradicted**'
-        out.append(f"- {claim}: {verdict}" + (f" ({numbers})" if numbers else ''))
-    modes = [m for m in ('mode-linear', 'mode-slerp', 'mode-extrapolate', 'mode-circle') if m in by and by[m].get('diversity') is not None]
-    num = lambda k: ', '.join(f"{m.removeprefix('mode-')} {by[m][k]:.3g}" for m in modes)
-    full = len(modes) == 4
-    say('Table 4: the full circle makes the most diverse set of the four modes', full and max(modes, key=lambda m: by[m]['diversity']) == 'mode-circle' if full else None, num('diversity') if full else '')
-    say('Table 4: linear interpolation makes the least diverse set', full and min(modes, key=lambda m: by[m]['diversity']) == 'mode-linear' if full else None, '')
-    if full:
-        best = max(modes, key=lambda m: by[m]['top1'])
-        ok = True if best == 'mode-circle' else None if _within(by[best], by['mode-circle']) else False
-        say('Table 4: the full circle gives the best Diff-II top-1 of the four modes', ok, num('top1') + ('; within the seeds\' spread' if ok is None else ''), undecided=ok is None)
-    else: say('Table 4: the full circle gives the best Diff-II top-1 of the four modes', None, '')
+    line = lambda claim, dec, numbers: out.append(claim_line(claim, dec, numbers, level=level))
+    missing = lambda claim: out.append(f"- {claim}: not measured (variants missing).")
+    undecided = lambda claim, why: out.append(f"- {claim}: **not decided**: {why}.")
+    names = ('mode-linear', 'mode-slerp', 'mode-extrapolate', 'mode-circle')
+    modes = [m for m in names if m in by and by[m].get('diversity') is not None]
+    num = lambda k, ms: ', '.join(f"{m.removeprefix('mode-')} {by[m][k]:.3g}" for m in ms)
+    for claim in ('Table 4: the full circle makes the most diverse set of the four modes', 'Table 4: linear interpolation makes the least diverse set'):
+        if len(modes) == 4: undecided(claim, f"{NO_PER_CLASS}; single values: {num('diversity', modes)}")
+        else: missing(claim)
+    claim = 'Table 4: the full circle gives the best Diff-II top-1 of the four modes'
+    if all(m in by for m in names):
+        other = max(names[:3], key=lambda m: by[m]['top1'])
+        line(f"{claim} (against the best other mode, {other.removeprefix('mode-')})", _vs(by['mode-circle'], by[other]),
+             f" seeds: the paired difference circle − {other.removeprefix('mode-')} of Diff-II's top-1; means {num('top1', names)}")
+    else: missing(claim)
     for v, what in (('no-concepts', 'concept learning'), ('no-two-stage', 'two-stage denoising')):
-        if v not in by or 'mode-circle' not in by: say(f'Table 4: {what} raises top-1', None, ''); continue
-        a, b = by['mode-circle'], by[v]; undecided = _within(a, b)
-        say(f'Table 4: {what} raises top-1', None if undecided else a['top1'] > b['top1'],
-            f"with {a['top1']:.1f} ± {a['top1_std']:.1f}, without {b['top1']:.1f} ± {b['top1_std']:.1f}" + ('; within the seeds\' spread' if undecided else ''), undecided=undecided)
+        if v not in by or 'mode-circle' not in by: missing(f'Table 4: {what} raises top-1'); continue
+        a, b = by['mode-circle'], by[v]
+        line(f'Table 4: {what} raises top-1', _vs(a, b), f" seeds: the paired difference with − without ({a['top1']:.1f} vs {b['top1']:.1f})")
     fam = next((rs for t, rs in rows.items() if t.startswith('Fig. 7')), [])
     fam = [r for r in fam if 'top1' in r]; s = [float(r['overrides'].get('interpolation.suffix_fraction', 0.3)) for r in fam]
-    for key, sign, claim in (('diversity', 1, 'Fig. 7: diversity rises with s'), ('faithfulness', -1, 'Fig. 7: faithfulness falls (slowly) with s')):
-        c = _trend(fam, s, key)
-        say(claim, None if c is None else c * sign > 0, '' if c is None else f"rank correlation with s {c:+.2f}")
+    c = _trend(fam, s, 'diversity')
+    if c is None: missing('Fig. 7: diversity rises with s')
+    else: undecided('Fig. 7: diversity rises with s', f"{NO_PER_CLASS}; rank correlation with s {c:+.2f}")
+    claim = 'Fig. 7: faithfulness falls (slowly) with s'
+    c = _trend(fam, s, 'faithfulness')
+    if c is None: missing(claim)
+    else:
+        lo, hi = fam[s.index(min(s))], fam[s.index(max(s))]; dec = _vs_classes(hi, lo, -1, level)
+        if dec is None: undecided(claim, f"no per-class scores recorded; rank correlation with s {c:+.2f}")
+        else: line(claim, dec, f" classes: the paired difference of the oracle's per-class faithfulness (points), s = {max(s):g} − s = {min(s):g}; "
+                              f"rank correlation with s {c:+.2f}")
     ex = [r for r in rows.get('The expansion multiplier', []) if 'top1' in r]
-    xs = [int(r['overrides'].get('interpolation.expansion', 5)) for r in ex]; c = _trend(ex, xs, 'top1')
-    lo, hi = (ex[xs.index(min(xs))], ex[xs.index(max(xs))]) if ex else (None, None)
-    undecided = c is not None and _within(lo, hi)
-    say('Diff-Mix: a larger multiplier, a higher top-1', None if c is None or undecided else c > 0,
-        '' if c is None else f"rank correlation with the multiplier {c:+.2f}; {min(xs)}x {lo['top1']:.1f} ± {lo['top1_std']:.1f}, "
-        f"{max(xs)}x {hi['top1']:.1f} ± {hi['top1_std']:.1f}" + ('; within the seeds\' spread' if undecided else ''), undecided=undecided)
+    xs = [int(r['overrides'].get('interpolation.expansion', 5)) for r in ex]
+    if len(set(xs)) < 2: missing('Diff-Mix: a larger multiplier, a higher top-1')
+    else:
+        lo, hi = ex[xs.index(min(xs))], ex[xs.index(max(xs))]; c = _trend(ex, xs, 'top1')
+        line('Diff-Mix: a larger multiplier, a higher top-1', _vs(hi, lo),
+             f" seeds: the paired difference {max(xs)}x − {min(xs)}x of Diff-II's top-1 ({hi['top1']:.1f} vs {lo['top1']:.1f})"
+             + (f"; rank correlation with the multiplier {c:+.2f}" if c is not None else ''))
     out.append("- Cannot be tested here: the CLIP score and LPIPS themselves (no real CLIP or AlexNet offline: the oracle's faithfulness "
                "and feature diversity stand in), the paper's datasets (Aircraft, CUB) and its pretrained ResNet-50.")
     return out
@@ -295,19 +340,28 @@ def tables(results:Path, # the folder holding <variant>/
            link:str|None='', figure:bool=True, h:str='##')->tuple:
     "The families' tables (variants linked under `link`; the Fig. 7 figure's image line if `figure`) and the claims: (Markdown lines, rows per family)."
     results = Path(results); names = variants(params_dir)
-    out, all_rows = [], {}
+    all_rows = {title: variant_rows(results, [v for v in vs if v in names]) for title, _, vs in FAMILIES}
+    mark_duplicates([r for rs in all_rows.values() for r in rs])
+    out = []
     for title, paper, vs in FAMILIES:
-        rows = variant_rows(results, [v for v in vs if v in names]); all_rows[title] = rows
+        rows = all_rows[title]
         out += [f'{h} {title}', '', f'The paper: {paper}', '', family_table(rows, link)]
         if figure and title.startswith('Fig. 7') and any('top1' in r for r in rows): out += ['![faithfulness, diversity and top-1 against s](fig7.png)', '']
     out += [f'{h} What the mini world says about the paper\'s claims', '',
-            'Decided by the numbers above: a top-1 difference no larger than the seeds\' standard deviation decides nothing ("not decided"); '
-            'the oracle\'s scores are of one set per variant.', '', *claims(all_rows), '']
+            'Each claim is decided by one rule (`diffaug.tables.decide`) from the paired 95% Student-t interval of exactly the two things '
+            'compared: Diff-II\'s top-1 of a variant and of its reference variant, paired by seed; the oracle\'s per-class faithfulness of two '
+            'sets, paired by class. **reproduced**: the interval excludes 0 in the paper\'s direction; **contradicted**: it excludes 0 the other '
+            'way; **not decided**: otherwise, or when no interval can decide (fewer than 3 distinct differences, width 0, no per-class scores).',
+            '', *claims(all_rows), '']
     done = [r for rows in all_rows.values() for r in rows if 'top1' in r]
     extra = sorted({e for r in done for e in r['extra']})
     if extra: out += [f"**Reduced runs**: every variant ran with the extra overrides {', '.join(f'`{e}`' for e in extra)}; "
                       "not the setups' full size.", '']
-    walls = [r['wall_s'] for r in done if r.get('wall_s') and not r.get('same_as')]
+    walls = [r['wall_s'] for r in done if r.get('wall_s') and (not r.get('same_as') or r.get('same_results'))]
+    commits = {}
+    for r in done:
+        if r.get('commit') and (not r.get('same_as') or r.get('same_results')): commits.setdefault(r['commit'][:7], []).append(r['variant'])
+    if commits: out += ['Commits (from each variant\'s run.json): ' + '; '.join(f"{c}: {', '.join(vs)}" for c, vs in commits.items()) + '.', '']
     if walls: out += [f"Wall time: {sum(walls) / 60:.0f} min over {len(walls)} variant(s) on 2 cores shared with other runs "
                       "(of a resumed variant, only the run that finished it).", '']
     return out, all_rows
@@ -321,9 +375,9 @@ def write_readme(results:Path, # the folder holding <variant>/
     head = ["# The paper's ablations on the mini world", '',
             "Made by `python scripts/ablations.py` from the setups `params/miniworld-ablation-*.yaml`. Each variant trains "
             "original (the baseline) and Diff-II on the mini world's 5-shot split; Diff-II's set is scored by the oracle. Top-1: mean ± std "
-            "over seeds; gain: Diff-II − original paired by seed, 95% Student-t interval (▲ above 0, ▼ below); faithfulness: the oracle's "
+            "over seeds; gain: Diff-II − original paired by seed, 95% Student-t interval (▲ above 0, ▼ below; none when the interval cannot decide: fewer than 3 distinct differences or width 0); faithfulness: the oracle's "
             "accuracy on the intended labels (the mini world's CLIP score); diversity: mean pairwise oracle-feature distance within a class "
-            "(its LPIPS); to source: distance to the real images. `(= x)`: the same parameters as x, run once.", '']
+            "(its LPIPS); to source: distance to the real images. `(= x)`: the same parameters as x, run once, or a run whose results are byte-identical to x's.", '']
     body, rows = tables(results, params_dir)
     fig7 = next(rs for t, rs in rows.items() if t.startswith('Fig. 7'))
     if any('top1' in r for r in fig7):
@@ -347,6 +401,42 @@ def table_md(d:Path)->str:
     head = (f"*`params/{Path(rec['setup']).name}`: {describe(rec.get('prepare') or {})}, {len(rec['methods'])} methods, "
             f"{len(rec['seeds'])} seeds (mean ± std), `dvc exp run` wall time {wall} on 2 cores, commit {rec['commit'][:7]}.*")
     return head + '\n\n' + (d/'summary.md').read_text()
+
+def rewrite_report(d:Path, # a collected run: results/<name>/ (run.json, classification/, oracle/, metrics.json) or a report folder with runs.csv and metrics.json
+                   oracle:Path|None=None, # the oracle scores' folder (default: `<d>/oracle`)
+                   ood:bool|None=None, # the OOD claim (`diffaug.report.ReportConfig.ood`); None: from run.json's prepare (the mini world: world_ood > 0)
+                   metric:str='top1', # the report's metric
+                   only:list|None=None, # write only these files (e.g. ['claims.md'] from a runs.csv, whose 4 decimals may move a printed digit of the tables)
+                  )->list:
+    """Rewrite the report's files that hold verdicts (summary.md, claims.md, and gains.md / shots.md where present) from the
+    collected runs, with `diffaug.tables`' functions (the report stage's own), without retraining or the runs' epochs and
+    configs (set sizes from the collected metrics.json); returns the files written."""
+    import pandas as pd
+    from diffaug.tables import (collect_runs, summarize, add_set_sizes, paired_gains, collect_scores, summary_markdown, claims as report_claims,
+                                gains_markdown, run_shots, shot_markdown)
+    d = Path(d); rec = json.loads((d/'run.json').read_text()) if (d/'run.json').is_file() else None
+    if rec: df = collect_runs(d/'classification', rec['methods'], rec['seeds'])
+    else:
+        df = pd.read_csv(d/'runs.csv'); df['method'] = pd.Categorical(df['method'], categories=list(dict.fromkeys(df['method'])), ordered=True)
+        df = df.sort_values(['method', 'seed']).reset_index(drop=True)
+    prep = (rec or {}).get('prepare') or {}
+    if ood is None and prep.get('source') == 'miniworld': ood = (prep.get('world_ood') or 0) > 0
+    base = BASELINE if BASELINE in set(df['method'].astype(str)) else None
+    summary = summarize(df, baseline=base)
+    mets = json.loads((d/'metrics.json').read_text())
+    sizes = pd.DataFrame.from_dict({m: {k: e.get(k) for k in ('images', 'target_images', 'flagged')} for m, e in mets.items() if 'images' in e},
+                                   orient='index', columns=['images', 'target_images', 'flagged'], dtype=object)
+    summary = add_set_sizes(summary, sizes)
+    gains = paired_gains(df, metric, base)
+    scores = collect_scores(Path(oracle) if oracle is not None else d/'oracle', list(summary.index))
+    files = {'summary.md': summary_markdown(summary, gains, scores, metric, baseline=base), 'claims.md': report_claims(df, summary, metric, METHOD, base, ood=ood)}
+    if (d/'gains.md').is_file(): files['gains.md'] = gains_markdown(gains, summary, metric)
+    if rec and (d/'shots.md').is_file():
+        sm = shot_markdown(df, summary, run_shots(d/'classification', df), base)
+        if sm: files['shots.md'] = sm
+    files = {k: v for k, v in files.items() if only is None or k in only}
+    for name, text in files.items(): atomic_write_text(d/name, text)
+    return [d/n for n in files]
 
 # %% ../nbs/93_experiments.ipynb #f847e1fc
 def run_command(setup:Path, # the setup file

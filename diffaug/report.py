@@ -33,6 +33,7 @@ class ReportConfig(StageConfig):
     level:float=0.95 # confidence level of the paired gains' intervals (Student t over seeds)
     oracle:str|None=None # the folder of oracle scores, `<oracle>/<method>/scores.json` (the faithfulness–diversity plane); None: no plane
     paper_method:str='diff-ii' # the method whose claims `claims.md` checks (the paper's own)
+    ood:bool|None=None # the test set has an out-of-distribution part (reversed-habitat images, e.g. prepare.world_ood > 0): claims.md's OOD claim on the groups landbird/water and waterbird/land; false: none; None: when the runs report those groups
     out:str|None=None # the output folder (required)
 
     def check(self, files:bool=True, # also check that the runs folder exists
@@ -49,6 +50,7 @@ class ReportConfig(StageConfig):
         self.need_num('min_set_fraction', 0, 1); self.need_num('level', 0, 1, lo_open=True, hi_open=True)
         self.need_path('oracle', 'dir', files=files, none=True)
         self.need(isinstance(self.paper_method, str) and self.paper_method != '', 'paper_method', "a method name, e.g. diff-ii")
+        self.need(self.ood is None or isinstance(self.ood, bool), 'ood', "null, true or false")
         self.need_path('out', 'dir', files=False)
         return self
 
@@ -96,6 +98,6 @@ def run_report(cfg:ReportConfig|None=None, # the stage's parameters
     scores = collect_scores(c.oracle, list(summary.index)) if c.oracle else collect_scores(out/'-', [])  # every file always written (DVC outputs)
     save_png(plot_plane(scores, summary, c.metric), out/'plane.png')
     atomic_write_text(out/'scores.csv', scores.reset_index(names='method').to_csv(index=False, float_format='%.4f'))
-    atomic_write_text(out/'claims.md', claims(df, summary, c.metric, c.paper_method, base, c.level))
+    atomic_write_text(out/'claims.md', claims(df, summary, c.metric, c.paper_method, base, c.level, c.ood))
     atomic_write_text(out/'summary.md', summary_markdown(summary, gains, scores, c.metric, c.level, base))
     return {'out': str(out), 'metric': c.metric, 'runs': len(df), 'methods': mets, 'flagged': list(flagged)}

@@ -35,7 +35,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path: sys.path.insert(0, str(REPO))
 
-from diffaug.experiments import variants, prepare_workdir, run_variant, write_readme  # the machinery: nbs/93_experiments.ipynb
+from diffaug.experiments import variants, prepare_workdir, rewrite_report, run_variant, write_readme  # the machinery: nbs/93_experiments.ipynb
 
 
 def main(argv=None)->int:
@@ -62,6 +62,8 @@ def main(argv=None)->int:
         for v, f in names.items(): run_variant(v, f, workdir, a.results, a.sets, a.nice, a.dry, done_by, REPO)
     if not a.dry:
         a.results.mkdir(parents=True, exist_ok=True)
+        for v in names:  # each variant's summary (its gains' marks) with the one decision rule (diffaug.tables.decide), from its collected runs
+            if (a.results/v/'run.json').is_file(): rewrite_report(a.results/v, only=['summary.md'])
         print('wrote', write_readme(a.results, REPO/'params'), flush=True)
     return 0
 

@@ -3,7 +3,7 @@
 write the tables the README includes.
 
     python scripts/setups.py [SETUP ...] [--dry] [--workdir DIR] [--results DIR] [--rerun] [--set KEY=VALUE ...]
-    python scripts/setups.py --tables-only        # rewrite results/<setup>/table.md from the collected runs
+    python scripts/setups.py --tables-only        # rewrite results/<setup>/table.md (and the report's summary, claims, shots) from the collected runs
 
 A setup runs as `python -m diffaug.pipeline setup params/<setup>.yaml` would (`dvc exp run -n <setup> -S ...`, target
 `report`), in a work copy of HEAD's committed files (default: `<repo>-setups/` beside the repository; the machinery is
@@ -22,7 +22,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path: sys.path.insert(0, str(REPO))
 
-from diffaug.experiments import SETUPS, prepare_workdir, run_variant, table_md  # the machinery: nbs/93_experiments.ipynb
+from diffaug.experiments import SETUPS, prepare_workdir, rewrite_report, run_variant, table_md  # the machinery: nbs/93_experiments.ipynb
 from diffaug.files import atomic_write_text
 
 
@@ -48,7 +48,9 @@ def main(argv=None)->int:
     if a.dry: return 0
     for s in files:
         d = a.results/s
-        if (d/'run.json').is_file(): atomic_write_text(d/'table.md', table_md(d)); print('wrote', d/'table.md', flush=True)
+        if (d/'run.json').is_file():
+            rewrite_report(d)  # summary.md, claims.md, shots.md: the verdicts of diffaug.tables.decide, from the collected runs
+            atomic_write_text(d/'table.md', table_md(d)); print('wrote', d/'table.md', flush=True)
     return 0
 
 if __name__ == '__main__': sys.exit(main())

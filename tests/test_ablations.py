@@ -63,9 +63,10 @@ def _fake_workdir(root:Path, top:float, faith:float, div:float, seeds=(0, 1, 2))
     from diffaug.tables import make_fake_runs
     runs = make_fake_runs(root/'reports/classification', ['original', 'diff-ii'], seeds, sets={'diff-ii': (60, 60)})
     for s in seeds:  # Diff-II's numbers per variant
-        f = runs/'diff-ii'/f's{s}'/'metrics.json'; d = json.loads(f.read_text()); d['top1'] = top + s; f.write_text(json.dumps(d))
+        f = runs/'diff-ii'/f's{s}'/'metrics.json'; d = json.loads(f.read_text()); d['top1'] = top + (0, 1.6, 2.3)[s]; f.write_text(json.dumps(d))
     (root/'reports/oracle/diff-ii').mkdir(parents=True)
-    (root/'reports/oracle/diff-ii/scores.json').write_text(json.dumps({'n': 60, 'faithfulness': faith, 'diversity': div, 'source_distance': 0.4}))
+    (root/'reports/oracle/diff-ii/scores.json').write_text(json.dumps({'n': 60, 'faithfulness': faith, 'diversity': div, 'source_distance': 0.4,
+                                                                   'faithfulness_per_class': {'a': faith + 0.2 * (0.9 - faith), 'b': faith - 0.4 * (0.9 - faith), 'c': faith}}))
     run_report(runs=str(runs), oracle=str(root/'reports/oracle'), out=str(root/'reports/report'), methods=['original', 'diff-ii'], seeds=list(seeds))
     return root
 
@@ -85,18 +86,18 @@ def test_collect_and_readme(abl, tmp_path, monkeypatch):
     assert (d/'classification/original/s2/metrics.json').is_file() and (d/'oracle/diff-ii/scores.json').is_file()
     rows = abl.variant_rows(res, ['s05', 'expansion-1'])
     r = rows[0]
-    assert r['top1'] == pytest.approx(56.0) and r['original'] == pytest.approx(51.0) and r['n_seeds'] == 3
-    assert r['gain'] == pytest.approx(5.0) and r['ci_low'] == pytest.approx(5.0) and r['faithfulness'] == pytest.approx(0.75)
+    assert r['top1'] == pytest.approx(56.3) and r['original'] == pytest.approx(51.0) and r['n_seeds'] == 3
+    assert r['gain'] == pytest.approx(5.3) and r['ci_low'] == pytest.approx(5.3 - 4.302653 * 0.3 / 3 ** 0.5) and r['faithfulness'] == pytest.approx(0.75)
     assert rows[1] == {'variant': 'expansion-1'}
     readme = abl.write_readme(res).read_text()
     assert '## Table 4' in readme and '## Fig. 7' in readme and '## The expansion multiplier' in readme
-    assert '| [s05](s05/summary.md) | 56.0 ± 1.0 | +5.0 [+5.0, +5.0] ▲ | 75.0% | 0.350 | 0.400 |' in readme
+    assert '| [s05](s05/summary.md) | 56.3 ± 1.2 | +5.3 [+4.6, +6.0] ▲ | 75.0% | 0.350 | 0.400 |' in readme
     assert '| mode-slerp | not run |' in readme and '| expansion-1 | not run |' in readme
     assert '![faithfulness, diversity and top-1 against s](fig7.png)' in readme and (res/'fig7.png').stat().st_size > 1000
     assert 'Wall time: 6 min over 6 variant(s)' in readme
-    assert '- Fig. 7: diversity rises with s: **reproduced** (rank correlation with s +1.00)' in readme
-    assert '- Fig. 7: faithfulness falls (slowly) with s: **reproduced** (rank correlation with s -1.00)' in readme
-    assert '- Table 4: the full circle makes the most diverse set of the four modes: not measured (variants missing)' in readme
+    assert '- Fig. 7: diversity rises with s: **not decided**: no per-class scores recorded' in readme  # one diversity per set: no interval
+    assert '- Fig. 7: faithfulness falls (slowly) with s: **reproduced**. -21.3 [' in readme and 'over 3 classes' in readme  # per-class differences -16, -28, -20 points
+    assert '- Table 4: the full circle makes the most diverse set of the four modes: not measured (variants missing).' in readme
 
 
 def test_committed_tables_are_current(abl):

@@ -161,3 +161,20 @@ def test_dvc_metrics_show_is_one_row_per_method(tmp_path):
     assert sorted(files) == [f'reports/report/methods/{i:02d}-{m}.json' for i, m in enumerate(METHODS)]
     rf = files['reports/report/methods/03-real-filter.json']['data']
     assert rf['flagged'] is True and rf['images'] == 26 and rf['target_images'] == 300 and rf['top1']['mean'] == 56.5
+
+
+def test_default_claims_follow_the_rule(tmp_path):
+    """The committed default's claims.md: each verdict is the one decision rule's (diffaug.tables.decide) on its runs
+    (reports/report/runs.csv), with the OOD claim on the reversed-habitat groups."""
+    import re, shutil
+    from pathlib import Path
+    from diffaug.experiments import rewrite_report
+    from diffaug.tables import VERDICTS
+    rep = Path(__file__).resolve().parents[1]/'reports'/'report'
+    c = tmp_path/'report'; c.mkdir()
+    for f in ('runs.csv', 'metrics.json'): shutil.copy(rep/f, c/f)
+    rewrite_report(c, oracle=rep.parent/'oracle', ood=True, only=['claims.md'])
+    verdicts = lambda t: [(m.group(1), m.group(2)) for m in re.finditer(r'^- (.+?): \*\*([a-z ]+)\*\*', t, re.M)]
+    committed = verdicts((rep/'claims.md').read_text())
+    assert committed == verdicts((c/'claims.md').read_text()) and {w for _, w in committed} <= set(VERDICTS)
+    assert any('worst reversed-habitat group (landbird/water, waterbird/land)' in w for w, _ in committed)

@@ -78,3 +78,18 @@ def test_setup_shots_table_is_its_runs(setup):
         assert rows[m][:3] == [f"{r[f'{g}_shot_mean']:.1f} ± {r[f'{g}_shot_std']:.1f}" for g in ('many', 'medium', 'few')], (setup, m, rows[m])
     assert f'<!-- include: results/{setup}/shots.md -->' in INDEX
     assert (d/'shots.md').read_text().strip() in (REPO/'README.md').read_text()
+
+
+@pytest.mark.parametrize('setup', SETUPS)
+def test_setup_claims_follow_the_rule(setup, tmp_path):
+    """claims.md, summary.md and shots.md recomputed from the runs with the one decision rule (diffaug.tables.decide):
+    each claim's verdict is one of its three words and the files are what the runs give."""
+    import shutil
+    from diffaug.experiments import rewrite_report
+    from diffaug.tables import VERDICTS
+    d = REPO/'results'/setup; c = tmp_path/setup; shutil.copytree(d, c)
+    for f in rewrite_report(c): assert f.read_text() == (d/f.name).read_text(), f"stale {d/f.name}: python scripts/setups.py --tables-only"
+    words = re.findall(r': \*\*([a-z ]+)\*\*', (d/'claims.md').read_text())
+    assert words and set(words) <= set(VERDICTS), words
+    rec = json.loads((d/'run.json').read_text())
+    if not rec['prepare'].get('world_ood'): assert 'out of distribution, ' not in (d/'claims.md').read_text()  # no reversed-habitat test part: no OOD claim
