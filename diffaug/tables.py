@@ -206,7 +206,7 @@ def collect_epochs(runs:str|Path, # the folder of classification runs
     out['method'] = pd.Categorical(out['method'], categories=order, ordered=True)
     return out.sort_values(['method', 'epoch']).reset_index(drop=True)
 
-# %% ../nbs/58_tables.ipynb #e75891bb
+# %% ../nbs/58_tables.ipynb #383df979
 VERDICTS = ('reproduced', 'contradicted', 'not decided')
 
 def decide(diffs, # the paired differences a − b (per seed, or per unit such as a class); None / NaN left out
