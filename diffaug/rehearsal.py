@@ -271,15 +271,18 @@ def rehearse(setup:str|Path, # a paper setup file, e.g. params/cub-5shot-resnet5
     # 2. the models and the dataset's native layout
     models = {k: str(cache/'models'/k) for k in REHEARSAL_MODELS} if dry else rehearsal_models(cache/'models')
     def fixture(source):
-        raw = cache/'raw'/source
+        raw = cache/'raw'/source  # 4 classes: the first 3 are kept, or 4 (a setup with its own evaluation split)
         if not dry and not (raw/'.complete').is_file():
             from diffaug.importers import write_native_fixture
-            shutil.rmtree(raw, ignore_errors=True); write_native_fixture(source, raw); (raw/'.complete').write_text('')
+            shutil.rmtree(raw, ignore_errors=True); write_native_fixture(source, raw, n_classes=4); (raw/'.complete').write_text('')
         return raw
     source = eff['prepare']['source']
     raw = fixture(source) if source in IMPORTERS and not any(s.startswith('prepare.raw=') for s in extra) else None
     # 3. the shrink, then the command
-    shrink, why = rehearsal_overrides(eff, models, raw=None if raw is None else str(raw))
+    pre = setup_pre_commands(setup)
+    # an evaluation split prepared by the setup's own command (Waterbirds) keeps its first 3 classes, which must be classes
+    # of the training split: CUB's first 4 hold them (the fixture's Waterbirds classes are 001, 002, 004; a download's 001-003)
+    shrink, why = rehearsal_overrides(eff, models, raw=None if raw is None else str(raw), classes=4 if pre else 3)
     sets = [f"{k}={json.dumps(v)}" for k, v in shrink.items()] + list(extra)
     cmd = run_command(setup, workdir/'params.yaml', sets)
     cmd[cmd.index('-n') + 1] = name
@@ -290,9 +293,9 @@ def rehearse(setup:str|Path, # a paper setup file, e.g. params/cub-5shot-resnet5
     subprocess.run(['dvc', 'exp', 'remove', name], cwd=workdir, capture_output=True, env=env)  # a rehearsal replaces the last
     # 4. the run: the setup's own commands first (e.g. Waterbirds' test split), then dvc exp run
     t0, commit = time.time(), workdir_commit(workdir)
-    for pre in setup_pre_commands(setup):
-        pre = rehearse_pre_command(pre, fixture); print('  ' + ' '.join(pre), flush=True)
-        r = subprocess.run([sys.executable] + pre[1:], cwd=workdir, env=env)
+    for cmd0 in pre:
+        pre_cmd = rehearse_pre_command(cmd0, fixture); print('  ' + ' '.join(pre_cmd), flush=True)
+        r = subprocess.run([sys.executable] + pre_cmd[1:], cwd=workdir, env=env)
         if r.returncode: break
     else: r = subprocess.run(cmd, cwd=workdir, env=env)
     wall = round(time.time() - t0, 1)
