@@ -317,13 +317,13 @@ def rehearsal_table(results:str|Path, # the folder of `<setup>.json` records
     "The Markdown table (setup × stage: ok, minutes, GB) of every record in `results`."
     recs = [json.loads(p.read_text()) for p in sorted(Path(results).glob('*.json'))]
     cols = [s for s in STAGE_ORDER if any(r['stage'] == s for rec in recs for r in rec['stages'])]
-    head = '| setup | result | wall | ' + ' | '.join(cols) + ' |\n|---|---|---|' + '---|' * len(cols) + '\n'
+    head = '| setup | result | commit | wall | ' + ' | '.join(cols) + ' |\n|---|---|---|---|' + '---|' * len(cols) + '\n'
     def cell(rec, s):
         rows = [r for r in rec['stages'] if r['stage'] == s]
         if not rows: return '·'
         t = sum(r.get('wall_s', 0) for r in rows); m = max(r.get('peak_rss_mb', 0) for r in rows)
         return f"{'ok' if all(r['ok'] for r in rows) else '**failed**'} {t / 60:.1f} min, {m / 1024:.1f} GB"
-    body = ''.join(f"| {Path(rec['setup']).stem} | {'ok' if rec['ok'] else '**failed**'} | {rec['wall_s'] / 60:.0f} min | "
+    body = ''.join(f"| {Path(rec['setup']).stem} | {'ok' if rec['ok'] else '**failed**'} | {(rec.get('commit') or '?')[:7]} | {rec['wall_s'] / 60:.0f} min | "
                    + ' | '.join(cell(rec, s) for s in cols) + ' |\n' for rec in recs)
     done = sum(rec['ok'] for rec in recs)
     return (f"{done} of {len(recs)} rehearsed setups passed: every stage ran and the report covers every method "
