@@ -167,10 +167,10 @@ def rehearsal_overrides(eff:dict, # a setup's effective parameters: {section: {k
     "({dotted key: rehearsal value}, {dotted key: why}) for the values a rehearsal changes."
     from diffaug.params import get_dotted
     o, why = {}, {}
-    def put(k, v, reason):
+    def put(k, v, reason, always=False):  # always: the weights, whatever the base holds (a workspace may hold the last rehearsal's)
         try: cur = get_dotted(eff, k)
         except KeyError: cur = None
-        if cur != v: o[k], why[k] = v, reason
+        if always or cur != v: o[k], why[k] = v, reason
     def cap(k, v, reason):
         try: cur = get_dotted(eff, k)
         except KeyError: return
@@ -179,12 +179,12 @@ def rehearsal_overrides(eff:dict, # a setup's effective parameters: {section: {k
     put('prepare.max_classes', classes, f'the first {classes} classes')
     if eff['prepare'].get('kind') == 'few-shot': cap('prepare.shots', 2, '2 shots per class')
     put('runs.seeds', eff['runs']['seeds'][:1], 'one seed')
-    for k in MODEL_KEYS: put(k, models['sd15'], "SD 1.5's architecture, random weights (128 px)")
+    for k in MODEL_KEYS: put(k, models['sd15'], "SD 1.5's architecture, random weights (128 px)", always=True)
     for k in CLIP_KEYS:
-        if not get_dotted(eff, k) or not str(get_dotted(eff, k)).startswith(('data/', 'models/')): put(k, models['clip-b32'], "CLIP ViT-B/32's architecture, random")
+        if not get_dotted(eff, k) or not str(get_dotted(eff, k)).startswith(('data/', 'models/')): put(k, models['clip-b32'], "CLIP ViT-B/32's architecture, random", always=True)
     if eff['suffixes'].get('source') in ('auto', 'vlm'):
-        put('suffixes.captioner', models['blip-large'], "BLIP-large's architecture, random")
-        put('suffixes.llm', models['qwen2'], 'a 2-layer Qwen2, random (the stage uses a language model on a GPU only when llm is auto)')
+        put('suffixes.captioner', models['blip-large'], "BLIP-large's architecture, random", always=True)
+        put('suffixes.llm', models['qwen2'], 'a 2-layer Qwen2, random (the stage uses a language model on a GPU only when llm is auto)', always=True)
     for k in ('concepts.resolution', 'concepts_ti.resolution', 'inversion.resolution'): cap(k, REHEARSAL_SIZE, f'{REHEARSAL_SIZE} px')
     for k in ('concepts.steps', 'concepts_ti.steps'): cap(k, 2, '2 training steps')
     for k in ('concepts.checkpoint_every', 'concepts_ti.checkpoint_every'): cap(k, 1, 'a checkpoint each step (resumption exercised)')
@@ -256,6 +256,7 @@ def rehearse(setup:str|Path, # a paper setup file, e.g. params/cub-5shot-resnet5
              cache:str|Path='data/rehearsal', # models/ and raw/ (the fixtures), relative to `workdir` unless absolute
              name:str|None=None, # the experiment's name (default: <setup>-rehearsal)
              dry:bool=False, # only print the command
+             reset_params:bool=False, # first check params.yaml out of HEAD (a work copy, where `dvc exp run` applied the last experiment's values)
             )->dict:
     "Rehearse one paper setup in `workdir` and return (and write) its record."
     from diffaug.experiments import effective, run_command, stage_env, workdir_commit
@@ -265,7 +266,8 @@ def rehearse(setup:str|Path, # a paper setup file, e.g. params/cub-5shot-resnet5
     setup, workdir = Path(setup).resolve(), Path(workdir).resolve()
     cache = Path(cache) if Path(cache).is_absolute() else workdir/cache
     name = name or f"{setup.stem}-rehearsal"
-    # 1. the setup as dvc exp run gets it, with the user's overrides
+    # 1. the setup as dvc exp run gets it (on the params.yaml it will run on), with the user's overrides
+    if reset_params and not dry: subprocess.run(['git', 'checkout', 'HEAD', '--', 'params.yaml'], cwd=workdir, capture_output=True, check=True)
     eff = effective(setup_overrides(setup, workdir/'params.yaml'), workdir/'params.yaml')
     for s in extra: k, v = parse_assignment(s); set_dotted(eff, k, load_yaml(v))
     # 2. the models and the dataset's native layout
@@ -289,7 +291,6 @@ def rehearse(setup:str|Path, # a paper setup file, e.g. params/cub-5shot-resnet5
     print(f"rehearsal of {setup.name} in {workdir}:\n  " + ' '.join(cmd), flush=True)
     if dry: return {'setup': setup.name, 'command': cmd, 'overrides': shrink, 'why': why}
     env = stage_env(workdir)
-    subprocess.run(['git', 'checkout', 'HEAD', '--', 'params.yaml'], cwd=workdir, capture_output=True)  # the default's values
     subprocess.run(['dvc', 'exp', 'remove', name], cwd=workdir, capture_output=True, env=env)  # a rehearsal replaces the last
     # 4. the run: the setup's own commands first (e.g. Waterbirds' test split), then dvc exp run
     t0, commit = time.time(), workdir_commit(workdir)

@@ -46,7 +46,7 @@ def main(argv=None) -> int:
         for s in names:
             rec = a.results/f'{s}.json'
             if a.skip_done and rec.is_file() and '"ok": true' in rec.read_text(): print(f"{s}: passed before, skipped"); continue
-            r = rehearse(REPO/'params'/f'{s}.yaml', workdir, None if a.dry else a.results, a.sets, a.cache.resolve(), dry=a.dry)
+            r = rehearse(REPO/'params'/f'{s}.yaml', workdir, None if a.dry else a.results, a.sets, a.cache.resolve(), dry=a.dry, reset_params=True)
             if not a.dry and not r['ok']: failed.append(s)
     if a.dry: return 0
     a.results.mkdir(parents=True, exist_ok=True)

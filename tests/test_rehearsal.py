@@ -134,7 +134,7 @@ def test_a_paper_setup_rehearses_end_to_end(tmp_path):
     rehearsal_models(cache/'models', makers={'sd15': lambda p: make_tiny_sd(p, resolution=32), 'clip-b32': make_tiny_clip,
                                             'blip-large': make_tiny_blip, 'qwen2': make_tiny_llm})
     work = prepare_workdir(tmp_path/'work', ROOT)
-    rec = rehearse(ROOT/'params/cub-5shot-resnet50.yaml', work, tmp_path/'results', cache=cache)
+    rec = rehearse(ROOT/'params/cub-5shot-resnet50.yaml', work, tmp_path/'results', cache=cache, reset_params=True)
     assert rec['ok'], rec
     assert set(rec['report_methods']) == set(rec['methods']) and len(rec['methods']) == 12
     ran = {s['stage'] for s in rec['stages']}
