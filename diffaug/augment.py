@@ -190,7 +190,7 @@ def setup_main(argv:list, # the arguments after `setup`
                params_file:str='params.yaml', # the pipeline's parameter file
               )->int:
     "`python -m diffaug.pipeline setup --folder DIR ...`: check, write params/own/<name>.yaml, run the DVC experiment."
-    from diffaug.params import setup_parser, setup_settings, setup_command, experiment_name, check_name_free, run_setup_command, load_yaml, _rehearse_hook
+    from diffaug.params import setup_parser, setup_settings, setup_command, experiment_name, check_name_free, run_setup_command, load_yaml, rehearse_setup
     ap = setup_parser('python -m diffaug.pipeline setup --folder',
                       'Diff-II on your own images as a DVC experiment (checks everything first); the setup file is params/own/<name>.yaml.', params_file)
     ap.add_argument('--folder', required=True, help='your images: one sub-folder per class, or a datasets save_to_disk / imagefolder directory')
@@ -218,7 +218,7 @@ def setup_main(argv:list, # the arguments after `setup`
         cmd = setup_command(f, a.params, a.queue, name=name) + ([] if a.methods == 'all' else ['interpolation'])
     except ParamError as e:
         print(f"error: {e}", file=sys.stderr, flush=True); return 2
-    if a.rehearse: return _rehearse_hook(f, {f'{s}.{k}': v for s, kv in settings.items() for k, v in kv.items()}, name, a.print_only, a.params)
+    if a.rehearse: return rehearse_setup(f, {f'{s}.{k}': v for s, kv in settings.items() for k, v in kv.items()}, name, a.print_only, a.params)
     if counts: print(f"{len(counts)} classes, {sum(counts.values())} images: " + ', '.join(f"{c!r} {n}" for c, n in list(counts.items())[:8]) + (' ...' if len(counts) > 8 else ''))
     print(f"setup written to {f}\n{shlex.join(cmd)}", flush=True)
     if a.print_only: return 0

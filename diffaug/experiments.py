@@ -12,9 +12,9 @@ from pathlib import Path
 # %% auto #0
 __all__ = ['PREFIX', 'FAMILIES', 'REPORT_FILES', 'METHOD', 'BASELINE', 'SETUPS', 'NO_PER_CLASS', 'repo_root', 'variants',
            'overrides', 'effective', 'digest', 'git', 'head_commit', 'cached_outs', 'cached_outs_of', 'prepare_workdir',
-           'workdir_commit', 'stage_env', 'collect_variant', 'flatten_for_record', 'variant_rows', 'mark_duplicates',
-           'family_table', 'plot_split_ratio', 'claims', 'tables', 'write_readme', 'describe', 'table_md',
-           'rewrite_report', 'run_command', 'run_variant']
+           'workdir_commit', 'stage_env', 'exp_run', 'collect_variant', 'flatten_for_record', 'variant_rows',
+           'mark_duplicates', 'family_table', 'plot_split_ratio', 'claims', 'tables', 'write_readme', 'describe',
+           'table_md', 'rewrite_report', 'run_command', 'run_variant']
 
 # %% ../nbs/93_experiments.ipynb #d23502e6
 import yaml
@@ -152,6 +152,23 @@ def stage_env(workdir:Path)->dict:
     "The stages' environment: this interpreter's bin/ first on PATH (DVC's commands call `python`), the work copy's package, one thread."
     return {**os.environ, 'PATH': f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
             'PYTHONPATH': str(workdir), 'OMP_NUM_THREADS': os.environ.get('OMP_NUM_THREADS', '1')}
+
+def exp_run(workdir:Path, # the work copy
+            cmd:list, # the `dvc exp run -n NAME ...` command (`run_command`)
+            nice:int=0, # niceness of the run (0: none)
+            before:list=(), # commands to run first, in the same environment (a setup's own step, e.g. Waterbirds' test split)
+            reset_params:bool=True, # first check params.yaml out of HEAD (a work copy: the embedded default, not the last run's values)
+           )->tuple:
+    "Run `cmd` (after `before`) in `workdir`, replacing the experiment of its name: (exit code, wall seconds, commit, start time)."
+    if reset_params: git('checkout', 'HEAD', '--', 'params.yaml', cwd=workdir)
+    env = stage_env(workdir)
+    subprocess.run(['dvc', 'exp', 'remove', cmd[cmd.index('-n') + 1]], cwd=workdir, capture_output=True, env=env)  # a rerun reuses the name
+    t0, commit = time.time(), workdir_commit(workdir)  # HEAD may move while the run goes on
+    for c in [*before, cmd]:
+        r = subprocess.run(['nice', '-n', str(nice), *c] if nice else list(c), cwd=workdir, env=env)
+        if r.returncode: break
+    return r.returncode, round(time.time() - t0, 1), commit, t0
+
 
 # %% ../nbs/93_experiments.ipynb #f08cf559
 def collect_variant(workdir:Path, # the work copy after the run
@@ -485,12 +502,8 @@ def run_variant(name:str, # the run's name (results/<name>/)
     full = ['nice', '-n', str(nice)] + cmd if nice else cmd
     print(f"{name}: in {workdir}: {shlex.join(full)}", flush=True)
     if dry: done_by.setdefault(key, name); return
-    git('checkout', 'HEAD', '--', 'params.yaml', cwd=workdir)  # the embedded default, not the previous variant's values
-    subprocess.run(['dvc', 'exp', 'remove', setup.stem], cwd=workdir, capture_output=True, env=stage_env(workdir))  # a rerun reuses the name
-    t0, commit = time.time(), workdir_commit(workdir)  # HEAD may move while the run goes on
-    r = subprocess.run(full, cwd=workdir, env=stage_env(workdir))
-    if r.returncode: raise SystemExit(f"{name}: dvc exp run failed (exit {r.returncode}); rerun the script to resume")
-    wall = round(time.time() - t0, 1)
+    code, wall, commit, _ = exp_run(workdir, cmd, nice)
+    if code: raise SystemExit(f"{name}: dvc exp run failed (exit {code}); rerun the script to resume")
     collect_variant(workdir, dest, methods, seeds, {'variant': name, 'setup': f'params/{setup.name}', 'digest': key, 'commit': commit,
                                                     'methods': methods, 'seeds': seeds, 'overrides': flatten_for_record(flat),
                                                     'extra': list(extra), 'wall_s': wall, 'same_as': None,

@@ -14,7 +14,7 @@ from pathlib import Path
 __all__ = ['STAGES', 'CROSS_RULES', 'STAGE_QUIET', 'Stage', 'get_dotted', 'set_dotted', 'parse_assignment', 'YAML12Loader',
            'load_yaml', 'read_params', 'resolve_paths', 'check_cross_rules', 'check_stage_params', 'flatten',
            'stage_resets', 'setup_overrides', 'setup_command', 'setup_settings', 'experiment_name', 'experiment_names',
-           'check_name_free', 'setup_parser', 'run_setup_command']
+           'check_name_free', 'setup_parser', 'run_setup_command', 'rehearse_setup']
 
 # %% ../nbs/91_params.ipynb #951b89b4
 import yaml
@@ -330,7 +330,7 @@ def run_setup_command(cmd:list, # `setup_command`'s
     "Run the `dvc exp run` command; its exit code."
     return subprocess.call(cmd, env={**os.environ, STAGE_QUIET: '1', 'DIFFAUG_QUIET': '1'} if quiet else None)
 
-def _rehearse_hook(setup_path:Path, # the setup file
+def rehearse_setup(setup_path:Path, # the setup file
                    overrides:dict, # the `--set` overrides over it, dotted: {"concepts.steps": 2}
                    name:str, # the experiment's name
                    print_only:bool=False, # only print the command

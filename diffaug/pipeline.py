@@ -17,7 +17,7 @@ __all__ = ['StageError', 'kernel_options', 'execute_stage_notebook', 'run_view',
 # %% ../nbs/90_pipeline.ipynb #670b3d0b
 from .core import ParamError, environment, nearest
 from .params import (STAGES, load_yaml, read_params, resolve_paths, check_stage_params, check_cross_rules, setup_command,
-                            setup_settings, setup_parser, experiment_name, check_name_free, run_setup_command, _rehearse_hook, STAGE_QUIET)
+                            setup_settings, setup_parser, experiment_name, check_name_free, run_setup_command, rehearse_setup, STAGE_QUIET)
 
 # %% ../nbs/90_pipeline.ipynb #9bc6d461
 class StageError(RuntimeError):
@@ -295,7 +295,7 @@ def setup_file_main(argv:list, # the arguments after `setup`
         sets = setup_settings(a.sets)
         name = experiment_name(a.name or Path(a.setup_file).stem)
         cmd = setup_command(a.setup_file, a.params, a.queue, sets, name)  # unknown sections and keys refused here
-        if a.rehearse: return _rehearse_hook(Path(a.setup_file), {f'{s}.{k}': v for s, kv in sets.items() for k, v in kv.items()}, name, a.print_only, a.params)
+        if a.rehearse: return rehearse_setup(Path(a.setup_file), {f'{s}.{k}': v for s, kv in sets.items() for k, v in kv.items()}, name, a.print_only, a.params)
         if not a.print_only: check_name_free(name)  # DVC would refuse the name deep in its output
     except ParamError as e:
         print(f"error: {e}", file=sys.stderr, flush=True); return 2

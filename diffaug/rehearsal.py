@@ -13,9 +13,11 @@ from .files import atomic_write_json, atomic_write_text
 
 # %% auto #0
 __all__ = ['SD15_UNET', 'SD15_VAE', 'SD15_TEXT', 'BLIP_WORDS', 'QWEN_CHAT_TEMPLATE', 'REHEARSAL_MODELS', 'MODEL_KEYS',
-           'CLIP_KEYS', 'PRECISION_KEYS', 'REHEARSAL_SIZE', 'STAGE_ORDER', 'make_sd15_random', 'make_clip_b32_random',
-           'make_blip_large_random', 'make_qwen2_random', 'rehearsal_models', 'rehearsal_overrides', 'paper_setups',
-           'stage_costs', 'setup_pre_commands', 'rehearse_pre_command', 'rehearse', 'rehearsal_table']
+           'CLIP_KEYS', 'PRECISION_KEYS', 'REHEARSAL_SIZE', 'STAGE_ORDER', 'PROCESS_SETS', 'PROCESS_STAGES',
+           'make_sd15_random', 'make_clip_b32_random', 'make_blip_large_random', 'make_qwen2_random',
+           'rehearsal_models', 'rehearsal_overrides', 'paper_setups', 'stage_costs', 'setup_pre_commands',
+           'rehearse_pre_command', 'rehearse', 'rehearsal_table', 'process_stages', 'process_launch',
+           'compare_processes', 'rehearse_processes', 'process_table']
 
 # %% ../nbs/94_rehearsal.ipynb #f6e8241c
 SD15_UNET = dict(sample_size=64, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(320, 640, 1280, 1280),
@@ -259,7 +261,7 @@ def rehearse(setup:str|Path, # a paper setup file, e.g. params/cub-5shot-resnet5
              reset_params:bool=False, # first check params.yaml out of HEAD (a work copy, where `dvc exp run` applied the last experiment's values)
             )->dict:
     "Rehearse one paper setup in `workdir` and return (and write) its record."
-    from diffaug.experiments import effective, run_command, stage_env, workdir_commit
+    from diffaug.experiments import effective, run_command, stage_env, exp_run
     from diffaug.params import setup_overrides, parse_assignment, set_dotted, load_yaml
     from diffaug.importers import IMPORTERS
     from diffaug.core import environment
@@ -290,24 +292,18 @@ def rehearse(setup:str|Path, # a paper setup file, e.g. params/cub-5shot-resnet5
     cmd[cmd.index('-n') + 1] = name
     print(f"rehearsal of {setup.name} in {workdir}:\n  " + ' '.join(cmd), flush=True)
     if dry: return {'setup': setup.name, 'command': cmd, 'overrides': shrink, 'why': why}
-    env = stage_env(workdir)
-    subprocess.run(['dvc', 'exp', 'remove', name], cwd=workdir, capture_output=True, env=env)  # a rehearsal replaces the last
-    # 4. the run: the setup's own commands first (e.g. Waterbirds' test split), then dvc exp run
-    t0, commit = time.time(), workdir_commit(workdir)
-    for cmd0 in pre:
-        pre_cmd = rehearse_pre_command(cmd0, fixture); print('  ' + ' '.join(pre_cmd), flush=True)
-        r = subprocess.run([sys.executable] + pre_cmd[1:], cwd=workdir, env=env)
-        if r.returncode: break
-    else: r = subprocess.run(cmd, cwd=workdir, env=env)
-    wall = round(time.time() - t0, 1)
+    # 4. the run: the setup's own commands first (e.g. Waterbirds' test split), then dvc exp run (replacing the last rehearsal)
+    before = [rehearse_pre_command(c, fixture) for c in pre]
+    for c in before: print('  ' + ' '.join(c), flush=True)
+    code, wall, commit, t0 = exp_run(workdir, cmd, before=[[sys.executable] + c[1:] for c in before], reset_params=False)
     # 5. the record
     metrics = workdir/'reports/report/metrics.json'
-    covered = sorted(json.loads(metrics.read_text())) if r.returncode == 0 and metrics.is_file() else []
+    covered = sorted(json.loads(metrics.read_text())) if code == 0 and metrics.is_file() else []
     stages = stage_costs(workdir, t0)
-    rec = {'setup': f"params/{setup.name}", 'name': name, 'commit': commit, 'ok': r.returncode == 0 and set(covered) >= set(eff['runs']['methods']),
-           'returncode': r.returncode, 'wall_s': wall, 'stages': stages, 'methods': eff['runs']['methods'], 'report_methods': covered,
+    rec = {'setup': f"params/{setup.name}", 'name': name, 'commit': commit, 'ok': code == 0 and set(covered) >= set(eff['runs']['methods']),
+           'returncode': code, 'wall_s': wall, 'stages': stages, 'methods': eff['runs']['methods'], 'report_methods': covered,
            'failed': [s['stage'] + (f"@{s['item']}" if s['item'] else '') for s in stages if not s['ok']],
-           'overrides': shrink, 'why': why, 'extra': list(extra), 'threads': env.get('OMP_NUM_THREADS'), 'environment': environment()}
+           'overrides': shrink, 'why': why, 'extra': list(extra), 'threads': stage_env(workdir)['OMP_NUM_THREADS'], 'environment': environment()}
     if results is not None: atomic_write_json(Path(results)/f"{setup.stem}.json", rec)
     print(f"rehearsal of {setup.name}: {'ok' if rec['ok'] else 'FAILED'} in {wall / 60:.1f} min", flush=True)
     return rec
@@ -329,3 +325,148 @@ def rehearsal_table(results:str|Path, # the folder of `<setup>.json` records
     done = sum(rec['ok'] for rec in recs)
     return (f"{done} of {len(recs)} rehearsed setups passed: every stage ran and the report covers every method "
             f"(· : the stage did not run in that rehearsal, its outputs were current).\n\n" + head + body)
+
+# %% ../nbs/94_rehearsal.ipynb #3eb2d432
+PROCESS_SETS = ('syn-diff-mix', 'syn-real-guidance', 'pool', 'diffii')  # the sets two processes must write byte for byte
+PROCESS_STAGES = ('concepts', 'synthesis', 'interpolation', 'classification')
+
+def process_stages(spec:dict, # split, model, concepts (a concept folder for Diff-Mix), classifier (ClassificationConfig fields); optional: precision, resolution, steps, concept_steps
+                   stages:tuple=PROCESS_STAGES, # which of them to run
+                   num_processes:int=1, # classification's `num_processes` (2 from one process: accelerate's notebook_launcher)
+                  ):
+    "Run the multi-process stages into the current folder, as one process or as each process of a launch."
+    import torch
+    torch.set_num_threads(1)  # the same arithmetic in every run: one process's thread count must not decide the bytes
+    C = dict(split=spec['split'], model=spec['model'], device='cpu', precision=spec.get('precision', 'fp32'))
+    R = {'resolution': spec['resolution']} if spec.get('resolution') else {}
+    n = spec.get('steps', 3)
+    if 'concepts' in stages:
+        from diffaug.concept_training import run_concepts
+        run_concepts(out='concepts', steps=spec.get('concept_steps', 4), batch_size=2, rank=2, checkpoint_every=2, lr_embed=1e-2, lr_lora=1e-2, **R, **C)
+    if 'synthesis' in stages:
+        from diffaug.methods import run_synthesis
+        for m in ('diff-mix', 'real-guidance'):  # with a concept folder (the same for both runs) and without
+            run_synthesis(method=m, concepts={'diff-mix': spec['concepts']}, out=f'syn-{m}', expansion=2, steps=n, batch_size=2,
+                          cpu=True, **C)
+    if 'interpolation' in stages:
+        from diffaug.inversion import run_inversion
+        from diffaug.interpolation import run_interpolation
+        run_inversion(out='pool', steps=n, batch_size=2, check_images=2, cpu=True, **R, **C)
+        run_interpolation(inversions='pool', out='diffii', expansion=2, steps=n, batch_size=2, cpu=True, **C)
+    if 'classification' in stages:
+        from diffaug.classification import run_classification
+        run_classification(split=spec['split'], out='cls', device='cpu', threads=1, num_processes=num_processes,
+                           **{'pretrained': False, 'batch_size': 4, 'epochs': 2, **spec['classifier']})
+
+# %% ../nbs/94_rehearsal.ipynb #b1482b68
+def process_launch(spec:dict, # as `process_stages` takes it
+                   folder:str|Path, # the run's folder (every output path in it is relative: the runs record the same paths)
+                   how:str='one', # 'one': one process; 'torchrun': 2 processes of torch.distributed.run; 'launcher': classification alone, notebook_launcher with 2
+                   stages:tuple=PROCESS_STAGES, # the stages (one and torchrun)
+                  )->Path:
+    "Run `process_stages` in `folder` the way `how` says (a child process of this one); raise with its output's tail if it fails."
+    folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(folder/'spec.json', spec)
+    main = ['-m', 'diffaug.rehearsal', 'spec.json']
+    cmd = {'one': [sys.executable, *main, ','.join(stages), '1'],
+           'torchrun': [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2', *main, ','.join(stages), '1'],
+           'launcher': [sys.executable, *main, 'classification', '2']}[how]
+    env = {**os.environ, 'OMP_NUM_THREADS': '1', 'DIFFAUG_QUIET': '1'}
+    r = subprocess.run(cmd, cwd=folder, env=env, capture_output=True, text=True)
+    if r.returncode: raise RuntimeError(f"{how} run in {folder} failed ({r.returncode}):\n{r.stdout[-2000:]}\n{r.stderr[-4000:]}")
+    return folder
+
+# %% ../nbs/94_rehearsal.ipynb #d06b9cee
+def _files(folder:Path)->dict:
+    "Relative path -> bytes of every file under `folder`."
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob('*')) if p.is_file()}
+
+def _concept_tensors(folder:Path)->dict:
+    from safetensors.torch import load_file
+    t = {f"emb/{p.name}": load_file(str(p))['emb_params'] for p in sorted((folder/'embeddings').glob('*.safetensors'))}
+    t.update({f"lora/{k}": v for k, v in load_file(str(folder/'pytorch_lora_weights.safetensors')).items()})
+    return t
+
+def compare_processes(one:str|Path, # the one-process run's folder
+                      two:str|Path, # the two-process run's folder
+                      launcher:str|Path|None=None, # the notebook_launcher run's folder (classification only), if any
+                     )->dict:
+    "How two processes' outputs compare with one's: identical sets, the concepts' and the classifier's distances, `ok`."
+    import math
+    one, two = Path(one), Path(two)
+    sets = {}
+    for s in PROCESS_SETS:
+        a, b = _files(one/s), _files(two/s)
+        sets[s] = dict(files=len(a), pngs=sum(k.endswith('.png') for k in a), identical=a == b,
+                       differing=sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k)))
+    c1, c2 = _concept_tensors(one/'concepts'), _concept_tensors(two/'concepts')
+    t1, t2 = (json.loads((r/'concepts'/'training.json').read_text()) for r in (one, two))
+    emb, lora = ([k for k in c1 if k.startswith(p)] for p in ('emb/', 'lora/'))
+    finite = c1.keys() == c2.keys() and all(bool(v.isfinite().all()) for v in [*c1.values(), *c2.values()])
+    concepts = dict(tensors=len(c1), embeddings=len(emb), lora_tensors=len(lora), finite=finite,
+                    max_abs_diff_embeddings=max(float((c1[k] - c2[k]).abs().max()) for k in emb),
+                    max_abs_embeddings=max(float(c1[k].abs().max()) for k in emb),
+                    max_abs_diff_lora=max(float((c1[k] - c2[k]).abs().max()) for k in lora),
+                    max_abs_lora=max(float(c1[k].abs().max()) for k in lora),
+                    processes=[json.loads((r/'concepts'/'concepts.json').read_text())['config']['processes'] for r in (one, two)],
+                    losses=[t1['losses'], t2['losses']], eval_loss_after=[t1['eval_loss_after'], t2['eval_loss_after']])
+    k1, k2 = _files(one/'cls'), _files(two/'cls')
+    x1, x2 = (json.loads(k['metrics.json']) for k in (k1, k2))
+    p1, p2 = (k['predictions.csv'].decode().splitlines() for k in (k1, k2))
+    classification = dict(files=sorted(k1), same_files=set(k1) == set(k2), top1=[x1['top1'], x2['top1']], n_test=[x1['n_test'], x2['n_test']],
+                          predictions=[len(p1) - 1, len(p2) - 1], predictions_differing=sum(a != b for a, b in zip(p1[1:], p2[1:])),
+                          num_processes=[json.loads(k['config.json'])['num_processes'] for k in (k1, k2)],
+                          finite=all(math.isfinite(x[m]) for x in (x1, x2) for m in ('top1', 'mean_class_acc')))
+    if launcher is not None: classification['launcher_equals_torchrun'] = _files(Path(launcher)/'cls') == k2
+    ok = (all(v['identical'] and v['files'] for v in sets.values()) and finite and concepts['processes'] == [1, 2]
+          and classification['same_files'] and classification['finite'] and classification['num_processes'] == [1, 2]
+          and classification['predictions'] == classification['n_test'] and classification.get('launcher_equals_torchrun', True))
+    return dict(ok=ok, sets=sets, concepts=concepts, classification=classification)
+
+# %% ../nbs/94_rehearsal.ipynb #f18cc0c0
+def rehearse_processes(cache:str|Path, # models/ (written once by `rehearsal_models`)
+                       folder:str|Path, # the runs' folder (emptied first)
+                       results:str|Path|None=None, # where `sd15.json` goes (None: not written)
+                       classifier:str='resnet50.tv_in1k', # the classifier (untrained), at 224 px
+                      )->dict:
+    "One process vs two at SD 1.5's architecture: run the three launches and return (and write) the comparison."
+    from diffaug.classifier_data import make_toy_split
+    from diffaug.core import environment
+    from diffaug.experiments import workdir_commit
+    models, folder = rehearsal_models(Path(cache)/'models'), Path(folder)
+    shutil.rmtree(folder, ignore_errors=True)
+    spec = dict(split=str(make_toy_split(folder/'toy', n_classes=3, shots=2, per_class=4, size=REHEARSAL_SIZE)), model=models['sd15'],
+                concepts=str(folder/'one'/'concepts'), precision='bf16', resolution=REHEARSAL_SIZE, steps=3, concept_steps=2,
+                classifier=dict(model=classifier, image_size=224, epochs=1))
+    wall = {}
+    for how in ('one', 'torchrun', 'launcher'):
+        t0 = time.time(); process_launch(spec, folder/how, how); wall[how] = round(time.time() - t0, 1)
+        print(f"{how}: {wall[how] / 60:.1f} min", flush=True)
+    rec = {**compare_processes(folder/'one', folder/'torchrun', folder/'launcher'), 'wall_s': wall,
+           'spec': {**spec, 'split': 'toy split: 3 classes x 2 shots, 2 test images each', 'model': 'sd15 (random weights)',
+                    'concepts': "the one-process run's concepts"},
+           'commit': workdir_commit(Path(__file__).resolve().parents[1]), 'environment': environment()}
+    if results is not None: atomic_write_json(Path(results)/'sd15.json', rec)
+    return rec
+
+# %% ../nbs/94_rehearsal.ipynb #ab659009
+def process_table(rec:dict, # a `compare_processes` record
+                 )->str:
+    "The Markdown table of one process vs two: per stage, what was compared and how it came out."
+    s, c, k = rec['sets'], rec['concepts'], rec['classification']
+    rows = [(f"synthesis `{n[4:]}`" if n.startswith('syn-') else {'pool': 'inversion pool', 'diffii': "Diff-II's interpolation"}[n],
+             f"{'byte-identical' if v['identical'] else '**differ**: ' + ', '.join(v['differing'][:3])} ({v['files']} files, {v['pngs']} PNGs)")
+            for n, v in s.items()]
+    rows.append(('concepts', f"{'finished, finite' if c['finite'] else '**not finite**'}; max \\|Δ\\| token embeddings {c['max_abs_diff_embeddings']:.3g} "
+                 f"(max \\|embedding\\| {c['max_abs_embeddings']:.3g}), LoRA {c['max_abs_diff_lora']:.3g} (max \\|LoRA\\| {c['max_abs_lora']:.3g}); "
+                 f"eval loss after {c['eval_loss_after'][0]:.4f} (1) vs {c['eval_loss_after'][1]:.4f} (2)"))
+    rows.append(('classification', f"{'finished, finite' if k['finite'] else '**not finite**'}; top-1 {k['top1'][0]:.1f} (1) vs {k['top1'][1]:.1f} (2); "
+                 f"{k['predictions_differing']} of {k['n_test'][0]} test predictions differ; notebook_launcher = torchrun: "
+                 f"{'yes' if k.get('launcher_equals_torchrun') else 'no'}"))
+    wall = ', '.join(f"{h} {t / 60:.1f} min" for h, t in rec.get('wall_s', {}).items())
+    return (f"{'Passed' if rec['ok'] else '**Failed**'}: one process vs two{f' ({wall})' if wall else ''}.\n\n| stage | 1 vs 2 processes |\n|---|---|\n"
+            + ''.join(f"| {a} | {b} |\n" for a, b in rows))
+
+# %% ../nbs/94_rehearsal.ipynb #7efa52f5
+if __name__ == '__main__' and '__file__' in globals():  # `python -m diffaug.rehearsal spec.json STAGES N` (process_launch), never in a notebook
+    process_stages(json.loads(Path(sys.argv[1]).read_text()), tuple(sys.argv[2].split(',')), int(sys.argv[3]))

@@ -5,12 +5,16 @@ CLIP's, BLIP's and the classifiers' real architectures at random weights and onl
     python scripts/rehearse.py cub-5shot-resnet50 [waterbirds-5shot-resnet50 ...] [--set prepare.raw=DIR] [--dry]
     python scripts/rehearse.py --all           # the 23 paper setups (every params/*.yaml but the mini world's)
     python scripts/rehearse.py --table-only    # rewrite results/rehearsal/table.md from the records
+    python scripts/rehearse.py --processes     # one process vs two (torchrun) at SD 1.5's architecture
 
 Each runs in a work copy of HEAD's committed files (default `<repo>-rehearsal/` beside the repository; the working
 tree and its DVC cache are never touched); the models (about 4.5 GB) and the datasets' native-layout fixtures are
 written once into `data/rehearsal/` of the repository. Each setup's record goes to `results/rehearsal/<setup>.json`
 (setup, commit, every stage's wall time and peak memory, the report's methods, the changed values and why, the
 environment), and `results/rehearsal/table.md` is the table of all records, which the README includes.
+`--processes` runs concepts, synthesis, inversion + interpolation and classification once with one process and once
+with two (torch.distributed.run, gloo) at SD 1.5's architecture, and writes `results/rehearsal/processes/sd15.json`
+(which sets are byte-identical, how far training moved) and `sd15.md`, its table (about 7 GB of memory per process).
 """
 from __future__ import annotations
 import argparse, sys
@@ -20,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path: sys.path.insert(0, str(REPO))
 
 from diffaug.experiments import prepare_workdir  # the work copy: nbs/93_experiments.ipynb
-from diffaug.rehearsal import rehearse, rehearsal_table, paper_setups  # nbs/94_rehearsal.ipynb
+from diffaug.rehearsal import rehearse, rehearsal_table, paper_setups, rehearse_processes, process_table  # nbs/94_rehearsal.ipynb
 from diffaug.files import atomic_write_text
 
 
@@ -35,7 +39,12 @@ def main(argv=None) -> int:
     ap.add_argument('--skip-done', action='store_true', help='skip setups whose record (at this commit) passed')
     ap.add_argument('--dry', action='store_true', help='print the commands, run nothing')
     ap.add_argument('--table-only', action='store_true', help='only rewrite table.md')
+    ap.add_argument('--processes', action='store_true', help="one process vs two at SD 1.5's architecture (results/rehearsal/processes/)")
     a = ap.parse_args(argv)
+    if a.processes:
+        rec = rehearse_processes(a.cache.resolve(), a.cache.resolve()/'processes', a.results/'processes')
+        atomic_write_text(a.results/'processes'/'sd15.md', process_table(rec)); print(process_table(rec))
+        return 0 if rec['ok'] else 1
     names = paper_setups(REPO/'params') if a.all else a.setups
     bad = [s for s in names if not (REPO/'params'/f'{s}.yaml').is_file()]
     if bad: ap.error(f"no setup file {', '.join(f'params/{s}.yaml' for s in bad)}")
