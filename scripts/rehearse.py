@@ -24,7 +24,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path: sys.path.insert(0, str(REPO))
 
 from diffaug.experiments import prepare_workdir  # the work copy: nbs/93_experiments.ipynb
-from diffaug.rehearsal import rehearse, rehearsal_table, paper_setups, rehearse_processes, process_table  # nbs/94_rehearsal.ipynb
+from diffaug.rehearsal import rehearse, rehearsal_table, paper_setups  # nbs/94_rehearsal.ipynb
+from diffaug.processes import rehearse_processes, process_table  # nbs/95_processes.ipynb
 from diffaug.files import atomic_write_text
 
 

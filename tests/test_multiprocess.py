@@ -1,6 +1,6 @@
 """Two processes on a CPU: the concepts, synthesis, inversion + interpolation and classification stages, each run once by
 one process and once by `torch.distributed.run --nproc_per_node 2` (gloo; `cpu: true` / `device: cpu`), on a tiny model
-and a toy split, through the package's own launcher (`diffaug.rehearsal.process_launch`, which `scripts/rehearse.py
+and a toy split, through the package's own launcher (`diffaug.processes.process_launch`, which `scripts/rehearse.py
 --processes` runs at SD 1.5's architecture).
 
 The synthetic sets (two synthesis methods, the inversion pool, Diff-II's interpolation) of two processes are the bytes of
@@ -19,7 +19,7 @@ import pytest
 def runs(tmp_path_factory):
     from diffaug.classifier_data import make_toy_split
     from diffaug.models import make_tiny_sd
-    from diffaug.rehearsal import process_launch
+    from diffaug.processes import process_launch
     d = tmp_path_factory.mktemp('mp')
     spec = dict(split=str(make_toy_split(d/'toy', n_classes=3, shots=2, per_class=4)), model=str(make_tiny_sd(d/'tiny-sd')),
                 concepts=str(d/'one'/'concepts'), classifier=dict(model='test_resnet', image_size=32))
@@ -30,7 +30,7 @@ def runs(tmp_path_factory):
 @pytest.mark.slow  # three runs (one of them under torchrun): ~1.5 min on a busy 2-core machine
 def test_two_processes_write_one_process_sets_and_finish_training(runs):
     from diffaug.classification import OUTPUT_FILES
-    from diffaug.rehearsal import compare_processes, process_table, PROCESS_SETS
+    from diffaug.processes import compare_processes, process_table, PROCESS_SETS
     r = compare_processes(runs/'one', runs/'torchrun', runs/'launcher')
     print(json.dumps(r, indent=2, sort_keys=True)); print(process_table(r))
     assert r['ok'], r
@@ -51,7 +51,7 @@ def test_two_processes_write_one_process_sets_and_finish_training(runs):
 def test_compare_processes_fails_on_a_differing_set(runs, tmp_path):
     "One changed byte in one PNG of the two-process set: that set is not identical, and the comparison fails."
     import shutil
-    from diffaug.rehearsal import compare_processes
+    from diffaug.processes import compare_processes
     shutil.copytree(runs/'torchrun', tmp_path/'two')
     png = sorted((tmp_path/'two'/'diffii').rglob('*.png'))[0]
     b = bytearray(png.read_bytes()); b[-20] ^= 1; png.write_bytes(bytes(b))
