@@ -269,8 +269,10 @@ _MIXED = {'fp32': 'no', 'float32': 'no', 'no': 'no', 'fp16': 'fp16', 'float16': 
 def make_accelerator(device:'str|torch.device'='auto', # where to train
                      precision:str='fp32', # "fp32", "fp16", "bf16" or "auto"
                      grad_accum:int=1, # micro-batches per optimizer step
+                     **kw, # more `Accelerator` arguments (e.g. `dataloader_config`)
                     ):
-    "An `accelerate.Accelerator` for `device`/`precision`/`grad_accum` (rebuilding a single-process state if needed)."
+    """An `accelerate.Accelerator` for `device`/`precision`/`grad_accum`, rebuilding a single-process state made earlier in
+    this process with other settings (accelerate keeps one state per process and refuses a second precision)."""
     import torch
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState, PartialState
@@ -278,7 +280,7 @@ def make_accelerator(device:'str|torch.device'='auto', # where to train
     if precision == 'auto': precision = {torch.float32: 'fp32', torch.float16: 'fp16', torch.bfloat16: 'bf16'}[choose_dtype(dev, 'auto')]
     check_param(precision in _MIXED, 'precision', precision, "one of fp32, fp16, bf16, auto")
     check_param(isinstance(grad_accum, int) and grad_accum >= 1, 'grad_accum', grad_accum, "an integer >= 1")
-    kw = dict(cpu=dev.type == 'cpu', mixed_precision=_MIXED[precision], gradient_accumulation_steps=grad_accum)
+    kw = dict(cpu=dev.type == 'cpu', mixed_precision=_MIXED[precision], gradient_accumulation_steps=grad_accum, **kw)
     try: return Accelerator(**kw)
     except ValueError:
         if PartialState().num_processes > 1: raise

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from .core import item_seed, item_generator, seed_everything, choose_device, ParamError, check_param, progress
 from .files import atomic_write_json, atomic_save_safetensors, load_image
+from .models import make_accelerator
 from .data import load_split
 from .classifier_data import ReplacementDataset, eval_tensor
 
@@ -285,7 +286,6 @@ def _setup(cfg, # the run's parameters (checked)
           )->SimpleNamespace:
     "The run's accelerator, model, loaders, optimizer, schedule and mixer, in the order its random draws depend on; resumed from the checkpoint in `ck`."
     import timm
-    from accelerate import Accelerator
     from accelerate.utils import DataLoaderConfiguration
     if cfg.threads: torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
@@ -295,8 +295,7 @@ def _setup(cfg, # the run's parameters (checked)
     # split_batches: `batch_size` is the batch of all processes together; even_batches: a short last batch is completed from
     # the first items so every process gets its part (a process left without one would wait for the others' DDP and gather
     # calls forever); gather_for_metrics drops the completion. One process: both are no-ops.
-    acc = Accelerator(cpu=dev.type == 'cpu', mixed_precision=cfg.precision,
-                      dataloader_config=DataLoaderConfiguration(split_batches=True, even_batches=True))
+    acc = make_accelerator(dev, cfg.precision, dataloader_config=DataLoaderConfiguration(split_batches=True, even_batches=True))
     torch.manual_seed(item_seed(cfg.seed, 'classification/init', cfg.model) % 2**63)
     try: model, (mean, std) = create_classifier(cfg.model, cfg.pretrained, K)
     except Exception as e:
