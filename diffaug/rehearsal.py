@@ -430,7 +430,7 @@ def rehearse_processes(cache:str|Path, # models/ (written once by `rehearsal_mod
                        classifier:str='resnet50.tv_in1k', # the classifier (untrained), at 224 px
                       )->dict:
     "One process vs two at SD 1.5's architecture: run the three launches and return (and write) the comparison."
-    from diffaug.classifier_data import make_toy_split
+    from diffaug.fixtures import make_toy_split
     from diffaug.core import environment
     from diffaug.experiments import workdir_commit
     models, folder = rehearsal_models(Path(cache)/'models'), Path(folder)
