@@ -12,15 +12,14 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['soft_label', 'soft_label_json', 'soft_label_vector', 'row_weights', 'split_classes_and_sources', 'annotate',
-           'make_demo_synthetic_set', 'AnnotationConfig', 'run_annotation']
+           'AnnotationConfig', 'run_annotation']
 
 # %% ../nbs/45_annotation.ipynb #3a7a3087
 import numpy as np
 from .core import ParamError, check_param, progress, StageConfig
 from .files import atomic_write_text, atomic_write_json, staged_dir, link_or_copy
-from .data import Split, load_split, few_shot_split, save_split, class_folder
-from .synthetic import SyntheticSetWriter, read_metadata_csv, write_metadata_csv, keep_class_folders
-from .toy import make_toy_dataset, toy_image
+from .data import Split, load_split, class_folder
+from .synthetic import read_metadata_csv, write_metadata_csv, keep_class_folders
 
 # %% ../nbs/45_annotation.ipynb #bdf4dc08
 def soft_label(src:int, # source class index (the real image's class)
@@ -133,21 +132,6 @@ def annotate(synthetic_dir:str|Path, # a synthetic set (class folders + metadata
         keep_class_folders(tmp, info.get('folders') or [class_folder(i, c) for i, c in enumerate(classes)])  # empty classes too
         write_metadata_csv(tmp/'metadata.csv', rows); atomic_write_json(tmp/'info.json', info)
     return out
-
-# %% ../nbs/45_annotation.ipynb #4b79491a
-def make_demo_synthetic_set(path:str|Path, # folder to create (holds the toy dataset, `split.json` and the set `synthetic/`)
-                           )->tuple[Path, Path]:
-    "A tiny synthetic set (2 toy classes, 4 images: 2 one-hot rows, 2 translations) and its split; returns (set, split)."
-    path = Path(path)
-    ds = make_toy_dataset(path/'toy', n_classes=2, n_per_class=3, size=8)
-    sp = few_shot_split(ds, 1, seed=0, test='none'); save_split(sp, path/'split.json')
-    (a, b), (ra, rb) = sp.classes, [it['id'] for it in sp.items('train')]
-    w = SyntheticSetWriter(path/'synthetic', sp.classes, 'demo')
-    w.write(toy_image(0, 1, 0, 8), a, '00000', source_ids=[ra], strength=0.25, seed=0)          # intra-class img2img
-    w.write(toy_image(1, 1, 1, 8), b, '00001', seed=0)                                         # text-to-image
-    w.write(toy_image(1, 1, 2, 8), b, '00002', source_ids=[ra], target=b, strength=0.7, seed=0) # translation a -> b
-    w.write(toy_image(0, 1, 3, 8), a, '00003', source_ids=[ra], target=a, strength=0.5, seed=0) # translation that drew its own class
-    return w.finalize(), path/'split.json'
 
 # %% ../nbs/45_annotation.ipynb #611e3a00
 @dataclass

@@ -11,7 +11,7 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['REPLACE_WITH', 'TRANSFORMS', 'to_tensor', 'normalize', 'random_crop_flip', 'resize_side', 'train_tensor',
-           'eval_tensor', 'ReplacementDataset', 'make_toy_split', 'make_toy_synthetic']
+           'eval_tensor', 'ReplacementDataset']
 
 # %% ../nbs/48_classifier_data.ipynb #d74b146a
 import numpy as np
@@ -20,9 +20,8 @@ import torch.nn.functional as F
 from PIL import Image
 from .core import item_generator, item_rng
 from .files import load_image
-from .data import load_split, Split, few_shot_split, save_split
-from .synthetic import SyntheticSet, SyntheticSetWriter
-from .toy import make_toy_dataset
+from .data import Split
+from .synthetic import SyntheticSet
 
 # %% ../nbs/48_classifier_data.ipynb #57d10f85
 REPLACE_WITH = ('source', 'class', 'any', 'inverse-frequency')
@@ -189,38 +188,3 @@ class ReplacementDataset(torch.utils.data.Dataset):
                              item_generator(self.seed, 'classification/augment', f"{self.epoch}/{it['id']}"))
         else: x = eval_tensor(img, self.transform, self.size, self.resize, self.mean, self.std)
         return x, target, k is not None
-
-# %% ../nbs/48_classifier_data.ipynb #ea3813ca
-def make_toy_split(folder:str|Path, # where dataset/ and split.json go
-                   n_classes:int=4, # classes
-                   shots:int=5, # training images per class
-                   per_class:int=12, # images per class in the dataset (the rest is test)
-                   size:int=32, # image side
-                   val_per_class:int=0, # validation images per class
-                  )->Path:
-    "Write a toy dataset and its few-shot split (for demos and tests); returns the split file."
-    folder = Path(folder)
-    ds = make_toy_dataset(folder/'dataset', n_classes, per_class, size, seed=0)
-    sp = few_shot_split(ds, shots, seed=0, val_per_class=val_per_class)
-    save_split(sp, folder/'split.json')
-    return folder/'split.json'
-
-def make_toy_synthetic(split:str|Path|Split, # the split whose training images are copied
-                       out:str|Path, # the synthetic set's folder
-                       per_image:int=2, # synthetic images per real training image
-                       soft_class:int|None=None, # give this class's images a soft label (0.7 own, 0.3 next class)
-                       method:str='toy',
-                      )->Path:
-    "A synthetic set of recoloured copies of the training images, with provenance (for demos and tests)."
-    sp = load_split(split) if not isinstance(split, Split) else split
-    w = SyntheticSetWriter(out, sp.classes, method)
-    for it in sp.items('train'):
-        im = load_image(sp.root/it['path'])
-        for j in range(per_image):
-            a = np.asarray(im).astype(np.int16)[..., [(j + 1) % 3, (j + 2) % 3, j % 3]]
-            kw = {}
-            if soft_class is not None and sp.class_to_idx[it['label']] == soft_class:
-                kw['soft_label'] = {it['label']: 0.7, sp.classes[(soft_class + 1) % len(sp.classes)]: 0.3}
-            name = re.sub(r'[^\w\-]', '_', it['id']) + f'_{j}'
-            w.write(Image.fromarray(a.astype(np.uint8)), it['label'], name, source_ids=it['id'], seed=0, **kw)
-    return w.finalize()

@@ -13,7 +13,7 @@ from typing import Callable
 
 # %% auto #0
 __all__ = ['STRENGTH_KEYS', 'img2img_render', 'ClipZeroShot', 'clip_scoring_render', 'clip_keeps', 'RejectAwareWriter',
-           'apply_clip_filter', 'synthesize', 'SynthesisConfig', 'run_synthesis', 'demo_concepts']
+           'apply_clip_filter', 'synthesize', 'SynthesisConfig', 'run_synthesis']
 
 # %% ../nbs/40_methods.ipynb #8fe2975e
 import numpy as np
@@ -335,18 +335,3 @@ def run_synthesis(cfg:SynthesisConfig|None=None, # the stage's parameters (None:
           + (f", {r['filter']['rejected_total']} rejected by CLIP" if 'filter' in r else '')
           + f" in {r['render_seconds']:.1f} s (+{r['load_seconds']:.1f} s loading) -> {cfg.out}")
     return r
-
-# %% ../nbs/40_methods.ipynb #835d8c34
-def demo_concepts(split:Split, # the split
-                  model:str|Path, # the (tiny) model
-                  out:str|Path, # the concept folder to write
-                  recipe:str='diff-mix', # "diff-mix" or "da-fusion"
-                  steps:int=1, # training steps
-                 )->Path:
-    "Learn throwaway concepts on `split` for `steps` steps (demos and tests only)."
-    from diffaug.concept_training import train_concepts
-    p = load_sd(model, device='cpu', precision='fp32')
-    ims = [load_image(f) for f in split.paths('train')]
-    train_concepts(p, ims, [it['label'] for it in split.items('train')], out=out, classes=split.classes, metaclass=split.metaclass,
-                   recipe=recipe, steps=steps, lr_embed=1e-2, lr_lora=1e-2, rank=2, precision='fp32', eval_draws=0, base_model=str(model), seed=0)
-    return Path(out)

@@ -48,7 +48,7 @@ STAGES = {
     'inversion': Stage('20_inversion.ipynb', 'diffaug.inversion:InversionConfig', ('split', 'out', 'concepts'), 'DDIM inversion pool', ('model',)),
     'interpolation': Stage('30_interpolation.ipynb', 'diffaug.interpolation:InterpolationConfig',
                            ('split', 'out', 'concepts', 'inversions', 'suffixes'), 'Diff-II synthetic set', ('model',)),
-    'suffixes': Stage('31_suffixes.ipynb', 'diffaug.suffixes:SuffixesConfig', ('split', 'out'),
+    'suffixes': Stage('29_suffixes.ipynb', 'diffaug.suffixes:SuffixesConfig', ('split', 'out'),
                       'Diff-II suffix file (file, dataset captions or captioner + LLM)', ('suffix_file', 'captioner', 'llm')),
     'synthesis': Stage('40_methods.ipynb', 'diffaug.methods:SynthesisConfig', ('split', 'out', 'concepts'),
                        'the synthetic set of one compared method', ('model', 'clip_model')),

@@ -10,8 +10,7 @@ import argparse, os, re, shlex, sys, textwrap, time
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['StageError', 'kernel_options', 'execute_stage_notebook', 'run_view', 'skip_in_test', 'output_text', 'cell_texts',
-           'stale_outputs', 'drop_stderr', 'shrink_png', 'shrink_images', 'record_cost', 'run_stage', 'stage_help',
+__all__ = ['StageError', 'kernel_options', 'execute_stage_notebook', 'run_view', 'record_cost', 'run_stage', 'stage_help',
            'setup_file_main', 'main']
 
 # %% ../nbs/90_pipeline.ipynb #670b3d0b
@@ -114,98 +113,6 @@ def run_view(nb:str|Path, # a stage notebook with a `parameters` cell
         if c.cell_type == 'code': c.outputs, c.execution_count = [], None
     node.cells = ([nbformat.v4.new_markdown_cell(title.source)] if title else []) + [note] + head + tagged
     return node
-
-# %% ../nbs/90_pipeline.ipynb #9a848ab9
-_YES = ('true', 'yes', 'y', 't', 'on', '1')
-
-def skip_in_test(nb, # a notebook whose cells carry their parsed directives (`nbdev.process.NBProcessor(..., rm_directives=False).nb`)
-                 flags=(), # the test flags (`tst_flags`): cells carrying one are left out...
-                 enabled=(), # ...unless the run enables it (nbdev-test's `--flags`)
-                ):
-    "A predicate on the cells of `nb`: True for the cells a test run leaves out (nbdev-test's rule)."
-    from fastcore.nbio import nb_frontmatter, nb_lang
-    fm = nb_frontmatter(nb)
-    if str(fm.get('skip_exec', False)).lower() in _YES or nb_lang(nb) != 'python': return lambda cell: True
-    off = set(flags) - set(enabled)
-    nb_eval = {'true': True, 'false': False}.get(str(fm.get('eval')).lower(), True)  # the notebook's default for cells without `eval`
-    def skip(cell)->bool:
-        if cell.cell_type != 'code': return True
-        if 'skip-execution' in cell.get('metadata', {}).get('tags', []) or 'nbdev_export' + '(' in cell.source: return True
-        d = getattr(cell, 'directives_', None)
-        if d is None: d = getattr(cell, 'directives', None) or {}
-        ev = d.get('eval')
-        runs = True if ev in ('', 'true', 'True') else False if ev in ('false', 'False') else nb_eval
-        return not runs or bool(off & set(d))
-    return skip
-
-# %% ../nbs/90_pipeline.ipynb #653d65e1
-_VOLATILE = ((re.compile(r'(?<![\w.])\d+(?:\.\d+)?\s?(?:ms|s|sec|secs|seconds|min|[a-z]+/s|s/[a-z]+)(?![\w/])(?!\s+\d)'), '<time>'),
-             (re.compile(r'(?<=\bseconds)(\W{0,3}\s?)\d+(?:\.\d+)?'), r'\1<time>'),  # "seconds 1.7", "'seconds': 1.7"
-             (re.compile(r'\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(?:\.\d+)?(?:[+-]\d\d:\d\d|Z)?'), '<when>'),
-             (re.compile(r'(?:/tmp|/var/folders|/private/var)/[^\s\'")\]]+'), '<tmp>'),
-             (re.compile(r'0x[0-9a-fA-F]{6,}'), '<address>'))
-
-def output_text(o:dict, # one output of a code cell (nbformat)
-               )->str:
-    "The comparable text of an output: stdout, a result's or display's `text/plain`, an error's name and message; '' for stderr and the rest. Volatile parts masked."
-    t = o.get('output_type')
-    if t == 'stream': s = o.get('text', '') if o.get('name') == 'stdout' else ''
-    elif t in ('execute_result', 'display_data'): s = o.get('data', {}).get('text/plain', '')
-    elif t == 'error': s = f"{o.get('ename')}: {o.get('evalue')}"
-    else: s = ''
-    s = ''.join(s) if isinstance(s, list) else s
-    for rx, mask in _VOLATILE: s = rx.sub(mask, s)
-    return s
-
-def cell_texts(nb, # a notebook (nbformat node or its JSON dict)
-              )->dict:
-    "{cell id (else its index): the comparable text of its outputs} for every code cell."
-    return {c.get('id') or i: ''.join(output_text(o) for o in c.get('outputs', []))
-            for i, c in enumerate(nb['cells']) if c['cell_type'] == 'code'}
-
-def stale_outputs(committed, # the notebook as committed
-                  executed, # the same notebook, just executed
-                  width:int=120, # characters of each text shown
-                 )->list:
-    "One line per code cell whose committed text output is not what the code prints now (empty: current)."
-    a, b = cell_texts(committed), cell_texts(executed)
-    cut = lambda t: t if len(t) <= width else t[:width] + '...'
-    return [f"cell {k}: committed {cut(a.get(k, ''))!r}, now {cut(v)!r}" for k, v in b.items() if a.get(k, '') != v]
-
-def drop_stderr(nb, # a notebook (nbformat node or JSON dict), changed in place
-               ):
-    "Remove standard-error streams (warnings, progress bars) from the outputs of `nb`; returns it."
-    for c in nb['cells']:
-        if c['cell_type'] == 'code': c['outputs'] = [o for o in c.get('outputs', []) if not (o.get('output_type') == 'stream' and o.get('name') == 'stderr')]
-    return nb
-
-def shrink_png(data:bytes, # a PNG
-               max_width:int=900, # wider pictures are scaled down to this width
-               colors:int=256, # palette size of the result
-              )->bytes:
-    "A smaller PNG of the same picture for a committed notebook: at most `max_width` px wide, on white, a `colors`-colour palette."
-    import io
-    from PIL import Image
-    im = Image.open(io.BytesIO(data))
-    if im.mode in ('RGBA', 'LA', 'P'):
-        im = im.convert('RGBA'); bg = Image.new('RGBA', im.size, 'white'); bg.alpha_composite(im); im = bg
-    im = im.convert('RGB')
-    if im.width > max_width: im = im.resize((max_width, round(im.height * max_width / im.width)), Image.LANCZOS)
-    buf = io.BytesIO(); im.quantize(colors).save(buf, 'PNG', optimize=True)
-    return buf.getvalue() if len(buf.getvalue()) < len(data) else data
-
-def shrink_images(nb, # a notebook (nbformat node or JSON dict), changed in place
-                  min_bytes:int=20_000, # PNGs above this size are shrunk (`shrink_png`)
-                 ):
-    "Shrink the large PNG outputs of `nb` (figures kept small in a committed notebook); returns it."
-    import base64
-    for c in nb['cells']:
-        for o in c.get('outputs', []) if c['cell_type'] == 'code' else []:
-            d = o.get('data', {}); png = d.get('image/png')
-            if png is None: continue
-            raw = base64.b64decode(''.join(png) if isinstance(png, list) else png)
-            if len(raw) > min_bytes: d['image/png'] = base64.b64encode(shrink_png(raw)).decode('ascii')
-    return nb
 
 # %% ../nbs/90_pipeline.ipynb #8762c68e
 def record_cost(nb:str|Path, # an executed stage notebook

@@ -10,14 +10,14 @@ import json, math, os
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['VERDICTS', 'SCORE_KEYS', 'OOD_GROUPS', 'run_folder', 'collect_runs', 'make_fake_set', 'make_fake_runs', 'summarize',
-           'run_sets', 'set_size', 'set_sizes', 'add_set_sizes', 'to_markdown', 'collect_epochs', 'decide',
-           'interval_text', 'paired_diffs', 'paired_gains', 'gain_cell', 'gains_markdown', 'group_markdown',
-           'run_shots', 'shot_markdown', 'collect_scores', 'summary_markdown', 'claim_line', 'claims']
+__all__ = ['VERDICTS', 'SCORE_KEYS', 'OOD_GROUPS', 'run_folder', 'collect_runs', 'summarize', 'run_sets', 'set_size', 'set_sizes',
+           'add_set_sizes', 'to_markdown', 'collect_epochs', 'decide', 'interval_text', 'paired_diffs', 'paired_gains',
+           'gain_cell', 'gains_markdown', 'group_markdown', 'run_shots', 'shot_markdown', 'collect_scores',
+           'summary_markdown', 'claim_line', 'claims']
 
 # %% ../nbs/58_tables.ipynb #f49f32f3
 import pandas as pd
-from .files import atomic_write_text, atomic_write_json, recorded_to_path
+from .files import recorded_to_path
 
 # %% ../nbs/58_tables.ipynb #007d113b
 def run_folder(runs:str|Path, # the folder holding one sub-folder per run
@@ -50,44 +50,6 @@ def collect_runs(runs:str|Path, # the folder holding one sub-folder per run
     df = pd.DataFrame(rows)
     if methods is not None: df['method'] = pd.Categorical(df['method'], categories=list(dict.fromkeys(methods)), ordered=True)
     return df.sort_values(['method', 'seed']).reset_index(drop=True)
-
-# %% ../nbs/58_tables.ipynb #d12091f3
-def make_fake_set(folder:str|Path, # the set's folder
-                  images:int, # images the set holds (info.json's n_images)
-                  target_images:int|None, # images asked for (None: an older set that did not record it)
-                  classes:list=('a', 'b'), # class names (the images are dealt round-robin)
-                 )->Path:
-    "Write the `info.json` of a made-up synthetic set (for demos and tests); returns `folder`."
-    counts = {c: images // len(classes) + (i < images % len(classes)) for i, c in enumerate(classes)}
-    params = {} if target_images is None else {'target_images': target_images}
-    atomic_write_json(Path(folder)/'info.json', {'method': Path(folder).name, 'params': params, 'classes': list(classes),
-                                                 'counts': counts, 'n_images': images})
-    return Path(folder)
-
-def make_fake_runs(folder:str|Path, # where the run folders go
-                   methods:list=('original', 'mixup', 'cutmix'), # methods
-                   seeds:list=(0, 1), # seeds
-                   groups:bool=False, # add Waterbirds-style group accuracies
-                   sets:dict|None=None, # {method: (images, target_images)}: a fake synthetic set `<folder>/_sets/<method>` for each
-                   epochs:int=3, # rows of each run's epochs.csv
-                   shots:bool=False, # add a long tail's many-, medium- and few-shot accuracies (few-shot gains 0, 2, 4, ... per seed and method)
-                  )->Path:
-    "Write metrics.json, epochs.csv and config.json of made-up runs, and their synthetic sets (for demos and tests); returns `folder`."
-    folder = Path(folder); sets = sets or {}
-    syn = {m: [str(make_fake_set(folder/'_sets'/m, *sets[m]).resolve())] for m in sets}
-    for i, m in enumerate(methods):
-        for s in seeds:
-            top1 = 50.0 + 2 * i + s
-            d = {'method': m, 'seed': s, 'model': 'toy', 'top1': top1, 'mean_class_acc': top1 - 1, 'best_test_epoch_top1': top1 + 3}
-            if groups: d['groups'] = {'landbird/land': top1 + 5, 'waterbird/water': top1 - 5}; d['group_mean'] = top1; d['worst_group'] = top1 - 5
-            if shots:
-                d.update(many_shot=top1 + 8, medium_shot=top1, few_shot=top1 - 8 + 2 * i * s)
-                d['shots'] = [{'group': g, 'classes': 1, 'train_images': [n, n]} for g, n in zip(('many', 'medium', 'few'), (10, 5, 2))]
-            rd = run_folder(folder, m, s)
-            atomic_write_json(rd/'config.json', {'method': m, 'seed': s, 'synthetic': syn or None})
-            atomic_write_text(rd/'epochs.csv', 'epoch,test_top1\n' + ''.join(f'{e},{top1 * e / epochs:.4f}\n' for e in range(1, epochs + 1)))
-            atomic_write_json(rd/'metrics.json', d)
-    return folder
 
 # %% ../nbs/58_tables.ipynb #eab37769
 def summarize(df:pd.DataFrame, # the runs (from `collect_runs`)

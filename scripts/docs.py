@@ -92,7 +92,7 @@ def execute_notebook(src: Path, dst: Path, timeout: int = 600) -> None:
     flags = cfg.tst_flags.split() if isinstance(cfg.tst_flags, str) else list(cfg.tst_flags)
     os.environ['IN_TEST'] = '1'
     sys.path.insert(0, str(ROOT))
-    from diffaug.pipeline import skip_in_test  # the cells nbdev-test leaves out (nbs/90_pipeline.ipynb)
+    from diffaug.doctools import skip_in_test  # the cells nbdev-test leaves out (nbs/92_doctools.ipynb)
     nb = NBProcessor(src, rm_directives=False, process=True).nb
     for c in nb.cells:  # the copy holds what this run printed: a cell it leaves out keeps no (committed) output
         if c.cell_type == 'code': c['outputs'] = []
@@ -158,7 +158,7 @@ def _execute_to(job) -> str:
 
 def outputs(check: bool = False, only: list[str] | None = None, jobs: int = 2) -> int:
     """Execute every chapter as nbdev-test does and write its outputs into nbs/ (standard error dropped, then
-    nbdev-clean), or with `check` compare them with the committed ones (`diffaug.pipeline.stale_outputs`)."""
+    nbdev-clean), or with `check` compare them with the committed ones (`diffaug.doctools.stale_outputs`)."""
     import tempfile
     if str(ROOT) not in sys.path: sys.path.insert(0, str(ROOT))
     from fastcore.nbio import read_nb, write_nb
@@ -174,7 +174,7 @@ def outputs(check: bool = False, only: list[str] | None = None, jobs: int = 2) -
         import importlib  # by its module's name: a notebook run replaces the worker's __main__, where this script's functions live
         run = importlib.import_module('scripts.docs')._execute_to
         errs = parallel(run, jobs_, n_workers=max(1, jobs), threadpool=False, progress=False)
-        from diffaug.pipeline import stale_outputs, drop_stderr, shrink_images  # after the workers fork: torch comes with it
+        from diffaug.doctools import stale_outputs, drop_stderr, shrink_images
         for rel, (_, exe), err in zip(rels, jobs_, errs):
             if err: bad.append(f'{rel}: execution failed:\n{err}'); continue
             if check:

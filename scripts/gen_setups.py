@@ -272,11 +272,11 @@ write(stem, head, {'prepare': prepare('cub', RAW['cub'], kind='few-shot', shots=
                                                     eval_split='data/waterbirds/split.json'),
                    'report': {'metric': 'group_mean'}})
 
-# ---------------------------------------------------------------- the mini world (nbs/70-72): rendered by code, the shipped
+# ---------------------------------------------------------------- the mini world (nbs/05, nbs/69-73): rendered by code, the shipped
 # SD-format model and the oracle; runs on a CPU
 MW_HEAD = """# Mini-world setup: {what}.
 # The embedded default (params.yaml) is the mini world's 5-shot setup with out-of-distribution test images; this file
-# changes {change}. Everything else as the default: the evaluation species of the mini world (nbs/70_miniworld.ipynb,
+# changes {change}. Everything else as the default: the evaluation species of the mini world (nbs/05_miniworld.ipynb,
 # rendered by code), the shipped SD-format model models/miniworld loaded by path (as SD 1.5 would be), a ResNet-18
 # trained from scratch at 64 px, every method, 3 seeds, and the oracle's faithfulness / diversity of every synthetic set.
 # Runs on a CPU (about as long as the default: README, "Results on the mini world"):

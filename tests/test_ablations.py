@@ -1,5 +1,5 @@
 """scripts/ablations.py (diffaug.experiments) without running any stage: the variants and their commands (--dry), the collection of a
-finished variant from a work copy holding made-up reports (`diffaug.tables.make_fake_runs` + the report stage's
+finished variant from a work copy holding made-up reports (`diffaug.fixtures.make_fake_runs` + the report stage's
 `run_report`), the README's tables and the Fig. 7 figure."""
 import json, subprocess, sys
 from pathlib import Path
@@ -60,7 +60,7 @@ def test_dry_run_prints_commands(tmp_path):
 def _fake_workdir(root:Path, top:float, faith:float, div:float, seeds=(0, 1, 2)):
     "A work copy after a variant: the runs (made up), the oracle's scores, and the report stage's files made from them."
     from diffaug.report import run_report
-    from diffaug.tables import make_fake_runs
+    from diffaug.fixtures import make_fake_runs
     runs = make_fake_runs(root/'reports/classification', ['original', 'diff-ii'], seeds, sets={'diff-ii': (60, 60)})
     for s in seeds:  # Diff-II's numbers per variant
         f = runs/'diff-ii'/f's{s}'/'metrics.json'; d = json.loads(f.read_text()); d['top1'] = top + (0, 1.6, 2.3)[s]; f.write_text(json.dumps(d))

@@ -41,7 +41,7 @@ def test_bad_shots_in_prepare(tmp_path, capsys):
 
 def test_failed_stage_keeps_previous_outputs(tmp_path):
     "A stage that fails midway leaves the previous executed notebook and metrics untouched, and no partial files."
-    from diffaug.classifier_data import make_toy_split
+    from diffaug.fixtures import make_toy_split
     root = copy_working_tree(tmp_path/'repo')
     split = make_toy_split(root/'d', n_classes=3, shots=2, per_class=4)
     other = make_toy_split(root/'e', n_classes=4, shots=2, per_class=4)  # its test labels include a class the run does not have
@@ -78,7 +78,7 @@ def test_bad_values_are_named_by_check(tmp_path):
 def test_resume_after_a_kill_gives_the_same_bytes(tmp_path, monkeypatch):
     "A run killed after an epoch resumes there (another run's parameters are refused) and ends with the uninterrupted run's bytes."
     import diffaug.classification as dc, diffaug.training as dt
-    from diffaug.classifier_data import make_toy_split
+    from diffaug.fixtures import make_toy_split
     from diffaug.core import ParamError
     from diffaug.files import scratch_dir
     split = make_toy_split(tmp_path/'toy', n_classes=3, shots=3, per_class=6)
@@ -104,7 +104,8 @@ def test_annotation_scale_reaches_the_loss(tmp_path):
     import torch
     from diffaug.annotation import annotate
     from diffaug.classification import ClassificationConfig
-    from diffaug.classifier_data import ReplacementDataset, make_toy_split, make_toy_synthetic
+    from diffaug.classifier_data import ReplacementDataset
+    from diffaug.fixtures import make_toy_split, make_toy_synthetic
     from diffaug.training import _soft_ce, _targets
     from diffaug.data import load_split
     split = make_toy_split(tmp_path, n_classes=3, shots=2, per_class=4, size=16)
@@ -124,7 +125,7 @@ def test_annotation_scale_reaches_the_loss(tmp_path):
 def test_matrix_worker_failure_names_the_run(tmp_path):
     "A run that fails inside a matrix worker process stops the stage with an error naming the run and the worker's traceback."
     from diffaug.classification import run_classification
-    from diffaug.classifier_data import make_toy_split, make_toy_synthetic
+    from diffaug.fixtures import make_toy_split, make_toy_synthetic
     split = make_toy_split(tmp_path/'d', n_classes=2, shots=2, per_class=4)
     syn = make_toy_synthetic(split, tmp_path/'syn')
     next(Path(syn).rglob('*.png')).unlink()  # the set lists an image that is gone: found only when training reads it

@@ -45,7 +45,7 @@ def tiny(tmp_path_factory):
 
 @pytest.fixture(scope='module')
 def split(tmp_path_factory):
-    from diffaug.classifier_data import make_toy_split
+    from diffaug.fixtures import make_toy_split
     return make_toy_split(tmp_path_factory.mktemp('toy'), n_classes=3, shots=2, per_class=4)
 
 
@@ -92,7 +92,7 @@ def test_load_clip_dtype_on_a_gpu(gpu, monkeypatch, tmp_path):
 
 def test_fp16_weights_run_on_a_cpu(tiny, tmp_path):
     "fp16 weights (the paper's GPU precision) sample on this CPU too: the synthesis stage writes a complete, finite set."
-    from diffaug.classifier_data import make_toy_split
+    from diffaug.fixtures import make_toy_split
     from diffaug.methods import run_synthesis
     from diffaug.models import load_sd
     from diffaug.synthetic import SyntheticSet

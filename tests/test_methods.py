@@ -14,7 +14,8 @@ from diffaug.data import few_shot_split, load_split, save_split
 from diffaug.synthetic import SyntheticSet, read_metadata_csv
 from diffaug.toy import make_toy_dataset
 from diffaug.method_table import METHODS, plan_items
-from diffaug.methods import SynthesisConfig, demo_concepts, run_synthesis, synthesize
+from diffaug.methods import SynthesisConfig, run_synthesis, synthesize
+from diffaug.fixtures import demo_concepts
 from diffaug.models import load_sd, make_tiny_clip, make_tiny_sd
 
 torch.set_num_threads(1)

@@ -17,7 +17,7 @@ import pytest
 
 @pytest.fixture(scope='module')
 def runs(tmp_path_factory):
-    from diffaug.classifier_data import make_toy_split
+    from diffaug.fixtures import make_toy_split
     from diffaug.models import make_tiny_sd
     from diffaug.processes import process_launch
     d = tmp_path_factory.mktemp('mp')

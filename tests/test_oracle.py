@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import diffaug.oracle as oracle
-from diffaug.classifier_data import make_toy_split, make_toy_synthetic
+from diffaug.fixtures import make_toy_split, make_toy_synthetic
 from diffaug.core import ParamError
 from diffaug.models import make_tiny_clip
 

@@ -10,7 +10,8 @@ from PIL import Image
 from conftest import ROOT, VENV_BIN, run_env
 from diffaug.files import atomic_write_json
 from diffaug.report import ReportConfig, run_report
-from diffaug.tables import make_fake_runs, make_fake_set, run_folder, run_sets
+from diffaug.tables import run_folder, run_sets
+from diffaug.fixtures import make_fake_runs, make_fake_set
 
 METHODS = ['original', 'mixup', 'diff-aug', 'real-filter']
 SETS = {'diff-aug': (300, 300), 'real-filter': (26, 300)}
