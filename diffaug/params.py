@@ -14,7 +14,7 @@ from pathlib import Path
 __all__ = ['STAGES', 'CROSS_RULES', 'STAGE_QUIET', 'Stage', 'get_dotted', 'set_dotted', 'parse_assignment', 'YAML12Loader',
            'load_yaml', 'read_params', 'resolve_paths', 'check_cross_rules', 'check_stage_params', 'flatten',
            'stage_resets', 'setup_overrides', 'setup_command', 'setup_settings', 'experiment_name', 'experiment_names',
-           'check_name_free', 'setup_parser', 'run_setup_command', 'rehearse_setup']
+           'check_name_free', 'setup_parser', 'run_setup_command']
 
 # %% ../nbs/91_params.ipynb #951b89b4
 import yaml
@@ -321,7 +321,7 @@ def setup_parser(prog:str, # the command, for the usage line
     ap.add_argument('--print', dest='print_only', action='store_true', help='check, print the dvc command, run nothing')
     ap.add_argument('--queue', action='store_true', help='queue the experiment (dvc exp run --queue) instead of running it now')
     ap.add_argument('--quiet', action='store_true', help="the stages do not stream their notebooks' output (nor progress bars)")
-    ap.add_argument('--rehearse', action='store_true', help='(reserved: not built yet)')
+    ap.add_argument('--rehearse', action='store_true', help="rehearse on this CPU: SD 1.5's architecture at random weights, small counts (nbs/94_rehearsal.ipynb)")
     return ap
 
 def run_setup_command(cmd:list, # `setup_command`'s
@@ -330,18 +330,3 @@ def run_setup_command(cmd:list, # `setup_command`'s
     "Run the `dvc exp run` command; its exit code."
     return subprocess.call(cmd, env={**os.environ, STAGE_QUIET: '1', 'DIFFAUG_QUIET': '1'} if quiet else None)
 
-def rehearse_setup(setup_path:Path, # the setup file
-                   overrides:dict, # the `--set` overrides over it, dotted: {"concepts.steps": 2}
-                   name:str, # the experiment's name
-                   print_only:bool=False, # only print the command
-                   params:str|Path='params.yaml', # the parameter file: the rehearsal runs in its repository
-                  )->int:
-    """`setup --rehearse` (both forms): the setup run through `dvc exp run` in this repository as written, with SD 1.5's
-    architecture at random weights and small counts (`diffaug.rehearsal`, nbs/94_rehearsal.ipynb); the record goes to
-    data/rehearsal/records/<setup>.json. Exit code 0 when every stage ran and the report covers every method."""
-    import json
-    from diffaug.rehearsal import rehearse
-    extra = [f"{k}={json.dumps(v)}" for k, v in overrides.items()]
-    root = Path(params).resolve().parent
-    rec = rehearse(setup_path, root, root/'data/rehearsal/records', extra, name=f"{name}-rehearsal", dry=print_only)
-    return 0 if print_only or rec['ok'] else 1

@@ -15,7 +15,7 @@ from .files import atomic_write_json, atomic_write_text
 __all__ = ['SD15_UNET', 'SD15_VAE', 'SD15_TEXT', 'BLIP_WORDS', 'QWEN_CHAT_TEMPLATE', 'REHEARSAL_MODELS', 'MODEL_KEYS',
            'CLIP_KEYS', 'PRECISION_KEYS', 'REHEARSAL_SIZE', 'STAGE_ORDER', 'make_sd15_random', 'make_clip_b32_random',
            'make_blip_large_random', 'make_qwen2_random', 'rehearsal_models', 'rehearsal_overrides', 'paper_setups',
-           'stage_costs', 'setup_pre_commands', 'rehearse_pre_command', 'rehearse', 'rehearsal_table']
+           'stage_costs', 'setup_pre_commands', 'rehearse_pre_command', 'rehearse', 'rehearse_setup', 'rehearsal_table']
 
 # %% ../nbs/94_rehearsal.ipynb #f6e8241c
 SD15_UNET = dict(sample_size=64, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(320, 640, 1280, 1280),
@@ -305,6 +305,22 @@ def rehearse(setup:str|Path, # a paper setup file, e.g. params/cub-5shot-resnet5
     if results is not None: atomic_write_json(Path(results)/f"{setup.stem}.json", rec)
     print(f"rehearsal of {setup.name}: {'ok' if rec['ok'] else 'FAILED'} in {wall / 60:.1f} min", flush=True)
     return rec
+
+# %% ../nbs/94_rehearsal.ipynb #d4439be4
+def rehearse_setup(setup_path:Path, # the setup file
+                   overrides:dict, # the `--set` overrides over it, dotted: {"concepts.steps": 2}
+                   name:str, # the experiment's name
+                   print_only:bool=False, # only print the command
+                   params:str|Path='params.yaml', # the parameter file: the rehearsal runs in its repository
+                  )->int:
+    """`setup --rehearse` (both forms): the setup run through `dvc exp run` in this repository as written, with SD 1.5's
+    architecture at random weights and small counts (`diffaug.rehearsal`, nbs/94_rehearsal.ipynb); the record goes to
+    data/rehearsal/records/<setup>.json. Exit code 0 when every stage ran and the report covers every method."""
+    import json
+    extra = [f"{k}={json.dumps(v)}" for k, v in overrides.items()]
+    root = Path(params).resolve().parent
+    rec = rehearse(setup_path, root, root/'data/rehearsal/records', extra, name=f"{name}-rehearsal", dry=print_only)
+    return 0 if print_only or rec['ok'] else 1
 
 # %% ../nbs/94_rehearsal.ipynb #8750eacb
 def rehearsal_table(results:str|Path, # the folder of `<setup>.json` records
