@@ -11,10 +11,10 @@ from types import SimpleNamespace
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['PRECISIONS', 'ENVIRONMENT_PACKAGES', 'item_seed', 'item_generator', 'item_rng', 'seed_everything', 'choose_device',
-           'cpu_supports_bf16', 'choose_dtype', 'reproducible_training', 'ParamError', 'check_param',
-           'optimizer_tensors', 'optimizer_state', 'closest', 'nearest', 'StageConfig', 'need_device', 'progress',
-           'environment']
+__all__ = ['PRECISIONS', 'DDIM_STEPS', 'CFG_SCALE', 'EXPANSION', 'ENVIRONMENT_PACKAGES', 'item_seed', 'item_generator',
+           'item_rng', 'seed_everything', 'choose_device', 'cpu_supports_bf16', 'choose_dtype', 'reproducible_training',
+           'ParamError', 'check_param', 'optimizer_tensors', 'optimizer_state', 'closest', 'nearest', 'StageConfig',
+           'need_device', 'progress', 'environment']
 
 # %% ../nbs/00_core.ipynb #355f3a72
 import numpy as np
@@ -300,6 +300,11 @@ def need_device(cfg:StageConfig, # a stage's parameters
     "`ParamError` unless `cfg.<name>` is 'auto', 'cpu', 'mps', 'cuda' or 'cuda:N'."
     v = getattr(cfg, name)
     cfg.need(isinstance(v, str) and _DEVICE.fullmatch(v) is not None, name, '"auto", "cpu", "cuda", "cuda:N" or "mps"')
+
+# %% ../nbs/00_core.ipynb #a09c89b5
+DDIM_STEPS = 25 # DDIM steps of sampling and of inversion (the paper's code: 25)
+CFG_SCALE = 7.5 # classifier-free guidance weight (the paper's code: 7.5)
+EXPANSION = 5 # synthetic images per real training image (the paper: 5)
 
 # %% ../nbs/00_core.ipynb #8c8378e3
 from tqdm.std import tqdm as _std_tqdm

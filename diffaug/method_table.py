@@ -14,7 +14,7 @@ __all__ = ['METHODS', 'PAPER_TABLE1_COLUMNS', 'PAPER_TABLE1', 'GEN_CLASSES', 'DE
            'resolve_strengths', 'plan_items', 'prompt_names', 'make_prompt']
 
 # %% ../nbs/39_method_table.ipynb #0a9af234
-from .core import ParamError, check_param, item_rng, nearest
+from .core import ParamError, check_param, item_rng, nearest, EXPANSION
 from .data import Split
 from .sampling import WorkItem
 
@@ -101,7 +101,7 @@ GEN_CLASSES = ('uniform', 'proportional')  # how text-to-image methods share the
 def plan_items(method:str|MethodSpec, # a method name or spec
                split:Split, # the split (its training images are the sources)
                seed:int=0, # the run's seed
-               expansion:int=5, # synthetic images per real training image
+               expansion:int=EXPANSION, # synthetic images per real training image
                strength_mode:str|None=None, # override the method's strength mode
                strength:float|None=None, # override the method's fixed strength
                strengths:list|None=None, # override the method's strength set

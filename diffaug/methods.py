@@ -19,7 +19,7 @@ __all__ = ['STRENGTH_KEYS', 'img2img_render', 'ClipZeroShot', 'clip_scoring_rend
 import numpy as np
 import torch
 from PIL import Image
-from .core import ParamError, check_param, progress, StageConfig, nearest, need_device, PRECISIONS
+from .core import ParamError, check_param, progress, StageConfig, nearest, need_device, PRECISIONS, DDIM_STEPS, CFG_SCALE, EXPANSION
 from .files import load_image, recorded_path
 from .method_table import (METHODS, MethodSpec, get_method, resolve_strengths, GEN_CLASSES, plan_items, DEFAULT_PROMPT,
                                   prompt_names, make_prompt)
@@ -34,8 +34,8 @@ def img2img_render(pipe, # the pipeline (concepts already applied)
                    split:Split, # where the source images are
                    prompt_of:Callable, # prompt_of(item) -> prompt
                    seed:int=0, # the run's seed
-                   steps:int=25, # DDIM steps of the full trajectory
-                   guidance_scale:float=7.5, # CFG weight
+                   steps:int=DDIM_STEPS, # DDIM steps of the full trajectory
+                   guidance_scale:float=CFG_SCALE, # CFG weight
                    stage:str='synthesis', # the generator key of the noise
                   )->Callable:
     "A `render` for `diffaug.sampling.run_items`: SDEdit from each item's source image at its strength."
@@ -149,11 +149,11 @@ class SynthesisConfig(StageConfig):
     concepts:str|dict|None=None # {recipe: concept folder} ({diff-mix: ..., da-fusion: ...}) or one folder: DA-Fusion reads a da-fusion one, Diff-Aug/Diff-Mix/Diff-Gen a diff-mix one; None: the base-model methods only
     clip_model:str|None=None # Real-Filter's CLIP, folder or hub id (Real-Filter needs one; paper: openai/clip-vit-base-patch32); None: the other methods only
     seed:int=0 # the synthesis seed (one set per method; classification seeds vary separately)
-    expansion:int=5 # synthetic images per real image (paper: 5)
+    expansion:int=EXPANSION # synthetic images per real image (paper: 5)
     gen_classes:str='uniform' # text-to-image methods (Real-Gen, Diff-Gen, Real-Filter): "uniform" class per image (Diff-Mix's code, Table 2's Real-Gen) or "proportional" (expansion × n_c per class)
     per_method:dict=field(default_factory=dict) # {method: {strength_mode, strength, strengths}}: overrides of the methods' strengths (METHODS holds the papers' values)
-    steps:int=25 # DDIM steps (paper: 25)
-    guidance_scale:float=7.5 # classifier-free guidance weight (paper: 7.5)
+    steps:int=DDIM_STEPS # DDIM steps (paper: 25)
+    guidance_scale:float=CFG_SCALE # classifier-free guidance weight (paper: 7.5)
     batch_size:int=8 # images per U-Net batch (CFG doubles it)
     prompt_template:str=DEFAULT_PROMPT # the generation prompt; {name}: class name (Real-*) or learned token (DA-Fusion, Diff-*)
     clip_template:str='a photo of a {name}, a type of {metaclass}.' # Real-Filter's class prompts (He et al.)
