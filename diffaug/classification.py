@@ -268,7 +268,7 @@ def run_classification(cfg:ClassificationConfig|None=None, # the run's parameter
                        **kw, # ClassificationConfig fields overriding `cfg`
                       )->dict:
     "The classification stage: train a timm classifier on the split (+ synthetic sets); returns metrics.json's content (+ `seconds`)."
-    cfg = ClassificationConfig.of(cfg, **kw).check()
+    cfg = ClassificationConfig.of(cfg, **kw).checked()
     if cfg.methods is not None: return _run_matrix(cfg)
     out = Path(cfg.out); t0 = time.perf_counter()
     world = launched_processes()

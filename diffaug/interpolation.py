@@ -217,7 +217,7 @@ def run_interpolation(cfg:InterpolationConfig|None=None, # the stage's parameter
                       **kw, # or some of them as keywords (over `cfg`)
                      )->dict:
     "The `interpolation` stage: Diff-II's synthetic set."
-    cfg = InterpolationConfig.of(cfg, **kw).check()
+    cfg = InterpolationConfig.of(cfg, **kw).checked()
     from diffaug.concepts import concept_prompt
     from diffaug.inversion import load_inversion_pool
     from diffaug.suffixes import read_suffixes

@@ -184,7 +184,7 @@ def run_inversion(cfg:InversionConfig|None=None, # the stage's parameters
                   **kw, # or some of them as keywords (over `cfg`)
                  )->dict:
     "The `inversion` stage: the DDIM inversion pool of the split's training images."
-    cfg = InversionConfig.of(cfg, **kw).check()
+    cfg = InversionConfig.of(cfg, **kw).checked()
     sp, items = load_training_split(cfg.split)
     pipe = load_sd(cfg.model, device=cfg.device, precision=cfg.precision)
     fp = model_fingerprint(pipe)

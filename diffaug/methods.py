@@ -307,7 +307,7 @@ def run_synthesis(cfg:SynthesisConfig|None=None, # the stage's parameters (None:
                   **kw, # SynthesisConfig fields overriding `cfg`
                  )->dict:
     "The synthesis stage: one method's synthetic set for one seed; returns counts and timings."
-    cfg = SynthesisConfig.of(cfg, **kw).check()
+    cfg = SynthesisConfig.of(cfg, **kw).checked()
     spec = cfg.spec
     r = synthesize(cfg)
     print(f"{spec.name}: {r['written']} images written, {r['skipped']} already there, {r['items']} planned"

@@ -15,8 +15,8 @@ __all__ = ['StageError', 'kernel_options', 'execute_stage_notebook', 'run_view',
            'setup_file_main', 'main']
 
 # %% ../nbs/90_pipeline.ipynb #670b3d0b
-from .core import ParamError, environment, nearest
-from .params import (STAGES, load_yaml, read_params, resolve_paths, check_stage_params, check_cross_rules, setup_command,
+from .core import ParamError, environment, nearest, CHECKED_ENV
+from .params import (STAGES, load_yaml, read_params, read_params_file, section_params, resolve_paths, check_stage_params, check_cross_rules, setup_command,
                             setup_settings, setup_parser, experiment_name, check_name_free, run_setup_command, rehearse_setup, STAGE_QUIET)
 
 # %% ../nbs/90_pipeline.ipynb #9bc6d461
@@ -245,24 +245,23 @@ def run_stage(stage:str, # a key of `stages`, e.g. "classification" (also its se
     #    relative to the root (the checks compare recorded paths too)
     old = os.environ.get('PYTHONPATH')
     env = {'PYTHONPATH': os.pathsep.join([str(root)] + ([old] if old else [])), 'DIFFAUG_PROGRESS': 'text', 'DIFFAUG_ROOT': str(root),
-           'DIFFAUG_RESTART': '1' if restart else os.environ.get('DIFFAUG_RESTART', '0')}
+           'DIFFAUG_RESTART': '1' if restart else os.environ.get('DIFFAUG_RESTART', '0'), CHECKED_ENV: ''}
     saved = {k: os.environ.get(k) for k in env}; os.environ.update(env)
     old_cwd = os.getcwd(); os.chdir(root)  # hub-id-or-folder values are judged from the repository root
     try:
-        # 2. the parameters: the stage's section with the overrides, checked before any kernel starts
-        params = read_params(root/params_file, stage, sets, refs)
+        # 2. the parameters, read once: the stage's section with the overrides; one config, built and checked before any
+        #    kernel starts (an unknown key: the nearest valid one named), then the rules between stages
+        allp = read_params_file(root/params_file)
+        given = section_params(allp, stage, sets, refs, str(root/params_file))
         where = f"{params_file} [{stage}]"
-        st.config_class().from_params(params, where)  # unknown keys, before paths are touched
-        params = resolve_paths(params, st.paths, root, st.maybe_paths)
-        check_stage_params(stage, params, stages, where=where)
-        if stages is STAGES:
-            allp = load_yaml((root/params_file).read_text()) or {}
-            allp[stage] = read_params(root/params_file, stage, sets, refs)
-            check_cross_rules(allp, stage, str(params_file))
-        # 3. the run view, executed in the repository root; the executed copy records what ran
+        params = resolve_paths(given, st.paths, root, st.maybe_paths)
+        cfg = st.config_class().from_params(params, where).check()
+        if stages is STAGES: check_cross_rules({**allp, stage: given}, stage, str(params_file))
+        # 3. the run view, executed in the repository root with the same parameters; the kernel's `run_<stage>` does not
+        #    check them again (`CHECKED_ENV`: the checked config's digest); the executed copy records what ran
+        os.environ[CHECKED_ENV] = cfg.digest()
         out = root/(out or Path('reports')/stage/f'{stage}.ipynb')
-        view = run_view(nb, {'stage': stage, 'commit': _git_commit(root), 'params': read_params(root/params_file, stage, sets, refs),
-                             'environment': environment()}, full)
+        view = run_view(nb, {'stage': stage, 'commit': _git_commit(root), 'params': given, 'environment': environment()}, full)
         t0 = time.time()
         done = execute_stage_notebook(view, out, {'params': params}, cwd=root, kernel=kernel, log_output=log_output,
                                       label=f"{nb.name} ({'whole chapter' if full else 'run view'})")
