@@ -14,8 +14,8 @@ from pathlib import Path
 __all__ = ['STAGES', 'CROSS_RULES', 'STAGE_QUIET', 'Stage', 'get_dotted', 'set_dotted', 'parse_assignment', 'YAML12Loader',
            'load_yaml', 'read_params_file', 'section_params', 'read_params', 'resolve_paths', 'check_cross_rules',
            'check_stage_params', 'flatten', 'stage_resets', 'setup_overrides', 'setup_command', 'setup_settings',
-           'experiment_name', 'experiment_names', 'check_name_free', 'setup_parser', 'run_setup_command',
-           'rehearse_setup']
+           'experiment_name', 'experiment_names', 'check_name_free', 'common_flags', 'setup_parser',
+           'run_setup_command', 'rehearse_setup']
 
 # %% ../nbs/91_params.ipynb #951b89b4
 import yaml
@@ -323,21 +323,27 @@ def check_name_free(name:str, # the experiment's name
         raise ParamError(f"experiment {name!r} already exists on this commit: to replace it, `dvc exp remove {name}` and run again; "
                          f"to keep it, run this one under another name: --name OTHER")
 
+def common_flags(ap:argparse.ArgumentParser, # a command's parser (a stage's or either form of `setup`)
+                 params_file:str='params.yaml', # the default of --params
+                )->argparse.ArgumentParser:
+    "Add the flags every command takes: --params and --quiet."
+    ap.add_argument('--params', default=params_file, help=f'the pipeline parameter file (default {params_file})')
+    ap.add_argument('--quiet', action='store_true', help=f"the stages do not stream their notebooks' output (also when {STAGE_QUIET}=1; setup: nor progress bars)")
+    return ap
+
 def setup_parser(prog:str, # the command, for the usage line
                  description:str, # what this form does
                  params_file:str='params.yaml', # the default of --params
                 )->argparse.ArgumentParser:
-    "An argument parser with the flags both forms of `setup` take: --set, --name, --params, --print, --queue, --quiet, --rehearse."
+    "An argument parser with the flags both forms of `setup` take: --set, --name, --print, --queue, --rehearse and `common_flags`."
     ap = argparse.ArgumentParser(prog=prog, description=description)
     ap.add_argument('--set', dest='sets', action='append', default=[], metavar='SECTION.KEY=VALUE',
                     help="a parameter over the setup's (YAML value; repeatable); an unknown section or key is refused")
     ap.add_argument('--name', default=None, help="the experiment's name (default: the setup file's; with --folder, the folder's)")
-    ap.add_argument('--params', default=params_file, help=f'the pipeline parameter file (default {params_file})')
     ap.add_argument('--print', dest='print_only', action='store_true', help='check, print the dvc command, run nothing')
     ap.add_argument('--queue', action='store_true', help='queue the experiment (dvc exp run --queue) instead of running it now')
-    ap.add_argument('--quiet', action='store_true', help="the stages do not stream their notebooks' output (nor progress bars)")
     ap.add_argument('--rehearse', action='store_true', help='(reserved: not built yet)')
-    return ap
+    return common_flags(ap, params_file)
 
 def run_setup_command(cmd:list, # `setup_command`'s
                       quiet:bool=False, # the stages as with --quiet (and no progress bars)

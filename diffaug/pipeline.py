@@ -17,7 +17,7 @@ __all__ = ['StageError', 'kernel_options', 'execute_stage_notebook', 'run_view',
 # %% ../nbs/90_pipeline.ipynb #670b3d0b
 from .core import ParamError, environment, nearest, CHECKED_ENV
 from .params import (STAGES, load_yaml, read_params, read_params_file, section_params, resolve_paths, check_stage_params, check_cross_rules, setup_command,
-                            setup_settings, setup_parser, experiment_name, check_name_free, run_setup_command, rehearse_setup, STAGE_QUIET)
+                            setup_settings, setup_parser, common_flags, experiment_name, check_name_free, run_setup_command, rehearse_setup, STAGE_QUIET)
 
 # %% ../nbs/90_pipeline.ipynb #9bc6d461
 class StageError(RuntimeError):
@@ -278,7 +278,7 @@ def run_stage(stage:str, # a key of `stages`, e.g. "classification" (also its se
 def stage_help(stage:str)->str:
     "What `python -m diffaug.pipeline <stage> --help` prints: the stage and every parameter of its class."
     st = STAGES[stage]; cls = st.config_class()
-    return (f"python -m diffaug.pipeline {stage} [--set KEY=VALUE ...] [--params params.yaml] [--out NB] [--restart] [--full]\n\n"
+    return (f"python -m diffaug.pipeline {stage} [--set KEY=VALUE ...] [--params params.yaml] [--out NB] [--restart] [--full] [--quiet]\n\n"
             f"{st.doc}. Runs nbs/{st.notebook} with the section `{stage}` of the parameter file; its parameters "
             f"({cls.__module__}.{cls.__name__}), with their defaults:\n{cls.help()}")
 
@@ -307,15 +307,14 @@ def main(argv:list|None=None, # arguments (default: sys.argv[1:])
     stages = '\n'.join(f'  {k:15s} nbs/{s.notebook}: {s.doc}' for k, s in STAGES.items())
     ap = argparse.ArgumentParser(prog='python -m diffaug.pipeline', formatter_class=argparse.RawDescriptionHelpFormatter,
                                  description='Run a stage notebook with papermill, or a paper setup with dvc exp run.',
-                                 epilog=f"stages:\n{stages}\n  setup           python -m diffaug.pipeline setup params/<setup>.yaml [--set SECTION.KEY=VALUE ...] [--name NAME] [--print] [--queue] [--help]\n"
-                                        f"  setup --folder  python -m diffaug.pipeline setup --folder DIR --metaclass WORD [--shots N|all] [--model M] [--help]: your own images")
+                                 epilog=f"stages:\n{stages}\n  setup           python -m diffaug.pipeline setup params/<setup>.yaml [--set SECTION.KEY=VALUE ...] [--name NAME] [--print] [--queue] [--quiet] [--help]\n"
+                                        f"  setup --folder  python -m diffaug.pipeline setup --folder DIR --metaclass WORD [--shots N|all] [--model M] [--print] [--queue] [--quiet] [--help]: your own images")
     ap.add_argument('stage', help='a stage name, or "setup" (setup --help)')
-    ap.add_argument('--params', default='params.yaml', help='parameter file (default params.yaml)')
     ap.add_argument('--set', dest='sets', action='append', default=[], metavar='KEY=VALUE', help='override a parameter (YAML value)')
     ap.add_argument('--ref', dest='refs', action='append', default=[], metavar='NAME=SECTION.KEY', help='copy a value from elsewhere in the file')
     ap.add_argument('--out', default=None, help='the executed notebook (default reports/<stage>/<stage>.ipynb)')
     ap.add_argument('--root', default=None, help='the repository root (default: current directory)')
-    ap.add_argument('--quiet', action='store_true', help=f"do not stream the notebook's output (also when {STAGE_QUIET}=1)")
+    common_flags(ap)  # --params, --quiet: as both forms of setup
     ap.add_argument('--full', action='store_true', help='execute the whole chapter (demos and tests too), not only its run view')
     ap.add_argument('--restart', action='store_true', help="discard the stage's unfinished work (made with other parameters)")
     argv = list(sys.argv[1:] if argv is None else argv)
