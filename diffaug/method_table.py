@@ -55,7 +55,7 @@ def get_method(name:str|MethodSpec, # a registry key or a spec
     check_param(isinstance(name, str) and name in METHODS, param, name, f"one of {', '.join(METHODS)}" + nearest(name, METHODS))
     return METHODS[name]
 
-# %% ../nbs/39_method_table.ipynb #f0d35129
+# %% ../nbs/39_method_table.ipynb #9feb76c6
 BASELINES = ('original', 'mixup', 'cutmix') # no synthetic images: the real set alone, Mixup, CutMix (`diffaug.training.MIXING`)
 OWN_STAGES = {'diff-ii': ('inversion', 'interpolation')} # methods made by stages of their own (dvc.yaml), not by `synthesis`
 ALL_METHODS = (*BASELINES, *METHODS, *OWN_STAGES) # the comparison, in table order
