@@ -35,7 +35,7 @@ from diffaug.synthetic import SyntheticSetWriter
 from diffaug.toy import make_toy_dataset
 from diffaug.sampling import UNetTimer, run_items
 from diffaug.inversion import build_inversion_pool, class_prompts, load_inversion_pool
-from diffaug.interpolation import diffii_items, diffii_render
+from diffaug.interpolation import diffii_items, diffii_render, InterpolationConfig
 from diffaug.concepts import concept_prompt
 
 
@@ -76,7 +76,7 @@ def bench(pipe, name: str, precision: str, n_images: int, batch_size: int, steps
     pool, meta = load_inversion_pool(work/'pool')
     wi = diffii_items(meta['ids'], sp.classes, expansion=1)
     render = diffii_render(pipe, pool, lambda c, s: concept_prompt(c, sp.metaclass, {c: c for c in sp.classes}, s),
-                           ['perched on a branch.', 'flying over water.'], seed=0, steps=steps, guidance_scale=7.5, suffix_fraction=0.3)
+                           ['perched on a branch.', 'flying over water.'], InterpolationConfig(seed=0, steps=steps, guidance_scale=7.5, suffix_fraction=0.3))
     writer = SyntheticSetWriter(work/'syn', sp.classes, 'diff-ii')
     with UNetTimer(pipe.unet) as tm:
         t0 = time.perf_counter()

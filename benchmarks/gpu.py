@@ -77,10 +77,10 @@ class Runner:
         return xT
 
     def ours_interpolation(self, B):
-        from diffaug.interpolation import diffii_items, diffii_render
+        from diffaug.interpolation import diffii_items, diffii_render, InterpolationConfig
         items = diffii_items({'bird': ['a', 'b']}, ['bird'], expansion=max(1, (B + 1) // 2))[:B]
         render = diffii_render(self.pipe, self._pool, lambda c, s: ' '.join(f'a photo of a {c} {s}'.split()),
-                               ['perched on a branch.'], seed=0, steps=self.steps, guidance_scale=7.5, suffix_fraction=0.3)
+                               ['perched on a branch.'], InterpolationConfig(seed=0, steps=self.steps, guidance_scale=7.5, suffix_fraction=0.3))
         return render(items)
 
     def diffusers_inversion(self, B):

@@ -165,7 +165,7 @@ def run_annotation(cfg:AnnotationConfig|None=None, # the stage's parameters
                    **kw, # or some of them as keywords (over `cfg`)
                   )->dict:
     "The annotation stage: label every image of a synthetic set (or of one set per method); returns the annotated folder and the row counts."
-    c = AnnotationConfig.of(cfg, **kw).check()
+    c = AnnotationConfig.of(cfg, **kw).checked()
     if c.methods is not None: return {'sets': [run_annotation(x) for x in c.per_method(c.methods)]}
     res = annotate(c.synthetic, c.split, c.out, gamma=c.gamma, scale=c.scale, hard=c.hard)
     info = json.loads((res/'info.json').read_text(encoding='utf-8'))['annotation']

@@ -25,8 +25,8 @@ from .classifier_data import REPLACE_WITH, TRANSFORMS
 from .training import MIXING, TORCHVISION, torchvision_model, train_classifier, group_name, shot_groups, shot_accuracy
 
 # %% ../nbs/50_classification.ipynb #7ab6d9fb
-from .method_table import METHODS  # the compared methods' registry (light: no diffusion library at import)
-SYNTHETIC_METHODS = {'synthetic', 'diff-ii', *METHODS}  # 'synthetic': any set, for experiments outside the comparison
+from .method_table import METHODS, OWN_STAGES  # the compared methods' registry (light: no diffusion library at import)
+SYNTHETIC_METHODS = {'synthetic', *METHODS, *OWN_STAGES}  # 'synthetic': any set, for experiments outside the comparison
 PRECISIONS = ('no', 'fp16', 'bf16')  # accelerate's names; "fp32" is read as "no"
 _TV_HELP = "torchvision:<arch>.<WEIGHTS> with a torchvision architecture and one of its weights (e.g. torchvision:vit_b_16.IMAGENET1K_SWAG_E2E_V1)"
 
@@ -268,7 +268,7 @@ def run_classification(cfg:ClassificationConfig|None=None, # the run's parameter
                        **kw, # ClassificationConfig fields overriding `cfg`
                       )->dict:
     "The classification stage: train a timm classifier on the split (+ synthetic sets); returns metrics.json's content (+ `seconds`)."
-    cfg = ClassificationConfig.of(cfg, **kw).check()
+    cfg = ClassificationConfig.of(cfg, **kw).checked()
     if cfg.methods is not None: return _run_matrix(cfg)
     out = Path(cfg.out); t0 = time.perf_counter()
     world = launched_processes()

@@ -19,7 +19,7 @@ __all__ = ['RECIPES', 'LORA_TARGETS', 'CONCEPTS_FORMAT', 'class_token', 'class_t
 import torch
 from torch import nn
 from PIL import Image
-from .core import item_generator, ParamError, check_param
+from .core import item_generator, ParamError, check_param, CFG_SCALE
 from .files import atomic_write_json, atomic_save_safetensors, staged_dir
 from .models import model_fingerprint, same_model, follow_umask
 
@@ -297,7 +297,7 @@ def concept_grid(pipe, # a pipeline with concepts applied
                  metaclass:str, # the dataset's theme word
                  n:int=4, # images per class
                  steps:int=20, # DDIM steps
-                 guidance:float=7.5, # classifier-free guidance scale
+                 guidance:float=CFG_SCALE, # classifier-free guidance scale
                  seed:int=0, # image j of every class uses the same seed
                 )->Image.Image:
     "A grid: one row per class, `n` images generated from its concept."

@@ -11,10 +11,10 @@ from types import SimpleNamespace
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['PRECISIONS', 'ENVIRONMENT_PACKAGES', 'item_seed', 'item_generator', 'item_rng', 'seed_everything', 'choose_device',
-           'cpu_supports_bf16', 'choose_dtype', 'reproducible_training', 'ParamError', 'check_param',
-           'optimizer_tensors', 'optimizer_state', 'closest', 'nearest', 'StageConfig', 'need_device', 'progress',
-           'environment']
+__all__ = ['CHECKED_ENV', 'PRECISIONS', 'DDIM_STEPS', 'CFG_SCALE', 'EXPANSION', 'ENVIRONMENT_PACKAGES', 'item_seed',
+           'item_generator', 'item_rng', 'seed_everything', 'choose_device', 'cpu_supports_bf16', 'choose_dtype',
+           'reproducible_training', 'ParamError', 'check_param', 'optimizer_tensors', 'optimizer_state', 'closest',
+           'nearest', 'StageConfig', 'need_device', 'progress', 'environment']
 
 # %% ../nbs/00_core.ipynb #355f3a72
 import numpy as np
@@ -157,6 +157,7 @@ def nearest(value, names, cutoff:float=0.0)->str:
     c = closest(value, names, cutoff)
     return f" (did you mean {c!r}?)" if c is not None else ''
 
+CHECKED_ENV = 'DIFFAUG_CHECKED'  # the runner tells the stage's kernel which config it checked (its `digest`)
 _FIELD_DOCS = {}  # class -> its docments: reading a class's source parses its whole module (40 ms), once per class
 
 def _field_docs(cls)->dict:
@@ -207,8 +208,9 @@ class StageConfig:
     def of(cls, cfg=None, # an instance, or None for the defaults
            **kw, # values that override it
           ):
-        "`cfg` with `kw` applied (`from_params` rules): how a `run_*` function takes either a config or keywords."
+        "`cfg` with `kw` applied (`from_params` rules): how a `run_*` function takes either a config or keywords; `cfg` itself when there are no `kw`."
         if cfg is not None and not isinstance(cfg, cls): raise ParamError(f"expected a {cls.__name__}, got {type(cfg).__name__}")
+        if cfg is not None and not kw: return cfg  # the same object: a checked config stays checked
         return cls.from_params({**(cfg.asdict() if cfg is not None else {}), **kw})
 
     def asdict(self)->dict:
@@ -222,6 +224,20 @@ class StageConfig:
     def check(self, files:bool=True, # also check that input paths exist (False: validate a setup before its stages ran)
              ):
         "Raise `ParamError` naming the first invalid parameter; returns `self`. Stages extend it."
+        return self
+
+    def digest(self)->str:
+        "A short hash of the class and every value: the identity of a checked config (`checked`, `CHECKED_ENV`)."
+        import json
+        s = json.dumps({'class': type(self).__qualname__, **self.asdict()}, sort_keys=True, default=str)
+        return hashlib.sha256(s.encode()).hexdigest()[:16]
+
+    def checked(self):
+        """`self`, checked once (`check()` with files): not again when these values were checked already, in this process or
+        by the runner before the stage's kernel started (it names their `digest` in `CHECKED_ENV`). How `run_<stage>` starts."""
+        key = self.digest()
+        if key not in (getattr(self, '_checked', None), os.environ.get(CHECKED_ENV)): self.check()
+        self._checked = key  # not a field: a changed copy (`of` with keywords, `dataclasses.replace`) is checked anew
         return self
 
     # small validators the stages' `check` methods are written with
@@ -300,6 +316,11 @@ def need_device(cfg:StageConfig, # a stage's parameters
     "`ParamError` unless `cfg.<name>` is 'auto', 'cpu', 'mps', 'cuda' or 'cuda:N'."
     v = getattr(cfg, name)
     cfg.need(isinstance(v, str) and _DEVICE.fullmatch(v) is not None, name, '"auto", "cpu", "cuda", "cuda:N" or "mps"')
+
+# %% ../nbs/00_core.ipynb #fccd1d91
+DDIM_STEPS = 25 # DDIM steps of sampling and of inversion (the paper's code: 25)
+CFG_SCALE = 7.5 # classifier-free guidance weight (the paper's code: 7.5)
+EXPANSION = 5 # synthetic images per real training image (the paper: 5)
 
 # %% ../nbs/00_core.ipynb #8c8378e3
 from tqdm.std import tqdm as _std_tqdm

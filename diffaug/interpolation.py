@@ -17,7 +17,7 @@ __all__ = ['MODES', 'DEFAULT_SUFFIXES', 'latent_angle', 'circle_interpolation', 
 
 # %% ../nbs/30_interpolation.ipynb #e63feb98
 import torch
-from .core import check_param, ParamError, item_generator, StageConfig
+from .core import check_param, ParamError, item_generator, StageConfig, DDIM_STEPS, CFG_SCALE, EXPANSION
 from .files import recorded_path, same_recorded
 from .models import load_sd, decode_latents, PromptCache, need_model, model_fingerprint, same_model
 from .sampling import WorkItem, ddim_grid, ddim_sample, encode_prompts, run_items
@@ -91,8 +91,7 @@ def suffix_steps(suffix_fraction:float, # the paper's split ratio s, read as in 
                  steps:int, # DDIM steps
                  scheduler=None, # the pipeline's scheduler (None: SD 1.x's 1000-step DDIM)
                 )->int:
-    "How many of the first DDIM steps use the suffixed prompt: those with timestep t ≥ T·(1 − suffix_fraction)."
-    check_param(0.0 <= float(suffix_fraction) <= 1.0, 'suffix_fraction', suffix_fraction, "a number in [0, 1]")
+    "How many of the first DDIM steps use the suffixed prompt: those with timestep t ≥ T·(1 − suffix_fraction) (its range: `InterpolationConfig.check`)."
     if scheduler is None:
         from diffusers import DDIMScheduler
         from diffaug.models import SD15_SCHEDULER
@@ -104,7 +103,7 @@ def suffix_steps(suffix_fraction:float, # the paper's split ratio s, read as in 
 # %% ../nbs/30_interpolation.ipynb #c650bdc1
 def diffii_items(ids_by_class:dict, # class name -> image ids of its inversions (pool.json's "ids")
                  classes:list, # class names in label order (the synthetic set's classes)
-                 expansion:int=5, # synthetic images per real image
+                 expansion:int=EXPANSION, # synthetic images per real image
                 )->list:
     "Work items of a Diff-II synthetic set: `expansion` per real image, class by class."
     check_param(isinstance(expansion, int) and expansion >= 1, 'expansion', expansion, "an integer >= 1")
@@ -139,23 +138,21 @@ def diffii_render(pipe, # the pipeline (concepts applied)
                   pool:dict, # image id -> inversion
                   prompt_of:callable, # prompt_of(class name, suffix) -> prompt ('' suffix: the plain prompt)
                   suffixes:list, # suffix strings
-                  seed:int=0, # the run's seed
-                  steps:int=25, # DDIM steps (= the pool's grid)
-                  guidance_scale:float=7.5, # classifier-free guidance
-                  suffix_fraction:float=0.3, # the paper's s: fraction of the trajectory (noisy end first) with the suffix
-                  mode:str='circle', # the interpolation mode (MODES)
+                  cfg:InterpolationConfig, # the stage's parameters: its seed, steps (= the pool's grid), guidance_scale, suffix_fraction, mode
                  )->callable:
-    "A `render(items)` for `run_items` doing circle interpolation (or another `mode`) + two-stage denoising."
-    cache = PromptCache(pipe); k = suffix_steps(suffix_fraction, steps, pipe.scheduler)
+    "A `render(items)` for `run_items` doing circle interpolation (or another `mode`) + two-stage denoising; `render.suffix_steps`: the steps with the suffix."
+    seed, steps = cfg.seed, cfg.steps
+    cache = PromptCache(pipe); k = suffix_steps(cfg.suffix_fraction, steps, pipe.scheduler)
     def render(items):
-        rs = [draw_recipe(it, seed, suffixes, pool, mode) for it in items]
+        rs = [draw_recipe(it, seed, suffixes, pool, cfg.mode) for it in items]
         z = torch.stack([r['z'] for r in rs])
         plain = encode_prompts(cache, [prompt_of(it.label, '') for it in items])
         first = encode_prompts(cache, [prompt_of(it.label, r['suffix']) for it, r in zip(items, rs)])
-        lat = ddim_sample(pipe, z, plain, encode_prompts(cache, [''])[0], steps, guidance_scale, first_cond=first, switch_step=k)
+        lat = ddim_sample(pipe, z, plain, encode_prompts(cache, [''])[0], steps, cfg.guidance_scale, first_cond=first, switch_step=k)
         return [(im, dict(source_ids=r['source_ids'], lam=r['lam'], alpha=r['alpha'], suffix=r['suffix'] if k else '',
-                          suffix_fraction=suffix_fraction, seed=seed, init=r['init']))
+                          suffix_fraction=cfg.suffix_fraction, seed=seed, init=r['init']))
                 for im, r in zip(decode_latents(pipe, lat), rs)]
+    render.suffix_steps = k
     return render
 
 # %% ../nbs/30_interpolation.ipynb #90490eaa
@@ -170,10 +167,10 @@ class InterpolationConfig(StageConfig):
     inversions:str|None=None # the inversion stage's pool folder (required)
     suffixes:str|None=None # the suffix file, one per line (the suffixes stage); None: the four built-in DEFAULT_SUFFIXES
     out:str|None=None # the synthetic set folder to write (required)
-    expansion:int=5 # synthetic images per real image (paper: 5)
+    expansion:int=EXPANSION # synthetic images per real image (paper: 5)
     suffix_fraction:float=0.3 # the paper's split ratio s: fraction of the steps (noisy end first) WITH the suffix, as in the authors' code; paper: 0.3 5-shot, 0.1 10-shot, 1.0 long-tail
-    guidance_scale:float=7.5 # classifier-free guidance (paper's code: 7.5)
-    steps:int=25 # DDIM steps, = the pool's inversion steps unless allow_grid_mismatch (paper's code: 25)
+    guidance_scale:float=CFG_SCALE # classifier-free guidance (paper's code: 7.5)
+    steps:int=DDIM_STEPS # DDIM steps, = the pool's inversion steps unless allow_grid_mismatch (paper's code: 25)
     batch_size:int=8 # images per batch (classifier-free guidance doubles the U-Net batch)
     seed:int=0 # every random draw (pairs, lambda, suffix, fallback noise) derives from it
     device:str='auto' # "auto" (cuda, then mps, then cpu), "cpu", "cuda", "cuda:N", "mps"
@@ -220,7 +217,7 @@ def run_interpolation(cfg:InterpolationConfig|None=None, # the stage's parameter
                       **kw, # or some of them as keywords (over `cfg`)
                      )->dict:
     "The `interpolation` stage: Diff-II's synthetic set."
-    cfg = InterpolationConfig.of(cfg, **kw).check()
+    cfg = InterpolationConfig.of(cfg, **kw).checked()
     from diffaug.concepts import concept_prompt
     from diffaug.inversion import load_inversion_pool
     from diffaug.suffixes import read_suffixes
@@ -247,7 +244,7 @@ def run_interpolation(cfg:InterpolationConfig|None=None, # the stage's parameter
     singles = sorted(c for c in sp.classes if len(ids.get(c, [])) == 1)
     empty = sorted(c for c in sp.classes if not ids.get(c))
     if singles: warnings.warn(f"{len(singles)} class(es) have a single training image and fall back to Gaussian noise: {singles[:5]}")
-    k = suffix_steps(cfg.suffix_fraction, cfg.steps, pipe.scheduler)
+    render = diffii_render(pipe, pool, prompt_of, sfx, cfg); k = render.suffix_steps
     info = dict(model=recorded_path(cfg.model), concepts=recorded_path(cfg.concepts), inversions=recorded_path(cfg.inversions),
                 split=recorded_path(cfg.split), suffixes=sfx, expansion=cfg.expansion, suffix_fraction=cfg.suffix_fraction, suffix_steps=k,
                 guidance_scale=cfg.guidance_scale, steps=cfg.steps, pool_steps=meta['steps'], seed=cfg.seed,
@@ -255,7 +252,6 @@ def run_interpolation(cfg:InterpolationConfig|None=None, # the stage's parameter
                 noise_fallback_images=cfg.expansion * len(singles), target_images=len(items),  # target_images: the size asked for (the report compares)
                 **({'mode': cfg.mode} if cfg.mode != 'circle' else {}), **({'n_suffixes': cfg.n_suffixes} if cfg.n_suffixes is not None else {}))
     writer = SyntheticSetWriter(cfg.out, sp.classes, 'diff-ii', info)
-    render = diffii_render(pipe, pool, prompt_of, sfx, cfg.seed, cfg.steps, cfg.guidance_scale, cfg.suffix_fraction, cfg.mode)
     r = run_items(items, render, writer, cfg.batch_size, cpu=cfg.cpu, desc='diff-ii')
     return {**r, 'out': str(cfg.out), 'n_items': len(items), 'suffix_steps': k,
             'noise_fallback_classes': len(singles), 'noise_fallback_images': info['noise_fallback_images']}

@@ -16,7 +16,7 @@ __all__ = ['class_prompts', 'invert_images', 'load_inversion_pool', 'build_inver
 
 # %% ../nbs/20_inversion.ipynb #330c6bba
 import torch
-from .core import check_param, ParamError, progress, StageConfig
+from .core import check_param, ParamError, progress, StageConfig, DDIM_STEPS
 from .files import (load_image, atomic_save_safetensors, atomic_write_json, atomic_save_image, recorded_path, start_scratch,
                            publish_dir, scratch_dir)
 from .models import load_sd, make_tiny_sd, encode_images, decode_latents, sd_resolution, PromptCache, need_model, model_fingerprint
@@ -38,7 +38,7 @@ def class_prompts(classes:list, # class names in label order
 def invert_images(pipe, # an SD 1.x pipeline (concepts applied)
                   images:list, # PIL images
                   prompts:list, # one prompt per image
-                  steps:int=25, # DDIM inversion steps
+                  steps:int=DDIM_STEPS, # DDIM inversion steps
                   resolution:int|None=None, # square crop size in pixels (default: the model's native size)
                   cache:PromptCache|None=None, # a prompt cache to reuse across calls
                  )->tuple:
@@ -78,7 +78,7 @@ def build_inversion_pool(pipe, # an SD 1.x pipeline (concepts applied)
                          items:list, # training items: dicts with 'id', 'path' (absolute or relative to `root`), 'label'
                          prompts:dict, # class name -> prompt
                          out:str|Path, # the pool folder to write
-                         steps:int=25, # DDIM inversion steps
+                         steps:int=DDIM_STEPS, # DDIM inversion steps
                          batch_size:int=8, # images per U-Net call
                          resolution:int|None=None, # square crop size (default: the model's native size)
                          root:str|Path|None=None, # the dataset root the item paths are relative to
@@ -128,7 +128,7 @@ def reconstruction_error(pipe, # the pipeline the pool was built with
                          x0:torch.Tensor, # [B, 4, h, w] clean latents
                          xT:torch.Tensor, # [B, 4, h, w] their inversions
                          cond:torch.Tensor, # [B, L, D] the prompts they were inverted with
-                         steps:int=25, # the pool's grid
+                         steps:int=DDIM_STEPS, # the pool's grid
                         )->tuple:
     "Relative L2 error of denoising the inversions back (no guidance), and the reconstructed latents."
     back = ddim_sample(pipe, xT, cond, steps=steps, guidance_scale=1.0).cpu()
@@ -143,7 +143,7 @@ class InversionConfig(StageConfig):
     model:str|None=None # SD 1.x diffusers folder or hub id, the model the interpolation stage samples with; paper: stable-diffusion-v1-5/stable-diffusion-v1-5 (required)
     concepts:str|None=None # the concept folder of the `concepts` stage; None: the prompts use the class names
     out:str|None=None # the pool folder to write (required)
-    steps:int=25 # DDIM inversion steps, = the interpolation stage's sampling steps (the authors: 200 inversion / 25 sampling)
+    steps:int=DDIM_STEPS # DDIM inversion steps, = the interpolation stage's sampling steps (the authors: 200 inversion / 25 sampling)
     batch_size:int=8 # images per U-Net call
     resolution:int|None=None # square crop size in pixels; None: the model's native size (512 for SD 1.5)
     check_images:int=4 # images in the reconstruction check (pool.json, reconstruction.png); 0: none
@@ -184,7 +184,7 @@ def run_inversion(cfg:InversionConfig|None=None, # the stage's parameters
                   **kw, # or some of them as keywords (over `cfg`)
                  )->dict:
     "The `inversion` stage: the DDIM inversion pool of the split's training images."
-    cfg = InversionConfig.of(cfg, **kw).check()
+    cfg = InversionConfig.of(cfg, **kw).checked()
     sp, items = load_training_split(cfg.split)
     pipe = load_sd(cfg.model, device=cfg.device, precision=cfg.precision)
     fp = model_fingerprint(pipe)

@@ -10,11 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['METHODS', 'PAPER_TABLE1_COLUMNS', 'PAPER_TABLE1', 'GEN_CLASSES', 'DEFAULT_PROMPT', 'MethodSpec', 'get_method',
-           'resolve_strengths', 'plan_items', 'prompt_names', 'make_prompt']
+__all__ = ['METHODS', 'BASELINES', 'OWN_STAGES', 'ALL_METHODS', 'PAPER_TABLE1_COLUMNS', 'PAPER_TABLE1', 'GEN_CLASSES',
+           'DEFAULT_PROMPT', 'MethodSpec', 'get_method', 'run_lists', 'resolve_strengths', 'plan_items', 'prompt_names',
+           'make_prompt']
 
 # %% ../nbs/39_method_table.ipynb #0a9af234
-from .core import ParamError, check_param, item_rng, nearest
+from .core import ParamError, check_param, item_rng, nearest, EXPANSION
 from .data import Split
 from .sampling import WorkItem
 
@@ -53,6 +54,19 @@ def get_method(name:str|MethodSpec, # a registry key or a spec
     if isinstance(name, MethodSpec): return name
     check_param(isinstance(name, str) and name in METHODS, param, name, f"one of {', '.join(METHODS)}" + nearest(name, METHODS))
     return METHODS[name]
+
+# %% ../nbs/39_method_table.ipynb #9feb76c6
+BASELINES = ('original', 'mixup', 'cutmix') # no synthetic images: the real set alone, Mixup, CutMix (`diffaug.training.MIXING`)
+OWN_STAGES = {'diff-ii': ('inversion', 'interpolation')} # methods made by stages of their own (dvc.yaml), not by `synthesis`
+ALL_METHODS = (*BASELINES, *METHODS, *OWN_STAGES) # the comparison, in table order
+
+def run_lists(methods:list|None=None, # a choice of ALL_METHODS, in table order (None: all of them)
+             )->dict:
+    "params.yaml's `runs` lists for `methods`: the methods, the sets `synthesis` makes, the sets annotated, the sets the oracle scores."
+    methods = list(ALL_METHODS if methods is None else methods)
+    syn = [m for m in METHODS if m in methods]
+    ann = syn + [m for m in OWN_STAGES if m in methods]
+    return dict(methods=methods, synthetic_methods=syn, annotated_methods=ann, oracle_methods=[m for m in methods if m in ann])
 
 # %% ../nbs/39_method_table.ipynb #4b0aaa53
 PAPER_TABLE1_COLUMNS = ('CUB', 'Aircraft', 'Pet', 'Car', 'Avg')
@@ -101,7 +115,7 @@ GEN_CLASSES = ('uniform', 'proportional')  # how text-to-image methods share the
 def plan_items(method:str|MethodSpec, # a method name or spec
                split:Split, # the split (its training images are the sources)
                seed:int=0, # the run's seed
-               expansion:int=5, # synthetic images per real training image
+               expansion:int=EXPANSION, # synthetic images per real training image
                strength_mode:str|None=None, # override the method's strength mode
                strength:float|None=None, # override the method's fixed strength
                strengths:list|None=None, # override the method's strength set

@@ -13,13 +13,13 @@ from typing import Callable
 
 # %% auto #0
 __all__ = ['STRENGTH_KEYS', 'img2img_render', 'ClipZeroShot', 'clip_scoring_render', 'clip_keeps', 'RejectAwareWriter',
-           'apply_clip_filter', 'synthesize', 'SynthesisConfig', 'run_synthesis']
+           'apply_clip_filter', 'SynthesisConfig', 'synthesize', 'run_synthesis']
 
 # %% ../nbs/40_methods.ipynb #8fe2975e
 import numpy as np
 import torch
 from PIL import Image
-from .core import ParamError, check_param, progress, StageConfig, nearest
+from .core import ParamError, check_param, progress, StageConfig, nearest, need_device, PRECISIONS, DDIM_STEPS, CFG_SCALE, EXPANSION
 from .files import load_image, recorded_path
 from .method_table import (METHODS, MethodSpec, get_method, resolve_strengths, GEN_CLASSES, plan_items, DEFAULT_PROMPT,
                                   prompt_names, make_prompt)
@@ -34,8 +34,8 @@ def img2img_render(pipe, # the pipeline (concepts already applied)
                    split:Split, # where the source images are
                    prompt_of:Callable, # prompt_of(item) -> prompt
                    seed:int=0, # the run's seed
-                   steps:int=25, # DDIM steps of the full trajectory
-                   guidance_scale:float=7.5, # CFG weight
+                   steps:int=DDIM_STEPS, # DDIM steps of the full trajectory
+                   guidance_scale:float=CFG_SCALE, # CFG weight
                    stage:str='synthesis', # the generator key of the noise
                   )->Callable:
     "A `render` for `diffaug.sampling.run_items`: SDEdit from each item's source image at its strength."
@@ -128,79 +128,8 @@ def apply_clip_filter(writer:SyntheticSetWriter, # the writer, after every image
             (writer.dir/r['file_name']).unlink(missing_ok=True); (writer.rows_dir/(r['file_name'] + '.json')).unlink(missing_ok=True)
     return dict(kept=len(writer.rows()), rejected_now=len(rej), rejected_total=len({r['file_name'] for r in old + rej}))
 
-# %% ../nbs/40_methods.ipynb #8084ea31
-def _sha(path)->str|None:
-    "A short content hash of a small file (an input's identity in a synthetic set's record)."
-    import hashlib
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16] if path is not None and Path(path).is_file() else None
-
-def synthesize(  # ~65 lines: the run's steps in their order (plan, load, prompts, record, render, filter); half is its signature
-method:str, # a key of METHODS
-               split:str|Path|Split, # the split (sources, classes, metaclass)
-               out:str|Path, # the synthetic set's folder
-               model:str|Path|None=None, # diffusers folder or hub id (ignored when `pipe` is given)
-               concepts:str|Path|dict|None=None, # concept folder, or {recipe: folder} (concept methods)
-               clip_model:str|Path|Callable|None=None, # CLIP folder or hub id (Real-Filter), or any images -> [N, K] probabilities callable
-               seed:int=0, # the run's seed
-               expansion:int=5, # synthetic images per real image
-               strength_mode:str|None=None, # img2img: "fixed" or "random" (None: the method's)
-               strength:float|None=None, # img2img: fixed strength (None: the method's)
-               strengths:list|None=None, # img2img: random strengths (None: the method's)
-               gen_classes:str='uniform', # text-to-image: "uniform" class per image (Diff-Mix) or "proportional" (expansion × n_c)
-               steps:int=25, # DDIM steps
-               guidance_scale:float=7.5, # CFG weight
-               batch_size:int=8, # images per batch
-               prompt_template:str=DEFAULT_PROMPT, # the generation prompt
-               clip_template:str='a photo of a {name}, a type of {metaclass}.', # Real-Filter's class prompts
-               clip_min_prob:float=0.0, # Real-Filter: also require this probability of the intended class
-               device:str='auto', # where the models run
-               precision:str='auto', # diffusion model precision
-               cpu:bool|None=None, # accelerate: True for several CPU processes under torchrun
-               pipe=None, # an already loaded pipeline without concepts (tests)
-              )->dict:
-    "Make `method`'s synthetic set of `split` in `out`; returns counts and timings."
-    spec = get_method(method)
-    sp = split if isinstance(split, Split) else load_split(split)
-    check_param(isinstance(steps, int) and steps >= 1, 'steps', steps, "an integer >= 1")
-    check_param(isinstance(batch_size, int) and batch_size >= 1, 'batch_size', batch_size, "an integer >= 1")
-    mode, s, ss = resolve_strengths(spec, strength_mode, strength, strengths)
-    if spec.clip_filter: check_param(clip_model is not None, 'clip_model', clip_model, "a CLIP folder or hub id (Real-Filter)")
-    items = plan_items(spec, sp, seed, expansion, mode if spec.family == 'img2img' else None, s, ss or None, gen_classes)
-    t0 = time.perf_counter()
-    if pipe is None: pipe = load_sd(model, device, precision)
-    elif spec.concepts is not None: raise ParamError(f"method {spec.name}: pass `model`, not a shared `pipe` (concepts change the pipeline)")
-    base_model = model_fingerprint(pipe)  # the identity of the weights, before concepts change them (a resume must match it)
-    names = prompt_names(spec, sp.classes, pipe, concepts)
-    prompt_of = lambda it: make_prompt(names[it.label], sp.metaclass, prompt_template)
-    if spec.family == 'img2img': render = img2img_render(pipe, sp, prompt_of, seed, steps, guidance_scale)
-    else: render = text_to_image_render(pipe, prompt_of, seed, 'synthesis', steps, guidance_scale)
-    cdir = (concepts.get(spec.concepts) if isinstance(concepts, dict) else concepts) if spec.concepts else None
-    info = dict(method=spec.name, family=spec.family, concepts=recorded_path(cdir), model=recorded_path(model), seed=seed,
-                expansion=expansion, strength_mode=mode, strength=s, strengths=list(ss), steps=steps, guidance_scale=guidance_scale,
-                prompt_template=prompt_template, split=recorded_path(sp.path or ''), precision=str(pipe.unet.dtype).replace('torch.', ''),
-                **({'gen_classes': gen_classes} if spec.family == 'text2img' else {}),
-                target_images=len(items),  # the size asked for, before any filtering: the report flags a set far below it
-                inputs=dict(split=_sha(sp.path), concepts=_sha(Path(cdir)/'concepts.json' if cdir else None), model=base_model))
-    if spec.clip_filter:  # a callable is recorded by its name (its repr holds a memory address: not the same bytes twice)
-        info.update(clip_model=recorded_path(clip_model) if not callable(clip_model) else getattr(clip_model, '__qualname__', type(clip_model).__name__),
-                    clip_template=clip_template, clip_min_prob=clip_min_prob)
-    writer = SyntheticSetWriter(out, sp.classes, spec.name, info=info)
-    if spec.clip_filter:
-        clf = clip_model if callable(clip_model) else ClipZeroShot(clip_model, sp.classes, sp.metaclass, clip_template, device=str(pipe.device))
-        render = clip_scoring_render(render, clf, sp.classes); writer = RejectAwareWriter(writer)
-    t1 = time.perf_counter()
-    r = run_items(items, render, writer, batch_size=batch_size, cpu=cpu, desc=spec.name, finalize=not spec.clip_filter)
-    t2 = time.perf_counter()
-    res = dict(method=spec.name, items=len(items), **r, load_seconds=round(t1 - t0, 3), render_seconds=round(t2 - t1, 3),
-               seconds_per_image=round((t2 - t1) / r['rendered'], 4) if r['rendered'] else None, out=str(out))
-    if spec.clip_filter and _state(cpu).is_main_process:  # every process has written its images (run_items waited for them)
-        res['filter'] = apply_clip_filter(writer.w, clip_min_prob)
-        writer.finalize()
-    return res
-
 # %% ../nbs/40_methods.ipynb #9a4784ec
 STRENGTH_KEYS = ('strength_mode', 'strength', 'strengths')
-_SD_PRECISIONS = ('auto', 'fp32', 'fp16', 'bf16')
 
 def _check_template(cfg, name:str):
     "`name` is a prompt template with {name} and only {name}/{metaclass} fields."
@@ -209,13 +138,6 @@ def _check_template(cfg, name:str):
         try: v.format(name='x', metaclass='y')
         except (KeyError, IndexError, ValueError): ok = False
     cfg.need(ok, name, "a prompt template holding {name} (and optionally {metaclass}), no other {fields}")
-
-def _check_device(cfg, name:str='device'):
-    v = getattr(cfg, name); ok = isinstance(v, str) and v != ''
-    if ok and v != 'auto':
-        try: torch.device(v)
-        except (RuntimeError, ValueError): ok = False
-    cfg.need(ok, name, "'auto' or a torch device ('cpu', 'cuda', 'cuda:1', 'mps')")
 
 @dataclass
 class SynthesisConfig(StageConfig):
@@ -227,11 +149,11 @@ class SynthesisConfig(StageConfig):
     concepts:str|dict|None=None # {recipe: concept folder} ({diff-mix: ..., da-fusion: ...}) or one folder: DA-Fusion reads a da-fusion one, Diff-Aug/Diff-Mix/Diff-Gen a diff-mix one; None: the base-model methods only
     clip_model:str|None=None # Real-Filter's CLIP, folder or hub id (Real-Filter needs one; paper: openai/clip-vit-base-patch32); None: the other methods only
     seed:int=0 # the synthesis seed (one set per method; classification seeds vary separately)
-    expansion:int=5 # synthetic images per real image (paper: 5)
+    expansion:int=EXPANSION # synthetic images per real image (paper: 5)
     gen_classes:str='uniform' # text-to-image methods (Real-Gen, Diff-Gen, Real-Filter): "uniform" class per image (Diff-Mix's code, Table 2's Real-Gen) or "proportional" (expansion × n_c per class)
     per_method:dict=field(default_factory=dict) # {method: {strength_mode, strength, strengths}}: overrides of the methods' strengths (METHODS holds the papers' values)
-    steps:int=25 # DDIM steps (paper: 25)
-    guidance_scale:float=7.5 # classifier-free guidance weight (paper: 7.5)
+    steps:int=DDIM_STEPS # DDIM steps (paper: 25)
+    guidance_scale:float=CFG_SCALE # classifier-free guidance weight (paper: 7.5)
     batch_size:int=8 # images per U-Net batch (CFG doubles it)
     prompt_template:str=DEFAULT_PROMPT # the generation prompt; {name}: class name (Real-*) or learned token (DA-Fusion, Diff-*)
     clip_template:str='a photo of a {name}, a type of {metaclass}.' # Real-Filter's class prompts (He et al.)
@@ -240,8 +162,20 @@ class SynthesisConfig(StageConfig):
     precision:str='auto' # diffusion model precision: auto, fp32, fp16, bf16 (paper: fp16 on GPUs)
     cpu:bool|None=None # accelerate's cpu flag: true when sharding on CPU with torchrun
 
+    # how and where a set is made, or recorded in another form (the split as read, the precision as loaded, per_method as
+    # the resolved strengths): every other field goes into the set's info.json as it is
+    NOT_RECORDED = ('split', 'out', 'per_method', 'batch_size', 'device', 'precision', 'cpu')
+
     @property
     def spec(self)->MethodSpec: return get_method(self.method)
+
+    def record(self)->dict:
+        "The parameters this run's set records (info.json; a resume must match them): the fields but `NOT_RECORDED` and other methods' own, paths as recorded."
+        spec = self.spec
+        own = {'gen_classes': spec.family == 'text2img', **dict.fromkeys(('clip_model', 'clip_template', 'clip_min_prob'), spec.clip_filter)}
+        r = {k: v for k, v in self.asdict().items() if k not in self.NOT_RECORDED and own.get(k, True)}
+        return {**r, 'method': spec.name, 'model': recorded_path(self.model), 'concepts': recorded_path(self.concept_dir()),
+                **({'clip_model': recorded_path(self.clip_model)} if spec.clip_filter else {})}
 
     def strength_overrides(self)->dict:
         "This run's method's entry of `per_method` (strength_mode, strength, strengths)."
@@ -260,7 +194,7 @@ class SynthesisConfig(StageConfig):
         self.need_choice('gen_classes', GEN_CLASSES)
         self.need_num('guidance_scale', 0); self.need_num('clip_min_prob', 0, 1)
         _check_template(self, 'prompt_template'); _check_template(self, 'clip_template')
-        _check_device(self); self.need_choice('precision', _SD_PRECISIONS); self.need_bool('cpu', none=True)
+        need_device(self); self.need_choice('precision', PRECISIONS); self.need_bool('cpu', none=True)
         self._check_per_method()
         self.need_path('split', 'file', files=False); self.need_path('out', 'dir', files=False); need_model(self, 'model', files=False)
         if spec.clip_filter:
@@ -320,17 +254,62 @@ class SynthesisConfig(StageConfig):
         except (ValueError, UnicodeDecodeError, AttributeError) as e: raise ParamError(f"parameter {where}={str(d)!r} is invalid: {f} is not a concepts.json ({e})") from e
         check_param(recipe == spec.concepts, where, str(d), f"concepts of recipe {spec.concepts!r} for method {spec.name} (this folder holds recipe {recipe!r})")
 
+# %% ../nbs/40_methods.ipynb #8084ea31
+def _sha(path)->str|None:
+    "A short content hash of a small file (an input's identity in a synthetic set's record)."
+    import hashlib
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16] if path is not None and Path(path).is_file() else None
+
+def synthesize(cfg:SynthesisConfig, # the run's parameters (`run_synthesis` checks them; taken here as they are)
+               pipe=None, # an already loaded pipeline without concepts (demos, tests: one pipeline for several methods)
+               classifier:Callable|None=None, # Real-Filter: any images -> [N, K] probabilities, instead of `cfg.clip_model`'s CLIP (tests)
+              )->dict:
+    "Make `cfg.method`'s synthetic set of `cfg.split` in `cfg.out`; returns counts and timings."
+    # 1. the plan: the method, its strengths, the work items
+    spec, sp = cfg.spec, load_split(cfg.split)
+    mode, s, ss = resolve_strengths(spec, **cfg.strength_overrides())
+    items = plan_items(spec, sp, cfg.seed, cfg.expansion, mode if spec.family == 'img2img' else None, s, ss or None, cfg.gen_classes)
+    # 2. the model, and the prompts (class names, or the concepts' tokens)
+    t0 = time.perf_counter()
+    if pipe is None: pipe = load_sd(cfg.model, cfg.device, cfg.precision)
+    elif spec.concepts is not None: raise ParamError(f"method {spec.name}: pass `model`, not a shared `pipe` (concepts change the pipeline)")
+    base_model = model_fingerprint(pipe)  # the identity of the weights, before concepts change them (a resume must match it)
+    names = prompt_names(spec, sp.classes, pipe, cfg.concepts)
+    prompt_of = lambda it: make_prompt(names[it.label], sp.metaclass, cfg.prompt_template)
+    if spec.family == 'img2img': render = img2img_render(pipe, sp, prompt_of, cfg.seed, cfg.steps, cfg.guidance_scale)
+    else: render = text_to_image_render(pipe, prompt_of, cfg.seed, 'synthesis', cfg.steps, cfg.guidance_scale)
+    # 3. the record (a resume must match it): the config's recorded parameters, what they resolved to, the inputs' identity
+    cdir = cfg.concept_dir()
+    info = dict(cfg.record(), family=spec.family, strength_mode=mode, strength=s, strengths=list(ss), split=recorded_path(sp.path or ''),
+                precision=str(pipe.unet.dtype).replace('torch.', ''),
+                target_images=len(items),  # the size asked for, before any filtering: the report flags a set far below it
+                inputs=dict(split=_sha(sp.path), concepts=_sha(Path(cdir)/'concepts.json' if cdir else None), model=base_model))
+    if spec.clip_filter and classifier is not None:  # a callable is recorded by its name (its repr holds a memory address: not the same bytes twice)
+        info['clip_model'] = getattr(classifier, '__qualname__', type(classifier).__name__)
+    writer = SyntheticSetWriter(cfg.out, sp.classes, spec.name, info=info)
+    if spec.clip_filter:
+        clf = classifier or ClipZeroShot(cfg.clip_model, sp.classes, sp.metaclass, cfg.clip_template, device=str(pipe.device))
+        render = clip_scoring_render(render, clf, sp.classes); writer = RejectAwareWriter(writer)
+    # 4. render the work items in batches (resumable, shardable)
+    t1 = time.perf_counter()
+    r = run_items(items, render, writer, batch_size=cfg.batch_size, cpu=cfg.cpu, desc=spec.name, finalize=not spec.clip_filter)
+    t2 = time.perf_counter()
+    res = dict(method=spec.name, items=len(items), **r, load_seconds=round(t1 - t0, 3), render_seconds=round(t2 - t1, 3),
+               seconds_per_image=round((t2 - t1) / r['rendered'], 4) if r['rendered'] else None, out=str(cfg.out))
+    # 5. Real-Filter: CLIP's verdict, then the set published
+    if spec.clip_filter and _state(cfg.cpu).is_main_process:  # every process has written its images (run_items waited for them)
+        res['filter'] = apply_clip_filter(writer.w, cfg.clip_min_prob)
+        writer.finalize()
+    return res
+
 # %% ../nbs/40_methods.ipynb #2bb88373
 def run_synthesis(cfg:SynthesisConfig|None=None, # the stage's parameters (None: the defaults, with `kw`)
                   **kw, # SynthesisConfig fields overriding `cfg`
                  )->dict:
     "The synthesis stage: one method's synthetic set for one seed; returns counts and timings."
-    cfg = SynthesisConfig.of(cfg, **kw).check()
+    cfg = SynthesisConfig.of(cfg, **kw).checked()
     spec = cfg.spec
-    r = synthesize(spec.name, cfg.split, cfg.out, cfg.model, cfg.concepts, cfg.clip_model, cfg.seed, cfg.expansion, gen_classes=cfg.gen_classes, steps=cfg.steps,
-                   guidance_scale=cfg.guidance_scale, batch_size=cfg.batch_size, prompt_template=cfg.prompt_template,
-                   clip_template=cfg.clip_template, clip_min_prob=cfg.clip_min_prob, device=cfg.device, precision=cfg.precision,
-                   cpu=cfg.cpu, **cfg.strength_overrides())
+    r = synthesize(cfg)
     print(f"{spec.name}: {r['written']} images written, {r['skipped']} already there, {r['items']} planned"
           + (f", {r['filter']['rejected_total']} rejected by CLIP" if 'filter' in r else '')
           + f" in {r['render_seconds']:.1f} s (+{r['load_seconds']:.1f} s loading) -> {cfg.out}")

@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import load_file
-from .core import item_rng, item_generator, progress
+from .core import item_rng, item_generator, progress, DDIM_STEPS
 from .files import atomic_write, safetensors_bytes
 from .miniworld import COLOURS, BACKGROUNDS, ATTR_VALUES, sample_factors, prompt, parse_caption, render
 from .miniworld_sd import to_tensor
@@ -115,7 +115,7 @@ def prompt_following(pipe:'StableDiffusionPipeline', # the pipeline to test
                      clf:SmallCNN, # the attribute classifier
                      prompts:list[str], # prompts in the captions' grammar
                      guidance_scale:float=4.0, # classifier-free guidance
-                     steps:int=25, # DDIM steps
+                     steps:int=DDIM_STEPS, # DDIM steps
                      seed:int=0, # noise seed (per prompt index)
                      batch:int=32, # prompts per pipeline call
                     )->tuple[dict, list]:
@@ -141,7 +141,7 @@ def measure_prompt_following(model:str|Path, # the diffusers folder
                              clf:str|Path, # the attribute classifier
                              n:int=600, # prompts (one image each)
                              guidance_scales:tuple=(4.0,), # classifier-free guidance scales to try
-                             steps:int=25, # DDIM steps
+                             steps:int=DDIM_STEPS, # DDIM steps
                              seed:int=10_000, # prompt and noise seed (distinct from the training checks')
                             )->list[dict]:
     "Prompt-following figures of a shipped model, one dict per guidance scale."

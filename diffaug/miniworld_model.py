@@ -217,7 +217,7 @@ def train_miniworld(cfg:MiniworldModelConfig|None=None, # the run's parameters (
                    )->dict:
     "Run (or resume) the whole training of the mini model (not the attribute classifier); returns the state dict."
     from transformers import CLIPTokenizer
-    cfg = MiniworldModelConfig.of(cfg, **kw).check()
+    cfg = MiniworldModelConfig.of(cfg, **kw).checked()
     torch.set_num_threads(cfg.threads)
     ckpt = Path(cfg.ckpt_dir); ckpt.mkdir(parents=True, exist_ok=True)
     st = _State(ckpt); t_start = time.time()
@@ -399,7 +399,7 @@ def run_miniworld_model(cfg:MiniworldModelConfig|None=None, # the stage's parame
                         **kw, # parameters that override `cfg`'s
                        )->dict:
     "The `miniworld_model` stage: train (or resume) the mini model, training the attribute classifier first when it is missing."
-    cfg = MiniworldModelConfig.of(cfg, **kw).check()
+    cfg = MiniworldModelConfig.of(cfg, **kw).checked()
     torch.set_num_threads(cfg.threads)
     clf = cfg.clf_file()
     if cfg.n_check > 0 and not clf.exists(): train_attr_classifier(clf, steps=cfg.clf_steps, batch=cfg.clf_batch)

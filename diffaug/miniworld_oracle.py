@@ -41,7 +41,7 @@ def run_miniworld_oracle(cfg:MiniworldOracleConfig|None=None, # the stage's para
                          **kw, # parameters that override `cfg`'s
                         )->dict:
     "The `miniworld_oracle` stage: train the species oracle on freshly rendered real images and save it to `out`."
-    cfg = MiniworldOracleConfig.of(cfg, **kw).check()
+    cfg = MiniworldOracleConfig.of(cfg, **kw).checked()
     t0 = time.time()
     net = train_oracle(cfg.out, steps=cfg.steps, batch=cfg.batch, seed=cfg.seed, lr=cfg.lr, width=cfg.width)
     res = {'out': recorded_path(cfg.out), 'images_seen': cfg.steps * cfg.batch, 'seconds': round(time.time() - t0, 1)}

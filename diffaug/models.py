@@ -360,7 +360,7 @@ class TinyModelConfig(StageConfig):
 
 def run_tiny_model(cfg:TinyModelConfig|None=None, **kw)->dict:
     "The `tiny_model` stage: write the tiny random SD (and CLIP) the toy default runs on."
-    cfg = TinyModelConfig.of(cfg, **kw).check()
+    cfg = TinyModelConfig.of(cfg, **kw).checked()
     outs = {'out': cfg.out, 'clip_out': cfg.clip_out}
     for k, dst in outs.items():
         if dst is None: continue

@@ -307,7 +307,7 @@ def run_oracle(cfg:OracleConfig|None=None, # the stage's parameters (None: the d
                **kw, # OracleConfig fields overriding `cfg`
               )->dict:
     "The oracle stage: score one synthetic set and write the scores as JSON; returns them."
-    cfg = OracleConfig.of(cfg, **kw).check()
+    cfg = OracleConfig.of(cfg, **kw).checked()
     if cfg.methods is not None: return {'sets': {m: run_oracle(c) for m, c in zip(cfg.methods, cfg.per_method(cfg.methods))}}
     synthetic, t0 = Path(cfg.synthetic), time.perf_counter()
     source_root, metaclass = None, None  # the metaclass comes from the split (check() requires one when the CLIP prompt needs it)

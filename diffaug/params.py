@@ -12,9 +12,10 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['STAGES', 'CROSS_RULES', 'STAGE_QUIET', 'Stage', 'get_dotted', 'set_dotted', 'parse_assignment', 'YAML12Loader',
-           'load_yaml', 'read_params', 'resolve_paths', 'check_cross_rules', 'check_stage_params', 'flatten',
-           'stage_resets', 'setup_overrides', 'setup_command', 'setup_settings', 'experiment_name', 'experiment_names',
-           'check_name_free', 'setup_parser', 'run_setup_command']
+           'load_yaml', 'read_params_file', 'section_params', 'read_params', 'resolve_paths', 'check_cross_rules',
+           'check_stage_params', 'flatten', 'stage_resets', 'setup_overrides', 'setup_command', 'setup_settings',
+           'experiment_name', 'experiment_names', 'check_name_free', 'common_flags', 'setup_parser',
+           'run_setup_command']
 
 # %% ../nbs/91_params.ipynb #951b89b4
 import yaml
@@ -114,30 +115,44 @@ def load_yaml(text:str)->object:
     return yaml.load(text, Loader=YAML12Loader)
 
 # %% ../nbs/91_params.ipynb #4d7f70ce
-def read_params(params_file:str|Path, # the YAML parameter file (params.yaml)
-                section:str, # the stage's section, e.g. "classification"
-                sets:list=(), # "key=value" overrides (dotted keys, YAML values)
-                refs:list=(), # "name=section.key": copy a value from elsewhere in the file
-               )->dict:
-    "The parameters of one stage: its section of `params_file`, with overrides applied."
+def read_params_file(params_file:str|Path, # the YAML parameter file (params.yaml)
+                    )->dict:
+    "The whole parameter file, read as DVC reads it (YAML 1.2): its sections."
     params_file = Path(params_file)
     if not params_file.exists(): raise ParamError(f"{params_file}: parameter file not found")
     try: allp = load_yaml(params_file.read_text()) or {}
     except yaml.YAMLError as e: raise ParamError(f"{params_file}: not valid YAML ({e})") from e
     if not isinstance(allp, dict): raise ParamError(f"{params_file}: expected a mapping of sections at the top level")
+    return allp
+
+def section_params(allp:dict, # the whole parameter file (`read_params_file`)
+                   section:str, # the stage's section, e.g. "classification"
+                   sets:list=(), # "key=value" overrides (dotted keys, YAML values)
+                   refs:list=(), # "name=section.key": copy a value from elsewhere in the file
+                   where:str='params.yaml', # the file's name, for messages
+                  )->dict:
+    "The parameters of one stage: its section of `allp`, with overrides applied (a copy)."
     sec = allp.get(section, {})
     if sec is None: sec = {}
-    if not isinstance(sec, dict): raise ParamError(f"{params_file}: section {section!r} must be a mapping, got {sec!r}")
+    if not isinstance(sec, dict): raise ParamError(f"{where}: section {section!r} must be a mapping, got {sec!r}")
     params = copy.deepcopy(sec)
     for r in refs:
         name, key = parse_assignment(r, '--ref')
-        set_dotted(params, name, get_dotted(allp, key.strip(), str(params_file)))
+        set_dotted(params, name, get_dotted(allp, key.strip(), where))
     for s in sets:
         k, v = parse_assignment(s, '--set')
         try: val = load_yaml(v) if v.strip() else ''
         except yaml.YAMLError as e: raise ParamError(f"--set {s!r}: the value is not valid YAML ({e})") from e
         set_dotted(params, k, val)
     return params
+
+def read_params(params_file:str|Path, # the YAML parameter file (params.yaml)
+                section:str, # the stage's section, e.g. "classification"
+                sets:list=(), # "key=value" overrides (dotted keys, YAML values)
+                refs:list=(), # "name=section.key": copy a value from elsewhere in the file
+               )->dict:
+    "The parameters of one stage: its section of `params_file`, with overrides applied."
+    return section_params(read_params_file(params_file), section, sets, refs, str(Path(params_file)))
 
 # %% ../nbs/91_params.ipynb #f0e62637
 def resolve_paths(params:dict, # a stage's parameters
@@ -308,21 +323,27 @@ def check_name_free(name:str, # the experiment's name
         raise ParamError(f"experiment {name!r} already exists on this commit: to replace it, `dvc exp remove {name}` and run again; "
                          f"to keep it, run this one under another name: --name OTHER")
 
+def common_flags(ap:argparse.ArgumentParser, # a command's parser (a stage's or either form of `setup`)
+                 params_file:str='params.yaml', # the default of --params
+                )->argparse.ArgumentParser:
+    "Add the flags every command takes: --params and --quiet."
+    ap.add_argument('--params', default=params_file, help=f'the pipeline parameter file (default {params_file})')
+    ap.add_argument('--quiet', action='store_true', help=f"the stages do not stream their notebooks' output (also when {STAGE_QUIET}=1; setup: nor progress bars)")
+    return ap
+
 def setup_parser(prog:str, # the command, for the usage line
                  description:str, # what this form does
                  params_file:str='params.yaml', # the default of --params
                 )->argparse.ArgumentParser:
-    "An argument parser with the flags both forms of `setup` take: --set, --name, --params, --print, --queue, --quiet, --rehearse."
+    "An argument parser with the flags both forms of `setup` take: --set, --name, --print, --queue, --rehearse and `common_flags`."
     ap = argparse.ArgumentParser(prog=prog, description=description)
     ap.add_argument('--set', dest='sets', action='append', default=[], metavar='SECTION.KEY=VALUE',
                     help="a parameter over the setup's (YAML value; repeatable); an unknown section or key is refused")
     ap.add_argument('--name', default=None, help="the experiment's name (default: the setup file's; with --folder, the folder's)")
-    ap.add_argument('--params', default=params_file, help=f'the pipeline parameter file (default {params_file})')
     ap.add_argument('--print', dest='print_only', action='store_true', help='check, print the dvc command, run nothing')
     ap.add_argument('--queue', action='store_true', help='queue the experiment (dvc exp run --queue) instead of running it now')
-    ap.add_argument('--quiet', action='store_true', help="the stages do not stream their notebooks' output (nor progress bars)")
     ap.add_argument('--rehearse', action='store_true', help="rehearse on this CPU: SD 1.5's architecture at random weights, small counts (nbs/94_rehearsal.ipynb)")
-    return ap
+    return common_flags(ap, params_file)
 
 def run_setup_command(cmd:list, # `setup_command`'s
                       quiet:bool=False, # the stages as with --quiet (and no progress bars)

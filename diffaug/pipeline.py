@@ -14,9 +14,9 @@ __all__ = ['StageError', 'kernel_options', 'execute_stage_notebook', 'run_view',
            'setup_file_main', 'main']
 
 # %% ../nbs/97_pipeline.ipynb #670b3d0b
-from .core import ParamError, environment, nearest
-from .params import (STAGES, load_yaml, read_params, resolve_paths, check_stage_params, check_cross_rules, setup_command,
-                            setup_settings, setup_parser, experiment_name, check_name_free, run_setup_command, STAGE_QUIET)
+from .core import ParamError, environment, nearest, CHECKED_ENV
+from .params import (STAGES, load_yaml, read_params, read_params_file, section_params, resolve_paths, check_stage_params, check_cross_rules, setup_command,
+                            setup_settings, setup_parser, common_flags, experiment_name, check_name_free, run_setup_command, STAGE_QUIET)
 
 # %% ../nbs/97_pipeline.ipynb #9bc6d461
 class StageError(RuntimeError):
@@ -152,24 +152,23 @@ def run_stage(stage:str, # a key of `stages`, e.g. "classification" (also its se
     #    relative to the root (the checks compare recorded paths too)
     old = os.environ.get('PYTHONPATH')
     env = {'PYTHONPATH': os.pathsep.join([str(root)] + ([old] if old else [])), 'DIFFAUG_PROGRESS': 'text', 'DIFFAUG_ROOT': str(root),
-           'DIFFAUG_RESTART': '1' if restart else os.environ.get('DIFFAUG_RESTART', '0')}
+           'DIFFAUG_RESTART': '1' if restart else os.environ.get('DIFFAUG_RESTART', '0'), CHECKED_ENV: ''}
     saved = {k: os.environ.get(k) for k in env}; os.environ.update(env)
     old_cwd = os.getcwd(); os.chdir(root)  # hub-id-or-folder values are judged from the repository root
     try:
-        # 2. the parameters: the stage's section with the overrides, checked before any kernel starts
-        params = read_params(root/params_file, stage, sets, refs)
+        # 2. the parameters, read once: the stage's section with the overrides; one config, built and checked before any
+        #    kernel starts (an unknown key: the nearest valid one named), then the rules between stages
+        allp = read_params_file(root/params_file)
+        given = section_params(allp, stage, sets, refs, str(root/params_file))
         where = f"{params_file} [{stage}]"
-        st.config_class().from_params(params, where)  # unknown keys, before paths are touched
-        params = resolve_paths(params, st.paths, root, st.maybe_paths)
-        check_stage_params(stage, params, stages, where=where)
-        if stages is STAGES:
-            allp = load_yaml((root/params_file).read_text()) or {}
-            allp[stage] = read_params(root/params_file, stage, sets, refs)
-            check_cross_rules(allp, stage, str(params_file))
-        # 3. the run view, executed in the repository root; the executed copy records what ran
+        params = resolve_paths(given, st.paths, root, st.maybe_paths)
+        cfg = st.config_class().from_params(params, where).check()
+        if stages is STAGES: check_cross_rules({**allp, stage: given}, stage, str(params_file))
+        # 3. the run view, executed in the repository root with the same parameters; the kernel's `run_<stage>` does not
+        #    check them again (`CHECKED_ENV`: the checked config's digest); the executed copy records what ran
+        os.environ[CHECKED_ENV] = cfg.digest()
         out = root/(out or Path('reports')/stage/f'{stage}.ipynb')
-        view = run_view(nb, {'stage': stage, 'commit': _git_commit(root), 'params': read_params(root/params_file, stage, sets, refs),
-                             'environment': environment()}, full)
+        view = run_view(nb, {'stage': stage, 'commit': _git_commit(root), 'params': given, 'environment': environment()}, full)
         t0 = time.time()
         done = execute_stage_notebook(view, out, {'params': params}, cwd=root, kernel=kernel, log_output=log_output,
                                       label=f"{nb.name} ({'whole chapter' if full else 'run view'})")
@@ -186,7 +185,7 @@ def run_stage(stage:str, # a key of `stages`, e.g. "classification" (also its se
 def stage_help(stage:str)->str:
     "What `python -m diffaug.pipeline <stage> --help` prints: the stage and every parameter of its class."
     st = STAGES[stage]; cls = st.config_class()
-    return (f"python -m diffaug.pipeline {stage} [--set KEY=VALUE ...] [--params params.yaml] [--out NB] [--restart] [--full]\n\n"
+    return (f"python -m diffaug.pipeline {stage} [--set KEY=VALUE ...] [--params params.yaml] [--out NB] [--restart] [--full] [--quiet]\n\n"
             f"{st.doc}. Runs nbs/{st.notebook} with the section `{stage}` of the parameter file; its parameters "
             f"({cls.__module__}.{cls.__name__}), with their defaults:\n{cls.help()}")
 
@@ -217,15 +216,14 @@ def main(argv:list|None=None, # arguments (default: sys.argv[1:])
     stages = '\n'.join(f'  {k:15s} nbs/{s.notebook}: {s.doc}' for k, s in STAGES.items())
     ap = argparse.ArgumentParser(prog='python -m diffaug.pipeline', formatter_class=argparse.RawDescriptionHelpFormatter,
                                  description='Run a stage notebook with papermill, or a paper setup with dvc exp run.',
-                                 epilog=f"stages:\n{stages}\n  setup           python -m diffaug.pipeline setup params/<setup>.yaml [--set SECTION.KEY=VALUE ...] [--name NAME] [--print] [--queue] [--help]\n"
-                                        f"  setup --folder  python -m diffaug.pipeline setup --folder DIR --metaclass WORD [--shots N|all] [--model M] [--help]: your own images")
+                                 epilog=f"stages:\n{stages}\n  setup           python -m diffaug.pipeline setup params/<setup>.yaml [--set SECTION.KEY=VALUE ...] [--name NAME] [--print] [--queue] [--quiet] [--help]\n"
+                                        f"  setup --folder  python -m diffaug.pipeline setup --folder DIR --metaclass WORD [--shots N|all] [--model M] [--print] [--queue] [--quiet] [--help]: your own images")
     ap.add_argument('stage', help='a stage name, or "setup" (setup --help)')
-    ap.add_argument('--params', default='params.yaml', help='parameter file (default params.yaml)')
     ap.add_argument('--set', dest='sets', action='append', default=[], metavar='KEY=VALUE', help='override a parameter (YAML value)')
     ap.add_argument('--ref', dest='refs', action='append', default=[], metavar='NAME=SECTION.KEY', help='copy a value from elsewhere in the file')
     ap.add_argument('--out', default=None, help='the executed notebook (default reports/<stage>/<stage>.ipynb)')
     ap.add_argument('--root', default=None, help='the repository root (default: current directory)')
-    ap.add_argument('--quiet', action='store_true', help=f"do not stream the notebook's output (also when {STAGE_QUIET}=1)")
+    common_flags(ap)  # --params, --quiet: as both forms of setup
     ap.add_argument('--full', action='store_true', help='execute the whole chapter (demos and tests too), not only its run view')
     ap.add_argument('--restart', action='store_true', help="discard the stage's unfinished work (made with other parameters)")
     argv = list(sys.argv[1:] if argv is None else argv)

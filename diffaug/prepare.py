@@ -85,7 +85,7 @@ def run_prepare(cfg:PrepareConfig|None=None, # the stage's parameters
                 **kw, # or some of them as keywords (over `cfg`)
                )->dict:
     "The prepare stage: make (or read) the dataset root and write the split file; returns paths and counts."
-    c = PrepareConfig.of(cfg, **kw).check()
+    c = PrepareConfig.of(cfg, **kw).checked()
     root = Path(c.root)
     split_path = Path(c.split_path) if c.split_path is not None else root.parent/'split.json'
     if c.source == 'toy': ds = make_toy_dataset(root, c.toy_classes, c.toy_per_class, c.toy_size, seed=0, metaclass=c.metaclass or 'bird', overwrite=c.overwrite)

@@ -306,7 +306,7 @@ def rehearse(setup:str|Path, # a paper setup file, e.g. params/cub-5shot-resnet5
     print(f"rehearsal of {setup.name}: {'ok' if rec['ok'] else 'FAILED'} in {wall / 60:.1f} min", flush=True)
     return rec
 
-# %% ../nbs/94_rehearsal.ipynb #d4439be4
+# %% ../nbs/94_rehearsal.ipynb #1437c6de
 def rehearse_setup(setup_path:Path, # the setup file
                    overrides:dict, # the `--set` overrides over it, dotted: {"concepts.steps": 2}
                    name:str, # the experiment's name

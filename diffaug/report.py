@@ -71,7 +71,7 @@ def run_report(cfg:ReportConfig|None=None, # the stage's parameters
                **kw, # or some of them as keywords (over `cfg`)
               )->dict:
     "The report stage: the table of mean ± std per method (incomplete synthetic sets flagged), its files and figures; returns the output folder and the entry per method."
-    c = ReportConfig.of(cfg, **kw).check()
+    c = ReportConfig.of(cfg, **kw).checked()
     df = collect_runs(c.runs, c.methods, c.seeds)
     check_param(c.metric in df, 'metric', c.metric, f"a column of the runs' metrics.json ({', '.join(x for x in df if df[x].dtype.kind == 'f')})")
     summary = summarize(df, baseline=c.baseline if c.baseline in set(df['method'].astype(str)) else None)

@@ -17,7 +17,7 @@ __all__ = ['DDIMGrid', 'ddim_grid', 'ddim_step', 'UNetTimer', 'predict_eps', 'dd
 
 # %% ../nbs/15_sampling.ipynb #0c66c3c7
 import torch
-from .core import check_param, ParamError, progress, item_generator
+from .core import check_param, ParamError, progress, item_generator, DDIM_STEPS, CFG_SCALE
 from .models import PromptCache
 
 # %% ../nbs/15_sampling.ipynb #9fd63fd4
@@ -108,7 +108,7 @@ def predict_eps(unet, # the U-Net
 def ddim_invert(pipe, # an SD 1.x pipeline (its U-Net and scheduler config are used)
                 latents:torch.Tensor, # [B, 4, h, w] clean latents x_0
                 cond:torch.Tensor, # [B, L, D] prompt embeddings (one per sample)
-                steps:int=25, # DDIM steps; the result sits at the first timestep of the same `steps`-step sampling grid
+                steps:int=DDIM_STEPS, # DDIM steps; the result sits at the first timestep of the same `steps`-step sampling grid
                )->torch.Tensor:
     "DDIM inversion x_0 → x_T (Eq. 4), batched, no guidance; returns float32 latents."
     check_param(cond.shape[0] == latents.shape[0], 'cond', tuple(cond.shape), f"one embedding per latent ({latents.shape[0]})")
@@ -134,8 +134,8 @@ def ddim_sample(pipe, # an SD 1.x pipeline
                 latents:torch.Tensor, # [B, 4, h, w] starting latents (noise at each sample's start timestep)
                 cond:torch.Tensor, # [B, L, D] prompt embeddings (after the switch)
                 uncond:torch.Tensor|None=None, # [L, D] empty-prompt embedding (CFG); None encodes "" with the pipeline
-                steps:int=25, # DDIM steps of the full trajectory
-                guidance_scale:float=7.5, # classifier-free guidance weight
+                steps:int=DDIM_STEPS, # DDIM steps of the full trajectory
+                guidance_scale:float=CFG_SCALE, # classifier-free guidance weight
                 first_cond:torch.Tensor|None=None, # [B, L, D] prompt embeddings of the first stage (before the switch)
                 switch_step:int|torch.Tensor|None=None, # steps i < switch_step use `first_cond` (int or [B]); None: no switch
                 start_step:int|torch.Tensor=0, # step index each sample starts at (int or [B]); 0 = pure text-to-image
@@ -286,8 +286,8 @@ def text_to_image_render(pipe, # the pipeline
                          prompt_of:Callable, # prompt_of(item) -> prompt string
                          seed:int=0, # the run's seed
                          stage:str='text2img', # the stage name (generator key)
-                         steps:int=25, # DDIM steps
-                         guidance_scale:float=7.5, # CFG weight
+                         steps:int=DDIM_STEPS, # DDIM steps
+                         guidance_scale:float=CFG_SCALE, # CFG weight
                         )->Callable:
     "A `render` for `run_items`: text-to-image from per-item noise."
     from diffaug.models import decode_latents

@@ -267,7 +267,7 @@ def run_suffixes(cfg:SuffixesConfig|None=None, # the stage's parameters
                  **kw, # or some of them as keywords (over `cfg`)
                 )->dict:
     "The suffixes stage: write the suffix file of a dataset; returns its path, the number of suffixes and how they were made."
-    c = SuffixesConfig.of(cfg, **kw).check()
+    c = SuffixesConfig.of(cfg, **kw).checked()
     from diffaug.data import load_split  # deferred: diffaug.data imports torch, which this module's top does without
     from diffaug.files import load_image
     sp = load_split(c.split); mc = sp.metaclass; out = Path(c.out)

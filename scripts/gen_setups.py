@@ -17,8 +17,8 @@ if str(REPO) not in sys.path: sys.path.insert(0, str(REPO))  # this repository's
 OUT = Path(sys.argv[1]) if len(sys.argv) > 1 else REPO/'params'  # optional: another folder
 SD = 'stable-diffusion-v1-5/stable-diffusion-v1-5'
 CLIP = 'openai/clip-vit-base-patch32'
-ALL = ['original', 'mixup', 'cutmix', 'real-guidance', 'da-fusion', 'diff-aug', 'diff-mix', 'real-mix', 'real-gen', 'diff-gen', 'real-filter', 'diff-ii']
-SYNTH = ['real-guidance', 'da-fusion', 'diff-aug', 'diff-mix', 'real-mix', 'real-gen', 'diff-gen', 'real-filter']
+from diffaug.method_table import ALL_METHODS, run_lists  # the methods' registry: every list of names derives from it
+ALL = list(ALL_METHODS)
 
 # ---------------------------------------------------------------- dumping: plain dicts -> YAML, with optional comments
 class Note:
@@ -54,10 +54,9 @@ def prepare(source, raw, test='official', **kw):
 
 def runs(methods, seeds=(0, 1, 2), oracle=None):
     "The runs section: methods in table order, the synthetic sets they need, the sets annotated, which sets the oracle scores."
-    syn = [m for m in SYNTH if m in methods]
-    ann = syn + (['diff-ii'] if 'diff-ii' in methods else [])
-    return dict(methods=list(methods), synthetic_methods=syn, annotated_methods=ann, seeds=list(seeds),
-                oracle_methods=[m for m in methods if m in ann] if oracle is None else list(oracle))
+    r = run_lists(methods)
+    return dict(methods=r['methods'], synthetic_methods=r['synthetic_methods'], annotated_methods=r['annotated_methods'], seeds=list(seeds),
+                oracle_methods=r['oracle_methods'] if oracle is None else list(oracle))
 
 def diffusion(suffix_fraction, model=SD):
     "Concept learning, synthesis, inversion and interpolation at the papers' settings (SD 1.5, 512 px, fp16 on GPUs)."

@@ -14,7 +14,7 @@ from diffaug.data import few_shot_split, load_split, save_split
 from diffaug.synthetic import SyntheticSet, read_metadata_csv
 from diffaug.toy import make_toy_dataset
 from diffaug.method_table import METHODS, plan_items
-from diffaug.methods import SynthesisConfig, run_synthesis, synthesize
+from diffaug.methods import STRENGTH_KEYS, SynthesisConfig, run_synthesis, synthesize
 from diffaug.fixtures import demo_concepts
 from diffaug.models import load_sd, make_tiny_clip, make_tiny_sd
 
@@ -34,10 +34,14 @@ def env(tmp_path_factory):
     return dict(dir=d, split=sp, model=tiny, clip=clip, concepts=concepts, pipe=load_sd(tiny, device='cpu', precision='fp32'))
 
 
-def _run(env, method, out, **kw):
-    spec = METHODS[method]
-    shared = dict(pipe=env['pipe']) if spec.concepts is None else dict(model=env['model'], concepts=env['concepts'])
-    return synthesize(method, env['split'], out, clip_model=kw.pop('clip_model', env['clip']), **shared, **{**KW, **kw})
+def _run(env, method, out, clip_model=None, **kw):
+    "`synthesize` with the shared pipeline (base-model methods) or the concepts; strengths given as keywords go to `per_method`; a callable `clip_model` classifies instead of CLIP."
+    spec, clip = METHODS[method], env['clip'] if clip_model is None else clip_model
+    over = {k: kw.pop(k) for k in STRENGTH_KEYS if k in kw}
+    shared = {} if spec.concepts is None else dict(model=str(env['model']), concepts=env['concepts'])
+    cfg = SynthesisConfig(method=method, split=str(env['split'].path), out=str(out), clip_model=None if callable(clip) else str(clip),
+                          per_method={method: over} if over else {}, **shared, **{**KW, **kw})
+    return synthesize(cfg, pipe=env['pipe'] if spec.concepts is None else None, classifier=clip if callable(clip) else None)
 
 
 def _snapshot(folder):
@@ -155,9 +159,10 @@ def test_resumption_is_bit_identical(env, tmp_path, method, monkeypatch):
 SHARD_SCRIPT = textwrap.dedent('''
     import sys, torch, os
     torch.set_num_threads(1); os.environ['DIFFAUG_QUIET'] = '1'
-    from diffaug.methods import synthesize
+    from diffaug.methods import SynthesisConfig, synthesize
     method, split, out, model, clip = sys.argv[1:6]
-    synthesize(method, split, out, model, clip_model=clip, expansion=2, steps=3, batch_size=2, device='cpu', precision='fp32', cpu=True)
+    synthesize(SynthesisConfig(method=method, split=split, out=out, model=model, clip_model=clip, expansion=2, steps=3, batch_size=2,
+                               device='cpu', precision='fp32', cpu=True))
 ''')
 
 

@@ -341,6 +341,18 @@ def test_params_yaml_holds_only_overrides_and_wiring(repo_root):
         assert not same, f"params.yaml [{sec}]: {same} repeat the declared defaults (delete them)"
 
 
+def test_params_yaml_runs_come_from_the_registry(repo_root):
+    """params.yaml's method lists (data DVC reads) are the methods registry's (`diffaug.method_table.run_lists`), and every
+    method that makes a set has its sets wired into the classification stage: a new method is one registry entry plus
+    what this test names."""
+    from diffaug.method_table import run_lists
+    from diffaug.params import load_yaml
+    p = load_yaml((repo_root/'params.yaml').read_text())
+    want = run_lists()
+    assert {k: p['runs'][k] for k in want} == want, "params.yaml [runs]: write run_lists() of diffaug.method_table"
+    assert set(p['classification']['synthetic']) == set(want['annotated_methods']), "params.yaml [classification] synthetic: one entry per set-making method"
+
+
 def test_bad_parameters_fail_before_any_kernel(repo_root, tmp_path, monkeypatch, capsys):
     """A bad value or key fails in the runner with one line naming it (exit 2, no traceback, no executed notebook).
     The first two cases run as a user would (a new process); the others call the same entry point in this process."""
