@@ -12,8 +12,8 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['MODES', 'DEFAULT_SUFFIXES', 'latent_angle', 'circle_interpolation', 'slerp', 'spherical_extrapolation',
-           'linear_interpolation', 'interpolate', 'suffix_steps', 'diffii_items', 'draw_recipe', 'diffii_render',
-           'InterpolationConfig', 'run_interpolation']
+           'linear_interpolation', 'interpolate', 'suffix_steps', 'diffii_items', 'draw_recipe', 'InterpolationConfig',
+           'diffii_render', 'run_interpolation']
 
 # %% ../nbs/30_interpolation.ipynb #e63feb98
 import torch
@@ -133,28 +133,6 @@ def draw_recipe(item:WorkItem, # a Diff-II work item (sources = the class's inve
         z = torch.randn(ref.shape, generator=g, dtype=torch.float32)
     return dict(z=z, source_ids=src, lam=lam, alpha=alpha, suffix=suffix, init=init)
 
-# %% ../nbs/30_interpolation.ipynb #373318a1
-def diffii_render(pipe, # the pipeline (concepts applied)
-                  pool:dict, # image id -> inversion
-                  prompt_of:callable, # prompt_of(class name, suffix) -> prompt ('' suffix: the plain prompt)
-                  suffixes:list, # suffix strings
-                  cfg:InterpolationConfig, # the stage's parameters: its seed, steps (= the pool's grid), guidance_scale, suffix_fraction, mode
-                 )->callable:
-    "A `render(items)` for `run_items` doing circle interpolation (or another `mode`) + two-stage denoising; `render.suffix_steps`: the steps with the suffix."
-    seed, steps = cfg.seed, cfg.steps
-    cache = PromptCache(pipe); k = suffix_steps(cfg.suffix_fraction, steps, pipe.scheduler)
-    def render(items):
-        rs = [draw_recipe(it, seed, suffixes, pool, cfg.mode) for it in items]
-        z = torch.stack([r['z'] for r in rs])
-        plain = encode_prompts(cache, [prompt_of(it.label, '') for it in items])
-        first = encode_prompts(cache, [prompt_of(it.label, r['suffix']) for it, r in zip(items, rs)])
-        lat = ddim_sample(pipe, z, plain, encode_prompts(cache, [''])[0], steps, cfg.guidance_scale, first_cond=first, switch_step=k)
-        return [(im, dict(source_ids=r['source_ids'], lam=r['lam'], alpha=r['alpha'], suffix=r['suffix'] if k else '',
-                          suffix_fraction=cfg.suffix_fraction, seed=seed, init=r['init']))
-                for im, r in zip(decode_latents(pipe, lat), rs)]
-    render.suffix_steps = k
-    return render
-
 # %% ../nbs/30_interpolation.ipynb #90490eaa
 DEFAULT_SUFFIXES = ['perched on a branch.', 'flying in the sky.', 'standing on the ground.', 'near water.']
 
@@ -211,6 +189,28 @@ class InterpolationConfig(StageConfig):
         self.need(same_recorded(pool.get('concepts'), self.concepts), 'concepts',
                   f"the concepts {where} was inverted with, {pool.get('concepts')!r}")
         return self
+
+# %% ../nbs/30_interpolation.ipynb #373318a1
+def diffii_render(pipe, # the pipeline (concepts applied)
+                  pool:dict, # image id -> inversion
+                  prompt_of:callable, # prompt_of(class name, suffix) -> prompt ('' suffix: the plain prompt)
+                  suffixes:list, # suffix strings
+                  cfg:InterpolationConfig, # the stage's parameters: its seed, steps (= the pool's grid), guidance_scale, suffix_fraction, mode
+                 )->callable:
+    "A `render(items)` for `run_items` doing circle interpolation (or another `mode`) + two-stage denoising; `render.suffix_steps`: the steps with the suffix."
+    seed, steps = cfg.seed, cfg.steps
+    cache = PromptCache(pipe); k = suffix_steps(cfg.suffix_fraction, steps, pipe.scheduler)
+    def render(items):
+        rs = [draw_recipe(it, seed, suffixes, pool, cfg.mode) for it in items]
+        z = torch.stack([r['z'] for r in rs])
+        plain = encode_prompts(cache, [prompt_of(it.label, '') for it in items])
+        first = encode_prompts(cache, [prompt_of(it.label, r['suffix']) for it, r in zip(items, rs)])
+        lat = ddim_sample(pipe, z, plain, encode_prompts(cache, [''])[0], steps, cfg.guidance_scale, first_cond=first, switch_step=k)
+        return [(im, dict(source_ids=r['source_ids'], lam=r['lam'], alpha=r['alpha'], suffix=r['suffix'] if k else '',
+                          suffix_fraction=cfg.suffix_fraction, seed=seed, init=r['init']))
+                for im, r in zip(decode_latents(pipe, lat), rs)]
+    render.suffix_steps = k
+    return render
 
 # %% ../nbs/30_interpolation.ipynb #9fb13d81
 def run_interpolation(cfg:InterpolationConfig|None=None, # the stage's parameters
