@@ -16,10 +16,10 @@ __all__ = ['PROCESS_SETS', 'PROCESS_STAGES', 'process_stages', 'process_launch',
            'process_table']
 
 # %% ../nbs/95_processes.ipynb #469f21ed
-PROCESS_SETS = ('syn-diff-mix', 'syn-real-guidance', 'pool', 'diffii')  # the sets two processes must write byte for byte
+PROCESS_SETS = ('syn-diff-mix', 'syn-real-guidance', 'syn-real-filter', 'pool', 'diffii')  # the sets two processes must write byte for byte
 PROCESS_STAGES = ('concepts', 'synthesis', 'interpolation', 'classification')
 
-def process_stages(spec:dict, # split, model, concepts (a concept folder for Diff-Mix), classifier (ClassificationConfig fields); optional: precision, resolution, steps, concept_steps
+def process_stages(spec:dict, # split, model, concepts (a concept folder for Diff-Mix), clip_model (Real-Filter's CLIP), classifier (ClassificationConfig fields); optional: precision, resolution, steps, concept_steps
                    stages:tuple=PROCESS_STAGES, # which of them to run
                    num_processes:int=1, # classification's `num_processes` (2 from one process: accelerate's notebook_launcher)
                   ):
@@ -34,9 +34,9 @@ def process_stages(spec:dict, # split, model, concepts (a concept folder for Dif
         run_concepts(out='concepts', steps=spec.get('concept_steps', 4), batch_size=2, rank=2, checkpoint_every=2, lr_embed=1e-2, lr_lora=1e-2, **R, **C)
     if 'synthesis' in stages:
         from diffaug.methods import run_synthesis
-        for m in ('diff-mix', 'real-guidance'):  # with a concept folder (the same for both runs) and without
-            run_synthesis(method=m, concepts={'diff-mix': spec['concepts']}, out=f'syn-{m}', expansion=2, steps=n, batch_size=2,
-                          cpu=True, **C)
+        for m in ('diff-mix', 'real-guidance', 'real-filter'):  # with a concept folder (the same for both runs), without, with CLIP's filter
+            run_synthesis(method=m, concepts={'diff-mix': spec['concepts']}, clip_model=spec['clip_model'], out=f'syn-{m}', expansion=2,
+                          steps=n, batch_size=2, cpu=True, **C)
     if 'interpolation' in stages:
         from diffaug.inversion import run_inversion
         from diffaug.interpolation import run_interpolation
@@ -125,7 +125,7 @@ def rehearse_processes(cache:str|Path, # models/ (written once by `rehearsal_mod
     from diffaug.rehearsal import rehearsal_models, REHEARSAL_SIZE
     models, folder = rehearsal_models(Path(cache)/'models'), Path(folder)
     shutil.rmtree(folder, ignore_errors=True)
-    spec = dict(split=str(make_toy_split(folder/'toy', n_classes=3, shots=2, per_class=4, size=REHEARSAL_SIZE)), model=models['sd15'],
+    spec = dict(split=str(make_toy_split(folder/'toy', n_classes=3, shots=2, per_class=4, size=REHEARSAL_SIZE)), model=models['sd15'], clip_model=models['clip-b32'],
                 concepts=str(folder/'one'/'concepts'), precision='bf16', resolution=REHEARSAL_SIZE, steps=3, concept_steps=2,
                 classifier=dict(model=classifier, image_size=224, epochs=1))
     wall = {}

@@ -1,8 +1,8 @@
-"""Diff-II synthesis across modules: the two-stage switch inside the DDIM sampler, bf16 vs fp32, resumption and two-process sharding.
+"""Diff-II synthesis across modules: the two-stage switch inside the DDIM sampler, bf16 vs fp32, resumption (two-process sharding: tests/test_multiprocess.py).
 
 The long-job tests run the real stage functions (`run_inversion`, `run_interpolation`) on a toy split and a tiny
-random model in subprocesses: one uninterrupted run, one killed after three images and resumed, and one under
-`torchrun --nproc_per_node 2` with `cpu=True`. All three must leave byte-identical files.
+random model in subprocesses: one uninterrupted run and one killed after three images and resumed. Both must leave
+byte-identical files.
 
 The stage parameters (`InversionConfig`, `InterpolationConfig`): unknown keys, every bad value, the rules across the
 two stages (the pool's grid, model and concepts), a resumed pool with other parameters refused, reruns byte-identical.
@@ -157,20 +157,9 @@ def test_resume_after_kill_is_byte_identical(job, reference):
     assert got.keys() == reference.keys()
     assert [k for k in got if got[k] != reference[k]] == []
 
-@pytest.mark.slow  # torchrun with 2 processes (plus the reference run)
-def test_two_processes_match_one(job, reference):
-    r = job.run('sharded', nproc=2)
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
-    got = _files(job.dir/'sharded')
-    assert got.keys() == reference.keys()
-    assert [k for k in got if got[k] != reference[k]] == ['info.json']  # it names the (other) pool folder
-    a, b = json.loads(got['info.json']), json.loads(reference['info.json'])
-    assert a['params'].pop('inversions').endswith('sharded-pool') and b['params'].pop('inversions').endswith('ref-pool')
-    assert a == b
-    # the inversion pool, also built by two processes, is byte-identical too
-    assert (job.dir/'sharded-pool'/'inversions.safetensors').read_bytes() == (job.dir/'ref-pool'/'inversions.safetensors').read_bytes()
-    info = json.loads((job.dir/'sharded'/'info.json').read_text())
-    assert info['n_images'] == 18
+
+
+# Two processes writing one process's pool and set: tests/test_multiprocess.py (with the synthesis methods, concepts and classification).
 
 
 # ---------------------------------------------------------------- stage parameters, the rules across stages, reruns

@@ -1,6 +1,6 @@
 """The compared methods end to end on the tiny model: counts, labels, provenance, strengths, targets, the CLIP filter,
 soft labels, resumption and sharding."""
-import json, os, shutil, subprocess, sys, textwrap
+import json, os, shutil
 from pathlib import Path
 
 import numpy as np
@@ -156,30 +156,8 @@ def test_resumption_is_bit_identical(env, tmp_path, method, monkeypatch):
     assert _snapshot(tmp_path/'part') == full
 
 
-SHARD_SCRIPT = textwrap.dedent('''
-    import sys, torch, os
-    torch.set_num_threads(1); os.environ['DIFFAUG_QUIET'] = '1'
-    from diffaug.methods import SynthesisConfig, synthesize
-    method, split, out, model, clip = sys.argv[1:6]
-    synthesize(SynthesisConfig(method=method, split=split, out=out, model=model, clip_model=clip, expansion=2, steps=3, batch_size=2,
-                               device='cpu', precision='fp32', cpu=True))
-''')
-
-
-@pytest.mark.slow  # two torchrun processes + one reference process: ~1-2 min on a busy 2-core machine
-@pytest.mark.parametrize('method', ['real-mix', 'real-filter'])
-def test_two_processes_write_what_one_does(env, tmp_path, method):
-    script = tmp_path/'shard.py'; script.write_text(SHARD_SCRIPT)
-    args = [method, str(env['split'].path), None, str(env['model']), str(env['clip'])]
-    root = Path(__file__).resolve().parents[1]
-    envv = {**os.environ, 'PYTHONPATH': str(root) + os.pathsep + os.environ.get('PYTHONPATH', ''), 'OMP_NUM_THREADS': '1'}
-    one = subprocess.run([sys.executable, str(script), *[str(tmp_path/'one') if a is None else a for a in args]], env=envv,
-                         capture_output=True, text=True, timeout=600)
-    assert one.returncode == 0, one.stderr[-2000:]
-    two = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--master_port', '29517', str(script),
-                          *[str(tmp_path/'two') if a is None else a for a in args]], env=envv, capture_output=True, text=True, timeout=600)
-    assert two.returncode == 0, two.stderr[-2000:]
-    assert _snapshot(tmp_path/'one') == _snapshot(tmp_path/'two')
+# Two processes (torchrun) writing one process's bytes: tests/test_multiprocess.py (Diff-Mix, Real-Guidance, Real-Filter with its
+# CLIP filter, the inversion pool and Diff-II), through diffaug.processes, which scripts/rehearse.py --processes runs at SD 1.5's size.
 
 
 # --- the stage's parameters (SynthesisConfig) and its run -------------------------------------------------------------

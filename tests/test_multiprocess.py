@@ -3,7 +3,7 @@ one process and once by `torch.distributed.run --nproc_per_node 2` (gloo; `cpu: 
 and a toy split, through the package's own launcher (`diffaug.processes.process_launch`, which `scripts/rehearse.py
 --processes` runs at SD 1.5's architecture).
 
-The synthetic sets (two synthesis methods, the inversion pool, Diff-II's interpolation) of two processes are the bytes of
+The synthetic sets (three synthesis methods, Real-Filter's CLIP filter among them, the inversion pool, Diff-II's interpolation) of two processes are the bytes of
 one. Training is not: two processes draw other batches (concepts: `batch_size` per process; classification: each
 process takes half of every global batch, its BatchNorm statistics are its half's), so concepts and classification
 must finish complete and finite, and `compare_processes` reports how far they moved (printed with `-s`).
@@ -18,10 +18,11 @@ import pytest
 @pytest.fixture(scope='module')
 def runs(tmp_path_factory):
     from diffaug.fixtures import make_toy_split
-    from diffaug.models import make_tiny_sd
+    from diffaug.models import make_tiny_sd, make_tiny_clip
     from diffaug.processes import process_launch
     d = tmp_path_factory.mktemp('mp')
     spec = dict(split=str(make_toy_split(d/'toy', n_classes=3, shots=2, per_class=4)), model=str(make_tiny_sd(d/'tiny-sd')),
+                clip_model=str(make_tiny_clip(d/'tiny-clip')),
                 concepts=str(d/'one'/'concepts'), classifier=dict(model='test_resnet', image_size=32))
     for how in ('one', 'torchrun', 'launcher'): process_launch(spec, d/how, how)
     return d
@@ -37,6 +38,7 @@ def test_two_processes_write_one_process_sets_and_finish_training(runs):
     # the sets: every file byte for byte, 6 training images x expansion 2 PNGs; the pool holds its inversions
     assert all(r['sets'][s]['identical'] and not r['sets'][s]['differing'] for s in PROCESS_SETS)
     assert [r['sets'][s]['pngs'] for s in ('syn-diff-mix', 'syn-real-guidance', 'diffii')] == [12, 12, 12]
+    assert 0 < r['sets']['syn-real-filter']['pngs'] <= 12  # kept by the CLIP filter
     assert (runs/'one'/'pool'/'inversions.safetensors').is_file()
     # concepts: 3 classes' embeddings and LoRA tensors, finite, each run's record names its processes, 4 losses each
     c = r['concepts']
