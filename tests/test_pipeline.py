@@ -159,6 +159,7 @@ def test_nbdev_export_leaves_package_unchanged(tmp_path):
 def test_setup_files_are_valid(repo_root):
     "Every paper setup in params/ overrides only declared parameters, with values the stages' classes accept."
     from diffaug.params import setup_command, setup_overrides, set_dotted, load_yaml, STAGES, check_cross_rules
+    from diffaug.method_table import OWN_STAGES
     setups = sorted((repo_root/'params').glob('*.yaml'))
     assert len(setups) >= 20
     base = load_yaml((repo_root/'params.yaml').read_text())
@@ -181,7 +182,7 @@ def test_setup_files_are_valid(repo_root):
             check_cross_rules(merged, stage, f.name)
         runs = merged['runs']
         assert set(runs['synthetic_methods']) <= set(runs['methods']), f.name
-        assert set(runs['annotated_methods']) == set(runs['synthetic_methods']) | ({'diff-ii'} & set(runs['methods'])), f.name
+        assert set(runs['annotated_methods']) == set(runs['synthetic_methods']) | (set(OWN_STAGES) & set(runs['methods'])), f.name  # diff-ii and any method with stages of its own
         assert all(m in merged['classification']['synthetic'] for m in runs['methods'] if m in runs['annotated_methods']), f.name
         assert set(runs['oracle_methods']) <= set(runs['annotated_methods']), f.name
         cls = STAGES['classification'].config_class()

@@ -161,3 +161,19 @@ def test_a_paper_setup_rehearses_end_to_end(tmp_path):
     assert 'captions by' in (work/'data/suffixes.txt').read_text().splitlines()[0]  # source auto: the captioner ran
     assert json.loads((tmp_path/'results'/'cub-5shot-resnet50.json').read_text())['ok']
     assert '| cub-5shot-resnet50 | ok |' in rehearsal_table(tmp_path/'results')
+
+
+def test_the_two_process_rehearsal_is_its_record():
+    """results/rehearsal/processes/: one process vs two at SD 1.5's architecture (`scripts/rehearse.py --processes`). Its
+    table is generated from its record, the README shows it, and the record says what the issue asks: every set
+    byte-identical, concepts and classification finished with how far they moved, run by the commit it names."""
+    from diffaug.processes import process_table, PROCESS_SETS
+    d = ROOT/'results'/'rehearsal'/'processes'
+    rec = json.loads((d/'sd15.json').read_text())
+    assert (d/'sd15.md').read_text() == process_table(rec)
+    assert (d/'sd15.md').read_text().strip() in (ROOT/'README.md').read_text()
+    assert rec['ok'] and len(rec['commit']) == 40 and rec['spec']['model'].startswith('sd15')
+    assert set(rec['sets']) == set(PROCESS_SETS) and all(v['identical'] and v['files'] > 0 for v in rec['sets'].values())
+    assert rec['concepts']['finite'] and rec['concepts']['processes'] == [1, 2] and rec['concepts']['embeddings'] == 3
+    assert rec['classification']['finite'] and rec['classification']['num_processes'] == [1, 2]
+    assert rec['classification']['launcher_equals_torchrun']
