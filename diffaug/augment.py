@@ -20,7 +20,7 @@ from .files import ImageLoadError, atomic_write_text
 
 # %% ../nbs/96_augment.ipynb #208766a6
 DIFFII_SECTIONS = ('prepare', 'suffixes', 'concepts', 'inversion', 'interpolation')  # the stages Diff-II needs (plus tiny_model for the toy model)
-MODEL_SECTIONS = ('concepts', 'inversion', 'interpolation')  # those that load the diffusion model
+MODEL_SECTIONS = ('concepts', 'concepts_ti', 'synthesis', 'inversion')  # those that load the diffusion model (the concepts stage's: nbs/90)
 
 RECIPES = {
     'paper': {},  # the stage classes' defaults: the paper's values
@@ -72,9 +72,9 @@ def diffii_setup(folder:str|Path, # your images: one sub-folder per class (any n
     secs = ['prepare', *DIFFII_SECTIONS[1:]] + (['concepts_ti', 'synthesis'] if compare else [])
     out = {s: copy.deepcopy(RECIPES[recipe].get(s, {})) for s in secs}
     out['prepare'].update(prep)
+    out['concepts']['model'] = model  # the others that load a model take the concepts stage's (nbs/90_graph)
     for s in secs[1:]:
         out[s]['device'] = device
-        if s != 'suffixes': out[s]['model'] = model
         if precision is not None and s != 'suffixes': out[s]['precision'] = precision
     for s, kv in (settings or {}).items():
         if s not in out: raise ParamError(f"settings: unknown section {s!r}: expected one of {', '.join(out)}")
@@ -82,28 +82,26 @@ def diffii_setup(folder:str|Path, # your images: one sub-folder per class (any n
     return out
 
 # %% ../nbs/96_augment.ipynb #327f4b9d
-def _stage_class(section:str):
-    from diffaug.params import STAGES
-    return STAGES[section].config_class()
-
 def stage_configs(setup:dict, # `diffii_setup`'s sections
-                  wiring:dict, # {section: {path parameter: path}}
+                  wiring:dict, # {section: {output parameter: path}}: where the stages write
                  )->dict:
-    "One `StageConfig` per section: its wiring with the setup over it (unknown keys refused, nearest named)."
-    return {s: _stage_class(s).from_params({**wiring.get(s, {}), **kv}, f"setup [{s}]") for s, kv in setup.items()}
+    "One `StageConfig` per section: the setup over its outputs, its inputs wired from them (`diffaug.graph.wire`)."
+    from diffaug.graph import STAGES, wire
+    allp = {**wiring, **{s: {**wiring.get(s, {}), **kv} for s, kv in setup.items()}}
+    return {s: STAGES[s].config_class().from_params(wire(allp, s), f"setup [{s}]") for s in setup}
 
 def check_setup(setup:dict, # `diffii_setup`'s sections
-                wiring:dict, # {section: {path parameter: path}}
+                wiring:dict, # {section: {output parameter: path}}
                 built:tuple=(), # model paths a pipeline stage builds first (checked for their form only)
                )->dict:
     "Check every stage's parameters, the model folders and every image of the user's folder; returns the classes' image counts."
     from diffaug.models import need_model
     from diffaug.data import Dataset, DatasetError  # deferred: diffaug.data imports torch, which the CLI's start does without
-    per_run = {'synthesis': {'method': 'diff-mix', 'out': 'data/synthetic/diff-mix'}}  # given per run by dvc.yaml (checked with one)
-    cfgs = stage_configs(setup, {s: {**per_run.get(s, {}), **wiring.get(s, {})} for s in setup})
+    per_run = {'synthesis': {'method': 'diff-mix'}}  # given per run by dvc.yaml (checked with one)
+    cfgs = stage_configs({s: {**per_run.get(s, {}), **kv} for s, kv in setup.items()}, wiring)
     for s, c in cfgs.items():
         c.check(files=(s == 'prepare'))  # later stages' inputs are written by earlier ones
-        if hasattr(c, 'model') and s in MODEL_SECTIONS + ('concepts_ti', 'synthesis'):
+        if s in MODEL_SECTIONS:
             need_model(c, 'model', files=str(c.model) not in set(map(str, built)))
     p = cfgs['prepare']
     if p.source != 'folder': return {}
@@ -119,17 +117,13 @@ def check_setup(setup:dict, # `diffii_setup`'s sections
 def work_wiring(work:str|Path, # the folder for the intermediate results
                 out:str|Path, # the synthetic set to write
                )->dict:
-    "The paths between the Diff-II stages, inside `work`."
-    w = Path(work); split = str(w/'split.json')
-    return {'prepare': {'root': str(w/'dataset'), 'split_path': split},
-            'suffixes': {'split': split, 'out': str(w/'suffixes.txt')},
-            'concepts': {'split': split, 'out': str(w/'concepts')},
-            'inversion': {'split': split, 'concepts': str(w/'concepts'), 'out': str(w/'inversions')},
-            'interpolation': {'split': split, 'concepts': str(w/'concepts'), 'inversions': str(w/'inversions'),
-                              'suffixes': str(w/'suffixes.txt'), 'out': str(out)}}
+    "Where the Diff-II stages write, inside `work` (what each reads follows from `diffaug.graph.STAGES`)."
+    w = Path(work)
+    return {'prepare': {'root': str(w/'dataset'), 'split_path': str(w/'split.json')}, 'suffixes': {'out': str(w/'suffixes.txt')},
+            'concepts': {'out': str(w/'concepts')}, 'inversion': {'out': str(w/'inversions')}, 'interpolation': {'out': str(out)}}
 
 def run_setup(setup:dict, # `diffii_setup`'s sections
-              wiring:dict, # {section: {path parameter: path}}
+              wiring:dict, # {section: {output parameter: path}}
              )->dict:
     "Check, then run the Diff-II stages in order with their own `run_*` functions; returns each stage's result."
     from diffaug.prepare import run_prepare  # deferred with the other stages: they import torch (and the diffusion libraries)
@@ -171,10 +165,11 @@ def dvc_setup(setup:dict, # `diffii_setup`'s sections
     return {s: {**stage_resets(s, base.get(s) or {}, kv), **kv} for s, kv in setup.items()}  # the resets written out, as `setup` applies them
 
 def dvc_wiring(params_file:str|Path='params.yaml')->dict:
-    "The path parameters of the Diff-II sections of `params_file`."
-    from diffaug.params import STAGES, load_yaml
+    "Where the stages of `params_file` write: {section: {output parameter: path}}."
+    from diffaug.graph import STAGES
+    from diffaug.params import load_yaml
     base = load_yaml(Path(params_file).read_text()) or {}
-    return {s: {k: v for k, v in (base.get(s) or {}).items() if k in STAGES[s].paths} for s in STAGES if s in base}
+    return {s: {k: v for k, v in (base.get(s) or {}).items() if k in STAGES[s].outs} for s in STAGES if s in base}
 
 # %% ../nbs/96_augment.ipynb #81a54a1d
 def write_setup_file(setup:dict, # `dvc_setup`'s overrides
@@ -225,6 +220,7 @@ def setup_main(argv:list, # the arguments after `setup`
     if a.print_only: return 0
     r = run_setup_command(cmd, a.quiet)
     if r == 0 and a.methods != 'all' and not a.queue:
-        out = dvc_wiring(a.params).get('interpolation', {}).get('out')
+        from diffaug.graph import wire
+        out = wire(load_yaml(Path(a.params).read_text()) or {}, 'interpolation')['out']
         print(f"diff-ii: the synthetic set is in {out}")
     return r

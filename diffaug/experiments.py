@@ -72,12 +72,11 @@ def _defaults(stage:str)->dict: return {k: dv for k, (_, dv, _) in STAGES[stage]
 def effective(flat:dict, # dotted overrides
               params_file:Path, # the params.yaml they apply to
              )->dict:
-    "The whole parameter file a variant runs with, every stage section completed with its class's defaults."
+    "The whole parameter file a variant runs with: every stage section wired (`diffaug.graph.wire`), completed with its class's defaults."
+    from diffaug.graph import wire
     d = load_yaml(Path(params_file).read_text()) or {}
     for k, v in flat.items(): set_dotted(d, k, v)
-    for sec in list(d):
-        if sec in STAGES and isinstance(d[sec], dict): d[sec] = {**_defaults(sec), **d[sec]}
-    return d
+    return {sec: {**_defaults(sec), **wire(d, sec)} if sec in STAGES and isinstance(body, dict) else body for sec, body in d.items()}
 
 def digest(obj)->str:
     "A short digest of a JSON-able object, independent of key order (the key of a run's effective parameters)."

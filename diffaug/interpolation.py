@@ -18,8 +18,8 @@ __all__ = ['MODES', 'DEFAULT_SUFFIXES', 'latent_angle', 'circle_interpolation', 
 # %% ../nbs/30_interpolation.ipynb #e63feb98
 import torch
 from .core import check_param, ParamError, item_generator, StageConfig, DDIM_STEPS, CFG_SCALE, EXPANSION
-from .files import recorded_path, same_recorded
-from .models import load_sd, decode_latents, PromptCache, need_model, model_fingerprint, same_model
+from .files import recorded_path, recorded_to_path
+from .models import load_sd, decode_latents, PromptCache, model_fingerprint, same_model
 from .sampling import WorkItem, ddim_grid, ddim_sample, encode_prompts, run_items
 from .data import load_split
 from .synthetic import SyntheticSetWriter
@@ -139,10 +139,7 @@ DEFAULT_SUFFIXES = ['perched on a branch.', 'flying in the sky.', 'standing on t
 @dataclass
 class InterpolationConfig(StageConfig):
     "The parameters of the `interpolation` stage (Diff-II's synthetic set)."
-    split:str|None=None # the split JSON written by `prepare` (required)
-    model:str|None=None # SD 1.x diffusers folder or hub id, the model the pool was inverted with; paper: stable-diffusion-v1-5/stable-diffusion-v1-5 (required)
-    concepts:str|None=None # the concept folder (the one the pool was inverted with); None: the prompts use the class names
-    inversions:str|None=None # the inversion stage's pool folder (required)
+    inversions:str|None=None # the inversion stage's pool folder (required); its pool.json names the model, split, concepts
     suffixes:str|None=None # the suffix file, one per line (the suffixes stage); None: the four built-in DEFAULT_SUFFIXES
     out:str|None=None # the synthetic set folder to write (required)
     expansion:int=EXPANSION # synthetic images per real image (paper: 5)
@@ -167,27 +164,34 @@ class InterpolationConfig(StageConfig):
         need_device(self); self.need_choice('precision', PRECISIONS); self.need_bool('cpu', none=True); self.need_bool('allow_grid_mismatch')
         self.need_choice('mode', MODES); self.need_int('n_suffixes', 1, none=True)
         self.need_path('out', 'dir', files=False)
-        self.need_path('split', 'file', files=files)
-        need_model(self, 'model', files=files)
-        self.need_path('concepts', 'dir', files=files, none=True, parts=('concepts.json',))
         self.need_path('inversions', 'dir', files=files, parts=('inversions.safetensors', 'pool.json'))
         self.need_path('suffixes', 'file', files=files, none=True)
         if files: self.check_pool()
         return self
 
-    def check_pool(self):
-        "The rules across stages: the pool was inverted on this grid, with this model and these concepts."
+    def pool_record(self)->dict:
+        "The pool's `pool.json`: the model, split and concepts it was inverted with, its grid."
         f = Path(self.inversions)/'pool.json'
-        try: pool = json.loads(f.read_text(encoding='utf-8'))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e: pool = None; err = e
-        self.need(isinstance(pool, dict), 'inversions', f"an inversion pool ({f} is not a JSON object{'' if pool is not None else f': {err}'})")
-        where = f"the pool {self.inversions}"
+        try: pool, err = json.loads(f.read_text(encoding='utf-8')), None
+        except (json.JSONDecodeError, UnicodeDecodeError) as e: pool, err = None, e
+        self.need(isinstance(pool, dict) and bool(pool.get('model')) and bool(pool.get('split')), 'inversions',
+                  f"an inversion pool ({f} is not a pool's record{f': {err}' if err else ''})")
+        return pool
+
+    def sources(self)->dict:
+        "{model, split, concepts}: what the pool was inverted with, to open (a path relative to the root, or a hub id)."
+        rec = self.pool_record()
+        at = lambda p: None if p is None else str(q) if (q := recorded_to_path(p)).exists() else str(p)
+        return {k: at(rec.get(k)) for k in ('model', 'split', 'concepts')}
+
+    def check_pool(self):
+        "The pool was inverted on this grid; the split and concepts it names are there."
+        pool, src, where = self.pool_record(), self.sources(), f"the pool {self.inversions}"
         self.need(self.allow_grid_mismatch or pool.get('steps') == self.steps, 'steps',
                   f"{pool.get('steps')}, the grid {where} was inverted on (or allow_grid_mismatch: true)")
-        self.need(same_recorded(pool.get('model'), self.model), 'model',
-                  f"the model {where} was inverted with, {pool.get('model')!r}")
-        self.need(same_recorded(pool.get('concepts'), self.concepts), 'concepts',
-                  f"the concepts {where} was inverted with, {pool.get('concepts')!r}")
+        self.need(Path(src['split']).is_file(), 'inversions', f"a pool whose split is there ({pool['split']!r} is not a file)")
+        self.need(src['concepts'] is None or (Path(src['concepts'])/'concepts.json').is_file(), 'inversions',
+                  f"a pool whose concepts are there ({pool.get('concepts')!r} is not a concept folder)")
         return self
 
 # %% ../nbs/30_interpolation.ipynb #373318a1
@@ -221,32 +225,33 @@ def run_interpolation(cfg:InterpolationConfig|None=None, # the stage's parameter
     from diffaug.concepts import concept_prompt
     from diffaug.inversion import load_inversion_pool
     from diffaug.suffixes import read_suffixes
-    sp = load_split(cfg.split)
+    src = cfg.sources()  # the model, split and concepts the pool was inverted with
+    sp = load_split(src['split'])
     pool, meta = load_inversion_pool(cfg.inversions)
     ids = meta['ids']
     unknown = sorted(set(ids) - set(sp.classes))
-    if unknown: raise ParamError(f"parameter inversions={str(cfg.inversions)!r} is invalid: its classes {unknown[:3]} are not in the split {cfg.split}")
+    if unknown: raise ParamError(f"parameter inversions={str(cfg.inversions)!r} is invalid: its classes {unknown[:3]} are not in the split {src['split']}")
     sfx = read_suffixes(cfg.suffixes) if cfg.suffixes is not None else list(DEFAULT_SUFFIXES)
     if cfg.n_suffixes is not None:
         if cfg.n_suffixes > len(sfx): warnings.warn(f"n_suffixes={cfg.n_suffixes}: the suffix file has only {len(sfx)}; using all of them")
         sfx = sfx[:cfg.n_suffixes]
-    pipe = load_sd(cfg.model, device=cfg.device, precision=cfg.precision)
+    pipe = load_sd(src['model'], device=cfg.device, precision=cfg.precision)
     fp = meta.get('base_model_fingerprint')
     if fp is not None and not same_model(fp, model_fingerprint(pipe)):
-        raise ParamError(f"parameter model={str(cfg.model)!r} is invalid: its weights are not those the pool {cfg.inversions} was inverted with "
+        raise ParamError(f"parameter inversions={str(cfg.inversions)!r} is invalid: the weights of its model {src['model']} are not those it was inverted with "
                          f"(fingerprint {model_fingerprint(pipe)}, the pool's {fp})")
     ph = {c: c for c in sp.classes}
-    if cfg.concepts is not None:
+    if src['concepts'] is not None:
         from diffaug.concepts import apply_concepts
-        ph = apply_concepts(pipe, cfg.concepts, classes=sp.classes)
+        ph = apply_concepts(pipe, src['concepts'], classes=sp.classes)
     prompt_of = lambda c, s: concept_prompt(c, sp.metaclass, ph, s)
     items = diffii_items(ids, sp.classes, cfg.expansion)
     singles = sorted(c for c in sp.classes if len(ids.get(c, [])) == 1)
     empty = sorted(c for c in sp.classes if not ids.get(c))
     if singles: warnings.warn(f"{len(singles)} class(es) have a single training image and fall back to Gaussian noise: {singles[:5]}")
     render = diffii_render(pipe, pool, prompt_of, sfx, cfg); k = render.suffix_steps
-    info = dict(model=recorded_path(cfg.model), concepts=recorded_path(cfg.concepts), inversions=recorded_path(cfg.inversions),
-                split=recorded_path(cfg.split), suffixes=sfx, expansion=cfg.expansion, suffix_fraction=cfg.suffix_fraction, suffix_steps=k,
+    info = dict(model=recorded_path(src['model']), concepts=recorded_path(src['concepts']), inversions=recorded_path(cfg.inversions),
+                split=recorded_path(src['split']), suffixes=sfx, expansion=cfg.expansion, suffix_fraction=cfg.suffix_fraction, suffix_steps=k,
                 guidance_scale=cfg.guidance_scale, steps=cfg.steps, pool_steps=meta['steps'], seed=cfg.seed,
                 precision=str(pipe.unet.dtype).replace('torch.', ''), noise_fallback_classes=singles, classes_without_images=empty,
                 noise_fallback_images=cfg.expansion * len(singles), target_images=len(items),  # target_images: the size asked for (the report compares)

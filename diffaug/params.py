@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['STAGES', 'CROSS_RULES', 'STAGE_QUIET', 'Stage', 'get_dotted', 'set_dotted', 'parse_assignment', 'YAML12Loader',
-           'load_yaml', 'read_params_file', 'section_params', 'read_params', 'resolve_paths', 'check_cross_rules',
+__all__ = ['CROSS_RULES', 'STAGE_QUIET', 'get_dotted', 'set_dotted', 'parse_assignment', 'YAML12Loader', 'load_yaml',
+           'read_params_file', 'section_params', 'read_params', 'resolve_paths', 'check_cross_rules',
            'check_stage_params', 'flatten', 'stage_resets', 'setup_overrides', 'setup_command', 'setup_settings',
            'experiment_name', 'experiment_names', 'check_name_free', 'common_flags', 'setup_parser',
            'run_setup_command']
@@ -22,49 +22,7 @@ import yaml
 from .core import ParamError, nearest
 
 # %% ../nbs/91_params.ipynb #fec4a4cf
-@dataclass(frozen=True)
-class Stage:
-    "A pipeline stage: its notebook in `nbs/`, its parameter class, its path parameters."
-    notebook:str # file name under `nbs/`, e.g. "50_classification.ipynb"
-    config:str|type # "module:Class" (or the class), the stage's `StageConfig` (its one declaration of parameters)
-    paths:tuple=() # names of parameters that hold paths (resolved against the repo root)
-    doc:str='' # one line for `--help`
-    maybe_paths:tuple=() # parameters that are paths only when they exist (e.g. `model`: a hub id or a folder)
-    keep:tuple=() # parameters that say what the stage is (e.g. concepts_ti's `recipe`): a setup never resets them
-
-    def config_class(self):
-        "The stage's `StageConfig` subclass (imports its module)."
-        if not isinstance(self.config, str): return self.config
-        mod, cls = self.config.split(':')
-        return getattr(importlib.import_module(mod), cls)
-
-STAGES = {
-    'tiny_model': Stage('01_models.ipynb', 'diffaug.models:TinyModelConfig', ('out', 'clip_out'),
-                        "the toy default's tiny random SD model and CLIP"),
-    'prepare': Stage('06_prepare.ipynb', 'diffaug.prepare:PrepareConfig', ('raw', 'root', 'split_path'), 'build or import the dataset and write the split'),
-    'concepts': Stage('11_concept_training.ipynb', 'diffaug.concept_training:ConceptsConfig', ('split', 'out', 'checkpoint_dir'),
-                      'learn per-class concepts (tokens + shared LoRA: Diff-II, Diff-Mix)', ('model',)),
-    'concepts_ti': Stage('11_concept_training.ipynb', 'diffaug.concept_training:ConceptsConfig', ('split', 'out', 'checkpoint_dir'),
-                         "DA-Fusion's concepts (textual inversion only)", ('model',), ('recipe',)),
-    'inversion': Stage('20_inversion.ipynb', 'diffaug.inversion:InversionConfig', ('split', 'out', 'concepts'), 'DDIM inversion pool', ('model',)),
-    'interpolation': Stage('30_interpolation.ipynb', 'diffaug.interpolation:InterpolationConfig',
-                           ('split', 'out', 'concepts', 'inversions', 'suffixes'), 'Diff-II synthetic set', ('model',)),
-    'suffixes': Stage('29_suffixes.ipynb', 'diffaug.suffixes:SuffixesConfig', ('split', 'out'),
-                      'Diff-II suffix file (file, dataset captions or captioner + LLM)', ('suffix_file', 'captioner', 'llm')),
-    'synthesis': Stage('40_methods.ipynb', 'diffaug.methods:SynthesisConfig', ('split', 'out', 'concepts'),
-                       'the synthetic set of one compared method', ('model', 'clip_model')),
-    'annotation': Stage('45_annotation.ipynb', 'diffaug.annotation:AnnotationConfig', ('split', 'synthetic', 'out'),
-                        'labels / soft labels for the synthetic sets'),
-    'classification': Stage('50_classification.ipynb', 'diffaug.classification:ClassificationConfig',
-                            ('split', 'synthetic', 'out', 'eval_split'), 'train and evaluate timm classifiers: every method x seed (real + synthetic)'),
-    'report': Stage('60_report.ipynb', 'diffaug.report:ReportConfig', ('runs', 'out', 'oracle'), 'the comparison table, paired gains, OOD groups, claims and figures'),
-    'oracle': Stage('72_oracle.ipynb', 'diffaug.oracle:OracleConfig', ('split', 'synthetic', 'out'),
-                    'oracle scores of synthetic sets', ('model', 'clip_model', 'lpips_trunk')),
-    'miniworld_model': Stage('71_miniworld_model.ipynb', 'diffaug.miniworld_model:MiniworldModelConfig', ('ckpt_dir', 'out', 'clf_path'),
-                             "train (or resume) the mini world's SD-format model (frozen in dvc.yaml: hours of CPU)"),
-    'miniworld_oracle': Stage('73_miniworld_oracle.ipynb', 'diffaug.miniworld_oracle:MiniworldOracleConfig', ('out',),
-                              "train the mini world's species oracle (frozen in dvc.yaml)"),
-}
+from .graph import Stage, STAGES, section_values, wire  # the stage map: declared once, in nbs/90_graph.ipynb
 
 # %% ../nbs/91_params.ipynb #83430581
 def get_dotted(d:dict, # nested dictionaries
@@ -174,17 +132,8 @@ def resolve_paths(params:dict, # a stage's parameters
 
 # %% ../nbs/91_params.ipynb #b1464611
 CROSS_RULES = [  # (section, key, other section, other key, unless this key of the first section is true)
-    ('interpolation', 'model', 'inversion', 'model', None),
-    ('interpolation', 'split', 'inversion', 'split', None),
-    ('interpolation', 'concepts', 'inversion', 'concepts', None),
-    ('interpolation', 'steps', 'inversion', 'steps', 'allow_grid_mismatch'),
+    ('interpolation', 'steps', 'inversion', 'steps', 'allow_grid_mismatch'),  # the DDIM grid the pool was inverted on
 ]
-
-def _section_values(allp:dict, stage:str)->dict:
-    "A section of the parameter file with the defaults of its stage's class filled in."
-    sec = allp.get(stage) or {}
-    cls = STAGES[stage].config_class() if stage in STAGES else None
-    return {**({k: d for k, (_, d, _) in cls.fields_doc().items()} if cls else {}), **sec}
 
 def check_cross_rules(allp:dict, # the whole parameter file (after overrides)
                       stage:str, # the stage about to run: only rules that involve it are checked
@@ -193,7 +142,7 @@ def check_cross_rules(allp:dict, # the whole parameter file (after overrides)
     "`ParamError` when a rule of `CROSS_RULES` involving `stage` is broken."
     for a, ka, b, kb, unless in CROSS_RULES:
         if stage not in (a, b) or a not in allp or b not in allp: continue
-        va, vb = _section_values(allp, a), _section_values(allp, b)
+        va, vb = section_values(allp, a), section_values(allp, b)
         if unless and va.get(unless): continue
         if va.get(ka) != vb.get(kb):
             raise ParamError(f"{where}: {a}.{ka}={va.get(ka)!r} differs from {b}.{kb}={vb.get(kb)!r}; "

@@ -15,7 +15,8 @@ __all__ = ['StageError', 'kernel_options', 'execute_stage_notebook', 'run_view',
 
 # %% ../nbs/97_pipeline.ipynb #670b3d0b
 from .core import ParamError, environment, nearest, CHECKED_ENV
-from .params import (STAGES, load_yaml, read_params, read_params_file, section_params, resolve_paths, check_stage_params, check_cross_rules, setup_command,
+from .graph import STAGES, wire
+from .params import (load_yaml, read_params, read_params_file, section_params, resolve_paths, check_stage_params, check_cross_rules, setup_command,
                             setup_settings, setup_parser, common_flags, experiment_name, check_name_free, run_setup_command, STAGE_QUIET)
 
 # %% ../nbs/97_pipeline.ipynb #9bc6d461
@@ -156,10 +157,11 @@ def run_stage(stage:str, # a key of `stages`, e.g. "classification" (also its se
     saved = {k: os.environ.get(k) for k in env}; os.environ.update(env)
     old_cwd = os.getcwd(); os.chdir(root)  # hub-id-or-folder values are judged from the repository root
     try:
-        # 2. the parameters, read once: the stage's section with the overrides; one config, built and checked before any
-        #    kernel starts (an unknown key: the nearest valid one named), then the rules between stages
+        # 2. the parameters, read once: the stage's section with the overrides and its wired inputs; one config, built
+        #    and checked before any kernel starts (an unknown key: the nearest valid one named), then the rules between stages
         allp = read_params_file(root/params_file)
         given = section_params(allp, stage, sets, refs, str(root/params_file))
+        if stages is STAGES: given = wire(allp, stage, given)  # its inputs, from the stages they come from (nbs/90)
         where = f"{params_file} [{stage}]"
         params = resolve_paths(given, st.paths, root, st.maybe_paths)
         cfg = st.config_class().from_params(params, where).check()

@@ -41,7 +41,8 @@ def process_stages(spec:dict, # split, model, concepts (a concept folder for Dif
         from diffaug.inversion import run_inversion
         from diffaug.interpolation import run_interpolation
         run_inversion(out='pool', steps=n, batch_size=2, check_images=2, cpu=True, **R, **C)
-        run_interpolation(inversions='pool', out='diffii', expansion=2, steps=n, batch_size=2, cpu=True, **C)
+        run_interpolation(inversions='pool', out='diffii', expansion=2, steps=n, batch_size=2, cpu=True, device='cpu',
+                          precision=C['precision'])  # the pool's model and split
     if 'classification' in stages:
         from diffaug.classification import run_classification
         run_classification(split=spec['split'], out='cls', device='cpu', threads=1, num_processes=num_processes,

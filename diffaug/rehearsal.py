@@ -153,7 +153,7 @@ def rehearsal_models(cache:str|Path, # the folder holding the models
     return out
 
 # %% ../nbs/94_rehearsal.ipynb #d10e7fbf
-MODEL_KEYS = ('concepts.model', 'concepts_ti.model', 'synthesis.model', 'inversion.model', 'interpolation.model')
+MODEL_KEYS = ('concepts.model',)  # the diffusion model: every stage that loads it takes the concepts stage's (nbs/90_graph)
 CLIP_KEYS = ('synthesis.clip_model', 'oracle.clip_model')
 PRECISION_KEYS = ('concepts.precision', 'concepts_ti.precision', 'synthesis.precision', 'inversion.precision',
                   'interpolation.precision', 'classification.precision')

@@ -65,17 +65,17 @@ def diffusion(suffix_fraction, model=SD):
                      'model': model, 'steps': 35000, 'lr_embed': 5e-5, 'lr_lora': 5e-5, 'rank': 10, 'n_tokens': 1,
                      'resolution': 512, 'batch_size': 2, 'checkpoint_every': 500, 'precision': 'fp16'},
         'concepts_ti': {'#': "DA-Fusion's paper: textual inversion only, per class (SD 1.4 there, SD 1.5 here as every method)",
-                        'model': model, 'steps': Note(1000, "DA-Fusion's paper (its authors' later scripts: 2000)"),
+                        'steps': Note(1000, "DA-Fusion's paper (its authors' later scripts: 2000)"),
                         'lr_embed': Note(4e-3, '5e-4 x batch 8 (scaled by the batch)'),
                         'n_tokens': Note(1, 'vector per class (later scripts: 4)'),
                         'init_word': Note('the', 'initialised from "the" (later scripts: \'{class}\', the class name)'),
                         'resolution': 512, 'batch_size': 8, 'checkpoint_every': 500, 'precision': 'fp16'},
-        'synthesis': {'model': model, 'clip_model': Note(CLIP, 'Real-Filter'), 'expansion': 5, 'steps': 25, 'guidance_scale': 7.5,
+        'synthesis': {'clip_model': Note(CLIP, 'Real-Filter'), 'expansion': 5, 'steps': 25, 'guidance_scale': 7.5,
                       'batch_size': 8, 'precision': 'fp16', 'cpu': None},
         'suffixes': {'source': Note('auto', "the dataset's captions when shipped, else BLIP captions summarised by an LLM")},
-        'inversion': {'model': model, 'steps': Note(25, '= interpolation.steps (the authors invert with 200; see nbs/20_inversion.ipynb)'),
+        'inversion': {'steps': Note(25, '= interpolation.steps (the authors invert with 200; see nbs/20_inversion.ipynb)'),
                       'resolution': 512, 'batch_size': 8, 'precision': 'fp16'},
-        'interpolation': {'model': model, 'expansion': 5, 'suffix_fraction': suffix_fraction, 'steps': 25, 'guidance_scale': 7.5,
+        'interpolation': {'expansion': 5, 'suffix_fraction': suffix_fraction, 'steps': 25, 'guidance_scale': 7.5,
                           'batch_size': 8, 'precision': 'fp16'},
         'oracle': {'clip_model': Note(CLIP, 'CLIP score of each synthetic set (Diff-II Fig. 7); LPIPS needs lpips_trunk (a local AlexNet file)')},
     }
@@ -293,7 +293,7 @@ def mw_diffusion(suffix_fraction):
     d['concepts'].update({'#': "Diff-Mix's recipe (tokens + shared U-Net LoRA), at the mini world's scale"})
     d['concepts'].update(steps=400, lr_embed=5e-3, lr_lora=1e-3, rank=4, **small)
     d['concepts_ti'] = {'#': "DA-Fusion's textual inversion at the mini world's concept-learning settings (1 vector from the metaclass, native size)",
-                        'model': MW, 'steps': 400, 'lr_embed': 5e-3, **{k: v for k, v in small.items() if k != 'resolution'}}
+                        'steps': 400, 'lr_embed': 5e-3, **{k: v for k, v in small.items() if k != 'resolution'}}
     d['synthesis'].update(clip_model=Note('data/models/tiny-clip', "Real-Filter: stage tiny_model's random CLIP (no real CLIP offline); "
                                           f"on a machine with the hub: {CLIP}"),
                           guidance_scale=MW_GUIDANCE, precision=Note('bf16', '1.2x faster U-Net than fp32 on an AVX512-BF16 CPU'))
@@ -375,10 +375,10 @@ def ablation(name, what, change, ref, paper, interpolation=None, inversion=None,
 for mode, (what, paper) in T4_MODES.items():
     ablation(f'mode-{mode}', f'interpolation mode {mode}', f'interpolation.mode: {what}', 'Table 4', f"{T4}; {paper}.",
              {'mode': Note(mode, 'Table 4: ' + {'circle': 'CL + SI + SE (+ TD)', 'linear': 'LI', 'slerp': 'SI', 'extrapolate': 'SE'}[mode])})
-NO_CL = Note(None, 'concept learning off: class-name prompts "a photo of a <class name> bird" (inversion and interpolation must agree)')
-ablation('no-concepts', 'concept learning off', 'the concepts: none (inversion.concepts and interpolation.concepts null: the pool is '
-         'inverted and denoised with class-name prompts; the paper\'s no-CL row also starts from random noise, not inversions)',
-         'Table 4', f'{T4}.', {'concepts': NO_CL}, {'concepts': NO_CL})
+NO_CL = Note(None, 'concept learning off: class-name prompts "a photo of a <class name> bird" (interpolation takes the pool\'s)')
+ablation('no-concepts', 'concept learning off', 'the concepts: none (inversion.concepts null: the pool is inverted, and denoised by '
+         'interpolation, which takes the pool\'s concepts, with class-name prompts; the paper\'s no-CL row also starts from random noise, '
+         'not inversions)', 'Table 4', f'{T4}.', None, {'concepts': NO_CL})
 ablation('no-two-stage', 'two-stage denoising off', 'interpolation.suffix_fraction: 0 (one stage, the plain prompt all the way)',
          'Table 4', f'{T4}; CL + SI + SE without TD 51.5% / 40.49.', sf=Note(0.0, 'Table 4: no TD (no suffixed steps)'))
 for s in (0.0, 0.1, 0.3, 0.5, 1.0):

@@ -109,7 +109,7 @@ SCRIPT = textwrap.dedent('''
     if pool is None:
         pool = run_inversion(split=cfg['split'], model=cfg['model'], out=cfg['out'] + '-pool', steps=cfg['steps'], batch_size=3,
                              check_images=0, device='cpu', precision='fp32', cpu=True)['out']
-    run_interpolation(split=cfg['split'], model=cfg['model'], inversions=pool, suffixes=cfg.get('suffixes'), out=cfg['out'], expansion=2,
+    run_interpolation(inversions=pool, suffixes=cfg.get('suffixes'), out=cfg['out'], expansion=2,
                       suffix_fraction=0.4, steps=cfg['steps'], batch_size=3, seed=5, device='cpu', precision='fp32', cpu=True)
 ''')
 
@@ -230,7 +230,7 @@ def test_inversion_resumes_after_the_merge(small, monkeypatch):
 def test_interpolation_config_names_every_bad_value(small):
     with pytest.raises(ParamError, match="unknown parameter 'suffix_ratio'; did you mean 'suffix_fraction'"):
         InterpolationConfig.from_params({'suffix_ratio': 0.3})
-    ok = dict(split=small.split, model=small.model, inversions=small.pool, out=str(small.dir/'set'), steps=4)
+    ok = dict(inversions=small.pool, out=str(small.dir/'set'), steps=4)
     c = InterpolationConfig.from_params(ok).check()
     assert (c.expansion, c.suffix_fraction, c.guidance_scale) == (5, 0.3, 7.5)
     bad = [({'expansion': 0}, 'expansion'), ({'suffix_fraction': 1.5}, 'suffix_fraction'), ({'suffix_fraction': -0.1}, 'suffix_fraction'),
@@ -238,44 +238,46 @@ def test_interpolation_config_names_every_bad_value(small):
            ({'seed': -1}, 'seed'), ({'device': 'gpu'}, 'device'), ({'precision': 'fp8'}, 'precision'), ({'cpu': 2}, 'cpu'),
            ({'allow_grid_mismatch': 'no'}, 'allow_grid_mismatch'), ({'out': None}, 'out'), ({'inversions': None}, 'inversions'),
            ({'inversions': str(small.dir/'nowhere')}, 'inversions'), ({'inversions': str(small.dir/'toy')}, 'inversions'),
-           ({'suffixes': str(small.dir/'none.txt')}, 'suffixes'), ({'split': str(small.dir/'none.json')}, 'split'),
-           ({'concepts': str(small.dir/'toy')}, 'concepts'), ({'model': str(small.dir/'toy')}, 'model')]
+           ({'suffixes': str(small.dir/'none.txt')}, 'suffixes')]
     for b, name in bad:
         with pytest.raises(ParamError, match=f"parameter {name}="): InterpolationConfig.from_params({**ok, **b}).check()
+    for k in ('split', 'model', 'concepts'):  # the pool's (its pool.json), not parameters: a value beside the pool is refused
+        with pytest.raises(ParamError, match=f"unknown parameter '{k}'"): InterpolationConfig.from_params({**ok, k: 'x'})
     InterpolationConfig.from_params({**ok, 'inversions': str(small.dir/'nowhere')}).check(files=False)
 
-def test_interpolation_refuses_a_pool_of_another_grid_model_or_concepts(small, tmp_path, tmp_path_factory, monkeypatch):
+def test_interpolation_takes_the_pools_model_split_and_concepts(small, tmp_path, tmp_path_factory, monkeypatch):
     from diffaug.models import make_tiny_sd
-    ok = dict(split=small.split, model=small.model, inversions=small.pool, out=str(tmp_path/'set'), steps=4)
+    ok = dict(inversions=small.pool, out=str(tmp_path/'set'), steps=4)
     with pytest.raises(ParamError, match=r"parameter steps=6 is invalid: expected 4, the grid the pool .*pool was inverted on \(or allow_grid_mismatch: true\)"):
         InterpolationConfig.from_params({**ok, 'steps': 6}).check()
     InterpolationConfig.from_params({**ok, 'steps': 6, 'allow_grid_mismatch': True}).check()
-    other = make_tiny_sd(tmp_path/'other', seed=1)
-    with pytest.raises(ParamError, match=f"parameter model={str(other)!r} is invalid: expected the model the pool .* was inverted with, {small.model!r}"):
-        InterpolationConfig.from_params({**ok, 'model': str(other)}).check()
-    cdir = tmp_path/'concepts'; cdir.mkdir(); (cdir/'concepts.json').write_text('{}')
-    with pytest.raises(ParamError, match="parameter concepts=.* is invalid: expected the concepts the pool .* was inverted with, None"):
-        InterpolationConfig.from_params({**ok, 'concepts': str(cdir)}).check()
-    # paths are compared as the stages record them: relative to the repository root (DIFFAUG_ROOT) when inside it
+    assert InterpolationConfig.from_params(ok).sources() == {'model': small.model, 'split': small.split, 'concepts': None}
+    # paths are read as the stages record them: relative to the repository root (DIFFAUG_ROOT) when inside it
     import shutil
     root = tmp_path_factory.getbasetemp()
     pool = Path(shutil.copytree(small.pool, tmp_path/'pool-rel'))
-    m = json.loads((pool/'pool.json').read_text()); m['model'] = Path(small.model).relative_to(root).as_posix()
+    m = json.loads((pool/'pool.json').read_text())
+    m['split'] = Path(small.split).relative_to(root).as_posix()
     (pool/'pool.json').write_text(json.dumps(m))
-    with pytest.raises(ParamError, match='parameter model='): InterpolationConfig.from_params({**ok, 'inversions': str(pool)}).check()
+    with pytest.raises(ParamError, match="parameter inversions=.* a pool whose split is there"):
+        InterpolationConfig.from_params({**ok, 'inversions': str(pool)}).check()
     monkeypatch.setenv('DIFFAUG_ROOT', str(root))
-    InterpolationConfig.from_params({**ok, 'inversions': str(pool)}).check()
+    assert InterpolationConfig.from_params({**ok, 'inversions': str(pool)}).check().sources()['split'] == str(root/m['split'])
     monkeypatch.delenv('DIFFAUG_ROOT')
+    cdir = tmp_path/'concepts-gone'
+    (pool/'pool.json').write_text(json.dumps({**m, 'split': small.split, 'concepts': str(cdir)}))
+    with pytest.raises(ParamError, match="a pool whose concepts are there"):
+        InterpolationConfig.from_params({**ok, 'inversions': str(pool)}).check()
     # the same path holding other weights: caught after loading, by the pool's base_model_fingerprint
     swapped = make_tiny_sd(tmp_path/'swapped', seed=0)
     pool = run_inversion(**{**small.inv, 'model': str(swapped), 'out': str(tmp_path/'pool-swapped'), 'check_images': 0})['out']
     make_tiny_sd(swapped, seed=1)
-    with pytest.raises(ParamError, match=f"parameter model={str(swapped)!r} is invalid: its weights are not those the pool"):
-        run_interpolation(**{**ok, 'model': str(swapped), 'inversions': pool})
+    with pytest.raises(ParamError, match=f"parameter inversions={pool!r} is invalid: the weights of its model {str(swapped)} are not"):
+        run_interpolation(**{**ok, 'inversions': pool})
     assert not (tmp_path/'set').exists() and not scratch_dir(tmp_path/'set').exists()
 
 def test_interpolation_rerun_same_bytes(small, tmp_path):
-    kw = dict(split=small.split, model=small.model, inversions=small.pool, expansion=1, steps=4, batch_size=6, device='cpu', precision='fp32')
+    kw = dict(inversions=small.pool, expansion=1, steps=4, batch_size=6, device='cpu', precision='fp32')
     r = run_interpolation(**kw, out=str(tmp_path/'a'))
     assert r['n_items'] == 6 and not scratch_dir(tmp_path/'a').exists()
     run_interpolation(**kw, out=str(tmp_path/'b'))

@@ -174,7 +174,7 @@ def test_mini_world_through_every_diffusion_stage(tmp_path, monkeypatch):
     sf = run_suffixes(split=split, out=str(tmp_path/'suffixes.txt'), source='captions', llm='rule')
     sfx = read_suffixes(sf['out'])
     assert len(sfx) >= 5 and all(x.split()[0] in CONTEXT_WORDS and not x.rstrip('.').endswith((' of', ' front')) for x in sfx), sfx
-    run_interpolation(split=split, model=str(MODEL), concepts=str(tmp_path/'concepts'), inversions=str(tmp_path/'inv'), suffixes=sf['out'],
+    run_interpolation(inversions=str(tmp_path/'inv'), suffixes=sf['out'],  # the pool's model, split and concepts
                       out=str(tmp_path/'diff-ii'), expansion=1, steps=4, guidance_scale=4.0, batch_size=12, device='cpu', precision='fp32')
     for name in ('diff-aug', 'diff-ii'):
         ss = SyntheticSet(tmp_path/name)

@@ -158,7 +158,8 @@ def test_nbdev_export_leaves_package_unchanged(tmp_path):
 
 def test_setup_files_are_valid(repo_root):
     "Every paper setup in params/ overrides only declared parameters, with values the stages' classes accept."
-    from diffaug.params import setup_command, setup_overrides, set_dotted, load_yaml, STAGES, check_cross_rules
+    from diffaug.params import setup_command, setup_overrides, set_dotted, load_yaml, check_cross_rules
+    from diffaug.graph import STAGES, wire
     from diffaug.method_table import OWN_STAGES
     setups = sorted((repo_root/'params').glob('*.yaml'))
     assert len(setups) >= 20
@@ -171,26 +172,27 @@ def test_setup_files_are_valid(repo_root):
             if stage not in merged: continue
             runs = merged['runs']  # what dvc.yaml passes with --ref / foreach
             extra = {'annotation': {'methods': runs['annotated_methods']},
-                     'synthesis': {'method': (runs['synthetic_methods'] or ['real-guidance'])[0], 'out': 'data/synthetic/x'},
+                     'synthesis': {'method': (runs['synthetic_methods'] or ['real-guidance'])[0]},
                      'classification': {'methods': runs['methods'], 'seeds': runs['seeds']},
                      'oracle': {'methods': runs['oracle_methods']},
                      'report': {'methods': runs['methods'], 'seeds': runs['seeds']}}.get(stage, {})
             cls = STAGES[stage].config_class()
-            if stage == 'synthesis':  # one run per synthetic method
-                for m in merged['runs']['synthetic_methods']: cls.from_params({**merged[stage], **extra, 'method': m}, f"{f.name} [{stage}]").check(files=False)
-            else: cls.from_params({**merged[stage], **extra}, f"{f.name} [{stage}]").check(files=False)
+            for m in (merged['runs']['synthetic_methods'] if stage == 'synthesis' else [None]):  # one run per synthetic method
+                p = wire(merged, stage, {**merged[stage], **extra, **({'method': m} if m else {})})  # as the runner wires it
+                cls.from_params(p, f"{f.name} [{stage}]").check(files=False)
             check_cross_rules(merged, stage, f.name)
         runs = merged['runs']
         assert set(runs['synthetic_methods']) <= set(runs['methods']), f.name
         assert set(runs['annotated_methods']) == set(runs['synthetic_methods']) | (set(OWN_STAGES) & set(runs['methods'])), f.name  # diff-ii and any method with stages of its own
-        assert all(m in merged['classification']['synthetic'] for m in runs['methods'] if m in runs['annotated_methods']), f.name
+        clf = wire(merged, 'classification')
+        assert all(m in clf['synthetic'] for m in runs['methods'] if m in runs['annotated_methods']), f.name
         assert set(runs['oracle_methods']) <= set(runs['annotated_methods']), f.name
         cls = STAGES['classification'].config_class()
         for m in runs['methods']:
-            cfg = cls.from_params({**merged['classification'], 'method': m, 'out': 'reports/classification/x'}).check(files=False)  # a clean clone has no data/annotated/ yet
+            cfg = cls.from_params({**clf, 'method': m, 'out': 'reports/classification/x'}).check(files=False)  # a clean clone has no data/annotated/ yet
             for p in cfg.synthetic_sets():  # each synthetic set is the annotation stage's output for a method this setup runs
                 assert p.startswith('data/annotated/') and p.split('/')[-1] in runs['annotated_methods'], (f.name, m, p)
-        assert merged['classification']['split'] == merged['prepare']['split_path'], f.name
+        assert clf['split'] == merged['prepare']['split_path'], f.name
         cmd = setup_command(f, repo_root/'params.yaml')
         assert cmd[:5] == ['dvc', 'exp', 'run', '-n', f.stem]
         assert 'expected' in f.read_text().lower(), f"{f.name}: write the paper's expected numbers beside the setup"
@@ -344,14 +346,15 @@ def test_params_yaml_holds_only_overrides_and_wiring(repo_root):
 
 def test_params_yaml_runs_come_from_the_registry(repo_root):
     """params.yaml's method lists (data DVC reads) are the methods registry's (`diffaug.method_table.run_lists`), and every
-    method that makes a set has its sets wired into the classification stage: a new method is one registry entry plus
-    what this test names."""
+    method that makes a set has its set wired into the classification stage (by the stage graph, from
+    runs.annotated_methods): a new method is one registry entry plus what this test names."""
     from diffaug.method_table import run_lists
     from diffaug.params import load_yaml
+    from diffaug.graph import wire
     p = load_yaml((repo_root/'params.yaml').read_text())
     want = run_lists()
     assert {k: p['runs'][k] for k in want} == want, "params.yaml [runs]: write run_lists() of diffaug.method_table"
-    assert set(p['classification']['synthetic']) == set(want['annotated_methods']), "params.yaml [classification] synthetic: one entry per set-making method"
+    assert set(wire(p, 'classification')['synthetic']) == set(want['annotated_methods'])
 
 
 def test_bad_parameters_fail_before_any_kernel(repo_root, tmp_path, monkeypatch, capsys):
@@ -532,3 +535,66 @@ def test_stage_modules_import_no_heavy_library(repo_root):
     r = subprocess.run([PY, '-c', code], cwd=repo_root, env=run_env(), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.strip() == '[]', r.stdout
+
+
+def _resolved_dvc_stages(repo_root) -> dict:
+    """{stage name (and method, for a foreach stage): {'deps', 'outs', 'params'}} of dvc.yaml, `${...}` resolved from
+    params.yaml as DVC resolves them."""
+    import re
+    params = yaml.safe_load((repo_root/'params.yaml').read_text())
+    def res(s, item=None):
+        s = s.replace('${item}', item) if item else s
+        def val(m):
+            v = params
+            for part in m.group(1).split('.'): v = v[part]
+            return str(v)
+        return re.sub(r'\$\{([\w.]+)\}', val, s)
+    key = lambda d: d if isinstance(d, str) else next(iter(d))
+    out = {}
+    for name, st in _dvc_yaml(repo_root).items():
+        items = [None] if 'foreach' in st else [None]
+        if 'foreach' in st: items = params['runs'][st['foreach'].strip('${}').split('.')[1]]
+        body = st.get('do', st)
+        for it in items:
+            outs = [res(key(d), it) for k in ('outs', 'metrics', 'plots') for d in body.get(k, [])]
+            out[(name, it)] = {'deps': {res(key(d), it) for d in body['deps']}, 'outs': outs, 'params': set(body.get('params', []))}
+    return out
+
+
+def test_dvc_yaml_follows_the_stage_graph(repo_root):
+    """dvc.yaml is held to the one declaration of the stage graph (`diffaug.graph.STAGES`): each stage depends on every
+    path its inputs and reads name, writes only inside the paths its `outs` name (and each of them), and tracks the
+    parameters of every value it takes from another stage that is not a path (the diffusion model)."""
+    from diffaug.graph import STAGES, stage_paths, parse_ref
+    params = yaml.safe_load((repo_root/'params.yaml').read_text())
+    dvc = _resolved_dvc_stages(repo_root)
+    assert {n for n, _ in dvc} == set(STAGES), sorted({n for n, _ in dvc} ^ set(STAGES))
+    for (name, method), got in dvc.items():
+        want = stage_paths(params, name, method)
+        under = lambda p, folders: any(p == d or p.startswith(d.rstrip('/') + '/') for d in folders)
+        assert all(under(d, got['deps']) for d in want['deps']), (name, method, [d for d in want['deps'] if not under(d, got['deps'])])
+        inside = lambda p: any(under(p, [o]) or under(o, [p]) for o in want['outs'])  # (a file's folder: its stage's records too)
+        assert all(inside(o) for o in got['outs']), (name, method, got['outs'], want['outs'])
+        assert all(any(under(g, [o]) or under(o, [g]) for g in got['outs']) for o in want['outs']), (name, want['outs'])
+        for k, ref in STAGES[name].inputs.items():
+            if k in STAGES[name].maybe_paths:
+                s, key, _ = parse_ref(ref)
+                assert {s, f'{s}.{key}'} & got['params'], f"dvc.yaml [{name}]: takes {k} from {ref}; list {ref} under params"
+
+
+def test_params_yaml_writes_each_path_once(repo_root):
+    """Each path is written once in params.yaml, in the section of the stage that writes it: no section sets an input
+    the stage graph wires (nbs/90_graph.ipynb), and every `${stage.key}` value names a key."""
+    from diffaug.graph import STAGES, resolve_value
+    from diffaug.params import flatten
+    params = yaml.safe_load((repo_root/'params.yaml').read_text())
+    paths = [v for sec in params.values() if isinstance(sec, dict) for v in flatten(sec).values()
+             if isinstance(v, str) and '/' in v and not v.startswith('${')]
+    assert paths and not sorted({p for p in paths if paths.count(p) > 1}), sorted({p for p in paths if paths.count(p) > 1})
+    for sec, body in params.items():
+        if sec not in STAGES: continue
+        assert not set(body) & set(STAGES[sec].inputs), f"params.yaml [{sec}]: {sorted(set(body) & set(STAGES[sec].inputs))} are wired"
+        for k, v in body.items():
+            got = resolve_value(params, v)
+            assert not (isinstance(got, str) and got.startswith('${')), (sec, k, v)
+            if isinstance(v, str) and v.startswith('${'): assert got, f"params.yaml [{sec}] {k}: {v} names nothing"
