@@ -58,11 +58,11 @@ STAGES = {
     'classification': Stage('50_classification.ipynb', 'diffaug.classification:ClassificationConfig',
                             ('split', 'synthetic', 'out', 'eval_split'), 'train and evaluate timm classifiers: every method x seed (real + synthetic)'),
     'report': Stage('60_report.ipynb', 'diffaug.report:ReportConfig', ('runs', 'out', 'oracle'), 'the comparison table, paired gains, OOD groups, claims and figures'),
-    'oracle': Stage('72_oracle.ipynb', 'diffaug.oracle:OracleConfig', ('split', 'synthetic', 'out'),
+    'oracle': Stage('72_oracle.ipynb', 'diffaug.miniworld.oracle:OracleConfig', ('split', 'synthetic', 'out'),
                     'oracle scores of synthetic sets', ('model', 'clip_model', 'lpips_trunk')),
-    'miniworld_model': Stage('71_miniworld_model.ipynb', 'diffaug.miniworld_model:MiniworldModelConfig', ('ckpt_dir', 'out', 'clf_path'),
+    'miniworld_model': Stage('71_miniworld_model.ipynb', 'diffaug.miniworld.model:MiniworldModelConfig', ('ckpt_dir', 'out', 'clf_path'),
                              "train (or resume) the mini world's SD-format model (frozen in dvc.yaml: hours of CPU)"),
-    'miniworld_oracle': Stage('73_miniworld_oracle.ipynb', 'diffaug.miniworld_oracle:MiniworldOracleConfig', ('out',),
+    'miniworld_oracle': Stage('73_miniworld_oracle.ipynb', 'diffaug.miniworld.oracle_model:MiniworldOracleConfig', ('out',),
                               "train the mini world's species oracle (frozen in dvc.yaml)"),
 }
 

@@ -524,7 +524,7 @@ def test_forced_rerun_writes_the_same_bytes(reproduced, tmp_path):
 def test_stage_modules_import_no_heavy_library(repo_root):
     """The runner imports a stage's module to check its parameters before any kernel starts: importing it must not
     load diffusers, transformers, timm, lpips or accelerate (seconds each), only what the module's top needs (torch).
-    The mini world's modules too: its model's parts (diffaug.miniworld_sd) import diffusers inside their functions."""
+    The mini world's modules too: its model's parts (diffaug.miniworld.sd) import diffusers inside their functions."""
     code = ("import sys, importlib; from diffaug.pipeline import STAGES\n"
             "for k, s in STAGES.items():\n"
             "    s.config_class()\n"
