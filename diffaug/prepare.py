@@ -17,7 +17,6 @@ from .core import StageConfig
 from .data import Dataset, TEST_MODES, few_shot_split, long_tail_split, full_split, save_split
 from .toy import make_toy_dataset
 from .importers import IMPORTERS, copy_folder, import_datasets
-from .miniworld import write_eval_dataset
 
 # %% ../nbs/06_prepare.ipynb #c5044085
 SPLIT_KINDS = ('few-shot', 'long-tail', 'full')
@@ -92,6 +91,7 @@ def run_prepare(cfg:PrepareConfig|None=None, # the stage's parameters
     elif c.source == 'folder': ds = Dataset.from_folder(root, c.metaclass) if c.raw is None else copy_folder(c.raw, root, c.metaclass, c.overwrite, c.on_error)
     elif c.source == 'datasets': ds = import_datasets(c.raw, root, c.metaclass, c.overwrite, c.on_error)
     elif c.source == 'miniworld':
+        from diffaug.miniworld.world import write_eval_dataset  # the CPU world: imported only when it is the source
         write_eval_dataset(root, ood_root=root, n_pool=c.world_pool, n_val=20 if c.val_per_class is None else c.val_per_class,
                            n_test=c.world_test, n_ood=c.world_ood, overwrite=c.overwrite)
         ds = Dataset.from_folder(root)

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from diffaug.miniworld import (ATTR_VALUES, BACKGROUNDS, EVAL_SPECIES, SPECIES_ATTRS, caption, eval_item, is_eval_species,
+from diffaug.miniworld.world import (ATTR_VALUES, BACKGROUNDS, EVAL_SPECIES, SPECIES_ATTRS, caption, eval_item, is_eval_species,
                                parse_caption, pretrain_item, sample_factors, species_table, write_eval_dataset)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,8 +85,8 @@ def test_eval_dataset_plugs_into_the_data_layer(tmp_path):
 
 def test_shipped_model_loads_by_path_offline(monkeypatch):
     from diffaug.models import load_sd
-    from diffaug.miniworld import prompt
-    from diffaug.miniworld_sd import model_size_mb
+    from diffaug.miniworld.world import prompt
+    from diffaug.miniworld.sd import model_size_mb
     monkeypatch.setenv('HF_HUB_OFFLINE', '1')
     assert (MODEL/'model_index.json').exists(), f"{MODEL}: the shipped mini-world model is missing"
     assert model_size_mb(MODEL) <= 25
@@ -100,7 +100,7 @@ def test_shipped_model_loads_by_path_offline(monkeypatch):
 
 
 def test_oracle_is_near_perfect_on_real_and_near_chance_on_random_generations(tmp_path):
-    from diffaug.oracle import load_oracle, oracle_accuracy, score_synthetic_set, write_real_as_synthetic
+    from diffaug.miniworld.oracle import load_oracle, oracle_accuracy, score_synthetic_set, write_real_as_synthetic
     from diffaug.synthetic import SyntheticSetWriter
     from diffaug.models import make_tiny_sd, load_sd
     assert ORACLE.exists(), f"{ORACLE}: the shipped oracle is missing"
@@ -122,7 +122,7 @@ def test_oracle_is_near_perfect_on_real_and_near_chance_on_random_generations(tm
 def test_oracle_stage_checks_its_parameters_and_writes_the_same_bytes_twice(tmp_path, monkeypatch):
     "The oracle stage: unknown keys and bad values are named before any work; a rerun writes the same scores.json bytes."
     from diffaug.core import ParamError
-    from diffaug.oracle import OracleConfig, run_oracle, write_real_as_synthetic
+    from diffaug.miniworld.oracle import OracleConfig, run_oracle, write_real_as_synthetic
     monkeypatch.setenv('DIFFAUG_ROOT', str(tmp_path))  # as the pipeline does: recorded paths are relative to the root
     real = write_real_as_synthetic(tmp_path/'real', n_per_class=2)
     ok = dict(synthetic=str(real), out=str(tmp_path/'scores.json'), model=str(ORACLE), lpips_trunk='random')
@@ -141,7 +141,7 @@ def test_oracle_stage_checks_its_parameters_and_writes_the_same_bytes_twice(tmp_
 
 @pytest.mark.slow
 def test_shipped_model_prompt_following():
-    from diffaug.miniworld_eval import measure_prompt_following
+    from diffaug.miniworld.evaluation import measure_prompt_following
     r = measure_prompt_following(MODEL, MODEL/'eval'/'attr_classifier.safetensors', n=120)[0]
     # The acceptance target, on prompts (seed 10000) the training checks never used: the named background in
     # >= 90% of generations, the named colours in >= 70% (chance: 1/5 and about 1/6).
@@ -158,7 +158,7 @@ def test_mini_world_through_every_diffusion_stage(tmp_path, monkeypatch):
     from diffaug.inversion import run_inversion
     from diffaug.interpolation import run_interpolation
     from diffaug.suffixes import run_suffixes, read_suffixes, CONTEXT_WORDS
-    from diffaug.oracle import score_synthetic_set
+    from diffaug.miniworld.oracle import score_synthetic_set
     monkeypatch.setenv('HF_HUB_OFFLINE', '1'); monkeypatch.setenv('DIFFAUG_QUIET', '1')
     sp = load_split(run_prepare(source='miniworld', root=str(tmp_path/'ds'), split_path=str(tmp_path/'split.json'), shots=2,
                                 val_per_class=0, world_pool=3, world_test=1, world_ood=1)['split'])
@@ -207,8 +207,8 @@ def test_miniworld_stages_fail_in_the_runner_naming_the_parameter(tmp_path, stag
 
 def test_miniworld_stage_configs_check_every_value(tmp_path):
     from diffaug.core import ParamError
-    from diffaug.miniworld_model import MiniworldModelConfig
-    from diffaug.miniworld_oracle import MiniworldOracleConfig
+    from diffaug.miniworld.model import MiniworldModelConfig
+    from diffaug.miniworld.oracle_model import MiniworldOracleConfig
     from diffaug.params import STAGES
     assert STAGES['miniworld_model'].config_class() is MiniworldModelConfig and STAGES['miniworld_oracle'].config_class() is MiniworldOracleConfig
     ok = dict(ckpt_dir=str(tmp_path/'ckpt'), out=str(tmp_path/'model'))
@@ -230,7 +230,7 @@ def test_miniworld_model_demo_runs_with_checks_and_refuses_other_parameters_on_r
     "The stage's demo (tiny networks), with prompt-following checks on: trains the attribute classifier, checks, exports; a resume with other recorded parameters is refused."
     from diffaug.core import ParamError
     from diffaug.models import load_sd
-    from diffaug.miniworld_model import MiniworldModelConfig, run_miniworld_model, miniworld_demo_params
+    from diffaug.miniworld.model import MiniworldModelConfig, run_miniworld_model, miniworld_demo_params
     p = {**miniworld_demo_params(tmp_path), 'n_check': 2, 'clf_steps': 1, 'clf_batch': 2}
     r = run_miniworld_model(MiniworldModelConfig.from_params(p))
     model = Path(p['out'])
@@ -244,8 +244,8 @@ def test_miniworld_model_demo_runs_with_checks_and_refuses_other_parameters_on_r
 
 
 def test_miniworld_oracle_demo_writes_the_same_bytes_twice(tmp_path):
-    from diffaug.oracle import load_oracle
-    from diffaug.miniworld_oracle import MiniworldOracleConfig, run_miniworld_oracle
+    from diffaug.miniworld.oracle import load_oracle
+    from diffaug.miniworld.oracle_model import MiniworldOracleConfig, run_miniworld_oracle
     p = {'out': str(tmp_path/'models'/'oracle.safetensors'), 'steps': 2, 'batch': 4, 'eval_per_class': 1}
     r = run_miniworld_oracle(MiniworldOracleConfig.from_params(p))
     first = Path(p['out']).read_bytes()

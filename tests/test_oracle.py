@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-import diffaug.oracle as oracle
+import diffaug.miniworld.oracle as oracle
 from diffaug.fixtures import make_toy_split, make_toy_synthetic
 from diffaug.core import ParamError
 from diffaug.models import make_tiny_clip

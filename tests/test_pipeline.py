@@ -303,16 +303,20 @@ def test_one_name_per_stage_and_deps_cover_the_code(repo_root):
     import ast, nbformat
     from diffaug.params import STAGES
     params = yaml.safe_load((repo_root/'params.yaml').read_text())
-    def modules_of(py):  # diffaug modules imported anywhere in a module (top level or inside functions), transitively
-        seen, todo = set(), [py]
+    def file_of(m): return repo_root/'diffaug'/(m.replace('.', '/') + '.py')  # 'miniworld.world' -> diffaug/miniworld/world.py
+    def modules_of(mod):  # diffaug modules imported anywhere in a module (top level or inside functions), transitively
+        seen, todo = set(), [mod]
         while todo:
             m = todo.pop()
             if m in seen: continue
-            seen.add(m)
-            for node in ast.walk(ast.parse((repo_root/'diffaug'/f'{m}.py').read_text())):
-                names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
-                        [f"diffaug.{node.module}" if node.level else node.module] if isinstance(node, ast.ImportFrom) and node.module else []
-                todo += [n.split('.')[1] for n in names if n and n.startswith('diffaug.') and (repo_root/'diffaug'/f"{n.split('.')[1]}.py").exists()]
+            seen.add(m); pkg = m.split('.')[:-1]
+            for node in ast.walk(ast.parse(file_of(m).read_text())):
+                if isinstance(node, ast.Import): names = [a.name for a in node.names]
+                elif isinstance(node, ast.ImportFrom):  # `from .x import y` / `from ..x import y` resolved against the module's package
+                    base = '.'.join(['diffaug', *pkg[:len(pkg) - node.level + 1], *([node.module] if node.module else [])]) if node.level else node.module or ''
+                    names = [base] + [f'{base}.{a.name}' for a in node.names]
+                else: continue
+                todo += [n.removeprefix('diffaug.') for n in names if n.startswith('diffaug.') and file_of(n.removeprefix('diffaug.')).exists()]
         return seen
     for name, st in _dvc_yaml(repo_root).items():
         body = st.get('do', st)
@@ -323,7 +327,7 @@ def test_one_name_per_stage_and_deps_cover_the_code(repo_root):
         assert nb in deps, (name, nb)
         src = '\n'.join(c.source for c in nbformat.read(str(repo_root/nb), as_version=4).cells if c.cell_type == 'code')
         mod = __import__('re').search(r'^#\|\s*default_exp\s+(\S+)', src, __import__('re').M).group(1)
-        need = {f"diffaug/{m}.py" for m in modules_of(mod)}
+        need = {file_of(m).relative_to(repo_root).as_posix() for m in modules_of(mod)}
         covered = {d for d in need if d in deps or 'diffaug' in deps}
         assert covered == need, (name, sorted(need - covered))
 
@@ -527,7 +531,7 @@ def test_forced_rerun_writes_the_same_bytes(reproduced, tmp_path):
 def test_stage_modules_import_no_heavy_library(repo_root):
     """The runner imports a stage's module to check its parameters before any kernel starts: importing it must not
     load diffusers, transformers, timm, lpips or accelerate (seconds each), only what the module's top needs (torch).
-    The mini world's modules too: its model's parts (diffaug.miniworld_sd) import diffusers inside their functions."""
+    The mini world's modules too: its model's parts (diffaug.miniworld.sd) import diffusers inside their functions."""
     code = ("import sys, importlib; from diffaug.pipeline import STAGES\n"
             "for k, s in STAGES.items():\n"
             "    s.config_class()\n"

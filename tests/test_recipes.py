@@ -152,9 +152,9 @@ def modidx_syms(text: str) -> dict:
 def export(repo: Path) -> tuple[list, dict]:
     """`nbdev-export` in the copy: the package files it changed or added, and the names nbdev's index (_modidx.py) gained
     or lost, by module."""
-    was = {p: p.read_bytes() for p in (repo/'diffaug').glob('*.py')}
+    was = {p: p.read_bytes() for p in (repo/'diffaug').rglob('*.py')}
     run([BIN/'nbdev-export'], repo)
-    now = {p: p.read_bytes() for p in (repo/'diffaug').glob('*.py')}
+    now = {p: p.read_bytes() for p in (repo/'diffaug').rglob('*.py')}
     changed = sorted(str(p.relative_to(repo)) for p in now if was.get(p) != now[p])
     old, new = (modidx_syms(d[repo/'diffaug'/'_modidx.py'].decode()) for d in (was, now))
     return changed, {m: sorted(set(new.get(m, {})) ^ set(old.get(m, {}))) for m in set(old) | set(new) if new.get(m) != old.get(m)}
