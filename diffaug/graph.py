@@ -188,24 +188,30 @@ def graph_edges()->list:
             if k not in st.outs: out.append((parse_ref(r)[0], name, k or parse_ref(r)[1]))
     return list(dict.fromkeys(out))
 
-def draw_graph(ax=None, # a matplotlib axis (None: a new figure)
+def draw_graph(allp:dict|None=None, # a parameter file: its `${stage.key}` values drawn dashed (None: the graph alone)
+               ax=None, # a matplotlib axis (None: a new figure)
               ):
-    "The stage graph: stages in columns by depth, arrows from each source to the stages that take it; returns the axis."
+    "The stage graph: stages in columns by depth, an arrow from each source to the stages that take it; returns the axis."
     import matplotlib.pyplot as plt
     edges = graph_edges()
+    values = [(m.group(1), sec) for sec, body in (allp or {}).items() if sec in STAGES and isinstance(body, dict)
+              for v in body.values() if isinstance(v, str) and (m := _VALUE_REF.match(v)) and m.group(1) in STAGES]
     depth = {s: 0 for s in STAGES}
     for _ in STAGES:
-        for a, b, _l in edges: depth[b] = max(depth[b], depth[a] + 1)
+        for a, b, *_ in edges + values: depth[b] = max(depth[b], depth[a] + 1)
     cols = {}
     for s in STAGES: cols.setdefault(depth[s], []).append(s)
-    pos = {s: (d * 2.2, -(i - (len(c) - 1) / 2) * 1.1) for d, c in cols.items() for i, s in enumerate(c)}
-    if ax is None: _, ax = plt.subplots(figsize=(2.2 * len(cols) + 1, 1.1 * max(map(len, cols.values())) + 1))
-    for a, b, lab in edges:
-        (x0, y0), (x1, y1) = pos[a], pos[b]
-        ax.annotate('', (x1 - 0.75, y1), (x0 + 0.75, y0), arrowprops=dict(arrowstyle='->', color='0.55', lw=0.8))
+    W, H = 2.6, 0.9  # column and row pitch
+    pos = {s: (d * W, -(i - (len(c) - 1) / 2) * H) for d, c in cols.items() for i, s in enumerate(c)}
+    rows = max(map(len, cols.values()))
+    if ax is None: _, ax = plt.subplots(figsize=(1.5 * len(cols) + 1, 0.55 * rows + 0.6))
+    for (a, b), ls in {**{(a, b): '-' for a, b, _ in edges}, **{e: '--' for e in values}}.items():
+        ax.annotate('', pos[b], pos[a], arrowprops=dict(arrowstyle='->', color='0.5', lw=0.8, ls=ls, shrinkA=28, shrinkB=28,
+                                                        connectionstyle='arc3,rad=0.08'))
     for s, (x, y) in pos.items():
-        ax.text(x, y, s, ha='center', va='center', fontsize=8,
-                bbox=dict(boxstyle='round,pad=0.35', fc='#eef3fb' if STAGES[s].inputs or STAGES[s].reads else '#fdf1e2', ec='0.4'))
-    ax.set_xlim(-1, 2.2 * (len(cols) - 1) + 1)
+        ax.text(x, y, s, ha='center', va='center', fontsize=8, zorder=3,
+                bbox=dict(boxstyle='round,pad=0.3', ec='0.4', fc='#eef3fb' if STAGES[s].inputs or STAGES[s].reads else '#fdf1e2'))
+    ax.set_xlim(-W / 2, (len(cols) - 0.5) * W)
+    ax.set_ylim(-(rows / 2) * H, (rows / 2) * H)
     ax.set_axis_off()
     return ax

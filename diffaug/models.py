@@ -271,8 +271,9 @@ def make_accelerator(device:'str|torch.device'='auto', # where to train
                      grad_accum:int=1, # micro-batches per optimizer step
                      **kw, # more `Accelerator` arguments (e.g. `dataloader_config`)
                     ):
-    """An `accelerate.Accelerator` for `device`/`precision`/`grad_accum`, rebuilding a single-process state made earlier in
-    this process with other settings (accelerate keeps one state per process and refuses a second precision)."""
+    """An `accelerate.Accelerator` for `device`/`precision`/`grad_accum`, rebuilding a state made earlier in this process
+    with other settings (accelerate keeps one state per process and refuses a second precision); a launch's process
+    group (`PartialState`) is kept, so one torchrun process can run a bf16 stage, then an fp32 one."""
     import torch
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState, PartialState
@@ -283,8 +284,7 @@ def make_accelerator(device:'str|torch.device'='auto', # where to train
     kw = dict(cpu=dev.type == 'cpu', mixed_precision=_MIXED[precision], gradient_accumulation_steps=grad_accum, **kw)
     try: return Accelerator(**kw)
     except ValueError:
-        if PartialState().num_processes > 1: raise
-        AcceleratorState._reset_state(reset_partial_state=True)
+        AcceleratorState._reset_state(reset_partial_state=PartialState().num_processes == 1)
         return Accelerator(**kw)
 
 # %% ../nbs/01_models.ipynb #4bcbda8f

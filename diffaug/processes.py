@@ -82,7 +82,7 @@ def compare_processes(one:str|Path, # the one-process run's folder
                       launcher:str|Path|None=None, # the notebook_launcher run's folder (classification only), if any
                      )->dict:
     "How two processes' outputs compare with one's: identical sets, the concepts' and the classifier's distances, `ok`."
-    import math
+    import csv, io, math
     one, two = Path(one), Path(two)
     sets = {}
     for s in PROCESS_SETS:
@@ -102,9 +102,9 @@ def compare_processes(one:str|Path, # the one-process run's folder
                     losses=[t1['losses'], t2['losses']], eval_loss_after=[t1['eval_loss_after'], t2['eval_loss_after']])
     k1, k2 = _files(one/'cls'), _files(two/'cls')
     x1, x2 = (json.loads(k['metrics.json']) for k in (k1, k2))
-    p1, p2 = (k['predictions.csv'].decode().splitlines() for k in (k1, k2))
+    p1, p2 = ({r['id']: r['pred'] for r in csv.DictReader(io.StringIO(k['predictions.csv'].decode()))} for k in (k1, k2))
     classification = dict(files=sorted(k1), same_files=set(k1) == set(k2), top1=[x1['top1'], x2['top1']], n_test=[x1['n_test'], x2['n_test']],
-                          predictions=[len(p1) - 1, len(p2) - 1], predictions_differing=sum(a != b for a, b in zip(p1[1:], p2[1:])),
+                          predictions=[len(p1), len(p2)], predictions_differing=sum(p1[i] != p2.get(i) for i in p1),  # by image id
                           num_processes=[json.loads(k['config.json'])['num_processes'] for k in (k1, k2)],
                           finite=all(math.isfinite(x[m]) for x in (x1, x2) for m in ('top1', 'mean_class_acc')))
     if launcher is not None: classification['launcher_equals_torchrun'] = _files(Path(launcher)/'cls') == k2
@@ -122,9 +122,9 @@ def rehearse_processes(cache:str|Path, # models/ (written once by `rehearsal_mod
     "One process vs two at SD 1.5's architecture: run the three launches and return (and write) the comparison."
     from diffaug.fixtures import make_toy_split
     from diffaug.core import environment
-    from diffaug.experiments import workdir_commit
+    from diffaug.experiments import workdir_commit, head_commit
     from diffaug.rehearsal import rehearsal_models, REHEARSAL_SIZE
-    models, folder = rehearsal_models(Path(cache)/'models'), Path(folder)
+    models, folder, repo = rehearsal_models(Path(cache)/'models'), Path(folder), Path(__file__).resolve().parents[1]
     shutil.rmtree(folder, ignore_errors=True)
     spec = dict(split=str(make_toy_split(folder/'toy', n_classes=3, shots=2, per_class=4, size=REHEARSAL_SIZE)), model=models['sd15'], clip_model=models['clip-b32'],
                 concepts=str(folder/'one'/'concepts'), precision='bf16', resolution=REHEARSAL_SIZE, steps=3, concept_steps=2,
@@ -136,7 +136,7 @@ def rehearse_processes(cache:str|Path, # models/ (written once by `rehearsal_mod
     rec = {**compare_processes(folder/'one', folder/'torchrun', folder/'launcher'), 'wall_s': wall,
            'spec': {**spec, 'split': 'toy split: 3 classes x 2 shots, 2 test images each', 'model': 'sd15 (random weights)',
                     'concepts': "the one-process run's concepts"},
-           'commit': workdir_commit(Path(__file__).resolve().parents[1]), 'environment': environment()}
+           'commit': workdir_commit(repo) or head_commit(repo), 'environment': environment()}  # a work copy's source, or HEAD
     if results is not None: atomic_write_json(Path(results)/'sd15.json', rec)
     return rec
 
@@ -147,14 +147,15 @@ def process_table(rec:dict, # a `compare_processes` record
     s, c, k = rec['sets'], rec['concepts'], rec['classification']
     rows = [(f"synthesis `{n[4:]}`" if n.startswith('syn-') else {'pool': 'inversion pool', 'diffii': "Diff-II's interpolation"}[n],
              f"{'byte-identical' if v['identical'] else '**differ**: ' + ', '.join(v['differing'][:3])} ({v['files']} files, {v['pngs']} PNGs)")
-            for n, v in s.items()]
+            for n in PROCESS_SETS if (v := s.get(n))]  # in the stages' order (a stored record's keys are sorted)
     rows.append(('concepts', f"{'finished, finite' if c['finite'] else '**not finite**'}; max \\|Δ\\| token embeddings {c['max_abs_diff_embeddings']:.3g} "
                  f"(max \\|embedding\\| {c['max_abs_embeddings']:.3g}), LoRA {c['max_abs_diff_lora']:.3g} (max \\|LoRA\\| {c['max_abs_lora']:.3g}); "
                  f"eval loss after {c['eval_loss_after'][0]:.4f} (1) vs {c['eval_loss_after'][1]:.4f} (2)"))
     rows.append(('classification', f"{'finished, finite' if k['finite'] else '**not finite**'}; top-1 {k['top1'][0]:.1f} (1) vs {k['top1'][1]:.1f} (2); "
                  f"{k['predictions_differing']} of {k['n_test'][0]} test predictions differ; notebook_launcher = torchrun: "
                  f"{'yes' if k.get('launcher_equals_torchrun') else 'no'}"))
-    wall = ', '.join(f"{h} {t / 60:.1f} min" for h, t in rec.get('wall_s', {}).items())
+    w = rec.get('wall_s', {})
+    wall = ', '.join(f"{h} {w[h] / 60:.1f} min" for h in ('one', 'torchrun', 'launcher') if h in w)
     return (f"{'Passed' if rec['ok'] else '**Failed**'}: one process vs two{f' ({wall})' if wall else ''}.\n\n| stage | 1 vs 2 processes |\n|---|---|\n"
             + ''.join(f"| {a} | {b} |\n" for a, b in rows))
 

@@ -23,7 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path: sys.path.insert(0, str(REPO))
 
-from diffaug.experiments import prepare_workdir, head_commit  # the work copy: nbs/93_experiments.ipynb
+from diffaug.experiments import prepare_workdir  # the work copy: nbs/93_experiments.ipynb
 from diffaug.rehearsal import rehearse, rehearsal_table, paper_setups  # nbs/94_rehearsal.ipynb
 from diffaug.processes import rehearse_processes, process_table  # nbs/95_processes.ipynb
 from diffaug.files import atomic_write_text, atomic_write_json
@@ -42,21 +42,8 @@ def main(argv=None) -> int:
     ap.add_argument('--table-only', action='store_true', help='only rewrite table.md')
     ap.add_argument('--processes', action='store_true', help="one process vs two at SD 1.5's architecture (results/rehearsal/processes/)")
     a = ap.parse_args(argv)
-    if a.processes:
-        # Each stage in a launch of its own, as DVC runs them (one stage, one process group). One torchrun process that runs
-        # concepts in bf16 and then classification in fp32 is refused by accelerate (its state keeps the first mixed
-        # precision, and models.make_accelerator rebuilds it only for a single process): found by this rehearsal on
-        # 2026-12-05; until make_accelerator rebuilds a multi-process state too, the launches are split here.
-        import diffaug.processes as P
-        launch = P.process_launch
-        def per_stage(spec, folder, how='one', stages=P.PROCESS_STAGES):
-            for st in ([None] if how == 'launcher' else stages): launch(spec, folder, how, *([] if st is None else [(st,)]))
-            return Path(folder)
-        P.process_launch = per_stage
+    if a.processes:  # each launch runs every stage in one process group (concepts in bf16, then classification in fp32)
         rec = rehearse_processes(a.cache.resolve(), a.cache.resolve()/'processes', a.results/'processes')
-        if not rec.get('commit'):  # run in the repository itself (not a work copy): its HEAD is the code that ran
-            rec['commit'] = head_commit(REPO); atomic_write_json(a.results/'processes'/'sd15.json', rec)
-        rec = json.loads((a.results/'processes'/'sd15.json').read_text())  # the table of the record as stored (keys sorted)
         atomic_write_text(a.results/'processes'/'sd15.md', process_table(rec)); print(process_table(rec))
         return 0 if rec['ok'] else 1
     names = paper_setups(REPO/'params') if a.all else a.setups

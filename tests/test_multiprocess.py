@@ -23,7 +23,8 @@ def runs(tmp_path_factory):
     d = tmp_path_factory.mktemp('mp')
     spec = dict(split=str(make_toy_split(d/'toy', n_classes=3, shots=2, per_class=4)), model=str(make_tiny_sd(d/'tiny-sd')),
                 clip_model=str(make_tiny_clip(d/'tiny-clip')),
-                concepts=str(d/'one'/'concepts'), classifier=dict(model='test_resnet', image_size=32))
+                concepts=str(d/'one'/'concepts'), classifier=dict(model='test_resnet', image_size=32, precision='bf16'))
+    # one launch runs concepts in fp32, then classification in bf16: the state is rebuilt, the process group kept
     for how in ('one', 'torchrun', 'launcher'): process_launch(spec, d/how, how)
     return d
 

@@ -193,7 +193,7 @@ REGISTRY_TEST = 'tests/test_pipeline.py::test_params_yaml_runs_come_from_the_reg
 STAGE_HELP = 'tests/test_pipeline.py::test_stage_help_lists_the_declared_parameters'
 # the repository's consistency checks the recipes must leave passing (test_pipeline's and test_structure's; and STAGE_HELP)
 CHECKS = [REGISTRY_TEST] + [f'tests/test_pipeline.py::test_{t}' for t in (
-    'params_yaml_holds_only_overrides_and_wiring', 'setup_files_are_valid',
+    'params_yaml_holds_only_overrides_and_wiring', 'setup_files_are_valid', 'dvc_yaml_follows_the_stage_graph', 'params_yaml_writes_each_path_once',
     'every_stage_notebook_has_one_parameters_cell', 'one_name_per_stage_and_deps_cover_the_code')] + [
     f'tests/test_structure.py::test_{t}' for t in ('imports_go_down_the_table', 'every_exported_module_has_its_chapter', 'stages_do_not_reach_the_fixtures')]
 IMPORTER_TESTS = ['tests/test_importers.py::test_prepare_with_importer', 'tests/test_importers.py::test_prepare_needs_the_raw_download_folder[shapes]',
@@ -298,7 +298,7 @@ DVC_STAGE = '''
     deps:
       - diffaug
       - nbs/74_recolor.ipynb
-      - ${recolor.split}
+      - ${prepare.split_path}
       - ${prepare.root}
     params:
       - recolor
@@ -352,15 +352,16 @@ def new_compared_method(repo: Path):
               row + "    MethodSpec('soft-guidance', 'img2img', None, 'source', 'fixed', 0.3, (), reference='the recipe test'),\n")
 
 
-# (3) A new stage: the chapter (a jupytext percent script, converted), its `STAGES` entry (nbs/91_params.ipynb), its
-# params.yaml section (paths only), its dvc.yaml stage
+# (3) A new stage: the chapter (a jupytext percent script, converted), its `STAGES` entry (nbs/90_graph.ipynb: its inputs
+# named by the stage they come from), its params.yaml section (what it writes), its dvc.yaml stage
 def new_stage(repo: Path):
     script = repo.parent/'74_recolor.py'; script.write_text(STAGE_NB)
     run([BIN/'jupytext', '--to', 'ipynb', '-o', 'nbs/74_recolor.ipynb', script], repo)
-    last = "                              \"train the mini world's species oracle (frozen in dvc.yaml)\"),\n"
-    edit_cell(repo/'nbs'/'91_params.ipynb', 'STAGES = {', last,
-              last + "    'recolor': Stage('74_recolor.ipynb', 'diffaug.recolor:RecolorConfig', ('split', 'out'), \"a made-up method's set (the recipe test)\"),\n")
-    with open(repo/'params.yaml', 'a', encoding='utf-8') as f: f.write('\nrecolor:                      # nbs/74_recolor.ipynb\n  split: data/split.json\n  out: data/synthetic/recolor\n')
+    last = "                              \"train the mini world's species oracle (frozen in dvc.yaml)\", outs=('out',)),\n"
+    edit_cell(repo/'nbs'/'90_graph.ipynb', 'STAGES = {', last,
+              last + "    'recolor': Stage('74_recolor.ipynb', 'diffaug.recolor:RecolorConfig', ('split', 'out'), \"a made-up method's set (the recipe test)\",\n"
+                     "                     inputs={'split': SPLIT}, reads=ROOT, outs=('out',)),\n")
+    with open(repo/'params.yaml', 'a', encoding='utf-8') as f: f.write('\nrecolor:                      # nbs/74_recolor.ipynb\n  out: data/synthetic/recolor\n')
     with open(repo/'dvc.yaml', 'a', encoding='utf-8') as f: f.write(DVC_STAGE)
 
 
