@@ -159,9 +159,12 @@ def nearest(value, names, cutoff:float=0.0)->str:
 
 CHECKED_ENV = 'DIFFAUG_CHECKED'  # the runner tells the stage's kernel which config it checked (its `digest`)
 _FIELD_DOCS = {}  # class -> its docments: reading a class's source parses its whole module (40 ms), once per class
+# a field's line `    name:type=default # docment`, then the docment's continuation lines (indented more than the field)
+_FIELD_RE = _re.compile(r'^\s{4}(\w+)\s*:[^#\n]*#\s*(.+)$((?:\n {5,}#.*$)*)', _re.M)
 
 def _field_docs(cls)->dict:
-    "The trailing-comment docments of a dataclass's fields (this class and its bases), by name."
+    """The trailing-comment docments of a dataclass's fields (this class and its bases), by name; a docment goes on over
+    more indented `# ...` lines right under its field (joined with a space)."""
     if cls in _FIELD_DOCS: return _FIELD_DOCS[cls]
     out = {}
     for k in reversed(cls.__mro__):
@@ -171,7 +174,9 @@ def _field_docs(cls)->dict:
             import linecache
             fns = [v for v in vars(k).values() if inspect.isfunction(v)]
             src = ''.join(linecache.getlines(fns[0].__code__.co_filename)) if fns else ''
-        for m in _re.finditer(r'^\s{4}(\w+)\s*:[^#\n]*#\s*(.+)$', src, _re.M): out[m.group(1)] = m.group(2).strip()
+        for m in _FIELD_RE.finditer(src):
+            more = [l.strip()[1:].strip() for l in m.group(3).split('\n') if l.strip()]
+            out[m.group(1)] = ' '.join([m.group(2).strip(), *more])
     _FIELD_DOCS[cls] = out
     return out
 
