@@ -30,16 +30,21 @@ def soft_label(src:int, # source class index (the real image's class)
                scale:float=1.0, # overall scale of the vector (Diff-Mix's code uses 0.9 for most datasets)
               )->np.ndarray:
     "Diff-Mix's label `scale·((1 − s^γ)·e_src + s^γ·e_tar)` as a float64 vector of length `num_classes`."
-    check_param(isinstance(num_classes, (int, np.integer)) and num_classes >= 1, 'num_classes', num_classes, 'an integer >= 1')
+    check_param(isinstance(num_classes, (int, np.integer)) and num_classes >= 1, 'num_classes', num_classes,
+                'an integer >= 1')
     for name, v in (('src', src), ('tar', tar)):
-        check_param(isinstance(v, (int, np.integer)) and 0 <= v < num_classes, name, v, f'a class index in [0, {num_classes})')
+        check_param(isinstance(v, (int, np.integer)) and 0 <= v < num_classes, name, v,
+                    f'a class index in [0, {num_classes})')
     check_param(0.0 <= strength <= 1.0, 'strength', strength, 'a number in [0, 1]')
     check_param(gamma >= 0, 'gamma', gamma, 'a number >= 0')
     check_param(0.0 < scale <= 1.0, 'scale', scale, 'a number in (0, 1]')
     y = np.zeros(num_classes, dtype=np.float64)
-    if src == tar: y[src] = scale; return y  # (1 − a) + a = 1 mathematically; exact here, not up to rounding
+    if src == tar:
+        y[src] = scale
+        return y  # (1 − a) + a = 1 mathematically; exact here, not up to rounding
     a = float(strength) ** float(gamma)
-    y[src] = scale * (1.0 - a); y[tar] = scale * a
+    y[src] = scale * (1.0 - a)
+    y[tar] = scale * a
     return y
 
 # %% ../nbs/45_annotation.ipynb #d3c5183a
@@ -76,17 +81,24 @@ def row_weights(row:dict, # a metadata.csv row (strings)
     if label not in idx: raise ValueError(f"{where}: label {label!r} is not one of the classes {list(classes)}")
     if hard or not target: return {label: float(scale)}
     if target not in idx: raise ValueError(f"{where}: target {target!r} is not one of the classes {list(classes)}")
-    if target != label: raise ValueError(f"{where}: an inter-class row must have label == target, got label {label!r}, target {target!r}")
+    if target != label:
+        raise ValueError(f"{where}: an inter-class row must have label == target, got label {label!r}, target "
+                         f"{target!r}")
     ids = [s for s in (row.get('source_ids') or '').split(';') if s]
-    if len(ids) != 1: raise ValueError(f"{where}: an inter-class row needs exactly one source id, got {row.get('source_ids')!r}")
-    if ids[0] not in source_class: raise ValueError(f"{where}: source id {ids[0]!r} is not an item of the split (an inter-class row needs the split to find its source class)")
+    if len(ids) != 1:
+        raise ValueError(f"{where}: an inter-class row needs exactly one source id, got {row.get('source_ids')!r}")
+    if ids[0] not in source_class:
+        raise ValueError(f"{where}: source id {ids[0]!r} is not an item of the split (an inter-class row needs the "
+                         f"split to find its source class)")
     try: s = float(row.get('strength'))
-    except (TypeError, ValueError): raise ValueError(f"{where}: an inter-class row needs a numeric strength, got {row.get('strength')!r}") from None
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}: an inter-class row needs a numeric strength, got {row.get('strength')!r}") from None
     y = soft_label(idx[source_class[ids[0]]], idx[target], s, gamma, len(classes), scale)
     return {c: float(y[i]) for i, c in enumerate(classes) if y[i] != 0}
 
 # %% ../nbs/45_annotation.ipynb #8c187909
-def split_classes_and_sources(split:str|Path|dict|Split, # a split file (see `diffaug.data.load_split`), its dict, or a `Split`
+def split_classes_and_sources(
+        split:str|Path|dict|Split, # a split file (see `diffaug.data.load_split`), its dict, or a `Split`
                              )->tuple[list[str], dict]:
     "Class names in label order and the map real image id -> class name, from a split."
     if isinstance(split, Split): return list(split.classes), {k: it['label'] for k, it in split.by_id().items()}
@@ -100,7 +112,8 @@ def split_classes_and_sources(split:str|Path|dict|Split, # a split file (see `di
 
 # %% ../nbs/45_annotation.ipynb #65b64e9f
 def annotate(synthetic_dir:str|Path, # a synthetic set (class folders + metadata.csv)
-             split:str|Path|dict|None=None, # the split (classes + source image classes); None: classes from info.json, no inter-class rows allowed
+             # the split (classes + source image classes); None: classes from info.json, no inter-class rows allowed
+             split:str|Path|dict|None=None,
              out_dir:str|Path|None=None, # where the annotated set goes; None: annotate in place
              gamma:float=0.5, # Diff-Mix's γ (the authors' safe default)
              scale:float=1.0, # overall label scale (Diff-Mix's code: 0.9)
@@ -108,20 +121,25 @@ def annotate(synthetic_dir:str|Path, # a synthetic set (class folders + metadata
             )->Path:
     "Write the `soft_label` column of `synthetic_dir`'s metadata.csv (into `out_dir`, or in place)."
     sdir = Path(synthetic_dir)
-    check_param(gamma >= 0, 'gamma', gamma, 'a number >= 0'); check_param(0 < scale <= 1, 'scale', scale, 'a number in (0, 1]')
-    if not (sdir/'metadata.csv').is_file(): raise FileNotFoundError(f"{sdir/'metadata.csv'}: no such file (is {sdir} a finalized synthetic set?)")
+    check_param(gamma >= 0, 'gamma', gamma, 'a number >= 0')
+    check_param(0 < scale <= 1, 'scale', scale, 'a number in (0, 1]')
+    if not (sdir/'metadata.csv').is_file():
+        raise FileNotFoundError(f"{sdir/'metadata.csv'}: no such file (is {sdir} a finalized synthetic set?)")
     rows = read_metadata_csv(sdir/'metadata.csv')
     info_p = sdir/'info.json'
     info = json.loads(info_p.read_text(encoding='utf-8')) if info_p.exists() else {}
     if split is not None: classes, source_class = split_classes_and_sources(split)
     elif 'classes' in info: classes, source_class = list(info['classes']), {}
     else: raise ValueError(f"{sdir}: no split given and info.json has no 'classes'; pass split=")
-    weights = [row_weights(r, classes, source_class, gamma, scale, hard) for r in progress(rows, desc='annotate', leave=False)]
+    weights = [row_weights(r, classes, source_class, gamma, scale, hard)
+               for r in progress(rows, desc='annotate', leave=False)]
     for r, w in zip(rows, weights): r['soft_label'] = soft_label_json(w)
     n_soft = sum(len(w) > 1 for w in weights)
-    info['annotation'] = dict(gamma=float(gamma), scale=float(scale), hard=bool(hard), rows=len(rows), soft=n_soft, one_hot=len(rows) - n_soft)
+    info['annotation'] = dict(gamma=float(gamma), scale=float(scale), hard=bool(hard), rows=len(rows), soft=n_soft,
+                              one_hot=len(rows) - n_soft)
     if out_dir is None or Path(out_dir).resolve() == sdir.resolve():
-        write_metadata_csv(sdir/'metadata.csv', rows); atomic_write_json(info_p, info)
+        write_metadata_csv(sdir/'metadata.csv', rows)
+        atomic_write_json(info_p, info)
         return sdir
     out = Path(out_dir)
     with staged_dir(out, overwrite=True) as tmp:  # the annotated set appears whole, or not at all
@@ -129,8 +147,10 @@ def annotate(synthetic_dir:str|Path, # a synthetic set (class folders + metadata
             f = sdir/r['file_name']
             if not f.exists(): raise FileNotFoundError(f"{f}: listed in {sdir/'metadata.csv'} but missing")
             link_or_copy(f, tmp/r['file_name'])
-        keep_class_folders(tmp, info.get('folders') or [class_folder(i, c) for i, c in enumerate(classes)])  # empty classes too
-        write_metadata_csv(tmp/'metadata.csv', rows); atomic_write_json(tmp/'info.json', info)
+        # empty classes too
+        keep_class_folders(tmp, info.get('folders') or [class_folder(i, c) for i, c in enumerate(classes)])
+        write_metadata_csv(tmp/'metadata.csv', rows)
+        atomic_write_json(tmp/'info.json', info)
     return out
 
 # %% ../nbs/45_annotation.ipynb #611e3a00
@@ -138,12 +158,15 @@ def annotate(synthetic_dir:str|Path, # a synthetic set (class folders + metadata
 class AnnotationConfig(StageConfig):
     "Parameters of the `annotation` stage."
     synthetic:str|None=None # the synthetic set to annotate: a folder with metadata.csv (required)
-    split:str|None=None # the split JSON the set was made from (None: classes from the set's info.json, and inter-class rows fail)
+    split:str|None=None # the split JSON the set was made from (None: classes from the set's info.json, and inter-class
+        # rows fail)
     out:str|None=None # the annotated set's folder (None: annotate in place)
-    gamma:float=0.5 # Diff-Mix's γ in ŷ = (1 − s^γ)·e_src + s^γ·e_tar, >= 0 (authors: 0.5 is safe; few-shot smaller, all-shot larger)
+    gamma:float=0.5 # Diff-Mix's γ in ŷ = (1 − s^γ)·e_src + s^γ·e_tar, >= 0 (authors: 0.5 is safe; few-shot smaller,
+        # all-shot larger)
     scale:float=1.0 # overall label scale in (0, 1] (the paper's formula: 1; Diff-Mix's code: 0.9 for most datasets)
     hard:bool=False # one-hot labels for every row, even translations (the hard-label ablation)
-    methods:list|None=None # several sets in one process: one per method, `{method}` in synthetic and out replaced by its name (the stage); None: the one set
+    methods:list|None=None # several sets in one process: one per method, `{method}` in synthetic and out replaced by
+        # its name (the stage); None: the one set
 
     def check(self, files:bool=True, # also check the inputs: the set's metadata.csv, the split file
              ):
@@ -154,7 +177,9 @@ class AnnotationConfig(StageConfig):
         self.need_path('synthetic', 'dir', files=files, parts=('metadata.csv',))
         self.need_path('split', 'file', files=files, none=True)
         self.need_path('out', 'dir', files=False, none=True)
-        self.need_num('gamma', 0); self.need_num('scale', 0, 1, lo_open=True); self.need_bool('hard')
+        self.need_num('gamma', 0)
+        self.need_num('scale', 0, 1, lo_open=True)
+        self.need_bool('hard')
         if files and self.split is None:
             f = Path(self.synthetic)/'info.json'
             self.need(f.is_file() and 'classes' in json.loads(f.read_text(encoding='utf-8')), 'split',
@@ -164,10 +189,12 @@ class AnnotationConfig(StageConfig):
 def run_annotation(cfg:AnnotationConfig|None=None, # the stage's parameters
                    **kw, # or some of them as keywords (over `cfg`)
                   )->dict:
-    "The annotation stage: label every image of a synthetic set (or of one set per method); returns the annotated folder and the row counts."
+    """The annotation stage: label every image of a synthetic set (or of one set per method); returns the annotated
+    folder and the row counts."""
     c = AnnotationConfig.of(cfg, **kw).checked()
     if c.methods is not None: return {'sets': [run_annotation(x) for x in c.per_method(c.methods)]}
     res = annotate(c.synthetic, c.split, c.out, gamma=c.gamma, scale=c.scale, hard=c.hard)
     info = json.loads((res/'info.json').read_text(encoding='utf-8'))['annotation']
-    print(f"annotated {info['rows']} images in {res}: {info['soft']} soft, {info['one_hot']} one-hot (γ={c.gamma}, scale={c.scale})")
+    print(f"annotated {info['rows']} images in {res}: {info['soft']} soft, {info['one_hot']} one-hot (γ={c.gamma}, "
+          f"scale={c.scale})")
     return {'out': str(res), 'rows': info['rows'], 'soft': info['soft'], 'one_hot': info['one_hot']}

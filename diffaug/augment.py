@@ -19,20 +19,24 @@ from .core import ParamError, progress
 from .files import ImageLoadError, atomic_write_text
 
 # %% ../nbs/96_augment.ipynb #208766a6
-DIFFII_SECTIONS = ('prepare', 'suffixes', 'concepts', 'inversion', 'interpolation')  # the stages Diff-II needs (plus tiny_model for the toy model)
-MODEL_SECTIONS = ('concepts', 'concepts_ti', 'synthesis', 'inversion')  # those that load the diffusion model (the concepts stage's: nbs/90)
+# the stages Diff-II needs (plus tiny_model for the toy model)
+DIFFII_SECTIONS = ('prepare', 'suffixes', 'concepts', 'inversion', 'interpolation')
+# those that load the diffusion model (the concepts stage's: nbs/90)
+MODEL_SECTIONS = ('concepts', 'concepts_ti', 'synthesis', 'inversion')
 
 RECIPES = {
     'paper': {},  # the stage classes' defaults: the paper's values
     'mini': {     # the mini-world setups' values (params/miniworld-5shot.yaml): small models on a CPU
         'suffixes': {'source': 'builtin'},
-        'concepts': {'steps': 400, 'lr_embed': 0.005, 'lr_lora': 0.001, 'rank': 4, 'batch_size': 8, 'checkpoint_every': 100, 'precision': 'fp32'},
+        'concepts': {'steps': 400, 'lr_embed': 0.005, 'lr_lora': 0.001, 'rank': 4, 'batch_size': 8,
+                     'checkpoint_every': 100, 'precision': 'fp32'},
         'inversion': {'steps': 25, 'batch_size': 8, 'precision': 'fp32'},
         'interpolation': {'steps': 25, 'guidance_scale': 5.0, 'batch_size': 8, 'precision': 'fp32'},
         # the comparison (methods other than Diff-II) at the same scale
         'concepts_ti': {'steps': 400, 'lr_embed': 0.005, 'batch_size': 8, 'checkpoint_every': 100, 'precision': 'fp32'},
         'synthesis': {'steps': 25, 'guidance_scale': 5.0, 'batch_size': 8, 'precision': 'fp32',
-                      'clip_model': 'data/models/tiny-clip'},  # Real-Filter's CLIP: the tiny_model stage's (no real CLIP offline)
+                      # Real-Filter's CLIP: the tiny_model stage's (no real CLIP offline)
+                      'clip_model': 'data/models/tiny-clip'},
     },
 }
 
@@ -52,7 +56,8 @@ def _source_of(folder)->str:
 def diffii_setup(folder:str|Path, # your images: one sub-folder per class (any names), or a `datasets` directory
                  metaclass:str|None=None, # the word prompts use, e.g. "bird" (None: the folder's dataset.json)
                  shots:int|str=5, # training images per class, or "all"
-                 model:str='models/miniworld', # SD 1.x: a hub id (stable-diffusion-v1-5/stable-diffusion-v1-5) or a diffusers folder
+                 # SD 1.x: a hub id (stable-diffusion-v1-5/stable-diffusion-v1-5) or a diffusers folder
+                 model:str='models/miniworld',
                  recipe:str='auto', # "auto", "paper" or "mini" (`RECIPES`)
                  device:str='auto', # "auto", "cpu", "cuda", "cuda:N", "mps"
                  precision:str|None=None, # "fp32", "fp16", "bf16", "auto" (None: the recipe's)
@@ -66,7 +71,8 @@ def diffii_setup(folder:str|Path, # your images: one sub-folder per class (any n
     if recipe == 'auto': recipe = recipe_for(model)
     if recipe not in RECIPES: raise ParamError(f"recipe={recipe!r}: expected 'auto' or one of {', '.join(RECIPES)}")
     folder = Path(folder).expanduser()
-    prep = {'source': _source_of(folder) if source == 'auto' else source, 'raw': str(folder.resolve()), 'metaclass': metaclass,
+    prep = {'source': _source_of(folder) if source == 'auto' else source, 'raw': str(folder.resolve()),
+            'metaclass': metaclass,
             'kind': 'full' if shots == 'all' else 'few-shot', 'val_per_class': 0, 'test': 'auto' if compare else 'none'}
     if shots != 'all': prep['shots'] = shots
     secs = ['prepare', *DIFFII_SECTIONS[1:]] + (['concepts_ti', 'synthesis'] if compare else [])
@@ -94,9 +100,11 @@ def check_setup(setup:dict, # `diffii_setup`'s sections
                 wiring:dict, # {section: {output parameter: path}}
                 built:tuple=(), # model paths a pipeline stage builds first (checked for their form only)
                )->dict:
-    "Check every stage's parameters, the model folders and every image of the user's folder; returns the classes' image counts."
+    """Check every stage's parameters, the model folders and every image of the user's folder; returns the classes'
+    image counts."""
     from diffaug.models import need_model
-    from diffaug.data import Dataset, DatasetError  # deferred: diffaug.data imports torch, which the CLI's start does without
+    # deferred: diffaug.data imports torch, which the CLI's start does without
+    from diffaug.data import Dataset, DatasetError
     per_run = {'synthesis': {'method': 'diff-mix'}}  # given per run by dvc.yaml (checked with one)
     cfgs = stage_configs({s: {**per_run.get(s, {}), **kv} for s, kv in setup.items()}, wiring)
     for s, c in cfgs.items():
@@ -109,7 +117,9 @@ def check_setup(setup:dict, # `diffii_setup`'s sections
     except (DatasetError, ImageLoadError) as e: raise ParamError(str(e)) from None
     counts = ds.counts()
     single = [c for c, n in counts.items() if n == 1]
-    if single: warnings.warn(f"{len(single)} class(es) have a single image, so Diff-II cannot interpolate there: their synthetic images "
+    if single:
+        warnings.warn(f"{len(single)} class(es) have a single image, so Diff-II cannot interpolate there: their "
+                      f"synthetic images "
                              f"start from Gaussian noise (with the class's concept): {single[:5]}")
     return counts
 
@@ -119,24 +129,29 @@ def work_wiring(work:str|Path, # the folder for the intermediate results
                )->dict:
     "Where the Diff-II stages write, inside `work` (what each reads follows from `diffaug.graph.STAGES`)."
     w = Path(work)
-    return {'prepare': {'root': str(w/'dataset'), 'split_path': str(w/'split.json')}, 'suffixes': {'out': str(w/'suffixes.txt')},
-            'concepts': {'out': str(w/'concepts')}, 'inversion': {'out': str(w/'inversions')}, 'interpolation': {'out': str(out)}}
+    return {'prepare': {'root': str(w/'dataset'), 'split_path': str(w/'split.json')},
+            'suffixes': {'out': str(w/'suffixes.txt')},
+            'concepts': {'out': str(w/'concepts')}, 'inversion': {'out': str(w/'inversions')},
+            'interpolation': {'out': str(out)}}
 
 def run_setup(setup:dict, # `diffii_setup`'s sections
               wiring:dict, # {section: {output parameter: path}}
              )->dict:
     "Check, then run the Diff-II stages in order with their own `run_*` functions; returns each stage's result."
-    from diffaug.prepare import run_prepare  # deferred with the other stages: they import torch (and the diffusion libraries)
+    # deferred with the other stages: they import torch (and the diffusion libraries)
+    from diffaug.prepare import run_prepare
     from diffaug.suffixes import run_suffixes
     from diffaug.concept_training import run_concepts
     from diffaug.inversion import run_inversion
     from diffaug.interpolation import run_interpolation
     check_setup(setup, wiring)
     cfgs = stage_configs({s: setup[s] for s in DIFFII_SECTIONS}, wiring)
-    runs = {'prepare': run_prepare, 'suffixes': run_suffixes, 'concepts': run_concepts, 'inversion': run_inversion, 'interpolation': run_interpolation}
+    runs = {'prepare': run_prepare, 'suffixes': run_suffixes, 'concepts': run_concepts, 'inversion': run_inversion,
+            'interpolation': run_interpolation}
     res = {}
     for s in (bar := progress(DIFFII_SECTIONS, desc='diff-ii')):
-        bar.set_postfix_str(s); res[s] = runs[s](cfgs[s])
+        bar.set_postfix_str(s)
+        res[s] = runs[s](cfgs[s])
     return res
 
 def augment_folder(folder:str|Path, # your images: one sub-folder per class (any names), or a `datasets` directory
@@ -147,7 +162,8 @@ def augment_folder(folder:str|Path, # your images: one sub-folder per class (any
                    work:str|Path|None=None, # intermediate results (None: `<out>.work` beside `out`)
                    **kw, # more `diffii_setup` arguments: recipe, device, precision, source, settings
                   )->dict:
-    "Diff-II on a folder of images: learn the concepts, invert, interpolate, write the synthetic set; returns where and how many."
+    """Diff-II on a folder of images: learn the concepts, invert, interpolate, write the synthetic set; returns where
+    and how many."""
     out = Path(out)
     work = Path(work) if work is not None else out.parent/f"{out.name}.work"
     res = run_setup(diffii_setup(folder, metaclass, shots, model, **kw), work_wiring(work, out))
@@ -159,10 +175,12 @@ def augment_folder(folder:str|Path, # your images: one sub-folder per class (any
 def dvc_setup(setup:dict, # `diffii_setup`'s sections
               params_file:str|Path='params.yaml', # the pipeline's parameter file (wiring and the toy default's values)
              )->dict:
-    "The setup as overrides of `params_file`: its values where given, else the stage's default for every key the file sets."
+    """The setup as overrides of `params_file`: its values where given, else the stage's default for every key the file
+    sets."""
     from diffaug.params import load_yaml, stage_resets
     base = load_yaml(Path(params_file).read_text()) or {}
-    return {s: {**stage_resets(s, base.get(s) or {}, kv), **kv} for s, kv in setup.items()}  # the resets written out, as `setup` applies them
+    # the resets written out, as `setup` applies them
+    return {s: {**stage_resets(s, base.get(s) or {}, kv), **kv} for s, kv in setup.items()}
 
 def dvc_wiring(params_file:str|Path='params.yaml')->dict:
     "Where the stages of `params_file` write: {section: {output parameter: path}}."
@@ -177,23 +195,33 @@ def write_setup_file(setup:dict, # `dvc_setup`'s overrides
                      command:str='', # the command that made it (a comment)
                     )->Path:
     "Write the setup as a parameter file that `python -m diffaug.pipeline setup <file>` runs."
-    head = ("# Diff-II on your own images: written by `python -m diffaug.pipeline setup --folder ...`" + (f"\n#   {command}" if command else '') +
-            "\n# Run it again with: python -m diffaug.pipeline setup " + Path(path).as_posix() + " (add --print to see the dvc command)\n")
+    head = ("# Diff-II on your own images: written by `python -m diffaug.pipeline setup --folder ...`" +
+            (f"\n#   {command}" if command else '') +
+            "\n# Run it again with: python -m diffaug.pipeline setup " + Path(path).as_posix() +
+            " (add --print to see the dvc command)\n")
     return atomic_write_text(path, head + yaml.safe_dump(setup, sort_keys=False, allow_unicode=True))
 
+# %% ../nbs/96_augment.ipynb #ffe2b012
+# long: the command line of `setup --folder`: its flags, checks and run read as one, top to bottom
 def setup_main(argv:list, # the arguments after `setup`
                params_file:str='params.yaml', # the pipeline's parameter file
               )->int:
     "`python -m diffaug.pipeline setup --folder DIR ...`: check, write params/own/<name>.yaml, run the DVC experiment."
-    from diffaug.params import setup_parser, setup_settings, setup_command, experiment_name, check_name_free, run_setup_command, load_yaml
+    from diffaug.params import (setup_parser, setup_settings, setup_command, experiment_name, check_name_free,
+                                run_setup_command, load_yaml)
     from diffaug.rehearsal import rehearse_setup
     ap = setup_parser('python -m diffaug.pipeline setup --folder',
-                      'Diff-II on your own images as a DVC experiment (checks everything first); the setup file is params/own/<name>.yaml.', params_file)
-    ap.add_argument('--folder', required=True, help='your images: one sub-folder per class, or a datasets save_to_disk / imagefolder directory')
-    ap.add_argument('--metaclass', default=None, help='the word prompts use, e.g. bird (required unless the folder has a dataset.json)')
+                      'Diff-II on your own images as a DVC experiment (checks everything first); the setup file is '
+                      'params/own/<name>.yaml.', params_file)
+    ap.add_argument('--folder', required=True,
+                    help='your images: one sub-folder per class, or a datasets save_to_disk / imagefolder directory')
+    ap.add_argument('--metaclass', default=None,
+                    help='the word prompts use, e.g. bird (required unless the folder has a dataset.json)')
     ap.add_argument('--shots', default='5', help='training images per class, or "all" (default 5)')
-    ap.add_argument('--model', default='models/miniworld', help='SD 1.x hub id or diffusers folder (default: the shipped mini model)')
-    ap.add_argument('--methods', default='diff-ii', choices=['diff-ii', 'all'], help='diff-ii (default): only its stages; all: the whole comparison')
+    ap.add_argument('--model', default='models/miniworld',
+                    help='SD 1.x hub id or diffusers folder (default: the shipped mini model)')
+    ap.add_argument('--methods', default='diff-ii', choices=['diff-ii', 'all'],
+                    help='diff-ii (default): only its stages; all: the whole comparison')
     ap.add_argument('--recipe', default='auto', help='auto, paper or mini (default auto: paper for SD-1.5-size models)')
     ap.add_argument('--device', default='auto', help='auto, cpu, cuda, cuda:N, mps')
     ap.add_argument('--precision', default=None, help='fp32, fp16, bf16 or auto (default: the recipe\'s)')
@@ -202,20 +230,31 @@ def setup_main(argv:list, # the arguments after `setup`
     try:
         shots = a.shots if a.shots == 'all' else int(a.shots) if a.shots.isdigit() else a.shots
         settings = setup_settings(a.sets)
-        built = [b for b in [((load_yaml(Path(a.params).read_text()) or {}).get('tiny_model') or {}).get('out')] if b]  # the toy model: a stage builds it
-        recipe = 'mini' if a.recipe == 'auto' and a.model in built and not Path(a.model).exists() else a.recipe  # (tiny)
-        setup = diffii_setup(a.folder, a.metaclass, shots, a.model, recipe, a.device, a.precision, a.source, a.methods == 'all', settings)
+        # the toy model: a stage builds it
+        built = [b for b in [((load_yaml(Path(a.params).read_text()) or {}).get('tiny_model') or {}).get('out')] if b]
+        # (tiny)
+        recipe = 'mini' if a.recipe == 'auto' and a.model in built and not Path(a.model).exists() else a.recipe
+        setup = diffii_setup(a.folder, a.metaclass, shots, a.model, recipe, a.device, a.precision, a.source,
+                             a.methods == 'all', settings)
         with warnings.catch_warnings(record=True) as notes:
-            warnings.simplefilter('always'); counts = check_setup(setup, dvc_wiring(a.params), built=built)
+            warnings.simplefilter('always')
+            counts = check_setup(setup, dvc_wiring(a.params), built=built)
         for w in notes: print(f"note: {w.message}", file=sys.stderr, flush=True)
         name = experiment_name(a.name or Path(a.folder).expanduser().resolve().name, 'own')
-        if not (a.print_only or a.rehearse): check_name_free(name)  # before the setup file of the existing experiment is replaced
-        f = write_setup_file(dvc_setup(setup, a.params), Path('params')/'own'/f'{name}.yaml', shlex.join(['python', '-m', 'diffaug.pipeline', 'setup', *argv]))
+        if not (a.print_only or a.rehearse):
+            check_name_free(name)  # before the setup file of the existing experiment is replaced
+        f = write_setup_file(dvc_setup(setup, a.params), Path('params')/'own'/f'{name}.yaml',
+                             shlex.join(['python', '-m', 'diffaug.pipeline', 'setup', *argv]))
         cmd = setup_command(f, a.params, a.queue, name=name) + ([] if a.methods == 'all' else ['interpolation'])
     except ParamError as e:
-        print(f"error: {e}", file=sys.stderr, flush=True); return 2
-    if a.rehearse: return rehearse_setup(f, {f'{s}.{k}': v for s, kv in settings.items() for k, v in kv.items()}, name, a.print_only, a.params)
-    if counts: print(f"{len(counts)} classes, {sum(counts.values())} images: " + ', '.join(f"{c!r} {n}" for c, n in list(counts.items())[:8]) + (' ...' if len(counts) > 8 else ''))
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        return 2
+    if a.rehearse:
+        return rehearse_setup(f, {f'{s}.{k}': v for s, kv in settings.items() for k, v in kv.items()}, name,
+                              a.print_only, a.params)
+    if counts:
+        print(f"{len(counts)} classes, {sum(counts.values())} images: " +
+              ', '.join(f"{c!r} {n}" for c, n in list(counts.items())[:8]) + (' ...' if len(counts) > 8 else ''))
     print(f"setup written to {f}\n{shlex.join(cmd)}", flush=True)
     if a.print_only: return 0
     r = run_setup_command(cmd, a.quiet)

@@ -18,61 +18,78 @@ __all__ = ['SYNTHETIC_METHODS', 'PRECISIONS', 'OUTPUT_FILES', 'method_names', 'C
 import numpy as np
 import torch
 from .core import ParamError, check_param, StageConfig, nearest, choose_device
-from .files import (atomic_write_text, atomic_write_json, atomic_save_safetensors, recorded_path, start_scratch, scratch_dir,
+from .files import (atomic_write_text, atomic_write_json, atomic_save_safetensors, recorded_path, start_scratch,
+                           scratch_dir,
                            digest, digests_cached)
 from .data import load_split
 from .classifier_data import REPLACE_WITH, TRANSFORMS
-from .training import MIXING, TORCHVISION, torchvision_model, train_classifier, group_name, shot_groups, shot_accuracy
+from .training import (MIXING, TORCHVISION, torchvision_model, train_classifier, group_name, shot_groups,
+                              shot_accuracy)
 
 # %% ../nbs/50_classification.ipynb #7ab6d9fb
-from .method_table import METHODS, OWN_STAGES  # the compared methods' registry (light: no diffusion library at import)
+# the compared methods' registry (light: no diffusion library at import)
+from .method_table import METHODS, OWN_STAGES
 SYNTHETIC_METHODS = {'synthetic', *METHODS, *OWN_STAGES}  # 'synthetic': any set, for experiments outside the comparison
 PRECISIONS = ('no', 'fp16', 'bf16')  # accelerate's names; "fp32" is read as "no"
-_TV_HELP = "torchvision:<arch>.<WEIGHTS> with a torchvision architecture and one of its weights (e.g. torchvision:vit_b_16.IMAGENET1K_SWAG_E2E_V1)"
+_TV_HELP = ("torchvision:<arch>.<WEIGHTS> with a torchvision architecture and one of its weights (e.g. "
+            "torchvision:vit_b_16.IMAGENET1K_SWAG_E2E_V1)")
 
 def method_names()->list:
     "All methods a classification run accepts."
     return list(MIXING) + sorted(SYNTHETIC_METHODS)
 
 # %% ../nbs/50_classification.ipynb #981568f4
+# long: the stage's config class: its fields and their checks are one declaration
 @dataclass
 class ClassificationConfig(StageConfig):
     "The parameters of one classification run, or of a matrix of runs (methods × seeds: the `classification` stage)."
     split:str|None=None # the split JSON written by prepare (required)
-    out:str|None=None # the run's output folder: metrics.json, epochs.csv, per_class.csv, predictions.csv, config.json; with `methods`: the matrix's folder, one `<method>/s<seed>/` per run (required)
+    out:str|None=None # the run's output folder: metrics.json, epochs.csv, per_class.csv, predictions.csv, config.json;
+        # with `methods`: the matrix's folder, one `<method>/s<seed>/` per run (required)
     method:str='original' # "original", "mixup", "cutmix" or a synthetic method (see `method_names()`)
-    synthetic:list|dict|None=None # synthetic-set folders; or {method: [folders]} (the run picks its method's); None: no synthetic data
+    synthetic:list|dict|None=None # synthetic-set folders; or {method: [folders]} (the run picks its method's); None: no
+        # synthetic data
     p:float=0.5 # probability that a real training sample is replaced by a synthetic one (paper: 0.5)
-    replace_with:str='source' # "source": derived from that real image (else its class); "class"; "any"; "inverse-frequency": class ∝ 1/(n_c+1)
-    model:str='resnet50.tv_in1k' # any timm model name, or "torchvision:<arch>.<WEIGHTS>" (the references' ViT-B/16: torchvision:vit_b_16.IMAGENET1K_SWAG_E2E_V1)
+    replace_with:str='source' # "source": derived from that real image (else its class); "class"; "any";
+        # "inverse-frequency": class ∝ 1/(n_c+1)
+    model:str='resnet50.tv_in1k' # any timm model name, or "torchvision:<arch>.<WEIGHTS>" (the references' ViT-B/16:
+        # torchvision:vit_b_16.IMAGENET1K_SWAG_E2E_V1)
     pretrained:bool=True # load timm's pretrained weights (needs the network or a filled HF cache)
     image_size:int=224 # training and test resolution, square (paper: 224 ResNet-50, 384 ViT-B/16)
-    crop_padding:int|None=None # random-crop padding; None: image_size // 28 (8 px at 224; the references: 8 at 224 and 384)
-    transform:str='reference' # "reference" (Diff-Mix's and Diff-II's few-shot code), "rrc-jitter" (Diff-II's long-tail code) or "resize" (this project's first transform); see `TRANSFORMS`
-    resize:int|None=None # side images are resized to before the crop ("reference", "rrc-jitter"); None: round(image_size·8/7), 256 at 224 (the references: 256 at 224, 440 at 384)
+    crop_padding:int|None=None # random-crop padding; None: image_size // 28 (8 px at 224; the references: 8 at 224 and
+        # 384)
+    transform:str='reference' # "reference" (Diff-Mix's and Diff-II's few-shot code), "rrc-jitter" (Diff-II's long-tail
+        # code) or "resize" (this project's first transform); see `TRANSFORMS`
+    resize:int|None=None # side images are resized to before the crop ("reference", "rrc-jitter"); None:
+        # round(image_size·8/7), 256 at 224 (the references: 256 at 224, 440 at 384)
     epochs:int=128 # training epochs (paper: 128 ResNet-50, 100 ViT-B/16)
     batch_size:int=256 # total batch size (paper: 256 ResNet-50, 32 ViT-B/16)
     lr:float=0.05 # peak learning rate, SGD (paper: 0.05 ResNet-50, 1e-3 ViT-B/16)
     momentum:float=0.9 # SGD momentum
     weight_decay:float=5e-4 # SGD weight decay
     warmup:float=0.1 # fraction of the steps with a linear warm-up
-    warmup_mode:str='multiply' # "multiply": the warm-up ramp multiplies a cosine over all steps (Diff-II's code); "sequential": warm-up, then a cosine over the remaining steps
+    warmup_mode:str='multiply' # "multiply": the warm-up ramp multiplies a cosine over all steps (Diff-II's code);
+        # "sequential": warm-up, then a cosine over the remaining steps
     label_smoothing:float=0.1 # ε of the smoothed targets
     mixup_alpha:float=1.0 # Beta(α, α) of Mixup (method mixup; Diff-II's code: 1)
     cutmix_alpha:float=1.0 # Beta(α, α) of CutMix (method cutmix; Diff-II's code: 1)
     mix_prob:float=0.3 # probability that Mixup mixes a batch / CutMix a sample (Diff-II's code: 0.3 each; 1: always)
     cutmix_per:str='sample' # CutMix's box and weight drawn per "sample" (Diff-II's code) or one per "batch"
     select:str='last' # "last" epoch, or best "val" accuracy (needs a val subset); never the test set
-    eval_split:str|None=None # evaluate on this split's test subset instead (e.g. Waterbirds after 5-shot CUB); same class names; None: the split's own
+    eval_split:str|None=None # evaluate on this split's test subset instead (e.g. Waterbirds after 5-shot CUB); same
+        # class names; None: the split's own
     eval_every:int=1 # evaluate val/test every this many epochs (the last epoch always)
     seed:int=0 # the run's seed (initialisation, order, replacement, augmentation)
-    methods:list|None=None # a matrix: train each of these methods once per seed of `seeds`, into `<out>/<method>/s<seed>/` (None: the one run `method`, `seed`)
+    methods:list|None=None # a matrix: train each of these methods once per seed of `seeds`, into
+        # `<out>/<method>/s<seed>/` (None: the one run `method`, `seed`)
     seeds:list|None=None # the matrix's seeds (with `methods`)
-    workers:int=1 # matrix runs trained at once, each in its own process (results do not depend on it when `threads` is set)
+    workers:int=1 # matrix runs trained at once, each in its own process (results do not depend on it when `threads` is
+        # set)
     device:str='auto' # "auto", "cpu", "cuda", ...
     precision:str='no' # accelerate mixed precision: "no" (or "fp32"), "fp16", "bf16" (paper: fp16 on GPUs)
     num_workers:int=0 # data-loader workers (results do not depend on it)
-    checkpoint_every:int=1 # checkpoint every this many epochs and after the last; a killed run resumes from the last one (0: none, it restarts); results do not depend on it
+    checkpoint_every:int=1 # checkpoint every this many epochs and after the last; a killed run resumes from the last
+        # one (0: none, it restarts); results do not depend on it
     num_processes:int=1 # GPUs to train on (accelerate's notebook_launcher); 1 on CPU
     threads:int|None=None # torch CPU threads (None: torch's default)
     save_model:bool=False # also write model.safetensors
@@ -81,20 +98,24 @@ class ClassificationConfig(StageConfig):
         if self.precision == 'fp32': self.precision = 'no'  # the name the other stages use
 
     def check(self,
-              files:bool=True, # also require the input files and folders (False: validate a setup before its stages ran)
+              # also require the input files and folders (False: validate a setup before its stages ran)
+              files:bool=True,
              ):
         "Raise `ParamError` naming the first invalid parameter; returns `self`."
         self.need_int('workers', 1)
         if self.methods is not None or self.seeds is not None: return self._check_matrix(files)
         # values first (they are wrong wherever the run happens), then the paths a run needs, then the files they name
         self._check_values()
-        self.need_path('split', 'file', files=False); self.need_path('out', 'dir', files=False)
+        self.need_path('split', 'file', files=False)
+        self.need_path('out', 'dir', files=False)
         syn = self.synthetic_sets()
         if self.method in SYNTHETIC_METHODS:
-            check_param(len(syn) > 0, 'synthetic', self.synthetic, f"at least one synthetic-set folder for method {self.method!r}")
+            check_param(len(syn) > 0, 'synthetic', self.synthetic,
+                        f"at least one synthetic-set folder for method {self.method!r}")
         else:
             check_param(len(syn) == 0, 'synthetic', self.synthetic,
-                        f"no synthetic sets for method {self.method!r} (it trains on real images only; use a synthetic method's name)")
+                        f"no synthetic sets for method {self.method!r} (it trains on real images only; use a synthetic "
+                        f"method's name)")
         if files: self._check_files(syn)
         return self
 
@@ -102,9 +123,11 @@ class ClassificationConfig(StageConfig):
         "A matrix: its lists, then each of its runs."
         for k in ('methods', 'seeds'):
             v = getattr(self, k)
-            self.need(isinstance(v, list) and len(v) > 0 and len(set(map(str, v))) == len(v), k, "a non-empty list without repeats (methods and seeds go together)")
+            self.need(isinstance(v, list) and len(v) > 0 and len(set(map(str, v))) == len(v), k,
+                      "a non-empty list without repeats (methods and seeds go together)")
         for m in self.methods:
-            check_param(m in MIXING or m in SYNTHETIC_METHODS, 'methods', m, f"one of {method_names()}" + nearest(m, method_names()))
+            check_param(m in MIXING or m in SYNTHETIC_METHODS, 'methods', m, f"one of {method_names()}" +
+                        nearest(m, method_names()))
         for x in self.seeds: check_param(isinstance(x, int) and not isinstance(x, bool), 'seeds', x, "integer seeds")
         self.need_path('out', 'dir', files=False)
         for r in self.runs(): r.check(files)
@@ -113,50 +136,72 @@ class ClassificationConfig(StageConfig):
     def _check_values(self):
         "The values, wrong wherever the run happens (no file is read)."
         import timm
-        self.need(isinstance(self.method, str) and (self.method in MIXING or self.method in SYNTHETIC_METHODS), 'method',
+        self.need(isinstance(self.method, str) and (self.method in MIXING or self.method in SYNTHETIC_METHODS),
+                  'method',
                   f"one of {method_names()}" + nearest(self.method, method_names()))
         self.need(self.synthetic is None or isinstance(self.synthetic, (list, tuple, dict, str)), 'synthetic',
                   "a list of synthetic-set folders or {method: [folders]}")
         self.need_num('p', 0, 1)
         self.need_choice('replace_with', REPLACE_WITH)
         m = self.model
-        if isinstance(m, str) and m.startswith(TORCHVISION): self.need(torchvision_model(m) is not None, 'model', _TV_HELP)
+        if isinstance(m, str) and m.startswith(TORCHVISION):
+            self.need(torchvision_model(m) is not None, 'model', _TV_HELP)
         else: self.need(isinstance(m, str) and timm.is_model(m), 'model',
-                        "a timm model name" + (f" (close: {', '.join(timm.list_models(f'*{m}*')[:8])})" if isinstance(m, str) and timm.list_models(f'*{m}*') else ''))
+                        "a timm model name" + (f" (close: {', '.join(timm.list_models(f'*{m}*')[:8])})"
+                                               if isinstance(m, str) and timm.list_models(f'*{m}*') else ''))
         self.need_bool('pretrained')
-        self.need_int('image_size', 8); self.need_int('crop_padding', 0, none=True)
-        self.need_choice('transform', TRANSFORMS); self.need_int('resize', 8, none=True)
+        self.need_int('image_size', 8)
+        self.need_int('crop_padding', 0, none=True)
+        self.need_choice('transform', TRANSFORMS)
+        self.need_int('resize', 8, none=True)
         if self.resize is not None and self.transform != 'resize':
-            self.need(self.resize >= self.image_size, 'resize', f"at least image_size ({self.image_size}): the crop is taken from the resized image")
-        self.need_choice('warmup_mode', ('multiply', 'sequential')); self.need_num('mix_prob', 0, 1); self.need_choice('cutmix_per', ('sample', 'batch'))
-        self.need_int('epochs', 1); self.need_int('batch_size', 1)
+            self.need(self.resize >= self.image_size, 'resize',
+                      f"at least image_size ({self.image_size}): the crop is taken from the resized image")
+        self.need_choice('warmup_mode', ('multiply', 'sequential'))
+        self.need_num('mix_prob', 0, 1)
+        self.need_choice('cutmix_per', ('sample', 'batch'))
+        self.need_int('epochs', 1)
+        self.need_int('batch_size', 1)
         for k in ('lr', 'weight_decay', 'mixup_alpha', 'cutmix_alpha'): self.need_num(k, 0)
         for k in ('momentum', 'warmup', 'label_smoothing'): self.need_num(k, 0, 1, hi_open=True)
         self.need(self.select in ('last', 'val'), 'select', "'last' or 'val' (the test set never selects)")
         self.need_path('eval_split', 'file', files=False, none=True)
-        self.need_int('eval_every', 1); self.need_int('checkpoint_every', 0); self.need_int('seed')
-        self.need(isinstance(self.device, str) and self.device != '', 'device', "'auto' or a torch device ('cpu', 'cuda', 'cuda:1', 'mps')")
+        self.need_int('eval_every', 1)
+        self.need_int('checkpoint_every', 0)
+        self.need_int('seed')
+        self.need(isinstance(self.device, str) and self.device != '', 'device',
+                  "'auto' or a torch device ('cpu', 'cuda', 'cuda:1', 'mps')")
         if self.device != 'auto':
             try: torch.device(self.device)
-            except (RuntimeError, ValueError): self.need(False, 'device', "'auto' or a torch device ('cpu', 'cuda', 'cuda:1', 'mps')")
+            except (RuntimeError, ValueError):
+                self.need(False, 'device', "'auto' or a torch device ('cpu', 'cuda', 'cuda:1', 'mps')")
         self.need_choice('precision', PRECISIONS)
-        self.need_int('num_workers', 0); self.need_int('num_processes', 1); self.need_int('threads', 1, none=True)
+        self.need_int('num_workers', 0)
+        self.need_int('num_processes', 1)
+        self.need_int('threads', 1, none=True)
         self.need_bool('save_model')
         mix = MIXING.get(self.method)
         if mix: self.need_num(f'{mix}_alpha', 0, lo_open=True)
 
     def _check_files(self, syn:list):
-        "The input files: the split, the eval split, the synthetic sets (`syn`), and the val subset `select='val'` needs."
-        self.need_path('split', 'file'); self.need_path('eval_split', 'file', none=True)
+        """The input files: the split, the eval split, the synthetic sets (`syn`), and the val subset `select='val'`
+        needs."""
+        self.need_path('split', 'file')
+        self.need_path('eval_split', 'file', none=True)
         for s in syn:
-            check_param(Path(s).is_dir() and (Path(s)/'metadata.csv').is_file(), 'synthetic', s, "a synthetic-set folder with metadata.csv")
+            check_param(Path(s).is_dir() and (Path(s)/'metadata.csv').is_file(), 'synthetic', s,
+                        "a synthetic-set folder with metadata.csv")
         if self.select == 'val':  # the split is a small JSON file: read its val subset's size
-            try: n_val = len((json.loads(Path(self.split).read_text(encoding='utf-8')).get('items') or {}).get('val') or [])
+            try:
+                n_val = len((json.loads(Path(self.split).read_text(encoding='utf-8')).get('items') or {}).get('val')
+                            or [])
             except (ValueError, UnicodeDecodeError, AttributeError): n_val = None  # load_split names the problem later
-            if n_val == 0: raise ParamError(f"parameter select='val' is invalid: the split {self.split} has no val subset")
+            if n_val == 0:
+                raise ParamError(f"parameter select='val' is invalid: the split {self.split} has no val subset")
 
     def runs(self)->list:
-        "The single runs: this config without `methods`, else one per method × seed, each into `<out>/<method>/s<seed>`."
+        """The single runs: this config without `methods`, else one per method × seed, each into
+        `<out>/<method>/s<seed>`."""
         if self.methods is None: return [self]
         return [dataclasses.replace(self, method=m, seed=s, methods=None, seeds=None, out=str(Path(self.out)/m/f's{s}'))
                 for m in self.methods for s in self.seeds]
@@ -170,7 +215,8 @@ class ClassificationConfig(StageConfig):
         return [s] if isinstance(s, str) else list(s)
 
 # %% ../nbs/50_classification.ipynb #ead56277
-OUTPUT_FILES = ('epochs.csv', 'per_class.csv', 'predictions.csv', 'config.json', 'model.safetensors', 'metrics.json') # metrics.json last
+# metrics.json last
+OUTPUT_FILES = ('epochs.csv', 'per_class.csv', 'predictions.csv', 'config.json', 'model.safetensors', 'metrics.json')
 
 def _split_digest(path)->str|None:
     "The digest of a split file and of every image it lists."
@@ -187,13 +233,16 @@ def _record(cfg:ClassificationConfig, # the run's parameters
            )->dict:
     """What a resumed run must share with the interrupted one, and what a matrix compares to keep a finished run: every
     parameter that changes the output bytes, and the digests of the inputs (split and its images, synthetic sets)."""
-    rec = {k: v for k, v in cfg.asdict().items() if k not in ('out', 'num_workers', 'checkpoint_every', 'save_model', 'methods', 'seeds', 'workers')}
-    rec.update(split=recorded_path(cfg.split), eval_split=recorded_path(cfg.eval_split), synthetic=recorded_path(cfg.synthetic_sets()) or None,
+    rec = {k: v for k, v in cfg.asdict().items()
+           if k not in ('out', 'num_workers', 'checkpoint_every', 'save_model', 'methods', 'seeds', 'workers')}
+    rec.update(split=recorded_path(cfg.split), eval_split=recorded_path(cfg.eval_split),
+               synthetic=recorded_path(cfg.synthetic_sets()) or None,
                inputs={**(splits or _split_digests(cfg)), 'synthetic': [digest(s) for s in cfg.synthetic_sets()]})
     return json.loads(json.dumps(rec))  # as it reads back from config.json
 
 def _publish_files(scratch:Path, out:Path)->None:
-    "Move the finished files from `scratch` into `out` (each rename atomic; metrics.json removed first, moved last); remove `scratch`."
+    """Move the finished files from `scratch` into `out` (each rename atomic; metrics.json removed first, moved last);
+    remove `scratch`."""
     import shutil
     out.mkdir(parents=True, exist_ok=True)
     (out/'metrics.json').unlink(missing_ok=True)
@@ -203,7 +252,9 @@ def _publish_files(scratch:Path, out:Path)->None:
     shutil.rmtree(scratch)
 
 def _write_csv(path:Path, rows:list, cols:list):
-    buf = io.StringIO(); w = csv.DictWriter(buf, fieldnames=cols, lineterminator='\n'); w.writeheader()
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols, lineterminator='\n')
+    w.writeheader()
     for r in rows: w.writerow({k: (f'{v:.6g}' if isinstance(v, float) else v) for k, v in r.items()})
     atomic_write_text(path, buf.getvalue())
 
@@ -211,42 +262,56 @@ def _write_csv(path:Path, rows:list, cols:list):
 def _metrics(cfg:ClassificationConfig, r)->dict:
     "metrics.json's content for the trained run `r` (`train_classifier`'s result)."
     selected = r.best[1] if cfg.select == 'val' else cfg.epochs
-    metrics = {'method': cfg.method, 'seed': cfg.seed, 'model': cfg.model, 'select': cfg.select, 'selected_epoch': selected,
+    metrics = {'method': cfg.method, 'seed': cfg.seed, 'model': cfg.model, 'select': cfg.select,
+               'selected_epoch': selected,
                'epochs': cfg.epochs, 'n_train': len(r.train_ds), 'n_synthetic_images': len(r.train_ds.syn),
                'synthetic_fraction': float(np.mean([row['synthetic_fraction'] for row in r.rows]))}
     if 'test' in r.reports:
         t = r.reports['test'][0]
         metrics.update({k: t[k] for k in ('top1', 'mean_class_acc', 'group_mean', 'worst_group', 'groups') if k in t})
         metrics['n_test'] = t['n']
-        counts = r.sp.counts('train'); sg = shot_groups(counts)
+        counts = r.sp.counts('train')
+        sg = shot_groups(counts)
         if sg:  # a long-tailed split: the many-, medium- and few-shot classes' accuracies (none for a balanced one)
             sa = shot_accuracy(t['per_class'], sg, counts)
             metrics.update({f'{g}_shot': v['acc'] for g, v in sa.items()})
-            metrics['shots'] = [{'group': g, 'classes': v['classes'], 'train_images': v['train_images']} for g, v in sa.items()]  # a list: its order is the groups'
+            # a list: its order is the groups'
+            metrics['shots'] = [{'group': g, 'classes': v['classes'], 'train_images': v['train_images']} for g,
+                                v in sa.items()]
         tests = [row['test_top1'] for row in r.rows if 'test_top1' in row]
-        metrics['best_test_epoch_top1'] = float(max(tests)) # optimistic: what the references report; never used to select
+        # optimistic: what the references report; never used to select
+        metrics['best_test_epoch_top1'] = float(max(tests))
     if 'val' in r.reports: metrics['val_top1'] = r.reports['val'][0]['top1']
     return metrics
 
 def _write_files(cfg:ClassificationConfig, r, scratch:Path, metrics:dict)->None:
-    "The run's files in `scratch`: epochs.csv, per_class.csv, predictions.csv, (model.safetensors,) config.json, metrics.json last."
+    """The run's files in `scratch`: epochs.csv, per_class.csv, predictions.csv, (model.safetensors,) config.json,
+    metrics.json last."""
     sp, ev = r.sp, r.src['test']
-    cols = ['epoch', 'lr', 'train_loss', 'train_acc', 'synthetic_fraction'] + [f'{s}_top1' for s in ('val', 'test') if s in r.evals]
+    cols = ['epoch', 'lr', 'train_loss', 'train_acc', 'synthetic_fraction'] + [f'{s}_top1' for s in ('val', 'test')
+        if s in r.evals]
     _write_csv(scratch/'epochs.csv', r.rows, cols)
     if 'test' in r.reports:
         t, preds = r.reports['test']
         nt = {c: 0 for c in sp.classes}
         for it in ev.items('test'): nt[it['label']] += 1
-        _write_csv(scratch/'per_class.csv', [{'class': c, 'n': nt[c], 'top1': t['per_class'].get(c, float('nan'))} for c in sp.classes],
+        _write_csv(scratch/'per_class.csv',
+                   [{'class': c, 'n': nt[c], 'top1': t['per_class'].get(c, float('nan'))} for c in sp.classes],
                    ['class', 'n', 'top1'])
-        _write_csv(scratch/'predictions.csv', [{'id': it['id'], 'label': it['label'], 'pred': sp.classes[p], 'group': group_name(it.get('group')) or ''}
-                                               for it, p in zip(ev.items('test'), preds)], ['id', 'label', 'pred', 'group'])
+        _write_csv(scratch/'predictions.csv', [{'id': it['id'], 'label': it['label'], 'pred': sp.classes[p],
+                                                'group': group_name(it.get('group')) or ''}
+                                               for it, p in zip(ev.items('test'), preds)],
+                                               ['id', 'label', 'pred', 'group'])
     if cfg.save_model:
-        atomic_save_safetensors({k: v.clone() for k, v in r.acc.unwrap_model(r.model).state_dict().items()}, scratch/'model.safetensors',
-                                metadata={'model': cfg.model, 'num_classes': str(r.K), 'classes': json.dumps(sp.classes)})
-    atomic_write_json(scratch/'config.json', _record(cfg))  # the parameters and the inputs' digests: a matrix keeps a run whose record matches
+        atomic_save_safetensors({k: v.clone() for k, v in r.acc.unwrap_model(r.model).state_dict().items()}, scratch/
+                                'model.safetensors',
+                                metadata={'model': cfg.model, 'num_classes': str(r.K),
+                                          'classes': json.dumps(sp.classes)})
+    # the parameters and the inputs' digests: a matrix keeps a run whose record matches
+    atomic_write_json(scratch/'config.json', _record(cfg))
     atomic_write_json(scratch/'metrics.json', metrics)
 
+# %% ../nbs/50_classification.ipynb #f266fb2d
 def _train(cfg:ClassificationConfig, # the run's parameters (checked)
            scratch:str|Path, # its scratch folder (checkpoints; the finished files are written here)
           )->dict:
@@ -261,24 +326,30 @@ def _train(cfg:ClassificationConfig, # the run's parameters (checked)
 
 # %% ../nbs/50_classification.ipynb #70396091
 def launched_processes()->int:
-    "The processes of the launch this process belongs to (`torchrun`, `accelerate launch`: WORLD_SIZE); 1 when started alone."
+    """The processes of the launch this process belongs to (`torchrun`, `accelerate launch`: WORLD_SIZE); 1 when started
+    alone."""
     return int(os.environ.get('WORLD_SIZE', '1'))
 
 def run_classification(cfg:ClassificationConfig|None=None, # the run's parameters (None: the defaults, with `kw`)
                        **kw, # ClassificationConfig fields overriding `cfg`
                       )->dict:
-    "The classification stage: train a timm classifier on the split (+ synthetic sets); returns metrics.json's content (+ `seconds`)."
+    """The classification stage: train a timm classifier on the split (+ synthetic sets); returns metrics.json's content
+    (+ `seconds`)."""
     cfg = ClassificationConfig.of(cfg, **kw).checked()
     if cfg.methods is not None: return _run_matrix(cfg)
-    out = Path(cfg.out); t0 = time.perf_counter()
+    out = Path(cfg.out)
+    t0 = time.perf_counter()
     world = launched_processes()
-    if world > 1:  # started by torchrun (CPUs: `device: cpu`) or accelerate launch: each process trains on its part of every batch
-        check_param(cfg.num_processes in (1, world), 'num_processes', cfg.num_processes, f"1 or {world} (this run was launched with {world} processes)")
+    # started by torchrun (CPUs: `device: cpu`) or accelerate launch: each process trains on its part of every batch
+    if world > 1:
+        check_param(cfg.num_processes in (1, world), 'num_processes', cfg.num_processes,
+                    f"1 or {world} (this run was launched with {world} processes)")
         cfg = dataclasses.replace(cfg, num_processes=world)  # the record says how many processes trained
         from accelerate import PartialState
         st = PartialState(cpu=choose_device(cfg.device).type == 'cpu')  # the training's Accelerator shares it
         if st.is_main_process: start_scratch(out, _record(cfg))
-        st.wait_for_everyone(); sd = scratch_dir(out)
+        st.wait_for_everyone()
+        sd = scratch_dir(out)
         _train(cfg, sd)
         if st.is_main_process: _publish_files(sd, out)
         st.wait_for_everyone()
@@ -290,33 +361,41 @@ def run_classification(cfg:ClassificationConfig|None=None, # the run's parameter
         else:
             _train(cfg, sd)
             from accelerate.state import AcceleratorState
-            if hasattr(AcceleratorState, '_reset_state'): AcceleratorState._reset_state(True) # let the next run pick its own precision
+            if hasattr(AcceleratorState, '_reset_state'):
+                AcceleratorState._reset_state(True) # let the next run pick its own precision
         _publish_files(sd, out)
     m = json.loads((out/'metrics.json').read_text(encoding='utf-8'))
     secs = time.perf_counter() - t0
     if int(os.environ.get('RANK', '0')) == 0:
-        print(f"{cfg.method} seed {cfg.seed}: top1 {m.get('top1', float('nan')):.2f} after {cfg.epochs} epochs, {secs:.1f} s -> {out}")
+        print(f"{cfg.method} seed {cfg.seed}: top1 {m.get('top1', float('nan')):.2f} after {cfg.epochs} epochs, "
+              f"{secs:.1f} s -> {out}")
     return {**m, 'seconds': round(secs, 3)}
 
 # %% ../nbs/50_classification.ipynb #50915d99
 def _worker_main()->None:
-    "A matrix worker process: for each line of stdin (one run's `ClassificationConfig` as JSON) train it quietly and print its metrics as a JSON line."
+    """A matrix worker process: for each line of stdin (one run's `ClassificationConfig` as JSON) train it quietly and
+    print its metrics as a JSON line."""
     import sys
     out, sys.stdout = sys.stdout, open(os.devnull, 'w')  # the parent prints one line per finished run
     with digests_cached():  # the inputs do not change while a matrix runs: each split and set is read once per worker
         for line in sys.stdin:
-            if line.strip(): out.write(json.dumps(run_classification(ClassificationConfig(**json.loads(line)))) + '\n'); out.flush()
+            if line.strip():
+                out.write(json.dumps(run_classification(ClassificationConfig(**json.loads(line)))) + '\n')
+                out.flush()
 
 class _Worker:
-    "A Python process that trains the runs written to it, one after another (imports paid once; no multiprocessing: works from notebooks and scripts)."
+    """A Python process that trains the runs written to it, one after another (imports paid once; no multiprocessing:
+    works from notebooks and scripts)."""
     def __init__(self, threads:int):
         import subprocess, sys
         self.err = tempfile.TemporaryFile('w+')
-        self.p = subprocess.Popen([sys.executable, '-c', 'from diffaug.classification import _worker_main; _worker_main()'], text=True,
+        self.p = subprocess.Popen([sys.executable, '-c',
+                                   'from diffaug.classification import _worker_main; _worker_main()'], text=True,
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.err,
                                   env={**os.environ, 'DIFFAUG_QUIET': '1', 'OMP_NUM_THREADS': str(threads)})
     def run(self, d:dict)->dict:
-        self.p.stdin.write(json.dumps(d) + '\n'); self.p.stdin.flush()
+        self.p.stdin.write(json.dumps(d) + '\n')
+        self.p.stdin.flush()
         line = self.p.stdout.readline()
         if not line:
             self.err.seek(0)
@@ -325,10 +404,13 @@ class _Worker:
     def close(self):
         try: self.p.stdin.close()
         except OSError: pass
-        self.p.wait(); self.err.close()
+        self.p.wait()
+        self.err.close()
 
+# %% ../nbs/50_classification.ipynb #98857369
 def _run_parallel(runs:list, workers:int, threads:int, done)->None:
-    "Train `runs` on `workers` worker processes, calling `done(run, metrics, k)` as each finishes; the first failure is raised."
+    """Train `runs` on `workers` worker processes, calling `done(run, metrics, k)` as each finishes; the first failure
+    is raised."""
     import queue, threading
     todo, results = queue.Queue(), queue.Queue()
     for r in runs: todo.put(r)
@@ -355,9 +437,12 @@ def _run_parallel(runs:list, workers:int, threads:int, done)->None:
 
 def _run_matrix(cfg:ClassificationConfig, # a checked config with `methods` and `seeds`
                )->dict:
-    "Every run of the matrix into `<out>/<method>/s<seed>/`, keeping finished runs whose record matches; returns their metrics."
-    with digests_cached(): return _matrix(cfg)  # the inputs do not change while a matrix runs: each split and set is read once
+    """Every run of the matrix into `<out>/<method>/s<seed>/`, keeping finished runs whose record matches; returns their
+    metrics."""
+    with digests_cached():
+        return _matrix(cfg)  # the inputs do not change while a matrix runs: each split and set is read once
 
+# %% ../nbs/50_classification.ipynb #39d1f895
 def _matrix(cfg:ClassificationConfig)->dict:
     import shutil
     out, t0 = Path(cfg.out), time.perf_counter()
@@ -366,9 +451,12 @@ def _matrix(cfg:ClassificationConfig)->dict:
     if out.is_dir():  # folders of runs that left the matrix, and stray files
         for m in out.iterdir():
             if m.name.startswith('.') or m.suffix == '.ipynb': continue
-            if not m.is_dir(): m.unlink(); continue
+            if not m.is_dir():
+                m.unlink()
+                continue
             for d in m.iterdir():
-                if (m.name, d.name) not in keep and not d.name.endswith('.partial') and d.suffix != '.ipynb': shutil.rmtree(d) if d.is_dir() else d.unlink()
+                if (m.name, d.name) not in keep and not d.name.endswith('.partial') and d.suffix != '.ipynb':
+                    shutil.rmtree(d) if d.is_dir() else d.unlink()
             if not any(m.iterdir()): m.rmdir()
     splits = {}  # the runs share their split and eval split (only method, seed and out vary): read once per matrix
     def done(r):
@@ -377,9 +465,12 @@ def _matrix(cfg:ClassificationConfig)->dict:
         if not splits: splits.update(_split_digests(cfg))
         return json.loads(f.read_text(encoding='utf-8')) == _record(r, splits)
     todo = [r for r in runs if not done(r)]
-    print(f"classification: {len(runs)} runs ({len(cfg.methods)} methods x {len(cfg.seeds)} seeds), {len(runs) - len(todo)} kept, {len(todo)} to train", flush=True)
+    print(f"classification: {len(runs)} runs ({len(cfg.methods)} methods x {len(cfg.seeds)} seeds), "
+          f"{len(runs) - len(todo)} kept, {len(todo)} to train", flush=True)
     def finished(r, m, k):
-        print(f"[{k}/{len(todo)}] {r.method} seed {r.seed}: top1 {m.get('top1', float('nan')):.2f} ({m['seconds']:.0f} s)", file=sys.stderr, flush=True)  # progress, in the order runs finish
+        # progress, in the order runs finish
+        print(f"[{k}/{len(todo)}] {r.method} seed {r.seed}: top1 {m.get('top1', float('nan')):.2f} ({m['seconds']:.0f} "
+              f"s)", file=sys.stderr, flush=True)
     if cfg.workers > 1 and len(todo) > 1:  # worker processes (they import the package, not this notebook's namespace)
         _run_parallel(todo, cfg.workers, cfg.threads or max(1, (os.cpu_count() or 1) // cfg.workers), finished)
     else:
@@ -388,6 +479,8 @@ def _matrix(cfg:ClassificationConfig)->dict:
     secs = time.perf_counter() - t0
     by = {}
     for m in res: by.setdefault(m['method'], []).append(m.get('top1', float('nan')))
-    for m, v in by.items(): print(f"{m}: top1 {np.mean(v):.2f} ± {np.std(v, ddof=1) if len(v) > 1 else 0.0:.2f} over {len(v)} seeds")
+    for m, v in by.items():
+        print(f"{m}: top1 {np.mean(v):.2f} ± {np.std(v, ddof=1) if len(v) > 1 else 0.0:.2f} over {len(v)} seeds")
     print(f"{len(todo)} runs trained in {secs:.1f} s -> {out}")
-    return {'out': str(out), 'runs': res, 'trained': len(todo), 'kept': len(runs) - len(todo), 'seconds': round(secs, 3)}
+    return {'out': str(out), 'runs': res, 'trained': len(todo), 'kept': len(runs) - len(todo),
+            'seconds': round(secs, 3)}

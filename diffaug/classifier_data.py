@@ -25,7 +25,8 @@ from .synthetic import SyntheticSet
 
 # %% ../nbs/48_classifier_data.ipynb #57d10f85
 REPLACE_WITH = ('source', 'class', 'any', 'inverse-frequency')
-TRANSFORMS = ('reference', 'rrc-jitter', 'resize')  # the classifier's image transforms (see "The references' transforms")
+# the classifier's image transforms (see "The references' transforms")
+TRANSFORMS = ('reference', 'rrc-jitter', 'resize')
 
 # %% ../nbs/48_classifier_data.ipynb #adbe1aeb
 def to_tensor(img:Image.Image, # an RGB image
@@ -40,7 +41,8 @@ def to_tensor(img:Image.Image, # an RGB image
     x = _pixels(img)
     return x if mean is None else normalize(x, mean, std)
 
-def _pixels(img:Image.Image)->torch.Tensor: return torch.from_numpy(np.asarray(img, dtype=np.float32).copy()).permute(2, 0, 1) / 255.0
+def _pixels(img:Image.Image)->torch.Tensor:
+    return torch.from_numpy(np.asarray(img, dtype=np.float32).copy()).permute(2, 0, 1) / 255.0
 
 def normalize(x:torch.Tensor, mean:tuple, std:tuple)->torch.Tensor:
     "(x − mean) / std per channel."
@@ -49,7 +51,8 @@ def normalize(x:torch.Tensor, mean:tuple, std:tuple)->torch.Tensor:
 def random_crop_flip(x:torch.Tensor, # a [C, H, W] image tensor (square)
                      pad:int, # zero padding before the crop
                      gen:torch.Generator, # the item's generator
-                     size:int|None=None, # crop side; None: the image's own (torchvision's RandomCrop(size, padding=pad))
+                     # crop side; None: the image's own (torchvision's RandomCrop(size, padding=pad))
+                     size:int|None=None,
                     )->torch.Tensor:
     "Pad, crop `size`×`size` at a random offset, flip horizontally with probability 1/2."
     c, h, w = x.shape
@@ -67,7 +70,8 @@ def resize_side(size:int, resize:int|None)->int:
     return int(round(size * 8 / 7)) if resize is None else int(resize)
 
 def _center_crop(x:torch.Tensor, s:int)->torch.Tensor:
-    h, w = x.shape[-2:]; i, j = int(round((h - s) / 2.0)), int(round((w - s) / 2.0))
+    h, w = x.shape[-2:]
+    i, j = int(round((h - s) / 2.0)), int(round((w - s) / 2.0))
     return x[:, i:i + s, j:j + s]
 
 def _rrc_box(W:int, H:int, gen:torch.Generator, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3))->tuple:
@@ -81,11 +85,13 @@ def _rrc_box(W:int, H:int, gen:torch.Generator, scale=(0.08, 1.0), ratio=(3 / 4,
             i, j = (int(torch.randint(0, n + 1, (1,), generator=gen)) for n in (H - h, W - w))
             return i, j, h, w
     r = W / H
-    w, h = (W, int(round(W / min(ratio)))) if r < min(ratio) else (int(round(H * max(ratio))), H) if r > max(ratio) else (W, H)
+    w, h = (W, int(round(W / min(ratio)))) if r < min(ratio) else (int(round(H * max(ratio))),
+        H) if r > max(ratio) else (W, H)
     return (H - h) // 2, (W - w) // 2, h, w
 
 def _color_jitter(x:torch.Tensor, gen:torch.Generator, strength:float=0.4)->torch.Tensor:
-    "ColorJitter(strength, strength, strength, 0) on a [0, 1] image: brightness, contrast, saturation in a random order."
+    """ColorJitter(strength, strength, strength, 0) on a [0, 1] image: brightness, contrast, saturation in a random
+    order."""
     import torchvision.transforms.functional as TF
     ops = {0: TF.adjust_brightness, 1: TF.adjust_contrast, 2: TF.adjust_saturation}
     order = torch.randperm(3, generator=gen).tolist()
@@ -106,23 +112,30 @@ def train_tensor(img:Image.Image, # the training image
     if transform == 'reference':
         x = to_tensor(img, resize_side(size, resize), None, None, Image.BILINEAR)
         return normalize(random_crop_flip(x, pad, gen, size), mean, std)
-    img = img.convert('RGB'); i, j, h, w = _rrc_box(*img.size, gen)
+    img = img.convert('RGB')
+    i, j, h, w = _rrc_box(*img.size, gen)
     x = to_tensor(img.resize((size, size), Image.BILINEAR, box=(j, i, j + w, i + h)), size, None, None)
     if torch.rand((), generator=gen) < 0.5: x = x.flip(-1)
     return normalize(_color_jitter(x, gen), mean, std)
 
+# %% ../nbs/48_classifier_data.ipynb #198f6fa9
 def eval_tensor(img:Image.Image, transform:str, size:int, resize:int|None, mean:tuple, std:tuple)->torch.Tensor:
     "The test view of `img` under `transform` (no randomness)."
     if transform == 'resize': return to_tensor(img, size, mean, std)
     r = resize_side(size, resize)
-    if transform == 'reference': return normalize(_center_crop(to_tensor(img, r, None, None, Image.BILINEAR), size), mean, std)
-    img = img.convert('RGB'); W, H = img.size  # torchvision's Resize(r): the shorter side to r
+    if transform == 'reference':
+        return normalize(_center_crop(to_tensor(img, r, None, None, Image.BILINEAR), size), mean, std)
+    # torchvision's Resize(r): the shorter side to r
+    img = img.convert('RGB')
+    W, H = img.size
     img = img.resize((r, int(r * H / W)) if W <= H else (int(r * W / H), r), Image.BILINEAR)
     return normalize(_center_crop(_pixels(img), size), mean, std)
 
 # %% ../nbs/48_classifier_data.ipynb #4784fd28
+# long: one class (the training set with synthetic replacements); a class cannot span cells
 class ReplacementDataset(torch.utils.data.Dataset):
-    "Real training items of a split, each replaced with probability `p` by a synthetic image (deterministic per seed, epoch, item)."
+    """Real training items of a split, each replaced with probability `p` by a synthetic image (deterministic per seed,
+    epoch, item)."""
     def __init__(self, split:Split, # the split (its train subset is served)
                  synthetic:list=(), # synthetic-set folders (their classes must be the split's)
                  p:float=0.5, # replacement probability
@@ -139,7 +152,8 @@ class ReplacementDataset(torch.utils.data.Dataset):
         self.split, self.items, self.K = split, split.items('train'), len(split.classes)
         self.c2i = split.class_to_idx
         self.sets = [SyntheticSet(s, classes=split.classes) for s in synthetic]
-        self.p, self.replace_with, self.size, self.seed, self.augment = float(p), replace_with, image_size, seed, augment
+        self.p, self.replace_with, self.size, self.seed, self.augment = (float(p), replace_with, image_size, seed,
+            augment)
         self.transform, self.resize = transform, resize
         self.pad = image_size // 28 if crop_padding is None else crop_padding
         self.mean, self.std, self.epoch = tuple(mean), tuple(std), 0
@@ -178,7 +192,8 @@ class ReplacementDataset(torch.utils.data.Dataset):
         k, it = self.choose(i), self.items[i]
         if k is None:
             img = load_image(self.split.root/it['path'])
-            target = torch.zeros(self.K); target[self.c2i[it['label']]] = 1.0
+            target = torch.zeros(self.K)
+            target[self.c2i[it['label']]] = 1.0
         else:
             si, ri = self.syn[k]
             img = load_image(self.sets[si].path/self.sets[si].rows[ri]['file_name'])

@@ -23,10 +23,13 @@ from PIL import Image
 from dataclasses import dataclass
 from .core import (item_generator, ParamError, check_param, progress, StageConfig, need_device, PRECISIONS,
                           optimizer_tensors, optimizer_state, reproducible_training)
-from .files import (atomic_write_json, atomic_save_safetensors, load_image, recorded_path, temp_dir_beside, replace_dir,
+from .files import (atomic_write_json, atomic_save_safetensors, load_image, recorded_path, temp_dir_beside,
+                           replace_dir,
                            record_diff)
-from .models import load_sd, encode_images, square_crop, sd_resolution, need_model, model_fingerprint, make_accelerator
-from .concepts import (RECIPES, ConceptTokens, hook_concept_tokens, add_concept_tokens, add_concept_lora, lora_state,
+from .models import (load_sd, encode_images, square_crop, sd_resolution, need_model, model_fingerprint,
+                            make_accelerator)
+from .concepts import (RECIPES, ConceptTokens, hook_concept_tokens, add_concept_tokens, add_concept_lora,
+                              lora_state,
                               write_concepts)
 
 # %% ../nbs/11_concept_training.ipynb #3664450d
@@ -40,7 +43,8 @@ def cache_latents(pipe, # the pipeline whose VAE encodes
     "Latents [2 if flip else 1, N, 4, h, w] (float32, CPU) of the square crops of `images` (and their mirrors)."
     crops = [square_crop(im, resolution) for im in images]
     views = [crops] + ([[c.transpose(Image.FLIP_LEFT_RIGHT) for c in crops]] if flip else [])
-    out = [torch.cat([encode_images(pipe, v[i:i + batch_size], size=resolution).float().cpu() for i in range(0, len(v), batch_size)])
+    out = [torch.cat([encode_images(pipe, v[i:i + batch_size], size=resolution).float().cpu()
+                      for i in range(0, len(v), batch_size)])
            for v in views]
     return torch.stack(out)
 
@@ -56,7 +60,8 @@ def batch_indices(seed:int, # the run's seed
     out, perms = [], {}
     for i in range(start, start + batch_size):
         e, pos = divmod(i, n_items)
-        if e not in perms: perms[e] = torch.randperm(n_items, generator=item_generator(seed, 'concepts', f'epoch/{e}')).tolist()
+        if e not in perms:
+            perms[e] = torch.randperm(n_items, generator=item_generator(seed, 'concepts', f'epoch/{e}')).tolist()
         out.append(perms[e][pos])
     return out
 
@@ -69,17 +74,21 @@ def save_checkpoint(folder:str|Path, # the run's checkpoint folder
                     keep:int=2, # keep this many newest checkpoints
                    )->Path:
     "Write checkpoint `step` atomically (a temp folder swapped into place) and prune older ones."
-    folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
     final = folder/f"step-{step:07d}"
     tmp = temp_dir_beside(final)
     try:
         atomic_save_safetensors(trainable, tmp/'trainable.safetensors')
-        sd = optimizer.state_dict(); t, scalars = optimizer_tensors(sd)
-        atomic_save_safetensors(t, tmp/'optimizer.safetensors', metadata={'meta': json.dumps({'param_groups': sd['param_groups'], 'scalars': scalars})})
+        sd = optimizer.state_dict()
+        t, scalars = optimizer_tensors(sd)
+        atomic_save_safetensors(t, tmp/'optimizer.safetensors',
+                                metadata={'meta': json.dumps({'param_groups': sd['param_groups'], 'scalars': scalars})})
         atomic_write_json(tmp/'state.json', {**state, 'step': int(step)})
         replace_dir(tmp, final)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True); raise
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     for old in list_checkpoints(folder)[:-keep] if keep > 0 else []: shutil.rmtree(old, ignore_errors=True)
     return final
 
@@ -102,13 +111,17 @@ def load_checkpoint(path:str|Path, # a checkpoint folder
     opt = optimizer_state(meta['param_groups'], load_file(str(path/'optimizer.safetensors')), meta['scalars'])
     return load_file(str(path/'trainable.safetensors')), opt, json.loads((path/'state.json').read_text())
 
+# %% ../nbs/11_concept_training.ipynb #b045b3ea
 def start_checkpoints(folder:str|Path, # the run's checkpoint folder (outside the stage's output)
                       record:dict, # everything the checkpoints depend on (JSON-able): a resume must match it exactly
-                      restart:bool|None=None, # True: discard earlier checkpoints; None: `DIFFAUG_RESTART=1` in the environment
-                      main:bool=True, # this process creates and cleans the folder (other processes of a distributed run only compare)
+                      # True: discard earlier checkpoints; None: `DIFFAUG_RESTART=1` in the environment
+                      restart:bool|None=None,
+                      # this process creates and cleans the folder (other processes of a distributed run only compare)
+                      main:bool=True,
                      )->Path:
-    """The checkpoint folder, created or resumed; `ParamError` naming each difference when its checkpoints were made with other
-    parameters by a run that did not finish (those of a finished run, marked by `finish_checkpoints`, are discarded)."""
+    """The checkpoint folder, created or resumed; `ParamError` naming each difference when its checkpoints were made
+    with other parameters by a run that did not finish (those of a finished run, marked by `finish_checkpoints`, are
+    discarded)."""
     folder, record = Path(folder), json.loads(json.dumps(record))  # compared as stored
     rec = folder/'.params.json'
     if restart is None: restart = os.environ.get('DIFFAUG_RESTART') == '1'
@@ -119,9 +132,11 @@ def start_checkpoints(folder:str|Path, # the run's checkpoint folder (outside th
             restart = True
         elif diff:
             raise ParamError(f"{folder}: checkpoints made with other parameters ({diff}"
-                             + "); rerun with the same parameters to resume, or restart (--restart / DIFFAUG_RESTART=1) to discard them")
+                             + "); rerun with the same parameters to resume, or restart (--restart / "
+                               "DIFFAUG_RESTART=1) to discard them")
     elif not restart and list_checkpoints(folder):
-        raise ParamError(f"{folder}: checkpoints without a parameter record; delete the folder or restart (--restart / DIFFAUG_RESTART=1)")
+        raise ParamError(f"{folder}: checkpoints without a parameter record; delete the folder or restart (--restart / "
+                         f"DIFFAUG_RESTART=1)")
     if main:
         if restart and folder.exists(): shutil.rmtree(folder)
         folder.mkdir(parents=True, exist_ok=True)
@@ -134,7 +149,8 @@ FINISHED = 'finished.json'
 def finish_checkpoints(folder:str|Path, # the run's checkpoint folder
                        steps:int, # the steps of the finished run
                       )->None:
-    "Mark the checkpoints of a run that finished and wrote its output: kept (more `steps` continue from them), discarded by a run with other parameters."
+    """Mark the checkpoints of a run that finished and wrote its output: kept (more `steps` continue from them),
+    discarded by a run with other parameters."""
     atomic_write_json(Path(folder)/FINISHED, {'steps': int(steps)})
 
 # %% ../nbs/11_concept_training.ipynb #661adfd1
@@ -151,9 +167,11 @@ def concept_loss(pipe, # the pipeline (hooked text encoder, LoRA U-Net)
                  unet=None, # the U-Net to call (default `pipe.unet`; the distributed wrapper in multi-process training)
                 )->torch.Tensor:
     "The epsilon-MSE loss (Eq. 1-2) of one micro-batch."
-    sched = sched or _noise_scheduler(pipe); unet = unet if unet is not None else pipe.unet
+    sched = sched or _noise_scheduler(pipe)
+    unet = unet if unet is not None else pipe.unet
     dev, dt = pipe.unet.device, pipe.unet.dtype
-    b = len(idx); ii = torch.tensor(idx)
+    b = len(idx)
+    ii = torch.tensor(idx)
     view = torch.randint(0, latents.shape[0], (b,), generator=g)
     x0 = latents[view, ii]
     noise = torch.randn(x0.shape, generator=g)
@@ -171,9 +189,11 @@ def concept_eval_loss(pipe, latents:torch.Tensor, prompt_ids:torch.Tensor,
                       batch_size:int=16,
                      )->float:
     "Mean epsilon-MSE over a fixed set of (image, noise, timestep) draws."
-    n = latents.shape[1]; items = sorted({int(i) for i in np.linspace(0, n - 1, min(n, max_items))})
+    n = latents.shape[1]
+    items = sorted({int(i) for i in np.linspace(0, n - 1, min(n, max_items))})
     work = [(i, d) for i in items for d in range(draws)]
-    sched = _noise_scheduler(pipe); tot = 0.0
+    sched = _noise_scheduler(pipe)
+    tot = 0.0
     for k in range(0, len(work), batch_size):
         chunk = work[k:k + batch_size]
         g = item_generator(seed, 'concepts-eval', f"{k}")
@@ -184,26 +204,32 @@ def concept_eval_loss(pipe, latents:torch.Tensor, prompt_ids:torch.Tensor,
 # %% ../nbs/11_concept_training.ipynb #c3f59854
 @dataclass
 class ConceptsConfig(StageConfig):
-    "The parameters of the `concepts` stage (and of `concepts_ti`, DA-Fusion's textual inversion: the same class, `recipe: da-fusion`)."
+    """The parameters of the `concepts` stage (and of `concepts_ti`, DA-Fusion's textual inversion: the same class,
+    `recipe: da-fusion`)."""
     split:str|None=None # the split JSON written by `prepare`, the same split every stage reads (required)
-    model:str|None=None # SD 1.x diffusers folder or hub id; paper: stable-diffusion-v1-5/stable-diffusion-v1-5 (required)
+    model:str|None=None # SD 1.x diffusers folder or hub id; paper: stable-diffusion-v1-5/stable-diffusion-v1-5
+        # (required)
     out:str|None=None # the concept folder to write (required)
-    checkpoint_dir:str|None=None # where checkpoints go; None: `<out>.checkpoints` beside the output (outside it, so an interrupted `dvc repro` resumes)
+    checkpoint_dir:str|None=None # where checkpoints go; None: `<out>.checkpoints` beside the output (outside it, so an
+        # interrupted `dvc repro` resumes)
     recipe:str='diff-mix' # "diff-mix" (tokens + shared U-Net LoRA; Diff-II, Diff-Mix) or "da-fusion" (tokens only)
     steps:int=35000 # optimizer steps (Diff-Mix: 35000; DA-Fusion: about 1000, its later scripts 2000)
     lr_embed:float=5e-5 # learning rate of the token embeddings (Diff-Mix: 5e-5; DA-Fusion: 4e-3 = 5e-4 x batch 8)
     lr_lora:float=5e-5 # learning rate of the LoRA (Diff-Mix: 5e-5; unused by da-fusion)
     rank:int=10 # LoRA rank (Diff-Mix's scripts: 10; unused by da-fusion)
     n_tokens:int=1 # vectors per class (Diff-Mix: 1; Diff-II allows n; DA-Fusion: 1, its later scripts 4)
-    init_word:str|None=None # the tokens' initial word; None: the metaclass (Diff-Mix); a word as is (DA-Fusion: "the"); "{class}": each class's name (DA-Fusion's later scripts)
-    resolution:int|None=None # training resolution in pixels; None: the model's native size (512 for SD 1.5; Diff-Mix's current scripts: 224)
+    init_word:str|None=None # the tokens' initial word; None: the metaclass (Diff-Mix); a word as is (DA-Fusion: "the");
+        # "{class}": each class's name (DA-Fusion's later scripts)
+    resolution:int|None=None # training resolution in pixels; None: the model's native size (512 for SD 1.5; Diff-Mix's
+        # current scripts: 224)
     batch_size:int=2 # images per micro-batch per process (Diff-Mix: 2 per GPU; DA-Fusion: 8)
     grad_accum:int=1 # micro-batches per optimizer step
     weight_decay:float=1e-2 # AdamW weight decay (both references: 1e-2)
     flip:bool=True # random horizontal flips (Diff-Mix)
     checkpoint_every:int=500 # optimizer steps between checkpoints (and one at the end)
     device:str='auto' # "auto" (cuda, then mps, then cpu), "cpu", "cuda", "cuda:N", "mps"
-    precision:str='auto' # "auto" (fp16/bf16 on GPUs; the paper: fp16), "fp32", "fp16", "bf16"; mixed precision, trainable weights in fp32
+    precision:str='auto' # "auto" (fp16/bf16 on GPUs; the paper: fp16), "fp32", "fp16", "bf16"; mixed precision,
+        # trainable weights in fp32
     seed:int=0 # every random draw (batches, noise, timesteps, LoRA init) derives from it
 
     def check(self, files:bool=True, # also check the split file and the model folder
@@ -211,17 +237,24 @@ class ConceptsConfig(StageConfig):
         "`ParamError` naming the first invalid parameter; returns `self`."
         self.need_choice('recipe', RECIPES)
         for k in ('steps', 'rank', 'n_tokens', 'batch_size', 'grad_accum', 'checkpoint_every'): self.need_int(k, 1)
-        self.need_num('lr_embed', 0, lo_open=True); self.need_num('lr_lora', 0, lo_open=True); self.need_num('weight_decay', 0)
-        self.need(self.init_word is None or (isinstance(self.init_word, str) and self.init_word.strip() != ''), 'init_word',
+        self.need_num('lr_embed', 0, lo_open=True)
+        self.need_num('lr_lora', 0, lo_open=True)
+        self.need_num('weight_decay', 0)
+        self.need(self.init_word is None or (isinstance(self.init_word, str) and self.init_word.strip() != ''),
+                  'init_word',
                   "null (the metaclass), a word, or '{class}'")
         self.need_int('resolution', 8, none=True)
         self.need(self.resolution is None or self.resolution % 8 == 0, 'resolution', "null or a multiple of 8")
-        self.need_bool('flip'); need_device(self); self.need_choice('precision', PRECISIONS); self.need_int('seed', 0)
+        self.need_bool('flip')
+        need_device(self)
+        self.need_choice('precision', PRECISIONS)
+        self.need_int('seed', 0)
         self.need_path('out', 'dir', files=False)
         self.need_path('checkpoint_dir', 'dir', files=False, none=True)
         if self.checkpoint_dir is not None:
             o, c = Path(self.out).absolute(), Path(self.checkpoint_dir).absolute()
-            self.need(c != o and o not in c.parents, 'checkpoint_dir', f"a folder outside out={str(self.out)!r} (DVC deletes the output before it runs the stage)")
+            self.need(c != o and o not in c.parents, 'checkpoint_dir',
+                      f"a folder outside out={str(self.out)!r} (DVC deletes the output before it runs the stage)")
         self.need_path('split', 'file', files=files)
         need_model(self, 'model', files=files)
         return self
@@ -233,7 +266,8 @@ def _fingerprint(record:dict)->str:
 def _data_hash(images:list, labels:list)->str:
     h = hashlib.sha256()
     for im, l in zip(images, labels):
-        h.update(str(l).encode() + b'\x1f' + f"{im.size}{im.mode}".encode()); h.update(im.tobytes())
+        h.update(str(l).encode() + b'\x1f' + f"{im.size}{im.mode}".encode())
+        h.update(im.tobytes())
     return h.hexdigest()[:16]
 
 def _check_inputs(pipe, images:list, labels:list, cfg:ConceptsConfig, classes:list|None)->tuple[list, int]:
@@ -241,9 +275,12 @@ def _check_inputs(pipe, images:list, labels:list, cfg:ConceptsConfig, classes:li
     check_param(cfg.out is not None and str(cfg.out) != '', 'out', cfg.out, "the concept folder to write")
     check_param(cfg.recipe in RECIPES, 'recipe', cfg.recipe, f"one of {', '.join(RECIPES)}")
     check_param(isinstance(cfg.steps, int) and cfg.steps >= 0, 'steps', cfg.steps, "an integer >= 0")
-    check_param(isinstance(cfg.batch_size, int) and cfg.batch_size >= 1, 'batch_size', cfg.batch_size, "an integer >= 1")
-    check_param(isinstance(cfg.checkpoint_every, int) and cfg.checkpoint_every >= 1, 'checkpoint_every', cfg.checkpoint_every, "an integer >= 1")
-    for nm, v in (('lr_embed', cfg.lr_embed), ('lr_lora', cfg.lr_lora)): check_param(isinstance(v, (int, float)) and v >= 0, nm, v, "a number >= 0")
+    check_param(isinstance(cfg.batch_size, int) and cfg.batch_size >= 1, 'batch_size', cfg.batch_size,
+                "an integer >= 1")
+    check_param(isinstance(cfg.checkpoint_every, int) and cfg.checkpoint_every >= 1, 'checkpoint_every',
+                cfg.checkpoint_every, "an integer >= 1")
+    for nm, v in (('lr_embed', cfg.lr_embed), ('lr_lora', cfg.lr_lora)):
+        check_param(isinstance(v, (int, float)) and v >= 0, nm, v, "a number >= 0")
     if len(images) != len(labels): raise ValueError(f"{len(images)} images but {len(labels)} labels")
     if not images: raise ValueError("no training images")
     classes = list(classes) if classes is not None else sorted(set(labels))
@@ -281,21 +318,31 @@ class _Run:
         d.update({f"lora.{n}": p for n, p in lora_state(self.pipe.unet).items()})
         return d
 
+# %% ../nbs/11_concept_training.ipynb #b1829dad
 def _setup(pipe, images:list, labels:list, cfg:ConceptsConfig, classes:list|None, metaclass:str, base_model:str,
            restart:bool|None, accelerator)->_Run:
-    "Check the inputs, freeze the pipeline, open the checkpoint folder, cache the latents, add the tokens (and LoRA), make the optimizer."
+    """Check the inputs, freeze the pipeline, open the checkpoint folder, cache the latents, add the tokens (and LoRA),
+    make the optimizer."""
     classes, res = _check_inputs(pipe, images, labels, cfg, classes)
     c2i = {c: i for i, c in enumerate(classes)}
     base_fp = model_fingerprint(pipe)  # of the base weights, before any token or LoRA is added
     acc = accelerator or make_accelerator(pipe.device, cfg.precision, cfg.grad_accum)
     pipe.to(acc.device)
-    pipe.vae.requires_grad_(False); pipe.text_encoder.requires_grad_(False); pipe.unet.requires_grad_(False)
-    pipe.vae.eval(); pipe.text_encoder.eval(); pipe.unet.eval()
+    pipe.vae.requires_grad_(False)
+    pipe.text_encoder.requires_grad_(False)
+    pipe.unet.requires_grad_(False)
+    pipe.vae.eval()
+    pipe.text_encoder.eval()
+    pipe.unet.eval()
     record = dict(model=str(base_model), recipe=cfg.recipe, lr_embed=float(cfg.lr_embed), lr_lora=float(cfg.lr_lora),
-                  rank=int(cfg.rank) if cfg.recipe == 'diff-mix' else 0, n_tokens=int(cfg.n_tokens), init_word=cfg.init_word, resolution=res,
-                  batch_size=int(cfg.batch_size), grad_accum=int(acc.gradient_accumulation_steps), weight_decay=float(cfg.weight_decay),
-                  flip=bool(cfg.flip), precision=acc.mixed_precision, seed=int(cfg.seed), classes=classes, metaclass=metaclass,
-                  data=_data_hash(images, labels), processes=acc.num_processes, text_dim=pipe.text_encoder.config.hidden_size,
+                  rank=int(cfg.rank) if cfg.recipe == 'diff-mix' else 0, n_tokens=int(cfg.n_tokens),
+                  init_word=cfg.init_word, resolution=res,
+                  batch_size=int(cfg.batch_size), grad_accum=int(acc.gradient_accumulation_steps),
+                  weight_decay=float(cfg.weight_decay),
+                  flip=bool(cfg.flip), precision=acc.mixed_precision, seed=int(cfg.seed), classes=classes,
+                  metaclass=metaclass,
+                  data=_data_hash(images, labels), processes=acc.num_processes,
+                  text_dim=pipe.text_encoder.config.hidden_size,
                   base_model_fingerprint=base_fp)
     out = Path(cfg.out)
     ck_dir = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else out.with_name(out.name + '.checkpoints')
@@ -304,12 +351,16 @@ def _setup(pipe, images:list, labels:list, cfg:ConceptsConfig, classes:list|None
     lat = cache_latents(pipe, images, res, cfg.flip)
     toks, first_id, init = add_concept_tokens(pipe, classes, cfg.n_tokens, cfg.init_word, metaclass)
     prompts = [f"a photo of a {' '.join(toks[c2i[l]])} {metaclass}" for l in labels]
-    prompt_ids = pipe.tokenizer(prompts, padding='max_length', max_length=pipe.tokenizer.model_max_length, truncation=True, return_tensors='pt').input_ids
+    prompt_ids = pipe.tokenizer(prompts, padding='max_length', max_length=pipe.tokenizer.model_max_length,
+                                truncation=True, return_tensors='pt').input_ids
     tokens = ConceptTokens(init, first_id).to(acc.device)
     lora = add_concept_lora(pipe.unet, cfg.rank, cfg.seed) if cfg.recipe == 'diff-mix' else []
-    groups = [{'params': [tokens.weight], 'lr': float(cfg.lr_embed)}] + ([{'params': lora, 'lr': float(cfg.lr_lora)}] if lora else [])
-    opt = torch.optim.AdamW(groups, lr=float(cfg.lr_embed), betas=(0.9, 0.999), eps=1e-8, weight_decay=float(cfg.weight_decay))
-    return _Run(pipe, cfg, acc, classes, metaclass, str(base_model), base_fp, record, ck_dir, lat, prompt_ids, toks, first_id, tokens, lora, opt)
+    groups = [{'params': [tokens.weight], 'lr': float(cfg.lr_embed)}] + ([{'params': lora, 'lr': float(cfg.lr_lora)}]
+        if lora else [])
+    opt = torch.optim.AdamW(groups, lr=float(cfg.lr_embed), betas=(0.9, 0.999), eps=1e-8,
+                            weight_decay=float(cfg.weight_decay))
+    return _Run(pipe, cfg, acc, classes, metaclass, str(base_model), base_fp, record, ck_dir, lat, prompt_ids, toks,
+                first_id, tokens, lora, opt)
 
 def _resume(run:_Run)->tuple[int, list]:
     "Restore the newest checkpoint of the run's folder, if any: (its step, the losses so far)."
@@ -322,11 +373,14 @@ def _resume(run:_Run)->tuple[int, list]:
         for k, p in cur.items(): p.copy_(t[k].to(p.device, p.dtype))
     run.opt.load_state_dict(osd)
     start, losses = int(st['step']), list(st.get('losses', []))[:int(st['step'])]
-    if start > run.cfg.steps: warnings.warn(f"checkpoint {cks[-1]} is at step {start} > steps={run.cfg.steps}: using it as is")
+    if start > run.cfg.steps:
+        warnings.warn(f"checkpoint {cks[-1]} is at step {start} > steps={run.cfg.steps}: using it as is")
     return start, losses
 
+# %% ../nbs/11_concept_training.ipynb #f8a7d7fb
 def _train_step(run:_Run, step:int, tokens_p, opt_p, unet_p, sched)->float:
-    "Optimizer step `step` (`grad_accum` micro-batches, through the accelerator's wrappers `*_p`); returns its mean loss."
+    """Optimizer step `step` (`grad_accum` micro-batches, through the accelerator's wrappers `*_p`); returns its mean
+    loss."""
     acc, cfg = run.acc, run.cfg
     if run.lora: run.pipe.unet.train()
     tot = 0.0
@@ -338,12 +392,15 @@ def _train_step(run:_Run, step:int, tokens_p, opt_p, unet_p, sched)->float:
             with acc.autocast():
                 loss = concept_loss(run.pipe, run.lat, run.prompt_ids, idx, g, sched, unet_p)
             acc.backward(loss)
-            opt_p.step(); opt_p.zero_grad(set_to_none=True)
-        tot += float(acc.reduce(loss.detach(), 'mean') if acc.num_processes > 1 else loss.detach()) / acc.gradient_accumulation_steps
+            opt_p.step()
+            opt_p.zero_grad(set_to_none=True)
+        tot += float(acc.reduce(loss.detach(), 'mean') if acc.num_processes > 1
+                     else loss.detach()) / acc.gradient_accumulation_steps
     return tot
 
 def _train_loop(run:_Run, start:int, losses:list, keep_checkpoints:int, callback:Callable|None)->tuple[int, float]:
-    "Steps `start` ... `cfg.steps` (`losses` grows), a checkpoint every `checkpoint_every` and at the end; returns (steps done, seconds)."
+    """Steps `start` ... `cfg.steps` (`losses` grows), a checkpoint every `checkpoint_every` and at the end; returns
+    (steps done, seconds)."""
     acc, cfg, pipe = run.acc, run.cfg, run.pipe
     tokens_p, opt_p = acc.prepare(run.tokens, run.opt)
     unet_p = acc.prepare(pipe.unet) if run.lora and acc.num_processes > 1 else pipe.unet
@@ -352,34 +409,45 @@ def _train_loop(run:_Run, start:int, losses:list, keep_checkpoints:int, callback
     t0, done = time.perf_counter(), 0
     try:
         steps = range(start, cfg.steps)
-        bar = progress(steps, desc=f'concepts ({cfg.recipe})', total=cfg.steps, initial=start) if acc.is_local_main_process else steps
+        bar = progress(steps, desc=f'concepts ({cfg.recipe})', total=cfg.steps,
+                       initial=start) if acc.is_local_main_process else steps
         for step in bar:
             tot = _train_step(run, step, tokens_p, opt_p, unet_p, sched)
-            losses.append(tot); done += 1
+            losses.append(tot)
+            done += 1
             if hasattr(bar, 'set_postfix'): bar.set_postfix(loss=f"{tot:.4f}")
             n = step + 1
             if (n % cfg.checkpoint_every == 0 or n == cfg.steps) and acc.is_main_process:
-                save_checkpoint(run.ck_dir, n, run.trainable(), run.opt, {'losses': losses, 'config': run.record}, keep_checkpoints)
+                save_checkpoint(run.ck_dir, n, run.trainable(), run.opt, {'losses': losses, 'config': run.record},
+                                keep_checkpoints)
             if callback is not None: callback(n, tot)
         acc.wait_for_everyone()
     finally:
-        hook.remove(); pipe.unet.eval()
+        hook.remove()
+        pipe.unet.eval()
     return done, time.perf_counter() - t0
 
+# %% ../nbs/11_concept_training.ipynb #9e6d3d8c
 def _finish(run:_Run, losses:list, loss0:float|None, eval_draws:int, start:int, done:int, secs:float)->dict:
-    "Write the learned rows into the pipeline's embedding, evaluate, write the concept folder (main process); the result dict."
+    """Write the learned rows into the pipeline's embedding, evaluate, write the concept folder (main process); the
+    result dict."""
     pipe, acc, cfg = run.pipe, run.acc, run.cfg
     with torch.no_grad():
         w = pipe.text_encoder.get_input_embeddings().weight
         w[run.first_id:run.first_id + run.tokens.weight.shape[0]] = run.tokens.weight.detach().to(w.device, w.dtype)
-    with acc.autocast(): loss1 = concept_eval_loss(pipe, run.lat, run.prompt_ids, cfg.seed, eval_draws) if eval_draws else None
-    training = dict(steps=len(losses), eval_loss_before=loss0, eval_loss_after=loss1, losses=losses, fingerprint=_fingerprint(run.record))
+    with acc.autocast():
+        loss1 = concept_eval_loss(pipe, run.lat, run.prompt_ids, cfg.seed, eval_draws) if eval_draws else None
+    training = dict(steps=len(losses), eval_loss_before=loss0, eval_loss_after=loss1, losses=losses,
+                    fingerprint=_fingerprint(run.record))
     this_run = dict(steps_this_run=done, resumed_from=start, seconds=round(secs, 3), checkpoints=str(run.ck_dir),
                     steps_per_second=round(done / secs, 3) if done and secs > 0 else None)
-    if acc.is_main_process:  # training.json holds what the result depends on, not how this run went: same bytes after a resume
-        write_concepts(cfg.out, pipe, run.classes, run.toks, run.tokens.weight.detach(), recipe=cfg.recipe, metaclass=run.metaclass,
+    # training.json holds what the result depends on, not how this run went: same bytes after a resume
+    if acc.is_main_process:
+        write_concepts(cfg.out, pipe, run.classes, run.toks, run.tokens.weight.detach(), recipe=cfg.recipe,
+                       metaclass=run.metaclass,
                        base_model=run.base_model, base_model_fingerprint=run.base_fp, training=training,
-                       extra={'config': run.record, 'steps': len(losses), 'init_word': cfg.init_word, 'rank': run.record['rank']})
+                       extra={'config': run.record, 'steps': len(losses), 'init_word': cfg.init_word,
+                              'rank': run.record['rank']})
         finish_checkpoints(run.ck_dir, len(losses))
     acc.wait_for_everyone()
     return {**training, **this_run}
@@ -387,11 +455,13 @@ def _finish(run:_Run, losses:list, loss0:float|None, eval_draws:int, start:int, 
 def train_concepts(pipe, # a StableDiffusionPipeline, freshly loaded (changed in place: tokens, LoRA)
                    images:list[Image.Image], # the training images
                    labels:list[str], # their class names
-                   cfg:ConceptsConfig|None=None, # the parameters (`out` is required; `split`, `model`, `device` are unused here)
+                   # the parameters (`out` is required; `split`, `model`, `device` are unused here)
+                   cfg:ConceptsConfig|None=None,
                    classes:list[str]|None=None, # class names in label order (default: sorted labels)
                    metaclass:str='object', # the dataset's theme word in the prompt
                    base_model:str='', # the model's id or path, recorded in concepts.json
-                   accelerator=None, # an `accelerate.Accelerator` (default: built from the pipeline's device and `cfg.precision`)
+                   # an `accelerate.Accelerator` (default: built from the pipeline's device and `cfg.precision`)
+                   accelerator=None,
                    restart:bool|None=None, # True: discard the checkpoints of an earlier run; None: `DIFFAUG_RESTART=1`
                    eval_draws:int=2, # draws per image of the fixed evaluation loss (0: skip it)
                    keep_checkpoints:int=2, # newest checkpoints kept
@@ -403,7 +473,8 @@ def train_concepts(pipe, # a StableDiffusionPipeline, freshly loaded (changed in
     with reproducible_training():  # one thread: the same bytes run after run (several CPU threads did not repeat them)
         run = _setup(pipe, images, labels, cfg, classes, metaclass, base_model, restart, accelerator)
         # the eval loss of the untrained concepts, before any checkpoint is restored (so a resumed run records the same)
-        with run.acc.autocast(): loss0 = concept_eval_loss(pipe, run.lat, run.prompt_ids, cfg.seed, eval_draws) if eval_draws else None
+        with run.acc.autocast():
+            loss0 = concept_eval_loss(pipe, run.lat, run.prompt_ids, cfg.seed, eval_draws) if eval_draws else None
         start, losses = _resume(run)
         done, secs = _train_loop(run, start, losses, keep_checkpoints, callback)
         return _finish(run, losses, loss0, eval_draws, start, done, secs)
@@ -419,8 +490,10 @@ def run_concepts(cfg:ConceptsConfig|None=None, # the stage's parameters
     images = [load_image(sp.root/it['path']) for it in progress(items, desc='reading images', leave=False)]
     labels = [it['label'] for it in items]
     acc = make_accelerator(cfg.device, cfg.precision, cfg.grad_accum)
-    # frozen weights in the half dtype on GPUs (as diffusers' scripts); on CPUs fp32 weights + bf16 autocast (CPU layer norms want fp32 weights)
+    # frozen weights in the half dtype on GPUs (as diffusers' scripts); on CPUs fp32 weights + bf16 autocast (CPU layer
+    # norms want fp32 weights)
     wprec = 'fp32' if acc.mixed_precision == 'no' or acc.device.type == 'cpu' else acc.mixed_precision
     pipe = load_sd(cfg.model, device=acc.device, precision=wprec)
-    info = train_concepts(pipe, images, labels, cfg, classes=sp.classes, metaclass=sp.metaclass, base_model=recorded_path(cfg.model), accelerator=acc)
+    info = train_concepts(pipe, images, labels, cfg, classes=sp.classes, metaclass=sp.metaclass,
+                          base_model=recorded_path(cfg.model), accelerator=acc)
     return {**info, 'out': str(cfg.out)}

@@ -42,7 +42,8 @@ def concept_prompt(class_name:str, # the class
                    suffix:str='', # optional context, e.g. "flying over water" (Diff-II's suffixes)
                   )->str:
     "The prompt 'a photo of a <class_i> metaclass [suffix]'."
-    if class_name not in placeholders: raise KeyError(f"class {class_name!r} has no learned concept (known: {list(placeholders)[:5]}...)")
+    if class_name not in placeholders:
+        raise KeyError(f"class {class_name!r} has no learned concept (known: {list(placeholders)[:5]}...)")
     p = f"a photo of a {placeholders[class_name]} {metaclass}".strip()
     return f"{p} {suffix.strip()}" if suffix and suffix.strip() else p
 
@@ -87,8 +88,10 @@ def _own_rng(device:torch.device):
 def grow_token_embeddings(text_encoder, # a transformers text encoder (changed in place)
                           n_rows:int, # the token embedding's new number of rows (fewer than now: nothing changes)
                          )->None:
-    "Grow `text_encoder`'s token embedding to `n_rows` rows: old rows unchanged, new rows zero, the global random state untouched."
-    w = text_encoder.get_input_embeddings().weight; n_old = w.shape[0]
+    """Grow `text_encoder`'s token embedding to `n_rows` rows: old rows unchanged, new rows zero, the global random
+    state untouched."""
+    w = text_encoder.get_input_embeddings().weight
+    n_old = w.shape[0]
     if n_rows <= n_old: return
     # transformers initialises the new rows (randomly) before the caller overwrites them: keep the global RNG out of it
     with _own_rng(w.device): text_encoder.resize_token_embeddings(n_rows, mean_resizing=False)
@@ -100,19 +103,25 @@ def add_concept_tokens(pipe, # a StableDiffusionPipeline (changed in place)
                        init_word:str|None=None, # initial word; None: the metaclass; "{class}": each class's own name
                        metaclass:str='object', # the dataset's theme word
                       )->tuple[list[list[str]], int, torch.Tensor]:
-    "Add every class's tokens to `pipe`; returns (tokens per class, id of the first new token, initial vectors [K*n, dim])."
-    check_param(isinstance(n_tokens, int) and n_tokens >= 1, 'n_tokens', n_tokens, "an integer >= 1 (vectors per class)")
+    """Add every class's tokens to `pipe`; returns (tokens per class, id of the first new token, initial vectors [K*n,
+    dim])."""
+    check_param(isinstance(n_tokens, int) and n_tokens >= 1, 'n_tokens', n_tokens,
+                "an integer >= 1 (vectors per class)")
     tok, te = pipe.tokenizer, pipe.text_encoder
     toks = [class_tokens(i, n_tokens) for i in range(len(classes))]
     flat = [t for ts in toks for t in ts]
     clash = [t for t in flat if t in tok.get_vocab()]
-    if clash: raise ValueError(f"the pipeline's tokenizer already has the placeholder tokens {clash[:4]}: concepts are already applied to it; use a freshly loaded pipeline")
-    init = torch.stack([_word_vector(pipe, _init_word(init_word, metaclass, c)) for c in classes for _ in range(n_tokens)])
+    if clash:
+        raise ValueError(f"the pipeline's tokenizer already has the placeholder tokens {clash[:4]}: concepts are "
+                         f"already applied to it; use a freshly loaded pipeline")
+    init = torch.stack([_word_vector(pipe, _init_word(init_word, metaclass, c)) for c in classes
+                        for _ in range(n_tokens)])
     n_old = te.get_input_embeddings().weight.shape[0]
     tok.add_tokens(flat)
     ids = tok.convert_tokens_to_ids(flat)
     first = ids[0]
-    if ids != list(range(first, first + len(flat))): raise RuntimeError(f"placeholder token ids are not contiguous: {ids[:6]}...")
+    if ids != list(range(first, first + len(flat))):
+        raise RuntimeError(f"placeholder token ids are not contiguous: {ids[:6]}...")
     grow_token_embeddings(te, len(tok))
     with torch.no_grad():
         w = te.get_input_embeddings().weight
@@ -120,7 +129,8 @@ def add_concept_tokens(pipe, # a StableDiffusionPipeline (changed in place)
     return toks, first, init
 
 # %% ../nbs/10_concepts.ipynb #60d6fa77
-RECIPES = ('diff-mix', 'da-fusion') # what made a concept folder (concepts.json's `recipe`): tokens + shared LoRA, or tokens only
+# what made a concept folder (concepts.json's `recipe`): tokens + shared LoRA, or tokens only
+RECIPES = ('diff-mix', 'da-fusion')
 LORA_TARGETS = ['to_q', 'to_k', 'to_v', 'to_out.0']
 
 def add_concept_lora(unet, # the U-Net (changed in place: gets a LoRA adapter)
@@ -130,7 +140,8 @@ def add_concept_lora(unet, # the U-Net (changed in place: gets a LoRA adapter)
     "Add a LoRA (rank `rank`, alpha = rank) to all attention projections of `unet`; returns its trainable parameters."
     from peft import LoraConfig
     check_param(isinstance(rank, int) and rank >= 1, 'rank', rank, "an integer >= 1 (LoRA rank)")
-    if getattr(unet, 'peft_config', None): raise ValueError(f"the U-Net already has LoRA adapters {list(unet.peft_config)}: use a freshly loaded pipeline")
+    if getattr(unet, 'peft_config', None):
+        raise ValueError(f"the U-Net already has LoRA adapters {list(unet.peft_config)}: use a freshly loaded pipeline")
     unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights='gaussian', target_modules=LORA_TARGETS))
     g = item_generator(seed, 'concepts', 'lora-init')
     params = []
@@ -140,7 +151,8 @@ def add_concept_lora(unet, # the U-Net (changed in place: gets a LoRA adapter)
             p.data = p.data.float()
             if '.lora_A.' in name: p.copy_(torch.randn(p.shape, generator=g) / rank)
             else: p.zero_()
-            p.requires_grad_(True); params.append(p)
+            p.requires_grad_(True)
+            params.append(p)
     return params
 
 def lora_state(unet)->dict:
@@ -165,10 +177,12 @@ def write_concepts(out:str|Path, # the concept folder (replaced)
     "Write a concept folder: embeddings, LoRA (if the U-Net has one), concepts.json; swapped in atomically."
     from diffusers import StableDiffusionPipeline
     out = Path(out)
-    check_param(isinstance(base_model_fingerprint, dict) and base_model_fingerprint, 'base_model_fingerprint', base_model_fingerprint,
+    check_param(isinstance(base_model_fingerprint, dict) and base_model_fingerprint, 'base_model_fingerprint',
+                base_model_fingerprint,
                 "the base model's diffaug.models.model_fingerprint")
     with staged_dir(out, overwrite=True) as tmp:  # swapped in when complete, deleted on failure
-        n = len(tokens[0]); concepts = {}
+        n = len(tokens[0])
+        concepts = {}
         for i, (c, ts) in enumerate(zip(classes, tokens)):
             f = f"embeddings/{ts[0].strip('<>')}.safetensors"
             atomic_save_safetensors({'emb_params': vectors[i * n:(i + 1) * n].float()}, tmp/f)
@@ -178,11 +192,13 @@ def write_concepts(out:str|Path, # the concept folder (replaced)
             from peft.utils import get_peft_model_state_dict
             from diffusers.utils import convert_state_dict_to_diffusers
             sd = convert_state_dict_to_diffusers(get_peft_model_state_dict(pipe.unet))
-            StableDiffusionPipeline.save_lora_weights(tmp, unet_lora_layers={k: v.detach().float().cpu() for k, v in sd.items()}, safe_serialization=True)
+            StableDiffusionPipeline.save_lora_weights(tmp, unet_lora_layers={k: v.detach().float().cpu() for k,
+                v in sd.items()}, safe_serialization=True)
             follow_umask(tmp/'pytorch_lora_weights.safetensors')  # safetensors writes it 0600
         meta = {'format': CONCEPTS_FORMAT, 'recipe': recipe, 'metaclass': metaclass, 'base_model': base_model,
                 'base_model_fingerprint': base_model_fingerprint,
-                'embedding_dim': int(vectors.shape[-1]), 'n_vectors': n, 'lora': 'pytorch_lora_weights.safetensors' if lora else None,
+                'embedding_dim': int(vectors.shape[-1]), 'n_vectors': n, 'lora': 'pytorch_lora_weights.safetensors'
+                if lora else None,
                 'classes': list(classes), 'concepts': concepts, **(extra or {})}
         atomic_write_json(tmp/'concepts.json', meta)
         if training is not None: atomic_write_json(tmp/'training.json', training)
@@ -205,9 +221,12 @@ def read_concepts(concept_dir:str|Path, # a concept folder
     if miss: raise ConceptError(f"{f}: malformed, missing {miss}")
     nc = [c for c in meta['classes'] if c not in meta['concepts']]
     if nc: raise ConceptError(f"{f}: classes without a concept entry: {nc[:5]}")
-    missing = [str(d/meta['concepts'][c]['file']) for c in meta['classes'] if not (d/meta['concepts'][c]['file']).is_file()]
+    missing = [str(d/meta['concepts'][c]['file']) for c in meta['classes']
+               if not (d/meta['concepts'][c]['file']).is_file()]
     if meta.get('lora') and not (d/meta['lora']).is_file(): missing.append(str(d/meta['lora']))
-    if missing: raise FileNotFoundError(f"concept folder {d} is incomplete; missing: " + ', '.join(missing[:5]) + (' ...' if len(missing) > 5 else ''))
+    if missing:
+        raise FileNotFoundError(f"concept folder {d} is incomplete; missing: " + ', '.join(missing[:5]) +
+                                (' ...' if len(missing) > 5 else ''))
     return meta
 
 def check_concept_classes(meta:dict, # what `read_concepts` returned
@@ -221,9 +240,11 @@ def check_concept_classes(meta:dict, # what `read_concepts` returned
     msg = f"concept folder {where} does not match the dataset's classes: "
     if missing: msg += f"{len(missing)} class(es) without a concept {missing[:5]}; "
     if extra: msg += f"{len(extra)} concept(s) for classes not in the dataset {extra[:5]}; "
-    if not missing and not extra: msg += f"same classes in another order (concepts: {have[:4]}..., dataset: {want[:4]}...)"
+    if not missing and not extra:
+        msg += f"same classes in another order (concepts: {have[:4]}..., dataset: {want[:4]}...)"
     raise ConceptError(msg.rstrip('; '))
 
+# %% ../nbs/10_concepts.ipynb #419a4fea
 def _check_lora_file(unet, path:Path)->None:
     from safetensors import safe_open
     try:
@@ -236,59 +257,79 @@ def _check_lora_file(unet, path:Path)->None:
         m = re.fullmatch(r'unet\.(.+)\.lora\.(down|up)\.weight', k)
         if not m: continue
         mod = mods.get(m.group(1)) or mods.get(m.group(1) + '.base_layer')
-        if mod is None: raise ConceptError(f"{path}: LoRA for U-Net module {m.group(1)!r}, which this pipeline's U-Net does not have (concepts learned on another model?)")
+        if mod is None:
+            raise ConceptError(f"{path}: LoRA for U-Net module {m.group(1)!r}, which this pipeline's U-Net does not "
+                               f"have (concepts learned on another model?)")
         if hasattr(mod, 'base_layer'): mod = mod.base_layer
         want = mod.in_features if m.group(2) == 'down' else mod.out_features
         got = shp[1] if m.group(2) == 'down' else shp[0]
-        if want != got: raise ConceptError(f"{path}: LoRA of {m.group(1)} has size {got} but this pipeline's layer has {want} (concepts learned on another model?)")
+        if want != got:
+            raise ConceptError(f"{path}: LoRA of {m.group(1)} has size {got} but this pipeline's layer has {want} "
+                               f"(concepts learned on another model?)")
 
 def check_base_model(meta:dict, # what `read_concepts` returned
                      pipe, # the pipeline the concepts are about to be applied to (no concepts applied yet)
                      where:str|Path='', # the concept folder, for the message
                     )->None:
-    "Raise `ConceptError` naming both fingerprints when `pipe`'s base model is not the one the concepts were learned on."
+    """Raise `ConceptError` naming both fingerprints when `pipe`'s base model is not the one the concepts were learned
+    on."""
     want = meta.get('base_model_fingerprint')
     if want is None:
         warnings.warn(f"concept folder {where} records no base_model_fingerprint (written by an older diffaug): "
-                      f"cannot check that it was learned on this pipeline's model (it names {meta.get('base_model')!r})")
+                      f"cannot check that it was learned on this pipeline's model (it names "
+                      f"{meta.get('base_model')!r})")
         return
     have = model_fingerprint(pipe)
     if not same_model(want, have):
-        raise ConceptError(f"concept folder {where} was learned on another base model: its base_model_fingerprint is {want} "
-                           f"(base_model {meta.get('base_model')!r}), this pipeline's model has {have}; relearn the concepts on this model")
+        raise ConceptError(f"concept folder {where} was learned on another base model: its base_model_fingerprint is "
+                           f"{want} "
+                           f"(base_model {meta.get('base_model')!r}), this pipeline's model has {have}; relearn the "
+                           f"concepts on this model")
 
+# %% ../nbs/10_concepts.ipynb #df25602c
 def apply_concepts(pipe, # a StableDiffusionPipeline (changed in place)
                    concept_dir:str|Path, # a concept folder written by the concepts stage
                    classes:list[str]|None=None, # the dataset's classes in label order, checked against the folder
                    lora:bool=True, # also load the LoRA (when the folder has one)
                   )->dict:
     "Load a concept folder into `pipe` (textual inversion + LoRA); returns {class name: placeholder}."
-    d = Path(concept_dir); meta = read_concepts(d)
+    d = Path(concept_dir)
+    meta = read_concepts(d)
     if classes is not None: check_concept_classes(meta, classes, str(d))
     from safetensors.torch import load_file
     te_dim = pipe.text_encoder.get_input_embeddings().weight.shape[-1]
     files, toks = [], []
     for c in meta['classes']:
-        e = meta['concepts'][c]; f = d/e['file']
+        e = meta['concepts'][c]
+        f = d/e['file']
         try: sd = load_file(str(f))
         except Exception as ex: raise ConceptError(f"{f}: not a readable safetensors file ({ex})") from ex
         if set(sd) != {'emb_params'} or sd['emb_params'].ndim != 2:
-            raise ConceptError(f"{f}: expected one tensor 'emb_params' [n_vectors, dim], found {[(k, tuple(v.shape)) for k, v in sd.items()]}")
+            raise ConceptError(f"{f}: expected one tensor 'emb_params' [n_vectors, dim], found "
+                               f"{[(k, tuple(v.shape)) for k, v in sd.items()]}")
         if sd['emb_params'].shape[-1] != te_dim:
-            raise ConceptError(f"{f}: embedding size {sd['emb_params'].shape[-1]} does not match this pipeline's text encoder (hidden size {te_dim}): concepts learned on another model?")
-        files.append(sd); toks.append(e['token'])
+            raise ConceptError(f"{f}: embedding size {sd['emb_params'].shape[-1]} does not match this pipeline's text "
+                               f"encoder (hidden size {te_dim}): concepts learned on another model?")
+        files.append(sd)
+        toks.append(e['token'])
     clash = [t for t in toks if t in pipe.tokenizer.get_vocab()]
-    if clash: raise ConceptError(f"the pipeline already has the tokens {clash[:4]}: concepts are already applied; load a fresh pipeline")
+    if clash:
+        raise ConceptError(f"the pipeline already has the tokens {clash[:4]}: concepts are already applied; load a "
+                           f"fresh pipeline")
     if lora and meta.get('lora'):
         _check_lora_file(pipe.unet, d/meta['lora'])
     check_base_model(meta, pipe, d)
-    # diffusers resizes to len(tokenizer) + new tokens with transformers' default (mean resizing: a random draw, a notice)
+    # diffusers resizes to len(tokenizer) + new tokens with transformers' default (mean resizing: a random draw, a
+    # notice)
     grow_token_embeddings(pipe.text_encoder, len(pipe.tokenizer) + sum(sd['emb_params'].shape[0] for sd in files))
     pipe.load_textual_inversion(files, token=toks)
     if lora and meta.get('lora'):
-        try:  # peft initialises the adapter (randomly) before the file's weights replace it: the global RNG stays as it was
-            with _own_rng(pipe.unet.device): pipe.unet.load_lora_adapter(str(d), weight_name=meta['lora'], prefix='unet', adapter_name='concepts')
-        except Exception as e: raise ConceptError(f"{d/meta['lora']}: diffusers could not load the LoRA ({type(e).__name__}: {e})") from e
+        # peft initialises the adapter (randomly) before the file's weights replace it: the global RNG stays as it was
+        try:
+            with _own_rng(pipe.unet.device):
+                pipe.unet.load_lora_adapter(str(d), weight_name=meta['lora'], prefix='unet', adapter_name='concepts')
+        except Exception as e:
+            raise ConceptError(f"{d/meta['lora']}: diffusers could not load the LoRA ({type(e).__name__}: {e})") from e
     return {c: meta['concepts'][c]['token'] for c in meta['classes']}
 
 # %% ../nbs/10_concepts.ipynb #03d42c74
@@ -304,7 +345,8 @@ def concept_grid(pipe, # a pipeline with concepts applied
     rows = []
     for c in placeholders:
         gens = [item_generator(seed, 'concepts-grid', j, pipe.device) for j in range(n)]
-        rows.append(pipe([concept_prompt(c, metaclass, placeholders)] * n, num_inference_steps=steps, guidance_scale=guidance,
+        rows.append(pipe([concept_prompt(c, metaclass, placeholders)] * n, num_inference_steps=steps,
+                         guidance_scale=guidance,
                          generator=gens).images)
     w, h = rows[0][0].size
     grid = Image.new('RGB', (w * n, h * len(rows)))

@@ -34,7 +34,8 @@ def item_seed(seed:int, # the run's global seed
 def item_generator(seed:int, # the run's global seed
                    stage:str, # the stage name
                    item_id:str|int, # a stable id of the work item
-                   device:str|torch.device='cpu', # where the generator lives (diffusers wants it on the latents' device)
+                   # where the generator lives (diffusers wants it on the latents' device)
+                   device:str|torch.device='cpu',
                   )->torch.Generator:
     "A `torch.Generator` seeded by `item_seed`."
     import torch
@@ -53,7 +54,9 @@ def seed_everything(seed:int, # the global seed
                    )->None:
     "Seed python, numpy and torch, and prefer deterministic kernels."
     import torch
-    random.seed(seed); np.random.seed(seed % 2**32); torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
     os.environ.setdefault('PYTHONHASHSEED', str(seed))
     if deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
@@ -69,7 +72,8 @@ def choose_device(device:str|torch.device|None='auto', # "auto", "cpu", "cuda", 
     import torch
     if device is None or str(device) == 'auto':
         if torch.cuda.is_available(): return torch.device('cuda')
-        if getattr(torch.backends, 'mps', None) is not None and torch.backends.mps.is_available(): return torch.device('mps')
+        if getattr(torch.backends, 'mps', None) is not None and torch.backends.mps.is_available():
+            return torch.device('mps')
         return torch.device('cpu')
     d = torch.device(device)
     if d.type == 'cuda' and not torch.cuda.is_available():
@@ -83,12 +87,14 @@ def cpu_supports_bf16()->bool:
     except OSError: return False
     return ('amx_bf16' in flags) or ('avx512_bf16' in flags)
 
-_DTYPES = {'fp32': 'float32', 'float32': 'float32', 'fp16': 'float16', 'float16': 'float16', 'bf16': 'bfloat16', 'bfloat16': 'bfloat16'}
+_DTYPES = {'fp32': 'float32', 'float32': 'float32', 'fp16': 'float16', 'float16': 'float16', 'bf16': 'bfloat16',
+           'bfloat16': 'bfloat16'}
 
 def choose_dtype(device:str|torch.device, # the device the model runs on
                  precision:str='auto', # "auto", "fp32", "fp16" or "bf16"
                 )->torch.dtype:
-    "Resolve `precision`: auto is fp16 on cuda/mps (bf16 where cuda supports it), bf16 on CPUs with bf16 units, else fp32."
+    """Resolve `precision`: auto is fp16 on cuda/mps (bf16 where cuda supports it), bf16 on CPUs with bf16 units, else
+    fp32."""
     import torch
     if precision in _DTYPES: return getattr(torch, _DTYPES[precision])
     if precision != 'auto': raise ValueError(f"precision={precision!r}: expected one of auto, fp32, fp16, bf16")
@@ -138,7 +144,8 @@ def optimizer_state(param_groups:list, # the state dict's `param_groups` (saved,
     "The optimizer state dict made of `optimizer_tensors`' two parts and `param_groups` (for `load_state_dict`)."
     state = {}
     for key, v in list(tensors.items()) + list((scalars or {}).items()):
-        pid, k = key.split('.', 1); state.setdefault(int(pid), {})[k] = v
+        pid, k = key.split('.', 1)
+        state.setdefault(int(pid), {})[k] = v
     return {'state': state, 'param_groups': param_groups}
 
 # %% ../nbs/00_core.ipynb #0e3bc781
@@ -159,19 +166,25 @@ def nearest(value, names, cutoff:float=0.0)->str:
 
 CHECKED_ENV = 'DIFFAUG_CHECKED'  # the runner tells the stage's kernel which config it checked (its `digest`)
 _FIELD_DOCS = {}  # class -> its docments: reading a class's source parses its whole module (40 ms), once per class
+# a field's line `    name:type=default # docment`, then the docment's continuation lines (indented more than the field)
+_FIELD_RE = _re.compile(r'^\s{4}(\w+)\s*:[^#\n]*#\s*(.+)$((?:\n {5,}#.*$)*)', _re.M)
 
 def _field_docs(cls)->dict:
-    "The trailing-comment docments of a dataclass's fields (this class and its bases), by name."
+    """The trailing-comment docments of a dataclass's fields (this class and its bases), by name; a docment goes on over
+    more indented `# ...` lines right under its field (joined with a space)."""
     if cls in _FIELD_DOCS: return _FIELD_DOCS[cls]
     out = {}
     for k in reversed(cls.__mro__):
         if not dataclasses.is_dataclass(k) or k is object: continue
         try: src = inspect.getsource(k)
-        except (OSError, TypeError):  # defined in a notebook cell: read the cell through one of the class's own functions
+        # defined in a notebook cell: read the cell through one of the class's own functions
+        except (OSError, TypeError):
             import linecache
             fns = [v for v in vars(k).values() if inspect.isfunction(v)]
             src = ''.join(linecache.getlines(fns[0].__code__.co_filename)) if fns else ''
-        for m in _re.finditer(r'^\s{4}(\w+)\s*:[^#\n]*#\s*(.+)$', src, _re.M): out[m.group(1)] = m.group(2).strip()
+        for m in _FIELD_RE.finditer(src):
+            more = [l.strip()[1:].strip() for l in m.group(3).split('\n') if l.strip()]
+            out[m.group(1)] = ' '.join([m.group(2).strip(), *more])
     _FIELD_DOCS[cls] = out
     return out
 
@@ -180,6 +193,8 @@ def _default(f:dataclasses.Field):
     if f.default_factory is not dataclasses.MISSING: return f.default_factory()
     return dataclasses.MISSING
 
+# %% ../nbs/00_core.ipynb #03284c8c
+# long: one class (the parameter declaration every stage extends); a class cannot span cells
 @dataclasses.dataclass
 class StageConfig:
     "Base of a stage's parameters: the dataclass fields (type, default, docment) are their one declaration."
@@ -196,11 +211,13 @@ class StageConfig:
                    ):
         "An instance with `params` over the defaults; `ParamError` naming an unknown key and the nearest valid one."
         params, names = dict(params or {}), [f.name for f in dataclasses.fields(cls)]
-        if not all(isinstance(k, str) for k in params): raise ParamError(f"{where or cls.__name__}: parameter names must be strings")
+        if not all(isinstance(k, str) for k in params):
+            raise ParamError(f"{where or cls.__name__}: parameter names must be strings")
         for k in sorted(params):
             if k not in names:
                 c = closest(k, names, 0.5)
-                raise ParamError(f"{where or cls.__name__}: unknown parameter {k!r}" + (f"; did you mean {c!r}?" if c else '')
+                raise ParamError(f"{where or cls.__name__}: unknown parameter {k!r}" +
+                                 (f"; did you mean {c!r}?" if c else '')
                                  + f" (its parameters: {', '.join(names)})")
         return cls(**params)
 
@@ -208,8 +225,10 @@ class StageConfig:
     def of(cls, cfg=None, # an instance, or None for the defaults
            **kw, # values that override it
           ):
-        "`cfg` with `kw` applied (`from_params` rules): how a `run_*` function takes either a config or keywords; `cfg` itself when there are no `kw`."
-        if cfg is not None and not isinstance(cfg, cls): raise ParamError(f"expected a {cls.__name__}, got {type(cfg).__name__}")
+        """`cfg` with `kw` applied (`from_params` rules): how a `run_*` function takes either a config or keywords;
+        `cfg` itself when there are no `kw`."""
+        if cfg is not None and not isinstance(cfg, cls):
+            raise ParamError(f"expected a {cls.__name__}, got {type(cfg).__name__}")
         if cfg is not None and not kw: return cfg  # the same object: a checked config stays checked
         return cls.from_params({**(cfg.asdict() if cfg is not None else {}), **kw})
 
@@ -233,8 +252,9 @@ class StageConfig:
         return hashlib.sha256(s.encode()).hexdigest()[:16]
 
     def checked(self):
-        """`self`, checked once (`check()` with files): not again when these values were checked already, in this process or
-        by the runner before the stage's kernel started (it names their `digest` in `CHECKED_ENV`). How `run_<stage>` starts."""
+        """`self`, checked once (`check()` with files): not again when these values were checked already, in this
+        process or by the runner before the stage's kernel started (it names their `digest` in `CHECKED_ENV`). How
+        `run_<stage>` starts."""
         key = self.digest()
         if key not in (getattr(self, '_checked', None), os.environ.get(CHECKED_ENV)): self.check()
         self._checked = key  # not a field: a changed copy (`of` with keywords, `dataclasses.replace`) is checked anew
@@ -253,14 +273,16 @@ class StageConfig:
         rng = f" >= {lo}" if hi is None and lo is not None else f" in [{lo}, {hi}]" if lo is not None else ''
         self.need(ok, name, ('null or ' if none else '') + f"an integer{rng}")
 
-    def need_num(self, name:str, lo:float|None=None, hi:float|None=None, none:bool=False, lo_open:bool=False, hi_open:bool=False):
+    def need_num(self, name:str, lo:float|None=None, hi:float|None=None, none:bool=False, lo_open:bool=False,
+                 hi_open:bool=False):
         "`name` is a number in the interval (bounds closed unless `*_open`)."
         v = getattr(self, name)
         if none and v is None: return
         ok = isinstance(v, (int, float)) and not isinstance(v, bool) and v == v
         if ok and lo is not None: ok = v > lo if lo_open else v >= lo
         if ok and hi is not None: ok = v < hi if hi_open else v <= hi
-        iv = f"{'(' if lo_open else '['}{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}{')' if hi_open else ']'}"
+        iv = (f"{'(' if lo_open else '['}{'-inf' if lo is None else lo}, "
+              f"{'inf' if hi is None else hi}{')' if hi_open else ']'}")
         self.need(ok, name, ('null or ' if none else '') + f"a number in {iv}")
 
     def need_choice(self, name:str, choices, none:bool=False):
@@ -268,7 +290,8 @@ class StageConfig:
         v = getattr(self, name)
         if none and v is None: return
         ok = isinstance(v, (str, int, float, bool)) and v in choices
-        self.need(ok, name, f"one of {', '.join(map(str, choices))}" + (nearest(v, choices, 0.5) if isinstance(v, str) and not ok else ''))
+        self.need(ok, name, f"one of {', '.join(map(str, choices))}" +
+                  (nearest(v, choices, 0.5) if isinstance(v, str) and not ok else ''))
 
     def need_bool(self, name:str, none:bool=False):
         "`name` is true or false."
@@ -279,11 +302,13 @@ class StageConfig:
         "`name` is set, and (when `files`) an existing `kind` ('file' or 'dir') holding `parts`."
         v = getattr(self, name)
         if v is None:
-            self.need(none, name, f"a {'folder' if kind == 'dir' else 'file'} path (this parameter is required)"); return
+            self.need(none, name, f"a {'folder' if kind == 'dir' else 'file'} path (this parameter is required)")
+            return
         self.need(isinstance(v, (str, os.PathLike)) and str(v) != '', name, 'a path')
         if not files: return
         p = Path(v)
-        self.need(p.is_dir() if kind == 'dir' else p.is_file(), name, f"an existing {'folder' if kind == 'dir' else 'file'} ({p} not found)")
+        self.need(p.is_dir() if kind == 'dir' else p.is_file(), name,
+                  f"an existing {'folder' if kind == 'dir' else 'file'} ({p} not found)")
         miss = [x for x in parts if not (p/x).exists()]
         self.need(not miss, name, f"a folder holding {', '.join(parts)} ({p} lacks {', '.join(miss)})")
 
@@ -294,16 +319,21 @@ class StageConfig:
         `methods` field, if any, cleared): how a stage does the same work for several methods in one process."""
         if methods is None: return [self]
         check_param(isinstance(methods, list) and len(methods) > 0 and all(isinstance(m, str) and m for m in methods)
-                    and len(set(methods)) == len(methods), 'methods', methods, "a non-empty list of distinct method names")
-        for k in keys: self.need(isinstance(getattr(self, k), str) and '{method}' in getattr(self, k), k, "a path holding {method} (one per method)")
-        sub = lambda k, v, m: None if k == 'methods' else v.replace('{method}', m) if isinstance(v, str) else v  # the copies are single runs
+                    and len(set(methods)) == len(methods), 'methods', methods,
+                    "a non-empty list of distinct method names")
+        for k in keys:
+            self.need(isinstance(getattr(self, k), str) and '{method}' in getattr(self, k), k,
+                      "a path holding {method} (one per method)")
+        # the copies are single runs
+        sub = lambda k, v, m: None if k == 'methods' else v.replace('{method}', m) if isinstance(v, str) else v
         return [dataclasses.replace(self, **{k: sub(k, v, m) for k, v in self.asdict().items()}) for m in methods]
 
     @classmethod
     def help(cls)->str:
         "One line per parameter: `name: type = default  # docment`."
         def t(x): return x if isinstance(x, str) else getattr(x, '__name__', str(x))
-        return '\n'.join(f"  {k}: {t(ty)} = {'(required)' if d is None and 'required' in doc else repr(d)}" + (f"  # {doc}" if doc else '')
+        return '\n'.join(f"  {k}: {t(ty)} = {'(required)' if d is None and 'required' in doc else repr(d)}" +
+                         (f"  # {doc}" if doc else '')
                          for k, (ty, d, doc) in cls.fields_doc().items())
 
 # %% ../nbs/00_core.ipynb #c5fdbc9c
@@ -327,13 +357,15 @@ from tqdm.std import tqdm as _std_tqdm
 
 class _TextBar(_std_tqdm):
     "A text progress bar whose postfix updates wait for the next timed refresh (no line per `set_postfix`)."
-    def set_postfix(self, ordered_dict=None, refresh=False, **kw): super().set_postfix(ordered_dict, refresh=False, **kw)
+    def set_postfix(self, ordered_dict=None, refresh=False, **kw):
+        super().set_postfix(ordered_dict, refresh=False, **kw)
 
 def progress(it=None, # an iterable
              desc:str|None=None, # label
              total:int|None=None, # length, when `it` has none
              **kw):
-    "A tqdm progress bar: a widget in Jupyter, text when `DIFFAUG_PROGRESS=text` (pipeline runs), none with `DIFFAUG_QUIET=1`."
+    """A tqdm progress bar: a widget in Jupyter, text when `DIFFAUG_PROGRESS=text` (pipeline runs), none with
+    `DIFFAUG_QUIET=1`."""
     off = os.environ.get('DIFFAUG_QUIET') == '1'
     if os.environ.get('DIFFAUG_PROGRESS') == 'text':  # papermill streams text, not widgets: a line every few seconds
         kw = {'mininterval': float(os.environ.get('DIFFAUG_PROGRESS_INTERVAL', 10)), 'ascii': True, 'ncols': 100, **kw}

@@ -23,7 +23,8 @@ from .core import item_rng, ParamError, check_param, progress
 from .files import atomic_write_json, atomic_save_png, ImageLoadError, load_image, staged_dir
 
 # %% ../nbs/02_data.ipynb #8c29f01e
-IMG_EXTS = ('.jpg', '.jpeg', '.png', '.ppm', '.bmp', '.pgm', '.tif', '.tiff', '.webp')  # what torchvision's ImageFolder reads
+# what torchvision's ImageFolder reads
+IMG_EXTS = ('.jpg', '.jpeg', '.png', '.ppm', '.bmp', '.pgm', '.tif', '.tiff', '.webp')
 
 def class_folder(idx:int, # the class's label index
                  name:str, # the class name, any characters
@@ -41,9 +42,12 @@ def _list_images(folder:Path)->list[Path]:
     return sorted(p for p in folder.rglob('*') if p.is_file() and p.suffix.lower() in IMG_EXTS
                   and not any(part.startswith('.') for part in p.relative_to(folder).parts))
 
+# %% ../nbs/02_data.ipynb #b1fceb29
+# long: one class (the dataset root reader); a class cannot span cells
 @dataclass
 class Dataset:
-    "An image-folder root: class names in label order, their folders, and each class's images (paths relative to `root`)."
+    """An image-folder root: class names in label order, their folders, and each class's images (paths relative to
+    `root`)."""
     root: Path  # the dataset root
     metaclass: str  # the word prompts use, e.g. "bird"
     classes: list  # class names in label order
@@ -62,13 +66,17 @@ class Dataset:
         meta = {}
         if (root/'dataset.json').exists():
             try: meta = json.loads((root/'dataset.json').read_text(encoding='utf-8'))
-            except (json.JSONDecodeError, UnicodeDecodeError) as e: raise DatasetError(f"{root/'dataset.json'}: not valid JSON ({e})") from e
-            classes = [c['name'] for c in meta['classes']]; folders = [c['folder'] for c in meta['classes']]
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                raise DatasetError(f"{root/'dataset.json'}: not valid JSON ({e})") from e
+            classes = [c['name'] for c in meta['classes']]
+            folders = [c['folder'] for c in meta['classes']]
         else:
             folders = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith('.'))
             classes = list(folders)
         metaclass = metaclass or meta.get('metaclass')
-        if not metaclass: raise ParamError(f"{root}: no metaclass given and no dataset.json to read it from (pass metaclass='bird' or similar)")
+        if not metaclass:
+            raise ParamError(f"{root}: no metaclass given and no dataset.json to read it from (pass metaclass='bird' "
+                             f"or similar)")
         if not classes: raise DatasetError(f"{root}: no class folders")
         if len(set(classes)) != len(classes): raise DatasetError(f"{root}: duplicate class names in dataset.json")
         images = []
@@ -92,9 +100,12 @@ class Dataset:
         "The dataset restricted to its first `n` classes (their images, groups and partition)."
         keep = {p for ims in self.images[:n] for p in ims}
         return Dataset(self.root, self.metaclass, self.classes[:n], self.folders[:n], self.images[:n],
-                       {k: v for k, v in self.groups.items() if k in keep}, {k: v for k, v in self.partition.items() if k in keep})
+                       {k: v for k, v in self.groups.items() if k in keep},
+                       {k: v for k, v in self.partition.items() if k in keep})
 
-    def verify(self, on_error:str='raise', # "raise": the first unreadable image is an error naming it; "skip": drop it and count
+    def verify(
+            # "raise": the first unreadable image is an error naming it; "skip": drop it and count
+            self, on_error:str='raise',
               )->tuple[Dataset, list]:
         "Decode every image; returns (dataset without the unreadable ones, skipped relative paths)."
         check_param(on_error in ('raise', 'skip'), 'on_error', on_error, "'raise' or 'skip'")
@@ -102,17 +113,24 @@ class Dataset:
         for ims in progress(self.images, desc='verify images'):
             k = []
             for p in ims:
-                try: load_image(self.root/p); k.append(p)
+                try:
+                    load_image(self.root/p)
+                    k.append(p)
                 except ImageLoadError:
                     if on_error == 'raise': raise
                     skipped.append(p)
             keep.append(k)
         for c, k in zip(self.classes, keep):
-            if not k: raise DatasetError(f"{self.root}: class {c!r} has no readable image left after skipping {len(skipped)} unreadable file(s)")
-        if skipped: warnings.warn(f"skipped {len(skipped)} unreadable image(s): " + ', '.join(skipped[:5]) + (' ...' if len(skipped) > 5 else ''))
+            if not k:
+                raise DatasetError(f"{self.root}: class {c!r} has no readable image left after skipping {len(skipped)} "
+                                   f"unreadable file(s)")
+        if skipped:
+            warnings.warn(f"skipped {len(skipped)} unreadable image(s): " + ', '.join(skipped[:5]) +
+                          (' ...' if len(skipped) > 5 else ''))
         sk = set(skipped)
         return Dataset(self.root, self.metaclass, self.classes, self.folders, keep,
-                       {k: v for k, v in self.groups.items() if k not in sk}, {k: v for k, v in self.partition.items() if k not in sk}), skipped
+                       {k: v for k, v in self.groups.items() if k not in sk},
+                       {k: v for k, v in self.partition.items() if k not in sk}), skipped
 
 # %% ../nbs/02_data.ipynb #d3d3a35b
 def _safe_name(name:str)->str:
@@ -120,6 +138,8 @@ def _safe_name(name:str)->str:
     check_param(bool(s) and s not in ('.', '..'), 'name', name, "a file name with at least one letter or digit")
     return s
 
+# %% ../nbs/02_data.ipynb #d6f366a8
+# long: one function, the dataset root writer, its steps in order
 def write_dataset(root:str|Path, # the dataset root to create
                   classes:list, # class names in label order
                   items, # iterable of (class index, PIL image or source file path, file name)
@@ -134,10 +154,12 @@ def write_dataset(root:str|Path, # the dataset root to create
     "Write an image-folder dataset with `dataset.json`, atomically; returns it."
     check_param(len(classes) > 0, 'classes', classes, "at least one class")
     check_param(len(set(classes)) == len(classes), 'classes', classes, "unique class names")
-    check_param(isinstance(metaclass, str) and metaclass.strip() != '', 'metaclass', metaclass, "a non-empty word, e.g. 'bird'")
+    check_param(isinstance(metaclass, str) and metaclass.strip() != '', 'metaclass', metaclass,
+                "a non-empty word, e.g. 'bird'")
     check_param(on_error in ('raise', 'skip'), 'on_error', on_error, "'raise' or 'skip'")
     groups, partition = groups or {}, partition or {}
-    root = Path(root); folders = [class_folder(i, c) for i, c in enumerate(classes)]
+    root = Path(root)
+    folders = [class_folder(i, c) for i, c in enumerate(classes)]
     out_groups, out_part, skipped, seen = {}, {}, [], set()
     with staged_dir(root, overwrite) as tmp:
         for f in folders: (tmp/f).mkdir()
@@ -146,7 +168,8 @@ def write_dataset(root:str|Path, # the dataset root to create
             if isinstance(src, Image.Image):
                 rel = f"{folders[ci]}/{Path(_safe_name(name)).stem}.png"
             else:
-                src = Path(src); suf = src.suffix.lower() if src.suffix.lower() in IMG_EXTS else '.png'
+                src = Path(src)
+                suf = src.suffix.lower() if src.suffix.lower() in IMG_EXTS else '.png'
                 rel = f"{folders[ci]}/{Path(_safe_name(name)).stem}{suf}"
             if rel in seen: raise DatasetError(f"{root}: two items map to the same file {rel!r}")
             seen.add(rel)
@@ -156,19 +179,26 @@ def write_dataset(root:str|Path, # the dataset root to create
                     try: im = load_image(src)
                     except ImageLoadError:
                         if on_error == 'raise': raise
-                        skipped.append(str(src)); continue
-                    if src.suffix.lower() not in IMG_EXTS: atomic_save_png(im, tmp/rel); im = None
+                        skipped.append(str(src))
+                        continue
+                    if src.suffix.lower() not in IMG_EXTS:
+                        atomic_save_png(im, tmp/rel)
+                        im = None
                 if not (tmp/rel).exists(): shutil.copyfile(src, tmp/rel)
             if (ci, name) in groups: out_groups[rel] = groups[(ci, name)]
             if (ci, name) in partition: out_part[rel] = partition[(ci, name)]
         for f, c in zip(folders, classes):
-            if not any((tmp/f).iterdir()): raise DatasetError(f"{root/f}: class {c!r} received no images" + (f" ({len(skipped)} unreadable skipped)" if skipped else ''))
+            if not any((tmp/f).iterdir()):
+                raise DatasetError(f"{root/f}: class {c!r} received no images" +
+                                   (f" ({len(skipped)} unreadable skipped)" if skipped else ''))
         meta = {'metaclass': metaclass, 'classes': [{'name': c, 'folder': f} for c, f in zip(classes, folders)]}
         if out_groups: meta['groups'] = out_groups
         if out_part: meta['partition'] = out_part
         if skipped: meta['skipped'] = sorted(skipped)
         atomic_write_json(tmp/'dataset.json', meta)
-    if skipped: warnings.warn(f"skipped {len(skipped)} unreadable source image(s): " + ', '.join(skipped[:5]) + (' ...' if len(skipped) > 5 else ''))
+    if skipped:
+        warnings.warn(f"skipped {len(skipped)} unreadable source image(s): " + ', '.join(skipped[:5]) +
+                      (' ...' if len(skipped) > 5 else ''))
     return Dataset.from_folder(root)
 
 # %% ../nbs/02_data.ipynb #659856ee
@@ -178,7 +208,8 @@ def item_id(path:str)->str:
 
 class Split:
     "A split file in memory: root, metaclass, classes, kind, seed, info and items per subset."
-    def __init__(self, root, metaclass:str, classes:list, kind:str, seed:int, items:dict, info:dict|None=None, path=None):
+    def __init__(self, root, metaclass:str, classes:list, kind:str, seed:int, items:dict, info:dict|None=None,
+                 path=None):
         self.root, self.metaclass, self.classes, self.kind, self.seed = Path(root), metaclass, list(classes), kind, seed
         self._items = {s: list(items.get(s, [])) for s in ('train', 'val', 'test')}
         self.info, self.path = dict(info or {}), (Path(path) if path else None)
@@ -191,7 +222,8 @@ class Split:
         return self._items[subset]
     def paths(self, subset:str='train')->list: return [self.root/it['path'] for it in self.items(subset)]
     def labels(self, subset:str='train')->list:
-        c2i = self.class_to_idx; return [c2i[it['label']] for it in self.items(subset)]
+        c2i = self.class_to_idx
+        return [c2i[it['label']] for it in self.items(subset)]
     def counts(self, subset:str='train')->dict:
         n = {c: 0 for c in self.classes}
         for it in self.items(subset): n[it['label']] += 1
@@ -203,8 +235,11 @@ class Split:
     def check_paths(self)->None:
         "Raise `FileNotFoundError` naming the missing image files, if any."
         miss = [str(p) for s in self._items for p in self.paths(s) if not p.is_file()]
-        if miss: raise FileNotFoundError(f"split {self.path or ''}: {len(miss)} image(s) missing under root {self.root}: " + ', '.join(miss[:5]) + (' ...' if len(miss) > 5 else ''))
-    def to_dict(self, relative_to:str|Path|None=None, # store `root` relative to this folder (absolute when 3+ levels up)
+        if miss:
+            raise FileNotFoundError(f"split {self.path or ''}: {len(miss)} image(s) missing under root {self.root}: " +
+                                    ', '.join(miss[:5]) + (' ...' if len(miss) > 5 else ''))
+    def to_dict(
+            self, relative_to:str|Path|None=None, # store `root` relative to this folder (absolute when 3+ levels up)
                )->dict:
         "The split as the JSON-ready dict of the split-file format."
         root = Path(self.root)
@@ -214,11 +249,13 @@ class Split:
         return {'root': root.as_posix(), 'metaclass': self.metaclass, 'classes': self.classes,
                 'kind': self.kind, 'seed': self.seed, 'info': self.info, 'items': self._items}
     def __repr__(self):
-        return f"Split({self.kind}, {len(self.classes)} classes, " + ', '.join(f"{s}={len(v)}" for s, v in self._items.items()) + f", root={self.root})"
+        return f"Split({self.kind}, {len(self.classes)} classes, " + ', '.join(f"{s}={len(v)}" for s,
+            v in self._items.items()) + f", root={self.root})"
 
 class ImageItems(torch.utils.data.Dataset):
     "A torch Dataset over image files with targets; images load as RGB via `diffaug.files.load_image`."
-    def __init__(self, paths:list, targets:list, transform=None): self.paths, self.targets, self.transform = list(paths), list(targets), transform
+    def __init__(self, paths:list, targets:list, transform=None):
+        self.paths, self.targets, self.transform = list(paths), list(targets), transform
     def __len__(self): return len(self.paths)
     def __getitem__(self, i):
         im = load_image(self.paths[i])
@@ -230,13 +267,16 @@ TEST_MODES = ('auto', 'official', 'holdout', 'half', 'none')  # where the test s
 def _check_common(ds, seed, val_per_class, test_per_class, test):
     check_param(isinstance(ds, Dataset), 'ds', type(ds).__name__, "a diffaug.data.Dataset")
     check_param(isinstance(seed, (int, np.integer)) and not isinstance(seed, bool), 'seed', seed, "an integer")
-    check_param(val_per_class is None or (isinstance(val_per_class, (int, np.integer)) and val_per_class >= 0), 'val_per_class', val_per_class, "None or an integer >= 0")
-    check_param(test_per_class is None or (isinstance(test_per_class, (int, np.integer)) and test_per_class >= 0), 'test_per_class', test_per_class, "None or an integer >= 0")
+    check_param(val_per_class is None or (isinstance(val_per_class, (int, np.integer)) and val_per_class >= 0),
+                'val_per_class', val_per_class, "None or an integer >= 0")
+    check_param(test_per_class is None or (isinstance(test_per_class, (int, np.integer)) and test_per_class >= 0),
+                'test_per_class', test_per_class, "None or an integer >= 0")
     check_param(test in TEST_MODES, 'test', test, "'auto', 'official', 'holdout', 'half' or 'none'")
     if test == 'official' and not any(v == 'test' for v in ds.partition.values()):
         raise ParamError(f"parameter test='official' is invalid: dataset {ds.root} has no official test partition")
     if test in ('none', 'half'): return test
-    return 'official' if test == 'official' or (test == 'auto' and any(v == 'test' for v in ds.partition.values())) else 'holdout'
+    return 'official' if test == 'official' or (test == 'auto'
+                                                and any(v == 'test' for v in ds.partition.values())) else 'holdout'
 
 def _perm(seed:int, cls:str, xs:list)->list:
     return [xs[i] for i in item_rng(seed, 'split', cls).permutation(len(xs))]
@@ -246,6 +286,7 @@ def _item(ds:Dataset, path:str, label:str)->dict:
     if path in ds.groups: it['group'] = ds.groups[path]
     return it
 
+# %% ../nbs/02_data.ipynb #ff90da78
 def _build_split(ds, kind, seed, n_train, val_per_class, test_per_class, test_mode, test_default_rest, info):
     "Deal each class's shuffled images into test, val and train; `n_train(class index, pool sizes)` gives train counts."
     pools, vals, tests = [], [], []
@@ -259,18 +300,25 @@ def _build_split(ds, kind, seed, n_train, val_per_class, test_per_class, test_mo
             tst = tst if test_per_class is None else _perm(seed, c + '\x1ftest', tst)[:test_per_class]
             if val_per_class is None: val = ov  # the official validation images
             else:
-                nv = min(val_per_class, len(ov)); val = ov[:nv]
-                extra = min(val_per_class - nv, max(len(pool) - 1, 0)); val += pool[len(pool) - extra:]; pool = pool[:len(pool) - extra]
+                nv = min(val_per_class, len(ov))
+                val = ov[:nv]
+                extra = min(val_per_class - nv, max(len(pool) - 1, 0))
+                val += pool[len(pool) - extra:]
+                pool = pool[:len(pool) - extra]
         else:
-            sh = _perm(seed, c, list(ims)); tst = []
+            sh = _perm(seed, c, list(ims))
+            tst = []
             if test_mode == 'holdout' and not test_default_rest:
                 nt = min(test_per_class if test_per_class is not None else len(sh) // 5, max(len(sh) - 1, 0))
                 tst, sh = sh[len(sh) - nt:], sh[:len(sh) - nt]
             if test_mode == 'half':  # Diff-Mix's Flowers protocol: first floor(n/2) the pool, the rest the test set
                 tst, sh = sh[len(sh) // 2:], sh[:len(sh) // 2]
                 if test_per_class is not None: tst = tst[:test_per_class]
-            nv = min(val_per_class or 0, max(len(sh) - 1, 0)); val, pool = sh[len(sh) - nv:], sh[:len(sh) - nv]
-        pools.append(pool); vals.append(val); tests.append(tst)
+            nv = min(val_per_class or 0, max(len(sh) - 1, 0))
+            val, pool = sh[len(sh) - nv:], sh[:len(sh) - nv]
+        pools.append(pool)
+        vals.append(val)
+        tests.append(tst)
     items = {'train': [], 'val': [], 'test': []}
     sizes = [len(p) for p in pools]
     ntr = n_train(sizes)
@@ -290,17 +338,24 @@ def _build_split(ds, kind, seed, n_train, val_per_class, test_per_class, test_mo
 def few_shot_split(ds:Dataset, # the dataset
                    k:int, # training images per class ("shots")
                    seed:int=0, # selects the images
-                   val_per_class:int|None=None, # validation images per class (None: the official val partition, else none)
+                   # validation images per class (None: the official val partition, else none)
+                   val_per_class:int|None=None,
                    test_per_class:int|None=None, # cap on test images per class (None: all available)
-                   test:str='auto', # "auto" (official partition if any, else holdout), "official", "holdout", "half" (Diff-Mix's Flowers halves), "none"
+                   # "auto" (official partition if any, else holdout), "official", "holdout", "half" (Diff-Mix's Flowers
+                   # halves), "none"
+                   test:str='auto',
                   )->Split:
     "A k-shot split: k training images per class, chosen by `seed`."
-    check_param(isinstance(k, (int, np.integer)) and not isinstance(k, bool) and k >= 1, 'k', k, "an integer >= 1 (shots per class)")
+    check_param(isinstance(k, (int, np.integer)) and not isinstance(k, bool) and k >= 1, 'k', k,
+                "an integer >= 1 (shots per class)")
     mode = _check_common(ds, seed, val_per_class, test_per_class, test)
     info = {'k': int(k)}
-    sp = _build_split(ds, 'few-shot', seed, lambda sizes: [min(k, n) for n in sizes], val_per_class, test_per_class, mode, True, info)
+    sp = _build_split(ds, 'few-shot', seed, lambda sizes: [min(k, n) for n in sizes], val_per_class, test_per_class,
+                      mode, True, info)
     short = sorted(c for c, n in sp.counts('train').items() if n < k)
-    if short: sp.info['short_classes'] = short; warnings.warn(f"{len(short)} class(es) have fewer than k={k} training images: {short[:5]}")
+    if short:
+        sp.info['short_classes'] = short
+        warnings.warn(f"{len(short)} class(es) have fewer than k={k} training images: {short[:5]}")
     return sp
 
 # %% ../nbs/02_data.ipynb #0c0d551f
@@ -309,7 +364,8 @@ def long_tail_counts(sizes:list, # images available per class, in rank order (he
                      rule:str='diffmix', # "diffmix": n_avg·f^(r/(K-2)); "textbook": n_max·f^(r/(K-1))
                     )->list:
     "Images kept at each rank, at least 1 and at most what the class has."
-    check_param(isinstance(imbalance_factor, (int, float)) and imbalance_factor >= 1, 'imbalance_factor', imbalance_factor, "a number >= 1")
+    check_param(isinstance(imbalance_factor, (int, float)) and imbalance_factor >= 1, 'imbalance_factor',
+                imbalance_factor, "a number >= 1")
     check_param(rule in ('diffmix', 'textbook'), 'rule', rule, "'diffmix' or 'textbook'")
     K, f = len(sizes), 1.0 / imbalance_factor
     if rule == 'diffmix': base, den = sum(sizes) / K, max(K - 2, 1)
@@ -320,14 +376,17 @@ def long_tail_counts(sizes:list, # images available per class, in rank order (he
 def long_tail_split(ds:Dataset, # the dataset
                     imbalance_factor:float=100, # IF = n_head / n_tail (>= 1)
                     seed:int=0, # class ranking and image selection
-                    val_per_class:int|None=None, # validation images per class, held out before the tail is cut (None: official val, else none)
-                    test_per_class:int|None=None, # holdout test images per class (None: 20% of the class), or cap on official test
+                    # validation images per class, held out before the tail is cut (None: official val, else none)
+                    val_per_class:int|None=None,
+                    # holdout test images per class (None: 20% of the class), or cap on official test
+                    test_per_class:int|None=None,
                     test:str='auto', # "auto", "official", "holdout", "half" (Diff-Mix's Flowers halves), "none"
                     rule:str='diffmix', # "diffmix" (n_avg·f^(r/(K-2))) or "textbook" (n_max·f^(r/(K-1)))
                     class_order:str='random', # "random" (seeded) or "size" (most to least common, ties seeded)
                    )->Split:
     "A long-tailed training set with exponentially decaying class counts."
-    check_param(isinstance(imbalance_factor, (int, float)) and not isinstance(imbalance_factor, bool) and imbalance_factor >= 1, 'imbalance_factor', imbalance_factor, "a number >= 1")
+    check_param(isinstance(imbalance_factor, (int, float)) and not isinstance(imbalance_factor, bool)
+                and imbalance_factor >= 1, 'imbalance_factor', imbalance_factor, "a number >= 1")
     check_param(rule in ('diffmix', 'textbook'), 'rule', rule, "'diffmix' or 'textbook'")
     check_param(class_order in ('random', 'size'), 'class_order', class_order, "'random' or 'size'")
     mode = _check_common(ds, seed, val_per_class, test_per_class, test)
@@ -361,7 +420,8 @@ def save_split(split:Split, # the split
                path:str|Path, # the JSON file to write
               )->Path:
     "Write `split` to `path` atomically as byte-stable JSON."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     ids = [it['id'] for s in ('train', 'val', 'test') for it in split.items(s)]
     if len(ids) != len(set(ids)): raise ValueError(f"{path}: item ids are not unique across subsets")
     return atomic_write_json(path, split.to_dict(relative_to=path.parent))
@@ -373,23 +433,31 @@ def load_split(path:str|Path, # a split JSON file
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"{path}: split file not found (run the prepare stage first)")
     try: d = json.loads(path.read_text(encoding='utf-8'))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e: raise ValueError(f"{path}: split file is not valid JSON ({e})") from e
-    miss = [k for k in ('root', 'metaclass', 'classes', 'kind', 'items') if k not in d] if isinstance(d, dict) else ['(not an object)']
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: split file is not valid JSON ({e})") from e
+    miss = [k for k in ('root', 'metaclass', 'classes', 'kind', 'items') if k not in d] if isinstance(d,
+        dict) else ['(not an object)']
     if miss: raise ValueError(f"{path}: malformed split file, missing {miss}")
     classes = set(d['classes'])
     for s, its in d['items'].items():
         if s not in ('train', 'val', 'test'): raise ValueError(f"{path}: unknown subset {s!r}")
         for it in its:
-            if not isinstance(it, dict) or not {'id', 'path', 'label'} <= set(it): raise ValueError(f"{path}: malformed item in {s}: {it!r}")
-            if it['label'] not in classes: raise ValueError(f"{path}: item {it['id']!r} has label {it['label']!r}, not one of the split's classes")
-    root = Path(d['root']); root = root if root.is_absolute() else (path.parent/root)
-    sp = Split(Path(os.path.normpath(root)), d['metaclass'], d['classes'], d['kind'], d.get('seed'), d['items'], d.get('info'), path)
+            if not isinstance(it, dict) or not {'id', 'path', 'label'} <= set(it):
+                raise ValueError(f"{path}: malformed item in {s}: {it!r}")
+            if it['label'] not in classes:
+                raise ValueError(f"{path}: item {it['id']!r} has label {it['label']!r}, not one of the split's classes")
+    root = Path(d['root'])
+    root = root if root.is_absolute() else (path.parent/root)
+    sp = Split(Path(os.path.normpath(root)), d['metaclass'], d['classes'], d['kind'], d.get('seed'), d['items'],
+               d.get('info'), path)
     if check: sp.check_paths()
     return sp
 
 def load_training_split(path:str|Path, # the split JSON a training stage reads (its `split` parameter)
                        )->tuple:
-    "(split, its training items) for a stage that learns from them; a split without training images is the `split` parameter's error."
-    sp = load_split(path); items = sp.items('train')
+    """(split, its training items) for a stage that learns from them; a split without training images is the `split`
+    parameter's error."""
+    sp = load_split(path)
+    items = sp.items('train')
     if not items: raise ParamError(f"parameter split={str(path)!r} is invalid: the split has no training images")
     return sp, items

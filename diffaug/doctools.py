@@ -14,7 +14,10 @@ __all__ = ['skip_in_test', 'output_text', 'cell_texts', 'stale_outputs', 'drop_s
 # %% ../nbs/92_doctools.ipynb #9a848ab9
 _YES = ('true', 'yes', 'y', 't', 'on', '1')
 
-def skip_in_test(nb, # a notebook whose cells carry their parsed directives (`nbdev.process.NBProcessor(..., rm_directives=False).nb`)
+def skip_in_test(
+        # a notebook whose cells carry their parsed directives (`nbdev.process.NBProcessor(...,
+        # rm_directives=False).nb`)
+        nb,
                  flags=(), # the test flags (`tst_flags`): cells carrying one are left out...
                  enabled=(), # ...unless the run enables it (nbdev-test's `--flags`)
                 ):
@@ -23,10 +26,12 @@ def skip_in_test(nb, # a notebook whose cells carry their parsed directives (`nb
     fm = nb_frontmatter(nb)
     if str(fm.get('skip_exec', False)).lower() in _YES or nb_lang(nb) != 'python': return lambda cell: True
     off = set(flags) - set(enabled)
-    nb_eval = {'true': True, 'false': False}.get(str(fm.get('eval')).lower(), True)  # the notebook's default for cells without `eval`
+    # the notebook's default for cells without `eval`
+    nb_eval = {'true': True, 'false': False}.get(str(fm.get('eval')).lower(), True)
     def skip(cell)->bool:
         if cell.cell_type != 'code': return True
-        if 'skip-execution' in cell.get('metadata', {}).get('tags', []) or 'nbdev_export' + '(' in cell.source: return True
+        if 'skip-execution' in cell.get('metadata', {}).get('tags', []) or 'nbdev_export' + '(' in cell.source:
+            return True
         d = getattr(cell, 'directives_', None)
         if d is None: d = getattr(cell, 'directives', None) or {}
         ev = d.get('eval')
@@ -35,7 +40,8 @@ def skip_in_test(nb, # a notebook whose cells carry their parsed directives (`nb
     return skip
 
 # %% ../nbs/92_doctools.ipynb #653d65e1
-_VOLATILE = ((re.compile(r'(?<![\w.])\d+(?:\.\d+)?\s?(?:ms|s|sec|secs|seconds|min|[a-z]+/s|s/[a-z]+)(?![\w/])(?!\s+\d)'), '<time>'),
+_VOLATILE = ((re.compile(r'(?<![\w.])\d+(?:\.\d+)?\s?(?:ms|s|sec|secs|seconds|min|[a-z]+/s|s/[a-z]+)(?![\w/])'
+                         r'(?!\s+\d)'), '<time>'),
              (re.compile(r'(?<=\bseconds)(\W{0,3}\s?)\d+(?:\.\d+)?'), r'\1<time>'),  # "seconds 1.7", "'seconds': 1.7"
              (re.compile(r'\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(?:\.\d+)?(?:[+-]\d\d:\d\d|Z)?'), '<when>'),
              (re.compile(r'(?:/tmp|/var/folders|/private/var)/[^\s\'")\]]+'), '<tmp>'),
@@ -43,7 +49,8 @@ _VOLATILE = ((re.compile(r'(?<![\w.])\d+(?:\.\d+)?\s?(?:ms|s|sec|secs|seconds|mi
 
 def output_text(o:dict, # one output of a code cell (nbformat)
                )->str:
-    "The comparable text of an output: stdout, a result's or display's `text/plain`, an error's name and message; '' for stderr and the rest. Volatile parts masked."
+    """The comparable text of an output: stdout, a result's or display's `text/plain`, an error's name and message; ''
+    for stderr and the rest. Volatile parts masked."""
     t = o.get('output_type')
     if t == 'stream': s = o.get('text', '') if o.get('name') == 'stdout' else ''
     elif t in ('execute_result', 'display_data'): s = o.get('data', {}).get('text/plain', '')
@@ -72,22 +79,30 @@ def drop_stderr(nb, # a notebook (nbformat node or JSON dict), changed in place
                ):
     "Remove standard-error streams (warnings, progress bars) from the outputs of `nb`; returns it."
     for c in nb['cells']:
-        if c['cell_type'] == 'code': c['outputs'] = [o for o in c.get('outputs', []) if not (o.get('output_type') == 'stream' and o.get('name') == 'stderr')]
+        if c['cell_type'] == 'code':
+            c['outputs'] = [o for o in c.get('outputs', [])
+                            if not (o.get('output_type') == 'stream' and o.get('name') == 'stderr')]
     return nb
 
+# %% ../nbs/92_doctools.ipynb #e141b69c
 def shrink_png(data:bytes, # a PNG
                max_width:int=900, # wider pictures are scaled down to this width
                colors:int=256, # palette size of the result
               )->bytes:
-    "A smaller PNG of the same picture for a committed notebook: at most `max_width` px wide, on white, a `colors`-colour palette."
+    """A smaller PNG of the same picture for a committed notebook: at most `max_width` px wide, on white, a
+    `colors`-colour palette."""
     import io
     from PIL import Image
     im = Image.open(io.BytesIO(data))
     if im.mode in ('RGBA', 'LA', 'P'):
-        im = im.convert('RGBA'); bg = Image.new('RGBA', im.size, 'white'); bg.alpha_composite(im); im = bg
+        im = im.convert('RGBA')
+        bg = Image.new('RGBA', im.size, 'white')
+        bg.alpha_composite(im)
+        im = bg
     im = im.convert('RGB')
     if im.width > max_width: im = im.resize((max_width, round(im.height * max_width / im.width)), Image.LANCZOS)
-    buf = io.BytesIO(); im.quantize(colors).save(buf, 'PNG', optimize=True)
+    buf = io.BytesIO()
+    im.quantize(colors).save(buf, 'PNG', optimize=True)
     return buf.getvalue() if len(buf.getvalue()) < len(data) else data
 
 def shrink_images(nb, # a notebook (nbformat node or JSON dict), changed in place
@@ -97,7 +112,8 @@ def shrink_images(nb, # a notebook (nbformat node or JSON dict), changed in plac
     import base64
     for c in nb['cells']:
         for o in c.get('outputs', []) if c['cell_type'] == 'code' else []:
-            d = o.get('data', {}); png = d.get('image/png')
+            d = o.get('data', {})
+            png = d.get('image/png')
             if png is None: continue
             raw = base64.b64decode(''.join(png) if isinstance(png, list) else png)
             if len(raw) > min_bytes: d['image/png'] = base64.b64encode(shrink_png(raw)).decode('ascii')

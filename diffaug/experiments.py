@@ -33,8 +33,10 @@ def repo_root()->Path:
 PREFIX = 'miniworld-ablation-'
 FAMILIES = [  # (title, what the paper reports, variant names in order)
     ('Table 4: interpolation mode, concept learning, two-stage denoising',
-     "Table 4 (5-shot Aircraft, ResNet-50; LPIPS diversity / top-1): LI 27.5% / 37.32, SI 30.4% / 38.37, SE 35.4% / 37.70, "
-     "SI + SE without TD 51.5% / 40.49, no concept learning 49.9% / 31.53, everything 52.7% / 42.15: each component raises "
+     "Table 4 (5-shot Aircraft, ResNet-50; LPIPS diversity / top-1): LI 27.5% / 37.32, SI 30.4% / 38.37, SE 35.4% / "
+     "37.70, "
+     "SI + SE without TD 51.5% / 40.49, no concept learning 49.9% / 31.53, everything 52.7% / 42.15: each component "
+     "raises "
      "diversity and accuracy.",
      ['mode-linear', 'mode-slerp', 'mode-extrapolate', 'mode-circle', 'no-concepts', 'no-two-stage']),
     ('Fig. 7: the split ratio s', "Fig. 7 (5-shot CUB): larger s, markedly more diversity (LPIPS) and a slightly lower "
@@ -63,7 +65,9 @@ def overrides(setup:Path, # the setup file
              )->dict:
     "The dotted overrides of `setup` over `params_file` (`setup_overrides`), then the `--set` assignments."
     flat = setup_overrides(setup, params_file)
-    for s in extra: k, v = parse_assignment(s); flat[k] = load_yaml(v)
+    for s in extra:
+        k, v = parse_assignment(s)
+        flat[k] = load_yaml(v)
     return flat
 
 @functools.lru_cache(maxsize=None)
@@ -72,11 +76,13 @@ def _defaults(stage:str)->dict: return {k: dv for k, (_, dv, _) in STAGES[stage]
 def effective(flat:dict, # dotted overrides
               params_file:Path, # the params.yaml they apply to
              )->dict:
-    "The whole parameter file a variant runs with: every stage section wired (`diffaug.graph.wire`), completed with its class's defaults."
+    """The whole parameter file a variant runs with: every stage section wired (`diffaug.graph.wire`), completed with
+    its class's defaults."""
     from diffaug.graph import wire
     d = load_yaml(Path(params_file).read_text()) or {}
     for k, v in flat.items(): set_dotted(d, k, v)
-    return {sec: {**_defaults(sec), **wire(d, sec)} if sec in STAGES and isinstance(body, dict) else body for sec, body in d.items()}
+    return {sec: {**_defaults(sec), **wire(d, sec)} if sec in STAGES and isinstance(body, dict) else body for sec,
+            body in d.items()}
 
 def digest(obj)->str:
     "A short digest of a JSON-able object, independent of key order (the key of a run's effective parameters)."
@@ -93,7 +99,8 @@ def head_commit(repo:Path|None=None)->str:
 
 def cached_outs(root:Path)->list:
     "The paths of dvc.yaml's cached outputs (`${section.key}` filled from params.yaml; foreach stages left out)."
-    stages = yaml.safe_load((Path(root)/'dvc.yaml').read_text())['stages']; p = load_yaml((Path(root)/'params.yaml').read_text())
+    stages = yaml.safe_load((Path(root)/'dvc.yaml').read_text())['stages']
+    p = load_yaml((Path(root)/'params.yaml').read_text())
     outs = []
     for st in stages.values():
         for o in st.get('outs', []):
@@ -113,11 +120,13 @@ def prepare_workdir(workdir:Path, # the work copy
                     repo:Path|None=None, # the repository whose HEAD it holds (default: this one)
                     dry:bool=False, # only say what would happen
                    )->Path:
-    """A git repository at `workdir` holding HEAD's committed files of `repo` (made, or brought to HEAD: one commit per update;
-    the work copy's dvc.lock, which describes its outputs, is kept). Committed files inside a cached DVC output (left from an
-    older layout, e.g. data/annotated/.gitignore, reports/classification/*) are left out: DVC refuses an output git tracks."""
+    """A git repository at `workdir` holding HEAD's committed files of `repo` (made, or brought to HEAD: one commit per
+    update; the work copy's dvc.lock, which describes its outputs, is kept). Committed files inside a cached DVC output
+    (left from an older layout, e.g. data/annotated/.gitignore, reports/classification/*) are left out: DVC refuses an
+    output git tracks."""
     repo = repo_root() if repo is None else repo
-    commit = head_commit(repo); workdir = Path(workdir)
+    commit = head_commit(repo)
+    workdir = Path(workdir)
     if (workdir/'.git').exists() and git('log', '-1', '--format=%s', cwd=workdir, check=False) == f'diffaug {commit}':
         return workdir
     print(f"work copy {workdir}: {'would bring' if dry else 'bringing'} it to {commit[:10]}", flush=True)
@@ -133,41 +142,50 @@ def prepare_workdir(workdir:Path, # the work copy
     tar = subprocess.run(['git', 'archive', '--format=tar', commit], cwd=repo, check=True, capture_output=True).stdout
     with tarfile.open(fileobj=io.BytesIO(tar)) as t:
         outs = cached_outs_of(t)
-        t.extractall(workdir, members=[m for m in t.getmembers() if not any(m.name == o or m.name.startswith(o + '/') for o in outs)], filter='data')
+        t.extractall(workdir, members=[m for m in t.getmembers() if not any(m.name == o or m.name.startswith(o + '/')
+            for o in outs)], filter='data')
     if lock is not None: (workdir/'dvc.lock').write_bytes(lock)
     (workdir/'.git/info').mkdir(parents=True, exist_ok=True)  # git never tracks the outputs here (DVC does)
     (workdir/'.git/info/exclude').write_text(''.join(f'/{o}\n' for o in outs))
-    subprocess.run(['git', 'rm', '-r', '-q', '--cached', '--ignore-unmatch', '--', *outs], cwd=workdir, check=True, capture_output=True)
+    subprocess.run(['git', 'rm', '-r', '-q', '--cached', '--ignore-unmatch', '--', *outs], cwd=workdir, check=True,
+                   capture_output=True)
     subprocess.run(['git', 'add', '-A'], cwd=workdir, check=True, env=env)
-    subprocess.run(['git', 'commit', '-q', '--allow-empty', '-m', f'diffaug {commit}'], cwd=workdir, check=True, env=env)
+    subprocess.run(['git', 'commit', '-q', '--allow-empty', '-m', f'diffaug {commit}'], cwd=workdir, check=True,
+                   env=env)
     return workdir
 
 def workdir_commit(workdir:Path)->str|None:
-    "The commit of the repository whose files the work copy holds (what a run there runs, whatever HEAD is by the time it ends)."
+    """The commit of the repository whose files the work copy holds (what a run there runs, whatever HEAD is by the time
+    it ends)."""
     s = git('log', '-1', '--format=%s', cwd=workdir, check=False) if (Path(workdir)/'.git').exists() else ''
     return s.split(' ', 1)[1] if s.startswith('diffaug ') else None
 
 def stage_env(workdir:Path)->dict:
-    "The stages' environment: this interpreter's bin/ first on PATH (DVC's commands call `python`), the work copy's package, one thread."
+    """The stages' environment: this interpreter's bin/ first on PATH (DVC's commands call `python`), the work copy's
+    package, one thread."""
     return {**os.environ, 'PATH': f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
             'PYTHONPATH': str(workdir), 'OMP_NUM_THREADS': os.environ.get('OMP_NUM_THREADS', '1')}
 
+# %% ../nbs/93_experiments.ipynb #4ae383de
 def exp_run(workdir:Path, # the work copy
             cmd:list, # the `dvc exp run -n NAME ...` command (`run_command`)
             nice:int=0, # niceness of the run (0: none)
-            before:list=(), # commands to run first, in the same environment (a setup's own step, e.g. Waterbirds' test split)
-            reset_params:bool=True, # first check params.yaml out of HEAD (a work copy: the embedded default, not the last run's values)
+            # commands to run first, in the same environment (a setup's own step, e.g. Waterbirds' test split)
+            before:list=(),
+            # first check params.yaml out of HEAD (a work copy: the embedded default, not the last run's values)
+            reset_params:bool=True,
            )->tuple:
-    "Run `cmd` (after `before`) in `workdir`, replacing the experiment of its name: (exit code, wall seconds, commit, start time)."
+    """Run `cmd` (after `before`) in `workdir`, replacing the experiment of its name: (exit code, wall seconds, commit,
+    start time)."""
     if reset_params: git('checkout', 'HEAD', '--', 'params.yaml', cwd=workdir)
     env = stage_env(workdir)
-    subprocess.run(['dvc', 'exp', 'remove', cmd[cmd.index('-n') + 1]], cwd=workdir, capture_output=True, env=env)  # a rerun reuses the name
+    # a rerun reuses the name
+    subprocess.run(['dvc', 'exp', 'remove', cmd[cmd.index('-n') + 1]], cwd=workdir, capture_output=True, env=env)
     t0, commit = time.time(), workdir_commit(workdir)  # HEAD may move while the run goes on
     for c in [*before, cmd]:
         r = subprocess.run(['nice', '-n', str(nice), *c] if nice else list(c), cwd=workdir, env=env)
         if r.returncode: break
     return r.returncode, round(time.time() - t0, 1), commit, t0
-
 
 # %% ../nbs/93_experiments.ipynb #f08cf559
 def collect_variant(workdir:Path, # the work copy after the run
@@ -175,17 +193,23 @@ def collect_variant(workdir:Path, # the work copy after the run
                     methods:list, seeds:list, # the runs to copy
                     record:dict, # what run.json holds
                    )->Path:
-    "Copy a finished variant's report files, runs' metrics.json and oracle scores from `workdir` into `dest`, then run.json."
+    """Copy a finished variant's report files, runs' metrics.json and oracle scores from `workdir` into `dest`, then
+    run.json."""
     workdir, dest = Path(workdir), Path(dest)
-    tmp = dest.with_name(dest.name + '.partial'); shutil.rmtree(tmp, ignore_errors=True); tmp.mkdir(parents=True)
+    tmp = dest.with_name(dest.name + '.partial')
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
     for f in REPORT_FILES:
         if (workdir/'reports/report'/f).is_file(): shutil.copy2(workdir/'reports/report'/f, tmp/f)
     for m in methods:
         for s in seeds:
             src = workdir/'reports/classification'/m/f's{s}'/'metrics.json'
-            (tmp/'classification'/m/f's{s}').mkdir(parents=True, exist_ok=True); shutil.copy2(src, tmp/'classification'/m/f's{s}'/'metrics.json')
+            (tmp/'classification'/m/f's{s}').mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, tmp/'classification'/m/f's{s}'/'metrics.json')
         sc = workdir/'reports/oracle'/m/'scores.json'
-        if sc.is_file(): (tmp/'oracle'/m).mkdir(parents=True, exist_ok=True); shutil.copy2(sc, tmp/'oracle'/m/'scores.json')
+        if sc.is_file():
+            (tmp/'oracle'/m).mkdir(parents=True, exist_ok=True)
+            shutil.copy2(sc, tmp/'oracle'/m/'scores.json')
     atomic_write_json(tmp/'run.json', record)
     if dest.exists(): shutil.rmtree(dest)
     tmp.rename(dest)
@@ -199,29 +223,39 @@ def flatten_for_record(flat:dict)->dict:
 def variant_rows(results:Path, # the folder holding <variant>/
                  names:list, # the variants, in order
                 )->list:
-    "Per collected variant: Diff-II's top-1 (mean, std, seeds, per seed), its paired gain over original (`decide`), the oracle's scores of its set (per class where recorded), its commit and a digest of its collected runs."
+    """Per collected variant: Diff-II's top-1 (mean, std, seeds, per seed), its paired gain over original (`decide`),
+    the oracle's scores of its set (per class where recorded), its commit and a digest of its collected runs."""
     from diffaug.tables import collect_runs, collect_scores, summarize, paired_gains
     rows = []
     for v in names:
         d = Path(results)/v
-        if not (d/'run.json').is_file(): rows.append({'variant': v}); continue
+        if not (d/'run.json').is_file():
+            rows.append({'variant': v})
+            continue
         rec = json.loads((d/'run.json').read_text())
         df = collect_runs(d/'classification', rec['methods'], rec['seeds'])
-        s = summarize(df); g = paired_gains(df, 'top1', BASELINE)
+        s = summarize(df)
+        g = paired_gains(df, 'top1', BASELINE)
         sc = collect_scores(d/'oracle', [METHOD])
-        per_seed = {int(x): float(t) for x, t in zip(df.loc[df['method'].astype(str) == METHOD, 'seed'], df.loc[df['method'].astype(str) == METHOD, 'top1'])}
-        r = {'variant': v, 'n_seeds': int(s.loc[METHOD, 'n_seeds']), 'top1': s.loc[METHOD, 'top1_mean'], 'top1_std': s.loc[METHOD, 'top1_std'],
-             'original': s.loc[BASELINE, 'top1_mean'], 'gain': g.loc[METHOD, 'gain'], 'ci_low': g.loc[METHOD, 'ci_low'], 'ci_high': g.loc[METHOD, 'ci_high'],
+        per_seed = {int(x): float(t) for x, t in zip(df.loc[df['method'].astype(str) == METHOD, 'seed'],
+                                                     df.loc[df['method'].astype(str) == METHOD, 'top1'])}
+        r = {'variant': v, 'n_seeds': int(s.loc[METHOD, 'n_seeds']), 'top1': s.loc[METHOD, 'top1_mean'],
+             'top1_std': s.loc[METHOD, 'top1_std'],
+             'original': s.loc[BASELINE, 'top1_mean'], 'gain': g.loc[METHOD, 'gain'], 'ci_low': g.loc[METHOD, 'ci_low'],
+             'ci_high': g.loc[METHOD, 'ci_high'],
              'note': g.loc[METHOD, 'note'], 'per_seed': per_seed, 'commit': rec.get('commit'), 'content': _content(d),
-             'same_as': rec.get('same_as'), 'wall_s': rec.get('wall_s'), 'overrides': rec.get('overrides', {}), 'extra': rec.get('extra', [])}
-        if METHOD in sc.index: r.update({k: sc.loc[METHOD, k] for k in ('faithfulness', 'diversity', 'source_distance')})
+             'same_as': rec.get('same_as'), 'wall_s': rec.get('wall_s'), 'overrides': rec.get('overrides', {}),
+             'extra': rec.get('extra', [])}
+        if METHOD in sc.index:
+            r.update({k: sc.loc[METHOD, k] for k in ('faithfulness', 'diversity', 'source_distance')})
         f = d/'oracle'/METHOD/'scores.json'
         if f.is_file(): r['faithfulness_per_class'] = json.loads(f.read_text()).get('faithfulness_per_class')
         rows.append(r)
     return rows
 
 def _content(d:Path)->str:
-    "A digest of a collected variant's runs and oracle scores, their bytes: two variants that share it ran the same thing (e.g. equal parameters written two ways)."
+    """A digest of a collected variant's runs and oracle scores, their bytes: two variants that share it ran the same
+    thing (e.g. equal parameters written two ways)."""
     h = hashlib.sha256()
     for f in sorted([*(d/'classification').glob('*/s*/metrics.json'), *(d/'oracle').glob('*/scores.json')]):
         h.update(f.relative_to(d).as_posix().encode() + b'\0' + f.read_bytes())
@@ -229,15 +263,20 @@ def _content(d:Path)->str:
 
 def mark_duplicates(rows:list, # every family's rows, in the README's order
                    )->list:
-    "Set `same_as` (the first variant with the same collected runs, `same_results`: True) on a variant that ran but whose results are byte-identical to an earlier one's; returns `rows`."
+    """Set `same_as` (the first variant with the same collected runs, `same_results`: True) on a variant that ran but
+    whose results are byte-identical to an earlier one's; returns `rows`."""
     first = {}
     for r in rows:
         if 'top1' not in r: continue
-        if r.get('same_as'): first.setdefault(r['content'], r['same_as']); continue
-        if r['content'] in first and first[r['content']] != r['variant']: r.update(same_as=first[r['content']], same_results=True)
+        if r.get('same_as'):
+            first.setdefault(r['content'], r['same_as'])
+            continue
+        if r['content'] in first and first[r['content']] != r['variant']:
+            r.update(same_as=first[r['content']], same_results=True)
         else: first.setdefault(r['content'], r['variant'])
     return rows
 
+# %% ../nbs/93_experiments.ipynb #e370d804
 def _f(v, fmt)->str:
     import math
     return '—' if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, fmt)
@@ -245,33 +284,47 @@ def _f(v, fmt)->str:
 def family_table(rows:list, # `variant_rows`' rows
                  link:str|None='', # each variant linked to `<link><variant>/summary.md`; None: not linked
                 )->str:
-    "One family's Markdown table (each variant linked to `<link><variant>/summary.md`; None: not linked); the gain's ▲/▼ from `diffaug.tables.gain_cell`."
+    """One family's Markdown table (each variant linked to `<link><variant>/summary.md`; None: not linked); the gain's
+    ▲/▼ from `diffaug.tables.gain_cell`."""
     from diffaug.tables import gain_cell
-    lines = ['| variant | Diff-II top-1 | paired gain over original [95% interval] | oracle faithfulness | diversity | to source |',
+    lines = ['| variant | Diff-II top-1 | paired gain over original [95% interval] | oracle faithfulness | diversity | '
+             'to source |',
              '|---|---:|---:|---:|---:|---:|']
     for r in rows:
-        if 'top1' not in r: lines.append(f"| {r['variant']} | not run | | | | |"); continue
+        if 'top1' not in r:
+            lines.append(f"| {r['variant']} | not run | | | | |")
+            continue
         gain = gain_cell(r)
         faith = _f(100 * r['faithfulness'], '.1f') + '%' if r.get('faithfulness') is not None else '—'
-        name = (r['variant'] if link is None else f"[{r['variant']}]({link}{r['variant']}/summary.md)") + (f" (= {r['same_as']})" if r.get('same_as') else '')
-        lines.append(f"| {name} | {r['top1']:.1f} ± {r['top1_std']:.1f} | {gain} | {faith} | {_f(r.get('diversity'), '.3f')} | {_f(r.get('source_distance'), '.3f')} |")
+        name = (r['variant'] if link is None
+                else f"[{r['variant']}]({link}{r['variant']}/summary.md)") + (f" (= {r['same_as']})" if r.get('same_as')
+                    else '')
+        lines.append(f"| {name} | {r['top1']:.1f} ± {r['top1_std']:.1f} | {gain} | {faith} | "
+                     f"{_f(r.get('diversity'), '.3f')} | {_f(r.get('source_distance'), '.3f')} |")
     return '\n'.join(lines) + '\n'
 
 # %% ../nbs/93_experiments.ipynb #3a99096a
 def plot_split_ratio(rows:list):
-    "Fig. 7 on the mini world: faithfulness, diversity and top-1 (± std; original dashed) against s; returns the figure."
-    import matplotlib; matplotlib.use('Agg')
+    """Fig. 7 on the mini world: faithfulness, diversity and top-1 (± std; original dashed) against s; returns the
+    figure."""
+    import matplotlib
+    matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     rows = [r for r in rows if 'top1' in r]
     s = [float(r['overrides'].get('interpolation.suffix_fraction', 0.3)) for r in rows]
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.2))
-    for ax, key, lab in zip(axes, ('faithfulness', 'diversity', 'top1'), ('oracle faithfulness (%)', 'oracle diversity', 'top-1 (%)')):
-        y = [(100 if key == 'faithfulness' else 1) * (r.get(key) if r.get(key) is not None else float('nan')) for r in rows]
+    for ax, key, lab in zip(axes, ('faithfulness', 'diversity', 'top1'),
+                            ('oracle faithfulness (%)', 'oracle diversity', 'top-1 (%)')):
+        y = [(100 if key == 'faithfulness' else 1) * (r.get(key) if r.get(key) is not None else float('nan'))
+             for r in rows]
         if key == 'top1':
             ax.errorbar(s, y, yerr=[r['top1_std'] for r in rows], marker='o', capsize=3, label='Diff-II')
-            ax.plot(s, [r['original'] for r in rows], '--', color='#888888', label='original'); ax.legend(fontsize=7)
+            ax.plot(s, [r['original'] for r in rows], '--', color='#888888', label='original')
+            ax.legend(fontsize=7)
         else: ax.plot(s, y, marker='o')
-        ax.set_xlabel('split ratio s (suffix_fraction)'); ax.set_ylabel(lab); ax.set_xticks(s)
+        ax.set_xlabel('split ratio s (suffix_fraction)')
+        ax.set_ylabel(lab)
+        ax.set_xticks(s)
     fig.suptitle('mini world, 5-shot: the split ratio s (the paper\'s Fig. 7: CLIP score and LPIPS against s)')
     fig.tight_layout()
     return fig
@@ -291,18 +344,23 @@ def _vs(a:dict, b:dict, direction:int=1, level:float=0.95)->dict:
     return decide([a['per_seed'][s] - b['per_seed'][s] for s in ss], direction, level)
 
 def _vs_classes(a:dict, b:dict, direction:int=1, level:float=0.95)->dict|None:
-    "`decide` on the oracle's faithfulness (points) of variant a's set − variant b's, paired by class; None without per-class scores."
+    """`decide` on the oracle's faithfulness (points) of variant a's set − variant b's, paired by class; None without
+    per-class scores."""
     from diffaug.tables import decide
     fa, fb = a.get('faithfulness_per_class'), b.get('faithfulness_per_class')
     if not fa or not fb: return None
     return decide([100 * (fa[c] - fb[c]) for c in sorted(set(fa) & set(fb))], direction, level)
 
-NO_PER_CLASS = "no per-class scores recorded (the oracle's scores.json holds one diversity per set, so there is no interval)"
+NO_PER_CLASS = ("no per-class scores recorded (the oracle's scores.json holds one diversity per set, so there is no "
+                "interval)")
 
+# %% ../nbs/93_experiments.ipynb #5634c0ca
+# long: one function, the report's claims, one check after another
 def claims(rows:dict, # {family title: `variant_rows`' rows}
            level:float=0.95, # the intervals' level
           )->list:
-    "Markdown bullets: each of the paper's ablation claims decided by `diffaug.tables.decide` from the paired interval of a variant and its reference (reproduced, contradicted, not decided), or not measured."
+    """Markdown bullets: each of the paper's ablation claims decided by `diffaug.tables.decide` from the paired interval
+    of a variant and its reference (reproduced, contradicted, not decided), or not measured."""
     from diffaug.tables import claim_line
     by = {r['variant']: r for rs in rows.values() for r in rs if 'top1' in r}
     out = []
@@ -312,21 +370,27 @@ def claims(rows:dict, # {family title: `variant_rows`' rows}
     names = ('mode-linear', 'mode-slerp', 'mode-extrapolate', 'mode-circle')
     modes = [m for m in names if m in by and by[m].get('diversity') is not None]
     num = lambda k, ms: ', '.join(f"{m.removeprefix('mode-')} {by[m][k]:.3g}" for m in ms)
-    for claim in ('Table 4: the full circle makes the most diverse set of the four modes', 'Table 4: linear interpolation makes the least diverse set'):
+    for claim in ('Table 4: the full circle makes the most diverse set of the four modes',
+                  'Table 4: linear interpolation makes the least diverse set'):
         if len(modes) == 4: undecided(claim, f"{NO_PER_CLASS}; single values: {num('diversity', modes)}")
         else: missing(claim)
     claim = 'Table 4: the full circle gives the best Diff-II top-1 of the four modes'
     if all(m in by for m in names):
         other = max(names[:3], key=lambda m: by[m]['top1'])
         line(f"{claim} (against the best other mode, {other.removeprefix('mode-')})", _vs(by['mode-circle'], by[other]),
-             f" seeds: the paired difference circle − {other.removeprefix('mode-')} of Diff-II's top-1; means {num('top1', names)}")
+             f" seeds: the paired difference circle − {other.removeprefix('mode-')} of Diff-II's top-1; means "
+             f"{num('top1', names)}")
     else: missing(claim)
     for v, what in (('no-concepts', 'concept learning'), ('no-two-stage', 'two-stage denoising')):
-        if v not in by or 'mode-circle' not in by: missing(f'Table 4: {what} raises top-1'); continue
+        if v not in by or 'mode-circle' not in by:
+            missing(f'Table 4: {what} raises top-1')
+            continue
         a, b = by['mode-circle'], by[v]
-        line(f'Table 4: {what} raises top-1', _vs(a, b), f" seeds: the paired difference with − without ({a['top1']:.1f} vs {b['top1']:.1f})")
+        line(f'Table 4: {what} raises top-1', _vs(a, b),
+             f" seeds: the paired difference with − without ({a['top1']:.1f} vs {b['top1']:.1f})")
     fam = next((rs for t, rs in rows.items() if t.startswith('Fig. 7')), [])
-    fam = [r for r in fam if 'top1' in r]; s = [float(r['overrides'].get('interpolation.suffix_fraction', 0.3)) for r in fam]
+    fam = [r for r in fam if 'top1' in r]
+    s = [float(r['overrides'].get('interpolation.suffix_fraction', 0.3)) for r in fam]
     c = _trend(fam, s, 'diversity')
     if c is None: missing('Fig. 7: diversity rises with s')
     else: undecided('Fig. 7: diversity rises with s', f"{NO_PER_CLASS}; rank correlation with s {c:+.2f}")
@@ -334,19 +398,26 @@ def claims(rows:dict, # {family title: `variant_rows`' rows}
     c = _trend(fam, s, 'faithfulness')
     if c is None: missing(claim)
     else:
-        lo, hi = fam[s.index(min(s))], fam[s.index(max(s))]; dec = _vs_classes(hi, lo, -1, level)
+        lo, hi = fam[s.index(min(s))], fam[s.index(max(s))]
+        dec = _vs_classes(hi, lo, -1, level)
         if dec is None: undecided(claim, f"no per-class scores recorded; rank correlation with s {c:+.2f}")
-        else: line(claim, dec, f" classes: the paired difference of the oracle's per-class faithfulness (points), s = {max(s):g} − s = {min(s):g}; "
+        else:
+            line(claim, dec,
+                 f" classes: the paired difference of the oracle's per-class faithfulness (points), s = {max(s):g} − s "
+                 f"= {min(s):g}; "
                               f"rank correlation with s {c:+.2f}")
     ex = [r for r in rows.get('The expansion multiplier', []) if 'top1' in r]
     xs = [int(r['overrides'].get('interpolation.expansion', 5)) for r in ex]
     if len(set(xs)) < 2: missing('Diff-Mix: a larger multiplier, a higher top-1')
     else:
-        lo, hi = ex[xs.index(min(xs))], ex[xs.index(max(xs))]; c = _trend(ex, xs, 'top1')
+        lo, hi = ex[xs.index(min(xs))], ex[xs.index(max(xs))]
+        c = _trend(ex, xs, 'top1')
         line('Diff-Mix: a larger multiplier, a higher top-1', _vs(hi, lo),
-             f" seeds: the paired difference {max(xs)}x − {min(xs)}x of Diff-II's top-1 ({hi['top1']:.1f} vs {lo['top1']:.1f})"
+             f" seeds: the paired difference {max(xs)}x − {min(xs)}x of Diff-II's top-1 ({hi['top1']:.1f} vs "
+             f"{lo['top1']:.1f})"
              + (f"; rank correlation with the multiplier {c:+.2f}" if c is not None else ''))
-    out.append("- Cannot be tested here: the CLIP score and LPIPS themselves (no real CLIP or AlexNet offline: the oracle's faithfulness "
+    out.append("- Cannot be tested here: the CLIP score and LPIPS themselves (no real CLIP or AlexNet offline: the "
+               "oracle's faithfulness "
                "and feature diversity stand in), the paper's datasets (Aircraft, CUB) and its pretrained ResNet-50.")
     return out
 
@@ -354,34 +425,47 @@ def claims(rows:dict, # {family title: `variant_rows`' rows}
 def tables(results:Path, # the folder holding <variant>/
            params_dir:Path|None=None, # the setups' folder (default: the repository's params/)
            link:str|None='', figure:bool=True, h:str='##')->tuple:
-    "The families' tables (variants linked under `link`; the Fig. 7 figure's image line if `figure`) and the claims: (Markdown lines, rows per family)."
-    results = Path(results); names = variants(params_dir)
+    """The families' tables (variants linked under `link`; the Fig. 7 figure's image line if `figure`) and the claims:
+    (Markdown lines, rows per family)."""
+    results = Path(results)
+    names = variants(params_dir)
     all_rows = {title: variant_rows(results, [v for v in vs if v in names]) for title, _, vs in FAMILIES}
     mark_duplicates([r for rs in all_rows.values() for r in rs])
     out = []
     for title, paper, vs in FAMILIES:
         rows = all_rows[title]
         out += [f'{h} {title}', '', f'The paper: {paper}', '', family_table(rows, link)]
-        if figure and title.startswith('Fig. 7') and any('top1' in r for r in rows): out += ['![faithfulness, diversity and top-1 against s](fig7.png)', '']
+        if figure and title.startswith('Fig. 7') and any('top1' in r for r in rows):
+            out += ['![faithfulness, diversity and top-1 against s](fig7.png)', '']
     out += [f'{h} What the mini world says about the paper\'s claims', '',
-            'Each claim is decided by one rule (`diffaug.tables.decide`) from the paired 95% Student-t interval of exactly the two things '
-            'compared: Diff-II\'s top-1 of a variant and of its reference variant, paired by seed; the oracle\'s per-class faithfulness of two '
-            'sets, paired by class. **reproduced**: the interval excludes 0 in the paper\'s direction; **contradicted**: it excludes 0 the other '
-            'way; **not decided**: otherwise, or when no interval can decide (fewer than 3 distinct differences, width 0, no per-class scores).',
+            'Each claim is decided by one rule (`diffaug.tables.decide`) from the paired 95% Student-t interval of '
+            'exactly the two things '
+            'compared: Diff-II\'s top-1 of a variant and of its reference variant, paired by seed; the oracle\'s '
+            'per-class faithfulness of two '
+            'sets, paired by class. **reproduced**: the interval excludes 0 in the paper\'s direction; '
+            '**contradicted**: it excludes 0 the other '
+            'way; **not decided**: otherwise, or when no interval can decide (fewer than 3 distinct differences, width '
+            '0, no per-class scores).',
             '', *claims(all_rows), '']
     done = [r for rows in all_rows.values() for r in rows if 'top1' in r]
     extra = sorted({e for r in done for e in r['extra']})
-    if extra: out += [f"**Reduced runs**: every variant ran with the extra overrides {', '.join(f'`{e}`' for e in extra)}; "
+    if extra:
+        out += [f"**Reduced runs**: every variant ran with the extra overrides {', '.join(f'`{e}`' for e in extra)}; "
                       "not the setups' full size.", '']
     walls = [r['wall_s'] for r in done if r.get('wall_s') and (not r.get('same_as') or r.get('same_results'))]
     commits = {}
     for r in done:
-        if r.get('commit') and (not r.get('same_as') or r.get('same_results')): commits.setdefault(r['commit'][:7], []).append(r['variant'])
-    if commits: out += ['Commits (from each variant\'s run.json): ' + '; '.join(f"{c}: {', '.join(vs)}" for c, vs in commits.items()) + '.', '']
-    if walls: out += [f"Wall time: {sum(walls) / 60:.0f} min over {len(walls)} variant(s) on 2 cores shared with other runs "
+        if r.get('commit') and (not r.get('same_as') or r.get('same_results')):
+            commits.setdefault(r['commit'][:7], []).append(r['variant'])
+    if commits:
+        out += ['Commits (from each variant\'s run.json): ' +
+                '; '.join(f"{c}: {', '.join(vs)}" for c, vs in commits.items()) + '.', '']
+    if walls:
+        out += [f"Wall time: {sum(walls) / 60:.0f} min over {len(walls)} variant(s) on 2 cores shared with other runs "
                       "(of a resumed variant, only the run that finished it).", '']
     return out, all_rows
 
+# %% ../nbs/93_experiments.ipynb #3f8e4f83
 def write_readme(results:Path, # the folder holding <variant>/
                  params_dir:Path|None=None, # the setups' folder (default: the repository's params/)
                 )->Path:
@@ -389,63 +473,88 @@ def write_readme(results:Path, # the folder holding <variant>/
     figure and the links to each variant's summary, which the project README (and the docs site) include."""
     results = Path(results)
     head = ["# The paper's ablations on the mini world", '',
-            "Made by `python scripts/ablations.py` from the setups `params/miniworld-ablation-*.yaml`. Each variant trains "
-            "original (the baseline) and Diff-II on the mini world's 5-shot split; Diff-II's set is scored by the oracle. Top-1: mean ± std "
-            "over seeds; gain: Diff-II − original paired by seed, 95% Student-t interval (▲ above 0, ▼ below; none when the interval cannot decide: fewer than 3 distinct differences or width 0); faithfulness: the oracle's "
-            "accuracy on the intended labels (the mini world's CLIP score); diversity: mean pairwise oracle-feature distance within a class "
-            "(its LPIPS); to source: distance to the real images. `(= x)`: the same parameters as x, run once, or a run whose results are byte-identical to x's.", '']
+            "Made by `python scripts/ablations.py` from the setups `params/miniworld-ablation-*.yaml`. Each variant "
+            "trains "
+            "original (the baseline) and Diff-II on the mini world's 5-shot split; Diff-II's set is scored by the "
+            "oracle. Top-1: mean ± std "
+            "over seeds; gain: Diff-II − original paired by seed, 95% Student-t interval (▲ above 0, ▼ below; none "
+            "when the interval cannot decide: fewer than 3 distinct differences or width 0); faithfulness: the "
+            "oracle's "
+            "accuracy on the intended labels (the mini world's CLIP score); diversity: mean pairwise oracle-feature "
+            "distance within a class "
+            "(its LPIPS); to source: distance to the real images. `(= x)`: the same parameters as x, run once, or a "
+            "run whose results are byte-identical to x's.", '']
     body, rows = tables(results, params_dir)
     fig7 = next(rs for t, rs in rows.items() if t.startswith('Fig. 7'))
     if any('top1' in r for r in fig7):
         import matplotlib.pyplot as plt
-        fig = plot_split_ratio(fig7); fig.savefig(results/'fig7.png', dpi=120, bbox_inches='tight', metadata={'Software': None}); plt.close(fig)
+        fig = plot_split_ratio(fig7)
+        fig.savefig(results/'fig7.png', dpi=120, bbox_inches='tight', metadata={'Software': None})
+        plt.close(fig)
     atomic_write_text(results/'README.md', '\n'.join(head + body))
-    atomic_write_text(results/'tables.md', '\n'.join(tables(results, params_dir, link=None, figure=False, h='####')[0]))  # no links: the docs site has no results/ pages
+    # no links: the docs site has no results/ pages
+    atomic_write_text(results/'tables.md', '\n'.join(tables(results, params_dir, link=None, figure=False, h='####')[0]))
     return results/'README.md'
 
 # %% ../nbs/93_experiments.ipynb #5a2f87f8
 def describe(prepare:dict)->str:
     "The split of a setup's `prepare` section in words."
     if prepare.get('kind') == 'long-tail':
-        return f"long tail, imbalance factor {prepare.get('imbalance_factor')} ({prepare.get('lt_rule', 'diffmix')} rule)"
+        return (f"long tail, imbalance factor {prepare.get('imbalance_factor')} ({prepare.get('lt_rule', 'diffmix')} "
+                f"rule)")
     return f"{prepare.get('shots')}-shot"
 
 def table_md(d:Path)->str:
     "results/<setup>/table.md: what ran (split, methods, seeds, wall time, commit), then the report's summary.md."
     rec = json.loads((d/'run.json').read_text())
     wall = f"{rec['wall_s'] / 60:.0f} min" if rec.get('wall_s') else 'not recorded'
-    head = (f"*`params/{Path(rec['setup']).name}`: {describe(rec.get('prepare') or {})}, {len(rec['methods'])} methods, "
-            f"{len(rec['seeds'])} seeds (mean ± std), `dvc exp run` wall time {wall} on 2 cores, commit {rec['commit'][:7]}.*")
+    head = (f"*`params/{Path(rec['setup']).name}`: {describe(rec.get('prepare') or {})}, {len(rec['methods'])} "
+            f"methods, "
+            f"{len(rec['seeds'])} seeds (mean ± std), `dvc exp run` wall time {wall} on 2 cores, commit "
+            f"{rec['commit'][:7]}.*")
     return head + '\n\n' + (d/'summary.md').read_text()
 
-def rewrite_report(d:Path, # a collected run: results/<name>/ (run.json, classification/, oracle/, metrics.json) or a report folder with runs.csv and metrics.json
+# %% ../nbs/93_experiments.ipynb #b5b0831a
+def rewrite_report(
+        # a collected run: results/<name>/ (run.json, classification/, oracle/, metrics.json) or a report folder with
+        # runs.csv and metrics.json
+        d:Path,
                    oracle:Path|None=None, # the oracle scores' folder (default: `<d>/oracle`)
-                   ood:bool|None=None, # the OOD claim (`diffaug.report.ReportConfig.ood`); None: from run.json's prepare (the mini world: world_ood > 0)
+                   # the OOD claim (`diffaug.report.ReportConfig.ood`); None: from run.json's prepare (the mini world:
+                   # world_ood > 0)
+                   ood:bool|None=None,
                    metric:str='top1', # the report's metric
-                   only:list|None=None, # write only these files (e.g. ['claims.md'] from a runs.csv, whose 4 decimals may move a printed digit of the tables)
+                   # write only these files (e.g. ['claims.md'] from a runs.csv, whose 4 decimals may move a printed
+                   # digit of the tables)
+                   only:list|None=None,
                   )->list:
-    """Rewrite the report's files that hold verdicts (summary.md, claims.md, and gains.md / shots.md where present) from the
-    collected runs, with `diffaug.tables`' functions (the report stage's own), without retraining or the runs' epochs and
-    configs (set sizes from the collected metrics.json); returns the files written."""
+    """Rewrite the report's files that hold verdicts (summary.md, claims.md, and gains.md / shots.md where present) from
+    the collected runs, with `diffaug.tables`' functions (the report stage's own), without retraining or the runs'
+    epochs and configs (set sizes from the collected metrics.json); returns the files written."""
     import pandas as pd
-    from diffaug.tables import (collect_runs, summarize, add_set_sizes, paired_gains, collect_scores, summary_markdown, claims as report_claims,
+    from diffaug.tables import (collect_runs, summarize, add_set_sizes, paired_gains, collect_scores, summary_markdown,
+                                claims as report_claims,
                                 gains_markdown, run_shots, shot_markdown)
-    d = Path(d); rec = json.loads((d/'run.json').read_text()) if (d/'run.json').is_file() else None
+    d = Path(d)
+    rec = json.loads((d/'run.json').read_text()) if (d/'run.json').is_file() else None
     if rec: df = collect_runs(d/'classification', rec['methods'], rec['seeds'])
     else:
-        df = pd.read_csv(d/'runs.csv'); df['method'] = pd.Categorical(df['method'], categories=list(dict.fromkeys(df['method'])), ordered=True)
+        df = pd.read_csv(d/'runs.csv')
+        df['method'] = pd.Categorical(df['method'], categories=list(dict.fromkeys(df['method'])), ordered=True)
         df = df.sort_values(['method', 'seed']).reset_index(drop=True)
     prep = (rec or {}).get('prepare') or {}
     if ood is None and prep.get('source') == 'miniworld': ood = (prep.get('world_ood') or 0) > 0
     base = BASELINE if BASELINE in set(df['method'].astype(str)) else None
     summary = summarize(df, baseline=base)
     mets = json.loads((d/'metrics.json').read_text())
-    sizes = pd.DataFrame.from_dict({m: {k: e.get(k) for k in ('images', 'target_images', 'flagged')} for m, e in mets.items() if 'images' in e},
+    sizes = pd.DataFrame.from_dict({m: {k: e.get(k) for k in ('images', 'target_images', 'flagged')} for m,
+                                    e in mets.items() if 'images' in e},
                                    orient='index', columns=['images', 'target_images', 'flagged'], dtype=object)
     summary = add_set_sizes(summary, sizes)
     gains = paired_gains(df, metric, base)
     scores = collect_scores(Path(oracle) if oracle is not None else d/'oracle', list(summary.index))
-    files = {'summary.md': summary_markdown(summary, gains, scores, metric, baseline=base), 'claims.md': report_claims(df, summary, metric, METHOD, base, ood=ood)}
+    files = {'summary.md': summary_markdown(summary, gains, scores, metric, baseline=base),
+             'claims.md': report_claims(df, summary, metric, METHOD, base, ood=ood)}
     if (d/'gains.md').is_file(): files['gains.md'] = gains_markdown(gains, summary, metric)
     if rec and (d/'shots.md').is_file():
         sm = shot_markdown(df, summary, run_shots(d/'classification', df), base)
@@ -459,16 +568,19 @@ def run_command(setup:Path, # the setup file
                 params_file:Path, # the params.yaml it applies to
                 extra:list=(), # `KEY=VALUE` overrides replacing the setup's
                )->list:
-    "`dvc exp run -n <setup> -S ++key=value ... report`: the setup's overrides, the extra ones replacing its values of their keys."
+    """`dvc exp run -n <setup> -S ++key=value ... report`: the setup's overrides, the extra ones replacing its values of
+    their keys."""
     cmd = setup_command(setup, params_file)  # dvc exp run -n <setup's stem> -S ++key=value ...
     for s in extra:  # an extra override replaces the setup's value of its key
-        k, v = parse_assignment(s); i = 0
+        k, v = parse_assignment(s)
+        i = 0
         while i < len(cmd):
             if cmd[i] == '-S' and cmd[i + 1].startswith(f'++{k}='): del cmd[i:i + 2]
             else: i += 1
         cmd += ['-S', f"++{k}={json.dumps(load_yaml(v))}"]
     return cmd + ['report']  # the target: only the stages the report needs
 
+# %% ../nbs/93_experiments.ipynb #cd7de093
 def run_variant(name:str, # the run's name (results/<name>/)
                 setup:Path, # its setup file
                 workdir:Path, # the work copy (`prepare_workdir`)
@@ -482,17 +594,25 @@ def run_variant(name:str, # the run's name (results/<name>/)
     "Run one variant in the work copy (unless finished or identical to one done) and collect it."
     repo = repo_root() if repo is None else Path(repo)
     flat = overrides(setup, repo/'params.yaml', extra)
-    eff = effective(flat, repo/'params.yaml'); key = digest(eff)
+    eff = effective(flat, repo/'params.yaml')
+    key = digest(eff)
     methods, seeds = eff['runs']['methods'], eff['runs']['seeds']
-    dest = results/name; rec_file = dest/'run.json'
+    dest = results/name
+    rec_file = dest/'run.json'
     if rec_file.is_file() and json.loads(rec_file.read_text()).get('digest') == key:
-        print(f"{name}: finished ({rec_file}), not rerun", flush=True); done_by.setdefault(key, name); return
+        print(f"{name}: finished ({rec_file}), not rerun", flush=True)
+        done_by.setdefault(key, name)
+        return
     if key in done_by and (dry or (results/done_by[key]/'run.json').is_file()):
         src = results/done_by[key]
-        print(f"{name}: the same parameters as {done_by[key]}: {'would copy' if dry else 'copying'} its results", flush=True)
+        print(f"{name}: the same parameters as {done_by[key]}: {'would copy' if dry else 'copying'} its results",
+              flush=True)
         if not dry:
-            tmp = dest.with_name(dest.name + '.partial'); shutil.rmtree(tmp, ignore_errors=True); shutil.copytree(src, tmp)
-            rec = json.loads((tmp/'run.json').read_text()); rec.update(setup=f'params/{setup.name}', same_as=done_by[key])
+            tmp = dest.with_name(dest.name + '.partial')
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.copytree(src, tmp)
+            rec = json.loads((tmp/'run.json').read_text())
+            rec.update(setup=f'params/{setup.name}', same_as=done_by[key])
             atomic_write_json(tmp/'run.json', rec)
             if dest.exists(): shutil.rmtree(dest)
             tmp.rename(dest)
@@ -500,13 +620,18 @@ def run_variant(name:str, # the run's name (results/<name>/)
     cmd = run_command(setup, repo/'params.yaml', extra)
     full = ['nice', '-n', str(nice)] + cmd if nice else cmd
     print(f"{name}: in {workdir}: {shlex.join(full)}", flush=True)
-    if dry: done_by.setdefault(key, name); return
+    if dry:
+        done_by.setdefault(key, name)
+        return
     code, wall, commit, _ = exp_run(workdir, cmd, nice)
     if code: raise SystemExit(f"{name}: dvc exp run failed (exit {code}); rerun the script to resume")
-    collect_variant(workdir, dest, methods, seeds, {'variant': name, 'setup': f'params/{setup.name}', 'digest': key, 'commit': commit,
-                                                    'methods': methods, 'seeds': seeds, 'overrides': flatten_for_record(flat),
+    collect_variant(workdir, dest, methods, seeds,
+                    {'variant': name, 'setup': f'params/{setup.name}', 'digest': key, 'commit': commit,
+                                                    'methods': methods, 'seeds': seeds,
+                                                    'overrides': flatten_for_record(flat),
                                                     'extra': list(extra), 'wall_s': wall, 'same_as': None,
-                                                    'prepare': eff.get('prepare'), 'threads': stage_env(workdir)['OMP_NUM_THREADS'],
+                                                    'prepare': eff.get('prepare'),
+                                                    'threads': stage_env(workdir)['OMP_NUM_THREADS'],
                                                     'environment': environment()})
     done_by.setdefault(key, name)
     print(f"{name}: done in {wall / 60:.1f} min -> {dest}", flush=True)

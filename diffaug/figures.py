@@ -23,7 +23,8 @@ def plot_summary(summary:pd.DataFrame, # from `summarize` (and `add_set_sizes`: 
                  title:str|None=None, # figure title
                 ):
     "A bar chart of `metric` per method with ± std error bars; returns the figure."
-    import matplotlib; import matplotlib.pyplot as plt
+    import matplotlib
+    import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(max(3.5, 0.9 * len(summary) + 1.5), 3.2))
     x = np.arange(len(summary))
     flag = [_known(f) and bool(f) for f in summary['flagged']] if 'flagged' in summary else [False] * len(summary)
@@ -32,32 +33,41 @@ def plot_summary(summary:pd.DataFrame, # from `summarize` (and `add_set_sizes`: 
     for b, f, (_, r) in zip(bars, flag, summary.iterrows()):
         if not f: continue
         b.set_hatch('///')
-        ax.annotate(f"⚠ {int(r['images'])}/{int(r['target_images'])}", (b.get_x() + b.get_width() / 2, r[f'{metric}_mean'] + r[f'{metric}_std']),
+        ax.annotate(f"⚠ {int(r['images'])}/{int(r['target_images'])}",
+                    (b.get_x() + b.get_width() / 2, r[f'{metric}_mean'] + r[f'{metric}_std']),
                     xytext=(0, 3), textcoords='offset points', ha='center', va='bottom', fontsize=7, color='#a00000')
-    ax.set_xticks(x, list(summary.index), rotation=20); ax.set_ylabel(f'{metric} (%)')
+    ax.set_xticks(x, list(summary.index), rotation=20)
+    ax.set_ylabel(f'{metric} (%)')
     lo = float((summary[f'{metric}_mean'] - summary[f'{metric}_std']).min())
-    ax.set_ylim(max(0.0, lo - 10), None); ax.set_title(title or f'{metric}: mean ± std over seeds' + (' (⚠ incomplete synthetic set)' if any(flag) else ''))
+    ax.set_ylim(max(0.0, lo - 10), None)
+    ax.set_title(title or f'{metric}: mean ± std over seeds' + (' (⚠ incomplete synthetic set)' if any(flag) else ''))
     fig.tight_layout()
     return fig
 
 def plot_curves(curves:pd.DataFrame, # from `collect_epochs`
-                flagged:dict|None=None, # {method: label suffix} of flagged methods (dashed), e.g. {'real-filter': '⚠ 26/300'}
+                # {method: label suffix} of flagged methods (dashed), e.g. {'real-filter': '⚠ 26/300'}
+                flagged:dict|None=None,
                 column:str='test_top1', # the curves' column
                ):
     "Test accuracy per epoch, one line per method (mean over seeds); returns the figure."
     import matplotlib.pyplot as plt
     flagged = flagged or {}
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
-    methods = [str(m) for m in curves['method'].cat.categories] if hasattr(curves['method'], 'cat') else list(dict.fromkeys(curves['method']))
+    methods = [str(m) for m in curves['method'].cat.categories] if hasattr(curves['method'],
+        'cat') else list(dict.fromkeys(curves['method']))
     cmap = plt.get_cmap('tab10')
     for i, m in enumerate(methods):  # ten colours, then the same colours dash-dotted; flagged methods dashed
         c = curves[curves['method'] == m]
         if c.empty: continue
-        ax.plot(c['epoch'], c[column], color=cmap(i % 10), linestyle='--' if m in flagged else '-' if i < 10 else '-.', marker='.', markersize=3,
+        ax.plot(c['epoch'], c[column], color=cmap(i % 10), linestyle='--' if m in flagged else '-' if i < 10 else '-.',
+                marker='.', markersize=3,
                 label=f'{m} ({flagged[m]})' if m in flagged else m)
-    if curves.empty: ax.text(0.5, 0.5, f'no {column} in the runs\' epochs.csv', ha='center', va='center', transform=ax.transAxes)
+    if curves.empty:
+        ax.text(0.5, 0.5, f'no {column} in the runs\' epochs.csv', ha='center', va='center', transform=ax.transAxes)
     else: ax.legend(fontsize=7, loc='center left', bbox_to_anchor=(1.01, 0.5), frameon=False)
-    ax.set_xlabel('epoch'); ax.set_ylabel(f'{column} (%)'); ax.set_title(f'{column} per epoch, mean over seeds')
+    ax.set_xlabel('epoch')
+    ax.set_ylabel(f'{column} (%)')
+    ax.set_title(f'{column} per epoch, mean over seeds')
     fig.tight_layout()
     return fig
 
@@ -67,16 +77,19 @@ def plot_gains(gains:pd.DataFrame, # from `paired_gains`
                level:float=0.95, # the intervals' level
                baseline:str|None='original', # the baseline's name (axis label)
               ):
-    "Each method's paired gain over the baseline with its interval (green: above 0, red: below, grey: within noise); returns the figure."
+    """Each method's paired gain over the baseline with its interval (green: above 0, red: below, grey: within noise);
+    returns the figure."""
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(6.0, 0.32 * max(len(gains), 1) + 1.2))
     y = np.arange(len(gains))[::-1]
     for yi, (m, g) in zip(y, gains.iterrows()):
-        c = '#999999' if not _known(g['ci_low']) or g['ci_low'] <= 0 <= g['ci_high'] else ('#2a9d4a' if g['ci_low'] > 0 else '#c0392b')
+        c = '#999999' if not _known(g['ci_low']) or g['ci_low'] <= 0 <= g['ci_high'] else ('#2a9d4a' if g['ci_low'] > 0
+            else '#c0392b')
         if _known(g['ci_low']): ax.plot([g['ci_low'], g['ci_high']], [yi, yi], color=c, lw=2)
         ax.plot([g['gain']], [yi], 'o', color=c)
     ax.axvline(0, color='#444444', lw=0.8)
-    ax.set_yticks(y, list(gains.index)); ax.set_xlabel(f'{metric} gain over {baseline} (points), paired by seed')
+    ax.set_yticks(y, list(gains.index))
+    ax.set_xlabel(f'{metric} gain over {baseline} (points), paired by seed')
     ax.set_title(f'paired gain, mean and {level:.0%} interval' if len(gains) else 'no baseline runs: no gains')
     fig.tight_layout()
     return fig
@@ -86,19 +99,30 @@ def plot_plane(scores:pd.DataFrame, # from `collect_scores`
                summary:pd.DataFrame|None=None, # from `summarize`: colours the points by the gain of `metric`
                metric:str='top1', # the metric whose gain colours the points
               ):
-    "Faithfulness against diversity and against distance to source, one labelled point per synthetic set; returns the figure."
+    """Faithfulness against diversity and against distance to source, one labelled point per synthetic set; returns the
+    figure."""
     import matplotlib.pyplot as plt
     from matplotlib.colors import TwoSlopeNorm
-    gain = [summary.loc[m, f'{metric}_gain'] if summary is not None and f'{metric}_gain' in summary and m in summary.index else np.nan for m in scores.index]
-    g = np.array(gain, dtype=float); span = float(np.nanmax(np.abs(g))) if np.isfinite(g).any() and np.nanmax(np.abs(g)) > 0 else 1.0
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4)); sc = None
-    for ax, y, lab in zip(axes, ('diversity', 'source_distance'), ('diversity (oracle features)', 'distance to source (oracle features)')):
+    gain = [summary.loc[m, f'{metric}_gain'] if summary is not None and f'{metric}_gain' in summary
+            and m in summary.index else np.nan for m in scores.index]
+    g = np.array(gain, dtype=float)
+    span = float(np.nanmax(np.abs(g))) if np.isfinite(g).any() and np.nanmax(np.abs(g)) > 0 else 1.0
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    sc = None
+    for ax, y, lab in zip(axes, ('diversity', 'source_distance'),
+                          ('diversity (oracle features)', 'distance to source (oracle features)')):
         ok = scores[y].notna()
-        sc = ax.scatter(100 * scores['faithfulness'][ok], scores[y][ok], c=g[ok.values], cmap='RdYlGn', norm=TwoSlopeNorm(0, -span, span),
+        sc = ax.scatter(100 * scores['faithfulness'][ok], scores[y][ok], c=g[ok.values], cmap='RdYlGn',
+                        norm=TwoSlopeNorm(0, -span, span),
                         s=60, edgecolors='#333333', linewidths=0.6)
-        for m in scores.index[ok]: ax.annotate(m, (100 * scores.loc[m, 'faithfulness'], scores.loc[m, y]), xytext=(4, 3), textcoords='offset points', fontsize=7)
-        ax.set_xlabel('faithfulness: oracle accuracy on the intended labels (%)'); ax.set_ylabel(lab)
-        if not ok.any(): ax.text(0.5, 0.5, f'no oracle {y} (no scored mini-world set)', ha='center', va='center', transform=ax.transAxes)
+        for m in scores.index[ok]:
+            ax.annotate(m, (100 * scores.loc[m, 'faithfulness'], scores.loc[m, y]), xytext=(4, 3),
+                        textcoords='offset points', fontsize=7)
+        ax.set_xlabel('faithfulness: oracle accuracy on the intended labels (%)')
+        ax.set_ylabel(lab)
+        if not ok.any():
+            ax.text(0.5, 0.5, f'no oracle {y} (no scored mini-world set)', ha='center', va='center',
+                    transform=ax.transAxes)
     if len(scores): fig.colorbar(sc, ax=axes, label=f'{metric} gain over the baseline (points)', shrink=0.85)
     fig.suptitle('synthetic sets: faithful and varied is the upper right of the left panel')
     return fig
@@ -109,5 +133,6 @@ def save_png(fig, # a matplotlib figure (closed once written)
             ):
     "Write `fig` as a PNG whose bytes depend on the figure only (no software tag), atomically; close the figure."
     import matplotlib.pyplot as plt
-    with atomic_write(path, 'wb') as f: fig.savefig(f, format='png', dpi=120, bbox_inches='tight', metadata={'Software': None})
+    with atomic_write(path, 'wb') as f:
+        fig.savefig(f, format='png', dpi=120, bbox_inches='tight', metadata={'Software': None})
     plt.close(fig)

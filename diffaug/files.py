@@ -24,7 +24,8 @@ from .core import ParamError
 # %% ../nbs/00_files.ipynb #10ca823a
 def umask_mode(dir:bool=False)->int:
     "The permission bits a new file (or folder) gets under the current umask."
-    um = os.umask(0); os.umask(um)
+    um = os.umask(0)
+    os.umask(um)
     return (0o777 if dir else 0o666) & ~um
 
 @contextlib.contextmanager
@@ -32,13 +33,16 @@ def atomic_write(path:str|Path, # the final file
                  mode:str='wb', # "wb" or "w"
                  **kw):
     "Open a temp file beside `path`; on success rename it over `path`, on failure delete it."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix='.tmp')
-    os.fchmod(fd, umask_mode())  # mkstemp makes 0600 files: give the final file the permissions the user's umask asks for
+    # mkstemp makes 0600 files: give the final file the permissions the user's umask asks for
+    os.fchmod(fd, umask_mode())
     try:
         with os.fdopen(fd, mode, **kw) as f:
             yield f
-            f.flush(); os.fsync(f.fileno())
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError): os.unlink(tmp)
@@ -56,7 +60,8 @@ def atomic_write_json(path:str|Path, obj, indent:int=2)->Path:
 def atomic_save_image(img:Image.Image, path:str|Path, **kw)->Path:
     "Save a PIL image atomically; the format comes from the suffix."
     path = Path(path)
-    with atomic_write(path, 'wb') as f: img.save(f, format=Image.registered_extensions().get(path.suffix.lower(), 'PNG'), **kw)
+    with atomic_write(path, 'wb') as f:
+        img.save(f, format=Image.registered_extensions().get(path.suffix.lower(), 'PNG'), **kw)
     return path
 
 def atomic_save_png(img:Image.Image, path:str|Path)->Path:
@@ -65,14 +70,17 @@ def atomic_save_png(img:Image.Image, path:str|Path)->Path:
     clean = Image.frombytes('RGB', img.size, img.tobytes())  # drops info (icc, dpi, text chunks)
     return atomic_save_image(clean, path, compress_level=6)
 
+# %% ../nbs/00_files.ipynb #8b5fd91c
 def safetensors_bytes(tensors:dict, # name -> tensor
                       metadata:dict|None=None, # str -> str
                      )->bytes:
-    "A safetensors file's bytes with its metadata keys sorted: the library writes several keys in a random order, so a rerun would differ."
+    """A safetensors file's bytes with its metadata keys sorted: the library writes several keys in a random order, so a
+    rerun would differ."""
     from safetensors.torch import save
     data = save({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, metadata=metadata)
     if not metadata or len(metadata) < 2: return data
-    n = int.from_bytes(data[:8], 'little'); head = json.loads(data[8:8 + n])
+    n = int.from_bytes(data[:8], 'little')
+    head = json.loads(data[8:8 + n])
     head['__metadata__'] = dict(sorted(head.get('__metadata__', {}).items()))
     h = json.dumps(head, separators=(',', ':'), ensure_ascii=False).encode()
     h += b' ' * (-len(h) % 8)  # the data starts 8-byte aligned, as the library pads it
@@ -113,7 +121,8 @@ _DIGESTS = None  # {(cwd, paths): digest} inside `digests_cached()`, else None
 
 @contextlib.contextmanager
 def digests_cached():
-    "Inside this block `digest` answers each question once: for a job whose inputs do not change while it runs (a classification matrix)."
+    """Inside this block `digest` answers each question once: for a job whose inputs do not change while it runs (a
+    classification matrix)."""
     global _DIGESTS
     old, _DIGESTS = _DIGESTS, {}
     try: yield
@@ -127,11 +136,15 @@ def digest(*paths, # files or folders (a folder: every file below it, with its r
     import hashlib
     h = hashlib.sha256()
     for p in paths:
-        if p is None: h.update(b'\0none'); continue
+        if p is None:
+            h.update(b'\0none')
+            continue
         p = Path(p)
         files = sorted(f for f in p.rglob('*') if f.is_file()) if p.is_dir() else [p]
         for f in files:
-            h.update((f.relative_to(p).as_posix() if p.is_dir() else '').encode() + b'\0'); h.update(f.read_bytes()); h.update(b'\0')
+            h.update((f.relative_to(p).as_posix() if p.is_dir() else '').encode() + b'\0')
+            h.update(f.read_bytes())
+            h.update(b'\0')
     if _DIGESTS is not None: _DIGESTS[key] = h.hexdigest()[:16]
     return h.hexdigest()[:16]
 
@@ -147,7 +160,8 @@ def _to_rgb(im:Image.Image)->Image.Image:
         return Image.fromarray(np.clip(a / hi * 255.0, 0, 255).astype(np.uint8)).convert('RGB')
     if im.mode == 'P' and 'transparency' in im.info: im = im.convert('RGBA')
     if im.mode in ('RGBA', 'LA', 'PA', 'La', 'RGBa'):
-        im = im.convert('RGBA'); bg = Image.new('RGBA', im.size, (255, 255, 255, 255))
+        im = im.convert('RGBA')
+        bg = Image.new('RGBA', im.size, (255, 255, 255, 255))
         return Image.alpha_composite(bg, im).convert('RGB')
     return im.convert('RGB')
 
@@ -164,7 +178,8 @@ def load_image(path:str|Path, # an image file
             im.load()
             return _to_rgb(im)
     except UnidentifiedImageError as e: raise ImageLoadError(f"{path}: not an image file PIL can read") from e
-    except (OSError, SyntaxError, ValueError) as e: raise ImageLoadError(f"{path}: corrupt or truncated image ({e})") from e
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ImageLoadError(f"{path}: corrupt or truncated image ({e})") from e
     finally: ImageFile.LOAD_TRUNCATED_IMAGES = prev
 
 # %% ../nbs/00_files.ipynb #9117df95
@@ -180,13 +195,15 @@ def load_images(paths:list, # image files
             if on_error == 'raise': raise
             skipped.append(str(p))
     if skipped:
-        warnings.warn(f"skipped {len(skipped)} unreadable image(s) of {len(paths)}: " + ', '.join(skipped[:5]) + (' ...' if len(skipped) > 5 else ''))
+        warnings.warn(f"skipped {len(skipped)} unreadable image(s) of {len(paths)}: " + ', '.join(skipped[:5]) +
+                      (' ...' if len(skipped) > 5 else ''))
     return ims, skipped
 
 # %% ../nbs/00_files.ipynb #2982c3f6
 def temp_dir_beside(path:str|Path, suffix:str='.tmp')->Path:
     "A new empty folder beside `path` (same file system, so a rename moves it), with the umask's permissions."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     d = Path(tempfile.mkdtemp(dir=path.parent, prefix=f'.{path.name}.', suffix=suffix))
     os.chmod(d, umask_mode(dir=True))
     return d
@@ -198,26 +215,33 @@ def replace_dir(src:str|Path, # a complete folder (same file system as `dst`)
     import shutil
     src, dst = Path(src), Path(dst)
     if dst.exists() or dst.is_symlink():
-        old = temp_dir_beside(dst, '.old'); os.rmdir(old)
-        os.replace(dst, old); os.replace(src, dst); shutil.rmtree(old, ignore_errors=True)
+        old = temp_dir_beside(dst, '.old')
+        os.rmdir(old)
+        os.replace(dst, old)
+        os.replace(src, dst)
+        shutil.rmtree(old, ignore_errors=True)
     else:
-        dst.parent.mkdir(parents=True, exist_ok=True); os.replace(src, dst)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(src, dst)
     return dst
 
 @contextlib.contextmanager
 def staged_dir(root:str|Path, # the folder to make
                overwrite:bool=False, # replace an existing `root` (else `FileExistsError`)
               ):
-    "Yield a new temp folder beside `root`; when the block succeeds it replaces `root` (`replace_dir`), when it fails it is deleted."
+    """Yield a new temp folder beside `root`; when the block succeeds it replaces `root` (`replace_dir`), when it fails
+    it is deleted."""
     import shutil
     root = Path(root)
-    if root.exists() and not overwrite: raise FileExistsError(f"{root}: already exists (pass overwrite=True to replace it)")
+    if root.exists() and not overwrite:
+        raise FileExistsError(f"{root}: already exists (pass overwrite=True to replace it)")
     tmp = temp_dir_beside(root)
     try:
         yield tmp
         replace_dir(tmp, root)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True); raise
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 def link_or_copy(src:str|Path, # an existing file
                  dst:str|Path, # where it should also be (replaced if it exists)
@@ -225,14 +249,17 @@ def link_or_copy(src:str|Path, # an existing file
     "Hard-link `src` at `dst` (a copy where links are impossible, e.g. across file systems)."
     import shutil
     src, dst = Path(src), Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True); dst.unlink(missing_ok=True)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    dst.unlink(missing_ok=True)
     try: os.link(src, dst)
     except OSError: shutil.copy2(src, dst)
 
 def scratch_dir(out:str|Path)->Path:
     "Where a long stage keeps the unfinished work of output `out`: `<out>.partial`, beside it."
-    out = Path(out); return out.with_name(out.name + '.partial')
+    out = Path(out)
+    return out.with_name(out.name + '.partial')
 
+# %% ../nbs/00_files.ipynb #93262c27
 def _jsonable(v):
     if isinstance(v, dict): return {str(k): _jsonable(x) for k, x in v.items()}
     if isinstance(v, (list, tuple)): return [_jsonable(x) for x in v]
@@ -257,7 +284,8 @@ def start_scratch(out:str|Path, # the stage's final output folder
                   params:dict, # everything that determines the output (JSON-able): a resume must match it exactly
                   restart:bool|None=None, # True: discard earlier work; None: `DIFFAUG_RESTART=1` in the environment
                  )->Path:
-    "The scratch folder for `out`, created or resumed; `ParamError` naming the differences when it was started with other `params`."
+    """The scratch folder for `out`, created or resumed; `ParamError` naming the differences when it was started with
+    other `params`."""
     import shutil
     sd, params = scratch_dir(out), _jsonable(params)
     if restart is None: restart = os.environ.get('DIFFAUG_RESTART') == '1'
@@ -267,9 +295,11 @@ def start_scratch(out:str|Path, # the stage's final output folder
         diff = record_diff(json.loads(rec.read_text(encoding='utf-8')), params)
         if diff:
             raise ParamError(f"{sd}: unfinished work made with other parameters ({diff}"
-                             + "); rerun with the same parameters to resume, or restart (--restart / DIFFAUG_RESTART=1) to discard it")
+                             + "); rerun with the same parameters to resume, or restart (--restart / "
+                               "DIFFAUG_RESTART=1) to discard it")
     elif sd.exists() and any(sd.iterdir()):
-        raise ParamError(f"{sd}: a scratch folder without its parameter record; delete it or restart (--restart / DIFFAUG_RESTART=1)")
+        raise ParamError(f"{sd}: a scratch folder without its parameter record; delete it or restart (--restart / "
+                         f"DIFFAUG_RESTART=1)")
     sd.mkdir(parents=True, exist_ok=True)
     if not rec.exists(): atomic_write_json(rec, params)
     return sd

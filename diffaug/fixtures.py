@@ -58,18 +58,22 @@ def make_toy_synthetic(split:str|Path|Split, # the split whose training images a
     return w.finalize()
 
 # %% ../nbs/89_fixtures.ipynb #4b79491a
-def make_demo_synthetic_set(path:str|Path, # folder to create (holds the toy dataset, `split.json` and the set `synthetic/`)
+def make_demo_synthetic_set(
+        path:str|Path, # folder to create (holds the toy dataset, `split.json` and the set `synthetic/`)
                            )->tuple[Path, Path]:
-    "A tiny synthetic set (2 toy classes, 4 images: 2 one-hot rows, 2 translations) and its split; returns (set, split)."
+    """A tiny synthetic set (2 toy classes, 4 images: 2 one-hot rows, 2 translations) and its split; returns (set,
+    split)."""
     path = Path(path)
     ds = make_toy_dataset(path/'toy', n_classes=2, n_per_class=3, size=8)
-    sp = few_shot_split(ds, 1, seed=0, test='none'); save_split(sp, path/'split.json')
+    sp = few_shot_split(ds, 1, seed=0, test='none')
+    save_split(sp, path/'split.json')
     (a, b), (ra, rb) = sp.classes, [it['id'] for it in sp.items('train')]
     w = SyntheticSetWriter(path/'synthetic', sp.classes, 'demo')
     w.write(toy_image(0, 1, 0, 8), a, '00000', source_ids=[ra], strength=0.25, seed=0)          # intra-class img2img
     w.write(toy_image(1, 1, 1, 8), b, '00001', seed=0)                                         # text-to-image
     w.write(toy_image(1, 1, 2, 8), b, '00002', source_ids=[ra], target=b, strength=0.7, seed=0) # translation a -> b
-    w.write(toy_image(0, 1, 3, 8), a, '00003', source_ids=[ra], target=a, strength=0.5, seed=0) # translation that drew its own class
+    # translation that drew its own class
+    w.write(toy_image(0, 1, 3, 8), a, '00003', source_ids=[ra], target=a, strength=0.5, seed=0)
     return w.finalize(), path/'split.json'
 
 # %% ../nbs/89_fixtures.ipynb #d12091f3
@@ -81,7 +85,8 @@ def make_fake_set(folder:str|Path, # the set's folder
     "Write the `info.json` of a made-up synthetic set (for demos and tests); returns `folder`."
     counts = {c: images // len(classes) + (i < images % len(classes)) for i, c in enumerate(classes)}
     params = {} if target_images is None else {'target_images': target_images}
-    atomic_write_json(Path(folder)/'info.json', {'method': Path(folder).name, 'params': params, 'classes': list(classes),
+    atomic_write_json(Path(folder)/'info.json',
+                      {'method': Path(folder).name, 'params': params, 'classes': list(classes),
                                                  'counts': counts, 'n_images': images})
     return Path(folder)
 
@@ -89,24 +94,35 @@ def make_fake_runs(folder:str|Path, # where the run folders go
                    methods:list=('original', 'mixup', 'cutmix'), # methods
                    seeds:list=(0, 1), # seeds
                    groups:bool=False, # add Waterbirds-style group accuracies
-                   sets:dict|None=None, # {method: (images, target_images)}: a fake synthetic set `<folder>/_sets/<method>` for each
+                   # {method: (images, target_images)}: a fake synthetic set `<folder>/_sets/<method>` for each
+                   sets:dict|None=None,
                    epochs:int=3, # rows of each run's epochs.csv
-                   shots:bool=False, # add a long tail's many-, medium- and few-shot accuracies (few-shot gains 0, 2, 4, ... per seed and method)
+                   # add a long tail's many-, medium- and few-shot accuracies (few-shot gains 0, 2, 4, ... per seed and
+                   # method)
+                   shots:bool=False,
                   )->Path:
-    "Write metrics.json, epochs.csv and config.json of made-up runs, and their synthetic sets (for demos and tests); returns `folder`."
-    folder = Path(folder); sets = sets or {}
+    """Write metrics.json, epochs.csv and config.json of made-up runs, and their synthetic sets (for demos and tests);
+    returns `folder`."""
+    folder = Path(folder)
+    sets = sets or {}
     syn = {m: [str(make_fake_set(folder/'_sets'/m, *sets[m]).resolve())] for m in sets}
     for i, m in enumerate(methods):
         for s in seeds:
             top1 = 50.0 + 2 * i + s
-            d = {'method': m, 'seed': s, 'model': 'toy', 'top1': top1, 'mean_class_acc': top1 - 1, 'best_test_epoch_top1': top1 + 3}
-            if groups: d['groups'] = {'landbird/land': top1 + 5, 'waterbird/water': top1 - 5}; d['group_mean'] = top1; d['worst_group'] = top1 - 5
+            d = {'method': m, 'seed': s, 'model': 'toy', 'top1': top1, 'mean_class_acc': top1 - 1,
+                 'best_test_epoch_top1': top1 + 3}
+            if groups:
+                d['groups'] = {'landbird/land': top1 + 5, 'waterbird/water': top1 - 5}
+                d['group_mean'] = top1
+                d['worst_group'] = top1 - 5
             if shots:
                 d.update(many_shot=top1 + 8, medium_shot=top1, few_shot=top1 - 8 + 2 * i * s)
-                d['shots'] = [{'group': g, 'classes': 1, 'train_images': [n, n]} for g, n in zip(('many', 'medium', 'few'), (10, 5, 2))]
+                d['shots'] = [{'group': g, 'classes': 1, 'train_images': [n, n]} for g,
+                              n in zip(('many', 'medium', 'few'), (10, 5, 2))]
             rd = run_folder(folder, m, s)
             atomic_write_json(rd/'config.json', {'method': m, 'seed': s, 'synthetic': syn or None})
-            atomic_write_text(rd/'epochs.csv', 'epoch,test_top1\n' + ''.join(f'{e},{top1 * e / epochs:.4f}\n' for e in range(1, epochs + 1)))
+            atomic_write_text(rd/'epochs.csv', 'epoch,test_top1\n' +
+                              ''.join(f'{e},{top1 * e / epochs:.4f}\n' for e in range(1, epochs + 1)))
             atomic_write_json(rd/'metrics.json', d)
     return folder
 
@@ -121,6 +137,8 @@ def demo_concepts(split:Split, # the split
     from diffaug.concept_training import train_concepts
     p = load_sd(model, device='cpu', precision='fp32')
     ims = [load_image(f) for f in split.paths('train')]
-    train_concepts(p, ims, [it['label'] for it in split.items('train')], out=out, classes=split.classes, metaclass=split.metaclass,
-                   recipe=recipe, steps=steps, lr_embed=1e-2, lr_lora=1e-2, rank=2, precision='fp32', eval_draws=0, base_model=str(model), seed=0)
+    train_concepts(p, ims, [it['label'] for it in split.items('train')], out=out, classes=split.classes,
+                   metaclass=split.metaclass,
+                   recipe=recipe, steps=steps, lr_embed=1e-2, lr_lora=1e-2, rank=2, precision='fp32', eval_draws=0,
+                   base_model=str(model), seed=0)
     return Path(out)

@@ -25,7 +25,8 @@ class Stage:
     maybe_paths:tuple=() # parameters that are paths only when they exist (e.g. `model`: a hub id or a folder)
     keep:tuple=() # parameters that say what the stage is (e.g. concepts_ti's `recipe`): a setup never resets them
     inputs:dict=field(default_factory=dict, hash=False) # {parameter: "stage.key"}: the output (or parameter) it takes
-    reads:tuple=() # "stage.key" outputs it also reads, with no parameter naming them (the dataset root beside the split)
+    reads:tuple=() # "stage.key" outputs it also reads, with no parameter naming them (the dataset root beside the
+        # split)
     outs:tuple=() # the parameters naming what it writes (its DVC outputs)
 
     def config_class(self):
@@ -44,10 +45,12 @@ STAGES = {
     'prepare': Stage('06_prepare.ipynb', 'diffaug.prepare:PrepareConfig', ('raw', 'root', 'split_path'),
                      'build or import the dataset and write the split', outs=('root', 'split_path')),
     'concepts': Stage('11_concept_training.ipynb', 'diffaug.concept_training:ConceptsConfig',
-                      ('split', 'out', 'checkpoint_dir'), 'learn per-class concepts (tokens + shared LoRA: Diff-II, Diff-Mix)',
+                      ('split', 'out', 'checkpoint_dir'),
+                      'learn per-class concepts (tokens + shared LoRA: Diff-II, Diff-Mix)',
                       ('model',), inputs={'split': SPLIT}, reads=ROOT, outs=('out',)),
     'concepts_ti': Stage('11_concept_training.ipynb', 'diffaug.concept_training:ConceptsConfig',
-                         ('split', 'out', 'checkpoint_dir'), "DA-Fusion's concepts (textual inversion only)", ('model',),
+                         ('split', 'out', 'checkpoint_dir'), "DA-Fusion's concepts (textual inversion only)",
+                         ('model',),
                          ('recipe',), inputs={'split': SPLIT, 'model': 'concepts.model'}, reads=ROOT, outs=('out',)),
     'suffixes': Stage('29_suffixes.ipynb', 'diffaug.suffixes:SuffixesConfig', ('split', 'out'),
                       'Diff-II suffix file (file, dataset captions or captioner + LLM)',
@@ -85,7 +88,8 @@ STAGES = {
                              ('ckpt_dir', 'out', 'clf_path'),
                              "train (or resume) the mini world's SD-format model (frozen in dvc.yaml: hours of CPU)",
                              outs=('out',)),
-    'miniworld_oracle': Stage('73_miniworld_oracle.ipynb', 'diffaug.miniworld.oracle_model:MiniworldOracleConfig', ('out',),
+    'miniworld_oracle': Stage('73_miniworld_oracle.ipynb', 'diffaug.miniworld.oracle_model:MiniworldOracleConfig',
+                              ('out',),
                               "train the mini world's species oracle (frozen in dvc.yaml)", outs=('out',)),
 }
 
@@ -119,7 +123,8 @@ def section_values(allp:dict, # the whole parameter file
 def _lookup(allp:dict, dotted:str):
     cur = allp
     for k in dotted.split('.'):
-        if not isinstance(cur, dict) or k not in cur: raise ParamError(f"params: no key {dotted!r} (a wiring reference)")
+        if not isinstance(cur, dict) or k not in cur:
+            raise ParamError(f"params: no key {dotted!r} (a wiring reference)")
         cur = cur[k]
     return cur
 
@@ -170,7 +175,8 @@ def stage_paths(allp:dict, # the whole parameter file
                 stage:str, # a stage
                 method:str|None=None, # one method's run of a per-method stage (the synthesis stage's `method`)
                )->dict:
-    "{'deps': the paths its inputs and reads name, 'outs': the paths it writes}, with `{method}` as the folder of every method's."
+    """{'deps': the paths its inputs and reads name, 'outs': the paths it writes}, with `{method}` as the folder of
+    every method's."""
     st = STAGES[stage]
     p = wire(allp, stage, {**(allp.get(stage) or {}), **({'method': method} if method else {})})
     folder = lambda x: x.split('{method}')[0].rstrip('/') if '{method}' in x else x
@@ -181,7 +187,8 @@ def stage_paths(allp:dict, # the whole parameter file
 
 # %% ../nbs/90_graph.ipynb #bf1ff401
 def graph_edges()->list:
-    "[(source stage, stage, label)]: one per input (its parameter) and read of `STAGES` (an output's layout is no edge)."
+    """[(source stage, stage, label)]: one per input (its parameter) and read of `STAGES` (an output's layout is no
+    edge)."""
     out = []
     for name, st in STAGES.items():
         for k, r in refs_of(st):
@@ -191,7 +198,8 @@ def graph_edges()->list:
 def draw_graph(allp:dict|None=None, # a parameter file: its `${stage.key}` values drawn dashed (None: the graph alone)
                ax=None, # a matplotlib axis (None: a new figure)
               ):
-    "The stage graph: stages in columns by depth, an arrow from each source to the stages that take it; returns the axis."
+    """The stage graph: stages in columns by depth, an arrow from each source to the stages that take it; returns the
+    axis."""
     import matplotlib.pyplot as plt
     edges = graph_edges()
     values = [(m.group(1), sec) for sec, body in (allp or {}).items() if sec in STAGES and isinstance(body, dict)
@@ -206,11 +214,13 @@ def draw_graph(allp:dict|None=None, # a parameter file: its `${stage.key}` value
     rows = max(map(len, cols.values()))
     if ax is None: _, ax = plt.subplots(figsize=(1.5 * len(cols) + 1, 0.55 * rows + 0.6))
     for (a, b), ls in {**{(a, b): '-' for a, b, _ in edges}, **{e: '--' for e in values}}.items():
-        ax.annotate('', pos[b], pos[a], arrowprops=dict(arrowstyle='->', color='0.5', lw=0.8, ls=ls, shrinkA=28, shrinkB=28,
+        ax.annotate('', pos[b], pos[a],
+                    arrowprops=dict(arrowstyle='->', color='0.5', lw=0.8, ls=ls, shrinkA=28, shrinkB=28,
                                                         connectionstyle='arc3,rad=0.08'))
     for s, (x, y) in pos.items():
         ax.text(x, y, s, ha='center', va='center', fontsize=8, zorder=3,
-                bbox=dict(boxstyle='round,pad=0.3', ec='0.4', fc='#eef3fb' if STAGES[s].inputs or STAGES[s].reads else '#fdf1e2'))
+                bbox=dict(boxstyle='round,pad=0.3', ec='0.4', fc='#eef3fb' if STAGES[s].inputs or STAGES[s].reads
+                          else '#fdf1e2'))
     ax.set_xlim(-W / 2, (len(cols) - 0.5) * W)
     ax.set_ylim(-(rows / 2) * H, (rows / 2) * H)
     ax.set_axis_off()

@@ -27,13 +27,16 @@ from .toy import toy_image
 # %% ../nbs/05_importers.ipynb #b3f7acb7
 def _find(raw:Path, sub:str|tuple, marker:str)->Path:
     "The folder holding `marker`: `raw`, or `raw/sub` (one of `sub`)."
-    raw = Path(raw); subs = (sub,) if isinstance(sub, str) else tuple(sub)
+    raw = Path(raw)
+    subs = (sub,) if isinstance(sub, str) else tuple(sub)
     for cand in (raw, *(raw/s for s in subs)):
         if (cand/marker).exists(): return cand
-    raise FileNotFoundError(f"{raw}: expected {marker} in it or in {' or '.join(str(raw/s) for s in subs)} (the dataset's native layout; nothing can be downloaded here)")
+    raise FileNotFoundError(f"{raw}: expected {marker} in it or in {' or '.join(str(raw/s) for s in subs)} (the "
+                            f"dataset's native layout; nothing can be downloaded here)")
 
 def _table(path:Path, what:str, n:int=2, ints:tuple=(0,))->dict:
-    "{first field: the others} of a space-separated annotation file (the last field keeps its spaces); a malformed or repeated line is an error naming the file and line."
+    """{first field: the others} of a space-separated annotation file (the last field keeps its spaces); a malformed or
+    repeated line is an error naming the file and line."""
     out = {}
     for k, line in enumerate(Path(path).read_text(encoding='utf-8').splitlines(), 1):
         if not line.strip(): continue
@@ -56,7 +59,8 @@ def _mat(path:Path, *keys)->list:
     from scipy.io import loadmat
     m = loadmat(path, squeeze_me=True)
     miss = [k for k in keys if k not in m]
-    if miss: raise DatasetError(f"{path}: no variable {miss[0]!r} (found {sorted(k for k in m if not k.startswith('__'))})")
+    if miss:
+        raise DatasetError(f"{path}: no variable {miss[0]!r} (found {sorted(k for k in m if not k.startswith('__'))})")
     return [m[k] for k in keys]
 
 def _import(root, classes, records, metaclass, split_path, overwrite, on_error, groups=None):
@@ -68,7 +72,8 @@ def _import(root, classes, records, metaclass, split_path, overwrite, on_error, 
     if split_path is not None: save_split(full_split(ds), split_path)
     return ds
 
-def _cub_name(folder:str)->str: return folder.split('.', 1)[1].replace('_', ' ') if '.' in folder else folder.replace('_', ' ')
+def _cub_name(folder:str)->str:
+    return folder.split('.', 1)[1].replace('_', ' ') if '.' in folder else folder.replace('_', ' ')
 
 # %% ../nbs/05_importers.ipynb #742e1119
 def import_cub(raw:str|Path, # the folder holding CUB_200_2011/ (or CUB_200_2011/ itself)
@@ -86,8 +91,11 @@ def import_cub(raw:str|Path, # the folder holding CUB_200_2011/ (or CUB_200_2011
     recs = []
     for i, p in _table(base/'images.txt', '<image_id> <image_name>').items():
         c, t = _need(lab, i, base/'image_class_labels.txt', 'image'), _need(tt, i, base/'train_test_split.txt', 'image')
-        if c not in cid: raise DatasetError(f"{base/'image_class_labels.txt'}: image {i} has class {c}, which classes.txt does not list")
-        if t not in (0, 1): raise DatasetError(f"{base/'train_test_split.txt'}: image {i} has is_training_image {t} (expected 1 or 0)")
+        if c not in cid:
+            raise DatasetError(f"{base/'image_class_labels.txt'}: image {i} has class {c}, which classes.txt does not "
+                               f"list")
+        if t not in (0, 1):
+            raise DatasetError(f"{base/'train_test_split.txt'}: image {i} has is_training_image {t} (expected 1 or 0)")
         recs.append((cid[c], base/'images'/p, Path(p).stem, 'train' if t else 'test'))
     return _import(root, [_cub_name(cls[i]) for i in sorted(cls)], recs, 'bird', split_path, overwrite, on_error)
 
@@ -102,15 +110,18 @@ def import_aircraft(raw:str|Path, # the folder holding fgvc-aircraft-2013b/
                     annotation_level:str='variant', # "variant" (100), "family" (70) or "manufacturer" (30)
                    )->Dataset:
     "Import FGVC-Aircraft from its annotation lists."
-    check_param(annotation_level in _AIRCRAFT_LEVELS, 'annotation_level', annotation_level, "'variant', 'family' or 'manufacturer'")
+    check_param(annotation_level in _AIRCRAFT_LEVELS, 'annotation_level', annotation_level,
+                "'variant', 'family' or 'manufacturer'")
     names = _AIRCRAFT_LEVELS[annotation_level]
     d = _find(raw, 'fgvc-aircraft-2013b', f'data/{names}')/'data'
     classes = [l.strip() for l in (d/names).read_text(encoding='utf-8').splitlines() if l.strip()]
-    idx = {c: k for k, c in enumerate(classes)}; recs = []
+    idx = {c: k for k, c in enumerate(classes)}
+    recs = []
     for s in ('train', 'val', 'test'):
         f = d/f'images_{annotation_level}_{s}.txt'
         for img, lab in _table(f, f'<image id> <{annotation_level}>', ints=()).items():
-            if lab not in idx: raise DatasetError(f"{f}: image {img} has {annotation_level} {lab!r}, which {names} does not list")
+            if lab not in idx:
+                raise DatasetError(f"{f}: image {img} has {annotation_level} {lab!r}, which {names} does not list")
             recs.append((idx[lab], d/'images'/f'{img}.jpg', img, s))
     return _import(root, classes, recs, 'aircraft', split_path, overwrite, on_error)
 
@@ -129,11 +140,15 @@ def import_pets(raw:str|Path, # the folder holding oxford-iiit-pet/
         parts[s] = _table(f, '<Image> <CLASS-ID> <SPECIES> <BREED ID>', n=4, ints=(1, 2, 3))
         for img, (c, _, _) in parts[s].items():
             nm = ' '.join(w.title() for w in img.rsplit('_', 1)[0].split('_'))
-            if names.setdefault(c, nm) != nm: raise DatasetError(f"{f}: class id {c} is {nm!r} for {img} but {names[c]!r} before")
-    extra = sorted({names[c] for c, _, _ in parts['test'].values()} - {names[c] for c, _, _ in parts['trainval'].values()})
+            if names.setdefault(c, nm) != nm:
+                raise DatasetError(f"{f}: class id {c} is {nm!r} for {img} but {names[c]!r} before")
+    extra = sorted({names[c] for c, _, _ in parts['test'].values()} -
+                   {names[c] for c, _, _ in parts['trainval'].values()})
     if extra: raise DatasetError(f"{base/'annotations'/'test.txt'}: breeds that trainval.txt lacks: {extra[:5]}")
-    ids = sorted(names); cid = {c: k for k, c in enumerate(ids)}
-    recs = [(cid[c], base/'images'/f'{img}.jpg', img, 'train' if s == 'trainval' else 'test') for s, t in parts.items() for img, (c, _, _) in t.items()]
+    ids = sorted(names)
+    cid = {c: k for k, c in enumerate(ids)}
+    recs = [(cid[c], base/'images'/f'{img}.jpg', img, 'train' if s == 'trainval' else 'test') for s, t in parts.items()
+            for img, (c, _, _) in t.items()]
     return _import(root, [names[c] for c in ids], recs, 'animal', split_path, overwrite, on_error)
 
 # %% ../nbs/05_importers.ipynb #75b4315d
@@ -144,18 +159,23 @@ def import_cars(raw:str|Path, # the folder holding stanford_cars/
                 on_error:str='raise', # "raise" or "skip" unreadable images
                )->Dataset:
     "Import Stanford Cars from its devkit's .mat files."
-    base = _find(raw, 'stanford_cars', 'devkit'); meta = base/'devkit'/'cars_meta.mat'
+    base = _find(raw, 'stanford_cars', 'devkit')
+    meta = base/'devkit'/'cars_meta.mat'
     classes = [str(c) for c in np.atleast_1d(_mat(meta, 'class_names')[0])]
     cands = [base/'cars_test_annos_withlabels.mat', base/'devkit'/'cars_test_annos_withlabels.mat']
     test = next((p for p in cands if p.is_file()), None)
-    if test is None: raise FileNotFoundError(f"{cands[0]}: not found (nor in devkit/): the test labels come as a file of their own (devkit/cars_test_annos.mat has none)")
+    if test is None:
+        raise FileNotFoundError(f"{cands[0]}: not found (nor in devkit/): the test labels come as a file of their own "
+                                f"(devkit/cars_test_annos.mat has none)")
     recs = []
     for s, mat in (('train', base/'devkit'/'cars_train_annos.mat'), ('test', test)):
         ann = np.atleast_1d(_mat(mat, 'annotations')[0])
-        if not {'class', 'fname'} <= set(ann.dtype.names or ()): raise DatasetError(f"{mat}: annotations need the fields 'class' and 'fname' (found {ann.dtype.names})")
+        if not {'class', 'fname'} <= set(ann.dtype.names or ()):
+            raise DatasetError(f"{mat}: annotations need the fields 'class' and 'fname' (found {ann.dtype.names})")
         for a in ann:
             c, f = int(a['class']), str(a['fname'])
-            if not 1 <= c <= len(classes): raise DatasetError(f"{mat}: {f} has class {c}, but {meta} names {len(classes)} classes")
+            if not 1 <= c <= len(classes):
+                raise DatasetError(f"{mat}: {f} has class {c}, but {meta} names {len(classes)} classes")
             recs.append((c - 1, base/f'cars_{s}'/f, f'{s}_{Path(f).stem}', s))
     return _import(root, classes, recs, 'car', split_path, overwrite, on_error)
 
@@ -169,16 +189,20 @@ def import_flowers102(raw:str|Path, # the folder holding flowers-102/
                      )->Dataset:
     "Import Oxford Flowers-102 from its .mat files."
     from torchvision.datasets import Flowers102
-    base = _find(raw, 'flowers-102', 'imagelabels.mat'); lf, sf = base/'imagelabels.mat', base/'setid.mat'
+    base = _find(raw, 'flowers-102', 'imagelabels.mat')
+    lf, sf = base/'imagelabels.mat', base/'setid.mat'
     labels = np.atleast_1d(_mat(lf, 'labels')[0]).astype(int) - 1
     sid = dict(zip(('trnid', 'valid', 'tstid'), _mat(sf, 'trnid', 'valid', 'tstid')))
     names = list(class_names or Flowers102.classes)
     if labels.max() >= len(names): raise DatasetError(f"{lf}: label {labels.max()+1} but only {len(names)} class names")
-    used = sorted(set(labels.tolist())); remap = {l: k for k, l in enumerate(used)}  # keep only classes present, in order
+    # keep only classes present, in order
+    used = sorted(set(labels.tolist()))
+    remap = {l: k for k, l in enumerate(used)}
     recs = []
     for key, s in (('trnid', 'train'), ('valid', 'val'), ('tstid', 'test')):
         for i in np.atleast_1d(sid[key]).astype(int).tolist():
-            if not 1 <= i <= len(labels): raise DatasetError(f"{sf}: {key} lists image {i}, but {lf} labels {len(labels)} images")
+            if not 1 <= i <= len(labels):
+                raise DatasetError(f"{sf}: {key} lists image {i}, but {lf} labels {len(labels)} images")
             recs.append((remap[int(labels[i-1])], base/'jpg'/f'image_{i:05d}.jpg', f'image_{i:05d}', s))
     return _import(root, [names[l] for l in used], recs, 'flower', split_path, overwrite, on_error)
 
@@ -192,7 +216,8 @@ def import_waterbirds(raw:str|Path, # the folder holding metadata.csv (or its pa
                       on_error:str='raise', # "raise" or "skip" unreadable images
                      )->Dataset:
     "Import Waterbirds with per-image bird × place group labels."
-    base = _find(raw, ('waterbird_complete95_forest2water2', 'waterbirds_v1.0'), 'metadata.csv'); meta = base/'metadata.csv'
+    base = _find(raw, ('waterbird_complete95_forest2water2', 'waterbirds_v1.0'), 'metadata.csv')
+    meta = base/'metadata.csv'
     rows = read_metadata_csv(meta)
     need = {'img_filename', 'y', 'split', 'place'}
     if not rows or not need <= set(rows[0]): raise DatasetError(f"{meta}: expected columns {sorted(need)}")
@@ -202,7 +227,8 @@ def import_waterbirds(raw:str|Path, # the folder holding metadata.csv (or its pa
             p, y, pl, sp = Path(r['img_filename']), int(r['y']), int(r['place']), int(r['split'])
             if y not in (0, 1) or pl not in (0, 1) or sp not in (0, 1, 2) or len(p.parts) != 2: raise ValueError
         except (TypeError, ValueError):
-            raise DatasetError(f"{meta}, line {k}: expected img_filename <folder>/<file>, y and place 0 or 1, split 0, 1 or 2; found {dict(r)}") from None
+            raise DatasetError(f"{meta}, line {k}: expected img_filename <folder>/<file>, y and place 0 or 1, split 0, "
+                               f"1 or 2; found {dict(r)}") from None
         parsed.append((p, y, pl, sp))
     folders = sorted({p.parts[0] for p, *_ in parsed})
     fidx = {f: k for k, f in enumerate(folders)}
@@ -210,7 +236,8 @@ def import_waterbirds(raw:str|Path, # the folder holding metadata.csv (or its pa
     for p, y, pl, sp in parsed:
         ci, name = fidx[p.parts[0]], p.stem
         recs.append((ci, base/p, name, ('train', 'val', 'test')[sp]))
-        groups[(ci, name)] = {'bird': ['landbird', 'waterbird'][y], 'place': ['land', 'water'][pl], 'y': y, 'place_id': pl, 'group': 2*y + pl}
+        groups[(ci, name)] = {'bird': ['landbird', 'waterbird'][y], 'place': ['land', 'water'][pl], 'y': y,
+                              'place_id': pl, 'group': 2*y + pl}
     return _import(root, [_cub_name(f) for f in folders], recs, 'bird', split_path, overwrite, on_error, groups=groups)
 
 # %% ../nbs/05_importers.ipynb #bc8e3916
@@ -218,43 +245,59 @@ IMPORTERS = {'cub': import_cub, 'aircraft': import_aircraft, 'pets': import_pets
              'flowers102': import_flowers102, 'waterbirds': import_waterbirds}
 
 # %% ../nbs/05_importers.ipynb #def7670d
-_CUB_FIRST = ['001.Black_footed_Albatross', '002.Laysan_Albatross', '003.Sooty_Albatross', '004.Groove_billed_Ani', '005.Crested_Auklet',
-              '006.Least_Auklet', '007.Parakeet_Auklet', '008.Rhinoceros_Auklet', '009.Brewer_Blackbird', '010.Red_winged_Blackbird',
+_CUB_FIRST = ['001.Black_footed_Albatross', '002.Laysan_Albatross', '003.Sooty_Albatross', '004.Groove_billed_Ani',
+              '005.Crested_Auklet',
+              '006.Least_Auklet', '007.Parakeet_Auklet', '008.Rhinoceros_Auklet', '009.Brewer_Blackbird',
+              '010.Red_winged_Blackbird',
               '011.Rusty_Blackbird', '012.Yellow_headed_Blackbird', '013.Bobolink', '014.Indigo_Bunting']
 FIXTURE_CLASSES = {  # each dataset's first real classes, as its annotation files spell them, in its order
     'cub': _CUB_FIRST[:10],
-    'aircraft': ['707-320', '727-200', '737-200', '737-300', '737-400', '737-500', '737-600', '737-700', '737-800', '737-900'],
-    'pets': ['Abyssinian', 'american_bulldog', 'american_pit_bull_terrier', 'basset_hound', 'beagle', 'Bengal', 'Birman', 'Bombay', 'boxer', 'British_Shorthair'],
-    'cars': ['AM General Hummer SUV 2000', 'Acura RL Sedan 2012', 'Acura TL Sedan 2012', 'Acura TL Type-S 2008', 'Acura TSX Sedan 2012',
+    'aircraft': ['707-320', '727-200', '737-200', '737-300', '737-400', '737-500', '737-600', '737-700', '737-800',
+                 '737-900'],
+    'pets': ['Abyssinian', 'american_bulldog', 'american_pit_bull_terrier', 'basset_hound', 'beagle', 'Bengal',
+             'Birman', 'Bombay', 'boxer', 'British_Shorthair'],
+    'cars': ['AM General Hummer SUV 2000', 'Acura RL Sedan 2012', 'Acura TL Sedan 2012', 'Acura TL Type-S 2008',
+             'Acura TSX Sedan 2012',
              'Acura Integra Type R 2001', 'Acura ZDX Hatchback 2012', 'Aston Martin V8 Vantage Convertible 2012',
              'Aston Martin V8 Vantage Coupe 2012', 'Aston Martin Virage Convertible 2012'],
     'flowers102': list(range(1, 11)),  # 1-based labels: the files hold no names (torchvision's list names them)
-    'waterbirds': [_CUB_FIRST[i] for i in (0, 3, 1, 8, 2, 9, 4, 10, 5, 11)],  # waterbird, landbird, ...; written in folder order
+    # waterbird, landbird, ...; written in folder order
+    'waterbirds': [_CUB_FIRST[i] for i in (0, 3, 1, 8, 2, 9, 4, 10, 5, 11)],
 }
-_WATERBIRD_SPECIES = {'001', '002', '003', '005', '006', '007', '008'}  # y = 1 among `_CUB_FIRST` (albatrosses, auklets)
+# y = 1 among `_CUB_FIRST` (albatrosses, auklets)
+_WATERBIRD_SPECIES = {'001', '002', '003', '005', '006', '007', '008'}
 _AIRCRAFT_FAMILY = lambda v: 'Boeing ' + v[:3]  # the first variants are all Boeing's; family "Boeing 737"
-_PET_HEADER = ['#Image CLASS-ID SPECIES BREED ID', '#ID: 1:37 Class ids', '#SPECIES: 1:Cat 2:Dog', '#BREED ID: 1-25:Cat 1:12:Dog',
-               '#All images with 1st letter as captial are cat images', '#images with small first letter are dog images']
+_PET_HEADER = ['#Image CLASS-ID SPECIES BREED ID', '#ID: 1:37 Class ids', '#SPECIES: 1:Cat 2:Dog',
+               '#BREED ID: 1-25:Cat 1:12:Dog',
+               '#All images with 1st letter as captial are cat images',
+               '#images with small first letter are dog images']
 
 def _lines(path:Path, lines):
-    path.parent.mkdir(parents=True, exist_ok=True); path.write_text(''.join(f'{l}\n' for l in lines), encoding='utf-8')
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(''.join(f'{l}\n' for l in lines), encoding='utf-8')
 
 def _jpeg(im:Image.Image, path:Path)->Image.Image:
-    path.parent.mkdir(parents=True, exist_ok=True); im.save(path, format='JPEG', quality=90); return im
+    path.parent.mkdir(parents=True, exist_ok=True)
+    im.save(path, format='JPEG', quality=90)
+    return im
 
 def _savemat(path:Path, variables:dict):
-    "scipy's `savemat` with a fixed 116-byte text header (scipy's holds the time of writing): same variables, same bytes."
+    """scipy's `savemat` with a fixed 116-byte text header (scipy's holds the time of writing): same variables, same
+    bytes."""
     from scipy.io import savemat
-    buf = io.BytesIO(); savemat(buf, variables)
+    buf = io.BytesIO()
+    savemat(buf, variables)
     path.write_bytes(b'MATLAB 5.0 MAT-file, written by diffaug write_native_fixture'.ljust(116) + buf.getvalue()[116:])
 
 def _box(rng, im:Image.Image)->tuple:
     "A random box inside `im`: x1, y1, x2, y2."
-    w, h = im.size; x1, y1 = int(rng.integers(0, w // 4)), int(rng.integers(0, h // 4))
+    w, h = im.size
+    x1, y1 = int(rng.integers(0, w // 4)), int(rng.integers(0, h // 4))
     return x1, y1, int(rng.integers(w * 3 // 4, w)), int(rng.integers(h * 3 // 4, h))
 
 def _cub_files(folders:list, n:int, rng)->list:
-    "`n` CUB image paths per species folder, `<NNN.Name>/<Title_Cased_Name>_<NNNN>_<id>.jpg`, sorted as images.txt lists them."
+    """`n` CUB image paths per species folder, `<NNN.Name>/<Title_Cased_Name>_<NNNN>_<id>.jpg`, sorted as images.txt
+    lists them."""
     out = []
     for f in folders:
         stem = '_'.join(w[:1].upper() + w[1:] for w in f.split('.', 1)[1].split('_'))
@@ -269,37 +312,61 @@ def _fx_cub(out, n, k, rng, image):
     for ci, files in enumerate(_cub_files(folders, 2 * k, rng)):
         train = set(rng.permutation(2 * k)[:k].tolist())
         for j, rel in enumerate(files):
-            i += 1; im = _jpeg(image(ci, j), b/'images'/rel); x1, y1, x2, y2 = _box(rng, im)
-            rows['images'].append(f'{i} {rel}'); rows['image_class_labels'].append(f'{i} {ci + 1}')
-            rows['train_test_split'].append(f'{i} {int(j in train)}'); rows['bounding_boxes'].append(f'{i} {x1:.1f} {y1:.1f} {x2 - x1:.1f} {y2 - y1:.1f}')
+            i += 1
+            im = _jpeg(image(ci, j), b/'images'/rel)
+            x1, y1, x2, y2 = _box(rng, im)
+            rows['images'].append(f'{i} {rel}')
+            rows['image_class_labels'].append(f'{i} {ci + 1}')
+            rows['train_test_split'].append(f'{i} {int(j in train)}')
+            rows['bounding_boxes'].append(f'{i} {x1:.1f} {y1:.1f} {x2 - x1:.1f} {y2 - y1:.1f}')
     _lines(b/'classes.txt', [f'{c + 1} {f}' for c, f in enumerate(folders)])
     for f, ls in rows.items(): _lines(b/f'{f}.txt', ls)
 
 def _fx_aircraft(out, n, k, rng, image):
     d, variants = out/'fgvc-aircraft-2013b'/'data', FIXTURE_CLASSES['aircraft'][:n]
-    ids, rows, boxes, m = rng.choice(np.arange(34309, 2300000), 3 * k * n, replace=False), {'train': [], 'val': [], 'test': []}, [], 0
+    ids, rows, boxes, m = rng.choice(np.arange(34309, 2300000), 3 * k * n, replace=False), {'train': [], 'val': [],
+        'test': []}, [], 0
     for ci, v in enumerate(variants):
         for j, s in enumerate(rng.permutation(np.repeat(['train', 'val', 'test'], k)).tolist()):
-            iid = f'{ids[m]:07d}'; m += 1; im = image(ci, j)
-            ImageDraw.Draw(im).rectangle([0, im.height - max(2, im.height // 10), im.width, im.height], fill=(20, 20, 20))  # the copyright banner
+            iid = f'{ids[m]:07d}'
+            m += 1
+            im = image(ci, j)
+            # the copyright banner
+            ImageDraw.Draw(im).rectangle([0, im.height - max(2, im.height // 10), im.width, im.height],
+                                         fill=(20, 20, 20))
             x1, y1, x2, y2 = _box(rng, _jpeg(im, d/'images'/f'{iid}.jpg'))
-            rows[s].append((iid, v)); boxes.append(f'{iid} {x1} {y1} {x2} {y2}')
-    _lines(d/'variants.txt', variants); _lines(d/'families.txt', list(dict.fromkeys(map(_AIRCRAFT_FAMILY, variants)))); _lines(d/'manufacturers.txt', ['Boeing'])
+            rows[s].append((iid, v))
+            boxes.append(f'{iid} {x1} {y1} {x2} {y2}')
+    _lines(d/'variants.txt', variants)
+    _lines(d/'families.txt', list(dict.fromkeys(map(_AIRCRAFT_FAMILY, variants))))
+    _lines(d/'manufacturers.txt', ['Boeing'])
     rows['trainval'] = rows['train'] + rows['val']
     for s, rs in rows.items():
-        rs = sorted(rs); _lines(d/f'images_{s}.txt', [i for i, _ in rs])
-        for level, name in (('variant', lambda v: v), ('family', _AIRCRAFT_FAMILY), ('manufacturer', lambda v: 'Boeing')):
+        rs = sorted(rs)
+        _lines(d/f'images_{s}.txt', [i for i, _ in rs])
+        for level, name in (('variant', lambda v: v), ('family', _AIRCRAFT_FAMILY),
+                            ('manufacturer', lambda v: 'Boeing')):
             _lines(d/f'images_{level}_{s}.txt', [f'{i} {name(v)}' for i, v in rs])
     _lines(d/'images_box.txt', sorted(boxes))
 
+# %% ../nbs/05_importers.ipynb #f188002a
 def _fx_pets(out, n, k, rng, image):
     b, rows, nbreed = out/'oxford-iiit-pet', {'trainval': [], 'test': []}, {1: 0, 2: 0}
     for ci, breed in enumerate(FIXTURE_CLASSES['pets'][:n]):
-        sp = 1 if breed[0].isupper() else 2; nbreed[sp] += 1  # cats' names are capitalised; breed ids count per species
-        for j, (num, s) in enumerate(zip(rng.choice(np.arange(1, 201), 2 * k, replace=False).tolist(), rng.permutation(np.repeat(['trainval', 'test'], k)).tolist())):
-            name = f'{breed}_{num}'; im = _jpeg(image(ci, j), b/'images'/f'{name}.jpg'); x1, y1, x2, y2 = _box(rng, im)
-            tri = np.full((im.height, im.width), 2, np.uint8); tri[y1:y2, x1:x2] = 3; tri[y1 + 1:y2 - 1, x1 + 1:x2 - 1] = 1  # 1 pet, 2 background, 3 border
-            (b/'annotations'/'trimaps').mkdir(parents=True, exist_ok=True); Image.fromarray(tri).save(b/'annotations'/'trimaps'/f'{name}.png')
+        # cats' names are capitalised; breed ids count per species
+        sp = 1 if breed[0].isupper() else 2
+        nbreed[sp] += 1
+        for j, (num, s) in enumerate(zip(rng.choice(np.arange(1, 201), 2 * k, replace=False).tolist(),
+                                         rng.permutation(np.repeat(['trainval', 'test'], k)).tolist())):
+            name = f'{breed}_{num}'
+            im = _jpeg(image(ci, j), b/'images'/f'{name}.jpg')
+            x1, y1, x2, y2 = _box(rng, im)
+            # 1 pet, 2 background, 3 border
+            tri = np.full((im.height, im.width), 2, np.uint8)
+            tri[y1:y2, x1:x2] = 3
+            tri[y1 + 1:y2 - 1, x1 + 1:x2 - 1] = 1
+            (b/'annotations'/'trimaps').mkdir(parents=True, exist_ok=True)
+            Image.fromarray(tri).save(b/'annotations'/'trimaps'/f'{name}.png')
             rows[s].append((ci + 1, name, sp, nbreed[sp]))
     fmt = lambda rs: [f'{nm} {c} {sp} {bid}' for c, nm, sp, bid in sorted(rs)]
     _lines(b/'annotations'/'list.txt', _PET_HEADER + fmt(rows['trainval'] + rows['test']))
@@ -311,10 +378,15 @@ def _fx_cars(out, n, k, rng, image):
     (b/'devkit').mkdir(parents=True)
     for s in ('train', 'test'):
         recs, seen = [], [0] * n
-        for m, c in enumerate(rng.permutation(np.repeat(np.arange(n), k)).tolist(), 1):  # files numbered across classes, as in the real folders
-            f = f'{m:05d}.jpg'; im = _jpeg(image(c, seen[c] + (k if s == 'test' else 0)), b/f'cars_{s}'/f); seen[c] += 1
-            recs.append([np.array([[v]], np.uint16) for v in _box(rng, im)] + [np.array([[c + 1]], np.uint8), np.array([f])])
-        for path, keep in ((b/'devkit'/f'cars_{s}_annos.mat', fields if s == 'train' else fields[:4] + fields[5:]),  # the devkit's test file has no class
+        # files numbered across classes, as in the real folders
+        for m, c in enumerate(rng.permutation(np.repeat(np.arange(n), k)).tolist(), 1):
+            f = f'{m:05d}.jpg'
+            im = _jpeg(image(c, seen[c] + (k if s == 'test' else 0)), b/f'cars_{s}'/f)
+            seen[c] += 1
+            recs.append([np.array([[v]], np.uint16) for v in _box(rng, im)] +
+                        [np.array([[c + 1]], np.uint8), np.array([f])])
+        # the devkit's test file has no class
+        for path, keep in ((b/'devkit'/f'cars_{s}_annos.mat', fields if s == 'train' else fields[:4] + fields[5:]),
                            (b/'cars_test_annos_withlabels.mat', fields if s == 'test' else None)):
             if keep is None: continue
             ann = np.empty((1, len(recs)), dtype=[(f, 'O') for f in keep])
@@ -323,13 +395,17 @@ def _fx_cars(out, n, k, rng, image):
     _savemat(b/'devkit'/'cars_meta.mat', {'class_names': np.array([names], dtype=object)})
 
 def _fx_flowers102(out, n, k, rng, image):
-    b, labels = out/'flowers-102', rng.permutation(np.repeat(np.arange(1, n + 1), 3 * k))  # the real ids interleave the classes too
+    # the real ids interleave the classes too
+    b, labels = out/'flowers-102', rng.permutation(np.repeat(np.arange(1, n + 1), 3 * k))
     sets, seen = {'trnid': [], 'valid': [], 'tstid': []}, [0] * (n + 1)
     for i, c in enumerate(labels.tolist(), 1):
-        _jpeg(image(c - 1, seen[c]), b/'jpg'/f'image_{i:05d}.jpg'); sets[('trnid', 'valid', 'tstid')[seen[c] // k]].append(i); seen[c] += 1
+        _jpeg(image(c - 1, seen[c]), b/'jpg'/f'image_{i:05d}.jpg')
+        sets[('trnid', 'valid', 'tstid')[seen[c] // k]].append(i)
+        seen[c] += 1
     _savemat(b/'imagelabels.mat', {'labels': labels.astype(np.uint8)[None]})
     _savemat(b/'setid.mat', {key: np.array([ids], np.uint16) for key, ids in sets.items()})
 
+# %% ../nbs/05_importers.ipynb #3a72a8d3
 def _fx_waterbirds(out, n, k, rng, image):
     b, folders = out/'waterbird_complete95_forest2water2', sorted(FIXTURE_CLASSES['waterbirds'][:n])
     places = [['/b/bamboo_forest', '/f/forest/broadleaf'], ['/o/ocean', '/l/lake/natural']]
@@ -337,28 +413,38 @@ def _fx_waterbirds(out, n, k, rng, image):
     for ci, files in enumerate(_cub_files(folders, 3 * k, rng)):
         y, count = int(folders[ci][:3] in _WATERBIRD_SPECIES), [0, 0, 0]
         for j, (rel, sp) in enumerate(zip(files, rng.permutation(np.repeat([0, 1, 2], k)).tolist())):
-            i += 1; place = (count[sp] + 1 - y) % 2; count[sp] += 1  # the bird's own habitat first, then the other: both in every split
+            # the bird's own habitat first, then the other: both in every split
+            i += 1
+            place = (count[sp] + 1 - y) % 2
+            count[sp] += 1
             _jpeg(image(ci, j), b/rel)
             rows.append([i, rel, y, sp, place, f'{places[place][j % 2]}/{int(rng.integers(1, 5000)):08d}.jpg'])
     with open(b/'metadata.csv', 'w', newline='', encoding='utf-8') as f:
-        w = csv.writer(f, lineterminator='\n'); w.writerow(['img_id', 'img_filename', 'y', 'split', 'place', 'place_filename']); w.writerows(rows)
+        w = csv.writer(f, lineterminator='\n')
+        w.writerow(['img_id', 'img_filename', 'y', 'split', 'place', 'place_filename'])
+        w.writerows(rows)
 
-_FIXTURES = {'cub': _fx_cub, 'aircraft': _fx_aircraft, 'pets': _fx_pets, 'cars': _fx_cars, 'flowers102': _fx_flowers102, 'waterbirds': _fx_waterbirds}
+_FIXTURES = {'cub': _fx_cub, 'aircraft': _fx_aircraft, 'pets': _fx_pets, 'cars': _fx_cars, 'flowers102': _fx_flowers102,
+             'waterbirds': _fx_waterbirds}
 
 # %% ../nbs/05_importers.ipynb #760152a2
 def write_native_fixture(source:str, # an importer: cub, aircraft, pets, cars, flowers102 or waterbirds
-                         dest:str|Path, # the folder to write, what `prepare.raw` then names (it must not exist unless `overwrite`)
+                         # the folder to write, what `prepare.raw` then names (it must not exist unless `overwrite`)
+                         dest:str|Path,
                          n_classes:int=3, # the dataset's first classes, 1..10
-                         per_class:int=4, # images per class in each official partition (train, test; val where the dataset has one)
+                         # images per class in each official partition (train, test; val where the dataset has one)
+                         per_class:int=4,
                          seed:int=0, # fixes every pixel, file number and partition
                          size:tuple=(40, 32), # image width and height in pixels
                          overwrite:bool=False, # replace an existing `dest`
                         )->Path:
-    "Write a tiny copy of `source`'s native download (folders, file names, text, .mat and CSV formats) into `dest`; returns `dest`."
+    """Write a tiny copy of `source`'s native download (folders, file names, text, .mat and CSV formats) into `dest`;
+    returns `dest`."""
     check_param(source in _FIXTURES, 'source', source, f"one of {', '.join(_FIXTURES)}")
     check_param(isinstance(n_classes, int) and 1 <= n_classes <= 10, 'n_classes', n_classes, "an integer in 1..10")
     check_param(isinstance(per_class, int) and per_class >= 1, 'per_class', per_class, "an integer >= 1")
-    check_param(len(size) == 2 and all(isinstance(v, int) and v >= 8 for v in size), 'size', size, "(width, height), each >= 8")
+    check_param(len(size) == 2 and all(isinstance(v, int) and v >= 8 for v in size), 'size', size,
+                "(width, height), each >= 8")
     rng, iseed = item_rng(seed, 'native-fixture', source), item_seed(seed, 'native-fixture', source)
     image = lambda ci, j: toy_image(ci, iseed, j, max(size)).resize(tuple(size), Image.BILINEAR)
     with staged_dir(dest, overwrite) as tmp: _FIXTURES[source](tmp, n_classes, per_class, rng, image)
@@ -373,7 +459,8 @@ def copy_folder(raw:str|Path, # the user's image folder: one sub-folder per clas
                )->Dataset:
     "Copy the image folder `raw` into `root` (class names kept, every image decoded on the way)."
     src = Dataset.from_folder(raw, metaclass)
-    recs = [(ci, p, '__'.join(Path(p).relative_to(src.folders[ci]).parts)) for ci, ims in enumerate(src.images) for p in ims]
+    recs = [(ci, p, '__'.join(Path(p).relative_to(src.folders[ci]).parts)) for ci, ims in enumerate(src.images)
+            for p in ims]
     return write_dataset(root, src.classes, [(ci, src.root/p, name) for ci, p, name in recs], src.metaclass,
                          {(ci, n): src.groups[p] for ci, p, n in recs if p in src.groups},
                          {(ci, n): src.partition[p] for ci, p, n in recs if p in src.partition},
@@ -385,9 +472,11 @@ def _hf_image(f:dict, where:str)->Image.Image:
     "Decode one `datasets.Image(decode=False)` value, or raise `ImageLoadError` naming its row."
     try:
         im = Image.open(io.BytesIO(f['bytes'])) if f.get('bytes') else Image.open(f['path'])
-        im.load(); return im
+        im.load()
+        return im
     except Exception as e: raise ImageLoadError(f"{where}: unreadable image ({type(e).__name__}: {e})") from e
 
+# %% ../nbs/05_importers.ipynb #61474486
 def import_datasets(raw:str|Path, # a `save_to_disk` folder, or a local imagefolder directory
                     root:str|Path, # the dataset root to write
                     metaclass:str, # the word prompts use (a `datasets` dataset has none)
@@ -403,21 +492,28 @@ def import_datasets(raw:str|Path, # a `save_to_disk` folder, or a local imagefol
         if not isinstance(dd, datasets.DatasetDict): dd = datasets.DatasetDict({'train': dd})
         feats = next(iter(dd.values())).features
         img = next((k for k, f in feats.items() if isinstance(f, datasets.Image)), None)
-        lab = next((k for k, f in feats.items() if isinstance(f, datasets.ClassLabel)), 'label' if 'label' in feats else None)
+        lab = next((k for k, f in feats.items() if isinstance(f, datasets.ClassLabel)), 'label' if 'label' in feats
+                   else None)
         if img is None or lab is None:
-            raise DatasetError(f"{raw}: expected an image column and a label column (a ClassLabel, or a column named 'label'); found {list(feats)}")
-        classes = list(feats[lab].names) if isinstance(feats[lab], datasets.ClassLabel) else sorted({str(v) for d in dd.values() for v in d[lab]})
+            raise DatasetError(f"{raw}: expected an image column and a label column (a ClassLabel, or a column named "
+                               f"'label'); found {list(feats)}")
+        classes = list(feats[lab].names) if isinstance(feats[lab], datasets.ClassLabel) else sorted({str(v)
+            for d in dd.values() for v in d[lab]})
         items, partition, skipped, seen = [], {}, [], set()
         for split, d in dd.items():
             for i, row in enumerate(d.cast_column(img, datasets.Image(decode=False))):
                 ci = int(row[lab]) if isinstance(feats[lab], datasets.ClassLabel) else classes.index(str(row[lab]))
-                path = row[img].get('path'); name = Path(path).stem if path else f"{split}_{i:06d}"
+                path = row[img].get('path')
+                name = Path(path).stem if path else f"{split}_{i:06d}"
                 if (ci, name) in seen: name = f"{split}_{i:06d}_{name}"
                 seen.add((ci, name))
                 try: im = _hf_image(row[img], f"{raw} [{split} row {i}{', ' + path if path else ''}]")
                 except ImageLoadError:
                     if on_error == 'raise': raise
-                    skipped.append(f"{split}/{i}"); continue
-                items.append((ci, im, name)); partition[(ci, name)] = HF_PARTITION.get(split, 'train')
+                    skipped.append(f"{split}/{i}")
+                    continue
+                items.append((ci, im, name))
+                partition[(ci, name)] = HF_PARTITION.get(split, 'train')
         if skipped: warnings.warn(f"skipped {len(skipped)} unreadable image(s) of {raw}: {skipped[:5]}")
-        return write_dataset(root, classes, items, metaclass, partition=partition, overwrite=overwrite, total=len(items))
+        return write_dataset(root, classes, items, metaclass, partition=partition, overwrite=overwrite,
+                             total=len(items))

@@ -39,7 +39,8 @@ def circle_interpolation(a:torch.Tensor, # I_a, an inversion
                          eps:float=1e-6, # sin α below this: no plane, return I_a
                         )->torch.Tensor:
     "Eq. 5: sin((1+λ)α)/sin α · I_a − sin(λα)/sin α · I_b."
-    alpha = latent_angle(a, b); s = math.sin(alpha)
+    alpha = latent_angle(a, b)
+    s = math.sin(alpha)
     if s < eps: return a.clone()
     z = (math.sin((1 + lam) * alpha) / s) * a.double() - (math.sin(lam * alpha) / s) * b.double()
     return z.to(a.dtype)
@@ -50,7 +51,8 @@ def slerp(a:torch.Tensor, # I_a
           eps:float=1e-6, # sin α below this: return I_a
          )->torch.Tensor:
     "Eq. 6: spherical interpolation sin((1−t)α)/sin α · I_a + sin(tα)/sin α · I_b."
-    alpha = latent_angle(a, b); s = math.sin(alpha)
+    alpha = latent_angle(a, b)
+    s = math.sin(alpha)
     if s < eps: return a.clone()
     return ((math.sin((1 - t) * alpha) / s) * a.double() + (math.sin(t * alpha) / s) * b.double()).to(a.dtype)
 
@@ -78,20 +80,24 @@ def interpolate(a:torch.Tensor, # I_a, an inversion
                 u:float, # a uniform draw in [0, 1): where on the mode's range
                 mode:str='circle', # one of MODES: circle (Eq. 5), linear, slerp (Eq. 6), extrapolate (Eq. 7)
                )->tuple:
-    "(Z, the mode's parameter): `u` mapped onto the range of `mode` (circle: λ = u·2π/α; linear, slerp: t = u; extrapolate: λ = u·(2π/α − 1))."
+    """(Z, the mode's parameter): `u` mapped onto the range of `mode` (circle: λ = u·2π/α; linear, slerp: t = u;
+    extrapolate: λ = u·(2π/α − 1))."""
     check_param(mode in MODES, 'mode', mode, f"one of {', '.join(MODES)}")
     if mode == 'linear': return linear_interpolation(a, b, u), u
     if mode == 'slerp': return slerp(a, b, u), u
     alpha = max(latent_angle(a, b), 1e-12)
-    lam = u * 2 * math.pi / alpha if mode == 'circle' else u * (2 * math.pi / alpha - 1)  # circle: the arithmetic of the sets made before `mode` (same bytes)
+    # circle: the arithmetic of the sets made before `mode` (same bytes)
+    lam = u * 2 * math.pi / alpha if mode == 'circle' else u * (2 * math.pi / alpha - 1)
     return circle_interpolation(a, b, lam), lam
 
 # %% ../nbs/30_interpolation.ipynb #414fd28f
-def suffix_steps(suffix_fraction:float, # the paper's split ratio s, read as in the authors' code (fraction WITH the suffix)
+def suffix_steps(
+        suffix_fraction:float, # the paper's split ratio s, read as in the authors' code (fraction WITH the suffix)
                  steps:int, # DDIM steps
                  scheduler=None, # the pipeline's scheduler (None: SD 1.x's 1000-step DDIM)
                 )->int:
-    "How many of the first DDIM steps use the suffixed prompt: those with timestep t ≥ T·(1 − suffix_fraction) (its range: `InterpolationConfig.check`)."
+    """How many of the first DDIM steps use the suffixed prompt: those with timestep t ≥ T·(1 − suffix_fraction) (its
+    range: `InterpolationConfig.check`)."""
     if scheduler is None:
         from diffusers import DDIMScheduler
         from diffaug.models import SD15_SCHEDULER
@@ -118,15 +124,19 @@ def draw_recipe(item:WorkItem, # a Diff-II work item (sources = the class's inve
                )->dict:
     "The item's pair, λ (the mode's parameter), suffix and starting latent, all from its own generator."
     g = item_generator(seed, 'interpolation', item.id)
-    ids = list(item.sources); n = len(ids)
+    ids = list(item.sources)
+    n = len(ids)
     if n >= 2:
-        i = int(torch.randint(n, (), generator=g)); j = int(torch.randint(n - 1, (), generator=g)); j += j >= i
+        i = int(torch.randint(n, (), generator=g))
+        j = int(torch.randint(n - 1, (), generator=g))
+        j += j >= i
         a, b = pool[ids[i]], pool[ids[j]]
         alpha = latent_angle(a, b)
         z, lam = interpolate(a.float(), b.float(), float(torch.rand((), generator=g, dtype=torch.float64)), mode)
         src, init = [ids[i], ids[j]], mode
     else:
-        alpha = lam = None; src, init = [], 'noise'
+        alpha = lam = None
+        src, init = [], 'noise'
     suffix = suffixes[int(torch.randint(len(suffixes), (), generator=g))] if suffixes else ''
     if n < 2:
         ref = pool[ids[0]]
@@ -136,33 +146,49 @@ def draw_recipe(item:WorkItem, # a Diff-II work item (sources = the class's inve
 # %% ../nbs/30_interpolation.ipynb #90490eaa
 DEFAULT_SUFFIXES = ['perched on a branch.', 'flying in the sky.', 'standing on the ground.', 'near water.']
 
+# %% ../nbs/30_interpolation.ipynb #e691aef7
+# long: the stage's config class: its fields and their checks are one declaration
 @dataclass
 class InterpolationConfig(StageConfig):
     "The parameters of the `interpolation` stage (Diff-II's synthetic set)."
-    inversions:str|None=None # the inversion stage's pool folder (required); its pool.json names the model, split, concepts
-    suffixes:str|None=None # the suffix file, one per line (the suffixes stage); None: the four built-in DEFAULT_SUFFIXES
+    inversions:str|None=None # the inversion stage's pool folder (required); its pool.json names the model, split,
+        # concepts
+    suffixes:str|None=None # the suffix file, one per line (the suffixes stage); None: the four built-in
+        # DEFAULT_SUFFIXES
     out:str|None=None # the synthetic set folder to write (required)
     expansion:int=EXPANSION # synthetic images per real image (paper: 5)
-    suffix_fraction:float=0.3 # the paper's split ratio s: fraction of the steps (noisy end first) WITH the suffix, as in the authors' code; paper: 0.3 5-shot, 0.1 10-shot, 1.0 long-tail
+    suffix_fraction:float=0.3 # the paper's split ratio s: fraction of the steps (noisy end first) WITH the suffix, as
+        # in the authors' code; paper: 0.3 5-shot, 0.1 10-shot, 1.0 long-tail
     guidance_scale:float=CFG_SCALE # classifier-free guidance (paper's code: 7.5)
     steps:int=DDIM_STEPS # DDIM steps, = the pool's inversion steps unless allow_grid_mismatch (paper's code: 25)
     batch_size:int=8 # images per batch (classifier-free guidance doubles the U-Net batch)
     seed:int=0 # every random draw (pairs, lambda, suffix, fallback noise) derives from it
     device:str='auto' # "auto" (cuda, then mps, then cpu), "cpu", "cuda", "cuda:N", "mps"
     precision:str='auto' # "auto" (fp16 on GPUs, bf16 on CPUs with bf16 units, else fp32), "fp32", "fp16", "bf16"
-    cpu:bool|None=None # true: CPU processes under torchrun share the work (accelerate's PartialState(cpu=True)); None: accelerate decides
+    cpu:bool|None=None # true: CPU processes under torchrun share the work (accelerate's PartialState(cpu=True)); None:
+        # accelerate decides
     allow_grid_mismatch:bool=False # accept a pool inverted with other steps (the authors' 200 inversion / 25 sampling)
-    mode:str='circle' # how the starting latent is made from the pair (MODES): circle (paper, Eq. 5), linear, slerp (Eq. 6 only), extrapolate (Eq. 7 only); Table 4's ablation
-    n_suffixes:int|None=None # use only the first n suffixes of the file (in its order; the suffixes stage writes the most frequent first); None: all (paper)
+    mode:str='circle' # how the starting latent is made from the pair (MODES): circle (paper, Eq. 5), linear, slerp (Eq.
+        # 6 only), extrapolate (Eq. 7 only); Table 4's ablation
+    n_suffixes:int|None=None # use only the first n suffixes of the file (in its order; the suffixes stage writes the
+        # most frequent first); None: all (paper)
 
     def check(self, files:bool=True, # also check the input files and the pool's agreement with this stage
              ):
         "`ParamError` naming the first invalid parameter; returns `self`."
         from diffaug.core import need_device, PRECISIONS
-        self.need_int('expansion', 1); self.need_num('suffix_fraction', 0, 1); self.need_num('guidance_scale', 0)
-        self.need_int('steps', 1); self.need_int('batch_size', 1); self.need_int('seed', 0)
-        need_device(self); self.need_choice('precision', PRECISIONS); self.need_bool('cpu', none=True); self.need_bool('allow_grid_mismatch')
-        self.need_choice('mode', MODES); self.need_int('n_suffixes', 1, none=True)
+        self.need_int('expansion', 1)
+        self.need_num('suffix_fraction', 0, 1)
+        self.need_num('guidance_scale', 0)
+        self.need_int('steps', 1)
+        self.need_int('batch_size', 1)
+        self.need_int('seed', 0)
+        need_device(self)
+        self.need_choice('precision', PRECISIONS)
+        self.need_bool('cpu', none=True)
+        self.need_bool('allow_grid_mismatch')
+        self.need_choice('mode', MODES)
+        self.need_int('n_suffixes', 1, none=True)
         self.need_path('out', 'dir', files=False)
         self.need_path('inversions', 'dir', files=files, parts=('inversions.safetensors', 'pool.json'))
         self.need_path('suffixes', 'file', files=files, none=True)
@@ -189,7 +215,8 @@ class InterpolationConfig(StageConfig):
         pool, src, where = self.pool_record(), self.sources(), f"the pool {self.inversions}"
         self.need(self.allow_grid_mismatch or pool.get('steps') == self.steps, 'steps',
                   f"{pool.get('steps')}, the grid {where} was inverted on (or allow_grid_mismatch: true)")
-        self.need(Path(src['split']).is_file(), 'inversions', f"a pool whose split is there ({pool['split']!r} is not a file)")
+        self.need(Path(src['split']).is_file(), 'inversions',
+                  f"a pool whose split is there ({pool['split']!r} is not a file)")
         self.need(src['concepts'] is None or (Path(src['concepts'])/'concepts.json').is_file(), 'inversions',
                   f"a pool whose concepts are there ({pool.get('concepts')!r} is not a concept folder)")
         return self
@@ -199,17 +226,21 @@ def diffii_render(pipe, # the pipeline (concepts applied)
                   pool:dict, # image id -> inversion
                   prompt_of:callable, # prompt_of(class name, suffix) -> prompt ('' suffix: the plain prompt)
                   suffixes:list, # suffix strings
-                  cfg:InterpolationConfig, # the stage's parameters: its seed, steps (= the pool's grid), guidance_scale, suffix_fraction, mode
+                  # the stage's parameters: its seed, steps (= the pool's grid), guidance_scale, suffix_fraction, mode
+                  cfg:InterpolationConfig,
                  )->callable:
-    "A `render(items)` for `run_items` doing circle interpolation (or another `mode`) + two-stage denoising; `render.suffix_steps`: the steps with the suffix."
+    """A `render(items)` for `run_items` doing circle interpolation (or another `mode`) + two-stage denoising;
+    `render.suffix_steps`: the steps with the suffix."""
     seed, steps = cfg.seed, cfg.steps
-    cache = PromptCache(pipe); k = suffix_steps(cfg.suffix_fraction, steps, pipe.scheduler)
+    cache = PromptCache(pipe)
+    k = suffix_steps(cfg.suffix_fraction, steps, pipe.scheduler)
     def render(items):
         rs = [draw_recipe(it, seed, suffixes, pool, cfg.mode) for it in items]
         z = torch.stack([r['z'] for r in rs])
         plain = encode_prompts(cache, [prompt_of(it.label, '') for it in items])
         first = encode_prompts(cache, [prompt_of(it.label, r['suffix']) for it, r in zip(items, rs)])
-        lat = ddim_sample(pipe, z, plain, encode_prompts(cache, [''])[0], steps, cfg.guidance_scale, first_cond=first, switch_step=k)
+        lat = ddim_sample(pipe, z, plain, encode_prompts(cache, [''])[0], steps, cfg.guidance_scale, first_cond=first,
+                          switch_step=k)
         return [(im, dict(source_ids=r['source_ids'], lam=r['lam'], alpha=r['alpha'], suffix=r['suffix'] if k else '',
                           suffix_fraction=cfg.suffix_fraction, seed=seed, init=r['init']))
                 for im, r in zip(decode_latents(pipe, lat), rs)]
@@ -230,15 +261,19 @@ def run_interpolation(cfg:InterpolationConfig|None=None, # the stage's parameter
     pool, meta = load_inversion_pool(cfg.inversions)
     ids = meta['ids']
     unknown = sorted(set(ids) - set(sp.classes))
-    if unknown: raise ParamError(f"parameter inversions={str(cfg.inversions)!r} is invalid: its classes {unknown[:3]} are not in the split {src['split']}")
+    if unknown:
+        raise ParamError(f"parameter inversions={str(cfg.inversions)!r} is invalid: its classes {unknown[:3]} are not "
+                         f"in the split {src['split']}")
     sfx = read_suffixes(cfg.suffixes) if cfg.suffixes is not None else list(DEFAULT_SUFFIXES)
     if cfg.n_suffixes is not None:
-        if cfg.n_suffixes > len(sfx): warnings.warn(f"n_suffixes={cfg.n_suffixes}: the suffix file has only {len(sfx)}; using all of them")
+        if cfg.n_suffixes > len(sfx):
+            warnings.warn(f"n_suffixes={cfg.n_suffixes}: the suffix file has only {len(sfx)}; using all of them")
         sfx = sfx[:cfg.n_suffixes]
     pipe = load_sd(src['model'], device=cfg.device, precision=cfg.precision)
     fp = meta.get('base_model_fingerprint')
     if fp is not None and not same_model(fp, model_fingerprint(pipe)):
-        raise ParamError(f"parameter inversions={str(cfg.inversions)!r} is invalid: the weights of its model {src['model']} are not those it was inverted with "
+        raise ParamError(f"parameter inversions={str(cfg.inversions)!r} is invalid: the weights of its model "
+                         f"{src['model']} are not those it was inverted with "
                          f"(fingerprint {model_fingerprint(pipe)}, the pool's {fp})")
     ph = {c: c for c in sp.classes}
     if src['concepts'] is not None:
@@ -248,14 +283,22 @@ def run_interpolation(cfg:InterpolationConfig|None=None, # the stage's parameter
     items = diffii_items(ids, sp.classes, cfg.expansion)
     singles = sorted(c for c in sp.classes if len(ids.get(c, [])) == 1)
     empty = sorted(c for c in sp.classes if not ids.get(c))
-    if singles: warnings.warn(f"{len(singles)} class(es) have a single training image and fall back to Gaussian noise: {singles[:5]}")
-    render = diffii_render(pipe, pool, prompt_of, sfx, cfg); k = render.suffix_steps
-    info = dict(model=recorded_path(src['model']), concepts=recorded_path(src['concepts']), inversions=recorded_path(cfg.inversions),
-                split=recorded_path(src['split']), suffixes=sfx, expansion=cfg.expansion, suffix_fraction=cfg.suffix_fraction, suffix_steps=k,
+    if singles:
+        warnings.warn(f"{len(singles)} class(es) have a single training image and fall back to Gaussian noise: "
+                      f"{singles[:5]}")
+    render = diffii_render(pipe, pool, prompt_of, sfx, cfg)
+    k = render.suffix_steps
+    info = dict(model=recorded_path(src['model']), concepts=recorded_path(src['concepts']),
+                inversions=recorded_path(cfg.inversions),
+                split=recorded_path(src['split']), suffixes=sfx, expansion=cfg.expansion,
+                suffix_fraction=cfg.suffix_fraction, suffix_steps=k,
                 guidance_scale=cfg.guidance_scale, steps=cfg.steps, pool_steps=meta['steps'], seed=cfg.seed,
-                precision=str(pipe.unet.dtype).replace('torch.', ''), noise_fallback_classes=singles, classes_without_images=empty,
-                noise_fallback_images=cfg.expansion * len(singles), target_images=len(items),  # target_images: the size asked for (the report compares)
-                **({'mode': cfg.mode} if cfg.mode != 'circle' else {}), **({'n_suffixes': cfg.n_suffixes} if cfg.n_suffixes is not None else {}))
+                precision=str(pipe.unet.dtype).replace('torch.', ''), noise_fallback_classes=singles,
+                classes_without_images=empty,
+                # target_images: the size asked for (the report compares)
+                noise_fallback_images=cfg.expansion * len(singles), target_images=len(items),
+                **({'mode': cfg.mode} if cfg.mode != 'circle' else {}),
+                **({'n_suffixes': cfg.n_suffixes} if cfg.n_suffixes is not None else {}))
     writer = SyntheticSetWriter(cfg.out, sp.classes, 'diff-ii', info)
     r = run_items(items, render, writer, cfg.batch_size, cpu=cfg.cpu, desc='diff-ii')
     return {**r, 'out': str(cfg.out), 'n_items': len(items), 'suffix_steps': k,

@@ -17,16 +17,19 @@ __all__ = ['class_prompts', 'invert_images', 'load_inversion_pool', 'build_inver
 # %% ../nbs/20_inversion.ipynb #330c6bba
 import torch
 from .core import check_param, ParamError, progress, StageConfig, DDIM_STEPS
-from .files import (load_image, atomic_save_safetensors, atomic_write_json, atomic_save_image, recorded_path, start_scratch,
+from .files import (load_image, atomic_save_safetensors, atomic_write_json, atomic_save_image, recorded_path,
+                           start_scratch,
                            publish_dir, scratch_dir)
-from .models import load_sd, make_tiny_sd, encode_images, decode_latents, sd_resolution, PromptCache, need_model, model_fingerprint
+from .models import (load_sd, make_tiny_sd, encode_images, decode_latents, sd_resolution, PromptCache,
+                            need_model, model_fingerprint)
 from .sampling import ddim_invert, ddim_sample, encode_prompts, batches_of, _state
 from .data import load_split, load_training_split
 
 # %% ../nbs/20_inversion.ipynb #f04a6b8b
 def class_prompts(classes:list, # class names in label order
                   metaclass:str, # the dataset's theme word, e.g. "bird"
-                  placeholders:dict|None=None, # class name -> placeholder string (`apply_concepts`); None: the class names
+                  # class name -> placeholder string (`apply_concepts`); None: the class names
+                  placeholders:dict|None=None,
                   suffix:str='', # optional context appended to the prompt
                  )->dict:
     "The prompt 'a photo of a [V_i] [metaclass] [suffix]' of every class (class names when there are no concepts)."
@@ -55,9 +58,12 @@ def load_inversion_pool(path:str|Path, # an inversion pool folder (or its invers
                        )->tuple:
     "The pool's tensors {image id: [4, h, w]} and its pool.json metadata."
     from safetensors.torch import load_file
-    p = Path(path); d = p if p.is_dir() else p.parent
+    p = Path(path)
+    d = p if p.is_dir() else p.parent
     f, m = d/'inversions.safetensors', d/'pool.json'
-    if not f.is_file() or not m.is_file(): raise FileNotFoundError(f"{d}: not an inversion pool (expected inversions.safetensors and pool.json; run the inversion stage)")
+    if not f.is_file() or not m.is_file():
+        raise FileNotFoundError(f"{d}: not an inversion pool (expected inversions.safetensors and pool.json; run the "
+                                f"inversion stage)")
     meta = json.loads(m.read_text(encoding='utf-8'))
     lat = load_file(str(f))
     missing = [i for ids in meta['ids'].values() for i in ids if i not in lat]
@@ -70,10 +76,12 @@ def _merged(out:Path, ids:list, steps:int, res:int)->bool:
     f = out/'inversions.safetensors'
     if not f.is_file() or not (out/'pool.json').is_file(): return False
     try:
-        with safe_open(str(f), 'pt') as sf: meta, keys = json.loads((sf.metadata() or {}).get('diffaug', '{}')), set(sf.keys())
+        with safe_open(str(f), 'pt') as sf:
+            meta, keys = json.loads((sf.metadata() or {}).get('diffaug', '{}')), set(sf.keys())
     except Exception: return False
     return meta == {'steps': steps, 'resolution': res} and keys == set(ids)
 
+# %% ../nbs/20_inversion.ipynb #0c48a6e7
 def build_inversion_pool(pipe, # an SD 1.x pipeline (concepts applied)
                          items:list, # training items: dicts with 'id', 'path' (absolute or relative to `root`), 'label'
                          prompts:dict, # class name -> prompt
@@ -87,7 +95,8 @@ def build_inversion_pool(pipe, # an SD 1.x pipeline (concepts applied)
                         )->Path:
     "Invert every item (batched, resumable, sharded) and write the pool folder."
     from safetensors.torch import load_file
-    out = Path(out); parts = out/'.parts'
+    out = Path(out)
+    parts = out/'.parts'
     ids = [it['id'] for it in items]
     if len(set(ids)) != len(ids): raise ParamError("build_inversion_pool: item ids must be unique")
     miss = sorted({it['label'] for it in items} - set(prompts))
@@ -96,7 +105,8 @@ def build_inversion_pool(pipe, # an SD 1.x pipeline (concepts applied)
     st = _state(cpu)
     if _merged(out, ids, steps, res):  # a resumed run that stopped after the merge
         if st.is_main_process: shutil.rmtree(parts, ignore_errors=True)
-        st.wait_for_everyone(); return out
+        st.wait_for_everyone()
+        return out
     key = f"s{steps}-r{res}"  # parts of another grid/resolution are never reused
     cache = PromptCache(pipe)
     batches = batches_of(list(items), batch_size)
@@ -115,8 +125,11 @@ def build_inversion_pool(pipe, # an SD 1.x pipeline (concepts applied)
         for b in range(len(batches)): lat.update(load_file(str(parts/f"{key}-{b:06d}.safetensors")))
         by_class = {}
         for it in items: by_class.setdefault(it['label'], []).append(it['id'])
-        atomic_save_safetensors({i: lat[i] for i in ids}, out/'inversions.safetensors', metadata={'diffaug': json.dumps({'steps': steps, 'resolution': res}, sort_keys=True)})  # one key: safetensors orders metadata keys at random
-        atomic_write_json(out/'pool.json', {'steps': steps, 'resolution': res, 'prompts': {c: prompts[c] for c in by_class},
+        # one key: safetensors orders metadata keys at random
+        atomic_save_safetensors({i: lat[i] for i in ids}, out/'inversions.safetensors',
+                                metadata={'diffaug': json.dumps({'steps': steps, 'resolution': res}, sort_keys=True)})
+        atomic_write_json(out/'pool.json',
+                          {'steps': steps, 'resolution': res, 'prompts': {c: prompts[c] for c in by_class},
                                             'ids': by_class, 'n_images': len(ids), **(info or {})})
         shutil.rmtree(parts, ignore_errors=True)
     st.wait_for_everyone()
@@ -140,25 +153,32 @@ def reconstruction_error(pipe, # the pipeline the pool was built with
 class InversionConfig(StageConfig):
     "The parameters of the `inversion` stage."
     split:str|None=None # the split JSON written by `prepare` (required)
-    model:str|None=None # SD 1.x diffusers folder or hub id, the model the interpolation stage samples with; paper: stable-diffusion-v1-5/stable-diffusion-v1-5 (required)
+    model:str|None=None # SD 1.x diffusers folder or hub id, the model the interpolation stage samples with; paper:
+        # stable-diffusion-v1-5/stable-diffusion-v1-5 (required)
     concepts:str|None=None # the concept folder of the `concepts` stage; None: the prompts use the class names
     out:str|None=None # the pool folder to write (required)
-    steps:int=DDIM_STEPS # DDIM inversion steps, = the interpolation stage's sampling steps (the authors: 200 inversion / 25 sampling)
+    steps:int=DDIM_STEPS # DDIM inversion steps, = the interpolation stage's sampling steps (the authors: 200 inversion
+        # / 25 sampling)
     batch_size:int=8 # images per U-Net call
     resolution:int|None=None # square crop size in pixels; None: the model's native size (512 for SD 1.5)
     check_images:int=4 # images in the reconstruction check (pool.json, reconstruction.png); 0: none
     device:str='auto' # "auto" (cuda, then mps, then cpu), "cpu", "cuda", "cuda:N", "mps"
     precision:str='auto' # "auto" (fp16 on GPUs, bf16 on CPUs with bf16 units, else fp32), "fp32", "fp16", "bf16"
-    cpu:bool|None=None # true: CPU processes under torchrun share the work (accelerate's PartialState(cpu=True)); None: accelerate decides
+    cpu:bool|None=None # true: CPU processes under torchrun share the work (accelerate's PartialState(cpu=True)); None:
+        # accelerate decides
 
     def check(self, files:bool=True, # also check the input files (split, model folder, concept folder)
              ):
         "`ParamError` naming the first invalid parameter; returns `self`."
         from diffaug.core import need_device, PRECISIONS
-        self.need_int('steps', 1); self.need_int('batch_size', 1); self.need_int('check_images', 0)
+        self.need_int('steps', 1)
+        self.need_int('batch_size', 1)
+        self.need_int('check_images', 0)
         self.need_int('resolution', 8, none=True)
         self.need(self.resolution is None or self.resolution % 8 == 0, 'resolution', "null or a multiple of 8")
-        need_device(self); self.need_choice('precision', PRECISIONS); self.need_bool('cpu', none=True)
+        need_device(self)
+        self.need_choice('precision', PRECISIONS)
+        self.need_bool('cpu', none=True)
         self.need_path('out', 'dir', files=False)
         self.need_path('split', 'file', files=files)
         need_model(self, 'model', files=files)
@@ -169,17 +189,22 @@ class InversionConfig(StageConfig):
 def _file_hash(*paths)->str:
     import hashlib
     h = hashlib.sha256()
-    for p in paths: h.update(Path(p).read_bytes()); h.update(b'\x00')
+    for p in paths:
+        h.update(Path(p).read_bytes())
+        h.update(b'\x00')
     return h.hexdigest()[:16]
 
 def concepts_hash(concept_dir:str|Path|None)->str|None:
     "A hash of a concept folder's files (concepts.json and every file it names); None for None."
     if concept_dir is None: return None
     from diffaug.concepts import read_concepts
-    d = Path(concept_dir); meta = read_concepts(d)
-    files = ['concepts.json'] + sorted({meta['concepts'][c]['file'] for c in meta['classes']} | ({meta['lora']} if meta.get('lora') else set()))
+    d = Path(concept_dir)
+    meta = read_concepts(d)
+    files = ['concepts.json'] + sorted({meta['concepts'][c]['file'] for c in meta['classes']} |
+                                       ({meta['lora']} if meta.get('lora') else set()))
     return _file_hash(*[d/f for f in files])
 
+# %% ../nbs/20_inversion.ipynb #11df9d1a
 def run_inversion(cfg:InversionConfig|None=None, # the stage's parameters
                   **kw, # or some of them as keywords (over `cfg`)
                  )->dict:
@@ -195,15 +220,19 @@ def run_inversion(cfg:InversionConfig|None=None, # the stage's parameters
     prompts = class_prompts(sp.classes, sp.metaclass, ph)
     res = cfg.resolution or sd_resolution(pipe)
     info = {'model': recorded_path(cfg.model), 'base_model_fingerprint': fp, 'concepts': recorded_path(cfg.concepts),
-            'split': recorded_path(cfg.split), 'precision': str(pipe.unet.dtype).replace('torch.', ''), 'classes': sp.classes,
+            'split': recorded_path(cfg.split), 'precision': str(pipe.unet.dtype).replace('torch.', ''),
+            'classes': sp.classes,
             'metaclass': sp.metaclass}
-    record = {**info, 'steps': cfg.steps, 'resolution': res, 'batch_size': cfg.batch_size, 'check_images': cfg.check_images,
-              'device': pipe.device.type, 'split_hash': _file_hash(cfg.split), 'concepts_hash': concepts_hash(cfg.concepts)}
+    record = {**info, 'steps': cfg.steps, 'resolution': res, 'batch_size': cfg.batch_size,
+              'check_images': cfg.check_images,
+              'device': pipe.device.type, 'split_hash': _file_hash(cfg.split),
+              'concepts_hash': concepts_hash(cfg.concepts)}
     st = _state(cfg.cpu)
     if st.is_main_process: start_scratch(cfg.out, record)
     st.wait_for_everyone()
     work = scratch_dir(cfg.out)
-    build_inversion_pool(pipe, items, prompts, work, cfg.steps, cfg.batch_size, res, root=sp.root, info=info, cpu=cfg.cpu)
+    build_inversion_pool(pipe, items, prompts, work, cfg.steps, cfg.batch_size, res, root=sp.root, info=info,
+                         cpu=cfg.cpu)
     result = {'out': str(cfg.out), 'n_images': len(items), 'steps': cfg.steps}
     if st.is_main_process:
         if cfg.check_images:
@@ -215,10 +244,13 @@ def run_inversion(cfg:InversionConfig|None=None, # the stage's parameters
             x0 = encode_images(pipe, ims, size=res).float().cpu()
             cond = PromptCache(pipe)([prompts[it['label']] for it in chk])
             err, back = reconstruction_error(pipe, x0, torch.stack([lat[it['id']] for it in chk]), cond, cfg.steps)
-            meta['reconstruction'] = {'images': [it['id'] for it in chk], 'relative_error': [round(float(e), 5) for e in err],
+            meta['reconstruction'] = {'images': [it['id'] for it in chk],
+                                      'relative_error': [round(float(e), 5) for e in err],
                                       'mean_relative_error': round(float(err.mean()), 5)}
             grid = Image.new('RGB', (res * len(chk), 2 * res))
-            for k, (a, b) in enumerate(zip(ims, decode_latents(pipe, back))): grid.paste(a, (k * res, 0)); grid.paste(b, (k * res, res))
+            for k, (a, b) in enumerate(zip(ims, decode_latents(pipe, back))):
+                grid.paste(a, (k * res, 0))
+                grid.paste(b, (k * res, res))
             atomic_save_image(grid, work/'reconstruction.png')
             atomic_write_json(work/'pool.json', meta)
             result['mean_relative_error'] = meta['reconstruction']['mean_relative_error']

@@ -25,7 +25,8 @@ class MethodSpec:
     "What defines a compared method."
     name: str # registry key, also the `method` column of metadata.csv
     family: str # "img2img" (SDEdit from a real image) or "text2img"
-    concepts: str|None = None # None: base model + literal class names; else the concept recipe ("diff-mix" or "da-fusion")
+    concepts: str|None = None # None: base model + literal class names; else the concept recipe ("diff-mix" or
+        # "da-fusion")
     target: str = 'source' # img2img: "source" (intra-class) or "uniform" (inter-class translation, Diff-Mix)
     strength_mode: str = 'fixed' # img2img: "fixed" (`strength`) or "random" (uniform over `strengths` per image)
     strength: float|None = None # the fixed strength
@@ -38,10 +39,14 @@ class MethodSpec:
 
 METHODS = {m.name: m for m in [
     MethodSpec('real-guidance', 'img2img', None, 'source', 'fixed', 0.5, (), reference='He et al., ICLR 2023'),
-    MethodSpec('da-fusion', 'img2img', 'da-fusion', 'source', 'random', None, (0.25, 0.5, 0.75, 1.0), reference='Trabucco et al., ICLR 2024'),
-    MethodSpec('diff-aug', 'img2img', 'diff-mix', 'source', 'fixed', 0.7, (0.3, 0.5, 0.7, 0.9), reference='Wang et al., CVPR 2024 (Diff-Mix paper)'),
-    MethodSpec('diff-mix', 'img2img', 'diff-mix', 'uniform', 'fixed', 0.7, (0.3, 0.5, 0.7, 0.9), reference='Wang et al., CVPR 2024'),
-    MethodSpec('real-mix', 'img2img', None, 'uniform', 'fixed', 0.7, (0.3, 0.5, 0.7, 0.9), reference='Wang et al., CVPR 2024 (Diff-Mix paper)'),
+    MethodSpec('da-fusion', 'img2img', 'da-fusion', 'source', 'random', None, (0.25, 0.5, 0.75, 1.0),
+               reference='Trabucco et al., ICLR 2024'),
+    MethodSpec('diff-aug', 'img2img', 'diff-mix', 'source', 'fixed', 0.7, (0.3, 0.5, 0.7, 0.9),
+               reference='Wang et al., CVPR 2024 (Diff-Mix paper)'),
+    MethodSpec('diff-mix', 'img2img', 'diff-mix', 'uniform', 'fixed', 0.7, (0.3, 0.5, 0.7, 0.9),
+               reference='Wang et al., CVPR 2024'),
+    MethodSpec('real-mix', 'img2img', None, 'uniform', 'fixed', 0.7, (0.3, 0.5, 0.7, 0.9),
+               reference='Wang et al., CVPR 2024 (Diff-Mix paper)'),
     MethodSpec('real-gen', 'text2img', None, reference='Wang et al., CVPR 2024 (Diff-Mix paper)'),
     MethodSpec('diff-gen', 'text2img', 'diff-mix', reference='Wang et al., CVPR 2024 (Diff-Mix paper)'),
     MethodSpec('real-filter', 'text2img', None, clip_filter=True, reference='He et al., ICLR 2023'),
@@ -52,43 +57,54 @@ def get_method(name:str|MethodSpec, # a registry key or a spec
               )->MethodSpec:
     "The `MethodSpec` of `name`, or a `ParamError` listing the known methods and naming the nearest."
     if isinstance(name, MethodSpec): return name
-    check_param(isinstance(name, str) and name in METHODS, param, name, f"one of {', '.join(METHODS)}" + nearest(name, METHODS))
+    check_param(isinstance(name, str) and name in METHODS, param, name, f"one of {', '.join(METHODS)}" +
+                nearest(name, METHODS))
     return METHODS[name]
 
 # %% ../nbs/39_method_table.ipynb #9feb76c6
-BASELINES = ('original', 'mixup', 'cutmix') # no synthetic images: the real set alone, Mixup, CutMix (`diffaug.training.MIXING`)
-OWN_STAGES = {'diff-ii': ('inversion', 'interpolation')} # methods made by stages of their own (dvc.yaml), not by `synthesis`
+# no synthetic images: the real set alone, Mixup, CutMix (`diffaug.training.MIXING`)
+BASELINES = ('original', 'mixup', 'cutmix')
+# methods made by stages of their own (dvc.yaml), not by `synthesis`
+OWN_STAGES = {'diff-ii': ('inversion', 'interpolation')}
 ALL_METHODS = (*BASELINES, *METHODS, *OWN_STAGES) # the comparison, in table order
 
 def run_lists(methods:list|None=None, # a choice of ALL_METHODS, in table order (None: all of them)
              )->dict:
-    "params.yaml's `runs` lists for `methods`: the methods, the sets `synthesis` makes, the sets annotated, the sets the oracle scores."
+    """params.yaml's `runs` lists for `methods`: the methods, the sets `synthesis` makes, the sets annotated, the sets
+    the oracle scores."""
     methods = list(ALL_METHODS if methods is None else methods)
     syn = [m for m in METHODS if m in methods]
     ann = syn + [m for m in OWN_STAGES if m in methods]
-    return dict(methods=methods, synthetic_methods=syn, annotated_methods=ann, oracle_methods=[m for m in methods if m in ann])
+    return dict(methods=methods, synthetic_methods=syn, annotated_methods=ann,
+                oracle_methods=[m for m in methods if m in ann])
 
 # %% ../nbs/39_method_table.ipynb #4b0aaa53
 PAPER_TABLE1_COLUMNS = ('CUB', 'Aircraft', 'Pet', 'Car', 'Avg')
 PAPER_TABLE1 = { # (backbone, shots) -> method -> accuracies in PAPER_TABLE1_COLUMNS order
     ('resnet50', 5): {'original': (54.52, 36.63, 86.98, 40.10, 54.56), 'mixup': (54.33, 36.75, 86.36, 41.43, 54.72),
                       'cutmix': (51.74, 33.09, 86.52, 36.19, 51.89), 'real-filter': (55.03, 30.40, 87.66, 57.50, 57.65),
-                      'real-guidance': (54.67, 36.27, 86.22, 42.45, 54.90), 'real-mix': (51.00, 22.53, 88.63, 52.06, 53.56),
+                      'real-guidance': (54.67, 36.27, 86.22, 42.45, 54.90),
+                      'real-mix': (51.00, 22.53, 88.63, 52.06, 53.56),
                       'da-fusion': (59.40, 34.98, 88.64, 51.90, 58.73), 'diff-aug': (61.14, 39.48, 89.24, 62.28, 63.04),
                       'diff-mix': (56.18, 32.61, 88.77, 56.39, 58.49), 'diff-ii': (62.22, 42.15, 89.84, 64.24, 64.61)},
     ('resnet50', 10): {'original': (70.26, 54.11, 90.41, 69.64, 71.11), 'mixup': (70.00, 55.28, 89.49, 70.28, 71.26),
-                       'cutmix': (68.91, 51.05, 89.71, 67.71, 69.35), 'real-filter': (67.36, 47.21, 90.14, 69.64, 70.66),
-                       'real-guidance': (69.81, 54.77, 90.06, 70.97, 71.40), 'real-mix': (64.65, 44.16, 89.40, 75.72, 68.48),
-                       'da-fusion': (72.05, 51.14, 90.47, 77.61, 72.82), 'diff-aug': (72.02, 55.43, 90.28, 81.65, 74.85),
+                       'cutmix': (68.91, 51.05, 89.71, 67.71, 69.35),
+                       'real-filter': (67.36, 47.21, 90.14, 69.64, 70.66),
+                       'real-guidance': (69.81, 54.77, 90.06, 70.97, 71.40),
+                       'real-mix': (64.65, 44.16, 89.40, 75.72, 68.48),
+                       'da-fusion': (72.05, 51.14, 90.47, 77.61, 72.82),
+                       'diff-aug': (72.02, 55.43, 90.28, 81.65, 74.85),
                        'diff-mix': (70.16, 52.33, 90.79, 78.68, 72.99), 'diff-ii': (72.66, 57.43, 91.01, 82.02, 75.78)},
     ('vit_b16', 5): {'original': (73.00, 32.85, 90.71, 59.72, 64.07), 'mixup': (76.07, 36.15, 90.77, 61.92, 66.23),
                      'cutmix': (72.97, 32.79, 90.22, 59.16, 63.79), 'real-filter': (73.66, 31.44, 90.85, 72.51, 67.12),
-                     'real-guidance': (74.74, 35.10, 91.23, 62.34, 65.85), 'real-mix': (72.25, 32.91, 90.92, 70.55, 66.66),
+                     'real-guidance': (74.74, 35.10, 91.23, 62.34, 65.85),
+                     'real-mix': (72.25, 32.91, 90.92, 70.55, 66.66),
                      'da-fusion': (76.24, 34.20, 93.03, 71.07, 68.64), 'diff-aug': (77.24, 40.08, 92.27, 76.48, 71.52),
                      'diff-mix': (74.49, 36.48, 92.29, 73.01, 69.07), 'diff-ii': (79.22, 40.23, 93.79, 77.10, 72.59)},
     ('vit_b16', 10): {'original': (83.52, 51.59, 92.92, 81.01, 77.26), 'mixup': (85.24, 52.94, 92.81, 82.46, 78.36),
                       'cutmix': (83.95, 51.56, 92.59, 81.71, 77.45), 'real-filter': (82.19, 46.43, 93.14, 84.69, 76.61),
-                      'real-guidance': (83.24, 53.15, 93.22, 81.97, 77.90), 'real-mix': (80.95, 47.01, 93.16, 83.78, 76.23),
+                      'real-guidance': (83.24, 53.15, 93.22, 81.97, 77.90),
+                      'real-mix': (80.95, 47.01, 93.16, 83.78, 76.23),
                       'da-fusion': (83.97, 51.68, 93.68, 85.00, 78.58), 'diff-aug': (84.10, 56.24, 93.93, 87.59, 80.47),
                       'diff-mix': (81.98, 53.92, 93.98, 85.42, 78.83), 'diff-ii': (84.89, 56.32, 94.25, 87.81, 80.82)},
 }
@@ -106,7 +122,9 @@ def resolve_strengths(spec:MethodSpec, # the method
     ss = tuple(float(x) for x in (spec.strengths if strengths is None else strengths))
     check_param(mode in ('fixed', 'random'), 'strength_mode', mode, "'fixed' or 'random'")
     if mode == 'fixed': check_param(s is not None and 0 < s <= 1, 'strength', s, "a number in (0, 1]")
-    else: check_param(len(ss) > 0 and all(0 < x <= 1 for x in ss), 'strengths', list(ss), "a non-empty list of numbers in (0, 1]")
+    else:
+        check_param(len(ss) > 0 and all(0 < x <= 1 for x in ss), 'strengths', list(ss),
+                    "a non-empty list of numbers in (0, 1]")
     return mode, s, ss
 
 # %% ../nbs/39_method_table.ipynb #8db80063
@@ -119,11 +137,14 @@ def plan_items(method:str|MethodSpec, # a method name or spec
                strength_mode:str|None=None, # override the method's strength mode
                strength:float|None=None, # override the method's fixed strength
                strengths:list|None=None, # override the method's strength set
-               gen_classes:str='uniform', # text-to-image: "uniform" (each image's class drawn uniformly: Diff-Mix) or "proportional" (expansion × n_c per class)
+               # text-to-image: "uniform" (each image's class drawn uniformly: Diff-Mix) or "proportional" (expansion ×
+               # n_c per class)
+               gen_classes:str='uniform',
               )->list[WorkItem]:
     "The work items of a method on a split, every random choice drawn from the item's own generator."
     spec = get_method(method)
-    check_param(isinstance(expansion, int) and not isinstance(expansion, bool) and expansion >= 1, 'expansion', expansion, "an integer >= 1")
+    check_param(isinstance(expansion, int) and not isinstance(expansion, bool) and expansion >= 1, 'expansion',
+                expansion, "an integer >= 1")
     mode, s, ss = resolve_strengths(spec, strength_mode, strength, strengths)
     check_param(gen_classes in GEN_CLASSES, 'gen_classes', gen_classes, "'uniform' or 'proportional'")
     classes, items = split.classes, []
@@ -159,11 +180,13 @@ def prompt_names(spec:MethodSpec, # the method
     "{class name: the word used in prompts}: the class name, or the learned placeholder."
     if spec.concepts is None: return {c: c for c in classes}
     if isinstance(concepts, dict): concepts = concepts.get(spec.concepts)
-    if concepts is None: raise ParamError(f"method {spec.name} needs concepts of recipe {spec.concepts!r} (parameter concepts)")
+    if concepts is None:
+        raise ParamError(f"method {spec.name} needs concepts of recipe {spec.concepts!r} (parameter concepts)")
     from diffaug.concepts import apply_concepts, read_concepts
     recipe = read_concepts(concepts).get('recipe')
     if recipe != spec.concepts:
-        raise ParamError(f"parameter concepts={str(concepts)!r}: method {spec.name} needs recipe {spec.concepts!r}, the folder holds {recipe!r}")
+        raise ParamError(f"parameter concepts={str(concepts)!r}: method {spec.name} needs recipe {spec.concepts!r}, "
+                         f"the folder holds {recipe!r}")
     return apply_concepts(pipe, concepts, classes=classes)
 
 def make_prompt(name:str, # the class's word (name or placeholder)

@@ -19,14 +19,18 @@ __all__ = ['STRENGTH_KEYS', 'img2img_render', 'ClipZeroShot', 'clip_scoring_rend
 import numpy as np
 import torch
 from PIL import Image
-from .core import ParamError, check_param, progress, StageConfig, nearest, need_device, PRECISIONS, DDIM_STEPS, CFG_SCALE, EXPANSION
+from .core import (ParamError, check_param, progress, StageConfig, nearest, need_device, PRECISIONS, DDIM_STEPS,
+                          CFG_SCALE, EXPANSION)
 from .files import load_image, recorded_path
-from .method_table import (METHODS, MethodSpec, get_method, resolve_strengths, GEN_CLASSES, plan_items, DEFAULT_PROMPT,
+from .method_table import (METHODS, MethodSpec, get_method, resolve_strengths, GEN_CLASSES, plan_items,
+                                  DEFAULT_PROMPT,
                                   prompt_names, make_prompt)
-from .models import load_sd, encode_images, decode_latents, PromptCache, load_clip, clip_features, need_model, CLIP_REQUIRED, model_fingerprint
+from .models import (load_sd, encode_images, decode_latents, PromptCache, load_clip, clip_features, need_model,
+                            CLIP_REQUIRED, model_fingerprint)
 from .data import Split, load_split
 from .synthetic import SyntheticSetWriter, read_metadata_csv, write_metadata_csv
-from .sampling import (run_items, ddim_sample, strength_to_start_step, noise_to_step, initial_noise, encode_prompts,
+from .sampling import (run_items, ddim_sample, strength_to_start_step, noise_to_step, initial_noise,
+                              encode_prompts,
                               text_to_image_render, _state)
 
 # %% ../nbs/40_methods.ipynb #9fcb511c
@@ -48,8 +52,10 @@ def img2img_render(pipe, # the pipeline (concepts already applied)
         st = torch.tensor([strength_to_start_step(it.params['strength'], steps) for it in items])
         xs = noise_to_step(pipe, x0, initial_noise(pipe, items, seed, stage), steps, st)
         prompts = [prompt_of(it) for it in items]
-        lat = ddim_sample(pipe, xs, encode_prompts(cache, prompts), encode_prompts(cache, [''])[0], steps, guidance_scale, start_step=st)
-        return [(im, dict(source_ids=list(it.sources), target=it.params.get('target'), strength=it.params['strength'], seed=seed, prompt=p))
+        lat = ddim_sample(pipe, xs, encode_prompts(cache, prompts), encode_prompts(cache, [''])[0], steps,
+                          guidance_scale, start_step=st)
+        return [(im, dict(source_ids=list(it.sources), target=it.params.get('target'), strength=it.params['strength'],
+                          seed=seed, prompt=p))
                 for im, it, p in zip(decode_latents(pipe, lat), items, prompts)]
     return render
 
@@ -65,7 +71,8 @@ class ClipZeroShot:
                 ):
         self.model, self.processor = model if isinstance(model, tuple) else load_clip(model, device, precision)
         self.classes = list(classes)
-        self.dev = next(self.model.parameters()).device; self.dtype = next(self.model.parameters()).dtype
+        self.dev = next(self.model.parameters()).device
+        self.dtype = next(self.model.parameters()).dtype
         texts = [make_prompt(c, metaclass, template) for c in self.classes]
         with torch.no_grad():
             t = self.processor(text=texts, return_tensors='pt', padding=True).to(self.dev)
@@ -117,15 +124,20 @@ def _rejected_rows(writer:SyntheticSetWriter)->list:
 def apply_clip_filter(writer:SyntheticSetWriter, # the writer, after every image is written and before `finalize`
                       min_prob:float=0.0, # see `clip_keeps`
                      )->dict:
-    "Drop the new images CLIP rejects from the writer's scratch folder (recorded in its rejected.csv); returns kept/rejected counts."
+    """Drop the new images CLIP rejects from the writer's scratch folder (recorded in its rejected.csv); returns
+    kept/rejected counts."""
     rows = writer.pending()  # the rows (with their image) written since the set was last published
     missing = [r['file_name'] for r in rows if not r.get('clip_label')]
-    if missing: raise ValueError(f"{writer.dir}: rows without CLIP scores (not made by a filtering method?): {missing[:3]}")
+    if missing:
+        raise ValueError(f"{writer.dir}: rows without CLIP scores (not made by a filtering method?): {missing[:3]}")
     rej, old = [r for r in rows if not clip_keeps(r, min_prob)], _rejected_rows(writer)
     if rej:
-        write_metadata_csv(writer.dir/'rejected.csv', list({r['file_name']: r for r in old + rej}.values()))  # first: the record
-        for r in rej:                                                                                         # then the images
-            (writer.dir/r['file_name']).unlink(missing_ok=True); (writer.rows_dir/(r['file_name'] + '.json')).unlink(missing_ok=True)
+        # first: the record
+        write_metadata_csv(writer.dir/'rejected.csv', list({r['file_name']: r for r in old + rej}.values()))
+        # then the images
+        for r in rej:
+            (writer.dir/r['file_name']).unlink(missing_ok=True)
+            (writer.rows_dir/(r['file_name'] + '.json')).unlink(missing_ok=True)
     return dict(kept=len(writer.rows()), rejected_now=len(rej), rejected_total=len({r['file_name'] for r in old + rej}))
 
 # %% ../nbs/40_methods.ipynb #9a4784ec
@@ -133,36 +145,47 @@ STRENGTH_KEYS = ('strength_mode', 'strength', 'strengths')
 
 def _check_template(cfg, name:str):
     "`name` is a prompt template with {name} and only {name}/{metaclass} fields."
-    v = getattr(cfg, name); ok = isinstance(v, str) and '{name}' in v
+    v = getattr(cfg, name)
+    ok = isinstance(v, str) and '{name}' in v
     if ok:
         try: v.format(name='x', metaclass='y')
         except (KeyError, IndexError, ValueError): ok = False
     cfg.need(ok, name, "a prompt template holding {name} (and optionally {metaclass}), no other {fields}")
 
+# %% ../nbs/40_methods.ipynb #5ce15cb4
+# long: the stage's config class: its fields and their checks are one declaration
 @dataclass
 class SynthesisConfig(StageConfig):
     "The parameters of the `synthesis` stage: one compared method's synthetic set, for one seed."
     method:str='real-guidance' # a key of METHODS (dvc.yaml: one run per method)
     split:str|None=None # the split JSON written by prepare (required)
     out:str|None=None # the synthetic set's folder (required)
-    model:str|None=None # SD 1.x diffusers folder or hub id (required; paper: stable-diffusion-v1-5/stable-diffusion-v1-5)
-    concepts:str|dict|None=None # {recipe: concept folder} ({diff-mix: ..., da-fusion: ...}) or one folder: DA-Fusion reads a da-fusion one, Diff-Aug/Diff-Mix/Diff-Gen a diff-mix one; None: the base-model methods only
-    clip_model:str|None=None # Real-Filter's CLIP, folder or hub id (Real-Filter needs one; paper: openai/clip-vit-base-patch32); None: the other methods only
+    model:str|None=None # SD 1.x diffusers folder or hub id (required; paper:
+        # stable-diffusion-v1-5/stable-diffusion-v1-5)
+    concepts:str|dict|None=None # {recipe: concept folder} ({diff-mix: ..., da-fusion: ...}) or one folder: DA-Fusion
+        # reads a da-fusion one, Diff-Aug/Diff-Mix/Diff-Gen a diff-mix one; None: the base-model methods only
+    clip_model:str|None=None # Real-Filter's CLIP, folder or hub id (Real-Filter needs one; paper:
+        # openai/clip-vit-base-patch32); None: the other methods only
     seed:int=0 # the synthesis seed (one set per method; classification seeds vary separately)
     expansion:int=EXPANSION # synthetic images per real image (paper: 5)
-    gen_classes:str='uniform' # text-to-image methods (Real-Gen, Diff-Gen, Real-Filter): "uniform" class per image (Diff-Mix's code, Table 2's Real-Gen) or "proportional" (expansion × n_c per class)
-    per_method:dict=field(default_factory=dict) # {method: {strength_mode, strength, strengths}}: overrides of the methods' strengths (METHODS holds the papers' values)
+    gen_classes:str='uniform' # text-to-image methods (Real-Gen, Diff-Gen, Real-Filter): "uniform" class per image
+        # (Diff-Mix's code, Table 2's Real-Gen) or "proportional" (expansion × n_c per class)
+    per_method:dict=field(default_factory=dict) # {method: {strength_mode, strength, strengths}}: overrides of the
+        # methods' strengths (METHODS holds the papers' values)
     steps:int=DDIM_STEPS # DDIM steps (paper: 25)
     guidance_scale:float=CFG_SCALE # classifier-free guidance weight (paper: 7.5)
     batch_size:int=8 # images per U-Net batch (CFG doubles it)
-    prompt_template:str=DEFAULT_PROMPT # the generation prompt; {name}: class name (Real-*) or learned token (DA-Fusion, Diff-*)
+    prompt_template:str=DEFAULT_PROMPT # the generation prompt; {name}: class name (Real-*) or learned token (DA-Fusion,
+        # Diff-*)
     clip_template:str='a photo of a {name}, a type of {metaclass}.' # Real-Filter's class prompts (He et al.)
-    clip_min_prob:float=0.0 # Real-Filter: also require this CLIP probability of the intended class (He et al.: argmax only, 0)
+    clip_min_prob:float=0.0 # Real-Filter: also require this CLIP probability of the intended class (He et al.: argmax
+        # only, 0)
     device:str='auto' # "auto", "cpu", "cuda", ...
     precision:str='auto' # diffusion model precision: auto, fp32, fp16, bf16 (paper: fp16 on GPUs)
     cpu:bool|None=None # accelerate's cpu flag: true when sharding on CPU with torchrun
 
-    # how and where a set is made, or recorded in another form (the split as read, the precision as loaded, per_method as
+    # how and where a set is made, or recorded in another form (the split as read, the precision as loaded, per_method
+    # as
     # the resolved strengths): every other field goes into the set's info.json as it is
     NOT_RECORDED = ('split', 'out', 'per_method', 'batch_size', 'device', 'precision', 'cpu')
 
@@ -170,11 +193,14 @@ class SynthesisConfig(StageConfig):
     def spec(self)->MethodSpec: return get_method(self.method)
 
     def record(self)->dict:
-        "The parameters this run's set records (info.json; a resume must match them): the fields but `NOT_RECORDED` and other methods' own, paths as recorded."
+        """The parameters this run's set records (info.json; a resume must match them): the fields but `NOT_RECORDED`
+        and other methods' own, paths as recorded."""
         spec = self.spec
-        own = {'gen_classes': spec.family == 'text2img', **dict.fromkeys(('clip_model', 'clip_template', 'clip_min_prob'), spec.clip_filter)}
+        own = {'gen_classes': spec.family == 'text2img',
+               **dict.fromkeys(('clip_model', 'clip_template', 'clip_min_prob'), spec.clip_filter)}
         r = {k: v for k, v in self.asdict().items() if k not in self.NOT_RECORDED and own.get(k, True)}
-        return {**r, 'method': spec.name, 'model': recorded_path(self.model), 'concepts': recorded_path(self.concept_dir()),
+        return {**r, 'method': spec.name, 'model': recorded_path(self.model),
+                'concepts': recorded_path(self.concept_dir()),
                 **({'clip_model': recorded_path(self.clip_model)} if spec.clip_filter else {})}
 
     def strength_overrides(self)->dict:
@@ -190,21 +216,32 @@ class SynthesisConfig(StageConfig):
     def check(self, files:bool=True):
         spec = get_method(self.method)  # a ParamError naming the nearest method
         # values first (they are wrong wherever the run happens), then the paths a run needs, then the files they name
-        self.need_int('seed', 0); self.need_int('expansion', 1); self.need_int('steps', 1); self.need_int('batch_size', 1)
+        self.need_int('seed', 0)
+        self.need_int('expansion', 1)
+        self.need_int('steps', 1)
+        self.need_int('batch_size', 1)
         self.need_choice('gen_classes', GEN_CLASSES)
-        self.need_num('guidance_scale', 0); self.need_num('clip_min_prob', 0, 1)
-        _check_template(self, 'prompt_template'); _check_template(self, 'clip_template')
-        need_device(self); self.need_choice('precision', PRECISIONS); self.need_bool('cpu', none=True)
+        self.need_num('guidance_scale', 0)
+        self.need_num('clip_min_prob', 0, 1)
+        _check_template(self, 'prompt_template')
+        _check_template(self, 'clip_template')
+        need_device(self)
+        self.need_choice('precision', PRECISIONS)
+        self.need_bool('cpu', none=True)
         self._check_per_method()
-        self.need_path('split', 'file', files=False); self.need_path('out', 'dir', files=False); need_model(self, 'model', files=False)
+        self.need_path('split', 'file', files=False)
+        self.need_path('out', 'dir', files=False)
+        need_model(self, 'model', files=False)
         if spec.clip_filter:
             self.need(self.clip_model is not None, 'clip_model',
-                      f"a CLIP folder or hub id: method {spec.name} filters with CLIP (give one, e.g. data/models/tiny-clip from the "
+                      f"a CLIP folder or hub id: method {spec.name} filters with CLIP (give one, e.g. "
+                      f"data/models/tiny-clip from the "
                       "tiny_model stage, or openai/clip-vit-base-patch32 as the paper)")
         if self.clip_model is not None: need_model(self, 'clip_model', files=False, parts=CLIP_REQUIRED)
         self._check_concepts(spec, files=False)
         if files:
-            self.need_path('split', 'file'); need_model(self, 'model')
+            self.need_path('split', 'file')
+            need_model(self, 'model')
             if spec.clip_filter: need_model(self, 'clip_model', parts=CLIP_REQUIRED)
             self._check_concepts(spec, files=True)
         return self
@@ -213,37 +250,50 @@ class SynthesisConfig(StageConfig):
         pm = self.per_method
         self.need(isinstance(pm, dict), 'per_method', "{method: {strength_mode, strength, strengths}}")
         for m, over in pm.items():
-            check_param(m in METHODS, 'per_method', m, f"keys that are methods: {', '.join(METHODS)}" + nearest(m, METHODS))
+            check_param(m in METHODS, 'per_method', m, f"keys that are methods: {', '.join(METHODS)}" +
+                        nearest(m, METHODS))
             name = f'per_method.{m}'
-            check_param(over is None or isinstance(over, dict), name, over, "a mapping of strength_mode, strength, strengths (or {})")
+            check_param(over is None or isinstance(over, dict), name, over,
+                        "a mapping of strength_mode, strength, strengths (or {})")
             over = over or {}
             for k in over:
-                check_param(k in STRENGTH_KEYS, f'{name}.{k}', over[k], f"one of the keys {', '.join(STRENGTH_KEYS)}" + nearest(k, STRENGTH_KEYS))
+                check_param(k in STRENGTH_KEYS, f'{name}.{k}', over[k], f"one of the keys {', '.join(STRENGTH_KEYS)}" +
+                            nearest(k, STRENGTH_KEYS))
             if over and METHODS[m].family != 'img2img':
-                raise ParamError(f"parameter {name}={over!r} is invalid: {m} is a text-to-image method and has no strength (give {{}})")
+                raise ParamError(f"parameter {name}={over!r} is invalid: {m} is a text-to-image method and has no "
+                                 f"strength (give {{}})")
             num = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 1
-            if 'strength_mode' in over: check_param(over['strength_mode'] in ('fixed', 'random'), f'{name}.strength_mode', over['strength_mode'], "'fixed' or 'random'")
-            if 'strength' in over: check_param(num(over['strength']), f'{name}.strength', over['strength'], "a number in (0, 1] (SDEdit strength)")
+            if 'strength_mode' in over:
+                check_param(over['strength_mode'] in ('fixed', 'random'), f'{name}.strength_mode',
+                            over['strength_mode'], "'fixed' or 'random'")
+            if 'strength' in over:
+                check_param(num(over['strength']), f'{name}.strength', over['strength'],
+                            "a number in (0, 1] (SDEdit strength)")
             if 'strengths' in over:
                 v = over['strengths']
-                check_param(isinstance(v, (list, tuple)) and len(v) > 0 and all(num(x) for x in v), f'{name}.strengths', v,
+                check_param(isinstance(v, (list, tuple)) and len(v) > 0 and all(num(x) for x in v), f'{name}.strengths',
+                            v,
                             "a non-empty list of numbers in (0, 1]")
             mode = over.get('strength_mode') or METHODS[m].strength_mode
             if mode == 'fixed' and METHODS[m].family == 'img2img':
-                check_param(over.get('strength', METHODS[m].strength) is not None, f'{name}.strength', over.get('strength'),
+                check_param(over.get('strength', METHODS[m].strength) is not None, f'{name}.strength',
+                            over.get('strength'),
                             f"a number in (0, 1]: strength_mode fixed needs one ({m} has no default strength)")
 
     def _check_concepts(self, spec:MethodSpec, files:bool):
         from diffaug.concepts import RECIPES
         c = self.concepts
-        ok = c is None or isinstance(c, (str, os.PathLike)) or (isinstance(c, dict) and all(isinstance(v, (str, os.PathLike)) for v in c.values()))
+        ok = c is None or isinstance(c, (str, os.PathLike)) or (isinstance(c, dict)
+            and all(isinstance(v, (str, os.PathLike)) for v in c.values()))
         self.need(ok, 'concepts', "a concept folder or {recipe: concept folder}")
         if isinstance(c, dict):
-            for k in c: check_param(k in RECIPES, 'concepts', k, f"recipe keys: {', '.join(RECIPES)}" + nearest(k, RECIPES))
+            for k in c:
+                check_param(k in RECIPES, 'concepts', k, f"recipe keys: {', '.join(RECIPES)}" + nearest(k, RECIPES))
         if spec.concepts is None: return
         d = self.concept_dir()
         if d is None:
-            raise ParamError(f"parameter concepts={c!r} is invalid: method {spec.name} needs a concept folder of recipe {spec.concepts!r}"
+            raise ParamError(f"parameter concepts={c!r} is invalid: method {spec.name} needs a concept folder of "
+                             f"recipe {spec.concepts!r}"
                              + (f" (give concepts.{spec.concepts})" if isinstance(c, dict) else ''))
         if not files: return
         where = f'concepts.{spec.concepts}' if isinstance(c, dict) else 'concepts'
@@ -251,53 +301,72 @@ class SynthesisConfig(StageConfig):
         check_param(Path(d).is_dir(), where, str(d), "an existing concept folder (run the concepts stage)")
         check_param(f.is_file(), where, str(d), f"a concept folder holding concepts.json ({f} not found)")
         try: recipe = json.loads(f.read_text(encoding='utf-8')).get('recipe')
-        except (ValueError, UnicodeDecodeError, AttributeError) as e: raise ParamError(f"parameter {where}={str(d)!r} is invalid: {f} is not a concepts.json ({e})") from e
-        check_param(recipe == spec.concepts, where, str(d), f"concepts of recipe {spec.concepts!r} for method {spec.name} (this folder holds recipe {recipe!r})")
+        except (ValueError, UnicodeDecodeError, AttributeError) as e:
+            raise ParamError(f"parameter {where}={str(d)!r} is invalid: {f} is not a concepts.json ({e})") from e
+        check_param(recipe == spec.concepts, where, str(d),
+                    f"concepts of recipe {spec.concepts!r} for method {spec.name} (this folder holds recipe "
+                    f"{recipe!r})")
 
 # %% ../nbs/40_methods.ipynb #8084ea31
 def _sha(path)->str|None:
     "A short content hash of a small file (an input's identity in a synthetic set's record)."
     import hashlib
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16] if path is not None and Path(path).is_file() else None
+    return (hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16] if path is not None and Path(path).is_file()
+            else None)
 
+# %% ../nbs/40_methods.ipynb #b6c5b983
 def synthesize(cfg:SynthesisConfig, # the run's parameters (`run_synthesis` checks them; taken here as they are)
                pipe=None, # an already loaded pipeline without concepts (demos, tests: one pipeline for several methods)
-               classifier:Callable|None=None, # Real-Filter: any images -> [N, K] probabilities, instead of `cfg.clip_model`'s CLIP (tests)
+               # Real-Filter: any images -> [N, K] probabilities, instead of `cfg.clip_model`'s CLIP (tests)
+               classifier:Callable|None=None,
               )->dict:
     "Make `cfg.method`'s synthetic set of `cfg.split` in `cfg.out`; returns counts and timings."
     # 1. the plan: the method, its strengths, the work items
     spec, sp = cfg.spec, load_split(cfg.split)
     mode, s, ss = resolve_strengths(spec, **cfg.strength_overrides())
-    items = plan_items(spec, sp, cfg.seed, cfg.expansion, mode if spec.family == 'img2img' else None, s, ss or None, cfg.gen_classes)
+    items = plan_items(spec, sp, cfg.seed, cfg.expansion, mode if spec.family == 'img2img' else None, s, ss or None,
+                       cfg.gen_classes)
     # 2. the model, and the prompts (class names, or the concepts' tokens)
     t0 = time.perf_counter()
     if pipe is None: pipe = load_sd(cfg.model, cfg.device, cfg.precision)
-    elif spec.concepts is not None: raise ParamError(f"method {spec.name}: pass `model`, not a shared `pipe` (concepts change the pipeline)")
-    base_model = model_fingerprint(pipe)  # the identity of the weights, before concepts change them (a resume must match it)
+    elif spec.concepts is not None:
+        raise ParamError(f"method {spec.name}: pass `model`, not a shared `pipe` (concepts change the pipeline)")
+    # the identity of the weights, before concepts change them (a resume must match it)
+    base_model = model_fingerprint(pipe)
     names = prompt_names(spec, sp.classes, pipe, cfg.concepts)
     prompt_of = lambda it: make_prompt(names[it.label], sp.metaclass, cfg.prompt_template)
     if spec.family == 'img2img': render = img2img_render(pipe, sp, prompt_of, cfg.seed, cfg.steps, cfg.guidance_scale)
     else: render = text_to_image_render(pipe, prompt_of, cfg.seed, 'synthesis', cfg.steps, cfg.guidance_scale)
-    # 3. the record (a resume must match it): the config's recorded parameters, what they resolved to, the inputs' identity
+    # 3. the record (a resume must match it): the config's recorded parameters, what they resolved to, the inputs'
+    # identity
     cdir = cfg.concept_dir()
-    info = dict(cfg.record(), family=spec.family, strength_mode=mode, strength=s, strengths=list(ss), split=recorded_path(sp.path or ''),
+    info = dict(cfg.record(), family=spec.family, strength_mode=mode, strength=s, strengths=list(ss),
+                split=recorded_path(sp.path or ''),
                 precision=str(pipe.unet.dtype).replace('torch.', ''),
-                target_images=len(items),  # the size asked for, before any filtering: the report flags a set far below it
-                inputs=dict(split=_sha(sp.path), concepts=_sha(Path(cdir)/'concepts.json' if cdir else None), model=base_model))
-    if spec.clip_filter and classifier is not None:  # a callable is recorded by its name (its repr holds a memory address: not the same bytes twice)
+                # the size asked for, before any filtering: the report flags a set far below it
+                target_images=len(items),
+                inputs=dict(split=_sha(sp.path), concepts=_sha(Path(cdir)/'concepts.json' if cdir else None),
+                            model=base_model))
+    # a callable is recorded by its name (its repr holds a memory address: not the same bytes twice)
+    if spec.clip_filter and classifier is not None:
         info['clip_model'] = getattr(classifier, '__qualname__', type(classifier).__name__)
     writer = SyntheticSetWriter(cfg.out, sp.classes, spec.name, info=info)
     if spec.clip_filter:
-        clf = classifier or ClipZeroShot(cfg.clip_model, sp.classes, sp.metaclass, cfg.clip_template, device=str(pipe.device))
-        render = clip_scoring_render(render, clf, sp.classes); writer = RejectAwareWriter(writer)
+        clf = classifier or ClipZeroShot(cfg.clip_model, sp.classes, sp.metaclass, cfg.clip_template,
+                                         device=str(pipe.device))
+        render = clip_scoring_render(render, clf, sp.classes)
+        writer = RejectAwareWriter(writer)
     # 4. render the work items in batches (resumable, shardable)
     t1 = time.perf_counter()
-    r = run_items(items, render, writer, batch_size=cfg.batch_size, cpu=cfg.cpu, desc=spec.name, finalize=not spec.clip_filter)
+    r = run_items(items, render, writer, batch_size=cfg.batch_size, cpu=cfg.cpu, desc=spec.name,
+                  finalize=not spec.clip_filter)
     t2 = time.perf_counter()
-    res = dict(method=spec.name, items=len(items), **r, load_seconds=round(t1 - t0, 3), render_seconds=round(t2 - t1, 3),
+    res = dict(method=spec.name, items=len(items), **r, load_seconds=round(t1 - t0, 3),
+               render_seconds=round(t2 - t1, 3),
                seconds_per_image=round((t2 - t1) / r['rendered'], 4) if r['rendered'] else None, out=str(cfg.out))
     # 5. Real-Filter: CLIP's verdict, then the set published
-    if spec.clip_filter and _state(cfg.cpu).is_main_process:  # every process has written its images (run_items waited for them)
+    # every process has written its images (run_items waited for them)
+    if spec.clip_filter and _state(cfg.cpu).is_main_process:
         res['filter'] = apply_clip_filter(writer.w, cfg.clip_min_prob)
         writer.finalize()
     return res

@@ -28,11 +28,14 @@ from .files import umask_mode
 SD_REQUIRED = {
     'model_index.json': ['model_index.json'],
     'unet config': ['unet/config.json'],
-    'unet weights': ['unet/diffusion_pytorch_model.safetensors', 'unet/diffusion_pytorch_model.fp16.safetensors', 'unet/diffusion_pytorch_model.bin'],
+    'unet weights': ['unet/diffusion_pytorch_model.safetensors', 'unet/diffusion_pytorch_model.fp16.safetensors',
+                     'unet/diffusion_pytorch_model.bin'],
     'vae config': ['vae/config.json'],
-    'vae weights': ['vae/diffusion_pytorch_model.safetensors', 'vae/diffusion_pytorch_model.fp16.safetensors', 'vae/diffusion_pytorch_model.bin'],
+    'vae weights': ['vae/diffusion_pytorch_model.safetensors', 'vae/diffusion_pytorch_model.fp16.safetensors',
+                    'vae/diffusion_pytorch_model.bin'],
     'text_encoder config': ['text_encoder/config.json'],
-    'text_encoder weights': ['text_encoder/model.safetensors', 'text_encoder/model.fp16.safetensors', 'text_encoder/pytorch_model.bin'],
+    'text_encoder weights': ['text_encoder/model.safetensors', 'text_encoder/model.fp16.safetensors',
+                             'text_encoder/pytorch_model.bin'],
     'tokenizer vocab': ['tokenizer/vocab.json'],
     'tokenizer merges': ['tokenizer/merges.txt'],
     'scheduler config': ['scheduler/scheduler_config.json'],
@@ -42,16 +45,19 @@ def missing_sd_parts(path:str|Path, # a model folder in diffusers layout
                     )->list[str]:
     "The required parts of an SD 1.x diffusers folder that `path` lacks."
     path = Path(path)
-    return [f"{what} ({' or '.join(alts)})" for what, alts in SD_REQUIRED.items() if not any((path/a).exists() for a in alts)]
+    return [f"{what} ({' or '.join(alts)})" for what, alts in SD_REQUIRED.items()
+            if not any((path/a).exists() for a in alts)]
 
 # %% ../nbs/01_models.ipynb #374e07d9
 def write_char_tokenizer(path:str|Path, # folder to write vocab.json, merges.txt and the tokenizer config into
                          extra_words:list[str]=(), # whole words to add as single tokens (with `</w>`)
-                         size:int|None=None, # pad the vocabulary with never-produced tokens to this many entries (SD 1.5's CLIP: 49408)
+                         # pad the vocabulary with never-produced tokens to this many entries (SD 1.5's CLIP: 49408)
+                         size:int|None=None,
                         )->'CLIPTokenizer':
     "Write a character-level CLIP tokenizer (plus optional whole-word tokens) and return it."
     from transformers import CLIPTokenizer
-    path = Path(path); path.mkdir(parents=True, exist_ok=True)
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
     chars = [c for c in string.ascii_lowercase + string.digits + string.punctuation]
     vocab = {}
     for t in ['<|startoftext|>', '<|endoftext|>'] + chars + [c + '</w>' for c in chars]: vocab.setdefault(t, len(vocab))
@@ -61,14 +67,17 @@ def write_char_tokenizer(path:str|Path, # folder to write vocab.json, merges.txt
         acc = w[0]
         for i, c in enumerate(w[1:], 1):
             nxt = c + ('</w>' if i == len(w) - 1 else '')
-            merges.append(f"{acc} {nxt}"); acc = acc + nxt
+            merges.append(f"{acc} {nxt}")
+            acc = acc + nxt
             vocab.setdefault(acc, len(vocab))
         vocab.setdefault(w + '</w>' if len(w) == 1 else acc, len(vocab))
-    for i in range(len(vocab), size or 0): vocab[f'<|unused{i}|>'] = i  # the real model's vocabulary size, e.g. for embedding resizes
+    for i in range(len(vocab), size or 0):
+        vocab[f'<|unused{i}|>'] = i  # the real model's vocabulary size, e.g. for embedding resizes
     (path/'vocab.json').write_text(json.dumps(vocab, ensure_ascii=False))
     (path/'merges.txt').write_text('\n'.join(dict.fromkeys(merges)) + '\n')
     tok = CLIPTokenizer(str(path/'vocab.json'), str(path/'merges.txt'), model_max_length=77,
-                        bos_token='<|startoftext|>', eos_token='<|endoftext|>', unk_token='<|endoftext|>', pad_token='<|endoftext|>')
+                        bos_token='<|startoftext|>', eos_token='<|endoftext|>', unk_token='<|endoftext|>',
+                        pad_token='<|endoftext|>')
     tok.save_pretrained(path)
     return tok
 
@@ -87,7 +96,8 @@ def tiny_sd_config(resolution:int=32, # image size in pixels
     vae = dict(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(width, 2 * width),
                down_block_types=('DownEncoderBlock2D',) * 2, up_block_types=('UpDecoderBlock2D',) * 2,
                layers_per_block=1, norm_num_groups=min(32, width), sample_size=resolution)
-    text = dict(hidden_size=cross_attention_dim, intermediate_size=2 * cross_attention_dim, num_hidden_layers=text_layers,
+    text = dict(hidden_size=cross_attention_dim, intermediate_size=2 * cross_attention_dim,
+                num_hidden_layers=text_layers,
                 num_attention_heads=4, max_position_embeddings=77, projection_dim=cross_attention_dim)
     return dict(unet=unet, vae=vae, text=text)
 
@@ -98,7 +108,8 @@ SD15_SCHEDULER = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.0
 def follow_umask(path:str|Path, # a file, or a folder (everything in it too), that a library just wrote
                 )->Path:
     "Give `path` the permissions the umask asks for (files `0666 & ~umask`, folders `0777 & ~umask`); returns it."
-    path = Path(path); fm, dm = umask_mode(), umask_mode(dir=True)
+    path = Path(path)
+    fm, dm = umask_mode(), umask_mode(dir=True)
     for p in ([path, *sorted(path.rglob('*'))] if path.is_dir() else [path]):
         if not p.is_symlink(): os.chmod(p, dm if p.is_dir() else fm)
     return path
@@ -122,7 +133,8 @@ def make_tiny_sd(path:str|Path, # folder to write the model into (created)
     unet = UNet2DConditionModel(**cfg['unet'])
     vae = AutoencoderKL(**cfg['vae'])
     tok = write_char_tokenizer(path/'tokenizer', extra_words=list(extra_words))
-    text = CLIPTextModel(CLIPTextConfig(vocab_size=len(tok), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+    text = CLIPTextModel(CLIPTextConfig(vocab_size=len(tok), bos_token_id=tok.bos_token_id,
+                                        eos_token_id=tok.eos_token_id,
                                         pad_token_id=tok.pad_token_id, **cfg['text']))
     pipe = StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=tok, unet=unet,
                                    scheduler=DDIMScheduler(**SD15_SCHEDULER), safety_checker=None,
@@ -140,7 +152,8 @@ def load_sd(model:str|Path, # a local diffusers folder or a hub id like "stable-
            )->'StableDiffusionPipeline':
     "Load an SD 1.x pipeline with a DDIM scheduler, on `device` in `precision`."
     from diffusers import StableDiffusionPipeline, DDIMScheduler
-    dev = choose_device(device); dtype = choose_dtype(dev, precision)
+    dev = choose_device(device)
+    dtype = choose_dtype(dev, precision)
     p = Path(model).expanduser()
     if p.exists():
         if not p.is_dir(): raise FileNotFoundError(f"model={model!r} is a file; expected a diffusers model folder")
@@ -151,9 +164,11 @@ def load_sd(model:str|Path, # a local diffusers folder or a hub id like "stable-
         src = model
     else:
         raise FileNotFoundError(f"model={model!r}: no such folder (and not a hub id of the form 'org/name')")
-    if local_files_only is None: local_files_only = os.environ.get('HF_HUB_OFFLINE', '0') not in ('0', '', 'false', 'False')
+    if local_files_only is None:
+        local_files_only = os.environ.get('HF_HUB_OFFLINE', '0') not in ('0', '', 'false', 'False')
     try:
-        pipe = StableDiffusionPipeline.from_pretrained(src, dtype=dtype, safety_checker=None, requires_safety_checker=False,
+        pipe = StableDiffusionPipeline.from_pretrained(src, dtype=dtype, safety_checker=None,
+                                                       requires_safety_checker=False,
                                                        local_files_only=local_files_only)
     except (OSError, ValueError, EnvironmentError) as e:
         where = 'the local Hugging Face cache (offline)' if local_files_only else 'the Hugging Face hub'
@@ -170,7 +185,8 @@ def sd_resolution(pipe:'StableDiffusionPipeline')->int:
 def is_local_model_path(model:str|Path)->bool:
     "True when `model` names a local path rather than a hub id."
     s = str(model)
-    if Path(s).expanduser().exists() or s.startswith(('.', '/', '~')) or s.count('/') != 1 or not _HUB_ID.match(s): return True
+    if Path(s).expanduser().exists() or s.startswith(('.', '/', '~')) or s.count('/') != 1 or not _HUB_ID.match(s):
+        return True
     return Path(s.split('/')[0]).is_dir()
 
 def need_model(cfg, # a `diffaug.core.StageConfig`
@@ -182,14 +198,16 @@ def need_model(cfg, # a `diffaug.core.StageConfig`
     "`ParamError` naming parameter `name` unless it is a complete local model folder or a usable hub id."
     v = getattr(cfg, name)
     if v is None:
-        cfg.need(none, name, "a model folder or hub id (this parameter is required)"); return
+        cfg.need(none, name, "a model folder or hub id (this parameter is required)")
+        return
     cfg.need(isinstance(v, (str, os.PathLike)) and str(v) != '', name, "a model folder or hub id")
     if not files: return
     if is_local_model_path(v):
         p = Path(v).expanduser()
         cfg.need(p.is_dir(), name, f"an existing model folder ({p} not found)")
         req = SD_REQUIRED if parts is None else parts
-        missing = [f"{what} ({' or '.join(alts)})" for what, alts in req.items() if not any((p/a).exists() for a in alts)]
+        missing = [f"{what} ({' or '.join(alts)})" for what, alts in req.items()
+                   if not any((p/a).exists() for a in alts)]
         cfg.need(not missing, name, f"a complete model folder ({p} lacks: {'; '.join(missing)})")
     elif os.environ.get('HF_HUB_OFFLINE', '0') not in ('0', '', 'false', 'False'):
         from huggingface_hub import try_to_load_from_cache
@@ -199,7 +217,8 @@ def need_model(cfg, # a `diffaug.core.StageConfig`
 
 # %% ../nbs/01_models.ipynb #81fe1f8c
 def _weight_stats(module, n:int)->list:
-    named = sorted((k.replace('.base_layer', ''), p) for k, p in module.named_parameters() if 'lora_' not in k and p.dim() >= 2)
+    named = sorted((k.replace('.base_layer', ''), p) for k, p in module.named_parameters() if 'lora_' not in k
+                   and p.dim() >= 2)
     return [float(f"{p.detach().flatten()[:4096].double().abs().mean().item():.4g}") for _, p in named[:n]]
 
 def model_fingerprint(pipe, # an SD 1.x pipeline (concepts applied or not)
@@ -212,7 +231,8 @@ def same_model(a:dict, b:dict, # two `model_fingerprint`s
                rtol:float=0.02)->bool:
     "True when two fingerprints describe the same base model (up to the precision it was loaded in)."
     if set(a) != set(b): return False
-    return all(len(a[k]) == len(b[k]) and all(abs(x - y) <= rtol * max(abs(x), abs(y), 1e-12) for x, y in zip(a[k], b[k])) for k in a)
+    return all(len(a[k]) == len(b[k])
+               and all(abs(x - y) <= rtol * max(abs(x), abs(y), 1e-12) for x, y in zip(a[k], b[k])) for k in a)
 
 # %% ../nbs/01_models.ipynb #2a4c6616
 def images_to_tensor(images:list[Image.Image], # RGB images
@@ -220,16 +240,19 @@ def images_to_tensor(images:list[Image.Image], # RGB images
                     )->'torch.Tensor':
     "Resize (bicubic) and stack images into a [-1, 1] float tensor [B, 3, size, size]."
     import torch
-    arr = np.stack([np.asarray(im.convert('RGB').resize((size, size), Image.BICUBIC), dtype=np.float32) for im in images])
+    arr = np.stack([np.asarray(im.convert('RGB').resize((size, size), Image.BICUBIC), dtype=np.float32)
+                    for im in images])
     return torch.from_numpy(arr).permute(0, 3, 1, 2) / 127.5 - 1.0
 
 def square_crop(im:Image.Image, # an image
                 size:int, # output side in pixels
                )->Image.Image:
     "Resize the shorter side to `size` (bicubic) and centre-crop to a square."
-    w, h = im.size; s = size / min(w, h)
+    w, h = im.size
+    s = size / min(w, h)
     im = im.convert('RGB').resize((max(size, round(w * s)), max(size, round(h * s))), Image.BICUBIC)
-    w, h = im.size; l, t = (w - size) // 2, (h - size) // 2
+    w, h = im.size
+    l, t = (w - size) // 2, (h - size) // 2
     return im.crop((l, t, l + size, t + size))
 
 def encode_images(pipe:'StableDiffusionPipeline', # the pipeline whose VAE encodes
@@ -264,21 +287,23 @@ class PromptCache:
         return torch.stack([self.cache[p] for p in prompts])
 
 # %% ../nbs/01_models.ipynb #2a7b4f75
-_MIXED = {'fp32': 'no', 'float32': 'no', 'no': 'no', 'fp16': 'fp16', 'float16': 'fp16', 'bf16': 'bf16', 'bfloat16': 'bf16'}
+_MIXED = {'fp32': 'no', 'float32': 'no', 'no': 'no', 'fp16': 'fp16', 'float16': 'fp16', 'bf16': 'bf16',
+          'bfloat16': 'bf16'}
 
 def make_accelerator(device:'str|torch.device'='auto', # where to train
                      precision:str='fp32', # "fp32", "fp16", "bf16" or "auto"
                      grad_accum:int=1, # micro-batches per optimizer step
                      **kw, # more `Accelerator` arguments (e.g. `dataloader_config`)
                     ):
-    """An `accelerate.Accelerator` for `device`/`precision`/`grad_accum`, rebuilding a state made earlier in this process
-    with other settings (accelerate keeps one state per process and refuses a second precision); a launch's process
-    group (`PartialState`) is kept, so one torchrun process can run a bf16 stage, then an fp32 one."""
+    """An `accelerate.Accelerator` for `device`/`precision`/`grad_accum`, rebuilding a state made earlier in this
+    process with other settings (accelerate keeps one state per process and refuses a second precision); a launch's
+    process group (`PartialState`) is kept, so one torchrun process can run a bf16 stage, then an fp32 one."""
     import torch
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState, PartialState
     dev = choose_device(device)
-    if precision == 'auto': precision = {torch.float32: 'fp32', torch.float16: 'fp16', torch.bfloat16: 'bf16'}[choose_dtype(dev, 'auto')]
+    if precision == 'auto':
+        precision = {torch.float32: 'fp32', torch.float16: 'fp16', torch.bfloat16: 'bf16'}[choose_dtype(dev, 'auto')]
     check_param(precision in _MIXED, 'precision', precision, "one of fp32, fp16, bf16, auto")
     check_param(isinstance(grad_accum, int) and grad_accum >= 1, 'grad_accum', grad_accum, "an integer >= 1")
     kw = dict(cpu=dev.type == 'cpu', mixed_precision=_MIXED[precision], gradient_accumulation_steps=grad_accum, **kw)
@@ -301,10 +326,12 @@ def make_tiny_clip(path:str|Path, # folder to write the model and processor into
     path = Path(path)
     tok = write_char_tokenizer(path, extra_words=list(extra_words))
     torch.manual_seed(seed)
-    cfg = CLIPConfig(text_config=dict(vocab_size=len(tok), hidden_size=width, intermediate_size=2 * width, num_hidden_layers=2,
+    cfg = CLIPConfig(text_config=dict(vocab_size=len(tok), hidden_size=width, intermediate_size=2 * width,
+                                      num_hidden_layers=2,
                                       num_attention_heads=4, max_position_embeddings=77, bos_token_id=tok.bos_token_id,
                                       eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id),
-                     vision_config=dict(hidden_size=width, intermediate_size=2 * width, num_hidden_layers=2, num_attention_heads=4,
+                     vision_config=dict(hidden_size=width, intermediate_size=2 * width, num_hidden_layers=2,
+                                        num_attention_heads=4,
                                         image_size=image_size, patch_size=max(1, image_size // 4)),
                      projection_dim=projection_dim)
     CLIPModel(cfg).save_pretrained(path, safe_serialization=True)
@@ -322,12 +349,14 @@ def load_clip(model:str|Path, # a local folder or a hub id like "openai/clip-vit
              ):
     "A transformers CLIP model (eval mode, on `device`) and its processor."
     from transformers import CLIPModel, CLIPProcessor
-    dev = choose_device(device); dtype = choose_dtype(dev, precision)
+    dev = choose_device(device)
+    dtype = choose_dtype(dev, precision)
     p = Path(model).expanduser()
     if not p.is_dir() and is_local_model_path(model):
         raise FileNotFoundError(f"clip_model={str(model)!r}: no such folder (and not a hub id of the form 'org/name')")
     src = str(p) if p.is_dir() else str(model)
-    if local_files_only is None: local_files_only = os.environ.get('HF_HUB_OFFLINE', '0') not in ('0', '', 'false', 'False')
+    if local_files_only is None:
+        local_files_only = os.environ.get('HF_HUB_OFFLINE', '0') not in ('0', '', 'false', 'False')
     try:
         m = CLIPModel.from_pretrained(src, dtype=dtype, local_files_only=local_files_only)
         proc = CLIPProcessor.from_pretrained(src, local_files_only=local_files_only)
@@ -353,8 +382,11 @@ class TinyModelConfig(StageConfig):
     resolution:int=32 # image size in pixels
     width:int=32 # first block width of U-Net and VAE
     def check(self, files:bool=True):
-        self.need_path('out', 'dir', files=False); self.need_path('clip_out', 'dir', files=False, none=True)
-        self.need_int('seed', 0); self.need_int('resolution', 8); self.need_int('width', 8)
+        self.need_path('out', 'dir', files=False)
+        self.need_path('clip_out', 'dir', files=False, none=True)
+        self.need_int('seed', 0)
+        self.need_int('resolution', 8)
+        self.need_int('width', 8)
         self.need(self.resolution % 4 == 0, 'resolution', "a multiple of 4")
         return self
 

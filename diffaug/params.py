@@ -42,7 +42,8 @@ def set_dotted(d:dict, # nested dictionaries (changed in place)
                value, # the new value
               )->dict:
     "Set dotted `key` of `d` to `value`, creating dictionaries on the way."
-    parts = key.split('.'); cur = d
+    parts = key.split('.')
+    cur = d
     for k in parts[:-1]:
         if not isinstance(cur.get(k), dict): cur[k] = {}
         cur = cur[k]
@@ -60,13 +61,17 @@ def parse_assignment(s:str, # "key=value"
 
 # %% ../nbs/91_params.ipynb #fab9b74d
 class YAML12Loader(yaml.SafeLoader):
-    "PyYAML's safe loader with YAML 1.2 booleans (only true / false) and floats (`5e-05`, which DVC writes), as DVC reads params.yaml."
+    """PyYAML's safe loader with YAML 1.2 booleans (only true / false) and floats (`5e-05`, which DVC writes), as DVC
+    reads params.yaml."""
 
-YAML12Loader.yaml_implicit_resolvers = {c: [(t, r) for t, r in rs if t not in ('tag:yaml.org,2002:bool', 'tag:yaml.org,2002:float')]
+YAML12Loader.yaml_implicit_resolvers = {c: [(t, r) for t, r in rs
+                                            if t not in ('tag:yaml.org,2002:bool', 'tag:yaml.org,2002:float')]
                                        for c, rs in yaml.SafeLoader.yaml_implicit_resolvers.items()}
-YAML12Loader.add_implicit_resolver('tag:yaml.org,2002:bool', re.compile(r'^(?:true|True|TRUE|false|False|FALSE)$'), list('tTfF'))
+YAML12Loader.add_implicit_resolver('tag:yaml.org,2002:bool', re.compile(r'^(?:true|True|TRUE|false|False|FALSE)$'),
+                                   list('tTfF'))
 YAML12Loader.add_implicit_resolver('tag:yaml.org,2002:float', re.compile(
-    r'^(?:[-+]?(?:\.[0-9]+|[0-9][0-9_]*(?:\.[0-9_]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$'), list('-+0123456789.'))
+    r'^(?:[-+]?(?:\.[0-9]+|[0-9][0-9_]*(?:\.[0-9_]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$'),
+    list('-+0123456789.'))
 
 def load_yaml(text:str)->object:
     "Parse YAML text as DVC does (YAML 1.2 booleans and floats)."
@@ -174,32 +179,43 @@ def stage_resets(sec:str, # a stage's section name
                  body:dict, # that section in the default parameter file
                  given, # the keys the setup gives for it
                 )->dict:
-    "{key: the stage class's default} for each key `body` sets and the setup does not give (path parameters and kept keys excepted): what a setup sets back."
-    st = STAGES[sec]; defaults = {k: d for k, (_, d, _) in st.config_class().fields_doc().items()}
-    return {k: defaults[k] for k in body if k in defaults and k not in (*st.paths, *st.maybe_paths, *st.keep) and k not in given}
+    """{key: the stage class's default} for each key `body` sets and the setup does not give (path parameters and kept
+    keys excepted): what a setup sets back."""
+    st = STAGES[sec]
+    defaults = {k: d for k, (_, d, _) in st.config_class().fields_doc().items()}
+    return {k: defaults[k] for k in body if k in defaults and k not in (*st.paths, *st.maybe_paths, *st.keep)
+            and k not in given}
 
 def _check_setup_key(key:str, # a dotted key: "section.key..."
                      base:dict, # the default parameter file
                      where:str, # where the key comes from, for the message
                      params_file, # the default's name, for the message
                     )->None:
-    "`ParamError` unless `key` names a parameter: a stage's (its class decides) or a key of another section of `base`; the nearest valid name said."
+    """`ParamError` unless `key` names a parameter: a stage's (its class decides) or a key of another section of `base`;
+    the nearest valid name said."""
     sec, *rest = key.split('.')
     if sec in STAGES:
-        if rest: STAGES[sec].config_class().from_params({rest[0]: None}, f"{where} [{sec}]")  # an unknown key: the nearest named
+        if rest:
+            # an unknown key: the nearest named
+            STAGES[sec].config_class().from_params({rest[0]: None}, f"{where} [{sec}]")
         return
-    if sec not in base: raise ParamError(f"{where}: section {sec!r} is not in {params_file}" + nearest(sec, [*base, *STAGES], 0.5))
+    if sec not in base:
+        raise ParamError(f"{where}: section {sec!r} is not in {params_file}" + nearest(sec, [*base, *STAGES], 0.5))
     body = base[sec]
     if rest and isinstance(body, dict) and rest[0] not in body:
-        raise ParamError(f"{where}: section {sec!r} of {params_file} has no key {rest[0]!r}" + nearest(rest[0], body, 0.5) + f" (its keys: {', '.join(body)})")
+        raise ParamError(f"{where}: section {sec!r} of {params_file} has no key {rest[0]!r}" +
+                         nearest(rest[0], body, 0.5) + f" (its keys: {', '.join(body)})")
 
+# %% ../nbs/91_params.ipynb #28c6fe0d
 def setup_overrides(setup:str|Path, # a parameter file in params/
                     params_file:str|Path='params.yaml', # the default it overrides
-                    sets:dict|None=None, # `{section: {key: value}}` over the setup's own values (`setup_settings` of `--set`)
+                    # `{section: {key: value}}` over the setup's own values (`setup_settings` of `--set`)
+                    sets:dict|None=None,
                    )->dict:
     """The dotted overrides that turn `params_file` into `setup` (then `sets`), checked against the stages' classes. A
     setup is its own values over the classes' defaults, wired by `params_file`'s paths: a stage parameter that
-    `params_file` sets and `setup` does not is set back to its default (so no value of the embedded default leaks into a paper setup)."""
+    `params_file` sets and `setup` does not is set back to its default (so no value of the embedded default leaks into a
+    paper setup)."""
     setup, params_file = Path(setup), Path(params_file)
     if not setup.exists(): raise ParamError(f"{setup}: setup file not found")
     over = load_yaml(setup.read_text()) or {}
@@ -225,12 +241,15 @@ def setup_command(setup:str|Path, # a parameter file in params/
     flat = setup_overrides(setup, params_file, sets)
     cmd = ['dvc', 'exp', 'run', '-n', name or Path(setup).stem] + (['--queue'] if queue else [])
     for k, v in flat.items():
-        # `++key`: add or override (DVC refuses to override a key params.yaml does not list, and params.yaml lists only overrides)
-        cmd += ['-S', f"++{k}={yaml.safe_dump(v, default_flow_style=True, width=10**6).strip().removesuffix('...').strip()}"]
+        # `++key`: add or override (DVC refuses to override a key params.yaml does not list, and params.yaml lists only
+        # overrides)
+        cmd += ['-S',
+                f"++{k}={yaml.safe_dump(v, default_flow_style=True, width=10**6).strip().removesuffix('...').strip()}"]
     return cmd
 
 # %% ../nbs/91_params.ipynb #153f1bb9
-STAGE_QUIET = 'DIFFAUG_STAGE_QUIET'  # "1": `python -m diffaug.pipeline <stage>` runs as with --quiet (set by `setup --quiet` for the stages DVC runs)
+# "1": `python -m diffaug.pipeline <stage>` runs as with --quiet (set by `setup --quiet` for the stages DVC runs)
+STAGE_QUIET = 'DIFFAUG_STAGE_QUIET'
 
 def setup_settings(sets:list, # `--set` values: "SECTION.KEY=VALUE" (YAML values)
                   )->dict:
@@ -248,13 +267,15 @@ def setup_settings(sets:list, # `--set` values: "SECTION.KEY=VALUE" (YAML values
 def experiment_name(s:str, # a wished name, e.g. a folder's
                     default:str='setup', # when nothing of `s` remains
                    )->str:
-    "`s` as an experiment's (and a file's) name git and DVC accept: letters, digits, '_' and '-'; other runs become '-'."
+    """`s` as an experiment's (and a file's) name git and DVC accept: letters, digits, '_' and '-'; other runs become
+    '-'."""
     return re.sub(r'[^A-Za-z0-9_-]+', '-', str(s)).strip('-') or default
 
 def experiment_names(root:str|Path='.', # the repository
                      rev:str='HEAD', # the commit the experiments are based on
                     )->set:
-    "Names of the DVC experiments based on `rev` (as `dvc exp list --names-only`), from git's refs/exps; empty outside a git repository."
+    """Names of the DVC experiments based on `rev` (as `dvc exp list --names-only`), from git's refs/exps; empty outside
+    a git repository."""
     def git(*a):
         try: r = subprocess.run(['git', '-C', str(root), *a], capture_output=True, text=True, timeout=30)
         except (OSError, subprocess.SubprocessError): return ''
@@ -262,14 +283,17 @@ def experiment_names(root:str|Path='.', # the repository
     sha = git('rev-parse', '--verify', '-q', f'{rev}^{{commit}}').strip()
     if not sha: return set()
     pre = f'refs/exps/{sha[:2]}/{sha[2:]}/'
-    return {r[len(pre):] for r in git('for-each-ref', '--format=%(refname)', pre.rstrip('/')).split() if r.startswith(pre)}
+    return {r[len(pre):] for r in git('for-each-ref', '--format=%(refname)', pre.rstrip('/')).split()
+            if r.startswith(pre)}
 
 def check_name_free(name:str, # the experiment's name
                     root:str|Path='.', # the repository
                    )->None:
-    "`ParamError` (before anything runs) when experiment `name` exists on this commit, which DVC would refuse: how to replace or keep it."
+    """`ParamError` (before anything runs) when experiment `name` exists on this commit, which DVC would refuse: how to
+    replace or keep it."""
     if name in experiment_names(root):
-        raise ParamError(f"experiment {name!r} already exists on this commit: to replace it, `dvc exp remove {name}` and run again; "
+        raise ParamError(f"experiment {name!r} already exists on this commit: to replace it, `dvc exp remove {name}` "
+                         f"and run again; "
                          f"to keep it, run this one under another name: --name OTHER")
 
 def common_flags(ap:argparse.ArgumentParser, # a command's parser (a stage's or either form of `setup`)
@@ -277,21 +301,29 @@ def common_flags(ap:argparse.ArgumentParser, # a command's parser (a stage's or 
                 )->argparse.ArgumentParser:
     "Add the flags every command takes: --params and --quiet."
     ap.add_argument('--params', default=params_file, help=f'the pipeline parameter file (default {params_file})')
-    ap.add_argument('--quiet', action='store_true', help=f"the stages do not stream their notebooks' output (also when {STAGE_QUIET}=1; setup: nor progress bars)")
+    ap.add_argument('--quiet', action='store_true',
+                    help=f"the stages do not stream their notebooks' output (also when {STAGE_QUIET}=1; setup: nor "
+                         f"progress bars)")
     return ap
 
+# %% ../nbs/91_params.ipynb #de96e709
 def setup_parser(prog:str, # the command, for the usage line
                  description:str, # what this form does
                  params_file:str='params.yaml', # the default of --params
                 )->argparse.ArgumentParser:
-    "An argument parser with the flags both forms of `setup` take: --set, --name, --print, --queue, --rehearse and `common_flags`."
+    """An argument parser with the flags both forms of `setup` take: --set, --name, --print, --queue, --rehearse and
+    `common_flags`."""
     ap = argparse.ArgumentParser(prog=prog, description=description)
     ap.add_argument('--set', dest='sets', action='append', default=[], metavar='SECTION.KEY=VALUE',
                     help="a parameter over the setup's (YAML value; repeatable); an unknown section or key is refused")
-    ap.add_argument('--name', default=None, help="the experiment's name (default: the setup file's; with --folder, the folder's)")
+    ap.add_argument('--name', default=None,
+                    help="the experiment's name (default: the setup file's; with --folder, the folder's)")
     ap.add_argument('--print', dest='print_only', action='store_true', help='check, print the dvc command, run nothing')
-    ap.add_argument('--queue', action='store_true', help='queue the experiment (dvc exp run --queue) instead of running it now')
-    ap.add_argument('--rehearse', action='store_true', help="rehearse on this CPU: SD 1.5's architecture at random weights, small counts (nbs/94_rehearsal.ipynb)")
+    ap.add_argument('--queue', action='store_true',
+                    help='queue the experiment (dvc exp run --queue) instead of running it now')
+    ap.add_argument('--rehearse', action='store_true',
+                    help="rehearse on this CPU: SD 1.5's architecture at random weights, small counts "
+                         "(nbs/94_rehearsal.ipynb)")
     return common_flags(ap, params_file)
 
 def run_setup_command(cmd:list, # `setup_command`'s
@@ -299,4 +331,3 @@ def run_setup_command(cmd:list, # `setup_command`'s
                      )->int:
     "Run the `dvc exp run` command; its exit code."
     return subprocess.call(cmd, env={**os.environ, STAGE_QUIET: '1', 'DIFFAUG_QUIET': '1'} if quiet else None)
-

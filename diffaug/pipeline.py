@@ -16,8 +16,10 @@ __all__ = ['StageError', 'kernel_options', 'execute_stage_notebook', 'run_view',
 # %% ../nbs/97_pipeline.ipynb #670b3d0b
 from .core import ParamError, environment, nearest, CHECKED_ENV
 from .graph import STAGES, wire
-from .params import (load_yaml, read_params, read_params_file, section_params, resolve_paths, check_stage_params, check_cross_rules, setup_command,
-                            setup_settings, setup_parser, common_flags, experiment_name, check_name_free, run_setup_command, STAGE_QUIET)
+from .params import (load_yaml, read_params, read_params_file, section_params, resolve_paths, check_stage_params,
+                            check_cross_rules, setup_command,
+                            setup_settings, setup_parser, common_flags, experiment_name, check_name_free,
+                            run_setup_command, STAGE_QUIET)
 
 # %% ../nbs/97_pipeline.ipynb #9bc6d461
 class StageError(RuntimeError):
@@ -27,7 +29,8 @@ def _strip_ansi(s:str)->str: return re.sub(r'\x1b\[[0-9;]*[A-Za-z]', '', s)
 
 def kernel_options(kernel:str='python3', # the Jupyter kernel
                   )->dict:
-    "nbclient options for a stage's kernel: CurveZMQ-encrypted sockets where possible, else an ipykernel without its start-up notices."
+    """nbclient options for a stage's kernel: CurveZMQ-encrypted sockets where possible, else an ipykernel without its
+    start-up notices."""
     import zmq
     from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
     from jupyter_client.manager import KernelManager
@@ -35,9 +38,11 @@ def kernel_options(kernel:str='python3', # the Jupyter kernel
     except NoSuchKernel: return {}  # papermill names the missing kernel
     # ipykernel's own log: its start-up notices, and the "KeyboardInterrupt caught in kernel" line some shutdowns print;
     # a cell's error still reaches the executed notebook and the runner's error message
-    quiet = {'extra_arguments': ['--IPKernelApp.log_level=CRITICAL']} if any('ipykernel' in a for a in spec.argv) else {}
+    quiet = {'extra_arguments': ['--IPKernelApp.log_level=CRITICAL']} if any('ipykernel' in a
+        for a in spec.argv) else {}
     sup = (spec.metadata or {}).get('supported_encryption') or []
-    if 'transport_encryption' in KernelManager.class_trait_names() and zmq.has('curve') and 'curve' in ([sup] if isinstance(sup, str) else sup):
+    if 'transport_encryption' in KernelManager.class_trait_names() and zmq.has('curve') and 'curve' in ([sup]
+        if isinstance(sup, str) else sup):
         from traitlets.config import Config
         return {'config': Config({'KernelManager': {'transport_encryption': 'auto'}}), **quiet}
     return quiet
@@ -46,9 +51,11 @@ def _print_results(cell, **kw):
     "nbclient's `on_cell_executed` hook: print what a cell shows besides its streams (its value, Markdown it displays)."
     for o in cell.get('outputs', []):
         d = o.get('data', {})
-        t = d.get('text/plain') if o.get('output_type') == 'execute_result' else d.get('text/markdown') if o.get('output_type') == 'display_data' else None
+        t = (d.get('text/plain') if o.get('output_type') == 'execute_result' else d.get('text/markdown')
+             if o.get('output_type') == 'display_data' else None)
         if t: print(''.join(t) if isinstance(t, list) else t, flush=True)
 
+# %% ../nbs/97_pipeline.ipynb #677927f7
 def execute_stage_notebook(nb, # the notebook to run: a path or an `nbformat` node (e.g. a `run_view`)
                            out:str|Path, # where the executed copy goes
                            params:dict, # injected after the `parameters` cell
@@ -60,22 +67,28 @@ def execute_stage_notebook(nb, # the notebook to run: a path or an `nbformat` no
     "Execute `nb` with papermill, writing the executed copy to `out` atomically."
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
-    out = Path(out); out.parent.mkdir(parents=True, exist_ok=True)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
     label = label or (Path(nb).name if isinstance(nb, (str, Path)) else out.name)
     running, failed = out.with_name(out.stem + '.running.ipynb'), out.with_name(out.stem + '.failed.ipynb')
     try:
         # the notebook's stdout/stderr go to ours as they come (papermill's `log_output` sends stdout to its logger at
         # INFO level, which prints nothing unless logging is configured); a cell's value is printed when it ends
-        shown = dict(stdout_file=sys.stdout, stderr_file=sys.stderr, on_cell_executed=_print_results) if log_output else {}
-        pm.execute_notebook(str(nb) if isinstance(nb, (str, Path)) else nb, str(running), parameters=params, kernel_name=kernel,
+        shown = dict(stdout_file=sys.stdout, stderr_file=sys.stderr,
+                     on_cell_executed=_print_results) if log_output else {}
+        pm.execute_notebook(str(nb) if isinstance(nb, (str, Path)) else nb, str(running), parameters=params,
+                            kernel_name=kernel,
                             language='python', cwd=str(cwd or out.parent), log_output=False, progress_bar=False,
                             **shown, **kernel_options(kernel))
     except PapermillExecutionError as e:
         os.replace(running, failed)
-        src = textwrap.indent(textwrap.shorten(e.source.strip().splitlines()[-1] if e.source.strip() else '', 200), '    ')
+        src = textwrap.indent(textwrap.shorten(e.source.strip().splitlines()[-1] if e.source.strip() else '', 200),
+                              '    ')
         tb = '\n'.join(_strip_ansi(l) for l in (e.traceback or [])[-6:])
-        raise StageError(f"{label} failed in cell {e.cell_index} (execution count {e.exec_count}): {e.ename}: {e.evalue}\n"
-                         f"  last line of the cell:\n{src}\n  executed copy with the traceback: {failed}\n{tb}") from None
+        raise StageError(f"{label} failed in cell {e.cell_index} (execution count {e.exec_count}): {e.ename}: "
+                         f"{e.evalue}\n"
+                         f"  last line of the cell:\n{src}\n  executed copy with the traceback: "
+                         f"{failed}\n{tb}") from None
     except BaseException:
         if os.path.exists(running): os.replace(running, failed)
         raise
@@ -99,14 +112,19 @@ def run_view(nb:str|Path, # a stage notebook with a `parameters` cell
             )->'nbformat.NotebookNode':
     "The notebook the pipeline executes: title, the module's names, the `parameters` cell and the `run` cells."
     import nbformat
-    nb = Path(nb); node = nbformat.read(nb, as_version=4)
+    nb = Path(nb)
+    node = nbformat.read(nb, as_version=4)
     cells = node.cells
-    if sum('parameters' in _tags(c) for c in cells) != 1: raise ParamError(f"{nb}: expected exactly one cell tagged 'parameters'")
-    node.metadata['diffaug'] = {'source': f"nbs/{nb.name}", 'view': 'whole chapter' if full else 'run view', **(record or {})}
+    if sum('parameters' in _tags(c) for c in cells) != 1:
+        raise ParamError(f"{nb}: expected exactly one cell tagged 'parameters'")
+    node.metadata['diffaug'] = {'source': f"nbs/{nb.name}", 'view': 'whole chapter' if full else 'run view',
+                                **(record or {})}
     if full: return node
-    mod = next((m.group(1) for c in cells for m in [re.search(r'^#\|\s*default_exp\s+(\S+)', c.source, re.M)] if m), None)
+    mod = next((m.group(1) for c in cells for m in [re.search(r'^#\|\s*default_exp\s+(\S+)', c.source, re.M)] if m),
+               None)
     title = next((c for c in cells if c.cell_type == 'markdown'), None)
-    note = nbformat.v4.new_markdown_cell(f"*Run record of the stage notebook `nbs/{nb.name}`: the chapter (prose, demos, tests) is "
+    note = nbformat.v4.new_markdown_cell(f"*Run record of the stage notebook `nbs/{nb.name}`: the chapter (prose, "
+                                         f"demos, tests) is "
                                          f"in the source notebook; this copy holds the parameters and the run.*")
     head = [nbformat.v4.new_code_cell(f"from diffaug.{mod} import *")] if mod else []
     tagged = [c for c in cells if {'parameters', 'run'} & set(_tags(c))]
@@ -124,11 +142,15 @@ def record_cost(nb:str|Path, # an executed stage notebook
     import nbformat, resource
     rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     cost = {'wall_s': round(wall_s, 1), 'peak_rss_mb': round(rss / (1024 * 1024 if sys.platform == 'darwin' else 1024))}
-    node = nbformat.read(nb, as_version=4); node.metadata.setdefault('diffaug', {})['cost'] = cost
-    tmp = Path(nb).with_name(Path(nb).stem + '.cost.tmp'); nbformat.write(node, tmp); os.replace(tmp, nb)
+    node = nbformat.read(nb, as_version=4)
+    node.metadata.setdefault('diffaug', {})['cost'] = cost
+    tmp = Path(nb).with_name(Path(nb).stem + '.cost.tmp')
+    nbformat.write(node, tmp)
+    os.replace(tmp, nb)
     return cost
 
 # %% ../nbs/97_pipeline.ipynb #a76cbc25
+# long: `run_stage` is the runner, in numbered steps read top to bottom (as diffusers' `__call__`)
 def run_stage(stage:str, # a key of `stages`, e.g. "classification" (also its section of `params_file`)
               params_file:str|Path='params.yaml', # the parameter file (relative to `root`)
               sets:list=(), # "key=value" overrides
@@ -144,7 +166,8 @@ def run_stage(stage:str, # a key of `stages`, e.g. "classification" (also its se
     "Run the stage's notebook with its section of `params_file`; returns the executed copy's path."
     stages = STAGES if stages is None else stages
     if stage not in stages:
-        raise ParamError(f"unknown stage {stage!r}" + nearest(stage, stages, 0.6) + f": expected one of {', '.join(stages)}")
+        raise ParamError(f"unknown stage {stage!r}" + nearest(stage, stages, 0.6) +
+                         f": expected one of {', '.join(stages)}")
     st = stages[stage]
     root = Path(root or os.getcwd()).resolve()
     nb = root/'nbs'/st.notebook
@@ -152,13 +175,18 @@ def run_stage(stage:str, # a key of `stages`, e.g. "classification" (also its se
     # 1. the environment of this process and the kernel: this repository's diffaug, text progress bars, paths recorded
     #    relative to the root (the checks compare recorded paths too)
     old = os.environ.get('PYTHONPATH')
-    env = {'PYTHONPATH': os.pathsep.join([str(root)] + ([old] if old else [])), 'DIFFAUG_PROGRESS': 'text', 'DIFFAUG_ROOT': str(root),
+    env = {'PYTHONPATH': os.pathsep.join([str(root)] + ([old] if old else [])), 'DIFFAUG_PROGRESS': 'text',
+           'DIFFAUG_ROOT': str(root),
            'DIFFAUG_RESTART': '1' if restart else os.environ.get('DIFFAUG_RESTART', '0'), CHECKED_ENV: ''}
-    saved = {k: os.environ.get(k) for k in env}; os.environ.update(env)
-    old_cwd = os.getcwd(); os.chdir(root)  # hub-id-or-folder values are judged from the repository root
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    # hub-id-or-folder values are judged from the repository root
+    old_cwd = os.getcwd()
+    os.chdir(root)
     try:
         # 2. the parameters, read once: the stage's section with the overrides and its wired inputs; one config, built
-        #    and checked before any kernel starts (an unknown key: the nearest valid one named), then the rules between stages
+        #    and checked before any kernel starts (an unknown key: the nearest valid one named), then the rules between
+        #    stages
         allp = read_params_file(root/params_file)
         given = section_params(allp, stage, sets, refs, str(root/params_file))
         if stages is STAGES: given = wire(allp, stage, given)  # its inputs, from the stages they come from (nbs/90)
@@ -170,11 +198,13 @@ def run_stage(stage:str, # a key of `stages`, e.g. "classification" (also its se
         #    check them again (`CHECKED_ENV`: the checked config's digest); the executed copy records what ran
         os.environ[CHECKED_ENV] = cfg.digest()
         out = root/(out or Path('reports')/stage/f'{stage}.ipynb')
-        view = run_view(nb, {'stage': stage, 'commit': _git_commit(root), 'params': given, 'environment': environment()}, full)
+        view = run_view(nb, {'stage': stage, 'commit': _git_commit(root), 'params': given,
+                             'environment': environment()}, full)
         t0 = time.time()
         done = execute_stage_notebook(view, out, {'params': params}, cwd=root, kernel=kernel, log_output=log_output,
                                       label=f"{nb.name} ({'whole chapter' if full else 'run view'})")
-        # 4. what the run cost, in the executed copy (a run record, not a DVC output): wall time and the kernel's peak memory
+        # 4. what the run cost, in the executed copy (a run record, not a DVC output): wall time and the kernel's peak
+        # memory
         record_cost(done, time.time() - t0)
         return done
     finally:
@@ -186,48 +216,66 @@ def run_stage(stage:str, # a key of `stages`, e.g. "classification" (also its se
 # %% ../nbs/97_pipeline.ipynb #44f61af4
 def stage_help(stage:str)->str:
     "What `python -m diffaug.pipeline <stage> --help` prints: the stage and every parameter of its class."
-    st = STAGES[stage]; cls = st.config_class()
-    return (f"python -m diffaug.pipeline {stage} [--set KEY=VALUE ...] [--params params.yaml] [--out NB] [--restart] [--full] [--quiet]\n\n"
+    st = STAGES[stage]
+    cls = st.config_class()
+    return (f"python -m diffaug.pipeline {stage} [--set KEY=VALUE ...] [--params params.yaml] [--out NB] [--restart] "
+            f"[--full] [--quiet]\n\n"
             f"{st.doc}. Runs nbs/{st.notebook} with the section `{stage}` of the parameter file; its parameters "
             f"({cls.__module__}.{cls.__name__}), with their defaults:\n{cls.help()}")
 
 def setup_file_main(argv:list, # the arguments after `setup`
                    )->int:
-    "`python -m diffaug.pipeline setup params/<file>.yaml [--set SECTION.KEY=VALUE ...] [--name NAME] [--print] [--queue] [--quiet]`."
-    ap = setup_parser('python -m diffaug.pipeline setup', 'Run a setup file of params/ as a DVC experiment (dvc exp run -n NAME -S ...), '
+    """`python -m diffaug.pipeline setup params/<file>.yaml [--set SECTION.KEY=VALUE ...] [--name NAME] [--print]
+    [--queue] [--quiet]`."""
+    ap = setup_parser('python -m diffaug.pipeline setup',
+                      'Run a setup file of params/ as a DVC experiment (dvc exp run -n NAME -S ...), '
                       'checked first. Your own images instead: setup --folder DIR (setup --folder --help).')
     ap.add_argument('setup_file', nargs='?', help='the parameter file, e.g. params/cub-5shot-resnet50.yaml')
     a = ap.parse_args(argv)
-    if not a.setup_file: ap.error('setup needs a parameter file, e.g. params/cub-5shot-resnet50.yaml (or --folder DIR: your own images)')
+    if not a.setup_file:
+        ap.error('setup needs a parameter file, e.g. params/cub-5shot-resnet50.yaml (or --folder DIR: your own images)')
     try:
         sets = setup_settings(a.sets)
         name = experiment_name(a.name or Path(a.setup_file).stem)
         cmd = setup_command(a.setup_file, a.params, a.queue, sets, name)  # unknown sections and keys refused here
         if a.rehearse:
             from diffaug.rehearsal import rehearse_setup
-            return rehearse_setup(Path(a.setup_file), {f'{s}.{k}': v for s, kv in sets.items() for k, v in kv.items()}, name, a.print_only, a.params)
+            return rehearse_setup(Path(a.setup_file), {f'{s}.{k}': v for s, kv in sets.items() for k, v in kv.items()},
+                                  name, a.print_only, a.params)
         if not a.print_only: check_name_free(name)  # DVC would refuse the name deep in its output
     except ParamError as e:
-        print(f"error: {e}", file=sys.stderr, flush=True); return 2
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        return 2
     print(shlex.join(cmd), flush=True)
     return 0 if a.print_only else run_setup_command(cmd, a.quiet)
 
+# %% ../nbs/97_pipeline.ipynb #42814e70
 def main(argv:list|None=None, # arguments (default: sys.argv[1:])
         )->int:
-    "`python -m diffaug.pipeline <stage> ...` or `python -m diffaug.pipeline setup params/<file>.yaml` (or `setup --folder DIR`)."
+    """`python -m diffaug.pipeline <stage> ...` or `python -m diffaug.pipeline setup params/<file>.yaml` (or `setup
+    --folder DIR`)."""
     stages = '\n'.join(f'  {k:15s} nbs/{s.notebook}: {s.doc}' for k, s in STAGES.items())
-    ap = argparse.ArgumentParser(prog='python -m diffaug.pipeline', formatter_class=argparse.RawDescriptionHelpFormatter,
+    ap = argparse.ArgumentParser(prog='python -m diffaug.pipeline',
+                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                  description='Run a stage notebook with papermill, or a paper setup with dvc exp run.',
-                                 epilog=f"stages:\n{stages}\n  setup           python -m diffaug.pipeline setup params/<setup>.yaml [--set SECTION.KEY=VALUE ...] [--name NAME] [--print] [--queue] [--quiet] [--help]\n"
-                                        f"  setup --folder  python -m diffaug.pipeline setup --folder DIR --metaclass WORD [--shots N|all] [--model M] [--print] [--queue] [--quiet] [--help]: your own images")
+                                 epilog=f"stages:\n{stages}\n  setup           python -m diffaug.pipeline setup "
+                                        f"params/<setup>.yaml [--set SECTION.KEY=VALUE ...] [--name NAME] [--print] "
+                                        f"[--queue] [--quiet] [--help]\n"
+                                        f"  setup --folder  python -m diffaug.pipeline setup --folder DIR --metaclass "
+                                        f"WORD [--shots N|all] [--model M] [--print] [--queue] [--quiet] [--help]: "
+                                        f"your own images")
     ap.add_argument('stage', help='a stage name, or "setup" (setup --help)')
-    ap.add_argument('--set', dest='sets', action='append', default=[], metavar='KEY=VALUE', help='override a parameter (YAML value)')
-    ap.add_argument('--ref', dest='refs', action='append', default=[], metavar='NAME=SECTION.KEY', help='copy a value from elsewhere in the file')
+    ap.add_argument('--set', dest='sets', action='append', default=[], metavar='KEY=VALUE',
+                    help='override a parameter (YAML value)')
+    ap.add_argument('--ref', dest='refs', action='append', default=[], metavar='NAME=SECTION.KEY',
+                    help='copy a value from elsewhere in the file')
     ap.add_argument('--out', default=None, help='the executed notebook (default reports/<stage>/<stage>.ipynb)')
     ap.add_argument('--root', default=None, help='the repository root (default: current directory)')
     common_flags(ap)  # --params, --quiet: as both forms of setup
-    ap.add_argument('--full', action='store_true', help='execute the whole chapter (demos and tests too), not only its run view')
-    ap.add_argument('--restart', action='store_true', help="discard the stage's unfinished work (made with other parameters)")
+    ap.add_argument('--full', action='store_true',
+                    help='execute the whole chapter (demos and tests too), not only its run view')
+    ap.add_argument('--restart', action='store_true',
+                    help="discard the stage's unfinished work (made with other parameters)")
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ['setup']:
         if any(x == '--folder' or x.startswith('--folder=') for x in argv):  # your own images (nbs/96_augment.ipynb)
@@ -235,11 +283,13 @@ def main(argv:list|None=None, # arguments (default: sys.argv[1:])
             return setup_main(argv[1:])
         return setup_file_main(argv[1:])
     if argv and argv[0] in STAGES and {'-h', '--help'} & set(argv):
-        print(stage_help(argv[0])); return 0
+        print(stage_help(argv[0]))
+        return 0
     a = ap.parse_args(argv)
     try:
         quiet = a.quiet or os.environ.get(STAGE_QUIET) == '1'
-        out = run_stage(a.stage, a.params, a.sets, a.refs, a.out, a.root, log_output=not quiet, full=a.full, restart=a.restart)
+        out = run_stage(a.stage, a.params, a.sets, a.refs, a.out, a.root, log_output=not quiet, full=a.full,
+                        restart=a.restart)
         print(f"{a.stage}: executed notebook written to {out}", flush=True)
         return 0
     except (ParamError, StageError) as e:

@@ -22,22 +22,31 @@ from .importers import IMPORTERS, copy_folder, import_datasets
 SPLIT_KINDS = ('few-shot', 'long-tail', 'full')
 PREPARE_SOURCES = ('toy', 'miniworld', 'folder', 'datasets') + tuple(IMPORTERS)
 
+# %% ../nbs/06_prepare.ipynb #9a8cce5b
+# long: the stage's config class: its fields and their checks are one declaration
 @dataclass
 class PrepareConfig(StageConfig):
     "Parameters of the `prepare` stage."
-    source:str='toy' # "toy", "miniworld", "folder" (an image folder: `raw` copied into `root`, or `root` read as is), "datasets" (a Hugging Face dataset in `raw`) or an importer: cub, aircraft, pets, cars, flowers102, waterbirds
-    raw:str|None=None # importers: the folder holding the native download; folder: the user's image folder (None: `root` as is); datasets: a save_to_disk or imagefolder directory
-    root:str|None=None # the dataset root: written (toy, miniworld, importers, datasets, folder with `raw`) or read as is (folder without `raw`) (required)
+    source:str='toy' # "toy", "miniworld", "folder" (an image folder: `raw` copied into `root`, or `root` read as is),
+        # "datasets" (a Hugging Face dataset in `raw`) or an importer: cub, aircraft, pets, cars, flowers102, waterbirds
+    raw:str|None=None # importers: the folder holding the native download; folder: the user's image folder (None: `root`
+        # as is); datasets: a save_to_disk or imagefolder directory
+    root:str|None=None # the dataset root: written (toy, miniworld, importers, datasets, folder with `raw`) or read as
+        # is (folder without `raw`) (required)
     split_path:str|None=None # the split JSON to write (None: split.json beside the root)
-    metaclass:str|None=None # the word prompts use, e.g. "bird" (None: the dataset's own; a folder without dataset.json needs it)
+    metaclass:str|None=None # the word prompts use, e.g. "bird" (None: the dataset's own; a folder without dataset.json
+        # needs it)
     kind:str='few-shot' # "few-shot", "long-tail" or "full"
     shots:int=5 # few-shot: training images per class (paper: 5 and 10)
     imbalance_factor:float=100 # long-tail: n_head / n_tail, >= 1 (paper: 10, 20 and 100)
     lt_rule:str='diffmix' # long-tail: "diffmix" (Diff-Mix's code, n_avg·f^(r/(K-2))) or "textbook" (n_max·f^(r/(K-1)))
-    class_order:str='size' # long-tail: rank classes "size" (most to least common, ties seeded: Diff-Mix's code) or "random" (seeded permutation)
+    class_order:str='size' # long-tail: rank classes "size" (most to least common, ties seeded: Diff-Mix's code) or
+        # "random" (seeded permutation)
     val_per_class:int|None=None # validation images per class (None: the official val partition, else none)
-    test_per_class:int|None=None # test images per class (holdout; None: the rest / 20%), or cap on the official test set
-    test:str='auto' # "auto" (the official partition if any, else holdout), "official", "holdout", "half" (Diff-Mix's Flower-LT: each class cut 50/50 into training pool and test, official partition ignored) or "none"
+    test_per_class:int|None=None # test images per class (holdout; None: the rest / 20%), or cap on the official test
+        # set
+    test:str='auto' # "auto" (the official partition if any, else holdout), "official", "holdout", "half" (Diff-Mix's
+        # Flower-LT: each class cut 50/50 into training pool and test, official partition ignored) or "none"
     seed:int=0 # split seed
     max_classes:int|None=None # keep only the dataset's first N classes (a rehearsal of a paper setup; None: all)
     verify_images:bool=True # folder: decode every image first (unreadable ones: an error or a counted skip)
@@ -55,31 +64,51 @@ class PrepareConfig(StageConfig):
         "Raise `ParamError` naming the first invalid parameter; returns `self`."
         self.need_choice('source', PREPARE_SOURCES)
         if self.source in IMPORTERS:
-            self.need(self.raw is not None, 'raw', f"the folder holding the native {self.source} download (required for source {self.source!r})")
-        if self.source == 'datasets': self.need(self.raw is not None, 'raw', "a save_to_disk or imagefolder directory (required for source 'datasets')")
+            self.need(self.raw is not None, 'raw',
+                      f"the folder holding the native {self.source} download (required for source {self.source!r})")
+        if self.source == 'datasets':
+            self.need(self.raw is not None, 'raw',
+                      "a save_to_disk or imagefolder directory (required for source 'datasets')")
         reads_raw = self.source in IMPORTERS or self.source in ('folder', 'datasets')
-        self.need_path('raw', 'dir', files=files and reads_raw, none=self.source not in IMPORTERS and self.source != 'datasets')
+        self.need_path('raw', 'dir', files=files and reads_raw, none=self.source not in IMPORTERS and self.source !=
+                       'datasets')
         self.need_path('root', 'dir', files=files and self.source == 'folder' and self.raw is None)
         if reads_raw and self.raw is not None and self.root is not None:
             a, b = Path(self.raw).resolve(), Path(self.root).resolve()
-            self.need(a != b and a not in b.parents and b not in a.parents, 'root', f"a folder apart from raw={str(self.raw)!r} (root is written)")
-        if self.source == 'datasets': self.need(self.metaclass is not None, 'metaclass', "a word such as 'bird' (a `datasets` dataset has none)")
+            self.need(a != b and a not in b.parents and b not in a.parents, 'root',
+                      f"a folder apart from raw={str(self.raw)!r} (root is written)")
+        if self.source == 'datasets':
+            self.need(self.metaclass is not None, 'metaclass', "a word such as 'bird' (a `datasets` dataset has none)")
         self.need_path('split_path', 'file', files=False, none=True)
-        self.need(self.metaclass is None or (isinstance(self.metaclass, str) and self.metaclass.strip() != ''), 'metaclass',
+        self.need(self.metaclass is None or (isinstance(self.metaclass, str) and self.metaclass.strip() != ''),
+                  'metaclass',
                   "null or a non-empty word, e.g. 'bird'")
-        self.need_choice('kind', SPLIT_KINDS); self.need_int('shots', 1); self.need_num('imbalance_factor', 1)
-        self.need_choice('lt_rule', ('diffmix', 'textbook')); self.need_choice('class_order', ('size', 'random'))
-        self.need_int('val_per_class', 0, none=True); self.need_int('test_per_class', 0, none=True)
-        self.need_choice('test', TEST_MODES); self.need_int('seed'); self.need_int('max_classes', 1, none=True)
-        self.need_bool('verify_images'); self.need_choice('on_error', ('raise', 'skip'))
-        self.need_int('toy_classes', 1, 64); self.need_int('toy_per_class', 1); self.need_int('toy_size', 8)
-        self.need_int('world_pool', 1); self.need_int('world_test', 0); self.need_int('world_ood', 0)
+        self.need_choice('kind', SPLIT_KINDS)
+        self.need_int('shots', 1)
+        self.need_num('imbalance_factor', 1)
+        self.need_choice('lt_rule', ('diffmix', 'textbook'))
+        self.need_choice('class_order', ('size', 'random'))
+        self.need_int('val_per_class', 0, none=True)
+        self.need_int('test_per_class', 0, none=True)
+        self.need_choice('test', TEST_MODES)
+        self.need_int('seed')
+        self.need_int('max_classes', 1, none=True)
+        self.need_bool('verify_images')
+        self.need_choice('on_error', ('raise', 'skip'))
+        self.need_int('toy_classes', 1, 64)
+        self.need_int('toy_per_class', 1)
+        self.need_int('toy_size', 8)
+        self.need_int('world_pool', 1)
+        self.need_int('world_test', 0)
+        self.need_int('world_ood', 0)
         self.need_bool('overwrite')
         if files and self.source == 'folder' and self.metaclass is None:
             src = self.raw if self.raw is not None else self.root
-            self.need((Path(src)/'dataset.json').is_file(), 'metaclass', f"a word such as 'bird' ({src} has no dataset.json to read it from)")
+            self.need((Path(src)/'dataset.json').is_file(), 'metaclass',
+                      f"a word such as 'bird' ({src} has no dataset.json to read it from)")
         return self
 
+# %% ../nbs/06_prepare.ipynb #5861565c
 def run_prepare(cfg:PrepareConfig|None=None, # the stage's parameters
                 **kw, # or some of them as keywords (over `cfg`)
                )->dict:
@@ -87,26 +116,36 @@ def run_prepare(cfg:PrepareConfig|None=None, # the stage's parameters
     c = PrepareConfig.of(cfg, **kw).checked()
     root = Path(c.root)
     split_path = Path(c.split_path) if c.split_path is not None else root.parent/'split.json'
-    if c.source == 'toy': ds = make_toy_dataset(root, c.toy_classes, c.toy_per_class, c.toy_size, seed=0, metaclass=c.metaclass or 'bird', overwrite=c.overwrite)
-    elif c.source == 'folder': ds = Dataset.from_folder(root, c.metaclass) if c.raw is None else copy_folder(c.raw, root, c.metaclass, c.overwrite, c.on_error)
+    if c.source == 'toy':
+        ds = make_toy_dataset(root, c.toy_classes, c.toy_per_class, c.toy_size, seed=0, metaclass=c.metaclass or 'bird',
+                              overwrite=c.overwrite)
+    elif c.source == 'folder':
+        ds = Dataset.from_folder(root, c.metaclass) if c.raw is None else copy_folder(c.raw, root, c.metaclass,
+            c.overwrite, c.on_error)
     elif c.source == 'datasets': ds = import_datasets(c.raw, root, c.metaclass, c.overwrite, c.on_error)
     elif c.source == 'miniworld':
         from diffaug.miniworld.world import write_eval_dataset  # the CPU world: imported only when it is the source
-        write_eval_dataset(root, ood_root=root, n_pool=c.world_pool, n_val=20 if c.val_per_class is None else c.val_per_class,
+        write_eval_dataset(root, ood_root=root, n_pool=c.world_pool, n_val=20 if c.val_per_class is None
+                           else c.val_per_class,
                            n_test=c.world_test, n_ood=c.world_ood, overwrite=c.overwrite)
         ds = Dataset.from_folder(root)
     else: ds = IMPORTERS[c.source](c.raw, root, overwrite=c.overwrite, on_error=c.on_error)
     if c.metaclass: ds.metaclass = c.metaclass
     if c.max_classes is not None: ds = ds.first_classes(c.max_classes)
     skipped = []
-    if c.verify_images and c.source == 'folder' and c.raw is None: ds, skipped = ds.verify(c.on_error)  # toy, copied and imported images were checked when written
+    if c.verify_images and c.source == 'folder' and c.raw is None:
+        ds, skipped = ds.verify(c.on_error)  # toy, copied and imported images were checked when written
     if c.kind == 'few-shot': sp = few_shot_split(ds, c.shots, c.seed, c.val_per_class, c.test_per_class, c.test)
-    elif c.kind == 'long-tail': sp = long_tail_split(ds, c.imbalance_factor, c.seed, c.val_per_class, c.test_per_class, c.test, c.lt_rule, c.class_order)
+    elif c.kind == 'long-tail':
+        sp = long_tail_split(ds, c.imbalance_factor, c.seed, c.val_per_class, c.test_per_class, c.test, c.lt_rule,
+                             c.class_order)
     else: sp = full_split(ds, c.seed, c.val_per_class, c.test_per_class, c.test)
     sp.info['source'] = c.source
     if skipped: sp.info['skipped_unreadable'] = skipped
     save_split(sp, split_path)
     n = {s: len(sp.items(s)) for s in ('train', 'val', 'test')}
-    print(f"prepare: {len(ds.classes)} classes, {ds.n_images} images -> {split_path}: " + ', '.join(f"{s} {k}" for s, k in n.items()))
-    return dict(split=str(split_path), root=str(root), source=c.source, kind=c.kind, classes=len(ds.classes), images=ds.n_images,
+    print(f"prepare: {len(ds.classes)} classes, {ds.n_images} images -> {split_path}: " +
+          ', '.join(f"{s} {k}" for s, k in n.items()))
+    return dict(split=str(split_path), root=str(root), source=c.source, kind=c.kind, classes=len(ds.classes),
+                images=ds.n_images,
                 skipped=len(skipped), **n)

@@ -16,12 +16,17 @@ __all__ = ['PROCESS_SETS', 'PROCESS_STAGES', 'process_stages', 'process_launch',
            'process_table']
 
 # %% ../nbs/95_processes.ipynb #469f21ed
-PROCESS_SETS = ('syn-diff-mix', 'syn-real-guidance', 'syn-real-filter', 'pool', 'diffii')  # the sets two processes must write byte for byte
+# the sets two processes must write byte for byte
+PROCESS_SETS = ('syn-diff-mix', 'syn-real-guidance', 'syn-real-filter', 'pool', 'diffii')
 PROCESS_STAGES = ('concepts', 'synthesis', 'interpolation', 'classification')
 
-def process_stages(spec:dict, # split, model, concepts (a concept folder for Diff-Mix), clip_model (Real-Filter's CLIP), classifier (ClassificationConfig fields); optional: precision, resolution, steps, concept_steps
+def process_stages(
+        # split, model, concepts (a concept folder for Diff-Mix), clip_model (Real-Filter's CLIP), classifier
+        # (ClassificationConfig fields); optional: precision, resolution, steps, concept_steps
+        spec:dict,
                    stages:tuple=PROCESS_STAGES, # which of them to run
-                   num_processes:int=1, # classification's `num_processes` (2 from one process: accelerate's notebook_launcher)
+                   # classification's `num_processes` (2 from one process: accelerate's notebook_launcher)
+                   num_processes:int=1,
                   ):
     "Run the multi-process stages into the current folder, as one process or as each process of a launch."
     import torch
@@ -31,11 +36,14 @@ def process_stages(spec:dict, # split, model, concepts (a concept folder for Dif
     n = spec.get('steps', 3)
     if 'concepts' in stages:
         from diffaug.concept_training import run_concepts
-        run_concepts(out='concepts', steps=spec.get('concept_steps', 4), batch_size=2, rank=2, checkpoint_every=2, lr_embed=1e-2, lr_lora=1e-2, **R, **C)
+        run_concepts(out='concepts', steps=spec.get('concept_steps', 4), batch_size=2, rank=2, checkpoint_every=2,
+                     lr_embed=1e-2, lr_lora=1e-2, **R, **C)
     if 'synthesis' in stages:
         from diffaug.methods import run_synthesis
-        for m in ('diff-mix', 'real-guidance', 'real-filter'):  # with a concept folder (the same for both runs), without, with CLIP's filter
-            run_synthesis(method=m, concepts={'diff-mix': spec['concepts']}, clip_model=spec['clip_model'], out=f'syn-{m}', expansion=2,
+        # with a concept folder (the same for both runs), without, with CLIP's filter
+        for m in ('diff-mix', 'real-guidance', 'real-filter'):
+            run_synthesis(method=m, concepts={'diff-mix': spec['concepts']}, clip_model=spec['clip_model'],
+                          out=f'syn-{m}', expansion=2,
                           steps=n, batch_size=2, cpu=True, **C)
     if 'interpolation' in stages:
         from diffaug.inversion import run_inversion
@@ -50,20 +58,27 @@ def process_stages(spec:dict, # split, model, concepts (a concept folder for Dif
 
 # %% ../nbs/95_processes.ipynb #c0b43b9f
 def process_launch(spec:dict, # as `process_stages` takes it
-                   folder:str|Path, # the run's folder (every output path in it is relative: the runs record the same paths)
-                   how:str='one', # 'one': one process; 'torchrun': 2 processes of torch.distributed.run; 'launcher': classification alone, notebook_launcher with 2
+                   # the run's folder (every output path in it is relative: the runs record the same paths)
+                   folder:str|Path,
+                   # 'one': one process; 'torchrun': 2 processes of torch.distributed.run; 'launcher': classification
+                   # alone, notebook_launcher with 2
+                   how:str='one',
                    stages:tuple=PROCESS_STAGES, # the stages (one and torchrun)
                   )->Path:
-    "Run `process_stages` in `folder` the way `how` says (a child process of this one); raise with its output's tail if it fails."
-    folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
+    """Run `process_stages` in `folder` the way `how` says (a child process of this one); raise with its output's tail
+    if it fails."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
     atomic_write_json(folder/'spec.json', spec)
     main = ['-m', 'diffaug.processes', 'spec.json']
     cmd = {'one': [sys.executable, *main, ','.join(stages), '1'],
-           'torchrun': [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2', *main, ','.join(stages), '1'],
+           'torchrun': [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2', *main,
+                        ','.join(stages), '1'],
            'launcher': [sys.executable, *main, 'classification', '2']}[how]
     env = {**os.environ, 'OMP_NUM_THREADS': '1', 'DIFFAUG_QUIET': '1'}
     r = subprocess.run(cmd, cwd=folder, env=env, capture_output=True, text=True)
-    if r.returncode: raise RuntimeError(f"{how} run in {folder} failed ({r.returncode}):\n{r.stdout[-2000:]}\n{r.stderr[-4000:]}")
+    if r.returncode:
+        raise RuntimeError(f"{how} run in {folder} failed ({r.returncode}):\n{r.stdout[-2000:]}\n{r.stderr[-4000:]}")
     return folder
 
 # %% ../nbs/95_processes.ipynb #c98a77af
@@ -98,19 +113,24 @@ def compare_processes(one:str|Path, # the one-process run's folder
                     max_abs_embeddings=max(float(c1[k].abs().max()) for k in emb),
                     max_abs_diff_lora=max(float((c1[k] - c2[k]).abs().max()) for k in lora),
                     max_abs_lora=max(float(c1[k].abs().max()) for k in lora),
-                    processes=[json.loads((r/'concepts'/'concepts.json').read_text())['config']['processes'] for r in (one, two)],
+                    processes=[json.loads((r/'concepts'/'concepts.json').read_text())['config']['processes']
+                               for r in (one, two)],
                     losses=[t1['losses'], t2['losses']], eval_loss_after=[t1['eval_loss_after'], t2['eval_loss_after']])
     k1, k2 = _files(one/'cls'), _files(two/'cls')
     x1, x2 = (json.loads(k['metrics.json']) for k in (k1, k2))
-    p1, p2 = ({r['id']: r['pred'] for r in csv.DictReader(io.StringIO(k['predictions.csv'].decode()))} for k in (k1, k2))
-    classification = dict(files=sorted(k1), same_files=set(k1) == set(k2), top1=[x1['top1'], x2['top1']], n_test=[x1['n_test'], x2['n_test']],
-                          predictions=[len(p1), len(p2)], predictions_differing=sum(p1[i] != p2.get(i) for i in p1),  # by image id
+    p1, p2 = ({r['id']: r['pred'] for r in csv.DictReader(io.StringIO(k['predictions.csv'].decode()))}
+              for k in (k1, k2))
+    classification = dict(files=sorted(k1), same_files=set(k1) == set(k2), top1=[x1['top1'], x2['top1']],
+                          n_test=[x1['n_test'], x2['n_test']],
+                          # by image id
+                          predictions=[len(p1), len(p2)], predictions_differing=sum(p1[i] != p2.get(i) for i in p1),
                           num_processes=[json.loads(k['config.json'])['num_processes'] for k in (k1, k2)],
                           finite=all(math.isfinite(x[m]) for x in (x1, x2) for m in ('top1', 'mean_class_acc')))
     if launcher is not None: classification['launcher_equals_torchrun'] = _files(Path(launcher)/'cls') == k2
     ok = (all(v['identical'] and v['files'] for v in sets.values()) and finite and concepts['processes'] == [1, 2]
           and classification['same_files'] and classification['finite'] and classification['num_processes'] == [1, 2]
-          and classification['predictions'] == classification['n_test'] and classification.get('launcher_equals_torchrun', True))
+          and classification['predictions'] == classification['n_test']
+          and classification.get('launcher_equals_torchrun', True))
     return dict(ok=ok, sets=sets, concepts=concepts, classification=classification)
 
 # %% ../nbs/95_processes.ipynb #a0954e75
@@ -126,17 +146,23 @@ def rehearse_processes(cache:str|Path, # models/ (written once by `rehearsal_mod
     from diffaug.rehearsal import rehearsal_models, REHEARSAL_SIZE
     models, folder, repo = rehearsal_models(Path(cache)/'models'), Path(folder), Path(__file__).resolve().parents[1]
     shutil.rmtree(folder, ignore_errors=True)
-    spec = dict(split=str(make_toy_split(folder/'toy', n_classes=3, shots=2, per_class=4, size=REHEARSAL_SIZE)), model=models['sd15'], clip_model=models['clip-b32'],
-                concepts=str(folder/'one'/'concepts'), precision='bf16', resolution=REHEARSAL_SIZE, steps=3, concept_steps=2,
+    spec = dict(split=str(make_toy_split(folder/'toy', n_classes=3, shots=2, per_class=4, size=REHEARSAL_SIZE)),
+                model=models['sd15'], clip_model=models['clip-b32'],
+                concepts=str(folder/'one'/'concepts'), precision='bf16', resolution=REHEARSAL_SIZE, steps=3,
+                concept_steps=2,
                 classifier=dict(model=classifier, image_size=224, epochs=1))
     wall = {}
     for how in ('one', 'torchrun', 'launcher'):
-        t0 = time.time(); process_launch(spec, folder/how, how); wall[how] = round(time.time() - t0, 1)
+        t0 = time.time()
+        process_launch(spec, folder/how, how)
+        wall[how] = round(time.time() - t0, 1)
         print(f"{how}: {wall[how] / 60:.1f} min", flush=True)
     rec = {**compare_processes(folder/'one', folder/'torchrun', folder/'launcher'), 'wall_s': wall,
-           'spec': {**spec, 'split': 'toy split: 3 classes x 2 shots, 2 test images each', 'model': 'sd15 (random weights)',
+           'spec': {**spec, 'split': 'toy split: 3 classes x 2 shots, 2 test images each',
+                    'model': 'sd15 (random weights)',
                     'concepts': "the one-process run's concepts"},
-           'commit': workdir_commit(repo) or head_commit(repo), 'environment': environment()}  # a work copy's source, or HEAD
+           # a work copy's source, or HEAD
+           'commit': workdir_commit(repo) or head_commit(repo), 'environment': environment()}
     if results is not None: atomic_write_json(Path(results)/'sd15.json', rec)
     return rec
 
@@ -145,20 +171,30 @@ def process_table(rec:dict, # a `compare_processes` record
                  )->str:
     "The Markdown table of one process vs two: per stage, what was compared and how it came out."
     s, c, k = rec['sets'], rec['concepts'], rec['classification']
-    rows = [(f"synthesis `{n[4:]}`" if n.startswith('syn-') else {'pool': 'inversion pool', 'diffii': "Diff-II's interpolation"}[n],
-             f"{'byte-identical' if v['identical'] else '**differ**: ' + ', '.join(v['differing'][:3])} ({v['files']} files, {v['pngs']} PNGs)")
+    rows = [(f"synthesis `{n[4:]}`" if n.startswith('syn-')
+             else {'pool': 'inversion pool', 'diffii': "Diff-II's interpolation"}[n],
+             f"{'byte-identical' if v['identical'] else '**differ**: ' + ', '.join(v['differing'][:3])} ({v['files']} "
+             f"files, {v['pngs']} PNGs)")
             for n in PROCESS_SETS if (v := s.get(n))]  # in the stages' order (a stored record's keys are sorted)
-    rows.append(('concepts', f"{'finished, finite' if c['finite'] else '**not finite**'}; max \\|Δ\\| token embeddings {c['max_abs_diff_embeddings']:.3g} "
-                 f"(max \\|embedding\\| {c['max_abs_embeddings']:.3g}), LoRA {c['max_abs_diff_lora']:.3g} (max \\|LoRA\\| {c['max_abs_lora']:.3g}); "
+    rows.append(('concepts',
+                 f"{'finished, finite' if c['finite'] else '**not finite**'}; max \\|Δ\\| token embeddings "
+                 f"{c['max_abs_diff_embeddings']:.3g} "
+                 f"(max \\|embedding\\| {c['max_abs_embeddings']:.3g}), LoRA {c['max_abs_diff_lora']:.3g} (max "
+                 f"\\|LoRA\\| {c['max_abs_lora']:.3g}); "
                  f"eval loss after {c['eval_loss_after'][0]:.4f} (1) vs {c['eval_loss_after'][1]:.4f} (2)"))
-    rows.append(('classification', f"{'finished, finite' if k['finite'] else '**not finite**'}; top-1 {k['top1'][0]:.1f} (1) vs {k['top1'][1]:.1f} (2); "
-                 f"{k['predictions_differing']} of {k['n_test'][0]} test predictions differ; notebook_launcher = torchrun: "
+    rows.append(('classification',
+                 f"{'finished, finite' if k['finite'] else '**not finite**'}; top-1 {k['top1'][0]:.1f} (1) vs "
+                 f"{k['top1'][1]:.1f} (2); "
+                 f"{k['predictions_differing']} of {k['n_test'][0]} test predictions differ; notebook_launcher = "
+                 f"torchrun: "
                  f"{'yes' if k.get('launcher_equals_torchrun') else 'no'}"))
     w = rec.get('wall_s', {})
     wall = ', '.join(f"{h} {w[h] / 60:.1f} min" for h in ('one', 'torchrun', 'launcher') if h in w)
-    return (f"{'Passed' if rec['ok'] else '**Failed**'}: one process vs two{f' ({wall})' if wall else ''}.\n\n| stage | 1 vs 2 processes |\n|---|---|\n"
+    return (f"{'Passed' if rec['ok'] else '**Failed**'}: one process vs two{f' ({wall})' if wall else ''}.\n\n| stage "
+            f"| 1 vs 2 processes |\n|---|---|\n"
             + ''.join(f"| {a} | {b} |\n" for a, b in rows))
 
 # %% ../nbs/95_processes.ipynb #23be8b2c
-if __name__ == '__main__' and '__file__' in globals():  # `python -m diffaug.processes spec.json STAGES N` (process_launch), never in a notebook
+# `python -m diffaug.processes spec.json STAGES N` (process_launch), never in a notebook
+if __name__ == '__main__' and '__file__' in globals():
     process_stages(json.loads(Path(sys.argv[1]).read_text()), tuple(sys.argv[2].split(',')), int(sys.argv[3]))

@@ -18,15 +18,18 @@ __all__ = ['SD15_UNET', 'SD15_VAE', 'SD15_TEXT', 'BLIP_WORDS', 'QWEN_CHAT_TEMPLA
            'stage_costs', 'setup_pre_commands', 'rehearse_pre_command', 'rehearse', 'rehearse_setup', 'rehearsal_table']
 
 # %% ../nbs/94_rehearsal.ipynb #f6e8241c
-SD15_UNET = dict(sample_size=64, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(320, 640, 1280, 1280),
+SD15_UNET = dict(sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
+                 block_out_channels=(320, 640, 1280, 1280),
                  down_block_types=('CrossAttnDownBlock2D',) * 3 + ('DownBlock2D',),
                  up_block_types=('UpBlock2D',) + ('CrossAttnUpBlock2D',) * 3,
                  cross_attention_dim=768, attention_head_dim=8, norm_num_groups=32, norm_eps=1e-5, act_fn='silu',
-                 center_input_sample=False, flip_sin_to_cos=True, freq_shift=0, downsample_padding=1, mid_block_scale_factor=1)
+                 center_input_sample=False, flip_sin_to_cos=True, freq_shift=0, downsample_padding=1,
+                 mid_block_scale_factor=1)
 SD15_VAE = dict(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(128, 256, 512, 512),
                 down_block_types=('DownEncoderBlock2D',) * 4, up_block_types=('UpDecoderBlock2D',) * 4,
                 layers_per_block=2, norm_num_groups=32, act_fn='silu', sample_size=512, scaling_factor=0.18215)
-SD15_TEXT = dict(vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+SD15_TEXT = dict(vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                 num_attention_heads=12,
                  max_position_embeddings=77, hidden_act='quick_gelu', projection_dim=768)
 
 # %% ../nbs/94_rehearsal.ipynb #7b1ec49f
@@ -46,7 +49,8 @@ def make_sd15_random(path:str|Path, # folder to write the model into (diffusers 
     vae = AutoencoderKL(**{**SD15_VAE, 'sample_size': sample_size * 8})
     text = CLIPTextModel(CLIPTextConfig(**SD15_TEXT, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
                                         pad_token_id=tok.pad_token_id))
-    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=tok, unet=unet, scheduler=DDIMScheduler(**SD15_SCHEDULER),
+    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=tok, unet=unet,
+                                   scheduler=DDIMScheduler(**SD15_SCHEDULER),
                                    safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     pipe.save_pretrained(path, safe_serialization=True)
     return follow_umask(path)
@@ -65,7 +69,8 @@ def make_clip_b32_random(path:str|Path, # folder to write the model and processo
     cfg = CLIPConfig(text_config=dict(vocab_size=49408, hidden_size=512, intermediate_size=2048, num_hidden_layers=12,
                                       num_attention_heads=8, max_position_embeddings=77, bos_token_id=tok.bos_token_id,
                                       eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id),
-                     vision_config=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+                     vision_config=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                                        num_attention_heads=12,
                                         image_size=224, patch_size=32),
                      projection_dim=512)
     CLIPModel(cfg).save_pretrained(path, safe_serialization=True)
@@ -73,19 +78,25 @@ def make_clip_b32_random(path:str|Path, # folder to write the model and processo
     CLIPProcessor(image_processor=ip, tokenizer=tok).save_pretrained(path)
     return follow_umask(path)
 
-BLIP_WORDS = ('a', 'photo', 'of', 'bird', 'perched', 'on', 'branch', 'flying', 'over', 'water', 'the', 'in', 'tree', 'sitting',
+BLIP_WORDS = ('a', 'photo', 'of', 'bird', 'perched', 'on', 'branch', 'flying', 'over', 'water', 'the', 'in', 'tree',
+              'sitting',
               'standing', 'grass', 'sky', 'with', 'and')
 
+# %% ../nbs/94_rehearsal.ipynb #858e19a8
 def make_blip_large_random(path:str|Path, # folder to write the model and processor into
                            seed:int=0, # weight initialisation seed
                           )->Path:
-    "Write BLIP-large's captioner architecture (Salesforce/blip-image-captioning-large) with random weights and a BERT-size vocabulary."
+    """Write BLIP-large's captioner architecture (Salesforce/blip-image-captioning-large) with random weights and a
+    BERT-size vocabulary."""
     import torch
     from transformers import BlipConfig, BlipForConditionalGeneration, BlipProcessor, BlipImageProcessor, BertTokenizer
     from diffaug.models import follow_umask
-    path = Path(path); path.mkdir(parents=True, exist_ok=True)
-    vocab = [f'[unused{i}]' for i in range(30524)]  # BERT's ids: [PAD] 0, [UNK] 100, [CLS] 101, [SEP] 102, [MASK] 103; BLIP's [DEC] 30522
-    for i, t in {0: '[PAD]', 100: '[UNK]', 101: '[CLS]', 102: '[SEP]', 103: '[MASK]', 30522: '[DEC]'}.items(): vocab[i] = t
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    # BERT's ids: [PAD] 0, [UNK] 100, [CLS] 101, [SEP] 102, [MASK] 103; BLIP's [DEC] 30522
+    vocab = [f'[unused{i}]' for i in range(30524)]
+    for i, t in {0: '[PAD]', 100: '[UNK]', 101: '[CLS]', 102: '[SEP]', 103: '[MASK]', 30522: '[DEC]'}.items():
+        vocab[i] = t
     for i, w in enumerate(BLIP_WORDS): vocab[1000 + i] = w
     (path/'vocab.txt').write_text('\n'.join(vocab) + '\n')
     tok = BertTokenizer(str(path/'vocab.txt'), bos_token='[DEC]', model_max_length=512)
@@ -93,7 +104,8 @@ def make_blip_large_random(path:str|Path, # folder to write the model and proces
     cfg = BlipConfig(text_config=dict(vocab_size=30524, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
                                       intermediate_size=3072, encoder_hidden_size=1024, max_position_embeddings=512,
                                       bos_token_id=30522, sep_token_id=102, pad_token_id=0),
-                     vision_config=dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096,
+                     vision_config=dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
+                                        intermediate_size=4096,
                                         image_size=384, patch_size=16),
                      projection_dim=512)
     torch.manual_seed(seed)
@@ -101,17 +113,20 @@ def make_blip_large_random(path:str|Path, # folder to write the model and proces
     # random weights caption in random tokens of 30,524; the output bias favours BLIP_WORDS (+10 on their logits) so the
     # captions hold words the suffix summary can use ("perched", "flying"...) and the stage runs to its end
     with torch.no_grad(): m.text_decoder.cls.predictions.bias[[1000 + i for i in range(len(BLIP_WORDS))]] += 10
-    m.save_pretrained(path); proc.save_pretrained(path)
+    m.save_pretrained(path)
+    proc.save_pretrained(path)
     return follow_umask(path)
 
 QWEN_CHAT_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
                       "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 
+# %% ../nbs/94_rehearsal.ipynb #cea05b48
 def make_qwen2_random(path:str|Path, # folder to write the model and tokenizer into
                       seed:int=0, # weight initialisation seed
                       words:tuple=BLIP_WORDS + ('-', '.', ','), # the word-level vocabulary
                      )->Path:
-    "Write a 2-layer Qwen2 causal language model (Qwen2.5's class and chat format) with random weights and a word-level tokenizer."
+    """Write a 2-layer Qwen2 causal language model (Qwen2.5's class and chat format) with random weights and a
+    word-level tokenizer."""
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM, PreTrainedTokenizerFast
     from tokenizers import Tokenizer, models, pre_tokenizers, decoders
@@ -119,8 +134,10 @@ def make_qwen2_random(path:str|Path, # folder to write the model and tokenizer i
     specials = ['<unk>', '<|endoftext|>', '<|im_start|>', '<|im_end|>']
     vocab = specials + list(words)
     t = Tokenizer(models.WordLevel({w: i for i, w in enumerate(vocab)}, unk_token='<unk>'))
-    t.pre_tokenizer = pre_tokenizers.Whitespace(); t.decoder = decoders.WordPiece(prefix='##')
-    tok = PreTrainedTokenizerFast(tokenizer_object=t, unk_token='<unk>', eos_token='<|im_end|>', pad_token='<|endoftext|>',
+    t.pre_tokenizer = pre_tokenizers.Whitespace()
+    t.decoder = decoders.WordPiece(prefix='##')
+    tok = PreTrainedTokenizerFast(tokenizer_object=t, unk_token='<unk>', eos_token='<|im_end|>',
+                                  pad_token='<|endoftext|>',
                                   additional_special_tokens=specials[2:])
     tok.chat_template = QWEN_CHAT_TEMPLATE
     torch.manual_seed(seed)
@@ -128,7 +145,9 @@ def make_qwen2_random(path:str|Path, # folder to write the model and tokenizer i
                                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
                                      tie_word_embeddings=True, eos_token_id=vocab.index('<|im_end|>'),
                                      pad_token_id=vocab.index('<|endoftext|>')))
-    path = Path(path); m.save_pretrained(path); tok.save_pretrained(path)
+    path = Path(path)
+    m.save_pretrained(path)
+    tok.save_pretrained(path)
     return follow_umask(path)
 
 # %% ../nbs/94_rehearsal.ipynb #203d4a44
@@ -142,24 +161,29 @@ def rehearsal_models(cache:str|Path, # the folder holding the models
     "{name: absolute folder} of the rehearsal's models, writing the missing ones."
     from diffaug.files import temp_dir_beside, replace_dir
     makers = REHEARSAL_MODELS if makers is None else makers
-    cache = Path(cache).resolve(); out = {}
+    cache = Path(cache).resolve()
+    out = {}
     for name in (names or tuple(makers)):
         dst = cache/name
         if not (dst/'.complete').is_file():
             print(f"rehearsal: writing {name} (random weights) to {dst}", flush=True)
-            tmp = temp_dir_beside(dst); makers[name](tmp); (tmp/'.complete').write_text('')
+            tmp = temp_dir_beside(dst)
+            makers[name](tmp)
+            (tmp/'.complete').write_text('')
             replace_dir(tmp, dst)
         out[name] = str(dst)
     return out
 
 # %% ../nbs/94_rehearsal.ipynb #d10e7fbf
-MODEL_KEYS = ('concepts.model',)  # the diffusion model: every stage that loads it takes the concepts stage's (nbs/90_graph)
+# the diffusion model: every stage that loads it takes the concepts stage's (nbs/90_graph)
+MODEL_KEYS = ('concepts.model',)
 CLIP_KEYS = ('synthesis.clip_model', 'oracle.clip_model')
 PRECISION_KEYS = ('concepts.precision', 'concepts_ti.precision', 'synthesis.precision', 'inversion.precision',
                   'interpolation.precision', 'classification.precision')
 REHEARSAL_SIZE = 128  # px: the diffusion stages' image size (SD 1.5's 512 / 4)
 
-def rehearsal_overrides(eff:dict, # a setup's effective parameters: {section: {key: value}} (`diffaug.experiments.effective`)
+def rehearsal_overrides(
+        eff:dict, # a setup's effective parameters: {section: {key: value}} (`diffaug.experiments.effective`)
                         models:dict, # `rehearsal_models`' folders
                         raw:str|None=None, # the native-layout folder for `prepare.raw` (None: keep the setup's)
                         classes:int=3, # the first classes kept
@@ -167,7 +191,9 @@ def rehearsal_overrides(eff:dict, # a setup's effective parameters: {section: {k
     "({dotted key: rehearsal value}, {dotted key: why}) for the values a rehearsal changes."
     from diffaug.params import get_dotted
     o, why = {}, {}
-    def put(k, v, reason, always=False):  # always: the weights, whatever the base holds (a workspace may hold the last rehearsal's)
+    def put(
+            # always: the weights, whatever the base holds (a workspace may hold the last rehearsal's)
+            k, v, reason, always=False):
         try: cur = get_dotted(eff, k)
         except KeyError: cur = None
         if always or cur != v: o[k], why[k] = v, reason
@@ -181,22 +207,29 @@ def rehearsal_overrides(eff:dict, # a setup's effective parameters: {section: {k
     put('runs.seeds', eff['runs']['seeds'][:1], 'one seed')
     for k in MODEL_KEYS: put(k, models['sd15'], "SD 1.5's architecture, random weights (128 px)", always=True)
     for k in CLIP_KEYS:
-        if not get_dotted(eff, k) or not str(get_dotted(eff, k)).startswith(('data/', 'models/')): put(k, models['clip-b32'], "CLIP ViT-B/32's architecture, random", always=True)
+        if not get_dotted(eff, k) or not str(get_dotted(eff, k)).startswith(('data/', 'models/')):
+            put(k, models['clip-b32'], "CLIP ViT-B/32's architecture, random", always=True)
     if eff['suffixes'].get('source') in ('auto', 'vlm'):
         put('suffixes.captioner', models['blip-large'], "BLIP-large's architecture, random", always=True)
-        put('suffixes.llm', models['qwen2'], 'a 2-layer Qwen2, random (the stage uses a language model on a GPU only when llm is auto)', always=True)
-    for k in ('concepts.resolution', 'concepts_ti.resolution', 'inversion.resolution'): cap(k, REHEARSAL_SIZE, f'{REHEARSAL_SIZE} px')
+        put('suffixes.llm', models['qwen2'],
+            'a 2-layer Qwen2, random (the stage uses a language model on a GPU only when llm is auto)', always=True)
+    for k in ('concepts.resolution', 'concepts_ti.resolution', 'inversion.resolution'):
+        cap(k, REHEARSAL_SIZE, f'{REHEARSAL_SIZE} px')
     for k in ('concepts.steps', 'concepts_ti.steps'): cap(k, 2, '2 training steps')
-    for k in ('concepts.checkpoint_every', 'concepts_ti.checkpoint_every'): cap(k, 1, 'a checkpoint each step (resumption exercised)')
+    for k in ('concepts.checkpoint_every', 'concepts_ti.checkpoint_every'):
+        cap(k, 1, 'a checkpoint each step (resumption exercised)')
     for k in ('concepts.batch_size', 'concepts_ti.batch_size'): cap(k, 2, 'batches of 2')
     for k in ('synthesis.steps', 'inversion.steps', 'interpolation.steps'): cap(k, 3, '3 DDIM steps')
-    cap('synthesis.expansion', 1, 'expansion 1'); cap('interpolation.expansion', 2, 'expansion 2')
-    for k in ('synthesis.batch_size', 'inversion.batch_size', 'interpolation.batch_size'): cap(k, 8, 'U-Net batches of at most 8')
+    cap('synthesis.expansion', 1, 'expansion 1')
+    cap('interpolation.expansion', 2, 'expansion 2')
+    for k in ('synthesis.batch_size', 'inversion.batch_size', 'interpolation.batch_size'):
+        cap(k, 8, 'U-Net batches of at most 8')
     for k in PRECISION_KEYS:
         try: cur = get_dotted(eff, k)
         except KeyError: continue
         if cur in ('fp16', 'float16'): put(k, 'bf16', "bf16: the CPU's half type (fp16 on a CPU: 4x slower than fp32)")
-    cap('classification.epochs', 1, '1 epoch'); cap('classification.batch_size', 8, 'batches of 8')
+    cap('classification.epochs', 1, '1 epoch')
+    cap('classification.batch_size', 8, 'batches of 8')
     cap('classification.num_workers', 2, '2 loader workers (2 cores)')
     put('classification.pretrained', False, 'the architecture without ImageNet weights (no download)')
     return o, why
@@ -208,7 +241,8 @@ def paper_setups(params_dir:str|Path, # the setups' folder (params/)
     return sorted(p.stem for p in Path(params_dir).glob('*.yaml') if not p.stem.startswith('miniworld'))
 
 # %% ../nbs/94_rehearsal.ipynb #74f69135
-STAGE_ORDER = ('tiny_model', 'prepare', 'suffixes', 'concepts', 'concepts_ti', 'synthesis', 'inversion', 'interpolation',
+STAGE_ORDER = ('tiny_model', 'prepare', 'suffixes', 'concepts', 'concepts_ti', 'synthesis', 'inversion',
+               'interpolation',
                'annotation', 'oracle', 'classification', 'report')
 
 def stage_costs(workdir:str|Path, # the repository the run happened in
@@ -229,13 +263,16 @@ def stage_costs(workdir:str|Path, # the repository the run happened in
 # %% ../nbs/94_rehearsal.ipynb #f9d0967c
 def setup_pre_commands(setup:str|Path, # a setup file
                       )->list:
-    "The `python -m diffaug.pipeline prepare ...` commands of the setup's header comment (continuation lines joined), as argument lists."
+    """The `python -m diffaug.pipeline prepare ...` commands of the setup's header comment (continuation lines joined),
+    as argument lists."""
     import shlex
     lines = [l[1:].strip() for l in Path(setup).read_text().splitlines() if l.startswith('#')]
     joined, cur = [], ''
     for l in lines:
         cur = f"{cur} {l[:-1].strip()}" if l.endswith('\\') else f"{cur} {l}"
-        if not l.endswith('\\'): joined.append(cur.strip()); cur = ''
+        if not l.endswith('\\'):
+            joined.append(cur.strip())
+            cur = ''
     return [shlex.split(c) for c in joined if c.startswith('python -m diffaug.pipeline prepare ')]
 
 def rehearse_pre_command(cmd:list, # one of `setup_pre_commands`
@@ -243,12 +280,14 @@ def rehearse_pre_command(cmd:list, # one of `setup_pre_commands`
                          classes:int=3, # the first classes kept
                         )->list:
     "The command with its `raw` replaced by `raw_for(source)` and `max_classes` set."
-    cmd = list(cmd); sets = {cmd[i + 1].split('=', 1)[0]: i + 1 for i in range(len(cmd) - 1) if cmd[i] == '--set'}
+    cmd = list(cmd)
+    sets = {cmd[i + 1].split('=', 1)[0]: i + 1 for i in range(len(cmd) - 1) if cmd[i] == '--set'}
     source = cmd[sets['source']].split('=', 1)[1]
     if 'raw' in sets: cmd[sets['raw']] = f"raw={raw_for(source)}"
     return cmd + ['--set', f'max_classes={classes}']
 
 # %% ../nbs/94_rehearsal.ipynb #892ac532
+# long: one function, a rehearsal run and its record, its steps in order
 def rehearse(setup:str|Path, # a paper setup file, e.g. params/cub-5shot-resnet50.yaml
              workdir:str|Path, # the repository to run in (a work copy, or the repository itself)
              results:str|Path|None=None, # where `<setup>.json` goes (None: not written)
@@ -256,7 +295,9 @@ def rehearse(setup:str|Path, # a paper setup file, e.g. params/cub-5shot-resnet5
              cache:str|Path='data/rehearsal', # models/ and raw/ (the fixtures), relative to `workdir` unless absolute
              name:str|None=None, # the experiment's name (default: <setup>-rehearsal)
              dry:bool=False, # only print the command
-             reset_params:bool=False, # first check params.yaml out of HEAD (a work copy, where `dvc exp run` applied the last experiment's values)
+             # first check params.yaml out of HEAD (a work copy, where `dvc exp run` applied the last experiment's
+             # values)
+             reset_params:bool=False,
             )->dict:
     "Rehearse one paper setup in `workdir` and return (and write) its record."
     from diffaug.experiments import effective, run_command, stage_env, exp_run
@@ -267,41 +308,53 @@ def rehearse(setup:str|Path, # a paper setup file, e.g. params/cub-5shot-resnet5
     cache = Path(cache) if Path(cache).is_absolute() else workdir/cache
     name = name or f"{setup.stem}-rehearsal"
     # 1. the setup as dvc exp run gets it (on the params.yaml it will run on), with the user's overrides
-    if reset_params and not dry: subprocess.run(['git', 'checkout', 'HEAD', '--', 'params.yaml'], cwd=workdir, capture_output=True, check=True)
+    if reset_params and not dry:
+        subprocess.run(['git', 'checkout', 'HEAD', '--', 'params.yaml'], cwd=workdir, capture_output=True, check=True)
     eff = effective(setup_overrides(setup, workdir/'params.yaml'), workdir/'params.yaml')
-    for s in extra: k, v = parse_assignment(s); set_dotted(eff, k, load_yaml(v))
+    for s in extra:
+        k, v = parse_assignment(s)
+        set_dotted(eff, k, load_yaml(v))
     # 2. the models and the dataset's native layout
     models = {k: str(cache/'models'/k) for k in REHEARSAL_MODELS} if dry else rehearsal_models(cache/'models')
     def fixture(source):
         raw = cache/'raw'/source  # 4 classes: the first 3 are kept, or 4 (a setup with its own evaluation split)
         if not dry and not (raw/'.complete').is_file():
             from diffaug.importers import write_native_fixture
-            shutil.rmtree(raw, ignore_errors=True); write_native_fixture(source, raw, n_classes=4); (raw/'.complete').write_text('')
+            shutil.rmtree(raw, ignore_errors=True)
+            write_native_fixture(source, raw, n_classes=4)
+            (raw/'.complete').write_text('')
         return raw
     source = eff['prepare']['source']
     raw = fixture(source) if source in IMPORTERS and not any(s.startswith('prepare.raw=') for s in extra) else None
     # 3. the shrink, then the command
     pre = setup_pre_commands(setup)
-    # an evaluation split prepared by the setup's own command (Waterbirds) keeps its first 3 classes, which must be classes
-    # of the training split: CUB's first 4 hold them (the fixture's Waterbirds classes are 001, 002, 004; a download's 001-003)
+    # an evaluation split prepared by the setup's own command (Waterbirds) keeps its first 3 classes, which must be
+    # classes
+    # of the training split: CUB's first 4 hold them (the fixture's Waterbirds classes are 001, 002, 004; a download's
+    # 001-003)
     shrink, why = rehearsal_overrides(eff, models, raw=None if raw is None else str(raw), classes=4 if pre else 3)
     sets = [f"{k}={json.dumps(v)}" for k, v in shrink.items()] + list(extra)
     cmd = run_command(setup, workdir/'params.yaml', sets)
     cmd[cmd.index('-n') + 1] = name
     print(f"rehearsal of {setup.name} in {workdir}:\n  " + ' '.join(cmd), flush=True)
     if dry: return {'setup': setup.name, 'command': cmd, 'overrides': shrink, 'why': why}
-    # 4. the run: the setup's own commands first (e.g. Waterbirds' test split), then dvc exp run (replacing the last rehearsal)
+    # 4. the run: the setup's own commands first (e.g. Waterbirds' test split), then dvc exp run (replacing the last
+    # rehearsal)
     before = [rehearse_pre_command(c, fixture) for c in pre]
     for c in before: print('  ' + ' '.join(c), flush=True)
-    code, wall, commit, t0 = exp_run(workdir, cmd, before=[[sys.executable] + c[1:] for c in before], reset_params=False)
+    code, wall, commit, t0 = exp_run(workdir, cmd, before=[[sys.executable] + c[1:] for c in before],
+                                     reset_params=False)
     # 5. the record
     metrics = workdir/'reports/report/metrics.json'
     covered = sorted(json.loads(metrics.read_text())) if code == 0 and metrics.is_file() else []
     stages = stage_costs(workdir, t0)
-    rec = {'setup': f"params/{setup.name}", 'name': name, 'commit': commit, 'ok': code == 0 and set(covered) >= set(eff['runs']['methods']),
-           'returncode': code, 'wall_s': wall, 'stages': stages, 'methods': eff['runs']['methods'], 'report_methods': covered,
+    rec = {'setup': f"params/{setup.name}", 'name': name, 'commit': commit, 'ok': code == 0 and set(covered) >=
+           set(eff['runs']['methods']),
+           'returncode': code, 'wall_s': wall, 'stages': stages, 'methods': eff['runs']['methods'],
+           'report_methods': covered,
            'failed': [s['stage'] + (f"@{s['item']}" if s['item'] else '') for s in stages if not s['ok']],
-           'overrides': shrink, 'why': why, 'extra': list(extra), 'threads': stage_env(workdir)['OMP_NUM_THREADS'], 'environment': environment()}
+           'overrides': shrink, 'why': why, 'extra': list(extra), 'threads': stage_env(workdir)['OMP_NUM_THREADS'],
+           'environment': environment()}
     if results is not None: atomic_write_json(Path(results)/f"{setup.stem}.json", rec)
     print(f"rehearsal of {setup.name}: {'ok' if rec['ok'] else 'FAILED'} in {wall / 60:.1f} min", flush=True)
     return rec
@@ -328,13 +381,16 @@ def rehearsal_table(results:str|Path, # the folder of `<setup>.json` records
     "The Markdown table (setup × stage: ok, minutes, GB) of every record in `results`."
     recs = [json.loads(p.read_text()) for p in sorted(Path(results).glob('*.json'))]
     cols = [s for s in STAGE_ORDER if any(r['stage'] == s for rec in recs for r in rec['stages'])]
-    head = '| setup | result | commit | wall | ' + ' | '.join(cols) + ' |\n|---|---|---|---|' + '---|' * len(cols) + '\n'
+    head = '| setup | result | commit | wall | ' + ' | '.join(cols) + (' |\n|---|---|---|---'
+                                                                       '|') + '---|' * len(cols) + '\n'
     def cell(rec, s):
         rows = [r for r in rec['stages'] if r['stage'] == s]
         if not rows: return '·'
-        t = sum(r.get('wall_s', 0) for r in rows); m = max(r.get('peak_rss_mb', 0) for r in rows)
+        t = sum(r.get('wall_s', 0) for r in rows)
+        m = max(r.get('peak_rss_mb', 0) for r in rows)
         return f"{'ok' if all(r['ok'] for r in rows) else '**failed**'} {t / 60:.1f} min, {m / 1024:.1f} GB"
-    body = ''.join(f"| {Path(rec['setup']).stem} | {'ok' if rec['ok'] else '**failed**'} | {(rec.get('commit') or '?')[:7]} | {rec['wall_s'] / 60:.0f} min | "
+    body = ''.join(f"| {Path(rec['setup']).stem} | {'ok' if rec['ok'] else '**failed**'} | "
+                   f"{(rec.get('commit') or '?')[:7]} | {rec['wall_s'] / 60:.0f} min | "
                    + ' | '.join(cell(rec, s) for s in cols) + ' |\n' for rec in recs)
     done = sum(rec['ok'] for rec in recs)
     return (f"{done} of {len(recs)} rehearsed setups passed: every stage ran and the report covers every method "

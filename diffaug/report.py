@@ -16,7 +16,8 @@ __all__ = ['ReportConfig', 'run_report']
 import pandas as pd
 from .core import check_param, StageConfig
 from .files import atomic_write_text, atomic_write_json, temp_dir_beside, replace_dir
-from .tables import (collect_runs, summarize, set_sizes, add_set_sizes, to_markdown, collect_epochs, paired_gains, gains_markdown,
+from .tables import (collect_runs, summarize, set_sizes, add_set_sizes, to_markdown, collect_epochs,
+                            paired_gains, gains_markdown,
                             group_markdown, run_shots, shot_markdown, collect_scores, summary_markdown, claims, _known)
 from .figures import plot_summary, plot_curves, plot_gains, plot_plane, save_png
 
@@ -24,42 +25,53 @@ from .figures import plot_summary, plot_curves, plot_gains, plot_plane, save_png
 @dataclass
 class ReportConfig(StageConfig):
     "Parameters of the `report` stage."
-    runs:str|None=None # the folder of classification runs, one `<method>/s<seed>/` each (metrics.json, epochs.csv, config.json) (required)
+    runs:str|None=None # the folder of classification runs, one `<method>/s<seed>/` each (metrics.json, epochs.csv,
+        # config.json) (required)
     methods:list|None=None # methods in table order (None: every run found)
     seeds:list|None=None # seeds (None: every run found)
     baseline:str|None='original' # gains are measured against this method (None: no gains)
     metric:str='top1' # the metric of metrics.json and of the figure (e.g. top1, mean_class_acc, group_mean)
-    min_set_fraction:float=0.5 # flag a method whose synthetic sets hold fewer than this fraction of the images asked for (info.json's target_images)
+    min_set_fraction:float=0.5 # flag a method whose synthetic sets hold fewer than this fraction of the images asked
+        # for (info.json's target_images)
     level:float=0.95 # confidence level of the paired gains' intervals (Student t over seeds)
-    oracle:str|None=None # the folder of oracle scores, `<oracle>/<method>/scores.json` (the faithfulness–diversity plane); None: no plane
+    oracle:str|None=None # the folder of oracle scores, `<oracle>/<method>/scores.json` (the faithfulness–diversity
+        # plane); None: no plane
     paper_method:str='diff-ii' # the method whose claims `claims.md` checks (the paper's own)
-    ood:bool|None=None # the test set has an out-of-distribution part (reversed-habitat images, e.g. prepare.world_ood > 0): claims.md's OOD claim on the groups landbird/water and waterbird/land; false: none; None: when the runs report those groups
+    ood:bool|None=None # the test set has an out-of-distribution part (reversed-habitat images, e.g. prepare.world_ood >
+        # 0): claims.md's OOD claim on the groups landbird/water and waterbird/land; false: none; None: when the runs
+        # report those groups
     out:str|None=None # the output folder (required)
 
     def check(self, files:bool=True, # also check that the runs folder exists
              ):
         "Raise `ParamError` naming the first invalid parameter; returns `self`."
         self.need_path('runs', 'dir', files=files)
-        self.need(self.methods is None or (isinstance(self.methods, list) and len(self.methods) > 0 and all(isinstance(m, str) and m for m in self.methods)),
+        self.need(self.methods is None or (isinstance(self.methods, list) and len(self.methods) > 0
+                                           and all(isinstance(m, str) and m for m in self.methods)),
                   'methods', "null or a non-empty list of method names")
         self.need(self.seeds is None or (isinstance(self.seeds, list) and len(self.seeds) > 0
                                          and all(isinstance(x, int) and not isinstance(x, bool) for x in self.seeds)),
                   'seeds', "null or a non-empty list of integer seeds")
-        self.need(self.baseline is None or (isinstance(self.baseline, str) and self.baseline != ''), 'baseline', "null or a method name, e.g. original")
+        self.need(self.baseline is None or (isinstance(self.baseline, str) and self.baseline != ''), 'baseline',
+                  "null or a method name, e.g. original")
         self.need(isinstance(self.metric, str) and self.metric != '', 'metric', "a metric name, e.g. top1")
-        self.need_num('min_set_fraction', 0, 1); self.need_num('level', 0, 1, lo_open=True, hi_open=True)
+        self.need_num('min_set_fraction', 0, 1)
+        self.need_num('level', 0, 1, lo_open=True, hi_open=True)
         self.need_path('oracle', 'dir', files=files, none=True)
-        self.need(isinstance(self.paper_method, str) and self.paper_method != '', 'paper_method', "a method name, e.g. diff-ii")
+        self.need(isinstance(self.paper_method, str) and self.paper_method != '', 'paper_method',
+                  "a method name, e.g. diff-ii")
         self.need(self.ood is None or isinstance(self.ood, bool), 'ood', "null, true or false")
         self.need_path('out', 'dir', files=False)
         return self
 
 def _entry(r, metric:str, gains:pd.DataFrame)->dict:
     "One method's entry of metrics.json."
-    e = {metric: {k: round(float(r[f'{metric}_{k}']), 4) for k in ('mean', 'std', 'gain') if f'{metric}_{k}' in r}, 'n_seeds': int(r['n_seeds'])}
+    e = {metric: {k: round(float(r[f'{metric}_{k}']), 4) for k in ('mean', 'std', 'gain') if f'{metric}_{k}' in r},
+         'n_seeds': int(r['n_seeds'])}
     if r.name in gains.index and _known(gains.loc[r.name, 'ci_low']):
         e[metric]['gain_ci'] = [round(float(gains.loc[r.name, k]), 4) for k in ('ci_low', 'ci_high')]
-    if 'worst_group_mean' in r and metric != 'worst_group': e['worst_group'] = {'mean': round(float(r['worst_group_mean']), 4)}
+    if 'worst_group_mean' in r and metric != 'worst_group':
+        e['worst_group'] = {'mean': round(float(r['worst_group_mean']), 4)}
     if 'few_shot_mean' in r and metric != 'few_shot':  # a long tail: the rarest third of the classes
         e['few_shot'] = {k: round(float(r[f'few_shot_{k}']), 4) for k in ('mean', 'gain') if f'few_shot_{k}' in r}
     if _known(r.get('images')):
@@ -67,24 +79,30 @@ def _entry(r, metric:str, gains:pd.DataFrame)->dict:
                  flagged=bool(r['flagged']) if _known(r['flagged']) else None)
     return e
 
+# %% ../nbs/60_report.ipynb #6e76fb91
 def run_report(cfg:ReportConfig|None=None, # the stage's parameters
                **kw, # or some of them as keywords (over `cfg`)
               )->dict:
-    "The report stage: the table of mean ± std per method (incomplete synthetic sets flagged), its files and figures; returns the output folder and the entry per method."
+    """The report stage: the table of mean ± std per method (incomplete synthetic sets flagged), its files and figures;
+    returns the output folder and the entry per method."""
     c = ReportConfig.of(cfg, **kw).checked()
     df = collect_runs(c.runs, c.methods, c.seeds)
-    check_param(c.metric in df, 'metric', c.metric, f"a column of the runs' metrics.json ({', '.join(x for x in df if df[x].dtype.kind == 'f')})")
+    check_param(c.metric in df, 'metric', c.metric,
+                f"a column of the runs' metrics.json ({', '.join(x for x in df if df[x].dtype.kind == 'f')})")
     summary = summarize(df, baseline=c.baseline if c.baseline in set(df['method'].astype(str)) else None)
     summary = add_set_sizes(summary, set_sizes(c.runs, df, c.min_set_fraction))
-    out = Path(c.out); out.mkdir(parents=True, exist_ok=True)
+    out = Path(c.out)
+    out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out/'table.md', to_markdown(summary, min_set_fraction=c.min_set_fraction))
-    atomic_write_text(out/'table.csv', summary.reset_index().rename(columns={'index': 'method'}).to_csv(index=False, float_format='%.4f'))
+    atomic_write_text(out/'table.csv', summary.reset_index().rename(columns={'index': 'method'}).to_csv(index=False,
+        float_format='%.4f'))
     atomic_write_text(out/'runs.csv', df.to_csv(index=False, float_format='%.4f'))
     base = c.baseline if c.baseline in set(df['method'].astype(str)) else None
     gains = paired_gains(df, c.metric, base, c.level) if base else paired_gains(df.iloc[:0], c.metric, None, c.level)
     mets = {m: _entry(r, c.metric, gains) for m, r in summary.iterrows()}
     atomic_write_json(out/'metrics.json', mets)
-    tmp = temp_dir_beside(out/'methods'); w = max(2, len(str(len(mets) - 1)))
+    tmp = temp_dir_beside(out/'methods')
+    w = max(2, len(str(len(mets) - 1)))
     for i, (m, e) in enumerate(mets.items()): atomic_write_json(tmp/f'{i:0{w}d}-{m}.json', e)
     replace_dir(tmp, out/'methods')  # one file per method of this matrix, none left from another
     save_png(plot_summary(summary, c.metric), out/'figure.png')
@@ -92,10 +110,12 @@ def run_report(cfg:ReportConfig|None=None, # the stage's parameters
     save_png(plot_curves(collect_epochs(c.runs, df), flagged), out/'curves.png')
     save_png(plot_gains(gains, c.metric, c.level, base), out/'gains.png')
     atomic_write_text(out/'gains.md', gains_markdown(gains, summary, c.metric, c.level))
-    atomic_write_text(out/'groups.md', group_markdown(summary) or 'The test set has no groups: no out-of-distribution table.\n')
+    atomic_write_text(out/'groups.md', group_markdown(summary)
+                      or 'The test set has no groups: no out-of-distribution table.\n')
     atomic_write_text(out/'shots.md', shot_markdown(df, summary, run_shots(c.runs, df), base, c.level) or
                       'The training split is balanced: no many-, medium- and few-shot table.\n')
-    scores = collect_scores(c.oracle, list(summary.index)) if c.oracle else collect_scores(out/'-', [])  # every file always written (DVC outputs)
+    # every file always written (DVC outputs)
+    scores = collect_scores(c.oracle, list(summary.index)) if c.oracle else collect_scores(out/'-', [])
     save_png(plot_plane(scores, summary, c.metric), out/'plane.png')
     atomic_write_text(out/'scores.csv', scores.reset_index(names='method').to_csv(index=False, float_format='%.4f'))
     atomic_write_text(out/'claims.md', claims(df, summary, c.metric, c.paper_method, base, c.level, c.ood))

@@ -36,7 +36,8 @@ def ddim_grid(scheduler, # the pipeline's scheduler (its config is read, it is n
              )->DDIMGrid:
     "The DDIM grid of `steps` steps for a scheduler's config."
     check_param(isinstance(steps, int) and steps >= 1, 'steps', steps, "an integer >= 1")
-    from diffusers import DDIMScheduler  # deferred: importing this module (e.g. to check a stage's parameters) stays fast
+    # deferred: importing this module (e.g. to check a stage's parameters) stays fast
+    from diffusers import DDIMScheduler
     s = DDIMScheduler.from_config(scheduler.config)
     check_param(steps <= s.config.num_train_timesteps, 'steps', steps, f"at most {s.config.num_train_timesteps}")
     s.set_timesteps(steps)
@@ -44,9 +45,11 @@ def ddim_grid(scheduler, # the pipeline's scheduler (its config is read, it is n
     ratio = s.config.num_train_timesteps // steps
     ac = s.alphas_cumprod.double()
     prev = ts - ratio
-    a_prev = torch.where(prev >= 0, ac[prev.clamp(min=0)], torch.as_tensor(float(s.final_alpha_cumprod), dtype=torch.float64))
+    a_prev = torch.where(prev >= 0, ac[prev.clamp(min=0)],
+                         torch.as_tensor(float(s.final_alpha_cumprod), dtype=torch.float64))
     pt = s.config.prediction_type
-    if pt not in ('epsilon', 'v_prediction'): raise ParamError(f"scheduler prediction_type={pt!r} is not supported (epsilon or v_prediction)")
+    if pt not in ('epsilon', 'v_prediction'):
+        raise ParamError(f"scheduler prediction_type={pt!r} is not supported (epsilon or v_prediction)")
     return DDIMGrid(ts, ac[ts], a_prev, pt)
 
 # %% ../nbs/15_sampling.ipynb #0edb7b72
@@ -72,7 +75,9 @@ class UNetTimer:
         x = args[0] if args else kwargs.get('sample')
         self.samples += int(x.shape[0]) if x is not None else 0
         self._t = time.perf_counter()
-    def _post(self, m, args, kwargs, out): self.seconds += time.perf_counter() - self._t; self.calls += 1
+    def _post(self, m, args, kwargs, out):
+        self.seconds += time.perf_counter() - self._t
+        self.calls += 1
     def __enter__(self):
         self._h = [self.module.register_forward_pre_hook(self._pre, with_kwargs=True),
                    self.module.register_forward_hook(self._post, with_kwargs=True)]
@@ -85,18 +90,21 @@ def predict_eps(unet, # the U-Net
                 x:torch.Tensor, # [B, 4, h, w] latents (float32)
                 t:int, # the timestep (shared by the batch)
                 cond:torch.Tensor, # [B, L, D] prompt embeddings
-                uncond:torch.Tensor|None=None, # [L, D] or [B, L, D] empty-prompt embeddings (needed when guidance_scale != 1)
+                # [L, D] or [B, L, D] empty-prompt embeddings (needed when guidance_scale != 1)
+                uncond:torch.Tensor|None=None,
                 guidance_scale:float=1.0, # classifier-free guidance weight w
                 prediction_type:str='epsilon', # the scheduler's prediction type
                 alpha:float|None=None, # ᾱ at t (needed for v-prediction only)
                )->torch.Tensor:
     "Noise prediction for a batch, with classifier-free guidance when `guidance_scale != 1`."
-    dt = unet.dtype; B = x.shape[0]
+    dt = unet.dtype
+    B = x.shape[0]
     tt = torch.as_tensor(int(t), device=x.device)
     if guidance_scale == 1.0:
         out = unet(x.to(dt), tt, encoder_hidden_states=cond.to(dt)).sample.float()
     else:
-        if uncond is None: raise ParamError("predict_eps: guidance_scale != 1 needs `uncond` (the empty prompt's embedding)")
+        if uncond is None:
+            raise ParamError("predict_eps: guidance_scale != 1 needs `uncond` (the empty prompt's embedding)")
         u = uncond.expand(B, *uncond.shape[-2:]) if uncond.dim() == 2 or uncond.shape[0] == 1 else uncond
         out = unet(torch.cat([x, x]).to(dt), tt, encoder_hidden_states=torch.cat([u, cond]).to(dt)).sample.float()
         ou, oc = out.chunk(2)
@@ -108,12 +116,15 @@ def predict_eps(unet, # the U-Net
 def ddim_invert(pipe, # an SD 1.x pipeline (its U-Net and scheduler config are used)
                 latents:torch.Tensor, # [B, 4, h, w] clean latents x_0
                 cond:torch.Tensor, # [B, L, D] prompt embeddings (one per sample)
-                steps:int=DDIM_STEPS, # DDIM steps; the result sits at the first timestep of the same `steps`-step sampling grid
+                # DDIM steps; the result sits at the first timestep of the same `steps`-step sampling grid
+                steps:int=DDIM_STEPS,
                )->torch.Tensor:
     "DDIM inversion x_0 → x_T (Eq. 4), batched, no guidance; returns float32 latents."
-    check_param(cond.shape[0] == latents.shape[0], 'cond', tuple(cond.shape), f"one embedding per latent ({latents.shape[0]})")
+    check_param(cond.shape[0] == latents.shape[0], 'cond', tuple(cond.shape),
+                f"one embedding per latent ({latents.shape[0]})")
     g = ddim_grid(pipe.scheduler, steps)
-    x = latents.float().to(pipe.device); cond = cond.to(pipe.device)
+    x = latents.float().to(pipe.device)
+    cond = cond.to(pipe.device)
     for i in reversed(range(g.steps)):  # from the lowest timestep up
         t, a, a_from = int(g.timesteps[i]), g.alphas[i], g.alphas_prev[i]
         eps = predict_eps(pipe.unet, x, t, cond, prediction_type='epsilon')
@@ -137,7 +148,8 @@ def ddim_sample(pipe, # an SD 1.x pipeline
                 steps:int=DDIM_STEPS, # DDIM steps of the full trajectory
                 guidance_scale:float=CFG_SCALE, # classifier-free guidance weight
                 first_cond:torch.Tensor|None=None, # [B, L, D] prompt embeddings of the first stage (before the switch)
-                switch_step:int|torch.Tensor|None=None, # steps i < switch_step use `first_cond` (int or [B]); None: no switch
+                # steps i < switch_step use `first_cond` (int or [B]); None: no switch
+                switch_step:int|torch.Tensor|None=None,
                 start_step:int|torch.Tensor=0, # step index each sample starts at (int or [B]); 0 = pure text-to-image
                )->torch.Tensor:
     "Guided DDIM from `latents` to clean latents with per-sample prompts, prompt switch and start step."
@@ -148,11 +160,13 @@ def ddim_sample(pipe, # an SD 1.x pipeline
     check_param(bool(((start >= 0) & (start <= g.steps)).all()), 'start_step', start.tolist(), f"in 0..{g.steps}")
     sw = _per_sample(switch_step, B, 'switch_step', 0)
     if first_cond is None: first_cond, sw = cond, torch.zeros(B, dtype=torch.long)
-    check_param(first_cond.shape == cond.shape, 'first_cond', tuple(first_cond.shape), f"the shape of cond {tuple(cond.shape)}")
+    check_param(first_cond.shape == cond.shape, 'first_cond', tuple(first_cond.shape),
+                f"the shape of cond {tuple(cond.shape)}")
     dev = pipe.device
     if guidance_scale != 1.0 and uncond is None: uncond = PromptCache(pipe)([''])[0]
     if uncond is not None: uncond = uncond.to(dev)
-    x = latents.float().to(dev).clone(); cond, first_cond = cond.to(dev), first_cond.to(dev)
+    x = latents.float().to(dev).clone()
+    cond, first_cond = cond.to(dev), first_cond.to(dev)
     for i in range(g.steps):
         act = (start <= i)
         if not bool(act.any()): continue
@@ -183,10 +197,12 @@ def noise_to_step(pipe, # an SD 1.x pipeline (scheduler config)
                   start_step:int|torch.Tensor, # step index per sample (int or [B])
                  )->torch.Tensor:
     "Noise clean latents to the timestep of each sample's start step (forward diffusion)."
-    g = ddim_grid(pipe.scheduler, steps); B = x0.shape[0]
+    g = ddim_grid(pipe.scheduler, steps)
+    B = x0.shape[0]
     st = _per_sample(start_step, B, 'start_step', 0)
     check_param(bool(((st >= 0) & (st <= g.steps)).all()), 'start_step', st.tolist(), f"in 0..{g.steps}")
-    a = torch.cat([g.alphas, g.alphas_prev[-1:]])[st].float().to(x0.device)[:, None, None, None]  # start == steps: clean
+    # start == steps: clean
+    a = torch.cat([g.alphas, g.alphas_prev[-1:]])[st].float().to(x0.device)[:, None, None, None]
     return a.sqrt() * x0.float() + (1 - a).sqrt() * noise.float().to(x0.device)
 
 # %% ../nbs/15_sampling.ipynb #5165dce5
@@ -195,7 +211,8 @@ class GaussianOracleUNet(torch.nn.Module):
     def __init__(self, scheduler, # supplies alphas_cumprod
                  sigma:float=0.5, # the data's standard deviation
                 ):
-        super().__init__(); self.ac, self.sigma = scheduler.alphas_cumprod.double(), sigma
+        super().__init__()
+        self.ac, self.sigma = scheduler.alphas_cumprod.double(), sigma
         self.register_buffer('_p', torch.zeros(()))
     @property
     def dtype(self): return self._p.dtype
@@ -237,7 +254,8 @@ def run_items(items:list, # WorkItems, in a canonical order every process agrees
               render:Callable, # render(list of WorkItem) -> list of (PIL image, provenance dict)
               writer, # a diffaug.synthetic.SyntheticSetWriter (has / write / finalize)
               batch_size:int=8, # images per batch (per U-Net call; CFG doubles the U-Net batch)
-              cpu:bool|None=None, # passed to accelerate.PartialState; True for CPU processes under torchrun; None: accelerate decides
+              # passed to accelerate.PartialState; True for CPU processes under torchrun; None: accelerate decides
+              cpu:bool|None=None,
               finalize:bool=True, # write metadata.csv/info.json at the end (main process)
               desc:str='synthesis', # progress bar label
              )->dict:
@@ -251,12 +269,16 @@ def run_items(items:list, # WorkItems, in a canonical order every process agrees
     with st.split_between_processes(batches_of(items, batch_size)) as mine:
         for batch in progress(mine, desc=f"{desc} [{st.process_index + 1}/{st.num_processes}]", total=len(mine)):
             todo = [not writer.has(it.name, it.label) for it in batch]
-            if not any(todo): done += len(batch); continue
+            if not any(todo):
+                done += len(batch)
+                continue
             outs = render(batch)
             if len(outs) != len(batch): raise RuntimeError(f"render returned {len(outs)} images for {len(batch)} items")
             rendered += len(batch)
             for it, need, (img, prov) in zip(batch, todo, outs):
-                if need: writer.write(img, it.label, it.name, **prov); written += 1
+                if need:
+                    writer.write(img, it.label, it.name, **prov)
+                    written += 1
                 else: done += 1
     st.wait_for_everyone()
     if finalize and st.is_main_process: writer.finalize()
@@ -280,7 +302,8 @@ def initial_noise(pipe, # the pipeline (latent shape)
                  )->torch.Tensor:
     "One standard Gaussian latent per item, each from the item's own generator."
     lat = (size // pipe.vae_scale_factor) if size else pipe.unet.config.sample_size
-    return torch.stack([torch.randn(pipe.unet.config.in_channels, lat, lat, generator=item_gen(seed, stage, it)) for it in items])
+    return torch.stack([torch.randn(pipe.unet.config.in_channels, lat, lat, generator=item_gen(seed, stage, it))
+                        for it in items])
 
 def text_to_image_render(pipe, # the pipeline
                          prompt_of:Callable, # prompt_of(item) -> prompt string
@@ -295,6 +318,8 @@ def text_to_image_render(pipe, # the pipeline
     def render(items):
         prompts = [prompt_of(it) for it in items]
         z = initial_noise(pipe, items, seed, stage)
-        lat = ddim_sample(pipe, z, encode_prompts(cache, prompts), encode_prompts(cache, [''])[0], steps, guidance_scale)
-        return [(im, dict(source_ids=list(it.sources), seed=seed, prompt=p)) for im, it, p in zip(decode_latents(pipe, lat), items, prompts)]
+        lat = ddim_sample(pipe, z, encode_prompts(cache, prompts), encode_prompts(cache, [''])[0], steps,
+                          guidance_scale)
+        return [(im, dict(source_ids=list(it.sources), seed=seed, prompt=p)) for im, it,
+                p in zip(decode_latents(pipe, lat), items, prompts)]
     return render

@@ -28,7 +28,8 @@ def clean_suffix(line:str, # a line of a suffix file or of a language model's an
     "One suffix, stripped of list markers, quotes and a leading 'a photo of a <metaclass>'."
     s = re.sub(r'^\s*(?:[-*•]|\d+[.)])\s*', '', line).strip().strip('"\'').strip()
     if metaclass:
-        s = re.sub(rf'^(?:an?\s+)?(?:photo|picture|image)\s+of\s+(?:an?\s+|the\s+)?(?:\[{re.escape(metaclass)}\]|{re.escape(metaclass)}\b)\s*', '', s, flags=re.I).strip()
+        s = re.sub(rf'^(?:an?\s+)?(?:photo|picture|image)\s+of\s+(?:an?\s+|the\s+)?(?:\[{re.escape(metaclass)}\]|'
+                   rf'{re.escape(metaclass)}\b)\s*', '', s, flags=re.I).strip()
     return re.sub(r'\s+', ' ', s)
 
 def read_suffixes(path:str|Path, # a suffix file
@@ -37,7 +38,8 @@ def read_suffixes(path:str|Path, # a suffix file
     "The suffixes of a file, in order, without duplicates."
     p = Path(path)
     if not p.is_file(): raise FileNotFoundError(f"suffix file {p}: no such file")
-    out = [clean_suffix(l, metaclass) for l in p.read_text(encoding='utf-8').splitlines() if l.strip() and not l.lstrip().startswith('#')]
+    out = [clean_suffix(l, metaclass) for l in p.read_text(encoding='utf-8').splitlines() if l.strip()
+           and not l.lstrip().startswith('#')]
     out = list(dict.fromkeys(s for s in out if s))
     if not out: raise ValueError(f"suffix file {p}: no suffixes (expected one per line)")
     return out
@@ -77,7 +79,8 @@ def _hf_pipeline(task:str, model:str|Path, device:str='auto'):
     dev = choose_device(device)
     try: return pipeline(task, model=str(model), device=dev)
     except Exception as e:
-        raise FileNotFoundError(f"could not load the {task} model {model!r} (a local folder, or a hub id in the cache when offline): {e}") from e
+        raise FileNotFoundError(f"could not load the {task} model {model!r} (a local folder, or a hub id in the cache "
+                                f"when offline): {e}") from e
 
 def caption_images(images:list, # PIL images
                    model:str|Path=BLIP_ID, # captioner: hub id or folder (BLIP by default)
@@ -101,47 +104,63 @@ def caption_images(images:list, # PIL images
 
 # %% ../nbs/29_suffixes.ipynb #16aa7819
 def make_tiny_blip(path:str|Path, # folder to write the model and processor into
-                   words:tuple=('a', 'photo', 'of', 'bird', 'perched', 'on', 'branch', 'flying', 'over', 'water', 'the', 'in', 'tree'),
+                   words:tuple=('a', 'photo', 'of', 'bird', 'perched', 'on', 'branch', 'flying', 'over', 'water', 'the',
+                                'in', 'tree'),
                    seed:int=0, # weight seed
                   )->Path:
     "Write a random-weight BLIP captioner (BlipForConditionalGeneration + processor) for tests."
     import torch
     from transformers import BlipConfig, BlipForConditionalGeneration, BlipProcessor, BlipImageProcessor, BertTokenizer
-    path = Path(path); path.mkdir(parents=True, exist_ok=True)
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
     vocab = ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]'] + list(words)
     (path/'vocab.txt').write_text('\n'.join(vocab) + '\n')
-    proc = BlipProcessor(image_processor=BlipImageProcessor(size={'height': 32, 'width': 32}), tokenizer=BertTokenizer(str(path/'vocab.txt')))
-    cfg = BlipConfig(text_config=dict(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
-                                      encoder_hidden_size=32, max_position_embeddings=64, bos_token_id=2, sep_token_id=3, pad_token_id=0),
-                     vision_config=dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, image_size=32, patch_size=8),
+    proc = BlipProcessor(image_processor=BlipImageProcessor(size={'height': 32, 'width': 32}),
+                         tokenizer=BertTokenizer(str(path/'vocab.txt')))
+    cfg = BlipConfig(text_config=dict(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                      intermediate_size=64,
+                                      encoder_hidden_size=32, max_position_embeddings=64, bos_token_id=2,
+                                      sep_token_id=3, pad_token_id=0),
+                     vision_config=dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                        intermediate_size=64, image_size=32, patch_size=8),
                      projection_dim=32)
     torch.manual_seed(seed)
-    BlipForConditionalGeneration(cfg).save_pretrained(path); proc.save_pretrained(path)
-    from diffaug.models import follow_umask; follow_umask(path)  # safetensors writes 0600 files whatever the umask
+    BlipForConditionalGeneration(cfg).save_pretrained(path)
+    proc.save_pretrained(path)
+    # safetensors writes 0600 files whatever the umask
+    from diffaug.models import follow_umask
+    follow_umask(path)
     return path
 
 # %% ../nbs/29_suffixes.ipynb #a1a0ce42
 SUMMARY_INSTRUCTION = ("Below are captions of photos from a dataset of {metaclass}s.\n{captions}\n\n"
-                       "Summarise the typical contexts of these photos (place, background, pose, activity) into at most {n} lines, "
-                       "each of the form \"a photo of a {metaclass} [suffix]\", e.g. \"a photo of a {metaclass} standing on the ground.\" "
+                       "Summarise the typical contexts of these photos (place, background, pose, activity) into at "
+                       "most {n} lines, "
+                       "each of the form \"a photo of a {metaclass} [suffix]\", e.g. \"a photo of a {metaclass} "
+                       "standing on the ground.\" "
                        "Do not describe what the {metaclass} itself looks like. Answer with the lines only.")
 
-CONTEXT_WORDS = ('perched', 'sitting', 'standing', 'flying', 'swimming', 'walking', 'resting', 'floating', 'parked', 'landing',
-                 'taking', 'driving', 'lying', 'in', 'on', 'over', 'near', 'by', 'at', 'under', 'above', 'among', 'against',
+CONTEXT_WORDS = ('perched', 'sitting', 'standing', 'flying', 'swimming', 'walking', 'resting', 'floating', 'parked',
+                 'landing',
+                 'taking', 'driving', 'lying', 'in', 'on', 'over', 'near', 'by', 'at', 'under', 'above', 'among',
+                 'against',
                  'inside', 'outside', 'next', 'beside', 'behind', 'through', 'across', 'along', 'during')
 
 def _words(text:str)->list: return re.findall(r"[a-z0-9'-]+|[,;:.!?]", text.lower())  # words and clause marks
 
-DANGLING = ('a', 'an', 'the', 'of', 'and', 'with', 'to', 'in', 'on', 'at', 'by', 'over', 'near', 'front', 'next', 'top')  # never end a phrase
+# never end a phrase
+DANGLING = ('a', 'an', 'the', 'of', 'and', 'with', 'to', 'in', 'on', 'at', 'by', 'over', 'near', 'front', 'next', 'top')
 
 def subject_end(words:list, # a caption's words (lower case)
-                names:list, # the subject's names, each a list of words, longest first (at one position the first match wins)
+                # the subject's names, each a list of words, longest first (at one position the first match wins)
+                names:list,
                )->int|None:
     "Index just past the first mention of any of `names` (or its plural) in `words`; None if none is mentioned."
     for i in range(len(words)):
         for n in names:
             seg = words[i:i + len(n)]
-            if n and len(seg) == len(n) and seg[:-1] == n[:-1] and seg[-1] in (n[-1], n[-1] + 's', n[-1] + 'es'): return i + len(n)
+            if n and len(seg) == len(n) and seg[:-1] == n[:-1] and seg[-1] in (n[-1], n[-1] + 's', n[-1] + 'es'):
+                return i + len(n)
     return None
 
 def rule_summarize(captions:list, # captions
@@ -150,10 +169,13 @@ def rule_summarize(captions:list, # captions
                    max_words:int=12, # words kept per phrase (a phrase also ends at the caption's first comma)
                    subjects:list|None=None, # other names of the subject, e.g. the class names
                   )->list:
-    "Most frequent context phrases after the subject (the metaclass word or a class name): a deterministic stand-in for the LLM."
-    cnt = Counter(); names = sorted([_words(metaclass)] + [_words(n) for n in subjects or []], key=len, reverse=True)
+    """Most frequent context phrases after the subject (the metaclass word or a class name): a deterministic stand-in
+    for the LLM."""
+    cnt = Counter()
+    names = sorted([_words(metaclass)] + [_words(n) for n in subjects or []], key=len, reverse=True)
     for c in captions:
-        w = _words(c); k = subject_end(w, names)
+        w = _words(c)
+        k = subject_end(w, names)
         if k is None: continue
         rest = w[k:]
         j = next((i for i, x in enumerate(rest) if x in CONTEXT_WORDS), None)
@@ -164,6 +186,7 @@ def rule_summarize(captions:list, # captions
         if len(ph) >= 2: cnt[' '.join(ph)] += 1
     return [p + '.' for p, _ in sorted(cnt.items(), key=lambda kv: (-kv[1], kv[0]))[:max_suffixes]]
 
+# %% ../nbs/29_suffixes.ipynb #02cc865b
 def parse_summary(text:str, # the language model's answer
                   metaclass:str, # the theme word
                   max_suffixes:int=10, # keep at most this many
@@ -198,7 +221,8 @@ def llm_summarize(captions:list, # captions
 
 # %% ../nbs/29_suffixes.ipynb #68589641
 def make_tiny_llm(path:str|Path, # folder to write the model and tokenizer into
-                  words:tuple=('a', 'photo', 'of', 'bird', 'perched', 'on', 'branch', 'flying', 'over', 'water', '.', '-'),
+                  words:tuple=('a', 'photo', 'of', 'bird', 'perched', 'on', 'branch', 'flying', 'over', 'water', '.',
+                               '-'),
                   seed:int=0, # weight seed
                  )->Path:
     "Write a random-weight GPT-2 with a word-level tokenizer, for tests."
@@ -207,17 +231,24 @@ def make_tiny_llm(path:str|Path, # folder to write the model and tokenizer into
     from tokenizers import Tokenizer, models, pre_tokenizers, decoders
     vocab = ['<unk>', '<eos>'] + list(words)
     t = Tokenizer(models.WordLevel({w: i for i, w in enumerate(vocab)}, unk_token='<unk>'))
-    t.pre_tokenizer = pre_tokenizers.Whitespace(); t.decoder = decoders.WordPiece(prefix='##')
+    t.pre_tokenizer = pre_tokenizers.Whitespace()
+    t.decoder = decoders.WordPiece(prefix='##')
     tok = PreTrainedTokenizerFast(tokenizer_object=t, unk_token='<unk>', eos_token='<eos>', pad_token='<eos>')
     torch.manual_seed(seed)
-    m = GPT2LMHeadModel(GPT2Config(vocab_size=len(vocab), n_positions=1024, n_embd=32, n_layer=1, n_head=2, eos_token_id=1, bos_token_id=1, pad_token_id=1))
-    path = Path(path); m.save_pretrained(path); tok.save_pretrained(path)
-    from diffaug.models import follow_umask; follow_umask(path)  # safetensors writes 0600 files whatever the umask
+    m = GPT2LMHeadModel(GPT2Config(vocab_size=len(vocab), n_positions=1024, n_embd=32, n_layer=1, n_head=2,
+                                   eos_token_id=1, bos_token_id=1, pad_token_id=1))
+    path = Path(path)
+    m.save_pretrained(path)
+    tok.save_pretrained(path)
+    # safetensors writes 0600 files whatever the umask
+    from diffaug.models import follow_umask
+    follow_umask(path)
     return path
 
 def summarize(captions:list, # captions
               metaclass:str, # the theme word
-              llm:str|Path|None='auto', # text-generation model id/folder; "rule": the rule-based stand-in; "auto": LLM_ID on a GPU, else "rule"
+              # text-generation model id/folder; "rule": the rule-based stand-in; "auto": LLM_ID on a GPU, else "rule"
+              llm:str|Path|None='auto',
               max_suffixes:int=10, # at most this many
               device:str='auto', # "auto", "cpu", "cuda"
               subjects:list|None=None, # other names of the subject (the class names), for the rule
@@ -228,7 +259,9 @@ def summarize(captions:list, # captions
     if llm not in (None, 'rule'):
         sfx = llm_summarize(captions, metaclass, llm, max_suffixes, device=device)
         if sfx: return sfx, f"summarised by {recorded_path(str(llm))} from {len(captions)} captions"
-        import warnings; warnings.warn(f"the language model {llm} gave no line of the form 'a photo of a {metaclass} ...': using the rule-based summary")
+        import warnings
+        warnings.warn(f"the language model {llm} gave no line of the form 'a photo of a {metaclass} ...': using the "
+                      f"rule-based summary")
         how = f"rule-based summary of {len(captions)} captions ({recorded_path(str(llm))} gave no usable line)"
     else: how = f"rule-based summary of {len(captions)} captions (no language model)"
     return rule_summarize(captions, metaclass, max_suffixes, subjects=subjects), how
@@ -241,10 +274,12 @@ class SuffixesConfig(StageConfig):
     "Parameters of the `suffixes` stage."
     split:str|None=None # the split JSON (required)
     out:str|None=None # the suffix file to write (required)
-    source:str='auto' # "file", "captions" (the dataset's own), "vlm" (captioner + summary), "auto" (captions if shipped, else vlm) or "builtin"
+    source:str='auto' # "file", "captions" (the dataset's own), "vlm" (captioner + summary), "auto" (captions if
+        # shipped, else vlm) or "builtin"
     suffix_file:str|None=None # the user's suffix file (source "file" needs it; None otherwise)
     captioner:str=BLIP_ID # image-to-text model: hub id or folder (source "vlm"; paper: BLIP)
-    llm:str|None='auto' # summariser: text-generation model id or folder, "rule" (deterministic stand-in; None too) or "auto" (LLM_ID on a GPU, else rule); paper: GPT-4
+    llm:str|None='auto' # summariser: text-generation model id or folder, "rule" (deterministic stand-in; None too) or
+        # "auto" (LLM_ID on a GPU, else rule); paper: GPT-4
     max_suffixes:int=10 # at most this many suffixes (paper: about 10 lines)
     device:str='auto' # "auto", "cpu", "cuda", "cuda:<n>" or "mps"
 
@@ -254,33 +289,45 @@ class SuffixesConfig(StageConfig):
         self.need_path('split', 'file', files=files)
         self.need_path('out', 'file', files=False)
         self.need_choice('source', SUFFIX_SOURCES)
-        if self.source == 'file': self.need(self.suffix_file is not None, 'suffix_file', "the user's suffix file (required for source 'file')")
+        if self.source == 'file':
+            self.need(self.suffix_file is not None, 'suffix_file',
+                      "the user's suffix file (required for source 'file')")
         self.need_path('suffix_file', 'file', files=files and self.source == 'file', none=self.source != 'file')
-        self.need(isinstance(self.captioner, str) and self.captioner.strip() != '', 'captioner', "an image-to-text model id or folder")
-        self.need(self.llm is None or (isinstance(self.llm, str) and self.llm.strip() != ''), 'llm', '"auto", "rule" or a text-generation model id or folder')
+        self.need(isinstance(self.captioner, str) and self.captioner.strip() != '', 'captioner',
+                  "an image-to-text model id or folder")
+        self.need(self.llm is None or (isinstance(self.llm, str) and self.llm.strip() != ''), 'llm',
+                  '"auto", "rule" or a text-generation model id or folder')
         self.need_int('max_suffixes', 1)
-        self.need(isinstance(self.device, str) and re.fullmatch(r'auto|cpu|mps|cuda(:\d+)?', self.device) is not None, 'device',
+        self.need(isinstance(self.device, str) and re.fullmatch(r'auto|cpu|mps|cuda(:\d+)?', self.device) is not None,
+                  'device',
                   '"auto", "cpu", "cuda", "cuda:<n>" or "mps"')
         return self
 
+# %% ../nbs/29_suffixes.ipynb #387f7c97
 def run_suffixes(cfg:SuffixesConfig|None=None, # the stage's parameters
                  **kw, # or some of them as keywords (over `cfg`)
                 )->dict:
-    "The suffixes stage: write the suffix file of a dataset; returns its path, the number of suffixes and how they were made."
+    """The suffixes stage: write the suffix file of a dataset; returns its path, the number of suffixes and how they
+    were made."""
     c = SuffixesConfig.of(cfg, **kw).checked()
     from diffaug.data import load_split  # deferred: diffaug.data imports torch, which this module's top does without
     from diffaug.files import load_image
-    sp = load_split(c.split); mc = sp.metaclass; out = Path(c.out)
+    sp = load_split(c.split)
+    mc = sp.metaclass
+    out = Path(c.out)
     if c.source == 'file': sfx, how = read_suffixes(c.suffix_file, mc), f"from {recorded_path(str(c.suffix_file))}"
     elif c.source == 'builtin':
-        sfx, how = [f"{x}." for x in ('in its natural habitat', 'in the open air', 'in soft daylight', 'against a plain background')], "built-in generic list"
+        sfx, how = [f"{x}." for x in ('in its natural habitat', 'in the open air', 'in soft daylight',
+                                      'against a plain background')], "built-in generic list"
     else:
         caps = dataset_captions(sp) if c.source in ('captions', 'auto') else {}
-        if c.source == 'captions' and not caps: raise ValueError(f"split {c.split}: source 'captions' but the dataset ships no captions")
+        if c.source == 'captions' and not caps:
+            raise ValueError(f"split {c.split}: source 'captions' but the dataset ships no captions")
         if caps: capl, frm = [caps[k] for k in sorted(caps)], 'the dataset\'s captions'
         else:
             ims = [load_image(p) for p in progress(sp.paths('train'), desc='reading images')]
-            capl, frm = caption_images(ims, c.captioner, f"a photo of a {mc}", c.device), f"captions by {recorded_path(str(c.captioner))}"
+            capl, frm = caption_images(ims, c.captioner, f"a photo of a {mc}",
+                                       c.device), f"captions by {recorded_path(str(c.captioner))}"
         sfx, how = summarize(capl, mc, c.llm, c.max_suffixes, c.device, subjects=sp.classes)
         how = f"{how}; {frm}"
     if not sfx: raise ValueError(f"no suffixes could be made for split {c.split} (source {c.source!r})")

@@ -24,9 +24,12 @@ from .files import (atomic_write_text, atomic_write_json, atomic_save_png, temp_
 from .data import class_folder, ImageItems
 
 # %% ../nbs/04_synthetic.ipynb #2e7ca1e5
-META_COLUMNS = ['file_name', 'label', 'method', 'source_ids', 'target', 'strength', 'lam', 'suffix', 'suffix_fraction', 'seed', 'soft_label']
-PLACEHOLDER = '.keep'  # the one file of a class folder without images (stock readers skip it; DVC and git keep the folder)
-PLACEHOLDER_TEXT = ("No synthetic image of this class. This file keeps the folder, so torchvision's ImageFolder(..., allow_empty=True)\n"
+META_COLUMNS = ['file_name', 'label', 'method', 'source_ids', 'target', 'strength', 'lam', 'suffix', 'suffix_fraction',
+                'seed', 'soft_label']
+# the one file of a class folder without images (stock readers skip it; DVC and git keep the folder)
+PLACEHOLDER = '.keep'
+PLACEHOLDER_TEXT = ("No synthetic image of this class. This file keeps the folder, so torchvision's ImageFolder(..., "
+                    "allow_empty=True)\n"
                     "numbers the classes as the dataset root does.\n")
 
 def keep_class_folders(root:str|Path, # a synthetic set's folder (or its scratch or staging folder)
@@ -34,7 +37,8 @@ def keep_class_folders(root:str|Path, # a synthetic set's folder (or its scratch
                       )->None:
     "Make every class folder under `root`; one without an image gets the placeholder `.keep`, one with images loses it."
     for f in folders:
-        d = Path(root)/f; d.mkdir(parents=True, exist_ok=True)
+        d = Path(root)/f
+        d.mkdir(parents=True, exist_ok=True)
         others = [p for p in d.iterdir() if p.name != PLACEHOLDER]
         if not others and not (d/PLACEHOLDER).is_file(): atomic_write_text(d/PLACEHOLDER, PLACEHOLDER_TEXT)
         elif others and (d/PLACEHOLDER).exists(): (d/PLACEHOLDER).unlink()
@@ -54,7 +58,9 @@ def write_metadata_csv(path:str|Path, # the metadata.csv to write
     "Write rows sorted by file_name, standard columns first, atomically."
     extra = sorted({k for r in rows for k in r} - set(META_COLUMNS))
     cols = META_COLUMNS + extra
-    buf = io.StringIO(); w = csv.writer(buf, lineterminator='\n'); w.writerow(cols)
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator='\n')
+    w.writerow(cols)
     for r in sorted(rows, key=lambda r: r['file_name']): w.writerow([_cell(r.get(c)) for c in cols])
     return atomic_write_text(path, buf.getvalue())
 
@@ -70,17 +76,23 @@ def _world_size()->int:
     try: return int(os.environ.get('WORLD_SIZE') or 1)
     except ValueError: return 1
 
+# %% ../nbs/04_synthetic.ipynb #7f193183
+# long: one class (the resumable, shardable writer); a class cannot span cells
 class SyntheticSetWriter:
-    "Write a synthetic set resumably and from several processes in `<out>.partial`; `finalize()` writes metadata.csv + info.json and publishes it as `out`."
+    """Write a synthetic set resumably and from several processes in `<out>.partial`; `finalize()` writes metadata.csv +
+    info.json and publishes it as `out`."""
     def __init__(self, out_dir:str|Path, # the synthetic set's (final) folder
                  classes:list, # class names in label order (as in the split)
                  method:str, # the method's name, stored in every row and info.json
-                 info:dict|None=None, # the parameters the set is made with (recorded in info.json; a resume must match them)
-                 restart:bool|None=None, # True: discard unfinished work and replace a set made with other parameters; None: `DIFFAUG_RESTART=1`
+                 # the parameters the set is made with (recorded in info.json; a resume must match them)
+                 info:dict|None=None,
+                 # True: discard unfinished work and replace a set made with other parameters; None: `DIFFAUG_RESTART=1`
+                 restart:bool|None=None,
                 ):
         check_param(len(classes) > 0 and len(set(classes)) == len(classes), 'classes', classes, "unique class names")
         check_param(isinstance(method, str) and method != '', 'method', method, "a method name")
-        self.out, self.classes, self.method, self.info = Path(out_dir), list(classes), method, _json_norm(dict(info or {}))
+        self.out, self.classes, self.method, self.info = Path(out_dir), list(classes), method, _json_norm(dict(info
+            or {}))
         self.folders = [class_folder(i, c) for i, c in enumerate(self.classes)]
         self.c2i = {c: i for i, c in enumerate(self.classes)}
         self.record = {'method': self.method, 'classes': self.classes, 'info': self.info}
@@ -89,19 +101,23 @@ class SyntheticSetWriter:
         if restart is None: restart = os.environ.get('DIFFAUG_RESTART') == '1'
         self._done, self._final, self._claimed = {}, False, False
         old = self._published_record()
-        if old is not None:  # a finished set in place: the same parameters make this writer finished, others are refused
+        # a finished set in place: the same parameters make this writer finished, others are refused
+        if old is not None:
             diff = record_diff(old, self.record, nested=('info',))
-            if not diff: self._done, self._final = {r['file_name']: r for r in read_metadata_csv(self.out/'metadata.csv')}, True
+            if not diff:
+                self._done, self._final = {r['file_name']: r for r in read_metadata_csv(self.out/'metadata.csv')}, True
             elif not restart:
                 raise ParamError(f"{self.out}: a finished synthetic set made with other parameters ({diff}); "
                                  "use another folder, or restart (--restart / DIFFAUG_RESTART=1) to replace it")
-        elif (self.out.exists() or self.out.is_symlink()) and not restart and not (self.out.is_dir() and not any(self.out.iterdir())):
+        elif (self.out.exists() or self.out.is_symlink()) and not restart and not (self.out.is_dir()
+            and not any(self.out.iterdir())):
             raise ParamError(f"{self.out}: exists but is not a finished synthetic set (no metadata.csv + info.json); "
                              "delete it, or restart (--restart / DIFFAUG_RESTART=1) to replace it")
         if self.dir.exists():
             if restart:
                 if _world_size() > 1:
-                    raise ParamError(f"{self.dir}: restart with {_world_size()} processes would race; delete the folder (or restart in one process) first")
+                    raise ParamError(f"{self.dir}: restart with {_world_size()} processes would race; delete the "
+                                     f"folder (or restart in one process) first")
                 shutil.rmtree(self.dir)
             else: self._claim()  # validates it: unfinished work made with other parameters is refused, naming them
 
@@ -112,12 +128,15 @@ class SyntheticSetWriter:
         return {'method': j.get('method'), 'classes': j.get('classes'), 'info': j.get('params', {})}
 
     def _claim(self)->Path:
-        "Create or resume the scratch folder (`start_scratch`); created whole by one rename, so processes starting together agree."
+        """Create or resume the scratch folder (`start_scratch`); created whole by one rename, so processes starting
+        together agree."""
         if self._claimed: return self.dir
         rec = self.dir/'.params.json'
         if rec.is_file():
             diff = record_diff(json.loads(rec.read_text(encoding='utf-8')), self.record, nested=('info',))
-            if diff: raise ParamError(f"{self.dir}: unfinished work made with other parameters ({diff}); rerun with the same "
+            if diff:
+                raise ParamError(f"{self.dir}: unfinished work made with other parameters ({diff}); rerun with the "
+                                 f"same "
                                       "parameters to resume, or restart (--restart / DIFFAUG_RESTART=1) to discard it")
         if not self.dir.exists():
             tmp = temp_dir_beside(self.out, '.new')
@@ -132,13 +151,16 @@ class SyntheticSetWriter:
 
     def _cls(self, cls)->int:
         if isinstance(cls, (int, np.integer)) and not isinstance(cls, bool):
-            check_param(0 <= cls < len(self.classes), 'label', cls, f"0..{len(self.classes)-1}"); return int(cls)
-        if cls not in self.c2i: raise ParamError(f"parameter label={cls!r} is invalid: expected one of the set's classes")
+            check_param(0 <= cls < len(self.classes), 'label', cls, f"0..{len(self.classes)-1}")
+            return int(cls)
+        if cls not in self.c2i:
+            raise ParamError(f"parameter label={cls!r} is invalid: expected one of the set's classes")
         return self.c2i[cls]
 
     def file_name(self, name:str, cls)->str:
         "The relative file name of image `name` of class `cls` (name or index)."
-        check_param(isinstance(name, str) and re.fullmatch(r'[\w.\-]+', name) is not None and name not in ('.', '..'), 'name', name, "letters, digits, '_', '-', '.' only")
+        check_param(isinstance(name, str) and re.fullmatch(r'[\w.\-]+', name) is not None and name not in ('.', '..'),
+                    'name', name, "letters, digits, '_', '-', '.' only")
         return f"{self.folders[self._cls(cls)]}/{name}.png"
 
     def has(self, name:str, cls)->bool:
@@ -153,8 +175,11 @@ class SyntheticSetWriter:
               **provenance, # source_ids, target, strength, lam, suffix, suffix_fraction, seed, soft_label, ...
              )->str:
         "Write one image and its metadata row atomically into the scratch folder; returns its file_name."
-        fn = self.file_name(name, label); ci = self._cls(label)
-        if 'split_ratio' in provenance: raise ParamError("metadata column split_ratio is now suffix_fraction (the parameter's name): pass suffix_fraction=")
+        fn = self.file_name(name, label)
+        ci = self._cls(label)
+        if 'split_ratio' in provenance:
+            raise ParamError("metadata column split_ratio is now suffix_fraction (the parameter's name): pass "
+                             "suffix_fraction=")
         tgt = provenance.pop('target', None)
         if isinstance(tgt, (int, np.integer)) and not isinstance(tgt, bool): tgt = self.classes[self._cls(tgt)]
         row = {'file_name': fn, 'label': self.classes[ci], 'method': self.method, 'target': tgt, **provenance}
@@ -174,7 +199,8 @@ class SyntheticSetWriter:
 
     @property
     def published(self)->bool:
-        "True when `out` holds a finished set made with these parameters (new images may still wait in the scratch folder)."
+        """True when `out` holds a finished set made with these parameters (new images may still wait in the scratch
+        folder)."""
         return self._final
 
     @property
@@ -184,7 +210,8 @@ class SyntheticSetWriter:
 
     def pending(self)->list:
         "The rows written to the scratch folder (image present) and not yet published, sorted by file name."
-        rows = self._pending(); return [rows[k] for k in sorted(rows)]
+        rows = self._pending()
+        return [rows[k] for k in sorted(rows)]
 
     def rows(self)->list:
         "All rows written so far (finished and pending)."
@@ -192,26 +219,33 @@ class SyntheticSetWriter:
         return [rows[k] for k in sorted(rows)]
 
     def finalize(self)->Path:
-        "Write metadata.csv (sorted by file_name) and info.json, and publish the scratch folder as `out` (a finished set: no-op)."
+        """Write metadata.csv (sorted by file_name) and info.json, and publish the scratch folder as `out` (a finished
+        set: no-op)."""
         pending = self._pending()
-        files = [p for p in self.dir.iterdir() if p.is_file() and not p.name.startswith('.')] if self.dir.is_dir() else []
+        files = [p for p in self.dir.iterdir() if p.is_file()
+                 and not p.name.startswith('.')] if self.dir.is_dir() else []
         if self._final and not pending and not files:  # nothing new: the published bytes stay as they are
             if self.dir.exists(): shutil.rmtree(self.dir)  # only leftovers of an interrupted write (no complete image)
             return self.out
         sd = self._claim()
         rows = {}
-        if self._final:  # more images for a finished set: it comes along (hard links), with its other files (e.g. rejected.csv)
+        # more images for a finished set: it comes along (hard links), with its other files (e.g. rejected.csv)
+        if self._final:
             for fn, r in self._done.items():
-                if fn not in pending and (self.out/fn).is_file(): link_or_copy(self.out/fn, sd/fn); rows[fn] = r
+                if fn not in pending and (self.out/fn).is_file():
+                    link_or_copy(self.out/fn, sd/fn)
+                    rows[fn] = r
             for p in self.out.iterdir():
-                if p.is_file() and p.name not in ('metadata.csv', 'info.json') and not (sd/p.name).exists(): link_or_copy(p, sd/p.name)
+                if p.is_file() and p.name not in ('metadata.csv', 'info.json') and not (sd/p.name).exists():
+                    link_or_copy(p, sd/p.name)
         rows.update(pending)
         for f in self.folders:  # leftovers (temp files of killed writes, images without a row, an old placeholder) go
             d = sd/f
             for p in sorted(d.rglob('*'), reverse=True) if d.is_dir() else []:
                 if p.is_file() and p.relative_to(sd).as_posix() not in rows: p.unlink()
                 elif p.is_dir() and not any(p.iterdir()): p.rmdir()
-        keep_class_folders(sd, self.folders)  # every class has its folder: stock readers number the classes as the dataset
+        # every class has its folder: stock readers number the classes as the dataset
+        keep_class_folders(sd, self.folders)
         for p in sd.glob('.*.tmp'): p.unlink()
         rows = [rows[k] for k in sorted(rows)]
         write_metadata_csv(sd/'metadata.csv', rows)
@@ -240,22 +274,30 @@ class SyntheticSet:
                  classes:list|None=None, # class order for label indices (default: info.json's)
                 ):
         self.path = Path(path)
-        if not (self.path/'metadata.csv').is_file(): raise FileNotFoundError(f"{self.path/'metadata.csv'}: no metadata.csv (was SyntheticSetWriter.finalize() run?)")
-        self.info = json.loads((self.path/'info.json').read_text(encoding='utf-8')) if (self.path/'info.json').is_file() else {}
+        if not (self.path/'metadata.csv').is_file():
+            raise FileNotFoundError(f"{self.path/'metadata.csv'}: no metadata.csv (was SyntheticSetWriter.finalize() "
+                                    f"run?)")
+        self.info = json.loads((self.path/'info.json').read_text(encoding='utf-8')) if (self.path/
+            'info.json').is_file() else {}
         self.rows = read_metadata_csv(self.path/'metadata.csv')
         self.classes = list(classes or self.info.get('classes') or sorted({r['label'] for r in self.rows}))
         self.c2i = {c: i for i, c in enumerate(self.classes)}
         for r in self.rows:
-            if r['label'] not in self.c2i: raise ValueError(f"{self.path/'metadata.csv'}: {r['file_name']} has label {r['label']!r}, not one of the classes")
+            if r['label'] not in self.c2i:
+                raise ValueError(f"{self.path/'metadata.csv'}: {r['file_name']} has label {r['label']!r}, not one of "
+                                 f"the classes")
     def __len__(self): return len(self.rows)
     def __getitem__(self, i)->SynthItem:
-        r = self.rows[i]; sl = r.get('soft_label') or None
+        r = self.rows[i]
+        sl = r.get('soft_label') or None
         prov = {k: v for k, v in r.items() if k not in ('file_name', 'label', 'soft_label')}
-        return SynthItem(self.path/r['file_name'], r['label'], self.c2i[r['label']], json.loads(sl) if sl else None, prov)
+        return SynthItem(self.path/r['file_name'], r['label'], self.c2i[r['label']], json.loads(sl) if sl else None,
+                         prov)
     def __iter__(self): return (self[i] for i in range(len(self)))
     def soft_target(self, i:int)->torch.Tensor:
         "Row `i`'s target as a probability vector (soft label if present, else one-hot)."
-        it = self[i]; t = torch.zeros(len(self.classes))
+        it = self[i]
+        t = torch.zeros(len(self.classes))
         if it.soft_label: 
             for c, w in it.soft_label.items(): t[self.c2i[c]] = float(w)
         else: t[it.label_idx] = 1.0

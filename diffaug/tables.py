@@ -35,7 +35,8 @@ def collect_runs(runs:str|Path, # the folder holding one sub-folder per run
     runs = Path(runs)
     if methods is None or seeds is None:
         files = sorted(runs.glob('*/s*/metrics.json'))
-        if not files: raise FileNotFoundError(f"{runs}: no <method>/s<seed>/metrics.json (run the classification stage first)")
+        if not files:
+            raise FileNotFoundError(f"{runs}: no <method>/s<seed>/metrics.json (run the classification stage first)")
     else:
         files = [run_folder(runs, m, s)/'metrics.json' for m in methods for s in seeds]
         miss = [str(f) for f in files if not f.is_file()]
@@ -48,31 +49,37 @@ def collect_runs(runs:str|Path, # the folder holding one sub-folder per run
         r['run'] = f.parent.relative_to(runs).as_posix()
         rows.append(r)
     df = pd.DataFrame(rows)
-    if methods is not None: df['method'] = pd.Categorical(df['method'], categories=list(dict.fromkeys(methods)), ordered=True)
+    if methods is not None:
+        df['method'] = pd.Categorical(df['method'], categories=list(dict.fromkeys(methods)), ordered=True)
     return df.sort_values(['method', 'seed']).reset_index(drop=True)
 
 # %% ../nbs/58_tables.ipynb #eab37769
 def summarize(df:pd.DataFrame, # the runs (from `collect_runs`)
-              metrics:list|None=None, # columns to summarise (default: top1, mean_class_acc, group_mean, worst_group, group:*, many_shot, medium_shot, few_shot, best_test_epoch_top1: those the runs have)
+              # columns to summarise (default: top1, mean_class_acc, group_mean, worst_group, group:*, many_shot,
+              # medium_shot, few_shot, best_test_epoch_top1: those the runs have)
+              metrics:list|None=None,
               baseline:str|None='original', # the method the gains are measured against (None: no gains)
              )->pd.DataFrame:
     "Per method: number of seeds, then mean, std and gain over `baseline` of each metric."
     if metrics is None:
-        metrics = [c for c in ['top1', 'mean_class_acc', 'group_mean', 'worst_group'] if c in df] + sorted(c for c in df if c.startswith('group:')) + \
+        metrics = [c for c in ['top1', 'mean_class_acc', 'group_mean', 'worst_group'] if c in df] + sorted(c for c in df
+            if c.startswith('group:')) + \
                   [c for c in ['many_shot', 'medium_shot', 'few_shot', 'best_test_epoch_top1'] if c in df]
     g = df.groupby('method', observed=True, sort=True)
     out = pd.DataFrame({'n_seeds': g.size()})
     for m in metrics:
         out[f'{m}_mean'] = g[m].mean()
         out[f'{m}_std'] = g[m].std(ddof=1).fillna(0.0)
-        if baseline is not None and baseline in out.index: out[f'{m}_gain'] = out[f'{m}_mean'] - out.loc[baseline, f'{m}_mean']
+        if baseline is not None and baseline in out.index:
+            out[f'{m}_gain'] = out[f'{m}_mean'] - out.loc[baseline, f'{m}_mean']
     out.index = out.index.astype(str)
     return out
 
 # %% ../nbs/58_tables.ipynb #fe25807f
 def run_sets(run:str|Path, # a classification run's folder
             )->list|None:
-    "The synthetic-set folders a run trained with (read from its config.json, as `ClassificationConfig.synthetic_sets` picks them); None without config.json."
+    """The synthetic-set folders a run trained with (read from its config.json, as `ClassificationConfig.synthetic_sets`
+    picks them); None without config.json."""
     f = Path(run)/'config.json'
     if not f.is_file(): return None
     c = json.loads(f.read_text(encoding='utf-8'))
@@ -83,9 +90,12 @@ def run_sets(run:str|Path, # a classification run's folder
 
 def set_size(folder:str|Path, # a synthetic-set folder
             )->tuple:
-    "(images it holds, images asked for or None) of a synthetic set, from its info.json (`n_images`, `counts`, `params.target_images`)."
+    """(images it holds, images asked for or None) of a synthetic set, from its info.json (`n_images`, `counts`,
+    `params.target_images`)."""
     f = Path(folder)/'info.json'
-    if not f.is_file(): raise FileNotFoundError(f"{f}: no such file (the synthetic set a classification run recorded in its config.json)")
+    if not f.is_file():
+        raise FileNotFoundError(f"{f}: no such file (the synthetic set a classification run recorded in its "
+                                f"config.json)")
     i = json.loads(f.read_text(encoding='utf-8'))
     n = i.get('n_images', sum((i.get('counts') or {}).values()))
     t = (i.get('params') or {}).get('target_images', i.get('target_images'))
@@ -95,16 +105,19 @@ def set_sizes(runs:str|Path, # the folder of classification runs
               df:pd.DataFrame, # the runs (from `collect_runs`: its `run` and `method` columns)
               min_set_fraction:float=0.5, # flag a method whose sets hold fewer than this fraction of their target size
              )->pd.DataFrame:
-    "Per method with synthetic sets: `images`, `target_images` (None: not recorded), `flagged` (images < fraction × target; None: unknown)."
+    """Per method with synthetic sets: `images`, `target_images` (None: not recorded), `flagged` (images < fraction ×
+    target; None: unknown)."""
     sets = {}
     for m, r in zip(df['method'].astype(str), df['run']):
         for p in run_sets(Path(runs)/r) or []: sets.setdefault(m, {})[str(p)] = p
     rows = {}
     for m, ps in sets.items():
         sz = [set_size(p) for p in ps.values()]
-        n = sum(x for x, _ in sz); t = None if any(y is None for _, y in sz) else sum(y for _, y in sz)
+        n = sum(x for x, _ in sz)
+        t = None if any(y is None for _, y in sz) else sum(y for _, y in sz)
         rows[m] = {'images': n, 'target_images': t, 'flagged': None if t is None else bool(n < min_set_fraction * t)}
-    return pd.DataFrame.from_dict(rows, orient='index', columns=['images', 'target_images', 'flagged'], dtype=object)  # ints, bools and None as they are
+    # ints, bools and None as they are
+    return pd.DataFrame.from_dict(rows, orient='index', columns=['images', 'target_images', 'flagged'], dtype=object)
 
 # %% ../nbs/58_tables.ipynb #c0cdd030
 def _known(v)->bool:
@@ -112,7 +125,8 @@ def _known(v)->bool:
     return v is not None and not (isinstance(v, float) and math.isnan(v))
 
 def _set_cell(r)->str:
-    "The synthetic-set cell of a table row: `300/300 images`, `⚠ 26/300 images`, `7 images (target not recorded)`, or —."
+    """The synthetic-set cell of a table row: `300/300 images`, `⚠ 26/300 images`, `7 images (target not recorded)`, or
+    —."""
     n, t = r.get('images'), r.get('target_images')
     if not _known(n): return '—'
     if not _known(t): return f'{int(n)} images (target not recorded)'
@@ -124,14 +138,17 @@ def add_set_sizes(summary:pd.DataFrame, # from `summarize`
     "`summary` with the columns `images`, `target_images`, `flagged` (None for methods without synthetic sets)."
     out = summary.copy()
     for k in ('images', 'target_images', 'flagged'):
-        out[k] = pd.Series([sizes.loc[m, k] if m in sizes.index else None for m in out.index], index=out.index, dtype=object)
+        out[k] = pd.Series([sizes.loc[m, k] if m in sizes.index else None for m in out.index], index=out.index,
+                           dtype=object)
     return out
 
 def to_markdown(summary:pd.DataFrame, # from `summarize` (and `add_set_sizes`)
                 digits:int=2, # decimals
-                min_set_fraction:float|None=None, # the flag's threshold, stated under the table when a method is flagged
+                # the flag's threshold, stated under the table when a method is flagged
+                min_set_fraction:float|None=None,
                )->str:
-    "The summary as a Markdown table: one column per metric, `mean ± std (gain)`; synthetic-set sizes beside them, flags marked ⚠."
+    """The summary as a Markdown table: one column per metric, `mean ± std (gain)`; synthetic-set sizes beside them,
+    flags marked ⚠."""
     ms = [c[:-5] for c in summary.columns if c.endswith('_mean')]
     sets = 'images' in summary and summary['images'].notna().any()
     head = ['method', 'seeds'] + (['synthetic set'] if sets else []) + ms
@@ -145,9 +162,13 @@ def to_markdown(summary:pd.DataFrame, # from `summarize` (and `add_set_sizes`)
         lines.append('| ' + ' | '.join(cells) + ' |')
     flagged = [str(m) for m, f in summary.get('flagged', pd.Series(dtype=object)).items() if _known(f) and bool(f)]
     if flagged:
-        frac = f" (below {min_set_fraction:g} of its target size, `min_set_fraction`)" if min_set_fraction is not None else ''
-        lines += ['', f"⚠ {', '.join(flagged)}: the synthetic set is incomplete{frac}; these runs trained with far fewer synthetic "
-                      "images than the method asks for, so their accuracy does not measure the method as the others are measured."]
+        frac = (f" (below {min_set_fraction:g} of its target size, "
+                f"`min_set_fraction`)") if min_set_fraction is not None else ''
+        lines += ['',
+                  f"⚠ {', '.join(flagged)}: the synthetic set is incomplete{frac}; these runs trained with far fewer "
+                  f"synthetic "
+                      "images than the method asks for, so their accuracy does not measure the method as the others "
+                      "are measured."]
     return '\n'.join(lines) + '\n'
 
 # %% ../nbs/58_tables.ipynb #55d5f22e
@@ -155,7 +176,8 @@ def collect_epochs(runs:str|Path, # the folder of classification runs
                    df:pd.DataFrame, # the runs (from `collect_runs`)
                    column:str='test_top1', # the column of epochs.csv
                   )->pd.DataFrame:
-    "Per method and epoch: the mean over seeds of `column` in the runs' epochs.csv (epochs without it, e.g. `eval_every` > 1, left out)."
+    """Per method and epoch: the mean over seeds of `column` in the runs' epochs.csv (epochs without it, e.g.
+    `eval_every` > 1, left out)."""
     parts = []
     for m, r in zip(df['method'].astype(str), df['run']):
         f = Path(runs)/r/'epochs.csv'
@@ -175,11 +197,13 @@ def decide(diffs, # the paired differences a − b (per seed, or per unit such a
            direction:int=1, # the paper's direction: +1 it says a > b, -1 it says a < b
            level:float=0.95, # confidence level of the Student-t interval
           )->dict:
-    "The one decision rule: n, mean, std, the `level` Student-t interval, `sign` (+1 above 0, -1 below, 0 undecided), `verdict` (one of `VERDICTS`) and `note` (why the interval cannot decide, else None)."
+    """The one decision rule: n, mean, std, the `level` Student-t interval, `sign` (+1 above 0, -1 below, 0 undecided),
+    `verdict` (one of `VERDICTS`) and `note` (why the interval cannot decide, else None)."""
     from scipy import stats
     if direction not in (1, -1): raise ValueError(f"direction={direction!r}: +1 or -1")
     d = [float(x) for x in diffs if _known(x)]
-    n = len(d); mean = sum(d) / n if n else float('nan')
+    n = len(d)
+    mean = sum(d) / n if n else float('nan')
     sd = math.sqrt(sum((x - mean) ** 2 for x in d) / (n - 1)) if n > 1 else float('nan')
     half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n) if n > 1 else float('nan')
     note = ('no differences' if n == 0 else 'interval of width 0' if n > 1 and sd == 0 else
@@ -187,14 +211,16 @@ def decide(diffs, # the paired differences a − b (per seed, or per unit such a
     lo, hi = mean - half, mean + half
     sign = 0 if note else 1 if lo > 0 else -1 if hi < 0 else 0
     verdict = 'not decided' if sign == 0 else 'reproduced' if sign == direction else 'contradicted'
-    return {'n': n, 'mean': mean, 'std': sd, 'ci_low': lo, 'ci_high': hi, 'sign': sign, 'verdict': verdict, 'note': note}
+    return {'n': n, 'mean': mean, 'std': sd, 'ci_low': lo, 'ci_high': hi, 'sign': sign, 'verdict': verdict,
+            'note': note}
 
 def interval_text(dec:dict, # from `decide`
                   digits:int=1, # decimals
                  )->str:
     "'+2.0 [+0.5, +3.5]' (with the note when the interval cannot decide: '+3.5 [+3.5, +3.5] (interval of width 0)')."
     f = lambda v: f'{v:+.{digits}f}' if _known(v) else '—'
-    return f"{f(dec['mean'])} [{f(dec['ci_low'])}, {f(dec['ci_high'])}]" + (f" ({dec['note']})" if dec.get('note') else '')
+    return f"{f(dec['mean'])} [{f(dec['ci_low'])}, {f(dec['ci_high'])}]" + (f" ({dec['note']})" if dec.get('note')
+        else '')
 
 # %% ../nbs/58_tables.ipynb #98142fb4
 def paired_diffs(df:pd.DataFrame, # the runs (from `collect_runs`, or any frame with method, seed and `metric` columns)
@@ -202,11 +228,13 @@ def paired_diffs(df:pd.DataFrame, # the runs (from `collect_runs`, or any frame 
                  metric:str, # the metric
                 )->pd.Series:
     "The per-seed differences a − b of `metric`, over the seeds both have (indexed by seed)."
-    w = df.assign(method=df['method'].astype(str)).pivot_table(index='seed', columns='method', values=metric, observed=True)
+    w = df.assign(method=df['method'].astype(str)).pivot_table(index='seed', columns='method', values=metric,
+        observed=True)
     return (w[a] - w[b]).dropna() if a in w and b in w else pd.Series(dtype=float)
 
 def _paired(df:pd.DataFrame, a:str, b:str, metric:str, level:float, direction:int=1)->dict:
-    "`decide` on the paired differences a − b of `metric`, with the names of the gain tables (`gain`, `exceeds`: None when the interval cannot decide)."
+    """`decide` on the paired differences a − b of `metric`, with the names of the gain tables (`gain`, `exceeds`: None
+    when the interval cannot decide)."""
     r = decide(paired_diffs(df, a, b, metric), direction, level)
     return {**r, 'gain': r['mean'], 'exceeds': None if r['note'] else bool(r['sign'])}
 
@@ -215,13 +243,16 @@ def paired_gains(df:pd.DataFrame, # the runs (from `collect_runs`)
                  baseline:str|None='original', # the method compared with (None: an empty table)
                  level:float=0.95, # confidence level of the intervals
                 )->pd.DataFrame:
-    "Per method (the baseline left out): the paired gain over `baseline` across seeds, its std, its `level` interval, whether that excludes 0 (`decide`; None: it cannot decide) and why not (`note`)."
+    """Per method (the baseline left out): the paired gain over `baseline` across seeds, its std, its `level` interval,
+    whether that excludes 0 (`decide`; None: it cannot decide) and why not (`note`)."""
     cols = ['n', 'gain', 'std', 'ci_low', 'ci_high', 'exceeds', 'note']
     ms = [m for m in dict.fromkeys(df['method'].astype(str)) if m != baseline] if baseline is not None else []
-    return pd.DataFrame.from_dict({m: _paired(df, m, baseline, metric, level) for m in ms}, orient='index', columns=cols)
+    return pd.DataFrame.from_dict({m: _paired(df, m, baseline, metric, level) for m in ms}, orient='index',
+                                  columns=cols)
 
 def _mark(g)->str:
-    "▲ / ▼ for a paired gain whose interval excludes 0 (`decide`'s sign); '' otherwise, and always when the interval cannot decide."
+    """▲ / ▼ for a paired gain whose interval excludes 0 (`decide`'s sign); '' otherwise, and always when the interval
+    cannot decide."""
     note = g.get('note') if hasattr(g, 'get') else None
     if _known(note) or not _known(g['ci_low']): return ''
     return '▲' if g['ci_low'] > 0 else '▼' if g['ci_high'] < 0 else ''
@@ -229,26 +260,32 @@ def _mark(g)->str:
 def gain_cell(g, # a row of `paired_gains` (None: no gain)
               digits:int=1, # decimals
              )->str:
-    "A table cell for one paired gain: '+2.0 [+0.5, +3.5] ▲' (▲ interval above 0, ▼ below, no mark within the spread or when the interval cannot decide: its note instead); '' for None."
+    """A table cell for one paired gain: '+2.0 [+0.5, +3.5] ▲' (▲ interval above 0, ▼ below, no mark within the spread
+    or when the interval cannot decide: its note instead); '' for None."""
     if g is None: return ''
     f = lambda v: f'{v:+.{digits}f}' if _known(v) else '—'
     note = g.get('note') if hasattr(g, 'get') else None
     m = _mark(g)
-    return f"{f(g['gain'])} [{f(g['ci_low'])}, {f(g['ci_high'])}]" + (f' {m}' if m else '') + (f' ({note})' if _known(note) else '')
+    return f"{f(g['gain'])} [{f(g['ci_low'])}, {f(g['ci_high'])}]" + (f' {m}' if m else '') + (f' ({note})'
+        if _known(note) else '')
 
+# %% ../nbs/58_tables.ipynb #ef3362c8
 def gains_markdown(gains:pd.DataFrame, # from `paired_gains`
                    summary:pd.DataFrame, # from `summarize`
                    metric:str='top1', # the metric
                    level:float=0.95, # the intervals' level
                    digits:int=1, # decimals
                   )->str:
-    "The paired gains as a Markdown table, each marked: above the spread (▲), below (▼), within noise, or the reason its interval cannot decide."
+    """The paired gains as a Markdown table, each marked: above the spread (▲), below (▼), within noise, or the reason
+    its interval cannot decide."""
     lines = [f'| method | seeds | {metric} | paired gain | {level:.0%} interval | |', '|---|---:|---:|---:|---:|---|']
     for m, g in gains.iterrows():
-        r = summary.loc[m]; f = lambda v: f'{v:+.{digits}f}' if _known(v) else '—'
+        r = summary.loc[m]
+        f = lambda v: f'{v:+.{digits}f}' if _known(v) else '—'
         mark = (g['note'] if _known(g.get('note')) else '—' if not _known(g['ci_low']) else
                 '▲ above the spread' if g['ci_low'] > 0 else '▼ below' if g['ci_high'] < 0 else 'within noise')
-        lines.append(f"| {m} | {int(g['n'])} | {r[f'{metric}_mean']:.{digits}f} ± {r[f'{metric}_std']:.{digits}f} | {f(g['gain'])} | "
+        lines.append(f"| {m} | {int(g['n'])} | {r[f'{metric}_mean']:.{digits}f} ± {r[f'{metric}_std']:.{digits}f} | "
+                     f"{f(g['gain'])} | "
                      f"[{f(g['ci_low'])}, {f(g['ci_high'])}] | {mark} |")
     return '\n'.join(lines) + '\n'
 
@@ -262,14 +299,16 @@ def group_markdown(summary:pd.DataFrame, # from `summarize`
     cols = [('group mean', 'group_mean'), ('worst group', 'worst_group')] + [(g, f'group:{g}') for g in gs]
     lines = ['| method | ' + ' | '.join(n for n, _ in cols) + ' |', '|---|' + '---:|' * len(cols)]
     for m, r in summary.iterrows():
-        lines.append(f'| {m} | ' + ' | '.join(f"{r[f'{k}_mean']:.{digits}f} ± {r[f'{k}_std']:.{digits}f}" for _, k in cols) + ' |')
+        lines.append(f'| {m} | ' +
+                     ' | '.join(f"{r[f'{k}_mean']:.{digits}f} ± {r[f'{k}_std']:.{digits}f}" for _, k in cols) + ' |')
     return '\n'.join(lines) + '\n'
 
 # %% ../nbs/58_tables.ipynb #2c46ba71
 def run_shots(runs:str|Path, # the folder of classification runs
               df:pd.DataFrame, # its runs (from `collect_runs`)
              )->dict:
-    "The `shots` record of the runs' split (each third's name, classes and training-image range, head first), from the first run that has one; [] for a balanced split."
+    """The `shots` record of the runs' split (each third's name, classes and training-image range, head first), from the
+    first run that has one; [] for a balanced split."""
     for run in df['run']:
         m = json.loads((Path(runs)/run/'metrics.json').read_text(encoding='utf-8'))
         if m.get('shots'): return m['shots']
@@ -282,11 +321,14 @@ def shot_markdown(df:pd.DataFrame, # the runs (from `collect_runs`)
                   level:float=0.95, # the intervals' level
                   digits:int=1, # decimals
                  )->str:
-    "Many-, medium- and few-shot accuracy per method (mean ± std) and the few-shot paired gain over `baseline`, with its caption; '' for a balanced split."
-    sh = [x for x in shots if f"{x['group']}_shot_mean" in summary]; gs = [x['group'] for x in sh]
+    """Many-, medium- and few-shot accuracy per method (mean ± std) and the few-shot paired gain over `baseline`, with
+    its caption; '' for a balanced split."""
+    sh = [x for x in shots if f"{x['group']}_shot_mean" in summary]
+    gs = [x['group'] for x in sh]
     if not gs: return ''
     gains = paired_gains(df, 'few_shot', baseline, level) if baseline is not None and 'few' in gs else None
-    head = ['method'] + [f'{g}-shot' for g in gs] + ([f'few-shot gain [{level:.0%} interval]'] if gains is not None else [])
+    head = ['method'] + [f'{g}-shot' for g in gs] + ([f'few-shot gain [{level:.0%} interval]'] if gains is not None
+                                                     else [])
     lines = ['| ' + ' | '.join(head) + ' |', '|---|' + '---:|' * (len(head) - 1)]
     for m, r in summary.iterrows():
         cells = [m] + [f"{r[f'{g}_shot_mean']:.{digits}f} ± {r[f'{g}_shot_std']:.{digits}f}" for g in gs]
@@ -295,13 +337,16 @@ def shot_markdown(df:pd.DataFrame, # the runs (from `collect_runs`)
     rng = lambda a, b: f'{a}' if a == b else f'{a}–{b}'
     n = sorted(set(int(x) for x in summary['n_seeds']))
     cap = ("Mean class accuracy (%) of the classes ranked by their training images, in thirds: " +
-           ', '.join(f"{x['group']}-shot {x['classes']} class{'es' if x['classes'] != 1 else ''} ({rng(*x['train_images'])} images each)" for x in sh) +
+           ', '.join(f"{x['group']}-shot {x['classes']} class{'es' if x['classes'] != 1 else ''} "
+                     f"({rng(*x['train_images'])} images each)" for x in sh) +
            f"; mean ± std over {'/'.join(map(str, n))} seeds.")
-    if gains is not None: cap += f" Few-shot gain: over {baseline}, paired by seed, {level:.0%} Student-t interval (▲ above 0, ▼ below)."
+    if gains is not None:
+        cap += f" Few-shot gain: over {baseline}, paired by seed, {level:.0%} Student-t interval (▲ above 0, ▼ below)."
     return '\n'.join(lines) + '\n\n' + cap + '\n'
 
 # %% ../nbs/58_tables.ipynb #54935161
-SCORE_KEYS = ('n', 'faithfulness', 'diversity', 'source_distance', 'clip_score', 'lpips_diversity', 'lpips_source_distance')
+SCORE_KEYS = ('n', 'faithfulness', 'diversity', 'source_distance', 'clip_score', 'lpips_diversity',
+              'lpips_source_distance')
 
 def collect_scores(oracle:str|Path, # the folder of oracle scores, `<oracle>/<method>/scores.json`
                    methods:list, # the methods to read (those without a file or without oracle scores are left out)
@@ -323,30 +368,39 @@ def summary_markdown(summary:pd.DataFrame, # from `summarize` (and `add_set_size
                      level:float=0.95, # the intervals' level
                      baseline:str|None='original', # the baseline (named in the caption)
                     )->str:
-    "Metric, paired gain and interval, synthetic-set size and oracle scores per method, as a Markdown table with its caption."
+    """Metric, paired gain and interval, synthetic-set size and oracle scores per method, as a Markdown table with its
+    caption."""
     sc = scores if scores is not None else pd.DataFrame()
     oracle = len(sc) > 0
-    head = ['method', metric, f'gain [{level:.0%} interval]', 'synthetic set'] + (['faithfulness', 'diversity', 'to source'] if oracle else [])
+    head = ['method', metric, f'gain [{level:.0%} interval]',
+            'synthetic set'] + (['faithfulness', 'diversity', 'to source'] if oracle else [])
     lines = ['| ' + ' | '.join(head) + ' |', '|---|' + '---:|' * (len(head) - 1)]
     for m, r in summary.iterrows():
         gain = gain_cell(gains.loc[m] if m in gains.index else None)
-        cells = [m, f"{r[f'{metric}_mean']:.1f} ± {r[f'{metric}_std']:.1f}", gain, _set_cell(r) if 'images' in r else '—']
+        cells = [m, f"{r[f'{metric}_mean']:.1f} ± {r[f'{metric}_std']:.1f}", gain, _set_cell(r) if 'images' in r
+                 else '—']
         if oracle:
             o = sc.loc[m] if m in sc.index else None
             cells += ['' if o is None or not _known(o['faithfulness']) else f"{100 * o['faithfulness']:.1f}%",
-                      *('' if o is None or not _known(o[k]) else f'{o[k]:.3f}' for k in ('diversity', 'source_distance'))]
+                      *('' if o is None or not _known(o[k]) else f'{o[k]:.3f}'
+                        for k in ('diversity', 'source_distance'))]
         lines.append('| ' + ' | '.join(cells) + ' |')
     n = sorted(set(int(x) for x in summary['n_seeds']))
-    cap = (f"{metric} (%): mean ± std over {'/'.join(map(str, n))} seeds. Gain: over {baseline}, paired by seed, with its {level:.0%} Student-t "
-           "interval (▲ above 0, ▼ below, else within the seed spread; the interval's note when it cannot decide: `decide`).")
-    if oracle: cap += (" Oracle scores of each synthetic set: faithfulness (oracle accuracy on the intended labels), diversity (mean "
+    cap = (f"{metric} (%): mean ± std over {'/'.join(map(str, n))} seeds. Gain: over {baseline}, paired by seed, with "
+           f"its {level:.0%} Student-t "
+           "interval (▲ above 0, ▼ below, else within the seed spread; the interval's note when it cannot decide: "
+           "`decide`).")
+    if oracle:
+        cap += (" Oracle scores of each synthetic set: faithfulness (oracle accuracy on the intended labels), "
+                "diversity (mean "
                        "pairwise feature distance within a class), distance to the source images (feature space).")
     return '\n'.join(lines) + '\n\n' + cap + '\n'
 
 # %% ../nbs/58_tables.ipynb #c0be6a71
 def _ordinal(n:int)->str: return f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
 
-OOD_GROUPS = ('landbird/water', 'waterbird/land')  # the reversed-habitat groups (Waterbirds' and the mini world's names)
+# the reversed-habitat groups (Waterbirds' and the mini world's names)
+OOD_GROUPS = ('landbird/water', 'waterbird/land')
 
 def claim_line(what:str, # the claim, e.g. "diff-ii above original"
                dec:dict, # from `decide`
@@ -354,8 +408,10 @@ def claim_line(what:str, # the claim, e.g. "diff-ii above original"
                digits:int=1, # decimals
                level:float=0.95, # the interval's level (named)
               )->str:
-    "One claim as a Markdown bullet: `- <what>: **<verdict>**. <difference> [interval] (<level> interval, <n>) <numbers>`."
-    return f"- {what}: **{dec['verdict']}**. {interval_text(dec, digits)}, {level:.0%} interval over {dec['n']}{numbers}."
+    """One claim as a Markdown bullet: `- <what>: **<verdict>**. <difference> [interval] (<level> interval, <n>)
+    <numbers>`."""
+    return (f"- {what}: **{dec['verdict']}**. {interval_text(dec, digits)}, {level:.0%} interval over "
+            f"{dec['n']}{numbers}.")
 
 def claims(df:pd.DataFrame, # the runs (from `collect_runs`)
            summary:pd.DataFrame, # from `summarize`
@@ -363,27 +419,37 @@ def claims(df:pd.DataFrame, # the runs (from `collect_runs`)
            method:str='diff-ii', # the paper's method
            baseline:str|None='original', # the baseline
            level:float=0.95, # the intervals' level
-           ood:bool|None=None, # the test set has an out-of-distribution part (reversed-habitat images): the OOD claim; None: when the runs report the groups `OOD_GROUPS`
+           # the test set has an out-of-distribution part (reversed-habitat images): the OOD claim; None: when the runs
+           # report the groups `OOD_GROUPS`
+           ood:bool|None=None,
           )->str:
-    "Markdown bullets: each of the paper's claims decided by `decide` (reproduced, contradicted, not decided), each with its paired interval."
+    """Markdown bullets: each of the paper's claims decided by `decide` (reproduced, contradicted, not decided), each
+    with its paired interval."""
     if baseline is None or method not in summary.index or baseline not in summary.index:
         return f"The claims concern {method} against {baseline}; these runs do not hold both.\n"
     g = _paired(df, method, baseline, metric, level)
-    out = [claim_line(f"{method} above {baseline}", g, f" seeds: the paired difference {method} − {baseline} of {metric} "
-                      f"({summary.loc[method, f'{metric}_mean']:.1f} vs {summary.loc[baseline, f'{metric}_mean']:.1f})", level=level)]
+    out = [claim_line(f"{method} above {baseline}", g,
+                      f" seeds: the paired difference {method} − {baseline} of {metric} "
+                      f"({summary.loc[method, f'{metric}_mean']:.1f} vs {summary.loc[baseline, f'{metric}_mean']:.1f})",
+                      level=level)]
     order = summary[f'{metric}_mean'].sort_values(ascending=False)
     others = [m for m in order.index if m != method]
     if others:
         other, rank = others[0], list(order.index).index(method) + 1
         h = _paired(df, method, other, metric, level)
-        out.append(claim_line(f"{method} above the best other method ({other})", h, f" seeds: the paired difference {method} − {other} "
-                              f"of {metric}; {method} ranks {_ordinal(rank)} of {len(order)} by mean ({order[method]:.1f} vs {order[other]:.1f})", level=level))
+        out.append(claim_line(f"{method} above the best other method ({other})", h,
+                              f" seeds: the paired difference {method} − {other} "
+                              f"of {metric}; {method} ranks {_ordinal(rank)} of {len(order)} by mean "
+                              f"({order[method]:.1f} vs {order[other]:.1f})", level=level))
     cols = [f'group:{x}' for x in OOD_GROUPS]
     has = all(c in df for c in cols)
     if (ood is None and has) or (ood and has):
         w = _paired(df.assign(_ood=df[cols].min(axis=1)), method, baseline, '_ood', level)
-        out.append(claim_line(f"out of distribution, {method} raises the worst reversed-habitat group ({', '.join(OOD_GROUPS)}) above {baseline}", w,
-                              f" seeds: the paired difference {method} − {baseline} of the lower of the two groups' accuracies", level=level))
-    elif ood and not has: out.append(f"- No out-of-distribution claim: the runs report no groups {', '.join(OOD_GROUPS)}.")
+        out.append(claim_line(f"out of distribution, {method} raises the worst reversed-habitat group "
+                              f"({', '.join(OOD_GROUPS)}) above {baseline}", w,
+                              f" seeds: the paired difference {method} − {baseline} of the lower of the two groups' "
+                              f"accuracies", level=level))
+    elif ood and not has:
+        out.append(f"- No out-of-distribution claim: the runs report no groups {', '.join(OOD_GROUPS)}.")
     else: out.append("- No out-of-distribution claim: the test set has no out-of-distribution (reversed-habitat) part.")
     return '\n'.join(out) + '\n'

@@ -21,14 +21,17 @@ from .data import Dataset, write_dataset
 # %% ../nbs/03_toy.ipynb #624adadf
 _TOY_SHAPES = ['circle', 'square', 'triangle', 'diamond', 'cross', 'ring', 'star', 'bar']
 _TOY_COLOURS = [('red', (220, 40, 40)), ('blue', (40, 80, 220)), ('green', (40, 170, 60)), ('yellow', (235, 200, 30)),
-                ('magenta', (200, 50, 190)), ('cyan', (40, 200, 210)), ('orange', (240, 130, 30)), ('white', (245, 245, 245))]
+                ('magenta', (200, 50, 190)), ('cyan', (40, 200, 210)), ('orange', (240, 130, 30)),
+                ('white', (245, 245, 245))]
 _TOY_NAMES = ['Red Circle', 'Blue/Square', 'green_triangle', 'Ångström/Yellow Diamond']
 
 def toy_class_names(n:int)->list:
     "The toy dataset's first `n` class names (shape + colour)."
     out = []
     for i in range(n):
-        if i < len(_TOY_NAMES): out.append(_TOY_NAMES[i]); continue
+        if i < len(_TOY_NAMES):
+            out.append(_TOY_NAMES[i])
+            continue
         s, c = _TOY_SHAPES[i % len(_TOY_SHAPES)], _TOY_COLOURS[(i // len(_TOY_SHAPES) + i) % len(_TOY_COLOURS)][0]
         out.append(f"{c} {s} {i}")
     return out
@@ -37,19 +40,29 @@ def _toy_colour(i:int)->tuple:
     return _TOY_COLOURS[i if i < 4 else (i // len(_TOY_SHAPES) + i) % len(_TOY_COLOURS)][1]
 
 def _draw_shape(d, shape, cx, cy, r, ang, col):
-    pts = lambda n, rr, off=0.0: [(cx + rr*math.cos(ang + off + 2*math.pi*j/n), cy + rr*math.sin(ang + off + 2*math.pi*j/n)) for j in range(n)]
+    pts = lambda n, rr, off=0.0: [(cx + rr*math.cos(ang + off + 2*math.pi*j/n), cy +
+                                   rr*math.sin(ang + off + 2*math.pi*j/n)) for j in range(n)]
     if shape == 'circle': d.ellipse([cx-r, cy-r, cx+r, cy+r], fill=col)
     elif shape == 'ring': d.ellipse([cx-r, cy-r, cx+r, cy+r], outline=col, width=max(2, int(r/2.5)))
     elif shape == 'square': d.polygon(pts(4, r*1.2, math.pi/4), fill=col)
     elif shape == 'diamond':
-        p = pts(4, r*1.4); d.polygon([p[0], (cx + (p[1][0]-cx)*0.55, cy + (p[1][1]-cy)*0.55), p[2], (cx + (p[3][0]-cx)*0.55, cy + (p[3][1]-cy)*0.55)], fill=col)
+        p = pts(4, r*1.4)
+        d.polygon([p[0], (cx + (p[1][0]-cx)*0.55, cy + (p[1][1]-cy)*0.55), p[2],
+                   (cx + (p[3][0]-cx)*0.55, cy + (p[3][1]-cy)*0.55)], fill=col)
     elif shape == 'triangle': d.polygon(pts(3, r*1.3), fill=col)
     elif shape == 'star':
-        p = pts(10, r*1.3); p = [p[j] if j % 2 == 0 else (cx + (p[j][0]-cx)*0.45, cy + (p[j][1]-cy)*0.45) for j in range(10)]; d.polygon(p, fill=col)
+        p = pts(10, r*1.3)
+        p = [p[j] if j % 2 == 0 else (cx + (p[j][0]-cx)*0.45, cy + (p[j][1]-cy)*0.45) for j in range(10)]
+        d.polygon(p, fill=col)
     elif shape == 'cross':
-        w = max(2, int(r/2)); d.line([pts(2, r*1.2)[0], pts(2, r*1.2)[1]], fill=col, width=w); d.line([pts(2, r*1.2, math.pi/2)[0], pts(2, r*1.2, math.pi/2)[1]], fill=col, width=w)
-    else: d.polygon([(cx-r*1.3, cy-r*0.35), (cx+r*1.3, cy-r*0.35), (cx+r*1.3, cy+r*0.35), (cx-r*1.3, cy+r*0.35)], fill=col)
+        w = max(2, int(r/2))
+        d.line([pts(2, r*1.2)[0], pts(2, r*1.2)[1]], fill=col, width=w)
+        d.line([pts(2, r*1.2, math.pi/2)[0], pts(2, r*1.2, math.pi/2)[1]], fill=col, width=w)
+    else:
+        d.polygon([(cx-r*1.3, cy-r*0.35), (cx+r*1.3, cy-r*0.35), (cx+r*1.3, cy+r*0.35), (cx-r*1.3, cy+r*0.35)],
+                  fill=col)
 
+# %% ../nbs/03_toy.ipynb #8ee24bd4
 def toy_image(cls:int, # class index (shape = cls mod 8, colour from the class)
               seed:int, # the dataset's seed
               i:int, # image index within the class
@@ -58,11 +71,13 @@ def toy_image(cls:int, # class index (shape = cls mod 8, colour from the class)
     "Draw image `i` of toy class `cls`: a coloured shape on a random textured background."
     rng = item_rng(seed, 'toy', f'{cls}/{i}')
     bg0, bg1 = rng.integers(30, 200, 3), rng.integers(30, 200, 3)
-    t = np.linspace(0, 1, size)[None, :, None]; t = t if rng.random() < 0.5 else t.transpose(1, 0, 2)
+    t = np.linspace(0, 1, size)[None, :, None]
+    t = t if rng.random() < 0.5 else t.transpose(1, 0, 2)
     a = bg0 * (1 - t) + bg1 * t + rng.normal(0, 12, (size, size, 3))
     im = Image.fromarray(np.clip(a, 0, 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(0.6))
     d = ImageDraw.Draw(im)
-    r = size * rng.uniform(0.18, 0.3); cx, cy = rng.uniform(r + 1, size - r - 1, 2)
+    r = size * rng.uniform(0.18, 0.3)
+    cx, cy = rng.uniform(r + 1, size - r - 1, 2)
     col = tuple(int(np.clip(v + rng.integers(-25, 26), 0, 255)) for v in _toy_colour(cls))
     _draw_shape(d, _TOY_SHAPES[cls % len(_TOY_SHAPES)], cx, cy, r, rng.uniform(0, 2*math.pi), col)
     return im

@@ -30,7 +30,8 @@ TORCHVISION = 'torchvision:'
 
 def torchvision_model(name:str, # "torchvision:<arch>" or "torchvision:<arch>.<WEIGHTS>"
                      )->tuple|None:
-    "(architecture, weights enum member or None) named by `name`, or None when it names no torchvision model or weights."
+    """(architecture, weights enum member or None) named by `name`, or None when it names no torchvision model or
+    weights."""
     import torchvision
     if not isinstance(name, str) or not name.startswith(TORCHVISION): return None
     arch, _, w = name[len(TORCHVISION):].partition('.')
@@ -46,18 +47,21 @@ def create_classifier(name:str, # a timm model name or "torchvision:<arch>.<WEIG
     "The model with a `num_classes` head, and its normalisation (mean, std)."
     import timm
     if not name.startswith(TORCHVISION):
-        model = timm.create_model(name, pretrained=pretrained, num_classes=num_classes); d = model.pretrained_cfg
+        model = timm.create_model(name, pretrained=pretrained, num_classes=num_classes)
+        d = model.pretrained_cfg
         return model, (tuple(d.get('mean', (0.485, 0.456, 0.406))), tuple(d.get('std', (0.229, 0.224, 0.225))))
     import torchvision
     arch, w = torchvision_model(name)
-    kw = {'image_size': w.meta['min_size'][0]} if w is not None and arch.startswith('vit_') else {}  # SWAG ViTs: 384 px position embeddings
+    # SWAG ViTs: 384 px position embeddings
+    kw = {'image_size': w.meta['min_size'][0]} if w is not None and arch.startswith('vit_') else {}
     model = torchvision.models.get_model(arch, weights=w if pretrained else None, **kw)
     parent, key = model, None
     for n, m in model.named_modules():
         if isinstance(m, torch.nn.Linear): key = n
     *path, last = key.split('.')
     for p in path: parent = getattr(parent, p)
-    old = getattr(parent, last); setattr(parent, last, torch.nn.Linear(old.in_features, num_classes))
+    old = getattr(parent, last)
+    setattr(parent, last, torch.nn.Linear(old.in_features, num_classes))
     return model, ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))  # torchvision's ImageNet normalisation
 
 # %% ../nbs/49_training.ipynb #1028aeb2
@@ -137,18 +141,22 @@ class _EpochSampler(torch.utils.data.Sampler):
     def __init__(self, n:int, seed:int): self.n, self.seed, self.epoch = n, seed, 0
     def set_epoch(self, e:int): self.epoch = int(e)
     def __len__(self): return self.n
-    def __iter__(self): return iter(torch.randperm(self.n, generator=item_generator(self.seed, 'classification/order', self.epoch)).tolist())
+    def __iter__(self):
+        return iter(torch.randperm(self.n,
+                                   generator=item_generator(self.seed, 'classification/order', self.epoch)).tolist())
 
 EVAL_CACHE_BYTES = 2**29 # a test set whose tensors fit in 512 MB is decoded once per run, not at every evaluation
 
 class _EvalDataset(torch.utils.data.Dataset):
     def __init__(self, split, subset, size, mean, std, transform='reference', resize=None):
-        self.split, self.items, self.size, self.mean, self.std, self.transform, self.resize = split, split.items(subset), size, mean, std, transform, resize
+        self.split, self.items, self.size, self.mean, self.std, self.transform, self.resize = (split,
+            split.items(subset), size, mean, std, transform, resize)
         self.cache = {} if len(self.items) * 3 * size * size * 4 <= EVAL_CACHE_BYTES else None
     def __len__(self): return len(self.items)
     def __getitem__(self, i):
         if self.cache is not None and i in self.cache: return self.cache[i], i
-        x = eval_tensor(load_image(self.split.root/self.items[i]['path']), self.transform, self.size, self.resize, self.mean, self.std)
+        x = eval_tensor(load_image(self.split.root/self.items[i]['path']), self.transform, self.size, self.resize,
+                        self.mean, self.std)
         if self.cache is not None: self.cache[i] = x
         return x, i
 
@@ -164,8 +172,10 @@ def _mixer(cfg:ClassificationConfig, K:int):
     from timm.data import Mixup
     mix = MIXING.get(cfg.method)
     if not mix: return None
-    return Mixup(mixup_alpha=cfg.mixup_alpha if mix == 'mixup' else 0.0, cutmix_alpha=cfg.cutmix_alpha if mix == 'cutmix' else 0.0,
-                 prob=cfg.mix_prob, switch_prob=0.0, mode='elem' if mix == 'cutmix' and cfg.cutmix_per == 'sample' else 'batch',
+    return Mixup(mixup_alpha=cfg.mixup_alpha if mix == 'mixup' else 0.0, cutmix_alpha=cfg.cutmix_alpha if mix ==
+                 'cutmix' else 0.0,
+                 prob=cfg.mix_prob, switch_prob=0.0, mode='elem' if mix == 'cutmix' and cfg.cutmix_per == 'sample'
+                 else 'batch',
                  label_smoothing=cfg.label_smoothing, num_classes=K)
 
 def _targets(cfg, mixer, x, target, K):
@@ -181,7 +191,8 @@ def _targets(cfg, mixer, x, target, K):
 
 @torch.no_grad()
 def _predict(model, loader, accelerator)->list:
-    model.eval(); out = {}
+    model.eval()
+    out = {}
     for x, idx in loader:
         p = model(x).argmax(-1)
         p, idx = accelerator.gather_for_metrics((p, idx))
@@ -191,7 +202,9 @@ def _predict(model, loader, accelerator)->list:
 # %% ../nbs/49_training.ipynb #a575625c
 def _tree_out(obj, tensors:dict, path:str='s'):
     "A JSON-able copy of a state dict `obj` (dict keys kept with their types); its tensors go into `tensors`."
-    if isinstance(obj, torch.Tensor): tensors[path] = obj.detach().cpu().contiguous().clone(); return {'__tensor__': path}
+    if isinstance(obj, torch.Tensor):
+        tensors[path] = obj.detach().cpu().contiguous().clone()
+        return {'__tensor__': path}
     if isinstance(obj, dict): return {'__items__': [[k, _tree_out(v, tensors, f'{path}.{k}')] for k, v in obj.items()]}
     if isinstance(obj, (list, tuple)): return [_tree_out(v, tensors, f'{path}.{i}') for i, v in enumerate(obj)]
     return obj
@@ -207,7 +220,8 @@ def save_state(path:str|Path, # a file stem: writes <path>.safetensors and <path
                state, # a state dict (nested dicts / lists of tensors and JSON-able values)
               )->None:
     "Save a state dict (an optimizer's, a scheduler's, RNG states) as safetensors + JSON, atomically."
-    tensors = {}; tree = _tree_out(state, tensors)
+    tensors = {}
+    tree = _tree_out(state, tensors)
     atomic_save_safetensors(tensors, Path(f'{path}.safetensors'))
     atomic_write_json(Path(f'{path}.json'), tree, indent=None)
 
@@ -221,7 +235,8 @@ def rng_state()->dict:
     import random
     name, keys, pos, has_gauss, cached = np.random.get_state()
     v, st, g = random.getstate()
-    s = {'torch': torch.get_rng_state(), 'numpy': [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
+    s = {'torch': torch.get_rng_state(),
+         'numpy': [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
          'python': [v, list(st), g]}
     if torch.cuda.is_available() and torch.cuda.is_initialized(): s['cuda'] = torch.cuda.get_rng_state()
     return s
@@ -233,7 +248,8 @@ def set_rng_state(s:dict)->None:
     if 'cuda' in s and torch.cuda.is_available(): torch.cuda.set_rng_state(s['cuda'])
     name, keys, pos, hg, cached = s['numpy']
     np.random.set_state((name, keys.numpy().astype(np.uint32), pos, hg, cached))
-    v, st, g = s['python']; random.setstate((v, tuple(st), g))
+    v, st, g = s['python']
+    random.setstate((v, tuple(st), g))
 
 # %% ../nbs/49_training.ipynb #6d21e3f3
 def _save_checkpoint(ck:Path, # the checkpoint folder (in the scratch folder)
@@ -243,9 +259,11 @@ def _save_checkpoint(ck:Path, # the checkpoint folder (in the scratch folder)
     "Checkpoint after `epoch` epochs; `last.json`, written last, makes it the one a resume starts from."
     d = ck/f'epoch-{epoch:04d}'
     if acc.is_main_process:
-        atomic_save_safetensors({k: v.clone() for k, v in acc.unwrap_model(model).state_dict().items()}, d/'model.safetensors')
+        atomic_save_safetensors({k: v.clone() for k, v in acc.unwrap_model(model).state_dict().items()}, d/
+                                'model.safetensors')
         save_state(d/'optimizer', opt.state_dict())
-        save_state(d/'scheduler', {'scheduler': sched.scheduler.state_dict(), 'scaler': acc.scaler.state_dict() if acc.scaler is not None else None})
+        save_state(d/'scheduler', {'scheduler': sched.scheduler.state_dict(), 'scaler': acc.scaler.state_dict()
+                                   if acc.scaler is not None else None})
         if best_changed: atomic_save_safetensors(best_state, ck/f'best-{best[1]:04d}.safetensors')
     save_state(d/f'rng-{acc.process_index}', rng_state())
     acc.wait_for_everyone()
@@ -258,14 +276,16 @@ def _save_checkpoint(ck:Path, # the checkpoint folder (in the scratch folder)
     acc.wait_for_everyone()
 
 def _load_checkpoint(ck:Path, acc, model, opt, sched)->tuple:
-    "(finished epochs, rows, best, best_state) of the last checkpoint in `ck`, its states loaded; (0, [], (-1.0, -1), None) without one."
+    """(finished epochs, rows, best, best_state) of the last checkpoint in `ck`, its states loaded; (0, [], (-1.0, -1),
+    None) without one."""
     if not (ck/'last.json').is_file(): return 0, [], (-1.0, -1), None
     from safetensors.torch import load_file
     last = json.loads((ck/'last.json').read_text(encoding='utf-8'))
     d = ck/f"epoch-{last['epoch']:04d}"
     acc.unwrap_model(model).load_state_dict(load_file(str(d/'model.safetensors')))
     opt.load_state_dict(load_state(d/'optimizer'))
-    s = load_state(d/'scheduler'); sched.scheduler.load_state_dict(s['scheduler'])
+    s = load_state(d/'scheduler')
+    sched.scheduler.load_state_dict(s['scheduler'])
     if s['scaler'] is not None and acc.scaler is not None: acc.scaler.load_state_dict(s['scaler'])
     set_rng_state(load_state(d/f'rng-{acc.process_index}'))
     best = tuple(last['best'])
@@ -277,40 +297,56 @@ def _eval_split(cfg, sp):
     "The split whose test subset is reported: `cfg.eval_split`'s (its test labels must be classes of `sp`), else `sp`."
     ev = load_split(cfg.eval_split) if cfg.eval_split else sp
     if ev is not sp:
-        ev.check_paths(); extra = sorted({it['label'] for it in ev.items('test')} - set(sp.classes))
-        if extra: raise ParamError(f"parameter eval_split={cfg.eval_split!r} is invalid: its test labels {extra[:5]} are not classes of {cfg.split}")
+        ev.check_paths()
+        extra = sorted({it['label'] for it in ev.items('test')} - set(sp.classes))
+        if extra:
+            raise ParamError(f"parameter eval_split={cfg.eval_split!r} is invalid: its test labels {extra[:5]} are not "
+                             f"classes of {cfg.split}")
     return ev
 
+# %% ../nbs/49_training.ipynb #4ba20329
 def _setup(cfg, # the run's parameters (checked)
            ck:Path, # its checkpoint folder
           )->SimpleNamespace:
-    "The run's accelerator, model, loaders, optimizer, schedule and mixer, in the order its random draws depend on; resumed from the checkpoint in `ck`."
+    """The run's accelerator, model, loaders, optimizer, schedule and mixer, in the order its random draws depend on;
+    resumed from the checkpoint in `ck`."""
     import timm
     from accelerate.utils import DataLoaderConfiguration
     if cfg.threads: torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
-    sp = load_split(cfg.split); sp.check_paths()
+    sp = load_split(cfg.split)
+    sp.check_paths()
     K = len(sp.classes)
     dev = choose_device(cfg.device)
-    # split_batches: `batch_size` is the batch of all processes together; even_batches: a short last batch is completed from
-    # the first items so every process gets its part (a process left without one would wait for the others' DDP and gather
+    # split_batches: `batch_size` is the batch of all processes together; even_batches: a short last batch is completed
+    # from
+    # the first items so every process gets its part (a process left without one would wait for the others' DDP and
+    # gather
     # calls forever); gather_for_metrics drops the completion. One process: both are no-ops.
-    acc = make_accelerator(dev, cfg.precision, dataloader_config=DataLoaderConfiguration(split_batches=True, even_batches=True))
+    acc = make_accelerator(dev, cfg.precision,
+                           dataloader_config=DataLoaderConfiguration(split_batches=True, even_batches=True))
     torch.manual_seed(item_seed(cfg.seed, 'classification/init', cfg.model) % 2**63)
     try: model, (mean, std) = create_classifier(cfg.model, cfg.pretrained, K)
     except Exception as e:
-        if cfg.pretrained: raise RuntimeError(f"model={cfg.model!r}: pretrained weights could not be loaded ({e}); offline, set pretrained: false") from e
+        if cfg.pretrained:
+            raise RuntimeError(f"model={cfg.model!r}: pretrained weights could not be loaded ({e}); offline, set "
+                               f"pretrained: false") from e
         raise
-    train_ds = ReplacementDataset(sp, cfg.synthetic_sets(), cfg.p, cfg.replace_with, cfg.image_size, cfg.crop_padding, mean, std, cfg.seed,
+    train_ds = ReplacementDataset(sp, cfg.synthetic_sets(), cfg.p, cfg.replace_with, cfg.image_size, cfg.crop_padding,
+                                  mean, std, cfg.seed,
                                   transform=cfg.transform, resize=cfg.resize)
     check_param(len(train_ds) > 0, 'split', str(cfg.split), "a split with training items")
     sampler = _EpochSampler(len(train_ds), cfg.seed)
     bs = min(cfg.batch_size, len(train_ds))
-    train_dl = torch.utils.data.DataLoader(train_ds, batch_size=bs, sampler=sampler, num_workers=cfg.num_workers, drop_last=False)
+    train_dl = torch.utils.data.DataLoader(train_ds, batch_size=bs, sampler=sampler, num_workers=cfg.num_workers,
+                                           drop_last=False)
     src = {'val': sp, 'test': _eval_split(cfg, sp)}
-    evals = {s: torch.utils.data.DataLoader(_EvalDataset(src[s], s, cfg.image_size, mean, std, cfg.transform, cfg.resize), batch_size=max(bs, 32), num_workers=cfg.num_workers)
+    evals = {s: torch.utils.data.DataLoader(_EvalDataset(src[s], s, cfg.image_size, mean, std, cfg.transform,
+                                                         cfg.resize), batch_size=max(bs, 32),
+                                                         num_workers=cfg.num_workers)
              for s in ('val', 'test') if src[s].items(s)}
-    if cfg.select == 'val' and 'val' not in evals: raise ParamError(f"parameter select='val' is invalid: the split {cfg.split} has no val subset")
+    if cfg.select == 'val' and 'val' not in evals:
+        raise ParamError(f"parameter select='val' is invalid: the split {cfg.split} has no val subset")
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     total = cfg.epochs * len(train_dl)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, cfg.warmup, cfg.warmup_mode))
@@ -319,29 +355,45 @@ def _setup(cfg, # the run's parameters (checked)
     mixer = _mixer(cfg, K)
     start, rows, best, best_state = _load_checkpoint(ck, acc, model, opt, sched)
     if start and acc.is_main_process: print(f"resuming after epoch {start}/{cfg.epochs} ({ck})", flush=True)
-    return SimpleNamespace(acc=acc, model=model, opt=opt, sched=sched, mixer=mixer, K=K, sp=sp, src=src, train_ds=train_ds, sampler=sampler,
-                           train_dl=train_dl, evals=evals, start=start, rows=rows, best=best, best_state=best_state, last_preds={}, reports={})
+    return SimpleNamespace(acc=acc, model=model, opt=opt, sched=sched, mixer=mixer, K=K, sp=sp, src=src,
+                           train_ds=train_ds, sampler=sampler,
+                           train_dl=train_dl, evals=evals, start=start, rows=rows, best=best, best_state=best_state,
+                           last_preds={}, reports={})
 
+# %% ../nbs/49_training.ipynb #f1f0ef72
 def _train_epoch(r:SimpleNamespace, cfg, epoch:int)->dict:
     "One pass over the training loader (0-based `epoch`): its row of `epochs.csv` without the evaluation."
-    r.train_ds.set_epoch(epoch); r.sampler.set_epoch(epoch); r.train_dl.set_epoch(epoch) # accelerate's loader sets its sampler's epoch from its own count
-    np.random.seed(item_seed(cfg.seed, 'classification/mix', epoch) % 2**32) # timm's Mixup draws from numpy's global RNG
-    r.model.train(); tl, tc, tn, ns = 0.0, 0, 0, 0
+    # accelerate's loader sets its sampler's epoch from its own count
+    r.train_ds.set_epoch(epoch)
+    r.sampler.set_epoch(epoch)
+    r.train_dl.set_epoch(epoch)
+    # timm's Mixup draws from numpy's global RNG
+    np.random.seed(item_seed(cfg.seed, 'classification/mix', epoch) % 2**32)
+    r.model.train()
+    tl, tc, tn, ns = 0.0, 0, 0, 0
     for x, target, is_syn in r.train_dl:
         x, y = _targets(cfg, r.mixer, x, target.float(), r.K)
         with r.acc.autocast(): logits = r.model(x)
         loss = _soft_ce(logits, y)
-        r.opt.zero_grad(set_to_none=True); r.acc.backward(loss); r.opt.step(); r.sched.step()
-        tl += loss.item() * len(x); tc += (logits.argmax(-1) == target.argmax(-1)).sum().item(); tn += len(x); ns += int(is_syn.sum())
+        r.opt.zero_grad(set_to_none=True)
+        r.acc.backward(loss)
+        r.opt.step()
+        r.sched.step()
+        tl += loss.item() * len(x)
+        tc += (logits.argmax(-1) == target.argmax(-1)).sum().item()
+        tn += len(x)
+        ns += int(is_syn.sum())
     if r.acc.num_processes > 1:  # the row counts every process's images (a short last batch's completion included)
-        tl, tc, tn, ns = r.acc.reduce(torch.tensor([tl, tc, tn, ns], dtype=torch.float64, device=r.acc.device), 'sum').tolist()
+        tl, tc, tn, ns = r.acc.reduce(torch.tensor([tl, tc, tn, ns], dtype=torch.float64, device=r.acc.device),
+                                      'sum').tolist()
     return {'epoch': epoch + 1, 'lr': r.opt.param_groups[0]['lr'], 'train_loss': tl / tn, 'train_acc': 100.0 * tc / tn,
             'synthetic_fraction': ns / tn}
 
 def _evaluate(r:SimpleNamespace, cfg, epoch:int, row:dict)->bool:
     "Add the val/test top-1 to `row`; with select='val', keep the best epoch's weights. True when the best changed."
     for s, dl in r.evals.items():
-        r.last_preds[s] = _predict(r.model, dl, r.acc)  # the last epoch's are the reported ones (select='last'): predicted once
+        # the last epoch's are the reported ones (select='last'): predicted once
+        r.last_preds[s] = _predict(r.model, dl, r.acc)
         row[f'{s}_top1'] = accuracy_report(r.last_preds[s], r.src[s].items(s), r.sp.classes)['top1']
     if cfg.select == 'val' and row['val_top1'] > r.best[0]:
         r.best = (row['val_top1'], epoch + 1)
@@ -349,10 +401,12 @@ def _evaluate(r:SimpleNamespace, cfg, epoch:int, row:dict)->bool:
         return True
     return False
 
+# %% ../nbs/49_training.ipynb #4dc70bbb
 def train_classifier(cfg, # the run's parameters (checked; the fields of `diffaug.classification.ClassificationConfig`)
                      scratch:str|Path, # the run's scratch folder: its checkpoints go to `<scratch>/checkpoints`
                     )->SimpleNamespace:
-    "Train one run (resuming from its last checkpoint) and predict with the selected epoch: the run's state, with `rows` and `reports` ({subset: (accuracy report, predictions)})."
+    """Train one run (resuming from its last checkpoint) and predict with the selected epoch: the run's state, with
+    `rows` and `reports` ({subset: (accuracy report, predictions)})."""
     ck = Path(scratch)/'checkpoints'
     r = _setup(cfg, ck)
     todo, best_changed = range(r.start, cfg.epochs), False
@@ -363,14 +417,19 @@ def train_classifier(cfg, # the run's parameters (checked; the fields of `diffau
         if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
             best_changed = _evaluate(r, cfg, epoch, row) or best_changed
         r.rows.append(row)
-        if cfg.checkpoint_every and ((epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs):  # not free (0: never)
-            _save_checkpoint(ck, epoch + 1, r.acc, r.model, r.opt, r.sched, r.rows, r.best, r.best_state, best_changed); best_changed = False
-        if r.acc.is_main_process: # one text line per epoch: readable in the executed notebook and streamed by the pipeline (timings: printed only)
+        # not free (0: never)
+        if cfg.checkpoint_every and ((epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs):
+            _save_checkpoint(ck, epoch + 1, r.acc, r.model, r.opt, r.sched, r.rows, r.best, r.best_state, best_changed)
+            best_changed = False
+        # one text line per epoch: readable in the executed notebook and streamed by the pipeline (timings: printed
+        # only)
+        if r.acc.is_main_process:
             print(f"epoch {epoch + 1}/{cfg.epochs} " + ' '.join(f'{k} {v:.4g}' for k, v in row.items() if k != 'epoch')
                   + f" seconds {time.time() - t0:.1f}", flush=True)
     if cfg.select == 'val': r.acc.unwrap_model(r.model).load_state_dict(r.best_state)
     for s in ('val', 'test'):
         if s in r.evals:
-            preds = r.last_preds[s] if cfg.select == 'last' and s in r.last_preds else _predict(r.model, r.evals[s], r.acc)
+            preds = r.last_preds[s] if cfg.select == 'last' and s in r.last_preds else _predict(r.model, r.evals[s],
+                r.acc)
             r.reports[s] = (accuracy_report(preds, r.src[s].items(s), r.sp.classes), preds)
     return r

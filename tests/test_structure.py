@@ -99,3 +99,73 @@ def test_the_mini_world_is_a_subpackage():
     assert len(body) == 1 and isinstance(body[0], ast.Expr) and isinstance(body[0].value.value, str), "miniworld/__init__.py: a docstring only"
     users = sorted(m for m in table if m not in world and any(t == 'miniworld' or t.startswith('miniworld.') for t in imports_of(m)))
     assert users == ['prepare'], users
+
+
+# Lines a reader takes in (issue 26): in the package and in the notebooks' exported cells, no line over 120 characters,
+# one statement per line (no `;`), no exported cell over 60 lines unless it says why (`# long: <reason>`).
+# /work/tools/reflow.py (outside the repository) fixes what breaks them, touching only the offending lines.
+WIDTH, CELL_LINES = 120, 60
+
+
+def package_files() -> list:
+    return sorted(p for p in (ROOT/'diffaug').rglob('*.py') if p.name != '_modidx.py')  # the mini world's subpackage too
+
+
+def export_cells() -> list:
+    "[(where, source)] of every `#| export` cell: where is `nbs/<notebook> cell <n>`."
+    out = []
+    for nb in sorted((ROOT/'nbs').glob('*.ipynb')):
+        for i, c in enumerate(json.loads(nb.read_text())['cells']):
+            src = ''.join(c['source'])
+            if c['cell_type'] == 'code' and re.match(r'#\|\s*export\s*$', src.split('\n', 1)[0]):
+                out.append((f'nbs/{nb.name} cell {i}', src))
+    return out
+
+
+def nbdev_header(src: str) -> set:
+    """The lines nbdev writes itself at a module's top, not from a code cell: the module docstring (the notebook's
+    `> description`) and `__all__` (its first line is 120 characters of names after `__all__ = `)."""
+    tree, out = ast.parse(src), set()
+    for n in tree.body:
+        if isinstance(n, ast.Expr) and n is tree.body[0] and isinstance(n.value, ast.Constant) or \
+           isinstance(n, ast.Assign) and [getattr(t, 'id', '') for t in n.targets] == ['__all__']:
+            out |= set(range(n.lineno, n.end_lineno + 1))
+    return out
+
+
+def long_lines(src: str, skip=frozenset()) -> list:
+    return [(i, len(l)) for i, l in enumerate(src.split('\n'), 1) if len(l) > WIDTH and i not in skip]
+
+
+def semicolon_lines(src: str) -> list:
+    "The lines holding a `;` statement separator (tokens: a `;` inside a string or a comment is not one)."
+    import io, tokenize
+    toks = tokenize.generate_tokens(io.StringIO(src).readline)
+    return sorted({t.start[0] for t in toks if t.type == tokenize.OP and t.string == ';'})
+
+
+def test_lines_fit_in_120_characters():
+    bad = [f"{p.relative_to(ROOT)}:{i} ({n} characters)" for p in package_files()
+           for s in [p.read_text()] for i, n in long_lines(s, nbdev_header(s))]
+    bad += [f"{w} line {i} ({n} characters)" for w, s in export_cells() for i, n in long_lines(s)]
+    assert not bad, f"{len(bad)} lines over {WIDTH} characters:\n" + '\n'.join(bad[:50])
+
+
+def test_one_statement_per_line():
+    bad = [f"{p.relative_to(ROOT)}:{i}" for p in package_files() for i in semicolon_lines(p.read_text())]
+    bad += [f"{w} line {i}" for w, s in export_cells() for i in semicolon_lines(s)]
+    assert not bad, f"{len(bad)} lines holding several statements (`;`):\n" + '\n'.join(bad[:50])
+
+
+def test_exported_cells_are_short():
+    bad = [f"{w}: {n} lines" for w, s in export_cells() for n in [len(s.rstrip('\n').split('\n'))]
+           if n > CELL_LINES and not re.search(r'^\s*# long: \S', s, re.M)]
+    why = "split at a def/class, or say why: `# long: <reason>`"
+    assert not bad, f"exported cells over {CELL_LINES} lines ({why}):\n" + '\n'.join(bad)
+
+
+def test_the_line_checks_can_fail():
+    "Each check finds a made-up offender (and nothing in its look-alikes: `;` in a string or a comment)."
+    assert semicolon_lines("a = 1; b = 2\nc = 'x; y'  # p; q\nif a: b; c\n") == [1, 3]
+    assert long_lines('x = 1\n' + 'y = ' + '1' * 120) == [(2, 124)]
+    assert nbdev_header('"""' + 'd' * 130 + '"""\n__all__ = [\'a\']\nx = 1\n') == {1, 2}

@@ -32,15 +32,18 @@ class SmallCNN(nn.Module):
     def __init__(self, heads:dict, width:int=32):
         super().__init__()
         w = width
-        def blk(i, o, s): return nn.Sequential(nn.Conv2d(i, o, 3, s, 1, bias=False), nn.BatchNorm2d(o), nn.ReLU(inplace=True))
+        def blk(i, o, s):
+            return nn.Sequential(nn.Conv2d(i, o, 3, s, 1, bias=False), nn.BatchNorm2d(o), nn.ReLU(inplace=True))
         self.features = nn.Sequential(blk(3, w, 2), blk(w, 2 * w, 2), blk(2 * w, 2 * w, 1),
                                       blk(2 * w, 4 * w, 2), blk(4 * w, 4 * w, 1),
                                       nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.heads = nn.ModuleDict({k: nn.Linear(4 * w, n) for k, n in heads.items()})
-        self.head_sizes = dict(heads); self.width = width
+        self.head_sizes = dict(heads)
+        self.width = width
     def embed(self, x): return self.features(x)
     def forward(self, x):
-        h = self.features(x); return {k: m(h) for k, m in self.heads.items()}
+        h = self.features(x)
+        return {k: m(h) for k, m in self.heads.items()}
 
 def attr_labels(fs:list)->dict:
     "Factor lists -> {head: LongTensor of value indices}."
@@ -48,7 +51,8 @@ def attr_labels(fs:list)->dict:
 
 def save_cnn(net:SmallCNN, path:str|Path, meta:dict|None=None)->Path:
     "Save a SmallCNN as safetensors with its heads in the metadata (the same bytes for the same weights)."
-    md = {'heads': json.dumps(net.head_sizes), 'width': str(net.width), **{k: json.dumps(v) for k, v in (meta or {}).items()}}
+    md = {'heads': json.dumps(net.head_sizes), 'width': str(net.width),
+          **{k: json.dumps(v) for k, v in (meta or {}).items()}}
     with atomic_write(path, 'wb') as f: f.write(safetensors_bytes(net.state_dict(), md))
     return Path(path)
 
@@ -58,9 +62,12 @@ def load_cnn(path:str|Path)->SmallCNN:
     path = Path(path)
     if not path.exists(): raise FileNotFoundError(f"{path}: no such classifier file")
     with safe_open(str(path), 'pt') as fh: md = fh.metadata()
-    net = SmallCNN(json.loads(md['heads']), int(md['width'])); net.load_state_dict(load_file(str(path))); net.meta = md
+    net = SmallCNN(json.loads(md['heads']), int(md['width']))
+    net.load_state_dict(load_file(str(path)))
+    net.meta = md
     return net.eval()
 
+# %% ../../nbs/70_miniworld_eval.ipynb #bca62093
 def train_attr_classifier(path:str|Path, # where to save the classifier (safetensors)
                           steps:int=1500, # training steps
                           batch:int=64, # images per step
@@ -69,19 +76,26 @@ def train_attr_classifier(path:str|Path, # where to save the classifier (safeten
                          )->SmallCNN:
     "Train the attribute classifier on freshly rendered images and save it."
     torch.manual_seed(seed)  # the initial weights too: the same classifier in any process
-    net = SmallCNN({k: len(ATTR_VALUES[k]) for k in ATTR_HEADS}); opt = torch.optim.AdamW(net.parameters(), lr, weight_decay=1e-4)
+    net = SmallCNN({k: len(ATTR_VALUES[k]) for k in ATTR_HEADS})
+    opt = torch.optim.AdamW(net.parameters(), lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps, pct_start=0.1)
     net.train()
     for step in progress(range(steps), desc='attribute classifier'):
         items = [_attr_item(seed, step * batch + j) for j in range(batch)]
-        x = to_tensor([im for im, f in items]); y = attr_labels([f for im, f in items])
-        out = net(x); loss = sum(F.cross_entropy(out[k], y[k]) for k in ATTR_HEADS)
-        opt.zero_grad(); loss.backward(); opt.step(); sched.step()
+        x = to_tensor([im for im, f in items])
+        y = attr_labels([f for im, f in items])
+        out = net(x)
+        loss = sum(F.cross_entropy(out[k], y[k]) for k in ATTR_HEADS)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
     save_cnn(net.eval(), path, {'kind': 'attributes', 'steps': steps})
     return net
 
 def _attr_item(seed, i):
-    rng = item_rng(seed, 'miniworld/attr', i); f = sample_factors(rng, p_occlusion=0.1)
+    rng = item_rng(seed, 'miniworld/attr', i)
+    f = sample_factors(rng, p_occlusion=0.1)
     return render(f), f
 
 @torch.no_grad()
@@ -90,7 +104,8 @@ def predict_attrs(net:SmallCNN, # the attribute classifier
                   batch:int=128, # images per forward pass
                  )->list[dict]:
     "Predicted factors of each image, e.g. [{'background': 'sea', 'body': 'red', ...}, ...]."
-    net.eval(); out = []
+    net.eval()
+    out = []
     for i in range(0, len(images), batch):
         o = net(to_tensor(images[i:i + batch]))
         idx = {k: o[k].argmax(1).tolist() for k in o}
@@ -99,7 +114,8 @@ def predict_attrs(net:SmallCNN, # the attribute classifier
 
 def attr_accuracy(net:SmallCNN, n:int=512, seed:int=123)->dict:
     "Per-head accuracy of the classifier on `n` real held-out images."
-    items = [_attr_item(seed, i) for i in range(n)]; pred = predict_attrs(net, [im for im, f in items])
+    items = [_attr_item(seed, i) for i in range(n)]
+    pred = predict_attrs(net, [im for im, f in items])
     return {k: float(np.mean([p[k] == getattr(f, k) for p, (im, f) in zip(pred, items)])) for k in ATTR_HEADS}
 
 # %% ../../nbs/70_miniworld_eval.ipynb #b77dbe68
@@ -107,7 +123,9 @@ def check_prompts(n:int, # number of prompts
                   seed:int=0, # which prompts
                  )->list[str]:
     "`n` prompts naming a background and body, crown and wing colours, cycling through the backgrounds."
-    rng = np.random.default_rng(seed); cols = list(COLOURS); bgs = list(BACKGROUNDS)
+    rng = np.random.default_rng(seed)
+    cols = list(COLOURS)
+    bgs = list(BACKGROUNDS)
     return [prompt(bgs[i % len(bgs)], *(cols[j] for j in rng.integers(len(cols), size=3))) for i in range(n)]
 
 @torch.no_grad()
@@ -133,7 +151,8 @@ def prompt_following(pipe:'StableDiffusionPipeline', # the pipeline to test
             if k in hits: hits[k].append(q[k] == v)
     res = {k: float(np.mean(v)) for k, v in hits.items() if v}
     res['colour'] = float(np.mean(hits['body'] + hits['crown'] + hits['wing']))
-    res['n'] = len(prompts); res['guidance_scale'] = guidance_scale
+    res['n'] = len(prompts)
+    res['guidance_scale'] = guidance_scale
     return res, ims
 
 # %% ../../nbs/70_miniworld_eval.ipynb #5c0260fd
@@ -146,5 +165,6 @@ def measure_prompt_following(model:str|Path, # the diffusers folder
                             )->list[dict]:
     "Prompt-following figures of a shipped model, one dict per guidance scale."
     from diffaug.models import load_sd
-    pipe = load_sd(model, device='cpu', precision='fp32'); net = load_cnn(clf)
+    pipe = load_sd(model, device='cpu', precision='fp32')
+    net = load_cnn(clf)
     return [prompt_following(pipe, net, check_prompts(n, seed), g, steps, seed)[0] for g in guidance_scales]

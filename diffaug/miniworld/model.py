@@ -21,7 +21,8 @@ from ..core import item_rng, item_generator, StageConfig, ParamError, optimizer_
 from ..files import atomic_write_json, atomic_save_safetensors, atomic_save_image, recorded_path
 from ..models import SD15_SCHEDULER
 from .world import pretrain_item, image_grid
-from .sd import ARCHS, corpus_captions, build_tokenizer, make_models, n_params, to_tensor, psnr, build_pipeline, export_pipeline
+from .sd import (ARCHS, corpus_captions, build_tokenizer, make_models, n_params, to_tensor, psnr,
+                                  build_pipeline, export_pipeline)
 from .evaluation import load_cnn, train_attr_classifier, check_prompts, prompt_following
 # diffusers and transformers are imported inside the functions that use them: the pipeline runner imports this
 # module to check the stage's parameters without loading them
@@ -31,20 +32,27 @@ def fg_weights(x:torch.Tensor, # images in [-1, 1], (n, 3, h, w)
                weight:float=4.0, # extra weight of foreground pixels
                thr:float=0.08, # colour distance from the row's median that counts as foreground
               )->torch.Tensor:
-    "Per-pixel loss weights, 1 + `weight` on the bird, perch and leaves: the world's backgrounds are constant along each row."
+    """Per-pixel loss weights, 1 + `weight` on the bird, perch and leaves: the world's backgrounds are constant along
+    each row."""
     med = x.median(dim=-1, keepdim=True).values
     return 1 + weight * ((x - med).abs().amax(1, keepdim=True) > thr).float()
 
 # %% ../../nbs/71_miniworld_model.ipynb #bd355285
 # the parameters that shape what a checkpoint folder holds: a resume must use the values it was started with
-RECORDED = ('seed', 'size', 'n_tok_captions', 'vae_joint_steps', 'unet_a_steps', 'vae_refine_steps', 'fg_weight', 'vae_batch',
+RECORDED = ('seed', 'size', 'n_tok_captions', 'vae_joint_steps', 'unet_a_steps', 'vae_refine_steps', 'fg_weight',
+            'vae_batch',
             'n_latents', 'batch', 'lr', 'warmup', 'ema_decay', 'p_uncond')
 
+# %% ../../nbs/71_miniworld_model.ipynb #60047661
+# long: the stage's config class: its fields and their checks are one declaration
 @dataclasses.dataclass
 class MiniworldModelConfig(StageConfig):
-    "Parameters of the `miniworld_model` stage (training the mini world's SD-format model); defaults: the shipped model's recipe."
-    ckpt_dir:str|None=None # checkpoint folder, resumed from when it holds a state.json (required; the repository's: models/miniworld/_ckpt)
-    out:str|None=None # where the best EMA model is exported, diffusers format, fp16 (required; the repository's: models/miniworld)
+    """Parameters of the `miniworld_model` stage (training the mini world's SD-format model); defaults: the shipped
+    model's recipe."""
+    ckpt_dir:str|None=None # checkpoint folder, resumed from when it holds a state.json (required; the repository's:
+        # models/miniworld/_ckpt)
+    out:str|None=None # where the best EMA model is exported, diffusers format, fp16 (required; the repository's:
+        # models/miniworld)
     seed:int=0 # corpus / training seed
     size:str='mini' # network sizes: mini (MINI_CONFIG, the shipped model) or tiny (TINY_CONFIG: demos and tests)
     n_tok_captions:int=20000 # captions the tokenizer is trained on
@@ -55,7 +63,8 @@ class MiniworldModelConfig(StageConfig):
     vae_dec_steps:int=0 # decoder-only VAE steps (on the final encoder's latents)
     vae_batch:int=16 # VAE batch size
     n_latents:int=16384 # cached corpus size
-    unet_steps:int=15000 # U-Net steps of the final round (warm-started from the first round when it ran); the shipped model stopped at 5132
+    unet_steps:int=15000 # U-Net steps of the final round (warm-started from the first round when it ran); the shipped
+        # model stopped at 5132
     batch:int=64 # U-Net batch size
     lr:float=1e-3 # U-Net + text encoder learning rate (AdamW)
     warmup:int=200 # linear warm-up steps
@@ -64,7 +73,8 @@ class MiniworldModelConfig(StageConfig):
     ckpt_minutes:float=5.0 # checkpoint interval
     check_minutes:float=30.0 # prompt-following check interval
     n_check:int=100 # prompts per check (0: no checks, no attribute classifier; the final EMA model is exported)
-    clf_path:str|None=None # the checks' attribute classifier (None: <out>/eval/attr_classifier.safetensors); trained first when missing
+    clf_path:str|None=None # the checks' attribute classifier (None: <out>/eval/attr_classifier.safetensors); trained
+        # first when missing
     clf_steps:int=800 # attribute-classifier training steps (when it is missing)
     clf_batch:int=48 # attribute-classifier images per step
     max_minutes:float|None=None # stop (resumably) after this many minutes (None: run to unet_steps)
@@ -75,22 +85,41 @@ class MiniworldModelConfig(StageConfig):
         return Path(self.clf_path) if self.clf_path else Path(self.out)/'eval'/'attr_classifier.safetensors'
 
     def check(self, files:bool=True):
-        self.need_path('ckpt_dir', 'dir', files=False); self.need_path('out', 'dir', files=False)
+        self.need_path('ckpt_dir', 'dir', files=False)
+        self.need_path('out', 'dir', files=False)
         self.need_path('clf_path', 'file', files=False, none=True)
-        self.need_int('seed', 0); self.need_choice('size', list(ARCHS)); self.need_int('n_tok_captions', 1)
-        self.need_int('vae_joint_steps', 1); self.need_int('vae_refine_steps', 0); self.need_int('vae_dec_steps', 0)
-        self.need_num('fg_weight', 0); self.need_int('vae_batch', 1); self.need_int('n_latents', 1)
-        self.need_int('unet_a_steps', 0); self.need_int('unet_steps', 1); self.need_int('batch', 1)
-        self.need_num('lr', 0, lo_open=True); self.need_int('warmup', 1); self.need_num('ema_decay', 0, 1, hi_open=True)
-        self.need_num('p_uncond', 0, 1); self.need_num('ckpt_minutes', 0); self.need_num('check_minutes', 0)
-        self.need_int('n_check', 0); self.need_int('clf_steps', 1); self.need_int('clf_batch', 1)
-        self.need_num('max_minutes', 0, lo_open=True, none=True); self.need_int('threads', 1)
+        self.need_int('seed', 0)
+        self.need_choice('size', list(ARCHS))
+        self.need_int('n_tok_captions', 1)
+        self.need_int('vae_joint_steps', 1)
+        self.need_int('vae_refine_steps', 0)
+        self.need_int('vae_dec_steps', 0)
+        self.need_num('fg_weight', 0)
+        self.need_int('vae_batch', 1)
+        self.need_int('n_latents', 1)
+        self.need_int('unet_a_steps', 0)
+        self.need_int('unet_steps', 1)
+        self.need_int('batch', 1)
+        self.need_num('lr', 0, lo_open=True)
+        self.need_int('warmup', 1)
+        self.need_num('ema_decay', 0, 1, hi_open=True)
+        self.need_num('p_uncond', 0, 1)
+        self.need_num('ckpt_minutes', 0)
+        self.need_num('check_minutes', 0)
+        self.need_int('n_check', 0)
+        self.need_int('clf_steps', 1)
+        self.need_int('clf_batch', 1)
+        self.need_num('max_minutes', 0, lo_open=True, none=True)
+        self.need_int('threads', 1)
         if files:  # outputs: folders (or a file) that may not exist yet, but must not be something else
-            for k in ('ckpt_dir', 'out'): self.need(not Path(getattr(self, k)).is_file(), k, f"a folder ({getattr(self, k)} is a file)")
-            if self.clf_path: self.need(not Path(self.clf_path).is_dir(), 'clf_path', f"a file ({self.clf_path} is a folder)")
+            for k in ('ckpt_dir', 'out'):
+                self.need(not Path(getattr(self, k)).is_file(), k, f"a folder ({getattr(self, k)} is a file)")
+            if self.clf_path:
+                self.need(not Path(self.clf_path).is_dir(), 'clf_path', f"a file ({self.clf_path} is a folder)")
             st = Path(self.ckpt_dir)/'state.json'
             rec = (json.loads(st.read_text()).get('params') or {}) if st.is_file() else {}
-            diff = [f"{k}={rec[k]!r} (now {getattr(self, k)!r})" for k in RECORDED if k in rec and rec[k] != getattr(self, k)]
+            diff = [f"{k}={rec[k]!r} (now {getattr(self, k)!r})" for k in RECORDED if k in rec and rec[k] !=
+                    getattr(self, k)]
             if diff: raise ParamError(f"ckpt_dir: {st} was started with other parameters: {', '.join(diff)}; "
                                       "resume with those values, or train in another ckpt_dir")
         return self
@@ -104,7 +133,8 @@ def _save_modules(folder:Path, mods:dict):
     folder.mkdir(parents=True, exist_ok=True)
     for name, m in mods.items():
         sd = m.state_dict() if isinstance(m, nn.Module) else m
-        atomic_save_safetensors({k: v.float() if v.is_floating_point() else v for k, v in sd.items()}, folder/f'{name}.safetensors')
+        atomic_save_safetensors({k: v.float() if v.is_floating_point() else v for k, v in sd.items()}, folder/
+                                f'{name}.safetensors')
 
 def _opt_tensors(opt:torch.optim.Optimizer)->dict:
     "The optimizer's state as tensors only (`diffaug.core.optimizer_tensors`; plain numbers become 0-d tensors)."
@@ -116,16 +146,20 @@ def _load_opt(opt:torch.optim.Optimizer, t:dict):
 
 class _State:
     def __init__(self, ckpt:Path):
-        self.path = ckpt/'state.json'; self.d = json.loads(self.path.read_text()) if self.path.exists() else {}
+        self.path = ckpt/'state.json'
+        self.d = json.loads(self.path.read_text()) if self.path.exists() else {}
     def __getitem__(self, k): return self.d.get(k)
-    def update(self, **kw): self.d.update(kw); atomic_write_json(self.path, self.d)
+    def update(self, **kw):
+        self.d.update(kw)
+        atomic_write_json(self.path, self.d)
 
 def _commit(ckpt:Path, st:_State, key:str, folder:Path, **kw):
     "Point state.json at a complete checkpoint folder, then delete the older folders of this phase."
     st.update(**{key: folder.name}, **kw)
     prefix = folder.name.rsplit('_', 1)[0]
     for old in ckpt.glob(f'{prefix}_*'):  # exactly this phase: 'unet_0000100' must not match 'unet_a_0001887'
-        if old.is_dir() and old.name != folder.name and old.name.rsplit('_', 1)[0] == prefix: shutil.rmtree(old, ignore_errors=True)
+        if old.is_dir() and old.name != folder.name and old.name.rsplit('_', 1)[0] == prefix:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 @dataclasses.dataclass
@@ -143,50 +177,67 @@ class _Run:
     def arch(self)->dict: return ARCHS[self.cfg.size]
     def models(self): return make_models(self.tok, self.cfg.seed, self.arch)
 
+# %% ../../nbs/71_miniworld_model.ipynb #4d52bfa0
 def _train_vae(run:_Run, vae, phase, steps, lr, fg_weight=0.0, offset=0, stream=None):
     "One VAE phase: 'vae_joint' / 'vae_refine' train encoder and decoder, 'vae_dec' the decoder only."
     ckpt, st, batch, seed, ckpt_minutes = run.ckpt, run.st, run.cfg.vae_batch, run.cfg.seed, run.cfg.ckpt_minutes
-    key = f'{phase}_ckpt'; start = 0; joint = phase != 'vae_dec'
-    params = list(vae.parameters()) if joint else list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
+    key = f'{phase}_ckpt'
+    start = 0
+    joint = phase != 'vae_dec'
+    params = (list(vae.parameters()) if joint else list(vae.decoder.parameters()) +
+              list(vae.post_quant_conv.parameters()))
     for p in vae.parameters(): p.requires_grad_(joint)
     for p in params: p.requires_grad_(True)
     opt = torch.optim.AdamW(params, lr, weight_decay=0.0)
     if st[key]:
-        f = ckpt/st[key]; vae.load_state_dict(load_file(str(f/'vae.safetensors')))
-        _load_opt(opt, load_file(str(f/'opt.safetensors'))); start = json.loads((f/'info.json').read_text())['step']
+        f = ckpt/st[key]
+        vae.load_state_dict(load_file(str(f/'vae.safetensors')))
+        _load_opt(opt, load_file(str(f/'opt.safetensors')))
+        start = json.loads((f/'info.json').read_text())['step']
     if start >= steps: return vae
     val = to_tensor([pretrain_item(seed + 1, i)[0] for i in range(64)])
     _log(ckpt, f"{phase}: steps {start}->{steps}, batch {batch}, threads {torch.get_num_threads()}")
-    t_last = time.time(); t0 = time.time(); s0 = start
+    t_last = time.time()
+    t0 = time.time()
+    s0 = start
     vae.train()
     for step in range(start, steps):
         x = to_tensor([pretrain_item(seed, offset + step * batch + j)[0] for j in range(batch)])
         with torch.set_grad_enabled(joint): post = vae.encode(x).latent_dist
         z = post.sample(generator=item_generator(seed, stream or phase, step))
         kl = post.kl().mean() / (16 * 16 * 4) if joint else torch.zeros(())
-        y = vae.decode(z).sample; w = fg_weights(x, fg_weight)
+        y = vae.decode(z).sample
+        w = fg_weights(x, fg_weight)
         loss = (w * ((y - x).abs() + (y - x).pow(2))).mean() / w.mean() + 1e-6 * kl
-        opt.zero_grad(); loss.backward(); opt.step()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
         last = step + 1 == steps
         if (step + 1) % 50 == 0 or last:
-            _log(ckpt, f"{phase} step {step + 1} loss {loss.item():.4f} {(step + 1 - s0) * batch / (time.time() - t0):.1f} img/s threads {torch.get_num_threads()}")
+            _log(ckpt, f"{phase} step {step + 1} loss {loss.item():.4f} "
+                       f"{(step + 1 - s0) * batch / (time.time() - t0):.1f} img/s threads {torch.get_num_threads()}")
         if time.time() - t_last > ckpt_minutes * 60 or last:
             vae.eval()
             with torch.no_grad(): v = psnr(vae.decode(vae.encode(val).latent_dist.mean).sample, val)
             vae.train()
-            f = ckpt/f'{phase}_{step + 1:06d}'; _save_modules(f, dict(vae=vae, opt=_opt_tensors(opt)))
+            f = ckpt/f'{phase}_{step + 1:06d}'
+            _save_modules(f, dict(vae=vae, opt=_opt_tensors(opt)))
             atomic_write_json(f/'info.json', dict(step=step + 1, val_psnr=v))
             hist = (st[f'{phase}_hist'] or []) + [dict(step=step + 1, val_psnr=v, time=time.time())]
-            _commit(ckpt, st, key, f, **{f'{phase}_hist': hist}); t_last = time.time()
+            _commit(ckpt, st, key, f, **{f'{phase}_hist': hist})
+            t_last = time.time()
             _log(ckpt, f"{phase} checkpoint step {step + 1}: val PSNR {v:.2f} dB")
     vae.eval()
     for p in vae.parameters(): p.requires_grad_(False)
     return vae
 
+# %% ../../nbs/71_miniworld_model.ipynb #c027b3ec
 def _cache_latents(run:_Run, vae, name='latents', chunk=4096):
-    "Encode (once) the first `n_latents` corpus images to posterior means in `ckpt/name`; returns (latents, token ids, scaling factor)."
+    """Encode (once) the first `n_latents` corpus images to posterior means in `ckpt/name`; returns (latents, token ids,
+    scaling factor)."""
     ckpt, st, tok, n, seed = run.ckpt, run.st, run.tok, run.cfg.n_latents, run.cfg.seed
-    d = ckpt/name; d.mkdir(exist_ok=True)
+    d = ckpt/name
+    d.mkdir(exist_ok=True)
     vae.eval()
     for c in range(math.ceil(n / chunk)):
         f = d/f'chunk_{c:03d}.safetensors'
@@ -195,12 +246,15 @@ def _cache_latents(run:_Run, vae, name='latents', chunk=4096):
         t0 = time.time()
         for i in range(c * chunk, min(n, (c + 1) * chunk), 256):
             items = [pretrain_item(seed, k) for k in range(i, min(n, (c + 1) * chunk, i + 256))]
-            with torch.no_grad(): lat.append(vae.encode(to_tensor([im for im, cap, fa in items])).latent_dist.mean.half())
-            ids.append(tok([cap for im, cap, fa in items], padding='max_length', max_length=77, truncation=True, return_tensors='pt').input_ids.int())
+            with torch.no_grad():
+                lat.append(vae.encode(to_tensor([im for im, cap, fa in items])).latent_dist.mean.half())
+            ids.append(tok([cap for im, cap, fa in items], padding='max_length', max_length=77, truncation=True,
+                           return_tensors='pt').input_ids.int())
         atomic_save_safetensors(dict(latents=torch.cat(lat), ids=torch.cat(ids)), f)
         _log(ckpt, f"{name} chunk {c}: {len(torch.cat(ids))} images in {time.time() - t0:.0f}s")
     t = [load_file(str(f)) for f in sorted(d.glob('chunk_*.safetensors'))][:math.ceil(n / chunk)]
-    lat = torch.cat([x['latents'] for x in t]); ids = torch.cat([x['ids'] for x in t]).long()
+    lat = torch.cat([x['latents'] for x in t])
+    ids = torch.cat([x['ids'] for x in t]).long()
     key = 'scaling_factor' if name == 'latents' else f'{name}_scaling_factor'
     if st[key] is None: st.update(**{key: float(1 / lat.float().std())})
     return lat, ids, st[key]
@@ -219,14 +273,19 @@ def train_miniworld(cfg:MiniworldModelConfig|None=None, # the run's parameters (
     from transformers import CLIPTokenizer
     cfg = MiniworldModelConfig.of(cfg, **kw).checked()
     torch.set_num_threads(cfg.threads)
-    ckpt = Path(cfg.ckpt_dir); ckpt.mkdir(parents=True, exist_ok=True)
-    st = _State(ckpt); t_start = time.time()
+    ckpt = Path(cfg.ckpt_dir)
+    ckpt.mkdir(parents=True, exist_ok=True)
+    st = _State(ckpt)
+    t_start = time.time()
     if not st['params']: st.update(params={k: getattr(cfg, k) for k in RECORDED})  # what a resume must repeat (`check`)
-    _log(ckpt, f"start: threads={torch.get_num_threads()} OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')} state keys={sorted(st.d)}")
+    _log(ckpt, f"start: threads={torch.get_num_threads()} OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')} state "
+               f"keys={sorted(st.d)}")
     # 1. tokenizer
-    if not (ckpt/'tokenizer'/'vocab.json').exists(): build_tokenizer(ckpt/'tokenizer', corpus_captions(cfg.n_tok_captions, cfg.seed))
+    if not (ckpt/'tokenizer'/'vocab.json').exists():
+        build_tokenizer(ckpt/'tokenizer', corpus_captions(cfg.n_tok_captions, cfg.seed))
     tok = CLIPTokenizer.from_pretrained(ckpt/'tokenizer')
-    run = _Run(cfg, ckpt, Path(cfg.out), cfg.clf_file(), st, tok, None if cfg.max_minutes is None else t_start + cfg.max_minutes * 60)
+    run = _Run(cfg, ckpt, Path(cfg.out), cfg.clf_file(), st, tok, None if cfg.max_minutes is None else t_start +
+               cfg.max_minutes * 60)
     vae = run.models()[0]
     # 2. VAE, then (history of the shipped model) a first U-Net round on its latents
     vae = _train_vae(run, vae, 'vae_joint', cfg.vae_joint_steps, 1e-3)
@@ -234,24 +293,36 @@ def train_miniworld(cfg:MiniworldModelConfig|None=None, # the run's parameters (
         lat, ids, sf = _cache_latents(run, vae, 'latents')
         if not _train_unet(run, 'unet_a', 'unet', lat, ids, sf, cfg.unet_a_steps): return st.d
     # 3. refine the VAE (foreground-weighted), cache its latents, tune the decoder
-    vae = _train_vae(run, vae, 'vae_refine', cfg.vae_refine_steps, 1e-3, fg_weight=cfg.fg_weight, offset=10**7, stream='refine')
+    vae = _train_vae(run, vae, 'vae_refine', cfg.vae_refine_steps, 1e-3, fg_weight=cfg.fg_weight, offset=10**7,
+                     stream='refine')
     lat, ids, sf = _cache_latents(run, vae, 'latents_refined' if cfg.vae_refine_steps else 'latents')
     vae.register_to_config(scaling_factor=sf)
     run.vae = _train_vae(run, vae, 'vae_dec', cfg.vae_dec_steps, 5e-4, fg_weight=cfg.fg_weight)
     # 4. the final U-Net round, with prompt-following checks and export of the best EMA model
-    _train_unet(run, 'unet', 'unet2', lat, ids, sf, cfg.unet_steps, init='unet_a' if cfg.unet_a_steps else None, final=True)
+    _train_unet(run, 'unet', 'unet2', lat, ids, sf, cfg.unet_steps, init='unet_a' if cfg.unet_a_steps else None,
+                final=True)
     return st.d
 
 # %% ../../nbs/71_miniworld_model.ipynb #a418d6db
 @dataclasses.dataclass
 class _Round:
-    "What the steps of one U-Net round (`_train_unet`) share: its data, networks, optimizer, EMA weights and loss history."
+    """What the steps of one U-Net round (`_train_unet`) share: its data, networks, optimizer, EMA weights and loss
+    history."""
     phase:str # 'unet_a' (first round) or 'unet' (final round): names its checkpoints and state keys
     stream:str # the name of its batch / noise random streams
-    lat:torch.Tensor; ids:torch.Tensor; sf:float # cached latents, their token ids, the latent scaling factor
-    unet:nn.Module; te:nn.Module # the networks trained
-    params:list; opt:torch.optim.Optimizer # the parameters of both (the optimizer's, gradient clipping's), AdamW over them
-    ema_u:dict; ema_t:dict # EMA weights of the U-Net and the text encoder
+    # cached latents, their token ids, the latent scaling factor
+    lat:torch.Tensor
+    ids:torch.Tensor
+    sf:float
+    # the networks trained
+    unet:nn.Module
+    te:nn.Module
+    # the parameters of both (the optimizer's, gradient clipping's), AdamW over them
+    params:list
+    opt:torch.optim.Optimizer
+    # EMA weights of the U-Net and the text encoder
+    ema_u:dict
+    ema_t:dict
     start:int # the first step to run (0, or the resumed checkpoint's)
     sched:object # the training noise schedule (DDPMScheduler, SD 1.5's)
     empty:torch.Tensor # token ids of the empty caption (caption dropout)
@@ -259,23 +330,29 @@ class _Round:
     loss_ema:float|None # EMA of the loss, the state's
 
 def _unet_round(run:_Run, phase:str, stream:str, lat:torch.Tensor, ids:torch.Tensor, sf:float, init:str|None)->_Round:
-    "A round's networks, optimizer, EMA weights and history: resumed from its checkpoint, else fresh (warm-started from `init`'s EMA weights)."
+    """A round's networks, optimizer, EMA weights and history: resumed from its checkpoint, else fresh (warm-started
+    from `init`'s EMA weights)."""
     from diffusers import DDPMScheduler
     ckpt, st = run.ckpt, run.st
     unet, te = run.models()[1:]
     sched = DDPMScheduler(**{k: v for k, v in SD15_SCHEDULER.items() if k not in ('set_alpha_to_one',)})
     params = list(unet.parameters()) + list(te.parameters())
     opt = torch.optim.AdamW(params, run.cfg.lr, weight_decay=1e-2)
-    start = 0; key = f'{phase}_ckpt'
+    start = 0
+    key = f'{phase}_ckpt'
     if st[key]:
         f = ckpt/st[key]
-        unet.load_state_dict(load_file(str(f/'unet.safetensors'))); te.load_state_dict(load_file(str(f/'te.safetensors')))
-        _load_opt(opt, load_file(str(f/'opt.safetensors'))); start = json.loads((f/'info.json').read_text())['step']
-        ema_u = load_file(str(f/'ema_unet.safetensors')); ema_t = load_file(str(f/'ema_te.safetensors'))
+        unet.load_state_dict(load_file(str(f/'unet.safetensors')))
+        te.load_state_dict(load_file(str(f/'te.safetensors')))
+        _load_opt(opt, load_file(str(f/'opt.safetensors')))
+        start = json.loads((f/'info.json').read_text())['step']
+        ema_u = load_file(str(f/'ema_unet.safetensors'))
+        ema_t = load_file(str(f/'ema_te.safetensors'))
     else:
         if init:  # warm start: the previous round's EMA weights
             f = ckpt/st[f'{init}_ckpt']
-            unet.load_state_dict(load_file(str(f/'ema_unet.safetensors'))); te.load_state_dict(load_file(str(f/'ema_te.safetensors')))
+            unet.load_state_dict(load_file(str(f/'ema_unet.safetensors')))
+            te.load_state_dict(load_file(str(f/'ema_te.safetensors')))
             _log(ckpt, f"{phase}: warm start from {f.name} (EMA)")
         ema_u = {k: v.detach().clone() for k, v in unet.state_dict().items()}
         ema_t = {k: v.detach().clone() for k, v in te.state_dict().items()}
@@ -283,22 +360,34 @@ def _unet_round(run:_Run, phase:str, stream:str, lat:torch.Tensor, ids:torch.Ten
     return _Round(phase, stream, lat, ids, sf, unet, te, params, opt, ema_u, ema_t, start, sched, empty,
                   st[f'{phase}_hist'] or [], st[f'{phase}_loss_ema'])
 
+# %% ../../nbs/71_miniworld_model.ipynb #4c559d28
 def _unet_step(run:_Run, r:_Round, step:int)->torch.Tensor:
-    "One optimizer step of the round (min-SNR ε-loss, caption dropout, warm-up, gradient clipping) and its EMA update; returns the loss."
-    cfg = run.cfg; batch, seed = cfg.batch, cfg.seed
+    """One optimizer step of the round (min-SNR ε-loss, caption dropout, warm-up, gradient clipping) and its EMA update;
+    returns the loss."""
+    cfg = run.cfg
+    batch, seed = cfg.batch, cfg.seed
     ac = r.sched.alphas_cumprod
-    rng = item_rng(seed, f'{r.stream}/batch', step); g = item_generator(seed, f'{r.stream}/noise', step)
+    rng = item_rng(seed, f'{r.stream}/batch', step)
+    g = item_generator(seed, f'{r.stream}/noise', step)
     idx = torch.from_numpy(rng.integers(len(r.lat), size=batch))
-    z = r.lat[idx].float() * r.sf; tid = r.ids[idx].clone()
+    z = r.lat[idx].float() * r.sf
+    tid = r.ids[idx].clone()
     tid[torch.from_numpy(rng.random(batch) < cfg.p_uncond)] = r.empty
-    noise = torch.randn(z.shape, generator=g); t = torch.randint(0, 1000, (batch,), generator=g)
+    noise = torch.randn(z.shape, generator=g)
+    t = torch.randint(0, 1000, (batch,), generator=g)
     zt = r.sched.add_noise(z, noise, t)
     pred = r.unet(zt, t, r.te(tid)[0]).sample
-    snr = ac[t] / (1 - ac[t]); w = snr.clamp(max=5.0) / snr
+    snr = ac[t] / (1 - ac[t])
+    w = snr.clamp(max=5.0) / snr
     loss = (w * (pred - noise).pow(2).mean((1, 2, 3))).mean()
     for gq in r.opt.param_groups: gq['lr'] = cfg.lr * min(1.0, (step + 1) / cfg.warmup)
-    r.opt.zero_grad(); loss.backward(); torch.nn.utils.clip_grad_norm_(r.params, 1.0); r.opt.step()
-    d = min(cfg.ema_decay, (1 + step) / (10 + step)); _ema_update(r.ema_u, r.unet, d); _ema_update(r.ema_t, r.te, d)
+    r.opt.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(r.params, 1.0)
+    r.opt.step()
+    d = min(cfg.ema_decay, (1 + step) / (10 + step))
+    _ema_update(r.ema_u, r.unet, d)
+    _ema_update(r.ema_t, r.te, d)
     r.loss_ema = loss.item() if r.loss_ema is None else 0.98 * r.loss_ema + 0.02 * loss.item()
     return loss
 
@@ -312,20 +401,25 @@ def _unet_checkpoint(run:_Run, r:_Round, s:int):
 def _ema_pipeline(run:_Run, r:_Round):
     "A pipeline of the final VAE and the round's EMA networks."
     eu, et = run.models()[1:]
-    eu.load_state_dict(r.ema_u); et.load_state_dict(r.ema_t)
+    eu.load_state_dict(r.ema_u)
+    et.load_state_dict(r.ema_t)
     return build_pipeline(run.vae, eu.eval(), et.eval(), run.tok)
 
+# %% ../../nbs/71_miniworld_model.ipynb #47921ef4
 def _check(run:_Run, r:_Round, s:int):
-    "Prompt-following check of the round's EMA model at step `s`; export it to `run.out` when its score is the best so far."
+    """Prompt-following check of the round's EMA model at step `s`; export it to `run.out` when its score is the best so
+    far."""
     st, ckpt, out_dir, n_check = run.st, run.ckpt, run.out, run.cfg.n_check
     clf = load_cnn(run.clf_path)
     pipe = _ema_pipeline(run, r)
     checks = st['checks'] or []
-    tc = time.time(); res, ims = prompt_following(pipe, clf, check_prompts(n_check, seed=s), seed=s)
+    tc = time.time()
+    res, ims = prompt_following(pipe, clf, check_prompts(n_check, seed=s), seed=s)
     res.update(step=s, images_seen=s * run.cfg.batch, time=time.time(), check_seconds=time.time() - tc)
     score = 0.5 * (res['background'] + res['colour'])
     best = max([c.get('score', 0) for c in checks] or [0])
-    res['score'] = score; checks.append(res)
+    res['score'] = score
+    checks.append(res)
     atomic_save_image(image_grid(ims[:40], ncols=10, scale=2), ckpt/'checks'/f'check_{s:07d}.png')
     _log(ckpt, f"CHECK step {s}: {json.dumps(res)}")
     if score > best:
@@ -336,7 +430,8 @@ def _check(run:_Run, r:_Round, s:int):
         _log(ckpt, f"exported EMA model at step {s} to {out_dir}")
     st.update(checks=checks)
     atomic_write_json(out_dir/'training'/'history.json',
-                      dict(checks=checks, loss=r.hist[::4], first_round=dict(checks=st['unet_a_checks'] or [], loss=(st['unet_a_hist'] or [])[::4]),
+                      dict(checks=checks, loss=r.hist[::4],
+                           first_round=dict(checks=st['unet_a_checks'] or [], loss=(st['unet_a_hist'] or [])[::4]),
                            **{k: st[f'{k}_hist'] for k in ('vae_joint', 'vae_refine', 'vae_dec')}))
 
 def _try_check(run:_Run, r:_Round, s:int):
@@ -345,12 +440,15 @@ def _try_check(run:_Run, r:_Round, s:int):
     else:
         try: _check(run, r, s)
         except Exception as e: _log(run.ckpt, f"check failed at step {s}: {e!r}")
-    r.unet.train(); r.te.train()
+    r.unet.train()
+    r.te.train()
 
+# %% ../../nbs/71_miniworld_model.ipynb #fd8f9feb
 def _train_unet(run:_Run, # the run (parameters, folders, state, tokenizer, deadline; `vae` for the final round)
                 phase:str, # 'unet_a' (first round) or 'unet' (final round): names its checkpoints and state keys
                 stream:str, # the name of its batch / noise random streams
-                lat:torch.Tensor, ids:torch.Tensor, sf:float, # cached latents, their token ids, the latent scaling factor
+                # cached latents, their token ids, the latent scaling factor
+                lat:torch.Tensor, ids:torch.Tensor, sf:float,
                 steps:int, # total steps of this round
                 init:str|None=None, # warm start from this phase's EMA weights (when not resuming)
                 final:bool=False, # the final round: prompt-following checks and export of the EMA model to `run.out`
@@ -359,26 +457,37 @@ def _train_unet(run:_Run, # the run (parameters, folders, state, tokenizer, dead
     cfg, ckpt = run.cfg, run.ckpt
     r = _unet_round(run, phase, stream, lat, ids, sf, init)
     if r.start >= steps: return True
-    t_ck = t_chk = time.time(); t0 = time.time(); s0 = r.start
-    _log(ckpt, f"{phase}: {n_params(r.unet) / 1e6:.2f}M params, text encoder {n_params(r.te) / 1e6:.2f}M, steps {r.start}->{steps}, "
+    t_ck = t_chk = time.time()
+    t0 = time.time()
+    s0 = r.start
+    _log(ckpt, f"{phase}: {n_params(r.unet) / 1e6:.2f}M params, text encoder {n_params(r.te) / 1e6:.2f}M, steps "
+               f"{r.start}->{steps}, "
                f"batch {cfg.batch}, corpus {len(lat)}, scaling {sf:.4f}, threads {torch.get_num_threads()}")
-    r.unet.train(); r.te.train()
+    r.unet.train()
+    r.te.train()
     for step in range(r.start, steps):
         loss = _unet_step(run, r, step)
-        s = step + 1; last = s == steps
+        s = step + 1
+        last = s == steps
         if s % 50 == 0:
             ips = (s - s0) * cfg.batch / (time.time() - t0)
-            _log(ckpt, f"{phase} step {s} loss {loss.item():.4f} ema {r.loss_ema:.4f} {ips:.1f} img/s {(s - s0) / (time.time() - t0):.3f} it/s threads {torch.get_num_threads()}")
+            _log(ckpt, f"{phase} step {s} loss {loss.item():.4f} ema {r.loss_ema:.4f} {ips:.1f} img/s "
+                       f"{(s - s0) / (time.time() - t0):.3f} it/s threads {torch.get_num_threads()}")
             r.hist.append(dict(step=s, loss_ema=r.loss_ema, img_per_s=ips, time=time.time()))
         stop = run.deadline is not None and time.time() > run.deadline
         if time.time() - t_ck > cfg.ckpt_minutes * 60 or last or stop:
-            _unet_checkpoint(run, r, s); t_ck = time.time()
+            _unet_checkpoint(run, r, s)
+            t_ck = time.time()
             _log(ckpt, f"{phase} checkpoint step {s}")
         if final and cfg.n_check > 0 and (time.time() - t_chk > cfg.check_minutes * 60 or last or stop):
-            t_chk = time.time(); _try_check(run, r, s)
-        if final and (last or stop) and not (run.out/'model_index.json').exists():  # nothing exported yet: ship the current EMA
+            t_chk = time.time()
+            _try_check(run, r, s)
+        # nothing exported yet: ship the current EMA
+        if final and (last or stop) and not (run.out/'model_index.json').exists():
             export_pipeline(_ema_pipeline(run, r), run.out)
-        if stop: _log(ckpt, f"{phase}: stopping at the time limit"); return False
+        if stop:
+            _log(ckpt, f"{phase}: stopping at the time limit")
+            return False
     return True
 
 def atomic_write_text_lines(path, lines):
@@ -391,14 +500,17 @@ def miniworld_demo_params(folder:str|Path, # an empty folder (e.g. a temp folder
                          )->dict:
     "Parameters of a seconds-long demo run of the stage: tiny networks, every phase for a step or two, no checks."
     folder = Path(folder)
-    return dict(ckpt_dir=str(folder/'ckpt'), out=str(folder/'model'), size='tiny', n_tok_captions=100, vae_joint_steps=1,
-                unet_a_steps=2, vae_refine_steps=1, vae_dec_steps=1, vae_batch=2, n_latents=8, unet_steps=2, batch=2, n_check=0)
+    return dict(ckpt_dir=str(folder/'ckpt'), out=str(folder/'model'), size='tiny', n_tok_captions=100,
+                vae_joint_steps=1,
+                unet_a_steps=2, vae_refine_steps=1, vae_dec_steps=1, vae_batch=2, n_latents=8, unet_steps=2, batch=2,
+                n_check=0)
 
 # %% ../../nbs/71_miniworld_model.ipynb #7806f123
 def run_miniworld_model(cfg:MiniworldModelConfig|None=None, # the stage's parameters (None: the defaults, with `kw`)
                         **kw, # parameters that override `cfg`'s
                        )->dict:
-    "The `miniworld_model` stage: train (or resume) the mini model, training the attribute classifier first when it is missing."
+    """The `miniworld_model` stage: train (or resume) the mini model, training the attribute classifier first when it is
+    missing."""
     cfg = MiniworldModelConfig.of(cfg, **kw).checked()
     torch.set_num_threads(cfg.threads)
     clf = cfg.clf_file()

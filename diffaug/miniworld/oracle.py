@@ -37,7 +37,8 @@ def oracle_item(seed:int, # the oracle's data seed
                 size:int=64, # image size
                )->tuple[Image.Image, int]:
     "A real training image of the oracle: species `i % 12` on a uniformly random background."
-    table = species_table(); ci = i % len(table)
+    table = species_table()
+    ci = i % len(table)
     rng = item_rng(seed, ORACLE_STAGE, i)
     return render(sample_factors(rng, species=table[ci]), size), ci
 
@@ -57,9 +58,13 @@ def train_oracle(path:str|Path, # where to save the oracle (safetensors)
     net.train()
     for step in progress(range(steps), desc='oracle'):
         items = [oracle_item(seed, step * batch + j) for j in range(batch)]
-        x = to_tensor([im for im, _ in items]); y = torch.tensor([c for _, c in items])
+        x = to_tensor([im for im, _ in items])
+        y = torch.tensor([c for _, c in items])
         loss = F.cross_entropy(net(x)['species'], y)
-        opt.zero_grad(); loss.backward(); opt.step(); sch.step()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sch.step()
     save_cnn(net.eval(), path, {'kind': 'oracle', 'classes': classes, 'steps': steps, 'seed': seed})
     return net
 
@@ -67,13 +72,15 @@ def load_oracle(path:str|Path, # an oracle saved by `train_oracle`
                )->tuple[SmallCNN, list]:
     "The oracle network (eval mode) and its class names."
     net = load_cnn(path)
-    if 'classes' not in net.meta or 'species' not in net.head_sizes: raise ValueError(f"{path}: not an oracle (no species head / class names)")
+    if 'classes' not in net.meta or 'species' not in net.head_sizes:
+        raise ValueError(f"{path}: not an oracle (no species head / class names)")
     return net, json.loads(net.meta['classes'])
 
 # %% ../../nbs/72_oracle.ipynb #4e668e23
 def _batches(images, batch):
     for i in range(0, len(images), batch):
-        yield to_tensor([im.convert('RGB').resize((64, 64), Image.Resampling.BICUBIC) if im.size != (64, 64) else im.convert('RGB')
+        yield to_tensor([im.convert('RGB').resize((64, 64), Image.Resampling.BICUBIC) if im.size != (64, 64)
+                         else im.convert('RGB')
                          for im in images[i:i + batch]])
 
 @torch.no_grad()
@@ -82,9 +89,12 @@ def oracle_outputs(net:SmallCNN, # the oracle
                    batch:int=128, # images per forward pass
                   )->tuple[torch.Tensor, torch.Tensor]:
     "(class probabilities (n, classes), L2-normalised features (n, d)) of `images`."
-    net.eval(); probs, feats = [], []
+    net.eval()
+    probs, feats = [], []
     for x in _batches(images, batch):
-        h = net.embed(x); probs.append(net.heads['species'](h).softmax(-1)); feats.append(F.normalize(h, dim=-1))
+        h = net.embed(x)
+        probs.append(net.heads['species'](h).softmax(-1))
+        feats.append(F.normalize(h, dim=-1))
     return torch.cat(probs), torch.cat(feats)
 
 def oracle_accuracy(net:SmallCNN, # the oracle
@@ -95,7 +105,9 @@ def oracle_accuracy(net:SmallCNN, # the oracle
     "The oracle's accuracy on real images of a split of the evaluation species."
     ims, ys = [], []
     for ci in range(len(EVAL_SPECIES)):
-        for i in range(n_per_class): ims.append(eval_item(seed, split, ci, i)[0]); ys.append(ci)
+        for i in range(n_per_class):
+            ims.append(eval_item(seed, split, ci, i)[0])
+            ys.append(ci)
     p, _ = oracle_outputs(net, ims)
     return float((p.argmax(1) == torch.tensor(ys)).float().mean())
 
@@ -116,7 +128,8 @@ def pairwise_diversity(feats:torch.Tensor, # (n, d) L2-normalised features
         idx = [i for i, l in enumerate(labels) if l == c]
         if len(idx) < 2: continue
         pr = _pairs(len(idx), max_pairs, np.random.default_rng(seed))
-        a = feats[[idx[i] for i, _ in pr]]; b = feats[[idx[j] for _, j in pr]]
+        a = feats[[idx[i] for i, _ in pr]]
+        b = feats[[idx[j] for _, j in pr]]
         per[c] = float((1 - (a * b).sum(-1)).mean())
     return {'mean': float(np.mean(list(per.values()))) if per else float('nan'), 'per_class': per}
 
@@ -128,42 +141,57 @@ def clip_score(images:list, # PIL images
                batch:int=64, # images per forward pass
               )->np.ndarray:
     "Per-image CLIP score, 100·max(cos(image, text), 0)."
-    model, proc = clip; out = []
+    model, proc = clip
+    out = []
     dev, dt = next(model.parameters()).device, next(model.parameters()).dtype
     for i in range(0, len(images), batch):
-        inp = proc(text=list(texts[i:i + batch]), images=[im.convert('RGB') for im in images[i:i + batch]], return_tensors='pt', padding=True, truncation=True)
+        inp = proc(text=list(texts[i:i + batch]), images=[im.convert('RGB') for im in images[i:i + batch]],
+                   return_tensors='pt', padding=True, truncation=True)
         ie = model.get_image_features(pixel_values=inp['pixel_values'].to(dev, dt))
         te = model.get_text_features(input_ids=inp['input_ids'].to(dev), attention_mask=inp['attention_mask'].to(dev))
-        ie = clip_features(ie).float(); te = clip_features(te).float()
+        ie = clip_features(ie).float()
+        te = clip_features(te).float()
         out.append((100 * (F.normalize(ie, dim=-1) * F.normalize(te, dim=-1)).sum(-1).clamp(min=0)).cpu().numpy())
     return np.concatenate(out)
 
-def load_lpips(trunk_weights:str|Path|None=None, # torchvision AlexNet state dict (.pth or .safetensors); None: random trunk
+def load_lpips(
+        trunk_weights:str|Path|None=None, # torchvision AlexNet state dict (.pth or .safetensors); None: random trunk
               ):
-    "An `lpips.LPIPS` (AlexNet, v0.1, calibrated linear layers) with its trunk loaded from `trunk_weights`; `.calibrated` says whether it is real LPIPS."
+    """An `lpips.LPIPS` (AlexNet, v0.1, calibrated linear layers) with its trunk loaded from `trunk_weights`;
+    `.calibrated` says whether it is real LPIPS."""
     import lpips
-    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():  # the random trunk is always the same one (a rerun writes the same scores)
-        # lpips (0.1.4, its latest release) builds its trunk with torchvision's deprecated `alexnet(pretrained=False)`, i.e.
-        # `weights=None`, the random trunk asked for here: torchvision's two notices about that call of lpips' are hidden
-        for msg in (r"The parameter 'pretrained' is deprecated", r"Arguments other than a weight enum or `None` for 'weights' are deprecated"):
+    # the random trunk is always the same one (a rerun writes the same scores)
+    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+        # lpips (0.1.4, its latest release) builds its trunk with torchvision's deprecated `alexnet(pretrained=False)`,
+        # i.e.
+        # `weights=None`, the random trunk asked for here: torchvision's two notices about that call of lpips' are
+        # hidden
+        for msg in (r"The parameter 'pretrained' is deprecated",
+                    r"Arguments other than a weight enum or `None` for 'weights' are deprecated"):
             warnings.filterwarnings('ignore', message=msg, category=UserWarning, module=r'torchvision\.models\._utils')
-        torch.manual_seed(0); m = lpips.LPIPS(net='alex', pnet_rand=True, verbose=False).eval()
+        torch.manual_seed(0)
+        m = lpips.LPIPS(net='alex', pnet_rand=True, verbose=False).eval()
     m.calibrated = False
     if trunk_weights is not None:
         p = Path(trunk_weights)
-        if not p.is_file(): raise FileNotFoundError(f"trunk_weights={str(p)!r}: no such file (torchvision alexnet state dict)")
+        if not p.is_file():
+            raise FileNotFoundError(f"trunk_weights={str(p)!r}: no such file (torchvision alexnet state dict)")
         if p.suffix == '.safetensors':
-            from safetensors.torch import load_file; sd = load_file(str(p))
+            from safetensors.torch import load_file
+            sd = load_file(str(p))
         else: sd = torch.load(p, map_location='cpu', weights_only=True)
-        own = m.net.state_dict(); new = {}
+        own = m.net.state_dict()
+        new = {}
         for k in own:  # 'slice2.3.weight' <- 'features.3.weight'
             src = 'features.' + k.split('.', 1)[1]
             if src not in sd: raise KeyError(f"{p}: no {src!r} (expected a torchvision alexnet state dict)")
             new[k] = sd[src]
-        m.net.load_state_dict(new); m.calibrated = True
+        m.net.load_state_dict(new)
+        m.calibrated = True
     for q in m.parameters(): q.requires_grad_(False)
     return m
 
+# %% ../../nbs/72_oracle.ipynb #66f2a841
 @torch.no_grad()
 def lpips_distances(net, # from `load_lpips`
                     a:list, # PIL images
@@ -186,11 +214,14 @@ def _load_rows(set_dir:Path)->list:
 def _source_path(root:Path, sid:str)->Path:
     return root/sid.replace('%3B', ';').replace('%25', '%')
 
+# %% ../../nbs/72_oracle.ipynb #4f160c98
+# long: one function, the oracle scores of a set, its steps in order
 def score_synthetic_set(set_dir:str|Path, # a synthetic-set folder
                         oracle:str|Path|None=None, # oracle file (mini world); None: no oracle metrics
                         source_root:str|Path|None=None, # the real dataset root, for distances to source images
                         clip_model:str|Path|None=None, # CLIP hub id or folder; None: no CLIP score
-                        lpips_trunk:str|Path|None=None, # AlexNet weights file for LPIPS; 'random' for a random trunk; None: no LPIPS
+                        # AlexNet weights file for LPIPS; 'random' for a random trunk; None: no LPIPS
+                        lpips_trunk:str|Path|None=None,
                         prompt_template:str='a photo of a {name}, a type of {metaclass}', # CLIP score text
                         metaclass:str='bird', # for the template
                         max_images:int|None=None, # score at most this many images (seeded subsample)
@@ -199,23 +230,30 @@ def score_synthetic_set(set_dir:str|Path, # a synthetic-set folder
                         lpips_size:int=64, # LPIPS compares images resized to this side (recorded as `lpips_size`)
                        )->dict:
     "Faithfulness / diversity / distance-to-source of a synthetic set with the oracle, CLIP score and LPIPS."
-    set_dir = Path(set_dir); rows = _load_rows(set_dir)
+    set_dir = Path(set_dir)
+    rows = _load_rows(set_dir)
     check_param(len(rows) > 0, 'set_dir', str(set_dir), "a synthetic set with at least one image")
     if max_images is not None and len(rows) > max_images:
-        keep = sorted(np.random.default_rng(seed).choice(len(rows), max_images, replace=False)); rows = [rows[i] for i in keep]
-    ims = [load_image(set_dir/r['file_name']) for r in rows]; labels = [r['label'] for r in rows]
+        keep = sorted(np.random.default_rng(seed).choice(len(rows), max_images, replace=False))
+        rows = [rows[i] for i in keep]
+    ims = [load_image(set_dir/r['file_name']) for r in rows]
+    labels = [r['label'] for r in rows]
     res = {'set': recorded_path(str(set_dir)), 'n': len(rows), 'method': rows[0].get('method', '')}
     src = None
     if source_root is not None:
-        root = Path(source_root); src = []
+        root = Path(source_root)
+        src = []
         for r in rows:
             sid = (r.get('source_ids') or '').split(';')[0]
             src.append(load_image(_source_path(root, sid)) if sid else None)
     if oracle is not None:
         net, classes = load_oracle(oracle)
         bad = sorted(set(labels) - set(classes))
-        if bad: raise ParamError(f"{set_dir}: labels {bad[:3]} are not oracle classes (the oracle knows the mini-world species only)")
-        p, f = oracle_outputs(net, ims); y = torch.tensor([classes.index(l) for l in labels])
+        if bad:
+            raise ParamError(f"{set_dir}: labels {bad[:3]} are not oracle classes (the oracle knows the mini-world "
+                             f"species only)")
+        p, f = oracle_outputs(net, ims)
+        y = torch.tensor([classes.index(l) for l in labels])
         hit = (p.argmax(1) == y).float()
         res['faithfulness'] = float(hit.mean())
         res['faithfulness_per_class'] = {c: float(hit[y == k].mean()) for k, c in enumerate(classes) if (y == k).any()}
@@ -226,8 +264,10 @@ def score_synthetic_set(set_dir:str|Path, # a synthetic-set folder
             _, fs = oracle_outputs(net, [src[i] for i in k])
             res['source_distance'] = float((1 - (f[k] * fs).sum(-1)).mean())
     if clip_model is not None:
-        cs = clip_score(ims, [prompt_template.format(name=l, metaclass=metaclass) for l in labels], load_clip(clip_model))
-        res['clip_score'] = float(cs.mean()); res['clip_prompt'] = prompt_template.format(name='{name}', metaclass=metaclass)
+        cs = clip_score(ims, [prompt_template.format(name=l, metaclass=metaclass) for l in labels],
+                        load_clip(clip_model))
+        res['clip_score'] = float(cs.mean())
+        res['clip_prompt'] = prompt_template.format(name='{name}', metaclass=metaclass)
     if lpips_trunk is not None:
         lp = load_lpips(None if str(lpips_trunk) == 'random' else lpips_trunk)
         res['lpips_calibrated'], res['lpips_size'] = lp.calibrated, int(lpips_size)
@@ -235,11 +275,14 @@ def score_synthetic_set(set_dir:str|Path, # a synthetic-set folder
         for c in sorted(set(labels)):
             idx = [i for i, l in enumerate(labels) if l == c]
             pr = _pairs(len(idx), max_pairs, np.random.default_rng(seed))
-            if pr: per.append(float(lpips_distances(lp, [ims[idx[i]] for i, _ in pr], [ims[idx[j]] for _, j in pr], lpips_size).mean()))
+            if pr:
+                per.append(float(lpips_distances(lp, [ims[idx[i]] for i, _ in pr], [ims[idx[j]] for _, j in pr],
+                                                 lpips_size).mean()))
         res['lpips_diversity'] = float(np.mean(per)) if per else float('nan')
         if src is not None and any(s is not None for s in src):
             k = [i for i, s in enumerate(src) if s is not None]
-            res['lpips_source_distance'] = float(lpips_distances(lp, [ims[i] for i in k], [src[i] for i in k], lpips_size).mean())
+            res['lpips_source_distance'] = float(lpips_distances(lp, [ims[i] for i in k], [src[i] for i in k],
+                lpips_size).mean())
     return res
 
 # %% ../../nbs/72_oracle.ipynb #cc934333
@@ -264,35 +307,46 @@ class OracleConfig(StageConfig):
     "The parameters of the `oracle` stage: the scores of one synthetic set."
     synthetic:str|None=None # the synthetic-set folder to score (required; dvc.yaml: one run per method)
     out:str|None=None # the scores JSON to write (required)
-    split:str|None=None # the split JSON: its root holds the source images and it names the metaclass of the CLIP prompt (needed with clip_model); None: no distances to source
-    model:str|None='models/oracle/oracle.safetensors' # the oracle file (the mini world's, from train_oracle); None: no oracle metrics
+    split:str|None=None # the split JSON: its root holds the source images and it names the metaclass of the CLIP prompt
+        # (needed with clip_model); None: no distances to source
+    model:str|None='models/oracle/oracle.safetensors' # the oracle file (the mini world's, from train_oracle); None: no
+        # oracle metrics
     clip_model:str|None=None # CLIP hub id or folder for the CLIP score (Diff-II: a CLIP ViT); None: no CLIP score
-    lpips_trunk:str|None=None # torchvision AlexNet weights file for LPIPS; "random": a plumbing check, not LPIPS; None: no LPIPS
-    lpips_size:int=64 # side the images are resized to for LPIPS (written as lpips_size beside the score; the papers do not say theirs)
+    lpips_trunk:str|None=None # torchvision AlexNet weights file for LPIPS; "random": a plumbing check, not LPIPS; None:
+        # no LPIPS
+    lpips_size:int=64 # side the images are resized to for LPIPS (written as lpips_size beside the score; the papers do
+        # not say theirs)
     prompt_template:str='a photo of a {name}, a type of {metaclass}' # the CLIP score's text per image
     max_images:int|None=2000 # score at most this many images (seeded subsample); None: all
     max_pairs:int=500 # pairs per class at most for the diversities
     seed:int=0 # subsampling seed
-    methods:list|None=None # several sets in one process: one per method, `{method}` in synthetic and out replaced by its name (the stage); None: the one set
+    methods:list|None=None # several sets in one process: one per method, `{method}` in synthetic and out replaced by
+        # its name (the stage); None: the one set
 
     def check(self, files:bool=True):
         if self.methods is not None:
             for c in self.per_method(self.methods): c.check(files)
             return self
         # values first (they are wrong wherever the run happens), then the paths a run needs, then the files they name
-        t = self.prompt_template; ok = isinstance(t, str) and '{name}' in t
+        t = self.prompt_template
+        ok = isinstance(t, str) and '{name}' in t
         if ok:
             try: t.format(name='x', metaclass='y')
             except (KeyError, IndexError, ValueError): ok = False
         self.need(ok, 'prompt_template', "a template holding {name} (and optionally {metaclass}), no other {fields}")
-        self.need_int('max_images', 1, none=True); self.need_int('max_pairs', 1); self.need_int('seed', 0); self.need_int('lpips_size', 16)
-        self.need_path('synthetic', 'dir', files=False); self.need_path('out', 'file', files=False)
+        self.need_int('max_images', 1, none=True)
+        self.need_int('max_pairs', 1)
+        self.need_int('seed', 0)
+        self.need_int('lpips_size', 16)
+        self.need_path('synthetic', 'dir', files=False)
+        self.need_path('out', 'file', files=False)
         self.need(str(self.out).endswith('.json'), 'out', "a .json file path")
         for k in ('split', 'model', 'lpips_trunk'): self.need_path(k, files=False, none=True)
         need_model(self, 'clip_model', files=False, parts=CLIP_REQUIRED, none=True)
         if not files: return self._need_metaclass(ok)
         self.need_path('synthetic', 'dir', parts=('metadata.csv',))
-        self.need_path('split', 'file', none=True); self.need_path('model', 'file', none=True)
+        self.need_path('split', 'file', none=True)
+        self.need_path('model', 'file', none=True)
         need_model(self, 'clip_model', parts=CLIP_REQUIRED, none=True)
         if self.lpips_trunk != 'random': self.need_path('lpips_trunk', 'file', none=True)
         return self._need_metaclass(ok)
@@ -300,29 +354,40 @@ class OracleConfig(StageConfig):
     def _need_metaclass(self, ok:bool):
         "A CLIP score whose prompt holds {metaclass} needs the split that names it (never a default 'bird')."
         if self.clip_model is not None and ok and '{metaclass}' in self.prompt_template:
-            self.need(self.split is not None, 'split', "the split JSON: the CLIP prompt names its metaclass (aircraft, car, animal, flower, bird)")
+            self.need(self.split is not None, 'split',
+                      "the split JSON: the CLIP prompt names its metaclass (aircraft, car, animal, flower, bird)")
         return self
 
+# %% ../../nbs/72_oracle.ipynb #9df38333
 def run_oracle(cfg:OracleConfig|None=None, # the stage's parameters (None: the defaults, with `kw`)
                **kw, # OracleConfig fields overriding `cfg`
               )->dict:
     "The oracle stage: score one synthetic set and write the scores as JSON; returns them."
     cfg = OracleConfig.of(cfg, **kw).checked()
-    if cfg.methods is not None: return {'sets': {m: run_oracle(c) for m, c in zip(cfg.methods, cfg.per_method(cfg.methods))}}
+    if cfg.methods is not None:
+        return {'sets': {m: run_oracle(c) for m, c in zip(cfg.methods, cfg.per_method(cfg.methods))}}
     synthetic, t0 = Path(cfg.synthetic), time.perf_counter()
-    source_root, metaclass = None, None  # the metaclass comes from the split (check() requires one when the CLIP prompt needs it)
+    # the metaclass comes from the split (check() requires one when the CLIP prompt needs it)
+    source_root, metaclass = None, None
     if cfg.split is not None:
-        sp = load_split(cfg.split); source_root, metaclass = sp.root, sp.metaclass
+        sp = load_split(cfg.split)
+        source_root, metaclass = sp.root, sp.metaclass
     notes, use_oracle = [], cfg.model is not None
     if not use_oracle: notes.append('no oracle (model: null)')
     else:
-        _, classes = load_oracle(cfg.model); labels = {r['label'] for r in _load_rows(synthetic)}
-        if not labels <= set(classes): use_oracle = False; notes.append('oracle not applicable: the set is not of mini-world species')
-    res = score_synthetic_set(synthetic, oracle=cfg.model if use_oracle else None, source_root=source_root, clip_model=cfg.clip_model,
+        _, classes = load_oracle(cfg.model)
+        labels = {r['label'] for r in _load_rows(synthetic)}
+        if not labels <= set(classes):
+            use_oracle = False
+            notes.append('oracle not applicable: the set is not of mini-world species')
+    res = score_synthetic_set(synthetic, oracle=cfg.model if use_oracle else None, source_root=source_root,
+                              clip_model=cfg.clip_model,
                               lpips_trunk=cfg.lpips_trunk, prompt_template=cfg.prompt_template, metaclass=metaclass,
-                              max_images=cfg.max_images, max_pairs=cfg.max_pairs, seed=cfg.seed, lpips_size=cfg.lpips_size)
+                              max_images=cfg.max_images, max_pairs=cfg.max_pairs, seed=cfg.seed,
+                              lpips_size=cfg.lpips_size)
     res['notes'] = notes
     atomic_write_json(cfg.out, res)
-    print(f"{res['method'] or synthetic.name}: {res['n']} images scored in {time.perf_counter() - t0:.1f} s -> {cfg.out}"
+    print(f"{res['method'] or synthetic.name}: {res['n']} images scored in {time.perf_counter() - t0:.1f} s -> "
+          f"{cfg.out}"
           + ''.join(f"; {n}" for n in notes))
     return res

@@ -21,7 +21,8 @@ from .oracle import train_oracle, oracle_accuracy
 @dataclasses.dataclass
 class MiniworldOracleConfig(StageConfig):
     "Parameters of the `miniworld_oracle` stage (the mini world's species oracle); defaults: the shipped oracle's."
-    out:str|None=None # the oracle file to write, safetensors (required; the repository's: models/oracle/oracle.safetensors)
+    out:str|None=None # the oracle file to write, safetensors (required; the repository's:
+        # models/oracle/oracle.safetensors)
     steps:int=600 # training steps
     batch:int=48 # images per step (fresh images every step)
     seed:int=0 # data and initialisation seed
@@ -33,8 +34,12 @@ class MiniworldOracleConfig(StageConfig):
         self.need_path('out', 'file', files=False)
         self.need(str(self.out).endswith('.safetensors'), 'out', "a .safetensors file path")
         if files: self.need(not Path(self.out).is_dir(), 'out', f"a file path ({self.out} is a folder)")
-        self.need_int('steps', 1); self.need_int('batch', 1); self.need_int('seed', 0)
-        self.need_num('lr', 0, lo_open=True); self.need_int('width', 1); self.need_int('eval_per_class', 0)
+        self.need_int('steps', 1)
+        self.need_int('batch', 1)
+        self.need_int('seed', 0)
+        self.need_num('lr', 0, lo_open=True)
+        self.need_int('width', 1)
+        self.need_int('eval_per_class', 0)
         return self
 
 def run_miniworld_oracle(cfg:MiniworldOracleConfig|None=None, # the stage's parameters (None: the defaults, with `kw`)

@@ -38,9 +38,11 @@ MINI_CONFIG = dict(
               max_position_embeddings=77, projection_dim=128),
 )
 
-TINY_CONFIG = dict(unet=dict(MINI_CONFIG['unet'], block_out_channels=(16, 16, 32), attention_head_dim=4, cross_attention_dim=32, norm_num_groups=8),
+TINY_CONFIG = dict(unet=dict(MINI_CONFIG['unet'], block_out_channels=(16, 16, 32), attention_head_dim=4,
+                             cross_attention_dim=32, norm_num_groups=8),
                    vae=dict(MINI_CONFIG['vae'], block_out_channels=(8, 8, 8), norm_num_groups=4),
-                   text=dict(MINI_CONFIG['text'], hidden_size=32, intermediate_size=64, num_hidden_layers=1, projection_dim=32))
+                   text=dict(MINI_CONFIG['text'], hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                             projection_dim=32))
 ARCHS = {'mini': MINI_CONFIG, 'tiny': TINY_CONFIG}  # the network sizes a run can choose (`MiniworldModelConfig.size`)
 
 # %% ../../nbs/69_miniworld_sd.ipynb #501548ec
@@ -51,7 +53,9 @@ def corpus_captions(n:int, # how many captions
     from diffaug.miniworld.world import _BG_PHRASE
     caps = []
     for i in range(n):
-        rng = item_rng(seed, 'miniworld/pretrain', i); f = sample_factors(rng); caps.append(caption(f, rng))
+        rng = item_rng(seed, 'miniworld/pretrain', i)
+        f = sample_factors(rng)
+        caps.append(caption(f, rng))
     caps += [prompt(b, c, c, c) for b in BACKGROUNDS for c in COLOURS]
     return caps
 
@@ -62,22 +66,28 @@ def build_tokenizer(path:str|Path, # folder to write the tokenizer into
     import string
     from transformers import CLIPTokenizer
     from tokenizers import Tokenizer, models, trainers, pre_tokenizers, normalizers
-    path = Path(path); path.mkdir(parents=True, exist_ok=True)
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
     chars = list(string.ascii_lowercase + string.digits + string.punctuation)
     bpe = Tokenizer(models.BPE(end_of_word_suffix='</w>'))
-    bpe.normalizer = normalizers.Lowercase(); bpe.pre_tokenizer = pre_tokenizers.Whitespace()
+    bpe.normalizer = normalizers.Lowercase()
+    bpe.pre_tokenizer = pre_tokenizers.Whitespace()
     bpe.train_from_iterator(captions, trainers.BpeTrainer(vocab_size=20000, min_frequency=1, show_progress=False,
                                                            initial_alphabet=chars, end_of_word_suffix='</w>'))
-    tmp = Path(path)/'_bpe'; tmp.mkdir(exist_ok=True); bpe.model.save(str(tmp))
+    tmp = Path(path)/'_bpe'
+    tmp.mkdir(exist_ok=True)
+    bpe.model.save(str(tmp))
     learned = json.loads((tmp/'vocab.json').read_text())
     merges = [l for l in (tmp/'merges.txt').read_text().splitlines() if l and not l.startswith('#')]
     shutil.rmtree(tmp)
     vocab = {}
-    for t in chars + [c + '</w>' for c in chars] + sorted(learned, key=learned.get) + ['<|startoftext|>', '<|endoftext|>']:
+    for t in chars + [c + '</w>' for c in chars] + sorted(learned, key=learned.get) + ['<|startoftext|>',
+        '<|endoftext|>']:
         vocab.setdefault(t, len(vocab))
     with open(path/'vocab.json', 'w') as fh: json.dump(vocab, fh, ensure_ascii=False)
     (path/'merges.txt').write_text('#version: 0.2\n' + '\n'.join(merges) + '\n')
-    tok = CLIPTokenizer(str(path/'vocab.json'), str(path/'merges.txt'), model_max_length=77, bos_token='<|startoftext|>',
+    tok = CLIPTokenizer(str(path/'vocab.json'), str(path/'merges.txt'), model_max_length=77,
+                        bos_token='<|startoftext|>',
                         eos_token='<|endoftext|>', unk_token='<|endoftext|>', pad_token='<|endoftext|>')
     tok.save_pretrained(path)
     return CLIPTokenizer.from_pretrained(path)
@@ -92,7 +102,8 @@ def make_models(tok:'CLIPTokenizer', # the tokenizer (its size and special ids c
     from transformers import CLIPTextConfig, CLIPTextModel
     cfg = config or MINI_CONFIG
     torch.manual_seed(seed)
-    vae = AutoencoderKL(**cfg['vae']); unet = UNet2DConditionModel(**cfg['unet'])
+    vae = AutoencoderKL(**cfg['vae'])
+    unet = UNet2DConditionModel(**cfg['unet'])
     te = CLIPTextModel(CLIPTextConfig(vocab_size=len(tok), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
                                       pad_token_id=tok.pad_token_id, **cfg['text']))
     return vae, unet, te
@@ -121,7 +132,8 @@ def psnr(x:torch.Tensor, y:torch.Tensor)->float:
 def build_pipeline(vae, unet, te, tok)->'StableDiffusionPipeline':
     "An SD pipeline (DDIM, SD 1.5 schedule) around the mini model's parts."
     from diffusers import StableDiffusionPipeline, DDIMScheduler
-    pipe = StableDiffusionPipeline(vae=vae, text_encoder=te, tokenizer=tok, unet=unet, scheduler=DDIMScheduler(**SD15_SCHEDULER),
+    pipe = StableDiffusionPipeline(vae=vae, text_encoder=te, tokenizer=tok, unet=unet,
+                                   scheduler=DDIMScheduler(**SD15_SCHEDULER),
                                    safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
     return pipe
@@ -132,11 +144,15 @@ def export_pipeline(pipe:'StableDiffusionPipeline', # the pipeline to ship
                    )->Path:
     "Save `pipe` in diffusers format with weights in `dtype`, replacing `out_dir`'s model files atomically."
     import copy
-    out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir/'_export_tmp'; shutil.rmtree(tmp, ignore_errors=True)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir/'_export_tmp'
+    shutil.rmtree(tmp, ignore_errors=True)
     p2 = build_pipeline(copy.deepcopy(pipe.vae).to(dtype), copy.deepcopy(pipe.unet).to(dtype),
                         copy.deepcopy(pipe.text_encoder).to(dtype), pipe.tokenizer)
-    p2.save_pretrained(tmp, safe_serialization=True); follow_umask(tmp)  # safetensors writes 0600 files whatever the umask
+    # safetensors writes 0600 files whatever the umask
+    p2.save_pretrained(tmp, safe_serialization=True)
+    follow_umask(tmp)
     # a plain `from_pretrained(folder)` loads diffusers' parts in fp32 but transformers' text encoder in the dtype its
     # config records: record fp32, so every part runs in one dtype (the fp16 weights on disk are cast up on load)
     cfg = json.loads((tmp/'text_encoder'/'config.json').read_text())
@@ -153,7 +169,8 @@ def write_tokenizer_files(tok:'CLIPTokenizer', # a (fast) CLIP tokenizer
                           path:str|Path, # its saved folder
                          )->Path:
     "Add the slow-format `vocab.json` and `merges.txt` beside `tokenizer.json` (transformers 5 saves only the latter)."
-    path = Path(path); tj = json.loads((path/'tokenizer.json').read_text())
+    path = Path(path)
+    tj = json.loads((path/'tokenizer.json').read_text())
     merges = [m if isinstance(m, str) else ' '.join(m) for m in tj['model']['merges']]
     with open(path/'vocab.json', 'w') as fh: json.dump(tj['model']['vocab'], fh, ensure_ascii=False)
     (path/'merges.txt').write_text('#version: 0.2\n' + '\n'.join(merges) + '\n')
@@ -163,5 +180,6 @@ def write_tokenizer_files(tok:'CLIPTokenizer', # a (fast) CLIP tokenizer
 def model_size_mb(path:str|Path)->float:
     "Size on disk of the model files (weights, configs, tokenizer) of a diffusers folder, in MB."
     path = Path(path)
-    return sum(f.stat().st_size for part in ('unet', 'vae', 'text_encoder', 'tokenizer', 'scheduler', 'model_index.json')
+    return sum(f.stat().st_size
+               for part in ('unet', 'vae', 'text_encoder', 'tokenizer', 'scheduler', 'model_index.json')
                for f in ([path/part] if (path/part).is_file() else (path/part).rglob('*')) if f.is_file()) / 1e6

@@ -67,10 +67,27 @@ def is_eval_species(attrs:dict, # a dict with the six species attributes
 @dataclass
 class Factors:
     "Everything that determines one mini-world image."
-    body: str; crown: str; wing: str; beak: str; pattern: str; tail: str  # the species
-    background: str = 'grass'; perch: str = 'branch'; light: str = 'daylight'  # the scene
-    facing: str = 'right'; scale: float = 1.0; dx: float = 0.0; dy: float = 0.0  # pose and framing
-    horizon: float = 0.5; occlusion: int = 0; occ_x: float = 0.5; occ_y: float = 0.5  # scene geometry, occluder
+    # the species
+    body: str
+    crown: str
+    wing: str
+    beak: str
+    pattern: str
+    tail: str
+    # the scene
+    background: str = 'grass'
+    perch: str = 'branch'
+    light: str = 'daylight'
+    # pose and framing
+    facing: str = 'right'
+    scale: float = 1.0
+    dx: float = 0.0
+    dy: float = 0.0
+    # scene geometry, occluder
+    horizon: float = 0.5
+    occlusion: int = 0
+    occ_x: float = 0.5
+    occ_y: float = 0.5
     jitter: float = 0.0  # small global colour jitter of the scene
 
 def sample_factors(rng:np.random.Generator, # the item's generator
@@ -89,7 +106,8 @@ def sample_factors(rng:np.random.Generator, # the item's generator
                    facing=('left', 'right')[rng.integers(2)], scale=float(rng.uniform(0.85, 1.1)),
                    dx=float(rng.uniform(-0.07, 0.07)), dy=float(rng.uniform(-0.05, 0.05)),
                    horizon=float(rng.uniform(0.42, 0.62)), occlusion=int(rng.random() < p_occlusion),
-                   occ_x=float(rng.uniform(0.2, 0.8)), occ_y=float(rng.uniform(0.3, 0.8)), jitter=float(rng.uniform(-1, 1)))
+                   occ_x=float(rng.uniform(0.2, 0.8)), occ_y=float(rng.uniform(0.3, 0.8)),
+                   jitter=float(rng.uniform(-1, 1)))
 
 # %% ../../nbs/05_miniworld.ipynb #34637183
 _SKY = (np.array([120, 180, 235.]), np.array([200, 225, 245.]))
@@ -105,7 +123,8 @@ _S = 128  # drawing canvas size (2x supersampling of 64 px)
 
 def _background(f:Factors)->np.ndarray:
     (t0, t1), (g0, g1) = _SCENES[f.background]
-    h = int(f.horizon * _S); y = np.arange(_S, dtype=np.float32)[:, None]
+    h = int(f.horizon * _S)
+    y = np.arange(_S, dtype=np.float32)[:, None]
     top = t0 + (t1 - t0) * np.clip(y / max(h, 1), 0, 1)
     bot = g0 + (g1 - g0) * np.clip((y - h) / max(_S - h, 1), 0, 1)
     col = np.where(y < h, top, bot) * (1 + 0.06 * f.jitter)
@@ -113,22 +132,31 @@ def _background(f:Factors)->np.ndarray:
     return np.broadcast_to(np.clip(col, 0, 255)[:, None, :], (_S, _S, 3)).astype(np.uint8)
 
 def _ellipse_poly(cx, cy, rx, ry, ang=0.0, n=24):
-    t = np.linspace(0, 2 * np.pi, n, endpoint=False); c, s = np.cos(ang), np.sin(ang)
+    t = np.linspace(0, 2 * np.pi, n, endpoint=False)
+    c, s = np.cos(ang), np.sin(ang)
     x, y = rx * np.cos(t), ry * np.sin(t)
     return [(cx + c * a - s * b, cy + s * a + c * b) for a, b in zip(x, y)]
 
+# %% ../../nbs/05_miniworld.ipynb #d1182993
 def _draw_bird(d:ImageDraw.ImageDraw, f:Factors, cx:float, cy:float, L:float):
     body, crown, wing = COLOURS[f.body], COLOURS[f.crown], COLOURS[f.wing]
     outline = (40, 30, 25)
     # tail (behind the body), in the wing colour
     tx, ty = cx - 0.26 * L, cy - 0.02 * L
-    if f.tail == 'short': pts = [(tx + 4, ty - 0.07 * L), (tx - 0.17 * L, ty - 0.08 * L), (tx - 0.17 * L, ty + 0.06 * L), (tx + 4, ty + 0.07 * L)]
-    elif f.tail == 'long': pts = [(tx + 4, ty - 0.06 * L), (tx - 0.40 * L, ty + 0.02 * L), (tx - 0.40 * L, ty + 0.12 * L), (tx + 4, ty + 0.07 * L)]
-    else: pts = [(tx + 4, ty - 0.06 * L), (tx - 0.32 * L, ty - 0.16 * L), (tx - 0.17 * L, ty + 0.01 * L), (tx - 0.32 * L, ty + 0.17 * L), (tx + 4, ty + 0.07 * L)]
+    if f.tail == 'short':
+        pts = [(tx + 4, ty - 0.07 * L), (tx - 0.17 * L, ty - 0.08 * L), (tx - 0.17 * L, ty + 0.06 * L),
+               (tx + 4, ty + 0.07 * L)]
+    elif f.tail == 'long':
+        pts = [(tx + 4, ty - 0.06 * L), (tx - 0.40 * L, ty + 0.02 * L), (tx - 0.40 * L, ty + 0.12 * L),
+               (tx + 4, ty + 0.07 * L)]
+    else:
+        pts = [(tx + 4, ty - 0.06 * L), (tx - 0.32 * L, ty - 0.16 * L), (tx - 0.17 * L, ty + 0.01 * L),
+               (tx - 0.32 * L, ty + 0.17 * L), (tx + 4, ty + 0.07 * L)]
     d.polygon(pts, fill=wing, outline=outline)
     # legs
     if f.perch != 'flying':
-        for lx in (cx - 0.04 * L, cx + 0.06 * L): d.line([(lx, cy + 0.14 * L), (lx, cy + 0.27 * L)], fill=(60, 50, 40), width=3)
+        for lx in (cx - 0.04 * L, cx + 0.06 * L):
+            d.line([(lx, cy + 0.14 * L), (lx, cy + 0.27 * L)], fill=(60, 50, 40), width=3)
     # body and head
     d.polygon(_ellipse_poly(cx, cy, 0.30 * L, 0.18 * L, -0.12), fill=body, outline=outline)
     hx, hy, hr = cx + 0.27 * L, cy - 0.17 * L, 0.15 * L
@@ -137,7 +165,9 @@ def _draw_bird(d:ImageDraw.ImageDraw, f:Factors, cx:float, cy:float, L:float):
     bx, by = hx + 0.85 * hr, hy + 0.1 * hr
     if f.beak == 'short': bp = [(bx - 2, by - 0.40 * hr), (bx + 0.55 * hr, by + 0.05 * hr), (bx - 2, by + 0.45 * hr)]
     elif f.beak == 'long': bp = [(bx - 2, by - 0.28 * hr), (bx + 1.6 * hr, by + 0.12 * hr), (bx - 2, by + 0.30 * hr)]
-    else: bp = [(bx - 2, by - 0.45 * hr), (bx + 0.6 * hr, by - 0.35 * hr), (bx + 0.95 * hr, by + 0.15 * hr), (bx + 0.75 * hr, by + 0.75 * hr),
+    else:
+        bp = [(bx - 2, by - 0.45 * hr), (bx + 0.6 * hr, by - 0.35 * hr), (bx + 0.95 * hr, by + 0.15 * hr),
+              (bx + 0.75 * hr, by + 0.75 * hr),
                 (bx + 0.55 * hr, by + 0.25 * hr), (bx - 2, by + 0.35 * hr)]
     d.polygon(bp, fill=bc)
     d.ellipse([hx - hr, hy - hr, hx + hr, hy + hr], fill=body, outline=outline)
@@ -145,7 +175,8 @@ def _draw_bird(d:ImageDraw.ImageDraw, f:Factors, cx:float, cy:float, L:float):
     d.ellipse([hx + 0.25 * hr, hy - 0.05 * hr, hx + 0.6 * hr, hy + 0.3 * hr], fill=(10, 10, 10))
     # wing (on the body; raised when flying)
     if f.perch == 'flying':
-        wpts = [(cx - 0.14 * L, cy - 0.06 * L), (cx - 0.02 * L, cy - 0.52 * L), (cx + 0.16 * L, cy - 0.45 * L), (cx + 0.12 * L, cy - 0.02 * L)]
+        wpts = [(cx - 0.14 * L, cy - 0.06 * L), (cx - 0.02 * L, cy - 0.52 * L), (cx + 0.16 * L, cy - 0.45 * L),
+                (cx + 0.12 * L, cy - 0.02 * L)]
         d.polygon(wpts, fill=wing, outline=outline)
         wc, wang, wrx, wry = (cx + 0.04 * L, cy - 0.28 * L), -1.35, 0.20 * L, 0.09 * L
     else:
@@ -156,29 +187,36 @@ def _draw_bird(d:ImageDraw.ImageDraw, f:Factors, cx:float, cy:float, L:float):
     if f.pattern == 'barred':
         for u in (-0.35, 0.2):  # two bars across the wing
             x0, y0 = wc[0] + ca * u * wrx, wc[1] + sa * u * wrx
-            d.line([(x0 + sa * 0.8 * wry, y0 - ca * 0.8 * wry), (x0 - sa * 0.8 * wry, y0 + ca * 0.8 * wry)], fill=mark, width=5)
+            d.line([(x0 + sa * 0.8 * wry, y0 - ca * 0.8 * wry), (x0 - sa * 0.8 * wry, y0 + ca * 0.8 * wry)], fill=mark,
+                   width=5)
     elif f.pattern == 'spotted':
         for u, v in ((-0.45, -0.2), (0.0, 0.25), (0.4, -0.2), (-0.1, -0.4)):
             x0, y0 = wc[0] + ca * u * wrx - sa * v * wry * 2, wc[1] + sa * u * wrx + ca * v * wry * 2
             d.ellipse([x0 - 3.5, y0 - 3.5, x0 + 3.5, y0 + 3.5], fill=mark)
 
+# %% ../../nbs/05_miniworld.ipynb #fbd60c0f
 def render(f:Factors, # the image's factors
            size:int=64, # output size in pixels
           )->Image.Image:
     "Draw the image described by `f` (deterministic: no randomness inside)."
-    img = Image.fromarray(_background(f).copy()); d = ImageDraw.Draw(img)
-    L = 0.80 * _S * f.scale; cx = _S * (0.5 + f.dx); cy = _S * (0.52 + f.dy)
+    img = Image.fromarray(_background(f).copy())
+    d = ImageDraw.Draw(img)
+    L = 0.80 * _S * f.scale
+    cx = _S * (0.5 + f.dx)
+    cy = _S * (0.52 + f.dy)
     if f.perch == 'branch':
         by = cy + 0.27 * L
         d.line([(0, by + 6), (_S, by - 4)], fill=(95, 60, 30), width=7)
     elif f.perch == 'rock':
-        d.ellipse([cx - 0.40 * L, cy + 0.25 * L, cx + 0.40 * L, cy + 0.25 * L + 0.45 * L], fill=(125, 120, 115), outline=(85, 80, 75))
+        d.ellipse([cx - 0.40 * L, cy + 0.25 * L, cx + 0.40 * L, cy + 0.25 * L + 0.45 * L], fill=(125, 120, 115),
+                  outline=(85, 80, 75))
     else: cy -= 0.04 * L
     _draw_bird(d, f, cx, cy, L)
     if f.occlusion:  # a cluster of leaves in front, covering part of the bird
         ox, oy = _S * f.occ_x, _S * f.occ_y
         for ddx, ddy, r in ((0, 0, 11), (-10, 8, 9), (9, 9, 9)):
-            d.ellipse([ox + ddx - r, oy + ddy - r * 0.7, ox + ddx + r, oy + ddy + r * 0.7], fill=(35, 105, 40), outline=(20, 60, 25))
+            d.ellipse([ox + ddx - r, oy + ddy - r * 0.7, ox + ddx + r, oy + ddy + r * 0.7], fill=(35, 105, 40),
+                      outline=(20, 60, 25))
     a = np.asarray(img, dtype=np.float32)
     lt = _LIGHT[f.light]
     if isinstance(lt, np.ndarray): a = a * lt
@@ -235,7 +273,8 @@ def prompt(background:str|None=None, # a key of BACKGROUNDS
 def parse_caption(text:str, # a caption or prompt in the captions' grammar
                  )->dict:
     "The factors a caption names, e.g. {'body': 'red', 'crown': 'yellow', 'background': 'lake', ...}."
-    out = {}; c = '|'.join(COLOURS)
+    out = {}
+    c = '|'.join(COLOURS)
     if m := re.match(rf"a photo of an? ({c}) bird", text): out['body'] = m.group(1)
     if m := re.search(rf"an? ({c}) crown", text): out['crown'] = m.group(1)
     if m := re.search(rf"({c}) wings", text): out['wing'] = m.group(1)
@@ -251,7 +290,8 @@ def parse_caption(text:str, # a caption or prompt in the captions' grammar
 
 # %% ../../nbs/05_miniworld.ipynb #108bfff5
 EVAL_SPLITS = ('pool', 'val', 'test', 'ood_test')
-_LAND = [b for b, p in BACKGROUNDS.items() if p == 'land']; _WATER = [b for b, p in BACKGROUNDS.items() if p == 'water']
+_LAND = [b for b, p in BACKGROUNDS.items() if p == 'land']
+_WATER = [b for b, p in BACKGROUNDS.items() if p == 'water']
 
 def pretrain_item(seed:int, # the corpus seed
                   i:int, # the image index (unlimited)
@@ -288,13 +328,16 @@ def image_grid(images:list, # PIL images of equal size
                label_width:int=260, # pixels reserved for the labels
               )->Image.Image:
     "Tile `images` into one picture, optionally with a text label beside each row."
-    w, h = images[0].size; nrows = (len(images) + ncols - 1) // ncols
+    w, h = images[0].size
+    nrows = (len(images) + ncols - 1) // ncols
     g = Image.new('RGB', (ncols * w, nrows * h), (255, 255, 255))
     for k, im in enumerate(images): g.paste(im, ((k % ncols) * w, (k // ncols) * h))
     g = g.resize((g.width * scale, g.height * scale), Image.Resampling.NEAREST) if scale > 1 else g
     if not labels: return g
-    out = Image.new('RGB', (g.width + label_width, g.height), (255, 255, 255)); out.paste(g, (label_width, 0))
-    d = ImageDraw.Draw(out); rh = h * scale
+    out = Image.new('RGB', (g.width + label_width, g.height), (255, 255, 255))
+    out.paste(g, (label_width, 0))
+    d = ImageDraw.Draw(out)
+    rh = h * scale
     for r, text in enumerate(labels[:nrows]):
         words, lines = str(text).split(), ['']
         for wd in words:  # wrap to the label column (the default bitmap font is about 6 px per character)
@@ -306,13 +349,16 @@ def image_grid(images:list, # PIL images of equal size
 
 # %% ../../nbs/05_miniworld.ipynb #e9a0a476
 def _groups(sp:dict, f:Factors, split:str, cap:str)->dict:
-    y = int(sp['habitat'] == 'water'); pl = int(BACKGROUNDS[f.background] == 'water')
-    return {'bird': ['landbird', 'waterbird'][y], 'place': ['land', 'water'][pl], 'y': y, 'place_id': pl, 'group': 2 * y + pl,
+    y = int(sp['habitat'] == 'water')
+    pl = int(BACKGROUNDS[f.background] == 'water')
+    return {'bird': ['landbird', 'waterbird'][y], 'place': ['land', 'water'][pl], 'y': y, 'place_id': pl,
+            'group': 2 * y + pl,
             'background': f.background, 'aligned': bool(y == pl), 'split': split, 'caption': cap,
             'group_name': f"{['landbird', 'waterbird'][y]}/{['land', 'water'][pl]}"}
 
 def write_eval_dataset(root:str|Path, # the dataset root to write (pool, val, test)
-                       ood_root:str|Path|None=None, # the OOD test root; None: `<root>_ood`; `root`: the OOD images join root's test partition
+                       # the OOD test root; None: `<root>_ood`; `root`: the OOD images join root's test partition
+                       ood_root:str|Path|None=None,
                        n_pool:int=100, # pool images per species (official partition "train")
                        n_val:int=20, # validation images per species
                        n_test:int=50, # in-distribution test images per species
@@ -322,12 +368,15 @@ def write_eval_dataset(root:str|Path, # the dataset root to write (pool, val, te
                        p_aligned:float=0.95, # habitat-aligned share outside the OOD split
                        overwrite:bool=False, # replace existing roots
                       ):
-    "Write the evaluation species as a dataset root (+ an OOD root); returns the two `diffaug.data.Dataset`s (OOD: None when none or in `root`)."
+    """Write the evaluation species as a dataset root (+ an OOD root); returns the two `diffaug.data.Dataset`s (OOD:
+    None when none or in `root`)."""
     for n, name in ((n_pool, 'n_pool'), (n_val, 'n_val'), (n_test, 'n_test'), (n_ood, 'n_ood')):
         check_param(isinstance(n, int) and n >= 0, name, n, "an integer >= 0")
     check_param(n_pool >= 1, 'n_pool', n_pool, "at least 1 pool image per species")
-    root = Path(root); ood_root = Path(ood_root) if ood_root is not None else root.parent/f'{root.name}_ood'
-    table = species_table(); classes = [s['name'] for s in table]
+    root = Path(root)
+    ood_root = Path(ood_root) if ood_root is not None else root.parent/f'{root.name}_ood'
+    table = species_table()
+    classes = [s['name'] for s in table]
     part = {'pool': 'train', 'val': 'val', 'test': 'test', 'ood_test': 'test'}
     def build(splits):
         items, groups, partition = [], {}, {}
@@ -336,13 +385,18 @@ def write_eval_dataset(root:str|Path, # the dataset root to write (pool, val, te
                 for i in range(n):
                     im, cap, f = eval_item(seed, split, ci, i, size, p_aligned)
                     name = f'{split}_{i:05d}'
-                    items.append((ci, im, name)); groups[(ci, name)] = _groups(table[ci], f, split, cap); partition[(ci, name)] = part[split]
+                    items.append((ci, im, name))
+                    groups[(ci, name)] = _groups(table[ci], f, split, cap)
+                    partition[(ci, name)] = part[split]
         return items, groups, partition
     same = ood_root.resolve() == root.resolve()
-    items, groups, partition = build([('pool', n_pool), ('val', n_val), ('test', n_test)] + ([('ood_test', n_ood)] if same else []))
-    ds = write_dataset(root, classes, items, 'bird', groups=groups, partition=partition, overwrite=overwrite, total=len(items))
+    items, groups, partition = build([('pool', n_pool), ('val', n_val), ('test', n_test)] +
+                                     ([('ood_test', n_ood)] if same else []))
+    ds = write_dataset(root, classes, items, 'bird', groups=groups, partition=partition, overwrite=overwrite,
+                       total=len(items))
     ood = None
     if n_ood and not same:
         items, groups, partition = build([('ood_test', n_ood)])
-        ood = write_dataset(ood_root, classes, items, 'bird', groups=groups, partition=partition, overwrite=overwrite, total=len(items))
+        ood = write_dataset(ood_root, classes, items, 'bird', groups=groups, partition=partition, overwrite=overwrite,
+                            total=len(items))
     return ds, ood
