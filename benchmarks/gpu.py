@@ -86,7 +86,7 @@ class Runner:
     def diffusers_inversion(self, B):
         import torch
         from diffusers import DDIMInverseScheduler, StableDiffusionPipeline
-        from diffaug.models import encode_images, square_crop
+        from diffaug.encoding import encode_images, square_crop
         p = self.pipe
         if getattr(self, '_inv', None) is None:
             self._inv = StableDiffusionPipeline(**{**p.components, 'scheduler': DDIMInverseScheduler.from_config(p.scheduler.config)})

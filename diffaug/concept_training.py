@@ -26,8 +26,8 @@ from .core import (item_generator, ParamError, check_param, progress, StageConfi
 from .files import (atomic_write_json, atomic_save_safetensors, load_image, recorded_path, temp_dir_beside,
                            replace_dir,
                            record_diff)
-from .models import (load_sd, encode_images, square_crop, sd_resolution, need_model, model_fingerprint,
-                            make_accelerator)
+from .models import load_sd, sd_resolution, need_model, model_fingerprint, make_accelerator
+from .encoding import encode_images, square_crop
 from .concepts import (RECIPES, ConceptTokens, hook_concept_tokens, add_concept_tokens, add_concept_lora,
                               lora_state,
                               write_concepts)

@@ -19,7 +19,8 @@ __all__ = ['MODES', 'DEFAULT_SUFFIXES', 'latent_angle', 'circle_interpolation', 
 import torch
 from .core import check_param, ParamError, item_generator, StageConfig, DDIM_STEPS, CFG_SCALE, EXPANSION
 from .files import recorded_path, recorded_to_path
-from .models import load_sd, decode_latents, PromptCache, model_fingerprint, same_model
+from .models import load_sd, model_fingerprint, same_model
+from .encoding import decode_latents, PromptCache
 from .sampling import WorkItem, ddim_grid, ddim_sample, encode_prompts, run_items
 from .data import load_split
 from .synthetic import SyntheticSetWriter

@@ -20,8 +20,8 @@ from .core import check_param, ParamError, progress, StageConfig, DDIM_STEPS
 from .files import (load_image, atomic_save_safetensors, atomic_write_json, atomic_save_image, recorded_path,
                            start_scratch,
                            publish_dir, scratch_dir)
-from .models import (load_sd, make_tiny_sd, encode_images, decode_latents, sd_resolution, PromptCache,
-                            need_model, model_fingerprint)
+from .models import load_sd, make_tiny_sd, sd_resolution, need_model, model_fingerprint
+from .encoding import encode_images, decode_latents, PromptCache
 from .sampling import ddim_invert, ddim_sample, encode_prompts, batches_of, _state
 from .data import load_split, load_training_split
 
@@ -46,7 +46,7 @@ def invert_images(pipe, # an SD 1.x pipeline (concepts applied)
                   cache:PromptCache|None=None, # a prompt cache to reuse across calls
                  )->tuple:
     "Clean latents x_0 and their DDIM inversions x_T (float32, CPU) of a batch of images."
-    from diffaug.models import square_crop
+    from diffaug.encoding import square_crop
     check_param(len(images) == len(prompts), 'prompts', len(prompts), f"one prompt per image ({len(images)})")
     res = resolution or sd_resolution(pipe)
     x0 = encode_images(pipe, [square_crop(im, res) for im in images], size=res).float()
@@ -236,7 +236,7 @@ def run_inversion(cfg:InversionConfig|None=None, # the stage's parameters
     result = {'out': str(cfg.out), 'n_images': len(items), 'steps': cfg.steps}
     if st.is_main_process:
         if cfg.check_images:
-            from diffaug.models import square_crop
+            from diffaug.encoding import square_crop
             from PIL import Image
             lat, meta = load_inversion_pool(work)
             chk = items[:cfg.check_images]

@@ -25,8 +25,8 @@ from .files import load_image, recorded_path
 from .method_table import (METHODS, MethodSpec, get_method, resolve_strengths, GEN_CLASSES, plan_items,
                                   DEFAULT_PROMPT,
                                   prompt_names, make_prompt)
-from .models import (load_sd, encode_images, decode_latents, PromptCache, load_clip, clip_features, need_model,
-                            CLIP_REQUIRED, model_fingerprint)
+from .models import load_sd, load_clip, clip_features, need_model, CLIP_REQUIRED, model_fingerprint
+from .encoding import encode_images, decode_latents, PromptCache
 from .data import Split, load_split
 from .synthetic import SyntheticSetWriter, read_metadata_csv, write_metadata_csv
 from .sampling import (run_items, ddim_sample, strength_to_start_step, noise_to_step, initial_noise,

@@ -12,13 +12,10 @@ from pathlib import Path
 # %% auto #0
 __all__ = ['SD_REQUIRED', 'SD15_SCHEDULER', 'CLIP_REQUIRED', 'missing_sd_parts', 'write_char_tokenizer', 'tiny_sd_config',
            'follow_umask', 'make_tiny_sd', 'load_sd', 'sd_resolution', 'is_local_model_path', 'need_model',
-           'model_fingerprint', 'same_model', 'images_to_tensor', 'square_crop', 'encode_images', 'decode_latents',
-           'PromptCache', 'make_accelerator', 'make_tiny_clip', 'load_clip', 'clip_features', 'TinyModelConfig',
-           'run_tiny_model']
+           'model_fingerprint', 'same_model', 'make_accelerator', 'make_tiny_clip', 'load_clip', 'clip_features',
+           'TinyModelConfig', 'run_tiny_model']
 
 # %% ../nbs/01_models.ipynb #90087ee7
-import numpy as np
-from PIL import Image
 from .core import choose_device, choose_dtype, check_param
 from .files import umask_mode
 # torch, diffusers and transformers are imported inside the functions that use them: the pipeline runner checks a
@@ -233,58 +230,6 @@ def same_model(a:dict, b:dict, # two `model_fingerprint`s
     if set(a) != set(b): return False
     return all(len(a[k]) == len(b[k])
                and all(abs(x - y) <= rtol * max(abs(x), abs(y), 1e-12) for x, y in zip(a[k], b[k])) for k in a)
-
-# %% ../nbs/01_models.ipynb #2a4c6616
-def images_to_tensor(images:list[Image.Image], # RGB images
-                     size:int, # square size they are resized to
-                    )->'torch.Tensor':
-    "Resize (bicubic) and stack images into a [-1, 1] float tensor [B, 3, size, size]."
-    import torch
-    arr = np.stack([np.asarray(im.convert('RGB').resize((size, size), Image.BICUBIC), dtype=np.float32)
-                    for im in images])
-    return torch.from_numpy(arr).permute(0, 3, 1, 2) / 127.5 - 1.0
-
-def square_crop(im:Image.Image, # an image
-                size:int, # output side in pixels
-               )->Image.Image:
-    "Resize the shorter side to `size` (bicubic) and centre-crop to a square."
-    w, h = im.size
-    s = size / min(w, h)
-    im = im.convert('RGB').resize((max(size, round(w * s)), max(size, round(h * s))), Image.BICUBIC)
-    w, h = im.size
-    l, t = (w - size) // 2, (h - size) // 2
-    return im.crop((l, t, l + size, t + size))
-
-def encode_images(pipe:'StableDiffusionPipeline', # the pipeline whose VAE encodes
-                  images:list[Image.Image], # RGB images
-                  size:int|None=None, # resize to this (default: the model's native resolution)
-                 )->'torch.Tensor':
-    "VAE posterior means of `images`, scaled by the VAE's scaling factor."
-    import torch
-    x = images_to_tensor(images, size or sd_resolution(pipe)).to(pipe.device, pipe.vae.dtype)
-    with torch.no_grad(): return pipe.vae.encode(x).latent_dist.mean * pipe.vae.config.scaling_factor
-
-def decode_latents(pipe:'StableDiffusionPipeline', # the pipeline whose VAE decodes
-                   latents:'torch.Tensor', # [B, 4, h, w] scaled latents
-                  )->list[Image.Image]:
-    "Decode scaled latents to RGB PIL images."
-    import torch
-    with torch.no_grad(): x = pipe.vae.decode(latents.to(pipe.vae.dtype) / pipe.vae.config.scaling_factor).sample
-    x = ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-    return [Image.fromarray(a) for a in x]
-
-# %% ../nbs/01_models.ipynb #8b69997f
-class PromptCache:
-    "Encode each distinct prompt once; returns text embeddings [B, L, D] for a list of prompts."
-    def __init__(self, pipe:'StableDiffusionPipeline'): self.pipe, self.cache = pipe, {}
-
-    def __call__(self, prompts:list[str])->'torch.Tensor':
-        import torch
-        new = [p for p in dict.fromkeys(prompts) if p not in self.cache]
-        if new:
-            with torch.no_grad(): emb, _ = self.pipe.encode_prompt(new, self.pipe.device, 1, False)
-            self.cache.update(zip(new, emb))
-        return torch.stack([self.cache[p] for p in prompts])
 
 # %% ../nbs/01_models.ipynb #2a7b4f75
 _MIXED = {'fp32': 'no', 'float32': 'no', 'no': 'no', 'fp16': 'fp16', 'float16': 'fp16', 'bf16': 'bf16',

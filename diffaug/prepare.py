@@ -124,7 +124,7 @@ def run_prepare(cfg:PrepareConfig|None=None, # the stage's parameters
             c.overwrite, c.on_error)
     elif c.source == 'datasets': ds = import_datasets(c.raw, root, c.metaclass, c.overwrite, c.on_error)
     elif c.source == 'miniworld':
-        from diffaug.miniworld.world import write_eval_dataset  # the CPU world: imported only when it is the source
+        from diffaug.miniworld.dataset import write_eval_dataset  # the CPU world: imported only when it is the source
         write_eval_dataset(root, ood_root=root, n_pool=c.world_pool, n_val=20 if c.val_per_class is None
                            else c.val_per_class,
                            n_test=c.world_test, n_ood=c.world_ood, overwrite=c.overwrite)

@@ -18,7 +18,7 @@ __all__ = ['DDIMGrid', 'ddim_grid', 'ddim_step', 'UNetTimer', 'predict_eps', 'dd
 # %% ../nbs/15_sampling.ipynb #0c66c3c7
 import torch
 from .core import check_param, ParamError, progress, item_generator, DDIM_STEPS, CFG_SCALE
-from .models import PromptCache
+from .encoding import PromptCache
 
 # %% ../nbs/15_sampling.ipynb #9fd63fd4
 @dataclass
@@ -313,7 +313,7 @@ def text_to_image_render(pipe, # the pipeline
                          guidance_scale:float=CFG_SCALE, # CFG weight
                         )->Callable:
     "A `render` for `run_items`: text-to-image from per-item noise."
-    from diffaug.models import decode_latents
+    from diffaug.encoding import decode_latents
     cache = PromptCache(pipe)
     def render(items):
         prompts = [prompt_of(it) for it in items]

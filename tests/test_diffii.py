@@ -68,7 +68,8 @@ def tiny_model(tmp_path_factory):
     return make_tiny_sd(tmp_path_factory.mktemp('m')/'tiny')
 
 def test_bf16_close_to_fp32(tiny_model):
-    from diffaug.models import load_sd, PromptCache
+    from diffaug.models import load_sd
+    from diffaug.encoding import PromptCache
     torch.set_num_threads(1)
     outs = {}
     z = torch.randn(2, 4, 16, 16, generator=torch.Generator().manual_seed(0))

@@ -9,7 +9,8 @@ import torch
 from PIL import Image
 
 from diffaug.miniworld.world import (ATTR_VALUES, BACKGROUNDS, EVAL_SPECIES, SPECIES_ATTRS, caption, eval_item, is_eval_species,
-                               parse_caption, pretrain_item, sample_factors, species_table, write_eval_dataset)
+                               parse_caption, pretrain_item, sample_factors, species_table)
+from diffaug.miniworld.dataset import write_eval_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = ROOT/'models'/'miniworld'

@@ -93,12 +93,24 @@ def test_the_mini_world_is_a_subpackage():
     paper's modules only `prepare` (its `miniworld` source, inside the function) reaches into it."""
     table = module_table()
     world = {m for m in table if m.startswith('miniworld.')}
-    assert world == {f'miniworld.{m}' for m in ('world', 'sd', 'evaluation', 'model', 'oracle', 'oracle_model')}, sorted(world)
+    assert world == {f'miniworld.{m}' for m in ('world', 'dataset', 'sd', 'evaluation', 'unet_rounds', 'model', 'oracle',
+                                                'oracle_model')}, sorted(world)
     assert not [p.name for p in (ROOT/'diffaug').glob('*.py') if 'miniworld' in p.stem or p.stem == 'oracle'], "a flat module is left over"
     body = ast.parse((ROOT/'diffaug'/'miniworld'/'__init__.py').read_text()).body
     assert len(body) == 1 and isinstance(body[0], ast.Expr) and isinstance(body[0].value.value, str), "miniworld/__init__.py: a docstring only"
     users = sorted(m for m in table if m not in world and any(t == 'miniworld' or t.startswith('miniworld.') for t in imports_of(m)))
     assert users == ['prepare'], users
+
+
+MODULE_LINES = 400
+
+
+def test_no_module_over_400_lines():
+    "A module is one idea a reader can take in (issue 26): no exported module over 400 lines (`wc -l`); split its chapter."
+    lines = {p.relative_to(ROOT).as_posix(): len(p.read_text().splitlines())
+             for p in sorted((ROOT/'diffaug').rglob('*.py')) if p.name != '_modidx.py'}
+    big = [f"{p}: {n} lines" for p, n in lines.items() if n > MODULE_LINES]
+    assert not big, f"modules over {MODULE_LINES} lines (split the chapter by meaning):\n" + '\n'.join(big)
 
 
 # Lines a reader takes in (issue 26): in the package and in the notebooks' exported cells, no line over 120 characters,

@@ -6,24 +6,22 @@ Docs: https://diffaug.github.io/diffaug/miniworld_model.html.md"""
 
 # %% ../../nbs/71_miniworld_model.ipynb #aaacccb6
 from __future__ import annotations
-import dataclasses, json, math, os, shutil, time
+import dataclasses, json, os, time
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['RECORDED', 'fg_weights', 'MiniworldModelConfig', 'train_miniworld', 'atomic_write_text_lines',
-           'miniworld_demo_params', 'run_miniworld_model']
+__all__ = ['RECORDED', 'fg_weights', 'MiniworldModelConfig', 'train_miniworld', 'miniworld_demo_params', 'run_miniworld_model']
 
 # %% ../../nbs/71_miniworld_model.ipynb #c4a731f5
 import torch
-import torch.nn as nn
 from safetensors.torch import load_file
-from ..core import item_rng, item_generator, StageConfig, ParamError, optimizer_tensors, optimizer_state
-from ..files import atomic_write_json, atomic_save_safetensors, atomic_save_image, recorded_path
-from ..models import SD15_SCHEDULER
-from .world import pretrain_item, image_grid
-from .sd import (ARCHS, corpus_captions, build_tokenizer, make_models, n_params, to_tensor, psnr,
-                                  build_pipeline, export_pipeline)
-from .evaluation import load_cnn, train_attr_classifier, check_prompts, prompt_following
+from ..core import item_generator, StageConfig, ParamError
+from ..files import atomic_write_json, recorded_path
+from .world import pretrain_item
+from .sd import ARCHS, corpus_captions, build_tokenizer, to_tensor, psnr
+from .evaluation import train_attr_classifier
+from .unet_rounds import (
+    _log, _save_modules, _opt_tensors, _load_opt, _State, _commit, _Run, _cache_latents, _train_unet)
 # diffusers and transformers are imported inside the functions that use them: the pipeline runner imports this
 # module to check the stage's parameters without loading them
 
@@ -124,59 +122,6 @@ class MiniworldModelConfig(StageConfig):
                                       "resume with those values, or train in another ckpt_dir")
         return self
 
-# %% ../../nbs/71_miniworld_model.ipynb #553cf9c2
-def _log(ckpt:Path, msg:str):
-    line = time.strftime('%Y-%m-%d %H:%M:%S ') + msg
-    print(line, flush=True)
-
-def _save_modules(folder:Path, mods:dict):
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, m in mods.items():
-        sd = m.state_dict() if isinstance(m, nn.Module) else m
-        atomic_save_safetensors({k: v.float() if v.is_floating_point() else v for k, v in sd.items()}, folder/
-                                f'{name}.safetensors')
-
-def _opt_tensors(opt:torch.optim.Optimizer)->dict:
-    "The optimizer's state as tensors only (`diffaug.core.optimizer_tensors`; plain numbers become 0-d tensors)."
-    t, other = optimizer_tensors(opt.state_dict())
-    return {**t, **{k: torch.tensor(v) for k, v in other.items()}}
-
-def _load_opt(opt:torch.optim.Optimizer, t:dict):
-    opt.load_state_dict(optimizer_state(opt.state_dict()['param_groups'], t))
-
-class _State:
-    def __init__(self, ckpt:Path):
-        self.path = ckpt/'state.json'
-        self.d = json.loads(self.path.read_text()) if self.path.exists() else {}
-    def __getitem__(self, k): return self.d.get(k)
-    def update(self, **kw):
-        self.d.update(kw)
-        atomic_write_json(self.path, self.d)
-
-def _commit(ckpt:Path, st:_State, key:str, folder:Path, **kw):
-    "Point state.json at a complete checkpoint folder, then delete the older folders of this phase."
-    st.update(**{key: folder.name}, **kw)
-    prefix = folder.name.rsplit('_', 1)[0]
-    for old in ckpt.glob(f'{prefix}_*'):  # exactly this phase: 'unet_0000100' must not match 'unet_a_0001887'
-        if old.is_dir() and old.name != folder.name and old.name.rsplit('_', 1)[0] == prefix:
-            shutil.rmtree(old, ignore_errors=True)
-
-
-@dataclasses.dataclass
-class _Run:
-    "What the phases of one `train_miniworld` run share: its parameters, folders, state, tokenizer and deadline."
-    cfg:MiniworldModelConfig # the stage's parameters
-    ckpt:Path # the checkpoint folder
-    out:Path # where the best EMA model is exported
-    clf_path:Path # the checks' attribute classifier
-    st:_State # state.json of `ckpt`
-    tok:'CLIPTokenizer' # the tokenizer (trained first)
-    deadline:float|None # stop time (time.time() scale), None: none
-    vae:'AutoencoderKL|None'=None # the final VAE (the final round's checks and exports)
-    @property
-    def arch(self)->dict: return ARCHS[self.cfg.size]
-    def models(self): return make_models(self.tok, self.cfg.seed, self.arch)
-
 # %% ../../nbs/71_miniworld_model.ipynb #4d52bfa0
 def _train_vae(run:_Run, vae, phase, steps, lr, fg_weight=0.0, offset=0, stream=None):
     "One VAE phase: 'vae_joint' / 'vae_refine' train encoder and decoder, 'vae_dec' the decoder only."
@@ -231,40 +176,6 @@ def _train_vae(run:_Run, vae, phase, steps, lr, fg_weight=0.0, offset=0, stream=
     for p in vae.parameters(): p.requires_grad_(False)
     return vae
 
-# %% ../../nbs/71_miniworld_model.ipynb #c027b3ec
-def _cache_latents(run:_Run, vae, name='latents', chunk=4096):
-    """Encode (once) the first `n_latents` corpus images to posterior means in `ckpt/name`; returns (latents, token ids,
-    scaling factor)."""
-    ckpt, st, tok, n, seed = run.ckpt, run.st, run.tok, run.cfg.n_latents, run.cfg.seed
-    d = ckpt/name
-    d.mkdir(exist_ok=True)
-    vae.eval()
-    for c in range(math.ceil(n / chunk)):
-        f = d/f'chunk_{c:03d}.safetensors'
-        if f.exists(): continue
-        lat, ids = [], []
-        t0 = time.time()
-        for i in range(c * chunk, min(n, (c + 1) * chunk), 256):
-            items = [pretrain_item(seed, k) for k in range(i, min(n, (c + 1) * chunk, i + 256))]
-            with torch.no_grad():
-                lat.append(vae.encode(to_tensor([im for im, cap, fa in items])).latent_dist.mean.half())
-            ids.append(tok([cap for im, cap, fa in items], padding='max_length', max_length=77, truncation=True,
-                           return_tensors='pt').input_ids.int())
-        atomic_save_safetensors(dict(latents=torch.cat(lat), ids=torch.cat(ids)), f)
-        _log(ckpt, f"{name} chunk {c}: {len(torch.cat(ids))} images in {time.time() - t0:.0f}s")
-    t = [load_file(str(f)) for f in sorted(d.glob('chunk_*.safetensors'))][:math.ceil(n / chunk)]
-    lat = torch.cat([x['latents'] for x in t])
-    ids = torch.cat([x['ids'] for x in t]).long()
-    key = 'scaling_factor' if name == 'latents' else f'{name}_scaling_factor'
-    if st[key] is None: st.update(**{key: float(1 / lat.float().std())})
-    return lat, ids, st[key]
-
-def _ema_update(ema:dict, mod:nn.Module, decay:float):
-    with torch.no_grad():
-        for k, v in mod.state_dict().items():
-            if v.is_floating_point(): ema[k].mul_(decay).add_(v, alpha=1 - decay)
-            else: ema[k].copy_(v)
-
 # %% ../../nbs/71_miniworld_model.ipynb #322dd582
 def train_miniworld(cfg:MiniworldModelConfig|None=None, # the run's parameters (None: the defaults, with `kw`)
                     **kw, # parameters that override `cfg`'s
@@ -302,198 +213,6 @@ def train_miniworld(cfg:MiniworldModelConfig|None=None, # the run's parameters (
     _train_unet(run, 'unet', 'unet2', lat, ids, sf, cfg.unet_steps, init='unet_a' if cfg.unet_a_steps else None,
                 final=True)
     return st.d
-
-# %% ../../nbs/71_miniworld_model.ipynb #a418d6db
-@dataclasses.dataclass
-class _Round:
-    """What the steps of one U-Net round (`_train_unet`) share: its data, networks, optimizer, EMA weights and loss
-    history."""
-    phase:str # 'unet_a' (first round) or 'unet' (final round): names its checkpoints and state keys
-    stream:str # the name of its batch / noise random streams
-    # cached latents, their token ids, the latent scaling factor
-    lat:torch.Tensor
-    ids:torch.Tensor
-    sf:float
-    # the networks trained
-    unet:nn.Module
-    te:nn.Module
-    # the parameters of both (the optimizer's, gradient clipping's), AdamW over them
-    params:list
-    opt:torch.optim.Optimizer
-    # EMA weights of the U-Net and the text encoder
-    ema_u:dict
-    ema_t:dict
-    start:int # the first step to run (0, or the resumed checkpoint's)
-    sched:object # the training noise schedule (DDPMScheduler, SD 1.5's)
-    empty:torch.Tensor # token ids of the empty caption (caption dropout)
-    hist:list # loss history (every 50 steps), the state's
-    loss_ema:float|None # EMA of the loss, the state's
-
-def _unet_round(run:_Run, phase:str, stream:str, lat:torch.Tensor, ids:torch.Tensor, sf:float, init:str|None)->_Round:
-    """A round's networks, optimizer, EMA weights and history: resumed from its checkpoint, else fresh (warm-started
-    from `init`'s EMA weights)."""
-    from diffusers import DDPMScheduler
-    ckpt, st = run.ckpt, run.st
-    unet, te = run.models()[1:]
-    sched = DDPMScheduler(**{k: v for k, v in SD15_SCHEDULER.items() if k not in ('set_alpha_to_one',)})
-    params = list(unet.parameters()) + list(te.parameters())
-    opt = torch.optim.AdamW(params, run.cfg.lr, weight_decay=1e-2)
-    start = 0
-    key = f'{phase}_ckpt'
-    if st[key]:
-        f = ckpt/st[key]
-        unet.load_state_dict(load_file(str(f/'unet.safetensors')))
-        te.load_state_dict(load_file(str(f/'te.safetensors')))
-        _load_opt(opt, load_file(str(f/'opt.safetensors')))
-        start = json.loads((f/'info.json').read_text())['step']
-        ema_u = load_file(str(f/'ema_unet.safetensors'))
-        ema_t = load_file(str(f/'ema_te.safetensors'))
-    else:
-        if init:  # warm start: the previous round's EMA weights
-            f = ckpt/st[f'{init}_ckpt']
-            unet.load_state_dict(load_file(str(f/'ema_unet.safetensors')))
-            te.load_state_dict(load_file(str(f/'ema_te.safetensors')))
-            _log(ckpt, f"{phase}: warm start from {f.name} (EMA)")
-        ema_u = {k: v.detach().clone() for k, v in unet.state_dict().items()}
-        ema_t = {k: v.detach().clone() for k, v in te.state_dict().items()}
-    empty = run.tok([''], padding='max_length', max_length=77, return_tensors='pt').input_ids[0]
-    return _Round(phase, stream, lat, ids, sf, unet, te, params, opt, ema_u, ema_t, start, sched, empty,
-                  st[f'{phase}_hist'] or [], st[f'{phase}_loss_ema'])
-
-# %% ../../nbs/71_miniworld_model.ipynb #4c559d28
-def _unet_step(run:_Run, r:_Round, step:int)->torch.Tensor:
-    """One optimizer step of the round (min-SNR ε-loss, caption dropout, warm-up, gradient clipping) and its EMA update;
-    returns the loss."""
-    cfg = run.cfg
-    batch, seed = cfg.batch, cfg.seed
-    ac = r.sched.alphas_cumprod
-    rng = item_rng(seed, f'{r.stream}/batch', step)
-    g = item_generator(seed, f'{r.stream}/noise', step)
-    idx = torch.from_numpy(rng.integers(len(r.lat), size=batch))
-    z = r.lat[idx].float() * r.sf
-    tid = r.ids[idx].clone()
-    tid[torch.from_numpy(rng.random(batch) < cfg.p_uncond)] = r.empty
-    noise = torch.randn(z.shape, generator=g)
-    t = torch.randint(0, 1000, (batch,), generator=g)
-    zt = r.sched.add_noise(z, noise, t)
-    pred = r.unet(zt, t, r.te(tid)[0]).sample
-    snr = ac[t] / (1 - ac[t])
-    w = snr.clamp(max=5.0) / snr
-    loss = (w * (pred - noise).pow(2).mean((1, 2, 3))).mean()
-    for gq in r.opt.param_groups: gq['lr'] = cfg.lr * min(1.0, (step + 1) / cfg.warmup)
-    r.opt.zero_grad()
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(r.params, 1.0)
-    r.opt.step()
-    d = min(cfg.ema_decay, (1 + step) / (10 + step))
-    _ema_update(r.ema_u, r.unet, d)
-    _ema_update(r.ema_t, r.te, d)
-    r.loss_ema = loss.item() if r.loss_ema is None else 0.98 * r.loss_ema + 0.02 * loss.item()
-    return loss
-
-def _unet_checkpoint(run:_Run, r:_Round, s:int):
-    "Save the round after step `s` (networks, EMA weights, optimizer, loss history) and point state.json at it."
-    f = run.ckpt/f'{r.phase}_{s:07d}'
-    _save_modules(f, dict(unet=r.unet, te=r.te, ema_unet=r.ema_u, ema_te=r.ema_t, opt=_opt_tensors(r.opt)))
-    atomic_write_json(f/'info.json', dict(step=s, loss_ema=r.loss_ema))
-    _commit(run.ckpt, run.st, f'{r.phase}_ckpt', f, **{f'{r.phase}_hist': r.hist, f'{r.phase}_loss_ema': r.loss_ema})
-
-def _ema_pipeline(run:_Run, r:_Round):
-    "A pipeline of the final VAE and the round's EMA networks."
-    eu, et = run.models()[1:]
-    eu.load_state_dict(r.ema_u)
-    et.load_state_dict(r.ema_t)
-    return build_pipeline(run.vae, eu.eval(), et.eval(), run.tok)
-
-# %% ../../nbs/71_miniworld_model.ipynb #47921ef4
-def _check(run:_Run, r:_Round, s:int):
-    """Prompt-following check of the round's EMA model at step `s`; export it to `run.out` when its score is the best so
-    far."""
-    st, ckpt, out_dir, n_check = run.st, run.ckpt, run.out, run.cfg.n_check
-    clf = load_cnn(run.clf_path)
-    pipe = _ema_pipeline(run, r)
-    checks = st['checks'] or []
-    tc = time.time()
-    res, ims = prompt_following(pipe, clf, check_prompts(n_check, seed=s), seed=s)
-    res.update(step=s, images_seen=s * run.cfg.batch, time=time.time(), check_seconds=time.time() - tc)
-    score = 0.5 * (res['background'] + res['colour'])
-    best = max([c.get('score', 0) for c in checks] or [0])
-    res['score'] = score
-    checks.append(res)
-    atomic_save_image(image_grid(ims[:40], ncols=10, scale=2), ckpt/'checks'/f'check_{s:07d}.png')
-    _log(ckpt, f"CHECK step {s}: {json.dumps(res)}")
-    if score > best:
-        export_pipeline(pipe, out_dir)
-        atomic_write_json(out_dir/'training'/'best_check.json', res)
-        atomic_save_image(image_grid(ims[:40], ncols=10, scale=2), out_dir/'training'/'check_samples.png')
-        atomic_write_text_lines(out_dir/'training'/'check_prompts.txt', check_prompts(n_check, seed=s)[:40])
-        _log(ckpt, f"exported EMA model at step {s} to {out_dir}")
-    st.update(checks=checks)
-    atomic_write_json(out_dir/'training'/'history.json',
-                      dict(checks=checks, loss=r.hist[::4],
-                           first_round=dict(checks=st['unet_a_checks'] or [], loss=(st['unet_a_hist'] or [])[::4]),
-                           **{k: st[f'{k}_hist'] for k in ('vae_joint', 'vae_refine', 'vae_dec')}))
-
-def _try_check(run:_Run, r:_Round, s:int):
-    "`_check`, skipped without an attribute classifier; a failed check is logged, not raised (training goes on)."
-    if not run.clf_path.exists(): _log(run.ckpt, f"check skipped: no attribute classifier at {run.clf_path}")
-    else:
-        try: _check(run, r, s)
-        except Exception as e: _log(run.ckpt, f"check failed at step {s}: {e!r}")
-    r.unet.train()
-    r.te.train()
-
-# %% ../../nbs/71_miniworld_model.ipynb #fd8f9feb
-def _train_unet(run:_Run, # the run (parameters, folders, state, tokenizer, deadline; `vae` for the final round)
-                phase:str, # 'unet_a' (first round) or 'unet' (final round): names its checkpoints and state keys
-                stream:str, # the name of its batch / noise random streams
-                # cached latents, their token ids, the latent scaling factor
-                lat:torch.Tensor, ids:torch.Tensor, sf:float,
-                steps:int, # total steps of this round
-                init:str|None=None, # warm start from this phase's EMA weights (when not resuming)
-                final:bool=False, # the final round: prompt-following checks and export of the EMA model to `run.out`
-               )->bool:
-    "One U-Net + text-encoder round (min-SNR ε-loss, EMA), resumable; False when stopped by the deadline."
-    cfg, ckpt = run.cfg, run.ckpt
-    r = _unet_round(run, phase, stream, lat, ids, sf, init)
-    if r.start >= steps: return True
-    t_ck = t_chk = time.time()
-    t0 = time.time()
-    s0 = r.start
-    _log(ckpt, f"{phase}: {n_params(r.unet) / 1e6:.2f}M params, text encoder {n_params(r.te) / 1e6:.2f}M, steps "
-               f"{r.start}->{steps}, "
-               f"batch {cfg.batch}, corpus {len(lat)}, scaling {sf:.4f}, threads {torch.get_num_threads()}")
-    r.unet.train()
-    r.te.train()
-    for step in range(r.start, steps):
-        loss = _unet_step(run, r, step)
-        s = step + 1
-        last = s == steps
-        if s % 50 == 0:
-            ips = (s - s0) * cfg.batch / (time.time() - t0)
-            _log(ckpt, f"{phase} step {s} loss {loss.item():.4f} ema {r.loss_ema:.4f} {ips:.1f} img/s "
-                       f"{(s - s0) / (time.time() - t0):.3f} it/s threads {torch.get_num_threads()}")
-            r.hist.append(dict(step=s, loss_ema=r.loss_ema, img_per_s=ips, time=time.time()))
-        stop = run.deadline is not None and time.time() > run.deadline
-        if time.time() - t_ck > cfg.ckpt_minutes * 60 or last or stop:
-            _unet_checkpoint(run, r, s)
-            t_ck = time.time()
-            _log(ckpt, f"{phase} checkpoint step {s}")
-        if final and cfg.n_check > 0 and (time.time() - t_chk > cfg.check_minutes * 60 or last or stop):
-            t_chk = time.time()
-            _try_check(run, r, s)
-        # nothing exported yet: ship the current EMA
-        if final and (last or stop) and not (run.out/'model_index.json').exists():
-            export_pipeline(_ema_pipeline(run, r), run.out)
-        if stop:
-            _log(ckpt, f"{phase}: stopping at the time limit")
-            return False
-    return True
-
-def atomic_write_text_lines(path, lines):
-    "Write lines of text atomically."
-    from diffaug.files import atomic_write_text
-    return atomic_write_text(path, '\n'.join(lines) + '\n')
 
 # %% ../../nbs/71_miniworld_model.ipynb #5045b2dd
 def miniworld_demo_params(folder:str|Path, # an empty folder (e.g. a temp folder) for the demo's checkpoints and model

@@ -8,19 +8,17 @@ Docs: https://diffaug.github.io/diffaug/miniworld.html.md"""
 from __future__ import annotations
 import json, re
 from dataclasses import dataclass, asdict
-from pathlib import Path
 
 # %% auto #0
 __all__ = ['COLOURS', 'BEAKS', 'PATTERNS', 'TAILS', 'BACKGROUNDS', 'PERCHES', 'LIGHTS', 'SPECIES_ATTRS', 'ATTR_VALUES',
            'EVAL_SPECIES', 'EVAL_SPLITS', 'species_table', 'is_eval_species', 'Factors', 'sample_factors', 'render',
-           'caption', 'prompt', 'parse_caption', 'pretrain_item', 'eval_item', 'image_grid', 'write_eval_dataset']
+           'caption', 'prompt', 'parse_caption', 'pretrain_item', 'eval_item', 'image_grid']
 
 # %% ../../nbs/05_miniworld.ipynb #ce630a5b
 import numpy as np
 from PIL import Image, ImageDraw
 from ..core import item_rng, check_param, progress
 from ..files import atomic_save_image, atomic_write_json
-from ..data import write_dataset
 
 # %% ../../nbs/05_miniworld.ipynb #c985edb6
 COLOURS = {'red': (205, 30, 35), 'orange': (245, 135, 20), 'yellow': (250, 220, 40), 'blue': (35, 75, 215),
@@ -346,57 +344,3 @@ def image_grid(images:list, # PIL images of equal size
         y0 = r * rh + max(2, (rh - 11 * len(lines)) // 2)
         for i, ln in enumerate(lines): d.text((4, y0 + 11 * i), ln, fill=(0, 0, 0))
     return out
-
-# %% ../../nbs/05_miniworld.ipynb #e9a0a476
-def _groups(sp:dict, f:Factors, split:str, cap:str)->dict:
-    y = int(sp['habitat'] == 'water')
-    pl = int(BACKGROUNDS[f.background] == 'water')
-    return {'bird': ['landbird', 'waterbird'][y], 'place': ['land', 'water'][pl], 'y': y, 'place_id': pl,
-            'group': 2 * y + pl,
-            'background': f.background, 'aligned': bool(y == pl), 'split': split, 'caption': cap,
-            'group_name': f"{['landbird', 'waterbird'][y]}/{['land', 'water'][pl]}"}
-
-def write_eval_dataset(root:str|Path, # the dataset root to write (pool, val, test)
-                       # the OOD test root; None: `<root>_ood`; `root`: the OOD images join root's test partition
-                       ood_root:str|Path|None=None,
-                       n_pool:int=100, # pool images per species (official partition "train")
-                       n_val:int=20, # validation images per species
-                       n_test:int=50, # in-distribution test images per species
-                       n_ood:int=50, # OOD test images per species (reversed habitat)
-                       seed:int=0, # the world seed
-                       size:int=64, # image size
-                       p_aligned:float=0.95, # habitat-aligned share outside the OOD split
-                       overwrite:bool=False, # replace existing roots
-                      ):
-    """Write the evaluation species as a dataset root (+ an OOD root); returns the two `diffaug.data.Dataset`s (OOD:
-    None when none or in `root`)."""
-    for n, name in ((n_pool, 'n_pool'), (n_val, 'n_val'), (n_test, 'n_test'), (n_ood, 'n_ood')):
-        check_param(isinstance(n, int) and n >= 0, name, n, "an integer >= 0")
-    check_param(n_pool >= 1, 'n_pool', n_pool, "at least 1 pool image per species")
-    root = Path(root)
-    ood_root = Path(ood_root) if ood_root is not None else root.parent/f'{root.name}_ood'
-    table = species_table()
-    classes = [s['name'] for s in table]
-    part = {'pool': 'train', 'val': 'val', 'test': 'test', 'ood_test': 'test'}
-    def build(splits):
-        items, groups, partition = [], {}, {}
-        for split, n in splits:
-            for ci in range(len(table)):
-                for i in range(n):
-                    im, cap, f = eval_item(seed, split, ci, i, size, p_aligned)
-                    name = f'{split}_{i:05d}'
-                    items.append((ci, im, name))
-                    groups[(ci, name)] = _groups(table[ci], f, split, cap)
-                    partition[(ci, name)] = part[split]
-        return items, groups, partition
-    same = ood_root.resolve() == root.resolve()
-    items, groups, partition = build([('pool', n_pool), ('val', n_val), ('test', n_test)] +
-                                     ([('ood_test', n_ood)] if same else []))
-    ds = write_dataset(root, classes, items, 'bird', groups=groups, partition=partition, overwrite=overwrite,
-                       total=len(items))
-    ood = None
-    if n_ood and not same:
-        items, groups, partition = build([('ood_test', n_ood)])
-        ood = write_dataset(ood_root, classes, items, 'bird', groups=groups, partition=partition, overwrite=overwrite,
-                            total=len(items))
-    return ds, ood
