@@ -21,7 +21,7 @@ from .core import check_param, ParamError, item_generator, StageConfig, DDIM_STE
 from .files import recorded_path, recorded_to_path
 from .models import load_sd, decode_latents, PromptCache, model_fingerprint, same_model
 from .sampling import WorkItem, ddim_grid, ddim_sample, encode_prompts, run_items
-from .data import load_split
+from .splits import load_split
 from .synthetic import SyntheticSetWriter
 
 # %% ../nbs/30_interpolation.ipynb #2709867d

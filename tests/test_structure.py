@@ -169,3 +169,13 @@ def test_the_line_checks_can_fail():
     assert semicolon_lines("a = 1; b = 2\nc = 'x; y'  # p; q\nif a: b; c\n") == [1, 3]
     assert long_lines('x = 1\n' + 'y = ' + '1' * 120) == [(2, 124)]
     assert nbdev_header('"""' + 'd' * 130 + '"""\n__all__ = [\'a\']\nx = 1\n') == {1, 2}
+
+
+MODULE_LINES = 400
+
+
+def test_no_module_over_400_lines():
+    "No exported module over 400 lines (issue 26): a module that grows past it is split into chapters, one idea each."
+    bad = [f"{p.relative_to(ROOT)}: {n} lines" for p in package_files() for n in [len(p.read_text().splitlines())]
+           if n > MODULE_LINES]
+    assert not bad, f"modules over {MODULE_LINES} lines (split the chapter by meaning):\n" + '\n'.join(bad)
