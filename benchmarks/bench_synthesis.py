@@ -30,7 +30,7 @@ from transformers import CLIPTextConfig, CLIPTextModel
 
 from diffaug.core import cpu_supports_bf16
 from diffaug.models import make_tiny_sd, load_sd, write_char_tokenizer, SD15_SCHEDULER
-from diffaug.data import few_shot_split
+from diffaug.splits import few_shot_split
 from diffaug.synthetic import SyntheticSetWriter
 from diffaug.toy import make_toy_dataset
 from diffaug.sampling import UNetTimer, run_items

@@ -180,7 +180,7 @@ def setup_params(path:Path)->dict:
 
 def split_sizes(prep:dict)->dict:
     "Training images (and per class), val and test images of a setup's split, from DATASETS and the package's long-tail rule."
-    from diffaug.data import long_tail_counts
+    from diffaug.splits import long_tail_counts
     d = DATASETS[prep['source']]
     if prep['kind'] == 'few-shot': train = [min(prep['shots'], n) for n in d['train_pool']]
     elif prep['kind'] == 'long-tail':

@@ -18,7 +18,8 @@ __all__ = ['soft_label', 'soft_label_json', 'soft_label_vector', 'row_weights', 
 import numpy as np
 from .core import ParamError, check_param, progress, StageConfig
 from .files import atomic_write_text, atomic_write_json, staged_dir, link_or_copy
-from .data import Split, load_split, class_folder
+from .data import class_folder
+from .splits import Split, load_split
 from .synthetic import read_metadata_csv, write_metadata_csv, keep_class_folders
 
 # %% ../nbs/45_annotation.ipynb #bdf4dc08
@@ -98,7 +99,7 @@ def row_weights(row:dict, # a metadata.csv row (strings)
 
 # %% ../nbs/45_annotation.ipynb #8c187909
 def split_classes_and_sources(
-        split:str|Path|dict|Split, # a split file (see `diffaug.data.load_split`), its dict, or a `Split`
+        split:str|Path|dict|Split, # a split file (see `diffaug.splits.load_split`), its dict, or a `Split`
                              )->tuple[list[str], dict]:
     "Class names in label order and the map real image id -> class name, from a split."
     if isinstance(split, Split): return list(split.classes), {k: it['label'] for k, it in split.by_id().items()}

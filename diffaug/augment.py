@@ -103,7 +103,7 @@ def check_setup(setup:dict, # `diffii_setup`'s sections
     """Check every stage's parameters, the model folders and every image of the user's folder; returns the classes'
     image counts."""
     from diffaug.models import need_model
-    # deferred: diffaug.data imports torch, which the CLI's start does without
+    # deferred, as this function's other diffaug imports
     from diffaug.data import Dataset, DatasetError
     per_run = {'synthesis': {'method': 'diff-mix'}}  # given per run by dvc.yaml (checked with one)
     cfgs = stage_configs({s: {**per_run.get(s, {}), **kv} for s, kv in setup.items()}, wiring)

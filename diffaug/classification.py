@@ -21,7 +21,7 @@ from .core import ParamError, check_param, StageConfig, nearest, choose_device
 from .files import (atomic_write_text, atomic_write_json, atomic_save_safetensors, recorded_path, start_scratch,
                            scratch_dir,
                            digest, digests_cached)
-from .data import load_split
+from .splits import load_split
 from .classifier_data import REPLACE_WITH, TRANSFORMS
 from .training import (MIXING, TORCHVISION, torchvision_model, train_classifier, group_name, shot_groups,
                               shot_accuracy)

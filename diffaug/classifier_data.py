@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from PIL import Image
 from .core import item_generator, item_rng
 from .files import load_image
-from .data import Split
+from .splits import Split
 from .synthetic import SyntheticSet
 
 # %% ../nbs/48_classifier_data.ipynb #57d10f85

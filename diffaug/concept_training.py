@@ -485,7 +485,7 @@ def run_concepts(cfg:ConceptsConfig|None=None, # the stage's parameters
                 )->dict:
     "The `concepts` stage: learn a concept per class of the split's training images and write the concept folder."
     cfg = ConceptsConfig.of(cfg, **kw).checked()
-    from diffaug.data import load_training_split
+    from diffaug.splits import load_training_split
     sp, items = load_training_split(cfg.split)
     images = [load_image(sp.root/it['path']) for it in progress(items, desc='reading images', leave=False)]
     labels = [it['label'] for it in items]

@@ -16,7 +16,7 @@ __all__ = ['make_toy_split', 'make_toy_synthetic', 'make_demo_synthetic_set', 'm
 import numpy as np
 from PIL import Image
 from .files import atomic_write_text, atomic_write_json, load_image
-from .data import Split, load_split, few_shot_split, save_split
+from .splits import Split, load_split, few_shot_split, save_split
 from .synthetic import SyntheticSetWriter
 from .toy import make_toy_dataset, toy_image
 from .models import load_sd

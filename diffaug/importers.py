@@ -10,19 +10,18 @@ import io, tempfile, warnings
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['WATERBIRD_GROUPS', 'IMPORTERS', 'FIXTURE_CLASSES', 'HF_PARTITION', 'import_cub', 'import_aircraft', 'import_pets',
-           'import_cars', 'import_flowers102', 'import_waterbirds', 'write_native_fixture', 'copy_folder',
-           'import_datasets']
+__all__ = ['WATERBIRD_GROUPS', 'IMPORTERS', 'HF_PARTITION', 'import_cub', 'import_aircraft', 'import_pets', 'import_cars',
+           'import_flowers102', 'import_waterbirds', 'copy_folder', 'import_datasets']
 
 # %% ../nbs/05_importers.ipynb #dcecfdfd
 import csv
 import numpy as np
-from PIL import Image, ImageDraw
-from .core import check_param, item_rng, item_seed
-from .files import ImageLoadError, staged_dir
-from .data import Dataset, DatasetError, write_dataset, full_split, save_split
+from PIL import Image
+from .core import check_param
+from .files import ImageLoadError
+from .data import Dataset, DatasetError, write_dataset
+from .splits import full_split, save_split
 from .synthetic import read_metadata_csv
-from .toy import toy_image
 
 # %% ../nbs/05_importers.ipynb #b3f7acb7
 def _find(raw:Path, sub:str|tuple, marker:str)->Path:
@@ -243,212 +242,6 @@ def import_waterbirds(raw:str|Path, # the folder holding metadata.csv (or its pa
 # %% ../nbs/05_importers.ipynb #bc8e3916
 IMPORTERS = {'cub': import_cub, 'aircraft': import_aircraft, 'pets': import_pets, 'cars': import_cars,
              'flowers102': import_flowers102, 'waterbirds': import_waterbirds}
-
-# %% ../nbs/05_importers.ipynb #def7670d
-_CUB_FIRST = ['001.Black_footed_Albatross', '002.Laysan_Albatross', '003.Sooty_Albatross', '004.Groove_billed_Ani',
-              '005.Crested_Auklet',
-              '006.Least_Auklet', '007.Parakeet_Auklet', '008.Rhinoceros_Auklet', '009.Brewer_Blackbird',
-              '010.Red_winged_Blackbird',
-              '011.Rusty_Blackbird', '012.Yellow_headed_Blackbird', '013.Bobolink', '014.Indigo_Bunting']
-FIXTURE_CLASSES = {  # each dataset's first real classes, as its annotation files spell them, in its order
-    'cub': _CUB_FIRST[:10],
-    'aircraft': ['707-320', '727-200', '737-200', '737-300', '737-400', '737-500', '737-600', '737-700', '737-800',
-                 '737-900'],
-    'pets': ['Abyssinian', 'american_bulldog', 'american_pit_bull_terrier', 'basset_hound', 'beagle', 'Bengal',
-             'Birman', 'Bombay', 'boxer', 'British_Shorthair'],
-    'cars': ['AM General Hummer SUV 2000', 'Acura RL Sedan 2012', 'Acura TL Sedan 2012', 'Acura TL Type-S 2008',
-             'Acura TSX Sedan 2012',
-             'Acura Integra Type R 2001', 'Acura ZDX Hatchback 2012', 'Aston Martin V8 Vantage Convertible 2012',
-             'Aston Martin V8 Vantage Coupe 2012', 'Aston Martin Virage Convertible 2012'],
-    'flowers102': list(range(1, 11)),  # 1-based labels: the files hold no names (torchvision's list names them)
-    # waterbird, landbird, ...; written in folder order
-    'waterbirds': [_CUB_FIRST[i] for i in (0, 3, 1, 8, 2, 9, 4, 10, 5, 11)],
-}
-# y = 1 among `_CUB_FIRST` (albatrosses, auklets)
-_WATERBIRD_SPECIES = {'001', '002', '003', '005', '006', '007', '008'}
-_AIRCRAFT_FAMILY = lambda v: 'Boeing ' + v[:3]  # the first variants are all Boeing's; family "Boeing 737"
-_PET_HEADER = ['#Image CLASS-ID SPECIES BREED ID', '#ID: 1:37 Class ids', '#SPECIES: 1:Cat 2:Dog',
-               '#BREED ID: 1-25:Cat 1:12:Dog',
-               '#All images with 1st letter as captial are cat images',
-               '#images with small first letter are dog images']
-
-def _lines(path:Path, lines):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(''.join(f'{l}\n' for l in lines), encoding='utf-8')
-
-def _jpeg(im:Image.Image, path:Path)->Image.Image:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    im.save(path, format='JPEG', quality=90)
-    return im
-
-def _savemat(path:Path, variables:dict):
-    """scipy's `savemat` with a fixed 116-byte text header (scipy's holds the time of writing): same variables, same
-    bytes."""
-    from scipy.io import savemat
-    buf = io.BytesIO()
-    savemat(buf, variables)
-    path.write_bytes(b'MATLAB 5.0 MAT-file, written by diffaug write_native_fixture'.ljust(116) + buf.getvalue()[116:])
-
-def _box(rng, im:Image.Image)->tuple:
-    "A random box inside `im`: x1, y1, x2, y2."
-    w, h = im.size
-    x1, y1 = int(rng.integers(0, w // 4)), int(rng.integers(0, h // 4))
-    return x1, y1, int(rng.integers(w * 3 // 4, w)), int(rng.integers(h * 3 // 4, h))
-
-def _cub_files(folders:list, n:int, rng)->list:
-    """`n` CUB image paths per species folder, `<NNN.Name>/<Title_Cased_Name>_<NNNN>_<id>.jpg`, sorted as images.txt
-    lists them."""
-    out = []
-    for f in folders:
-        stem = '_'.join(w[:1].upper() + w[1:] for w in f.split('.', 1)[1].split('_'))
-        nums, ids = rng.choice(np.arange(1, 150), n, replace=False), rng.choice(np.arange(1, 800000), n, replace=False)
-        out.append(sorted(f'{f}/{stem}_{a:04d}_{b}.jpg' for a, b in zip(nums, ids)))
-    return out
-
-# %% ../nbs/05_importers.ipynb #834556e7
-def _fx_cub(out, n, k, rng, image):
-    b, folders = out/'CUB_200_2011', FIXTURE_CLASSES['cub'][:n]
-    rows, i = {f: [] for f in ('images', 'image_class_labels', 'train_test_split', 'bounding_boxes')}, 0
-    for ci, files in enumerate(_cub_files(folders, 2 * k, rng)):
-        train = set(rng.permutation(2 * k)[:k].tolist())
-        for j, rel in enumerate(files):
-            i += 1
-            im = _jpeg(image(ci, j), b/'images'/rel)
-            x1, y1, x2, y2 = _box(rng, im)
-            rows['images'].append(f'{i} {rel}')
-            rows['image_class_labels'].append(f'{i} {ci + 1}')
-            rows['train_test_split'].append(f'{i} {int(j in train)}')
-            rows['bounding_boxes'].append(f'{i} {x1:.1f} {y1:.1f} {x2 - x1:.1f} {y2 - y1:.1f}')
-    _lines(b/'classes.txt', [f'{c + 1} {f}' for c, f in enumerate(folders)])
-    for f, ls in rows.items(): _lines(b/f'{f}.txt', ls)
-
-def _fx_aircraft(out, n, k, rng, image):
-    d, variants = out/'fgvc-aircraft-2013b'/'data', FIXTURE_CLASSES['aircraft'][:n]
-    ids, rows, boxes, m = rng.choice(np.arange(34309, 2300000), 3 * k * n, replace=False), {'train': [], 'val': [],
-        'test': []}, [], 0
-    for ci, v in enumerate(variants):
-        for j, s in enumerate(rng.permutation(np.repeat(['train', 'val', 'test'], k)).tolist()):
-            iid = f'{ids[m]:07d}'
-            m += 1
-            im = image(ci, j)
-            # the copyright banner
-            ImageDraw.Draw(im).rectangle([0, im.height - max(2, im.height // 10), im.width, im.height],
-                                         fill=(20, 20, 20))
-            x1, y1, x2, y2 = _box(rng, _jpeg(im, d/'images'/f'{iid}.jpg'))
-            rows[s].append((iid, v))
-            boxes.append(f'{iid} {x1} {y1} {x2} {y2}')
-    _lines(d/'variants.txt', variants)
-    _lines(d/'families.txt', list(dict.fromkeys(map(_AIRCRAFT_FAMILY, variants))))
-    _lines(d/'manufacturers.txt', ['Boeing'])
-    rows['trainval'] = rows['train'] + rows['val']
-    for s, rs in rows.items():
-        rs = sorted(rs)
-        _lines(d/f'images_{s}.txt', [i for i, _ in rs])
-        for level, name in (('variant', lambda v: v), ('family', _AIRCRAFT_FAMILY),
-                            ('manufacturer', lambda v: 'Boeing')):
-            _lines(d/f'images_{level}_{s}.txt', [f'{i} {name(v)}' for i, v in rs])
-    _lines(d/'images_box.txt', sorted(boxes))
-
-# %% ../nbs/05_importers.ipynb #f188002a
-def _fx_pets(out, n, k, rng, image):
-    b, rows, nbreed = out/'oxford-iiit-pet', {'trainval': [], 'test': []}, {1: 0, 2: 0}
-    for ci, breed in enumerate(FIXTURE_CLASSES['pets'][:n]):
-        # cats' names are capitalised; breed ids count per species
-        sp = 1 if breed[0].isupper() else 2
-        nbreed[sp] += 1
-        for j, (num, s) in enumerate(zip(rng.choice(np.arange(1, 201), 2 * k, replace=False).tolist(),
-                                         rng.permutation(np.repeat(['trainval', 'test'], k)).tolist())):
-            name = f'{breed}_{num}'
-            im = _jpeg(image(ci, j), b/'images'/f'{name}.jpg')
-            x1, y1, x2, y2 = _box(rng, im)
-            # 1 pet, 2 background, 3 border
-            tri = np.full((im.height, im.width), 2, np.uint8)
-            tri[y1:y2, x1:x2] = 3
-            tri[y1 + 1:y2 - 1, x1 + 1:x2 - 1] = 1
-            (b/'annotations'/'trimaps').mkdir(parents=True, exist_ok=True)
-            Image.fromarray(tri).save(b/'annotations'/'trimaps'/f'{name}.png')
-            rows[s].append((ci + 1, name, sp, nbreed[sp]))
-    fmt = lambda rs: [f'{nm} {c} {sp} {bid}' for c, nm, sp, bid in sorted(rs)]
-    _lines(b/'annotations'/'list.txt', _PET_HEADER + fmt(rows['trainval'] + rows['test']))
-    for s, rs in rows.items(): _lines(b/'annotations'/f'{s}.txt', fmt(rs))
-
-def _fx_cars(out, n, k, rng, image):
-    b, names = out/'stanford_cars', FIXTURE_CLASSES['cars'][:n]
-    fields = ['bbox_x1', 'bbox_y1', 'bbox_x2', 'bbox_y2', 'class', 'fname']
-    (b/'devkit').mkdir(parents=True)
-    for s in ('train', 'test'):
-        recs, seen = [], [0] * n
-        # files numbered across classes, as in the real folders
-        for m, c in enumerate(rng.permutation(np.repeat(np.arange(n), k)).tolist(), 1):
-            f = f'{m:05d}.jpg'
-            im = _jpeg(image(c, seen[c] + (k if s == 'test' else 0)), b/f'cars_{s}'/f)
-            seen[c] += 1
-            recs.append([np.array([[v]], np.uint16) for v in _box(rng, im)] +
-                        [np.array([[c + 1]], np.uint8), np.array([f])])
-        # the devkit's test file has no class
-        for path, keep in ((b/'devkit'/f'cars_{s}_annos.mat', fields if s == 'train' else fields[:4] + fields[5:]),
-                           (b/'cars_test_annos_withlabels.mat', fields if s == 'test' else None)):
-            if keep is None: continue
-            ann = np.empty((1, len(recs)), dtype=[(f, 'O') for f in keep])
-            for i, r in enumerate(recs): ann[0, i] = tuple(v for f, v in zip(fields, r) if f in keep)
-            _savemat(path, {'annotations': ann})
-    _savemat(b/'devkit'/'cars_meta.mat', {'class_names': np.array([names], dtype=object)})
-
-def _fx_flowers102(out, n, k, rng, image):
-    # the real ids interleave the classes too
-    b, labels = out/'flowers-102', rng.permutation(np.repeat(np.arange(1, n + 1), 3 * k))
-    sets, seen = {'trnid': [], 'valid': [], 'tstid': []}, [0] * (n + 1)
-    for i, c in enumerate(labels.tolist(), 1):
-        _jpeg(image(c - 1, seen[c]), b/'jpg'/f'image_{i:05d}.jpg')
-        sets[('trnid', 'valid', 'tstid')[seen[c] // k]].append(i)
-        seen[c] += 1
-    _savemat(b/'imagelabels.mat', {'labels': labels.astype(np.uint8)[None]})
-    _savemat(b/'setid.mat', {key: np.array([ids], np.uint16) for key, ids in sets.items()})
-
-# %% ../nbs/05_importers.ipynb #3a72a8d3
-def _fx_waterbirds(out, n, k, rng, image):
-    b, folders = out/'waterbird_complete95_forest2water2', sorted(FIXTURE_CLASSES['waterbirds'][:n])
-    places = [['/b/bamboo_forest', '/f/forest/broadleaf'], ['/o/ocean', '/l/lake/natural']]
-    rows, i = [], 0
-    for ci, files in enumerate(_cub_files(folders, 3 * k, rng)):
-        y, count = int(folders[ci][:3] in _WATERBIRD_SPECIES), [0, 0, 0]
-        for j, (rel, sp) in enumerate(zip(files, rng.permutation(np.repeat([0, 1, 2], k)).tolist())):
-            # the bird's own habitat first, then the other: both in every split
-            i += 1
-            place = (count[sp] + 1 - y) % 2
-            count[sp] += 1
-            _jpeg(image(ci, j), b/rel)
-            rows.append([i, rel, y, sp, place, f'{places[place][j % 2]}/{int(rng.integers(1, 5000)):08d}.jpg'])
-    with open(b/'metadata.csv', 'w', newline='', encoding='utf-8') as f:
-        w = csv.writer(f, lineterminator='\n')
-        w.writerow(['img_id', 'img_filename', 'y', 'split', 'place', 'place_filename'])
-        w.writerows(rows)
-
-_FIXTURES = {'cub': _fx_cub, 'aircraft': _fx_aircraft, 'pets': _fx_pets, 'cars': _fx_cars, 'flowers102': _fx_flowers102,
-             'waterbirds': _fx_waterbirds}
-
-# %% ../nbs/05_importers.ipynb #760152a2
-def write_native_fixture(source:str, # an importer: cub, aircraft, pets, cars, flowers102 or waterbirds
-                         # the folder to write, what `prepare.raw` then names (it must not exist unless `overwrite`)
-                         dest:str|Path,
-                         n_classes:int=3, # the dataset's first classes, 1..10
-                         # images per class in each official partition (train, test; val where the dataset has one)
-                         per_class:int=4,
-                         seed:int=0, # fixes every pixel, file number and partition
-                         size:tuple=(40, 32), # image width and height in pixels
-                         overwrite:bool=False, # replace an existing `dest`
-                        )->Path:
-    """Write a tiny copy of `source`'s native download (folders, file names, text, .mat and CSV formats) into `dest`;
-    returns `dest`."""
-    check_param(source in _FIXTURES, 'source', source, f"one of {', '.join(_FIXTURES)}")
-    check_param(isinstance(n_classes, int) and 1 <= n_classes <= 10, 'n_classes', n_classes, "an integer in 1..10")
-    check_param(isinstance(per_class, int) and per_class >= 1, 'per_class', per_class, "an integer >= 1")
-    check_param(len(size) == 2 and all(isinstance(v, int) and v >= 8 for v in size), 'size', size,
-                "(width, height), each >= 8")
-    rng, iseed = item_rng(seed, 'native-fixture', source), item_seed(seed, 'native-fixture', source)
-    image = lambda ci, j: toy_image(ci, iseed, j, max(size)).resize(tuple(size), Image.BILINEAR)
-    with staged_dir(dest, overwrite) as tmp: _FIXTURES[source](tmp, n_classes, per_class, rng, image)
-    return Path(dest)
 
 # %% ../nbs/05_importers.ipynb #2a5f0979
 def copy_folder(raw:str|Path, # the user's image folder: one sub-folder per class (any names), optional dataset.json

@@ -22,7 +22,7 @@ from .files import recorded_path, recorded_to_path
 from .models import load_sd, model_fingerprint, same_model
 from .encoding import decode_latents, PromptCache
 from .sampling import WorkItem, ddim_grid, ddim_sample, encode_prompts, run_items
-from .data import load_split
+from .splits import load_split
 from .synthetic import SyntheticSetWriter
 
 # %% ../nbs/30_interpolation.ipynb #2709867d

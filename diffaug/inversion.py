@@ -23,7 +23,7 @@ from .files import (load_image, atomic_save_safetensors, atomic_write_json, atom
 from .models import load_sd, make_tiny_sd, sd_resolution, need_model, model_fingerprint
 from .encoding import encode_images, decode_latents, PromptCache
 from .sampling import ddim_invert, ddim_sample, encode_prompts, batches_of, _state
-from .data import load_split, load_training_split
+from .splits import load_split, load_training_split
 
 # %% ../nbs/20_inversion.ipynb #f04a6b8b
 def class_prompts(classes:list, # class names in label order

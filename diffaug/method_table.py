@@ -16,7 +16,7 @@ __all__ = ['METHODS', 'BASELINES', 'OWN_STAGES', 'ALL_METHODS', 'PAPER_TABLE1_CO
 
 # %% ../nbs/39_method_table.ipynb #0a9af234
 from .core import ParamError, check_param, item_rng, nearest, EXPANSION
-from .data import Split
+from .splits import Split
 from .sampling import WorkItem
 
 # %% ../nbs/39_method_table.ipynb #cc3131b9

@@ -27,7 +27,7 @@ from .method_table import (METHODS, MethodSpec, get_method, resolve_strengths, G
                                   prompt_names, make_prompt)
 from .models import load_sd, load_clip, clip_features, need_model, CLIP_REQUIRED, model_fingerprint
 from .encoding import encode_images, decode_latents, PromptCache
-from .data import Split, load_split
+from .splits import Split, load_split
 from .synthetic import SyntheticSetWriter, read_metadata_csv, write_metadata_csv
 from .sampling import (run_items, ddim_sample, strength_to_start_step, noise_to_step, initial_noise,
                               encode_prompts,

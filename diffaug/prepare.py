@@ -14,7 +14,8 @@ __all__ = ['SPLIT_KINDS', 'PREPARE_SOURCES', 'PrepareConfig', 'run_prepare']
 
 # %% ../nbs/06_prepare.ipynb #129fb5d0
 from .core import StageConfig
-from .data import Dataset, TEST_MODES, few_shot_split, long_tail_split, full_split, save_split
+from .data import Dataset
+from .splits import TEST_MODES, few_shot_split, long_tail_split, full_split, save_split
 from .toy import make_toy_dataset
 from .importers import IMPORTERS, copy_folder, import_datasets
 

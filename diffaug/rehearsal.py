@@ -319,7 +319,7 @@ def rehearse(setup:str|Path, # a paper setup file, e.g. params/cub-5shot-resnet5
     def fixture(source):
         raw = cache/'raw'/source  # 4 classes: the first 3 are kept, or 4 (a setup with its own evaluation split)
         if not dry and not (raw/'.complete').is_file():
-            from diffaug.importers import write_native_fixture
+            from diffaug.native_fixtures import write_native_fixture
             shutil.rmtree(raw, ignore_errors=True)
             write_native_fixture(source, raw, n_classes=4)
             (raw/'.complete').write_text('')

@@ -53,11 +53,11 @@ def write_suffixes(suffixes:list, # suffix strings
     return atomic_write_text(path, '\n'.join(xs) + '\n')
 
 # %% ../nbs/29_suffixes.ipynb #2007e6a5
-def dataset_captions(split, # a diffaug.data.Split (or a split JSON path)
+def dataset_captions(split, # a diffaug.splits.Split (or a split JSON path)
                      subset:str='train', # which items
                     )->dict:
     "{image id: caption} of the captions the dataset ships (empty when it has none)."
-    from diffaug.data import load_split  # deferred: diffaug.data imports torch, which this module's top does without
+    from diffaug.splits import load_split  # deferred: diffaug.splits imports torch; this module's top does without
     sp = load_split(split) if isinstance(split, (str, Path)) else split
     meta = {}
     if (sp.root/'dataset.json').is_file(): meta = json.loads((sp.root/'dataset.json').read_text(encoding='utf-8'))
@@ -310,7 +310,7 @@ def run_suffixes(cfg:SuffixesConfig|None=None, # the stage's parameters
     """The suffixes stage: write the suffix file of a dataset; returns its path, the number of suffixes and how they
     were made."""
     c = SuffixesConfig.of(cfg, **kw).checked()
-    from diffaug.data import load_split  # deferred: diffaug.data imports torch, which this module's top does without
+    from diffaug.splits import load_split  # deferred: diffaug.splits imports torch; this module's top does without
     from diffaug.files import load_image
     sp = load_split(c.split)
     mc = sp.metaclass

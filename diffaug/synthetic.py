@@ -21,7 +21,8 @@ from PIL import Image
 from .core import ParamError, check_param
 from .files import (atomic_write_text, atomic_write_json, atomic_save_png, temp_dir_beside, scratch_dir,
                            start_scratch, publish_dir, record_diff, link_or_copy)
-from .data import class_folder, ImageItems
+from .data import class_folder
+from .splits import ImageItems
 
 # %% ../nbs/04_synthetic.ipynb #2e7ca1e5
 META_COLUMNS = ['file_name', 'label', 'method', 'source_ids', 'target', 'strength', 'lam', 'suffix', 'suffix_fraction',

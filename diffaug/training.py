@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from .core import item_seed, item_generator, seed_everything, choose_device, ParamError, check_param, progress
 from .files import atomic_write_json, atomic_save_safetensors, load_image
 from .models import make_accelerator
-from .data import load_split
+from .splits import load_split
 from .classifier_data import ReplacementDataset, eval_tensor
 
 # %% ../nbs/49_training.ipynb #1d733714

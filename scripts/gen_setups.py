@@ -233,7 +233,7 @@ for j, (ds, src, label) in enumerate([('cub-lt', 'cub', 'CUB-LT'), ('flower-lt',
         head = (f"# Paper setup: {label}, imbalance factor {IF}, ResNet-50 at 224 px (ImageNet-1k pretrained), 200 epochs, batch 128, lr 0.005.\n"
                 f"# Diff-II Table 2 (Diff-II: 3 trials; other rows quoted from Diff-Mix). s = 1.0, expansion 5, p = 0.5 for diffusion methods;\n"
                 f"# the replacing synthetic image's class is drawn with probability proportional to 1/(n_c+1) (replace_with: inverse-frequency).\n"
-                f"# Long-tail counts follow Diff-Mix's rule (lt_rule: diffmix) on classes ranked by size (class_order: size; see nbs/02_data.ipynb).\n"
+                f"# Long-tail counts follow Diff-Mix's rule (lt_rule: diffmix) on classes ranked by size (class_order: size; see nbs/02b_splits.ipynb).\n"
                 + ("# Flower-LT as Diff-Mix builds it (test: half): every class cut 50/50, the long tail drawn from the first half\n"
                    "# (about 40 images per class), the test set the second half; Flowers' official split would leave 10 per class.\n" if src == 'flowers102' else '')
                 + "# Real-Gen draws each image's class uniformly (synthesis.gen_classes: uniform, as Diff-Mix's code).\n"

@@ -107,7 +107,7 @@ def test_annotation_scale_reaches_the_loss(tmp_path):
     from diffaug.classifier_data import ReplacementDataset
     from diffaug.fixtures import make_toy_split, make_toy_synthetic
     from diffaug.training import _soft_ce, _targets
-    from diffaug.data import load_split
+    from diffaug.splits import load_split
     split = make_toy_split(tmp_path, n_classes=3, shots=2, per_class=4, size=16)
     sp = load_split(split)
     for scale in (0.9, 1.0):

@@ -11,7 +11,7 @@ from safetensors.torch import load_file, save_file
 from diffaug.concepts import ConceptError, apply_concepts, class_tokens, concept_prompt, read_concepts
 from diffaug.concept_training import FINISHED, ConceptsConfig, list_checkpoints, run_concepts, train_concepts
 from diffaug.core import ParamError
-from diffaug.data import few_shot_split, save_split
+from diffaug.splits import few_shot_split, save_split
 from diffaug.toy import make_toy_dataset, toy_image
 from diffaug.models import load_sd, make_tiny_sd, model_fingerprint
 

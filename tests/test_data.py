@@ -1,4 +1,4 @@
-"Cross-module guarantees of diffaug.data, .toy, .synthetic and .prepare: byte-stable splits, bad input, odd class names, resumable synthetic sets."
+"Cross-module guarantees of diffaug.data, .splits, .toy, .synthetic and .prepare: byte-stable splits, bad input, odd class names, resumable synthetic sets."
 import json, multiprocessing as mp, os, re, shutil, warnings
 from pathlib import Path
 
@@ -7,8 +7,8 @@ from PIL import Image
 
 from diffaug.core import ParamError
 from diffaug.files import ImageLoadError, scratch_dir
-from diffaug.data import (Dataset, DatasetError, class_folder, few_shot_split, full_split, load_split, long_tail_split,
-                          save_split, write_dataset)
+from diffaug.data import Dataset, DatasetError, class_folder, write_dataset
+from diffaug.splits import few_shot_split, full_split, load_split, long_tail_split, save_split
 from diffaug.prepare import PrepareConfig, run_prepare
 from diffaug.synthetic import SyntheticSet, SyntheticSetWriter, read_metadata_csv
 from diffaug.toy import make_toy_dataset, toy_image

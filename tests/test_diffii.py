@@ -116,7 +116,7 @@ SCRIPT = textwrap.dedent('''
 
 @pytest.fixture(scope='module')
 def job(tmp_path_factory, tiny_model):
-    from diffaug.data import few_shot_split, save_split
+    from diffaug.splits import few_shot_split, save_split
     from diffaug.toy import make_toy_dataset
     from diffaug.suffixes import write_suffixes
     d = tmp_path_factory.mktemp('job')
@@ -168,7 +168,7 @@ def test_resume_after_kill_is_byte_identical(job, reference):
 @pytest.fixture(scope='module')
 def small(tmp_path_factory, tiny_model):
     "A toy split (2 classes x 3 training images) and its pool on a 4-step grid, built in this process."
-    from diffaug.data import few_shot_split, save_split
+    from diffaug.splits import few_shot_split, save_split
     from diffaug.toy import make_toy_dataset
     d = tmp_path_factory.mktemp('small')
     ds = make_toy_dataset(d/'toy', n_classes=2, n_per_class=3, size=32, seed=0)

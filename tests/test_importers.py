@@ -8,9 +8,11 @@ from PIL import Image
 
 from diffaug.core import ParamError
 from diffaug.files import ImageLoadError
-from diffaug.data import Dataset, DatasetError, load_split
+from diffaug.data import Dataset, DatasetError
+from diffaug.splits import load_split
 from diffaug.importers import (IMPORTERS, WATERBIRD_GROUPS, import_aircraft, import_cars, import_cub, import_flowers102, import_pets,
-                               import_waterbirds, write_native_fixture)
+                               import_waterbirds)
+from diffaug.native_fixtures import write_native_fixture
 from diffaug.prepare import PrepareConfig, run_prepare
 
 

@@ -10,7 +10,7 @@ import torch
 from diffaug.annotation import annotate, soft_label, soft_label_vector
 from diffaug.core import ParamError
 from diffaug.files import scratch_dir
-from diffaug.data import few_shot_split, load_split, save_split
+from diffaug.splits import few_shot_split, load_split, save_split
 from diffaug.synthetic import SyntheticSet, read_metadata_csv
 from diffaug.toy import make_toy_dataset
 from diffaug.method_table import METHODS, plan_items

@@ -72,7 +72,8 @@ def test_ood_split_reverses_the_habitat():
 
 
 def test_eval_dataset_plugs_into_the_data_layer(tmp_path):
-    from diffaug.data import Dataset, few_shot_split, long_tail_split
+    from diffaug.data import Dataset
+    from diffaug.splits import few_shot_split, long_tail_split
     ds, ood = write_eval_dataset(tmp_path/'mw', n_pool=4, n_val=1, n_test=1, n_ood=1)
     again = Dataset.from_folder(tmp_path/'mw')
     assert again.classes == [s[0] for s in EVAL_SPECIES] and again.metaclass == 'bird'
@@ -151,7 +152,7 @@ def test_shipped_model_prompt_following():
 
 def test_mini_world_through_every_diffusion_stage(tmp_path, monkeypatch):
     "prepare (source miniworld) -> concepts, suffixes -> a compared method and Diff-II on the shipped model, loaded by path -> oracle scores."
-    from diffaug.data import load_split
+    from diffaug.splits import load_split
     from diffaug.prepare import run_prepare
     from diffaug.synthetic import SyntheticSet
     from diffaug.concept_training import run_concepts

@@ -131,7 +131,7 @@ def test_datasets_sources_and_augment(tmp_path, monkeypatch):
     "A `datasets` dataset saved to disk and a local imagefolder with splits are prepare sources; augment_folder takes one."
     datasets = pytest.importorskip('datasets')
     monkeypatch.setenv('HF_DATASETS_OFFLINE', '1')
-    from diffaug.data import load_split
+    from diffaug.splits import load_split
     from diffaug.prepare import run_prepare
     from diffaug.augment import augment_folder
     from diffaug.models import make_tiny_sd

@@ -370,7 +370,7 @@ def test_bad_parameters_fail_before_any_kernel(repo_root, tmp_path, monkeypatch,
              ('prepare', ['shots=0'], 'shots'), ('tiny_model', ['resolution=-1'], 'resolution')]
     empty = tmp_path/'empty-model'; empty.mkdir()
     cases.append(('inversion', [f'model={empty}'], 'unet'))
-    from diffaug.data import few_shot_split, save_split
+    from diffaug.splits import few_shot_split, save_split
     from diffaug.toy import make_toy_dataset  # a real split, so the files the checks read exist
     split = save_split(few_shot_split(make_toy_dataset(tmp_path/'toy', n_classes=2, n_per_class=3, size=16), k=2, seed=0, test='none'), tmp_path/'split.json')
     from diffaug.pipeline import main

@@ -1,14 +1,14 @@
 """DEVELOPING.md's recipes, followed literally (issue 26, item 7), in ONE copy of the working tree (the module fixture
 `copy`): a new parameter (nbs/40_methods), a new compared method (nbs/39_method_table, params.yaml's `runs`, the setups),
-a new stage (a new chapter, nbs/91_params, params.yaml, dvc.yaml) and a new importer (nbs/05_importers, nbs/06_prepare,
-tests/test_importers.py) touch different files, so their edits are made together (in the notebooks, then one
+a new stage (a new chapter, nbs/91_params, params.yaml, dvc.yaml) and a new importer (nbs/05_importers,
+nbs/05b_native_fixtures, nbs/06_prepare, tests/test_importers.py) touch different files, so their edits are made together (in the notebooks, then one
 `nbdev-export`, as a developer would; params.yaml, dvc.yaml and the tests' own files as text); the fifth, a method with
 stages of its own, builds on the new stage and is applied on top by its test (a second export). Each test checks what its
 recipe promises, by running the copy's package in subprocesses (`PYTHONPATH=<copy>`). Nothing here touches the
 repository itself.
 
 Time (~60 s for the file on the shared 2-core machine; ~220 s with a copy per recipe and nested pytest sessions) goes to
-Python start-ups that import the copied package (diffaug.data imports torch: ~2 s each) and to the runs of the new
+Python start-ups that import the copied package (diffaug.splits imports torch: ~2 s each) and to the runs of the new
 chapter, so the checks are batched: `in_copy` runs named steps in one subprocess of the copy: runner command lines (`diffaug.pipeline.main(argv)`, which is all
 `python -m diffaug.pipeline` does), scripts (runpy), some of the copy's own test functions (called directly with their
 fixtures, instead of a nested pytest session) and snippets. The fixture runs most recipes' steps in one such process
@@ -203,7 +203,7 @@ IMPORTER_TESTS = ['tests/test_importers.py::test_prepare_with_importer', 'tests/
 @pytest.fixture(scope='module')
 def toy(tmp_path_factory):
     "A toy split (2 classes, 1 shot): the stage's and the synthesis runs' input."
-    from diffaug.data import few_shot_split, save_split
+    from diffaug.splits import few_shot_split, save_split
     from diffaug.toy import make_toy_dataset
     d = tmp_path_factory.mktemp('recipes-toy')
     ds = make_toy_dataset(d/'toy', n_classes=2, n_per_class=2, size=32)
@@ -232,7 +232,7 @@ from PIL import Image
 #| export
 from diffaug.core import StageConfig
 from diffaug.files import load_image
-from diffaug.data import load_split
+from diffaug.splits import load_split
 from diffaug.synthetic import SyntheticSetWriter
 
 # %%
@@ -371,17 +371,17 @@ def method_with_stages(repo: Path):
               "OWN_STAGES = {'diff-ii': ('inversion', 'interpolation'), 'recolor': ('recolor',)}")
 
 
-# (5) A new dataset importer: in nbs/05_importers.ipynb the function, its `IMPORTERS` entry, a fixture writer in
-# `_FIXTURES` with its classes in `FIXTURE_CLASSES`; prepare's `source` docment (nbs/06_prepare.ipynb) names it
+# (5) A new dataset importer: in nbs/05_importers.ipynb the function, its `IMPORTERS` entry; in nbs/05b_native_fixtures.ipynb
+# a fixture writer in `_FIXTURES` with its classes in `FIXTURE_CLASSES`; prepare's `source` docment (nbs/06_prepare.ipynb) names it
 def new_importer(repo: Path):
-    nb = repo/'nbs'/'05_importers.ipynb'
+    nb, fxnb = repo/'nbs'/'05_importers.ipynb', repo/'nbs'/'05b_native_fixtures.ipynb'
     imp = "IMPORTERS = {'cub': import_cub, 'aircraft': import_aircraft, 'pets': import_pets, 'cars': import_cars,\n"
     edit_cell(nb, imp, imp, IMPORTER.lstrip() + '\n' + imp)
     edit_cell(nb, imp, "'waterbirds': import_waterbirds}", "'waterbirds': import_waterbirds, 'shapes': import_shapes}")
-    edit_cell(nb, 'FIXTURE_CLASSES = {', "    'waterbirds': [_CUB_FIRST[i]", "    'shapes': ['circle', 'square', 'triangle', 'star'],\n    'waterbirds': [_CUB_FIRST[i]")
+    edit_cell(fxnb, 'FIXTURE_CLASSES = {', "    'waterbirds': [_CUB_FIRST[i]", "    'shapes': ['circle', 'square', 'triangle', 'star'],\n    'waterbirds': [_CUB_FIRST[i]")
     fx = "_FIXTURES = {'cub': _fx_cub,"
-    edit_cell(nb, fx, fx, FIXTURE.lstrip() + '\n' + fx)
-    edit_cell(nb, fx, "'waterbirds': _fx_waterbirds}", "'waterbirds': _fx_waterbirds, 'shapes': _fx_shapes}")
+    edit_cell(fxnb, fx, fx, FIXTURE.lstrip() + '\n' + fx)
+    edit_cell(fxnb, fx, "'waterbirds': _fx_waterbirds}", "'waterbirds': _fx_waterbirds, 'shapes': _fx_shapes}")
     edit_cell(repo/'nbs'/'06_prepare.ipynb', 'class PrepareConfig(StageConfig)', 'flowers102, waterbirds', 'flowers102, waterbirds, shapes')
 
 
@@ -420,9 +420,9 @@ def importer_steps(d: Path) -> dict:
     "The importer recipe's, before tests/test_importers.py knows it: prepare's help and checks, a native download prepared, those tests."
     return {'prepare --help': cli('prepare', '--help'), 'source=shape': cli('prepare', '--set', 'source=shape', '--set', 'raw=x'),
             **{f'before {t}': ('test', t) for t in IMPORTER_TESTS}, 'prepare shapes': ('code', f"""
-        from diffaug.importers import write_native_fixture
+        from diffaug.native_fixtures import write_native_fixture
         from diffaug.prepare import run_prepare
-        from diffaug.data import load_split
+        from diffaug.splits import load_split
         raw = write_native_fixture('shapes', {str(d/'raw')!r}, n_classes=3, per_class=2)
         r = run_prepare(source='shapes', raw=str(raw), root={str(d/'data'/'shapes')!r}, split_path={str(d/'split.json')!r}, shots=1)
         sp = load_split(r['split'])
@@ -459,17 +459,17 @@ def copy(tmp_path_factory, toy):
                 setups={f: (repo/f).read_text() for f in setups}, dvc_stages=run([BIN/'dvc', 'stage', 'list'], repo).stdout.split())
 
 
-EXPORTED = ['diffaug/_modidx.py', 'diffaug/importers.py', 'diffaug/method_table.py', 'diffaug/methods.py', 'diffaug/params.py',
-            'diffaug/prepare.py', 'diffaug/recolor.py']
+EXPORTED = ['diffaug/_modidx.py', 'diffaug/importers.py', 'diffaug/method_table.py', 'diffaug/methods.py',
+            'diffaug/native_fixtures.py', 'diffaug/params.py', 'diffaug/prepare.py', 'diffaug/recolor.py']
 
 
 def exported(copy):
     """`copy`'s one `nbdev-export` changed what the four recipes say, recipe by recipe: a parameter, its stage's module
     (methods.py); a compared method, method_table.py; a stage, its new module, params.py and _modidx.py; an importer,
-    importers.py, prepare.py and _modidx.py. nbdev's index (_modidx.py) gains the new stage's and the new importer's names
+    importers.py, native_fixtures.py, prepare.py and _modidx.py. nbdev's index (_modidx.py) gains the new stage's and the new importer's names
     only: the parameter and the method declare no new name anywhere."""
     assert copy['changed'] == EXPORTED, copy['changed']
-    assert sorted(copy['modidx']) == ['diffaug.importers', 'diffaug.recolor'], copy['modidx']
+    assert sorted(copy['modidx']) == ['diffaug.importers', 'diffaug.native_fixtures', 'diffaug.recolor'], copy['modidx']
 
 
 # ---------------------------------------------------------------- the recipes' tests
@@ -590,12 +590,13 @@ def test_recipe_method_with_stages_of_its_own(copy):
 @pytest.mark.slow  # subprocesses that import the copied package
 def test_recipe_new_dataset_importer(copy):
     """"A new dataset importer": in nbs/05_importers.ipynb the function, its `IMPORTERS` entry (prepare's `source` choices
-    derive from it), a fixture writer in `_FIXTURES` with its classes in `FIXTURE_CLASSES`; prepare's `source` docment names
-    it; `nbdev-export` (importers.py, prepare.py, _modidx.py). `prepare` then takes it; tests/test_importers.py fails until
+    derive from it), in nbs/05b_native_fixtures.ipynb a fixture writer in `_FIXTURES` with its classes in `FIXTURE_CLASSES`;
+    prepare's `source` docment names it; `nbdev-export` (importers.py, native_fixtures.py, prepare.py, _modidx.py). `prepare` then takes it; tests/test_importers.py fails until
     it learns its first classes, partitions and metaclass, then holds."""
     repo, ran = copy['repo'], copy['ran']
     exported(copy)
-    assert copy['modidx']['diffaug.importers'] == ['diffaug.importers._fx_shapes', 'diffaug.importers.import_shapes'], copy['modidx']
+    assert copy['modidx']['diffaug.importers'] == ['diffaug.importers.import_shapes'], copy['modidx']
+    assert copy['modidx']['diffaug.native_fixtures'] == ['diffaug.native_fixtures._fx_shapes'], copy['modidx']
     # prepare knows it: its choices, --help, a native download through the stage's function and through the runner
     assert ran['prepare --help'][0] == 0 and 'waterbirds, shapes' in ran['prepare --help'][1], ran['prepare --help']
     assert "did you mean 'shapes'" in refused(ran['source=shape'])

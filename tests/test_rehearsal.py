@@ -69,9 +69,9 @@ def test_a_rehearsal_changes_only_counts_weights_sizes_and_precision(name):
 
 
 def _prepare(tmp_path, name, n_classes=3, per_class=4):
-    from diffaug.importers import write_native_fixture
+    from diffaug.native_fixtures import write_native_fixture
     from diffaug.prepare import PrepareConfig, run_prepare
-    from diffaug.data import load_split
+    from diffaug.splits import load_split
     p = dict(effective_of(name)['prepare'])
     raw = write_native_fixture(p['source'], tmp_path/'raw', n_classes=n_classes, per_class=per_class)
     p.update(raw=str(raw), root=str(tmp_path/'dataset'), split_path=str(tmp_path/'split.json'))
@@ -97,9 +97,9 @@ def test_flower_lt_half_split(tmp_path):
 def test_waterbirds_groups_on_the_native_layout(tmp_path):
     "The Waterbirds setup's own step (its header's prepare command) on the native layout: every bird x place group in its test split."
     from diffaug.rehearsal import setup_pre_commands
-    from diffaug.importers import write_native_fixture
+    from diffaug.native_fixtures import write_native_fixture
     from diffaug.prepare import PrepareConfig, run_prepare
-    from diffaug.data import load_split
+    from diffaug.splits import load_split
     (cmd,) = setup_pre_commands(ROOT/'params/waterbirds-5shot-resnet50.yaml')
     sets = dict(cmd[i + 1].split('=', 1) for i in range(len(cmd) - 1) if cmd[i] == '--set')
     sets.update(raw=str(write_native_fixture(sets['source'], tmp_path/'raw')), root=str(tmp_path/'wb'), split_path=str(tmp_path/'wb.json'))

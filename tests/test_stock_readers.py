@@ -11,7 +11,8 @@ import torch
 from PIL import Image
 
 from conftest import ROOT
-from diffaug.data import Dataset, few_shot_split, save_split
+from diffaug.data import Dataset
+from diffaug.splits import few_shot_split, save_split
 from diffaug.synthetic import PLACEHOLDER, SyntheticSetWriter
 from diffaug.toy import make_toy_dataset
 

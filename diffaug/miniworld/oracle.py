@@ -26,7 +26,7 @@ from ..models import load_clip, clip_features, need_model, CLIP_REQUIRED
 from .world import species_table, sample_factors, render, eval_item, EVAL_SPECIES, BACKGROUNDS
 from .sd import to_tensor
 from .evaluation import SmallCNN, save_cnn, load_cnn
-from ..data import load_split
+from ..splits import load_split
 from ..synthetic import SyntheticSetWriter, read_metadata_csv
 
 # %% ../../nbs/72_oracle.ipynb #93a1cb35

@@ -19,7 +19,7 @@ def main(species=(0, 3, 6, 9), n_syn=6, scale=2, work=None):
     import pandas as pd
     from PIL import Image, ImageDraw
     from diffaug.augment import DIFFII_SECTIONS, run_setup, work_wiring
-    from diffaug.data import load_split
+    from diffaug.splits import load_split
     params = yaml.safe_load((ROOT/'params.yaml').read_text())
     work = Path(work or tempfile.mkdtemp(prefix='readme-figure-'))
     out = work/'diff-ii'
