@@ -26,7 +26,8 @@ computed with diffaug.tables' and diffaug.decisions' functions.
 `--set KEY=VALUE` adds overrides to every variant (e.g. a reduced check: `--set runs.seeds=[0] --set concepts.steps=50
 --results results/ablations-reduced`); they are recorded in run.json and named in the README.
 
-The machinery is the package's: diffaug.experiments (nbs/93_experiments.ipynb); this script is its command line.
+The machinery is the package's: diffaug.experiments (nbs/93_experiments.ipynb: running and collecting) and
+diffaug.experiment_tables (nbs/93b_experiment_tables.ipynb: the README's tables and claims); this script is their command line.
 """
 from __future__ import annotations
 import argparse, shutil, sys
@@ -35,7 +36,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path: sys.path.insert(0, str(REPO))
 
-from diffaug.experiments import variants, prepare_workdir, rewrite_report, run_variant, write_readme  # the machinery: nbs/93_experiments.ipynb
+from diffaug.experiments import variants, prepare_workdir, run_variant  # the machinery: nbs/93_experiments.ipynb
+from diffaug.experiment_tables import rewrite_report, write_readme  # the tables: nbs/93b_experiment_tables.ipynb
 
 
 def main(argv=None)->int:

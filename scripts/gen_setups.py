@@ -353,7 +353,7 @@ T4_MODES = {'linear': ('linear interpolation of the two inversions (Z = (1 - t) 
 
 def measured(name):
     "The variant's collected result (results/ablations/<name>/, written by scripts/ablations.py), as one comment line."
-    from diffaug.experiments import variant_rows, _f
+    from diffaug.experiment_tables import variant_rows, _f
     root = Path(__file__).resolve().parents[1]; d = root/'results'/'ablations'/name
     if not (d/'run.json').is_file(): return 'not run yet): python scripts/ablations.py --only ' + name
     r = variant_rows(d.parent, [name])[0]

@@ -7,7 +7,8 @@ write the tables the README includes.
 
 A setup runs as `python -m diffaug.pipeline setup params/<setup>.yaml` would (`dvc exp run -n <setup> -S ...`, target
 `report`), in a work copy of HEAD's committed files (default: `<repo>-setups/` beside the repository; the machinery is
-diffaug.experiments' (nbs/93_experiments.ipynb), which documents it: the working tree and its DVC cache are never touched, an interrupted run
+diffaug.experiments' (nbs/93_experiments.ipynb; the tables: diffaug.experiment_tables), which documents it: the working
+tree and its DVC cache are never touched, an interrupted run
 resumes, a finished one is not rerun unless its effective parameters changed).
 
 Per setup `<results>/<setup>/` holds the report's summary.md, claims.md, groups.md, shots.md, metrics.json, scores.csv and runs.csv,
@@ -22,7 +23,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path: sys.path.insert(0, str(REPO))
 
-from diffaug.experiments import SETUPS, prepare_workdir, rewrite_report, run_variant, table_md  # the machinery: nbs/93_experiments.ipynb
+from diffaug.experiments import SETUPS, prepare_workdir, run_variant  # the machinery: nbs/93_experiments.ipynb
+from diffaug.experiment_tables import rewrite_report, table_md  # the tables: nbs/93b_experiment_tables.ipynb
 from diffaug.files import atomic_write_text
 
 

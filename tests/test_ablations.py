@@ -1,4 +1,4 @@
-"""scripts/ablations.py (diffaug.experiments) without running any stage: the variants and their commands (--dry), the collection of a
+"""scripts/ablations.py (diffaug.experiments, diffaug.experiment_tables) without running any stage: the variants and their commands (--dry), the collection of a
 finished variant from a work copy holding made-up reports (`diffaug.fixtures.make_fake_runs` + the report stage's
 `run_report`), the README's tables and the Fig. 7 figure."""
 import json, subprocess, sys
@@ -13,6 +13,12 @@ REPO = Path(__file__).resolve().parents[1]
 def abl():
     import diffaug.experiments
     return diffaug.experiments
+
+
+@pytest.fixture(scope='module')
+def tab():
+    import diffaug.experiment_tables
+    return diffaug.experiment_tables
 
 
 def test_variants_cover_the_issue(abl):
@@ -71,7 +77,7 @@ def _fake_workdir(root:Path, top:float, faith:float, div:float, seeds=(0, 1, 2))
     return root
 
 
-def test_collect_and_readme(abl, tmp_path, monkeypatch):
+def test_collect_and_readme(abl, tab, tmp_path, monkeypatch):
     import matplotlib; matplotlib.use('Agg')
     monkeypatch.setenv('DIFFAUG_ROOT', str(tmp_path))
     res = tmp_path/'results'
@@ -84,12 +90,12 @@ def test_collect_and_readme(abl, tmp_path, monkeypatch):
     d = res/'s05'
     assert sorted(p.name for p in d.iterdir()) == ['claims.md', 'classification', 'groups.md', 'metrics.json', 'oracle', 'run.json', 'runs.csv', 'scores.csv', 'shots.md', 'summary.md']
     assert (d/'classification/original/s2/metrics.json').is_file() and (d/'oracle/diff-ii/scores.json').is_file()
-    rows = abl.variant_rows(res, ['s05', 'expansion-1'])
+    rows = tab.variant_rows(res, ['s05', 'expansion-1'])
     r = rows[0]
     assert r['top1'] == pytest.approx(56.3) and r['original'] == pytest.approx(51.0) and r['n_seeds'] == 3
     assert r['gain'] == pytest.approx(5.3) and r['ci_low'] == pytest.approx(5.3 - 4.302653 * 0.3 / 3 ** 0.5) and r['faithfulness'] == pytest.approx(0.75)
     assert rows[1] == {'variant': 'expansion-1'}
-    readme = abl.write_readme(res).read_text()
+    readme = tab.write_readme(res).read_text()
     assert '## Table 4' in readme and '## Fig. 7' in readme and '## The expansion multiplier' in readme
     assert '| [s05](s05/summary.md) | 56.3 ± 1.2 | +5.3 [+4.6, +6.0] ▲ | 75.0% | 0.350 | 0.400 |' in readme
     assert '| mode-slerp | not run |' in readme and '| expansion-1 | not run |' in readme
@@ -100,12 +106,12 @@ def test_collect_and_readme(abl, tmp_path, monkeypatch):
     assert '- Table 4: the full circle makes the most diverse set of the four modes: not measured (variants missing).' in readme
 
 
-def test_committed_tables_are_current(abl):
+def test_committed_tables_are_current(abl, tab):
     "results/ablations/README.md and tables.md (which the project README includes) are what the collected variants give."
     res = REPO/'results'/'ablations'
-    body, rows = abl.tables(res, link=None, figure=False, h='####')
+    body, rows = tab.tables(res, link=None, figure=False, h='####')
     assert (res/'tables.md').read_text() == '\n'.join(body), "stale: python scripts/ablations.py --readme-only"
-    assert '\n'.join(abl.tables(res)[0]) in (res/'README.md').read_text()
+    assert '\n'.join(tab.tables(res)[0]) in (res/'README.md').read_text()
     assert any('top1' in r for rs in rows.values() for r in rs)
     for name in abl.variants():  # each setup file ends with its measured line (scripts/gen_setups.py)
         text = (REPO/'params'/f'miniworld-ablation-{name}.yaml').read_text()

@@ -169,7 +169,7 @@ def test_default_claims_follow_the_rule(tmp_path):
     (reports/report/runs.csv), with the OOD claim on the reversed-habitat groups."""
     import re, shutil
     from pathlib import Path
-    from diffaug.experiments import rewrite_report
+    from diffaug.experiment_tables import rewrite_report
     from diffaug.decisions import VERDICTS
     rep = Path(__file__).resolve().parents[1]/'reports'/'report'
     c = tmp_path/'report'; c.mkdir()

@@ -86,7 +86,7 @@ def test_setup_claims_follow_the_rule(setup, tmp_path):
     """claims.md, summary.md and shots.md recomputed from the runs with the one decision rule (diffaug.decisions.decide):
     each claim's verdict is one of its three words and the files are what the runs give."""
     import shutil
-    from diffaug.experiments import rewrite_report
+    from diffaug.experiment_tables import rewrite_report
     from diffaug.decisions import VERDICTS
     d = REPO/'results'/setup; c = tmp_path/setup; shutil.copytree(d, c)
     for f in rewrite_report(c): assert f.read_text() == (d/f.name).read_text(), f"stale {d/f.name}: python scripts/setups.py --tables-only"
