@@ -1,4 +1,4 @@
-"""Learning one concept per class (Diff-II / Diff-Mix's tokens + shared LoRA, DA-Fusion's textual inversion): the loss, a resumable training loop, and the `concepts` / `concepts_ti` stages that write a concept folder (`diffaug.concepts`).
+"""Learning one concept per class (Diff-II / Diff-Mix's tokens + shared LoRA, DA-Fusion's textual inversion): the resumable training loop and the `concepts` / `concepts_ti` stages that write a concept folder (`diffaug.concepts`).
 
 Docs: https://diffaug.github.io/diffaug/concept_training.html.md"""
 
@@ -6,200 +6,27 @@ Docs: https://diffaug.github.io/diffaug/concept_training.html.md"""
 
 # %% ../nbs/11_concept_training.ipynb #bd2c196b
 from __future__ import annotations
-import hashlib, json, os, re, shutil, time, warnings
+import hashlib, json, time, warnings
 from pathlib import Path
 from typing import Callable
 
 # %% auto #0
-__all__ = ['FINISHED', 'cache_latents', 'batch_indices', 'save_checkpoint', 'list_checkpoints', 'load_checkpoint',
-           'start_checkpoints', 'finish_checkpoints', 'concept_loss', 'concept_eval_loss', 'ConceptsConfig',
-           'train_concepts', 'run_concepts']
+__all__ = ['ConceptsConfig', 'train_concepts', 'run_concepts']
 
 # %% ../nbs/11_concept_training.ipynb #51e1fa97
-import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from dataclasses import dataclass
-from .core import (item_generator, ParamError, check_param, progress, StageConfig, need_device, PRECISIONS,
-                          optimizer_tensors, optimizer_state, reproducible_training)
-from .files import (atomic_write_json, atomic_save_safetensors, load_image, recorded_path, temp_dir_beside,
-                           replace_dir,
-                           record_diff)
+from .core import (item_generator, check_param, progress, StageConfig, need_device, PRECISIONS,
+                          reproducible_training)
+from .files import load_image, recorded_path
 from .models import load_sd, sd_resolution, need_model, model_fingerprint, make_accelerator
-from .encoding import encode_images, square_crop
 from .concepts import (RECIPES, ConceptTokens, hook_concept_tokens, add_concept_tokens, add_concept_lora,
                               lora_state,
                               write_concepts)
-
-# %% ../nbs/11_concept_training.ipynb #3664450d
-@torch.no_grad()
-def cache_latents(pipe, # the pipeline whose VAE encodes
-                  images:list[Image.Image], # training images
-                  resolution:int, # training resolution in pixels
-                  flip:bool=True, # also encode the mirror images
-                  batch_size:int=8, # images per VAE call
-                 )->torch.Tensor:
-    "Latents [2 if flip else 1, N, 4, h, w] (float32, CPU) of the square crops of `images` (and their mirrors)."
-    crops = [square_crop(im, resolution) for im in images]
-    views = [crops] + ([[c.transpose(Image.FLIP_LEFT_RIGHT) for c in crops]] if flip else [])
-    out = [torch.cat([encode_images(pipe, v[i:i + batch_size], size=resolution).float().cpu()
-                      for i in range(0, len(v), batch_size)])
-           for v in views]
-    return torch.stack(out)
-
-def batch_indices(seed:int, # the run's seed
-                  micro_step:int, # global micro-step (optimizer step × grad_accum + k)
-                  n_items:int, # training images
-                  batch_size:int, # images per micro-batch (per process)
-                  rank:int=0, # process index
-                  world:int=1, # number of processes
-                 )->list[int]:
-    "The images of micro-batch `micro_step` on process `rank`: a fresh permutation of all images every epoch."
-    start = (micro_step * world + rank) * batch_size
-    out, perms = [], {}
-    for i in range(start, start + batch_size):
-        e, pos = divmod(i, n_items)
-        if e not in perms:
-            perms[e] = torch.randperm(n_items, generator=item_generator(seed, 'concepts', f'epoch/{e}')).tolist()
-        out.append(perms[e][pos])
-    return out
-
-# %% ../nbs/11_concept_training.ipynb #7b836135
-def save_checkpoint(folder:str|Path, # the run's checkpoint folder
-                    step:int, # optimizer steps done
-                    trainable:dict, # name -> tensor
-                    optimizer:torch.optim.Optimizer, # its state is saved
-                    state:dict, # JSON-able extras (losses, ...)
-                    keep:int=2, # keep this many newest checkpoints
-                   )->Path:
-    "Write checkpoint `step` atomically (a temp folder swapped into place) and prune older ones."
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    final = folder/f"step-{step:07d}"
-    tmp = temp_dir_beside(final)
-    try:
-        atomic_save_safetensors(trainable, tmp/'trainable.safetensors')
-        sd = optimizer.state_dict()
-        t, scalars = optimizer_tensors(sd)
-        atomic_save_safetensors(t, tmp/'optimizer.safetensors',
-                                metadata={'meta': json.dumps({'param_groups': sd['param_groups'], 'scalars': scalars})})
-        atomic_write_json(tmp/'state.json', {**state, 'step': int(step)})
-        replace_dir(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    for old in list_checkpoints(folder)[:-keep] if keep > 0 else []: shutil.rmtree(old, ignore_errors=True)
-    return final
-
-def list_checkpoints(folder:str|Path)->list[Path]:
-    "Complete checkpoints in `folder`, oldest first."
-    folder = Path(folder)
-    if not folder.is_dir(): return []
-    cks = [p for p in folder.iterdir() if re.fullmatch(r'step-\d+', p.name) and (p/'state.json').is_file()]
-    return sorted(cks, key=lambda p: int(p.name[5:]))
-
-def load_checkpoint(path:str|Path, # a checkpoint folder
-                   )->tuple[dict, dict, dict]:
-    "Read a checkpoint: (trainable tensors, optimizer state dict, state)."
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-    path = Path(path)
-    for f in ('trainable.safetensors', 'optimizer.safetensors', 'state.json'):
-        if not (path/f).is_file(): raise FileNotFoundError(f"checkpoint {path} is incomplete: {f} is missing")
-    with safe_open(str(path/'optimizer.safetensors'), 'pt') as f: meta = json.loads(f.metadata()['meta'])
-    opt = optimizer_state(meta['param_groups'], load_file(str(path/'optimizer.safetensors')), meta['scalars'])
-    return load_file(str(path/'trainable.safetensors')), opt, json.loads((path/'state.json').read_text())
-
-# %% ../nbs/11_concept_training.ipynb #b045b3ea
-def start_checkpoints(folder:str|Path, # the run's checkpoint folder (outside the stage's output)
-                      record:dict, # everything the checkpoints depend on (JSON-able): a resume must match it exactly
-                      # True: discard earlier checkpoints; None: `DIFFAUG_RESTART=1` in the environment
-                      restart:bool|None=None,
-                      # this process creates and cleans the folder (other processes of a distributed run only compare)
-                      main:bool=True,
-                     )->Path:
-    """The checkpoint folder, created or resumed; `ParamError` naming each difference when its checkpoints were made
-    with other parameters by a run that did not finish (those of a finished run, marked by `finish_checkpoints`, are
-    discarded)."""
-    folder, record = Path(folder), json.loads(json.dumps(record))  # compared as stored
-    rec = folder/'.params.json'
-    if restart is None: restart = os.environ.get('DIFFAUG_RESTART') == '1'
-    if not restart and rec.is_file():
-        diff = record_diff(json.loads(rec.read_text(encoding='utf-8')), record)
-        if diff and (folder/FINISHED).is_file():  # its concepts were written: nothing is lost, e.g. another split's run
-            print(f"{folder}: the checkpoints of a finished run with other parameters ({diff}) are discarded")
-            restart = True
-        elif diff:
-            raise ParamError(f"{folder}: checkpoints made with other parameters ({diff}"
-                             + "); rerun with the same parameters to resume, or restart (--restart / "
-                               "DIFFAUG_RESTART=1) to discard them")
-    elif not restart and list_checkpoints(folder):
-        raise ParamError(f"{folder}: checkpoints without a parameter record; delete the folder or restart (--restart / "
-                         f"DIFFAUG_RESTART=1)")
-    if main:
-        if restart and folder.exists(): shutil.rmtree(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        if not rec.is_file(): atomic_write_json(rec, record)
-        (folder/FINISHED).unlink(missing_ok=True)  # running again (e.g. more steps): unfinished until it finishes
-    return folder
-
-FINISHED = 'finished.json'
-
-def finish_checkpoints(folder:str|Path, # the run's checkpoint folder
-                       steps:int, # the steps of the finished run
-                      )->None:
-    """Mark the checkpoints of a run that finished and wrote its output: kept (more `steps` continue from them),
-    discarded by a run with other parameters."""
-    atomic_write_json(Path(folder)/FINISHED, {'steps': int(steps)})
-
-# %% ../nbs/11_concept_training.ipynb #661adfd1
-def _noise_scheduler(pipe):
-    from diffusers import DDPMScheduler
-    return DDPMScheduler.from_config(pipe.scheduler.config)
-
-def concept_loss(pipe, # the pipeline (hooked text encoder, LoRA U-Net)
-                 latents:torch.Tensor, # [V, N, 4, h, w] cached latents (V = 2 with flips)
-                 prompt_ids:torch.Tensor, # [N, L] token ids of each image's prompt
-                 idx:list[int], # the images of this micro-batch
-                 g:torch.Generator, # the micro-step's generator (CPU)
-                 sched=None, # a DDPM noise scheduler (default: from the pipeline's config)
-                 unet=None, # the U-Net to call (default `pipe.unet`; the distributed wrapper in multi-process training)
-                )->torch.Tensor:
-    "The epsilon-MSE loss (Eq. 1-2) of one micro-batch."
-    sched = sched or _noise_scheduler(pipe)
-    unet = unet if unet is not None else pipe.unet
-    dev, dt = pipe.unet.device, pipe.unet.dtype
-    b = len(idx)
-    ii = torch.tensor(idx)
-    view = torch.randint(0, latents.shape[0], (b,), generator=g)
-    x0 = latents[view, ii]
-    noise = torch.randn(x0.shape, generator=g)
-    t = torch.randint(0, sched.config.num_train_timesteps, (b,), generator=g)
-    xt = sched.add_noise(x0, noise, t)
-    enc = pipe.text_encoder(prompt_ids[ii].to(dev))[0]
-    pred = unet(xt.to(dev, dt), t.to(dev), enc.to(dt)).sample
-    return F.mse_loss(pred.float(), noise.to(dev).float())
-
-@torch.no_grad()
-def concept_eval_loss(pipe, latents:torch.Tensor, prompt_ids:torch.Tensor,
-                      seed:int=0, # seeds the fixed draws
-                      draws:int=2, # (noise, timestep) draws per image
-                      max_items:int=64, # images used (spread over the set)
-                      batch_size:int=16,
-                     )->float:
-    "Mean epsilon-MSE over a fixed set of (image, noise, timestep) draws."
-    n = latents.shape[1]
-    items = sorted({int(i) for i in np.linspace(0, n - 1, min(n, max_items))})
-    work = [(i, d) for i in items for d in range(draws)]
-    sched = _noise_scheduler(pipe)
-    tot = 0.0
-    for k in range(0, len(work), batch_size):
-        chunk = work[k:k + batch_size]
-        g = item_generator(seed, 'concepts-eval', f"{k}")
-        lat1 = latents[:1]  # no flips in the evaluation
-        tot += float(concept_loss(pipe, lat1, prompt_ids, [i for i, _ in chunk], g, sched)) * len(chunk)
-    return tot / len(work)
+from .concept_loss import cache_latents, batch_indices, concept_loss, concept_eval_loss, _noise_scheduler
+from .concept_checkpoints import (save_checkpoint, list_checkpoints, load_checkpoint, start_checkpoints,
+                                         finish_checkpoints)
 
 # %% ../nbs/11_concept_training.ipynb #c3f59854
 @dataclass

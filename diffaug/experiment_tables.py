@@ -24,7 +24,8 @@ def variant_rows(results:Path, # the folder holding <variant>/
                 )->list:
     """Per collected variant: Diff-II's top-1 (mean, std, seeds, per seed), its paired gain over original (`decide`),
     the oracle's scores of its set (per class where recorded), its commit and a digest of its collected runs."""
-    from diffaug.tables import collect_runs, collect_scores, summarize, paired_gains
+    from diffaug.tables import collect_runs, collect_scores, summarize
+    from diffaug.decisions import paired_gains
     rows = []
     for v in names:
         d = Path(results)/v
@@ -85,7 +86,7 @@ def family_table(rows:list, # `variant_rows`' rows
                 )->str:
     """One family's Markdown table (each variant linked to `<link><variant>/summary.md`; None: not linked); the gain's
     ▲/▼ from `diffaug.tables.gain_cell`."""
-    from diffaug.tables import gain_cell
+    from diffaug.decisions import gain_cell
     lines = ['| variant | Diff-II top-1 | paired gain over original [95% interval] | oracle faithfulness | diversity | '
              'to source |',
              '|---|---:|---:|---:|---:|---:|']
@@ -138,14 +139,14 @@ def _trend(rows:list, x:list, key:str)->float|None:
 
 def _vs(a:dict, b:dict, direction:int=1, level:float=0.95)->dict:
     "`decide` on Diff-II's top-1 of variant a − variant b, paired by seed (the seeds both ran)."
-    from diffaug.tables import decide
+    from diffaug.decisions import decide
     ss = sorted(set(a['per_seed']) & set(b['per_seed']))
     return decide([a['per_seed'][s] - b['per_seed'][s] for s in ss], direction, level)
 
 def _vs_classes(a:dict, b:dict, direction:int=1, level:float=0.95)->dict|None:
     """`decide` on the oracle's faithfulness (points) of variant a's set − variant b's, paired by class; None without
     per-class scores."""
-    from diffaug.tables import decide
+    from diffaug.decisions import decide
     fa, fb = a.get('faithfulness_per_class'), b.get('faithfulness_per_class')
     if not fa or not fb: return None
     return decide([100 * (fa[c] - fb[c]) for c in sorted(set(fa) & set(fb))], direction, level)
@@ -160,7 +161,7 @@ def claims(rows:dict, # {family title: `variant_rows`' rows}
           )->list:
     """Markdown bullets: each of the paper's ablation claims decided by `diffaug.tables.decide` from the paired interval
     of a variant and its reference (reproduced, contradicted, not decided), or not measured."""
-    from diffaug.tables import claim_line
+    from diffaug.decisions import claim_line
     by = {r['variant']: r for rs in rows.values() for r in rs if 'top1' in r}
     out = []
     line = lambda claim, dec, numbers: out.append(claim_line(claim, dec, numbers, level=level))
@@ -331,9 +332,9 @@ def rewrite_report(
     the collected runs, with `diffaug.tables`' functions (the report stage's own), without retraining or the runs'
     epochs and configs (set sizes from the collected metrics.json); returns the files written."""
     import pandas as pd
-    from diffaug.tables import (collect_runs, summarize, add_set_sizes, paired_gains, collect_scores, summary_markdown,
-                                claims as report_claims,
-                                gains_markdown, run_shots, shot_markdown)
+    from diffaug.tables import (collect_runs, summarize, add_set_sizes, collect_scores, summary_markdown, run_shots,
+                                shot_markdown)
+    from diffaug.decisions import paired_gains, claims as report_claims, gains_markdown
     d = Path(d)
     rec = json.loads((d/'run.json').read_text()) if (d/'run.json').is_file() else None
     if rec: df = collect_runs(d/'classification', rec['methods'], rec['seeds'])

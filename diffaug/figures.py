@@ -15,7 +15,8 @@ __all__ = ['plot_summary', 'plot_curves', 'plot_gains', 'plot_plane', 'save_png'
 import numpy as np
 import pandas as pd
 from .files import atomic_write
-from .tables import _known  # "is a value": None and NaN are not (the tables' cells and the figures agree on it)
+# "is a value": None and NaN are not (the tables' cells and the figures agree on it)
+from .decisions import _known
 
 # %% ../nbs/59_figures.ipynb #f6e7eaf2
 def plot_summary(summary:pd.DataFrame, # from `summarize` (and `add_set_sizes`: flagged bars hatched)

@@ -17,8 +17,8 @@ import pandas as pd
 from .core import check_param, StageConfig
 from .files import atomic_write_text, atomic_write_json, temp_dir_beside, replace_dir
 from .tables import (collect_runs, summarize, set_sizes, add_set_sizes, to_markdown, collect_epochs,
-                            paired_gains, gains_markdown,
-                            group_markdown, run_shots, shot_markdown, collect_scores, summary_markdown, claims, _known)
+                            group_markdown, run_shots, shot_markdown, collect_scores, summary_markdown)
+from .decisions import _known, paired_gains, gains_markdown, claims
 from .figures import plot_summary, plot_curves, plot_gains, plot_plane, save_png
 
 # %% ../nbs/60_report.ipynb #0f6e8af2

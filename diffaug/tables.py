@@ -1,4 +1,4 @@
-"""The report's numbers: the runs of a matrix collected, mean ± std per method, the synthetic sets' sizes (incomplete ones flagged), the paired gains with their Student-t intervals, the OOD groups, the oracle's scores and the paper's claims checked, as tables and Markdown.
+"""The report's numbers: the runs of a matrix collected, mean ± std per method, the synthetic sets' sizes (incomplete ones flagged), the OOD groups, the many-, medium- and few-shot classes, the oracle's scores, as tables and Markdown.
 
 Docs: https://diffaug.github.io/diffaug/tables.html.md"""
 
@@ -6,18 +6,18 @@ Docs: https://diffaug.github.io/diffaug/tables.html.md"""
 
 # %% ../nbs/58_tables.ipynb #9d082be4
 from __future__ import annotations
-import json, math, os
+import json
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['VERDICTS', 'SCORE_KEYS', 'OOD_GROUPS', 'run_folder', 'collect_runs', 'summarize', 'run_sets', 'set_size', 'set_sizes',
-           'add_set_sizes', 'to_markdown', 'collect_epochs', 'decide', 'interval_text', 'paired_diffs', 'paired_gains',
-           'gain_cell', 'gains_markdown', 'group_markdown', 'run_shots', 'shot_markdown', 'collect_scores',
-           'summary_markdown', 'claim_line', 'claims']
+__all__ = ['SCORE_KEYS', 'run_folder', 'collect_runs', 'summarize', 'run_sets', 'set_size', 'set_sizes', 'add_set_sizes',
+           'to_markdown', 'collect_epochs', 'group_markdown', 'run_shots', 'shot_markdown', 'collect_scores',
+           'summary_markdown']
 
 # %% ../nbs/58_tables.ipynb #f49f32f3
 import pandas as pd
 from .files import recorded_to_path
+from .decisions import _known, paired_gains, gain_cell
 
 # %% ../nbs/58_tables.ipynb #007d113b
 def run_folder(runs:str|Path, # the folder holding one sub-folder per run
@@ -120,10 +120,6 @@ def set_sizes(runs:str|Path, # the folder of classification runs
     return pd.DataFrame.from_dict(rows, orient='index', columns=['images', 'target_images', 'flagged'], dtype=object)
 
 # %% ../nbs/58_tables.ipynb #c0cdd030
-def _known(v)->bool:
-    "`v` is a value (not None, not NaN: pandas may turn one into the other)."
-    return v is not None and not (isinstance(v, float) and math.isnan(v))
-
 def _set_cell(r)->str:
     """The synthetic-set cell of a table row: `300/300 images`, `⚠ 26/300 images`, `7 images (target not recorded)`, or
     —."""
@@ -189,105 +185,6 @@ def collect_epochs(runs:str|Path, # the folder of classification runs
     out = pd.concat(parts).groupby(['method', 'epoch'], sort=False)[column].mean().reset_index()
     out['method'] = pd.Categorical(out['method'], categories=order, ordered=True)
     return out.sort_values(['method', 'epoch']).reset_index(drop=True)
-
-# %% ../nbs/58_tables.ipynb #383df979
-VERDICTS = ('reproduced', 'contradicted', 'not decided')
-
-def decide(diffs, # the paired differences a − b (per seed, or per unit such as a class); None / NaN left out
-           direction:int=1, # the paper's direction: +1 it says a > b, -1 it says a < b
-           level:float=0.95, # confidence level of the Student-t interval
-          )->dict:
-    """The one decision rule: n, mean, std, the `level` Student-t interval, `sign` (+1 above 0, -1 below, 0 undecided),
-    `verdict` (one of `VERDICTS`) and `note` (why the interval cannot decide, else None)."""
-    from scipy import stats
-    if direction not in (1, -1): raise ValueError(f"direction={direction!r}: +1 or -1")
-    d = [float(x) for x in diffs if _known(x)]
-    n = len(d)
-    mean = sum(d) / n if n else float('nan')
-    sd = math.sqrt(sum((x - mean) ** 2 for x in d) / (n - 1)) if n > 1 else float('nan')
-    half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n) if n > 1 else float('nan')
-    note = ('no differences' if n == 0 else 'interval of width 0' if n > 1 and sd == 0 else
-            'fewer than 3 distinct differences' if len({round(x, 9) for x in d}) < 3 else None)
-    lo, hi = mean - half, mean + half
-    sign = 0 if note else 1 if lo > 0 else -1 if hi < 0 else 0
-    verdict = 'not decided' if sign == 0 else 'reproduced' if sign == direction else 'contradicted'
-    return {'n': n, 'mean': mean, 'std': sd, 'ci_low': lo, 'ci_high': hi, 'sign': sign, 'verdict': verdict,
-            'note': note}
-
-def interval_text(dec:dict, # from `decide`
-                  digits:int=1, # decimals
-                 )->str:
-    "'+2.0 [+0.5, +3.5]' (with the note when the interval cannot decide: '+3.5 [+3.5, +3.5] (interval of width 0)')."
-    f = lambda v: f'{v:+.{digits}f}' if _known(v) else '—'
-    return f"{f(dec['mean'])} [{f(dec['ci_low'])}, {f(dec['ci_high'])}]" + (f" ({dec['note']})" if dec.get('note')
-        else '')
-
-# %% ../nbs/58_tables.ipynb #98142fb4
-def paired_diffs(df:pd.DataFrame, # the runs (from `collect_runs`, or any frame with method, seed and `metric` columns)
-                 a:str, b:str, # the two methods compared: a − b
-                 metric:str, # the metric
-                )->pd.Series:
-    "The per-seed differences a − b of `metric`, over the seeds both have (indexed by seed)."
-    w = df.assign(method=df['method'].astype(str)).pivot_table(index='seed', columns='method', values=metric,
-        observed=True)
-    return (w[a] - w[b]).dropna() if a in w and b in w else pd.Series(dtype=float)
-
-def _paired(df:pd.DataFrame, a:str, b:str, metric:str, level:float, direction:int=1)->dict:
-    """`decide` on the paired differences a − b of `metric`, with the names of the gain tables (`gain`, `exceeds`: None
-    when the interval cannot decide)."""
-    r = decide(paired_diffs(df, a, b, metric), direction, level)
-    return {**r, 'gain': r['mean'], 'exceeds': None if r['note'] else bool(r['sign'])}
-
-def paired_gains(df:pd.DataFrame, # the runs (from `collect_runs`)
-                 metric:str='top1', # the metric
-                 baseline:str|None='original', # the method compared with (None: an empty table)
-                 level:float=0.95, # confidence level of the intervals
-                )->pd.DataFrame:
-    """Per method (the baseline left out): the paired gain over `baseline` across seeds, its std, its `level` interval,
-    whether that excludes 0 (`decide`; None: it cannot decide) and why not (`note`)."""
-    cols = ['n', 'gain', 'std', 'ci_low', 'ci_high', 'exceeds', 'note']
-    ms = [m for m in dict.fromkeys(df['method'].astype(str)) if m != baseline] if baseline is not None else []
-    return pd.DataFrame.from_dict({m: _paired(df, m, baseline, metric, level) for m in ms}, orient='index',
-                                  columns=cols)
-
-def _mark(g)->str:
-    """▲ / ▼ for a paired gain whose interval excludes 0 (`decide`'s sign); '' otherwise, and always when the interval
-    cannot decide."""
-    note = g.get('note') if hasattr(g, 'get') else None
-    if _known(note) or not _known(g['ci_low']): return ''
-    return '▲' if g['ci_low'] > 0 else '▼' if g['ci_high'] < 0 else ''
-
-def gain_cell(g, # a row of `paired_gains` (None: no gain)
-              digits:int=1, # decimals
-             )->str:
-    """A table cell for one paired gain: '+2.0 [+0.5, +3.5] ▲' (▲ interval above 0, ▼ below, no mark within the spread
-    or when the interval cannot decide: its note instead); '' for None."""
-    if g is None: return ''
-    f = lambda v: f'{v:+.{digits}f}' if _known(v) else '—'
-    note = g.get('note') if hasattr(g, 'get') else None
-    m = _mark(g)
-    return f"{f(g['gain'])} [{f(g['ci_low'])}, {f(g['ci_high'])}]" + (f' {m}' if m else '') + (f' ({note})'
-        if _known(note) else '')
-
-# %% ../nbs/58_tables.ipynb #ef3362c8
-def gains_markdown(gains:pd.DataFrame, # from `paired_gains`
-                   summary:pd.DataFrame, # from `summarize`
-                   metric:str='top1', # the metric
-                   level:float=0.95, # the intervals' level
-                   digits:int=1, # decimals
-                  )->str:
-    """The paired gains as a Markdown table, each marked: above the spread (▲), below (▼), within noise, or the reason
-    its interval cannot decide."""
-    lines = [f'| method | seeds | {metric} | paired gain | {level:.0%} interval | |', '|---|---:|---:|---:|---:|---|']
-    for m, g in gains.iterrows():
-        r = summary.loc[m]
-        f = lambda v: f'{v:+.{digits}f}' if _known(v) else '—'
-        mark = (g['note'] if _known(g.get('note')) else '—' if not _known(g['ci_low']) else
-                '▲ above the spread' if g['ci_low'] > 0 else '▼ below' if g['ci_high'] < 0 else 'within noise')
-        lines.append(f"| {m} | {int(g['n'])} | {r[f'{metric}_mean']:.{digits}f} ± {r[f'{metric}_std']:.{digits}f} | "
-                     f"{f(g['gain'])} | "
-                     f"[{f(g['ci_low'])}, {f(g['ci_high'])}] | {mark} |")
-    return '\n'.join(lines) + '\n'
 
 # %% ../nbs/58_tables.ipynb #c2fb9610
 def group_markdown(summary:pd.DataFrame, # from `summarize`
@@ -395,61 +292,3 @@ def summary_markdown(summary:pd.DataFrame, # from `summarize` (and `add_set_size
                 "diversity (mean "
                        "pairwise feature distance within a class), distance to the source images (feature space).")
     return '\n'.join(lines) + '\n\n' + cap + '\n'
-
-# %% ../nbs/58_tables.ipynb #c0be6a71
-def _ordinal(n:int)->str: return f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
-
-# the reversed-habitat groups (Waterbirds' and the mini world's names)
-OOD_GROUPS = ('landbird/water', 'waterbird/land')
-
-def claim_line(what:str, # the claim, e.g. "diff-ii above original"
-               dec:dict, # from `decide`
-               numbers:str, # the numbers that decide (the interval is put first)
-               digits:int=1, # decimals
-               level:float=0.95, # the interval's level (named)
-              )->str:
-    """One claim as a Markdown bullet: `- <what>: **<verdict>**. <difference> [interval] (<level> interval, <n>)
-    <numbers>`."""
-    return (f"- {what}: **{dec['verdict']}**. {interval_text(dec, digits)}, {level:.0%} interval over "
-            f"{dec['n']}{numbers}.")
-
-def claims(df:pd.DataFrame, # the runs (from `collect_runs`)
-           summary:pd.DataFrame, # from `summarize`
-           metric:str='top1', # the metric
-           method:str='diff-ii', # the paper's method
-           baseline:str|None='original', # the baseline
-           level:float=0.95, # the intervals' level
-           # the test set has an out-of-distribution part (reversed-habitat images): the OOD claim; None: when the runs
-           # report the groups `OOD_GROUPS`
-           ood:bool|None=None,
-          )->str:
-    """Markdown bullets: each of the paper's claims decided by `decide` (reproduced, contradicted, not decided), each
-    with its paired interval."""
-    if baseline is None or method not in summary.index or baseline not in summary.index:
-        return f"The claims concern {method} against {baseline}; these runs do not hold both.\n"
-    g = _paired(df, method, baseline, metric, level)
-    out = [claim_line(f"{method} above {baseline}", g,
-                      f" seeds: the paired difference {method} − {baseline} of {metric} "
-                      f"({summary.loc[method, f'{metric}_mean']:.1f} vs {summary.loc[baseline, f'{metric}_mean']:.1f})",
-                      level=level)]
-    order = summary[f'{metric}_mean'].sort_values(ascending=False)
-    others = [m for m in order.index if m != method]
-    if others:
-        other, rank = others[0], list(order.index).index(method) + 1
-        h = _paired(df, method, other, metric, level)
-        out.append(claim_line(f"{method} above the best other method ({other})", h,
-                              f" seeds: the paired difference {method} − {other} "
-                              f"of {metric}; {method} ranks {_ordinal(rank)} of {len(order)} by mean "
-                              f"({order[method]:.1f} vs {order[other]:.1f})", level=level))
-    cols = [f'group:{x}' for x in OOD_GROUPS]
-    has = all(c in df for c in cols)
-    if (ood is None and has) or (ood and has):
-        w = _paired(df.assign(_ood=df[cols].min(axis=1)), method, baseline, '_ood', level)
-        out.append(claim_line(f"out of distribution, {method} raises the worst reversed-habitat group "
-                              f"({', '.join(OOD_GROUPS)}) above {baseline}", w,
-                              f" seeds: the paired difference {method} − {baseline} of the lower of the two groups' "
-                              f"accuracies", level=level))
-    elif ood and not has:
-        out.append(f"- No out-of-distribution claim: the runs report no groups {', '.join(OOD_GROUPS)}.")
-    else: out.append("- No out-of-distribution claim: the test set has no out-of-distribution (reversed-habitat) part.")
-    return '\n'.join(out) + '\n'

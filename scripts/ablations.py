@@ -21,7 +21,7 @@ metrics.json (`classification/<method>/s<seed>/`) and the oracle's scores (`orac
 (setup, overrides, commit, wall time). README.md: one table per ablation family (variant | Diff-II top-1 | paired gain
 over original [95% interval] | oracle faithfulness | diversity | to source) and fig7.png (faithfulness, diversity and
 top-1 against the split ratio s), and the paper's ablation claims, each reproduced, contradicted or not measured,
-computed with diffaug.tables' functions.
+computed with diffaug.tables' and diffaug.decisions' functions.
 
 `--set KEY=VALUE` adds overrides to every variant (e.g. a reduced check: `--set runs.seeds=[0] --set concepts.steps=50
 --results results/ablations-reduced`); they are recorded in run.json and named in the README.
@@ -64,7 +64,7 @@ def main(argv=None)->int:
         for v, f in names.items(): run_variant(v, f, workdir, a.results, a.sets, a.nice, a.dry, done_by, REPO)
     if not a.dry:
         a.results.mkdir(parents=True, exist_ok=True)
-        for v in names:  # each variant's summary (its gains' marks) with the one decision rule (diffaug.tables.decide), from its collected runs
+        for v in names:  # each variant's summary (its gains' marks) with the one decision rule (diffaug.decisions.decide), from its collected runs
             if (a.results/v/'run.json').is_file(): rewrite_report(a.results/v, only=['summary.md'])
         print('wrote', write_readme(a.results, REPO/'params'), flush=True)
     return 0

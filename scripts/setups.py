@@ -51,7 +51,7 @@ def main(argv=None)->int:
     for s in files:
         d = a.results/s
         if (d/'run.json').is_file():
-            rewrite_report(d)  # summary.md, claims.md, shots.md: the verdicts of diffaug.tables.decide, from the collected runs
+            rewrite_report(d)  # summary.md, claims.md, shots.md: the verdicts of diffaug.decisions.decide, from the collected runs
             atomic_write_text(d/'table.md', table_md(d)); print('wrote', d/'table.md', flush=True)
     return 0
 

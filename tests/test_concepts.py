@@ -9,7 +9,8 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from diffaug.concepts import ConceptError, apply_concepts, class_tokens, concept_prompt, read_concepts
-from diffaug.concept_training import FINISHED, ConceptsConfig, list_checkpoints, run_concepts, train_concepts
+from diffaug.concept_checkpoints import FINISHED, list_checkpoints
+from diffaug.concept_training import ConceptsConfig, run_concepts, train_concepts
 from diffaug.core import ParamError
 from diffaug.splits import few_shot_split, save_split
 from diffaug.toy import make_toy_dataset, toy_image

@@ -201,7 +201,8 @@ def test_suffixes_auto_uses_the_llm_on_a_gpu_only(gpu, monkeypatch):
 
 def test_concepts_bf16_autocast_and_grad_accum(tiny, tmp_path):
     "bf16 autocast on a CPU with 2 micro-batches per step: 2 optimizer steps (not 4), finite, trainable and frozen weights stay fp32."
-    from diffaug.concept_training import list_checkpoints, load_checkpoint, train_concepts
+    from diffaug.concept_checkpoints import list_checkpoints, load_checkpoint
+    from diffaug.concept_training import train_concepts
     from diffaug.models import load_sd
     from diffaug.toy import toy_image
     ims = [toy_image(c, 0, i, size=32) for c in range(2) for i in range(3)]; labels = [f'c{c}' for c in range(2) for i in range(3)]

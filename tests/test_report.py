@@ -165,12 +165,12 @@ def test_dvc_metrics_show_is_one_row_per_method(tmp_path):
 
 
 def test_default_claims_follow_the_rule(tmp_path):
-    """The committed default's claims.md: each verdict is the one decision rule's (diffaug.tables.decide) on its runs
+    """The committed default's claims.md: each verdict is the one decision rule's (diffaug.decisions.decide) on its runs
     (reports/report/runs.csv), with the OOD claim on the reversed-habitat groups."""
     import re, shutil
     from pathlib import Path
     from diffaug.experiment_tables import rewrite_report
-    from diffaug.tables import VERDICTS
+    from diffaug.decisions import VERDICTS
     rep = Path(__file__).resolve().parents[1]/'reports'/'report'
     c = tmp_path/'report'; c.mkdir()
     for f in ('runs.csv', 'metrics.json'): shutil.copy(rep/f, c/f)

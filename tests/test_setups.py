@@ -83,11 +83,11 @@ def test_setup_shots_table_is_its_runs(setup):
 
 @pytest.mark.parametrize('setup', SETUPS)
 def test_setup_claims_follow_the_rule(setup, tmp_path):
-    """claims.md, summary.md and shots.md recomputed from the runs with the one decision rule (diffaug.tables.decide):
+    """claims.md, summary.md and shots.md recomputed from the runs with the one decision rule (diffaug.decisions.decide):
     each claim's verdict is one of its three words and the files are what the runs give."""
     import shutil
     from diffaug.experiment_tables import rewrite_report
-    from diffaug.tables import VERDICTS
+    from diffaug.decisions import VERDICTS
     d = REPO/'results'/setup; c = tmp_path/setup; shutil.copytree(d, c)
     for f in rewrite_report(c): assert f.read_text() == (d/f.name).read_text(), f"stale {d/f.name}: python scripts/setups.py --tables-only"
     words = re.findall(r': \*\*([a-z ]+)\*\*', (d/'claims.md').read_text())
