@@ -702,7 +702,7 @@ def _chapters_md(pages: list[Page], runs: list[Run]) -> str:
             '| | chapter | what it does | latest run |', '|---|---|---|---|']
     for p in pages:
         if p.rel is None or p.page == 'index.md': continue
-        num = (re.match(r'^(\d+)_', p.rel.name) or [None, ''])[1]
+        num = (re.match(r'^(\d+[a-z]?)_', p.rel.name) or [None, ''])[1]
         run = ', '.join(f'[{r.stage}]({r.page})' for r in p.runs) or '—'
         desc = p.description.replace('|', '\\|').replace('\n', ' ')
         rows.append(f'| {num} | [{p.title}]({p.page}) | {desc} | {run} |')
@@ -711,7 +711,7 @@ def _chapters_md(pages: list[Page], runs: list[Run]) -> str:
     return '\n'.join(rows) + '\n'
 
 def _nav_title(p: Page) -> str:
-    m = re.match(r'^(\d+)_', p.rel.name) if p.rel else None
+    m = re.match(r'^(\d+[a-z]?)_', p.rel.name) if p.rel else None
     return f'{m.group(1)} · {p.title}' if m else p.title
 
 def _gen_config(pages: list[Page], runs: list[Run], out: Path) -> str:

@@ -340,8 +340,10 @@ def new_parameter(repo: Path):
     seed_line = "    seed:int=0 # the synthesis seed (one set per method; classification seeds vary separately)\n"
     edit_cell(nb, 'class SynthesisConfig(StageConfig)', seed_line,
               seed_line + "    max_images:int|None=None # at most this many images of the plan, >= 1 (None: all): a quick look at a method\n")
-    edit_cell(nb, 'class SynthesisConfig(StageConfig)', "self.need_int('seed', 0);", "self.need_int('seed', 0); self.need_int('max_images', 1, none=True);")
-    plan = "    items = plan_items(spec, sp, cfg.seed, cfg.expansion, mode if spec.family == 'img2img' else None, s, ss or None, cfg.gen_classes)\n"
+    edit_cell(nb, 'class SynthesisConfig(StageConfig)', "        self.need_int('seed', 0)\n",
+              "        self.need_int('seed', 0)\n        self.need_int('max_images', 1, none=True)\n")
+    plan = ("    items = plan_items(spec, sp, cfg.seed, cfg.expansion, mode if spec.family == 'img2img' else None, s, ss or None,\n"
+            "                       cfg.gen_classes)\n")
     edit_cell(nb, 'def synthesize(cfg:SynthesisConfig', plan, plan + "    if cfg.max_images is not None: items = items[:cfg.max_images]\n")
 
 
