@@ -165,13 +165,12 @@ import yaml
 from diffaug.method_table import run_lists
 p = Path('params.yaml'); got = run_lists(); old = yaml.safe_load(p.read_text(encoding='utf-8'))['runs']
 for k, v in got.items(): edit_text(p, f"  {k}: [{', '.join(old[k])}]", f"  {k}: [{', '.join(v)}]")
-edit_text(p, "    diff-ii: [data/annotated/diff-ii]\n", "    diff-ii: [data/annotated/diff-ii]\n" + ''.join(f"    {m}: [data/annotated/{m}]\n" for m in NEW))
 """
 
 
 def write_runs(*new) -> tuple:
-    """The step (for `in_copy`) that writes params.yaml's `runs` lists out from the copy's `run_lists()` and gives
-    `classification.synthetic` the `new` methods' sets: the text edits a developer makes, by the recipe."""
+    """The step (for `in_copy`) that writes params.yaml's `runs` lists out from the copy's `run_lists()` (the
+    classification stage takes each annotated method's set from the stage graph): the text edits a developer makes."""
     return ('code', f"NEW = {list(new)!r}\n" + WRITE_RUNS)
 
 
@@ -461,13 +460,13 @@ def copy(tmp_path_factory, toy):
                 setups={f: (repo/f).read_text() for f in setups}, dvc_stages=run([BIN/'dvc', 'stage', 'list'], repo).stdout.split())
 
 
-EXPORTED = ['diffaug/_modidx.py', 'diffaug/importers.py', 'diffaug/method_table.py', 'diffaug/methods.py',
-            'diffaug/native_fixtures.py', 'diffaug/params.py', 'diffaug/prepare.py', 'diffaug/recolor.py']
+EXPORTED = ['diffaug/_modidx.py', 'diffaug/graph.py', 'diffaug/importers.py', 'diffaug/method_table.py', 'diffaug/methods.py',
+            'diffaug/native_fixtures.py', 'diffaug/prepare.py', 'diffaug/recolor.py']
 
 
 def exported(copy):
     """`copy`'s one `nbdev-export` changed what the four recipes say, recipe by recipe: a parameter, its stage's module
-    (methods.py); a compared method, method_table.py; a stage, its new module, params.py and _modidx.py; an importer,
+    (methods.py); a compared method, method_table.py; a stage, its new module, graph.py and _modidx.py; an importer,
     importers.py, native_fixtures.py, prepare.py and _modidx.py. nbdev's index (_modidx.py) gains the new stage's and the new importer's names
     only: the parameter and the method declare no new name anywhere."""
     assert copy['changed'] == EXPORTED, copy['changed']
@@ -536,7 +535,7 @@ def test_recipe_new_compared_method(copy):
 
 @pytest.mark.slow  # subprocesses that import the copied package, and three more runs of its chapter
 def test_recipe_new_stage(copy, toy):
-    """"A new stage": `nbdev-export` writes its module and changes params.py and _modidx.py; the runner knows it
+    """"A new stage": `nbdev-export` writes its module and changes graph.py and _modidx.py; the runner knows it
     (`STAGES`, `--help`, its checks before any kernel), runs its notebook's run view with papermill, DVC reads its stage,
     the repository's consistency tests hold, and its chapter runs under nbdev-test with committed outputs
     (`scripts/docs.py outputs`)."""
