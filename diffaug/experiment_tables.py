@@ -85,7 +85,7 @@ def family_table(rows:list, # `variant_rows`' rows
                  link:str|None='', # each variant linked to `<link><variant>/summary.md`; None: not linked
                 )->str:
     """One family's Markdown table (each variant linked to `<link><variant>/summary.md`; None: not linked); the gain's
-    ▲/▼ from `diffaug.tables.gain_cell`."""
+    ▲/▼ from `diffaug.decisions.gain_cell`."""
     from diffaug.decisions import gain_cell
     lines = ['| variant | Diff-II top-1 | paired gain over original [95% interval] | oracle faithfulness | diversity | '
              'to source |',
@@ -159,7 +159,7 @@ NO_PER_CLASS = ("no per-class scores recorded (the oracle's scores.json holds on
 def claims(rows:dict, # {family title: `variant_rows`' rows}
            level:float=0.95, # the intervals' level
           )->list:
-    """Markdown bullets: each of the paper's ablation claims decided by `diffaug.tables.decide` from the paired interval
+    """Markdown bullets: each of the paper's ablation claims decided by `diffaug.decisions.decide` from the paired interval
     of a variant and its reference (reproduced, contradicted, not decided), or not measured."""
     from diffaug.decisions import claim_line
     by = {r['variant']: r for rs in rows.values() for r in rs if 'top1' in r}
@@ -238,7 +238,7 @@ def tables(results:Path, # the folder holding <variant>/
         if figure and title.startswith('Fig. 7') and any('top1' in r for r in rows):
             out += ['![faithfulness, diversity and top-1 against s](fig7.png)', '']
     out += [f'{h} What the mini world says about the paper\'s claims', '',
-            'Each claim is decided by one rule (`diffaug.tables.decide`) from the paired 95% Student-t interval of '
+            'Each claim is decided by one rule (`diffaug.decisions.decide`) from the paired 95% Student-t interval of '
             'exactly the two things '
             'compared: Diff-II\'s top-1 of a variant and of its reference variant, paired by seed; the oracle\'s '
             'per-class faithfulness of two '
