@@ -6,25 +6,21 @@ Docs: https://diffaug.github.io/diffaug/classification.html.md"""
 
 # %% ../nbs/50_classification.ipynb #c2a9e8ba
 from __future__ import annotations
-import csv, dataclasses, io, json, os, sys, tempfile, time
+import dataclasses, json, os, sys, tempfile, time
 from dataclasses import dataclass
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['SYNTHETIC_METHODS', 'PRECISIONS', 'OUTPUT_FILES', 'method_names', 'ClassificationConfig', 'launched_processes',
-           'run_classification']
+__all__ = ['SYNTHETIC_METHODS', 'PRECISIONS', 'method_names', 'ClassificationConfig', 'launched_processes', 'run_classification']
 
 # %% ../nbs/50_classification.ipynb #a3b6da21
 import numpy as np
 import torch
 from .core import ParamError, check_param, StageConfig, nearest, choose_device
-from .files import (atomic_write_text, atomic_write_json, atomic_save_safetensors, recorded_path, start_scratch,
-                           scratch_dir,
-                           digest, digests_cached)
-from .splits import load_split
+from .files import start_scratch, scratch_dir, digests_cached
 from .classifier_data import REPLACE_WITH, TRANSFORMS
-from .training import (MIXING, TORCHVISION, torchvision_model, train_classifier, group_name, shot_groups,
-                              shot_accuracy)
+from .training import MIXING, TORCHVISION, torchvision_model
+from .classification_files import _split_digests, _record, _publish_files, _train
 
 # %% ../nbs/50_classification.ipynb #7ab6d9fb
 # the compared methods' registry (light: no diffusion library at import)
@@ -213,116 +209,6 @@ class ClassificationConfig(StageConfig):
         if isinstance(s, str): return [s]
         if isinstance(s, dict): s = s.get(self.method) or []
         return [s] if isinstance(s, str) else list(s)
-
-# %% ../nbs/50_classification.ipynb #ead56277
-# metrics.json last
-OUTPUT_FILES = ('epochs.csv', 'per_class.csv', 'predictions.csv', 'config.json', 'model.safetensors', 'metrics.json')
-
-def _split_digest(path)->str|None:
-    "The digest of a split file and of every image it lists."
-    if path is None: return None
-    sp = load_split(path)
-    return digest(path, *(p for s in ('train', 'val', 'test') for p in sp.paths(s) if p.is_file()))
-
-def _split_digests(cfg:ClassificationConfig)->dict:
-    "The digests of the run's split and eval split (every run of a matrix shares them)."
-    return {'split': _split_digest(cfg.split), 'eval_split': _split_digest(cfg.eval_split)}
-
-def _record(cfg:ClassificationConfig, # the run's parameters
-            splits:dict|None=None, # `_split_digests(cfg)` when already known (a matrix reads its split once)
-           )->dict:
-    """What a resumed run must share with the interrupted one, and what a matrix compares to keep a finished run: every
-    parameter that changes the output bytes, and the digests of the inputs (split and its images, synthetic sets)."""
-    rec = {k: v for k, v in cfg.asdict().items()
-           if k not in ('out', 'num_workers', 'checkpoint_every', 'save_model', 'methods', 'seeds', 'workers')}
-    rec.update(split=recorded_path(cfg.split), eval_split=recorded_path(cfg.eval_split),
-               synthetic=recorded_path(cfg.synthetic_sets()) or None,
-               inputs={**(splits or _split_digests(cfg)), 'synthetic': [digest(s) for s in cfg.synthetic_sets()]})
-    return json.loads(json.dumps(rec))  # as it reads back from config.json
-
-def _publish_files(scratch:Path, out:Path)->None:
-    """Move the finished files from `scratch` into `out` (each rename atomic; metrics.json removed first, moved last);
-    remove `scratch`."""
-    import shutil
-    out.mkdir(parents=True, exist_ok=True)
-    (out/'metrics.json').unlink(missing_ok=True)
-    for f in OUTPUT_FILES:
-        if (scratch/f).exists(): os.replace(scratch/f, out/f)
-        else: (out/f).unlink(missing_ok=True)  # a file an earlier run with other settings wrote
-    shutil.rmtree(scratch)
-
-def _write_csv(path:Path, rows:list, cols:list):
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=cols, lineterminator='\n')
-    w.writeheader()
-    for r in rows: w.writerow({k: (f'{v:.6g}' if isinstance(v, float) else v) for k, v in r.items()})
-    atomic_write_text(path, buf.getvalue())
-
-# %% ../nbs/50_classification.ipynb #f32f6edd
-def _metrics(cfg:ClassificationConfig, r)->dict:
-    "metrics.json's content for the trained run `r` (`train_classifier`'s result)."
-    selected = r.best[1] if cfg.select == 'val' else cfg.epochs
-    metrics = {'method': cfg.method, 'seed': cfg.seed, 'model': cfg.model, 'select': cfg.select,
-               'selected_epoch': selected,
-               'epochs': cfg.epochs, 'n_train': len(r.train_ds), 'n_synthetic_images': len(r.train_ds.syn),
-               'synthetic_fraction': float(np.mean([row['synthetic_fraction'] for row in r.rows]))}
-    if 'test' in r.reports:
-        t = r.reports['test'][0]
-        metrics.update({k: t[k] for k in ('top1', 'mean_class_acc', 'group_mean', 'worst_group', 'groups') if k in t})
-        metrics['n_test'] = t['n']
-        counts = r.sp.counts('train')
-        sg = shot_groups(counts)
-        if sg:  # a long-tailed split: the many-, medium- and few-shot classes' accuracies (none for a balanced one)
-            sa = shot_accuracy(t['per_class'], sg, counts)
-            metrics.update({f'{g}_shot': v['acc'] for g, v in sa.items()})
-            # a list: its order is the groups'
-            metrics['shots'] = [{'group': g, 'classes': v['classes'], 'train_images': v['train_images']} for g,
-                                v in sa.items()]
-        tests = [row['test_top1'] for row in r.rows if 'test_top1' in row]
-        # optimistic: what the references report; never used to select
-        metrics['best_test_epoch_top1'] = float(max(tests))
-    if 'val' in r.reports: metrics['val_top1'] = r.reports['val'][0]['top1']
-    return metrics
-
-def _write_files(cfg:ClassificationConfig, r, scratch:Path, metrics:dict)->None:
-    """The run's files in `scratch`: epochs.csv, per_class.csv, predictions.csv, (model.safetensors,) config.json,
-    metrics.json last."""
-    sp, ev = r.sp, r.src['test']
-    cols = ['epoch', 'lr', 'train_loss', 'train_acc', 'synthetic_fraction'] + [f'{s}_top1' for s in ('val', 'test')
-        if s in r.evals]
-    _write_csv(scratch/'epochs.csv', r.rows, cols)
-    if 'test' in r.reports:
-        t, preds = r.reports['test']
-        nt = {c: 0 for c in sp.classes}
-        for it in ev.items('test'): nt[it['label']] += 1
-        _write_csv(scratch/'per_class.csv',
-                   [{'class': c, 'n': nt[c], 'top1': t['per_class'].get(c, float('nan'))} for c in sp.classes],
-                   ['class', 'n', 'top1'])
-        _write_csv(scratch/'predictions.csv', [{'id': it['id'], 'label': it['label'], 'pred': sp.classes[p],
-                                                'group': group_name(it.get('group')) or ''}
-                                               for it, p in zip(ev.items('test'), preds)],
-                                               ['id', 'label', 'pred', 'group'])
-    if cfg.save_model:
-        atomic_save_safetensors({k: v.clone() for k, v in r.acc.unwrap_model(r.model).state_dict().items()}, scratch/
-                                'model.safetensors',
-                                metadata={'model': cfg.model, 'num_classes': str(r.K),
-                                          'classes': json.dumps(sp.classes)})
-    # the parameters and the inputs' digests: a matrix keeps a run whose record matches
-    atomic_write_json(scratch/'config.json', _record(cfg))
-    atomic_write_json(scratch/'metrics.json', metrics)
-
-# %% ../nbs/50_classification.ipynb #f266fb2d
-def _train(cfg:ClassificationConfig, # the run's parameters (checked)
-           scratch:str|Path, # its scratch folder (checkpoints; the finished files are written here)
-          )->dict:
-    "One training run (called directly, or once per process by accelerate's notebook_launcher)."
-    scratch = Path(scratch)
-    r = train_classifier(cfg, scratch)
-    metrics = _metrics(cfg, r)
-    if r.acc.is_main_process: _write_files(cfg, r, scratch, metrics)
-    r.acc.wait_for_everyone()
-    r.acc.free_memory()
-    return metrics
 
 # %% ../nbs/50_classification.ipynb #70396091
 def launched_processes()->int:

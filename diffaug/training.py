@@ -1,4 +1,4 @@
-"""How the classifier learns: the timm or torchvision backbone, Mixup and CutMix, the learning-rate schedule, the training and evaluation epochs, and checkpoints a killed run resumes from.
+"""How the classifier learns: the timm or torchvision backbone, Mixup and CutMix, the learning-rate schedule, the training and evaluation epochs, resumed from the last checkpoint.
 
 Docs: https://diffaug.github.io/diffaug/training.html.md"""
 
@@ -12,18 +12,18 @@ from types import SimpleNamespace
 
 # %% auto #0
 __all__ = ['TORCHVISION', 'SHOT_GROUPS', 'EVAL_CACHE_BYTES', 'MIXING', 'torchvision_model', 'create_classifier', 'lr_factor',
-           'group_name', 'accuracy_report', 'shot_groups', 'shot_accuracy', 'save_state', 'load_state', 'rng_state',
-           'set_rng_state', 'train_classifier']
+           'group_name', 'accuracy_report', 'shot_groups', 'shot_accuracy', 'train_classifier']
 
 # %% ../nbs/49_training.ipynb #d429bf75
 import numpy as np
 import torch
 import torch.nn.functional as F
 from .core import item_seed, item_generator, seed_everything, choose_device, ParamError, check_param, progress
-from .files import atomic_write_json, atomic_save_safetensors, load_image
+from .files import load_image
 from .models import make_accelerator
 from .splits import load_split
 from .classifier_data import ReplacementDataset, eval_tensor
+from .classifier_checkpoints import _save_checkpoint, _load_checkpoint
 
 # %% ../nbs/49_training.ipynb #1d733714
 TORCHVISION = 'torchvision:'
@@ -198,99 +198,6 @@ def _predict(model, loader, accelerator)->list:
         p, idx = accelerator.gather_for_metrics((p, idx))
         out.update(zip(idx.tolist(), p.tolist()))
     return [out[i] for i in range(len(out))]
-
-# %% ../nbs/49_training.ipynb #a575625c
-def _tree_out(obj, tensors:dict, path:str='s'):
-    "A JSON-able copy of a state dict `obj` (dict keys kept with their types); its tensors go into `tensors`."
-    if isinstance(obj, torch.Tensor):
-        tensors[path] = obj.detach().cpu().contiguous().clone()
-        return {'__tensor__': path}
-    if isinstance(obj, dict): return {'__items__': [[k, _tree_out(v, tensors, f'{path}.{k}')] for k, v in obj.items()]}
-    if isinstance(obj, (list, tuple)): return [_tree_out(v, tensors, f'{path}.{i}') for i, v in enumerate(obj)]
-    return obj
-
-def _tree_in(obj, tensors:dict):
-    "Inverse of `_tree_out`."
-    if isinstance(obj, dict) and '__tensor__' in obj: return tensors[obj['__tensor__']]
-    if isinstance(obj, dict) and '__items__' in obj: return {k: _tree_in(v, tensors) for k, v in obj['__items__']}
-    if isinstance(obj, list): return [_tree_in(v, tensors) for v in obj]
-    return obj
-
-def save_state(path:str|Path, # a file stem: writes <path>.safetensors and <path>.json
-               state, # a state dict (nested dicts / lists of tensors and JSON-able values)
-              )->None:
-    "Save a state dict (an optimizer's, a scheduler's, RNG states) as safetensors + JSON, atomically."
-    tensors = {}
-    tree = _tree_out(state, tensors)
-    atomic_save_safetensors(tensors, Path(f'{path}.safetensors'))
-    atomic_write_json(Path(f'{path}.json'), tree, indent=None)
-
-def load_state(path:str|Path)->dict:
-    "The state dict saved by `save_state`."
-    from safetensors.torch import load_file
-    return _tree_in(json.loads(Path(f'{path}.json').read_text(encoding='utf-8')), load_file(f'{path}.safetensors'))
-
-def rng_state()->dict:
-    "Every global RNG state a training step may draw from (torch, CUDA, numpy, Python)."
-    import random
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    v, st, g = random.getstate()
-    s = {'torch': torch.get_rng_state(),
-         'numpy': [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
-         'python': [v, list(st), g]}
-    if torch.cuda.is_available() and torch.cuda.is_initialized(): s['cuda'] = torch.cuda.get_rng_state()
-    return s
-
-def set_rng_state(s:dict)->None:
-    "Restore the states of `rng_state`."
-    import random
-    torch.set_rng_state(s['torch'])
-    if 'cuda' in s and torch.cuda.is_available(): torch.cuda.set_rng_state(s['cuda'])
-    name, keys, pos, hg, cached = s['numpy']
-    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, hg, cached))
-    v, st, g = s['python']
-    random.setstate((v, tuple(st), g))
-
-# %% ../nbs/49_training.ipynb #6d21e3f3
-def _save_checkpoint(ck:Path, # the checkpoint folder (in the scratch folder)
-                     epoch:int, # finished epochs
-                     acc, model, opt, sched, # accelerate and the prepared objects
-                     rows:list, best:tuple, best_state:dict|None, best_changed:bool):
-    "Checkpoint after `epoch` epochs; `last.json`, written last, makes it the one a resume starts from."
-    d = ck/f'epoch-{epoch:04d}'
-    if acc.is_main_process:
-        atomic_save_safetensors({k: v.clone() for k, v in acc.unwrap_model(model).state_dict().items()}, d/
-                                'model.safetensors')
-        save_state(d/'optimizer', opt.state_dict())
-        save_state(d/'scheduler', {'scheduler': sched.scheduler.state_dict(), 'scaler': acc.scaler.state_dict()
-                                   if acc.scaler is not None else None})
-        if best_changed: atomic_save_safetensors(best_state, ck/f'best-{best[1]:04d}.safetensors')
-    save_state(d/f'rng-{acc.process_index}', rng_state())
-    acc.wait_for_everyone()
-    if acc.is_main_process:
-        atomic_write_json(ck/'last.json', {'epoch': epoch, 'rows': rows, 'best': list(best)})
-        import shutil
-        for p in ck.iterdir():  # older checkpoints
-            if p.name not in (d.name, 'last.json', f'best-{best[1]:04d}.safetensors'):
-                shutil.rmtree(p) if p.is_dir() else p.unlink()
-    acc.wait_for_everyone()
-
-def _load_checkpoint(ck:Path, acc, model, opt, sched)->tuple:
-    """(finished epochs, rows, best, best_state) of the last checkpoint in `ck`, its states loaded; (0, [], (-1.0, -1),
-    None) without one."""
-    if not (ck/'last.json').is_file(): return 0, [], (-1.0, -1), None
-    from safetensors.torch import load_file
-    last = json.loads((ck/'last.json').read_text(encoding='utf-8'))
-    d = ck/f"epoch-{last['epoch']:04d}"
-    acc.unwrap_model(model).load_state_dict(load_file(str(d/'model.safetensors')))
-    opt.load_state_dict(load_state(d/'optimizer'))
-    s = load_state(d/'scheduler')
-    sched.scheduler.load_state_dict(s['scheduler'])
-    if s['scaler'] is not None and acc.scaler is not None: acc.scaler.load_state_dict(s['scaler'])
-    set_rng_state(load_state(d/f'rng-{acc.process_index}'))
-    best = tuple(last['best'])
-    best_state = load_file(str(ck/f'best-{best[1]:04d}.safetensors')) if best[1] > 0 else None
-    return last['epoch'], last['rows'], best, best_state
 
 # %% ../nbs/49_training.ipynb #b0b17a8f
 def _eval_split(cfg, sp):

@@ -165,17 +165,17 @@ def test_classification_num_processes_goes_to_notebook_launcher(monkeypatch, tmp
 
 def test_cuda_rng_state_saved_and_restored(monkeypatch):
     "A classification checkpoint holds the CUDA generator's state once CUDA is in use, and a resume restores it."
-    from diffaug import training
+    from diffaug import classifier_checkpoints
     st, seen = torch.ByteTensor([1, 2, 3]), []
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
     monkeypatch.setattr(torch.cuda, 'is_initialized', lambda: True)
     monkeypatch.setattr(torch.cuda, 'get_rng_state', lambda *a: st)
     monkeypatch.setattr(torch.cuda, 'set_rng_state', lambda s, *a: seen.append(s))
-    s = training.rng_state()
+    s = classifier_checkpoints.rng_state()
     assert torch.equal(s['cuda'], st)
-    training.set_rng_state(s); assert len(seen) == 1 and torch.equal(seen[0], st)
+    classifier_checkpoints.set_rng_state(s); assert len(seen) == 1 and torch.equal(seen[0], st)
     monkeypatch.setattr(torch.cuda, 'is_initialized', lambda: False)
-    assert 'cuda' not in training.rng_state()
+    assert 'cuda' not in classifier_checkpoints.rng_state()
 
 
 def test_own_rng_forks_the_gpu_generator(monkeypatch):

@@ -31,7 +31,7 @@ def runs(tmp_path_factory):
 
 @pytest.mark.slow  # three runs (one of them under torchrun): ~1.5 min on a busy 2-core machine
 def test_two_processes_write_one_process_sets_and_finish_training(runs):
-    from diffaug.classification import OUTPUT_FILES
+    from diffaug.classification_files import OUTPUT_FILES
     from diffaug.processes import compare_processes, process_table, PROCESS_SETS
     r = compare_processes(runs/'one', runs/'torchrun', runs/'launcher')
     print(json.dumps(r, indent=2, sort_keys=True)); print(process_table(r))
