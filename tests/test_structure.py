@@ -102,17 +102,6 @@ def test_the_mini_world_is_a_subpackage():
     assert users == ['prepare'], users
 
 
-MODULE_LINES = 400
-
-
-def test_no_module_over_400_lines():
-    "A module is one idea a reader can take in (issue 26): no exported module over 400 lines (`wc -l`); split its chapter."
-    lines = {p.relative_to(ROOT).as_posix(): len(p.read_text().splitlines())
-             for p in sorted((ROOT/'diffaug').rglob('*.py')) if p.name != '_modidx.py'}
-    big = [f"{p}: {n} lines" for p, n in lines.items() if n > MODULE_LINES]
-    assert not big, f"modules over {MODULE_LINES} lines (split the chapter by meaning):\n" + '\n'.join(big)
-
-
 # Lines a reader takes in (issue 26): in the package and in the notebooks' exported cells, no line over 120 characters,
 # one statement per line (no `;`), no exported cell over 60 lines unless it says why (`# long: <reason>`).
 # /work/tools/reflow.py (outside the repository) fixes what breaks them, touching only the offending lines.
