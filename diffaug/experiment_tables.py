@@ -159,8 +159,8 @@ NO_PER_CLASS = ("no per-class scores recorded (the oracle's scores.json holds on
 def claims(rows:dict, # {family title: `variant_rows`' rows}
            level:float=0.95, # the intervals' level
           )->list:
-    """Markdown bullets: each of the paper's ablation claims decided by `diffaug.decisions.decide` from the paired interval
-    of a variant and its reference (reproduced, contradicted, not decided), or not measured."""
+    """Markdown bullets: each of the paper's ablation claims decided by `diffaug.decisions.decide` from the paired
+    interval of a variant and its reference (reproduced, contradicted, not decided), or not measured."""
     from diffaug.decisions import claim_line
     by = {r['variant']: r for rs in rows.values() for r in rs if 'top1' in r}
     out = []
