@@ -50,7 +50,9 @@ class ClassificationConfig(StageConfig):
         # "inverse-frequency": class ∝ 1/(n_c+1)
     model:str='resnet50.tv_in1k' # any timm model name, or "torchvision:<arch>.<WEIGHTS>" (the references' ViT-B/16:
         # torchvision:vit_b_16.IMAGENET1K_SWAG_E2E_V1)
-    pretrained:bool=True # load timm's pretrained weights (needs the network or a filled HF cache)
+    pretrained:bool|str=True # load timm's pretrained weights (needs the network or a filled HF cache); a path: a
+        # .safetensors file of the model's weights in timm's layout, fine-tuned with a new head (timm models; the mini
+        # world's backbone: models/backbone/model.safetensors)
     image_size:int=224 # training and test resolution, square (paper: 224 ResNet-50, 384 ViT-B/16)
     crop_padding:int|None=None # random-crop padding; None: image_size // 28 (8 px at 224; the references: 8 at 224 and
         # 384)
@@ -145,7 +147,12 @@ class ClassificationConfig(StageConfig):
         else: self.need(isinstance(m, str) and timm.is_model(m), 'model',
                         "a timm model name" + (f" (close: {', '.join(timm.list_models(f'*{m}*')[:8])})"
                                                if isinstance(m, str) and timm.list_models(f'*{m}*') else ''))
-        self.need_bool('pretrained')
+        if isinstance(self.pretrained, str):  # a weights file (checked to exist with the other inputs)
+            self.need(self.pretrained.endswith('.safetensors'), 'pretrained',
+                      "true, false or the path of a .safetensors weights file")
+            self.need(not str(m).startswith(TORCHVISION), 'pretrained',
+                      "true or false for a torchvision model (a weights file: timm models only)")
+        else: self.need_bool('pretrained')
         self.need_int('image_size', 8)
         self.need_int('crop_padding', 0, none=True)
         self.need_choice('transform', TRANSFORMS)
@@ -184,6 +191,7 @@ class ClassificationConfig(StageConfig):
         needs."""
         self.need_path('split', 'file')
         self.need_path('eval_split', 'file', none=True)
+        if isinstance(self.pretrained, str): self.need_path('pretrained', 'file')
         for s in syn:
             check_param(Path(s).is_dir() and (Path(s)/'metadata.csv').is_file(), 'synthetic', s,
                         "a synthetic-set folder with metadata.csv")

@@ -42,6 +42,9 @@ def _record(cfg:ClassificationConfig, # the run's parameters
     rec.update(split=recorded_path(cfg.split), eval_split=recorded_path(cfg.eval_split),
                synthetic=recorded_path(cfg.synthetic_sets()) or None,
                inputs={**(splits or _split_digests(cfg)), 'synthetic': [digest(s) for s in cfg.synthetic_sets()]})
+    if isinstance(cfg.pretrained, str):  # a weights file: its path as recorded, its bytes among the inputs
+        rec['pretrained'] = recorded_path(cfg.pretrained)
+        rec['inputs']['pretrained'] = digest(cfg.pretrained)
     return json.loads(json.dumps(rec))  # as it reads back from config.json
 
 def _publish_files(scratch:Path, out:Path)->None:

@@ -39,6 +39,7 @@ class Stage:
 SPLIT = 'prepare.split_path'
 ROOT = ('prepare.root',)
 
+# %% ../nbs/90_graph.ipynb #f901598c
 STAGES = {
     'tiny_model': Stage('01_models.ipynb', 'diffaug.models:TinyModelConfig', ('out', 'clip_out'),
                         "the toy default's tiny random SD model and CLIP", outs=('out', 'clip_out')),
@@ -75,6 +76,7 @@ STAGES = {
     'classification': Stage('50_classification.ipynb', 'diffaug.classification:ClassificationConfig',
                             ('split', 'synthetic', 'out', 'eval_split'),
                             'train and evaluate timm classifiers: every method x seed (real + synthetic)',
+                            ('pretrained',),
                             inputs={'split': SPLIT, 'synthetic': 'annotation.out[runs.annotated_methods]'}, reads=ROOT,
                             outs=('out',)),
     'oracle': Stage('72_oracle.ipynb', 'diffaug.miniworld.oracle:OracleConfig', ('split', 'synthetic', 'out'),
@@ -91,6 +93,10 @@ STAGES = {
     'miniworld_oracle': Stage('73_miniworld_oracle.ipynb', 'diffaug.miniworld.oracle_model:MiniworldOracleConfig',
                               ('out',),
                               "train the mini world's species oracle (frozen in dvc.yaml)", outs=('out',)),
+    'miniworld_backbone': Stage('74_miniworld_backbone.ipynb', 'diffaug.miniworld.backbone:MiniworldBackboneConfig',
+                                ('out',),
+                                "train the mini world's classifier backbone, its ImageNet (frozen in dvc.yaml)",
+                                outs=('out',)),
 }
 
 # %% ../nbs/90_graph.ipynb #29513827

@@ -41,15 +41,22 @@ def torchvision_model(name:str, # "torchvision:<arch>" or "torchvision:<arch>.<W
     except KeyError: return None
 
 def create_classifier(name:str, # a timm model name or "torchvision:<arch>.<WEIGHTS>"
-                      pretrained:bool, # load the pretrained weights
+                      # load the pretrained weights; a path: a .safetensors file of the model's weights in timm's layout
+                      pretrained:bool|str,
                       num_classes:int, # classes of the new head
                      )->tuple:
     "The model with a `num_classes` head, and its normalisation (mean, std)."
     import timm
     if not name.startswith(TORCHVISION):
-        model = timm.create_model(name, pretrained=pretrained, num_classes=num_classes)
+        file = isinstance(pretrained, (str, Path))
+        kw = {'pretrained': True,
+              'pretrained_cfg_overlay': {'file': str(pretrained)}} if file else {'pretrained': pretrained}
+        # a file: timm drops its head (another class count)
+        model = timm.create_model(name, num_classes=num_classes, **kw)
         d = model.pretrained_cfg
         return model, (tuple(d.get('mean', (0.485, 0.456, 0.406))), tuple(d.get('std', (0.229, 0.224, 0.225))))
+    if isinstance(pretrained, (str, Path)):
+        raise ValueError(f"pretrained={str(pretrained)!r}: a weights file is read for timm models only, not {name!r}")
     import torchvision
     arch, w = torchvision_model(name)
     # SWAG ViTs: 384 px position embeddings
@@ -235,6 +242,9 @@ def _setup(cfg, # the run's parameters (checked)
     torch.manual_seed(item_seed(cfg.seed, 'classification/init', cfg.model) % 2**63)
     try: model, (mean, std) = create_classifier(cfg.model, cfg.pretrained, K)
     except Exception as e:
+        if isinstance(cfg.pretrained, str):
+            raise RuntimeError(f"pretrained={cfg.pretrained!r}: the weights file could not be loaded into "
+                               f"model={cfg.model!r} ({e})") from e
         if cfg.pretrained:
             raise RuntimeError(f"model={cfg.model!r}: pretrained weights could not be loaded ({e}); offline, set "
                                f"pretrained: false") from e

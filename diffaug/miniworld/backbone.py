@@ -21,19 +21,23 @@ from ..files import atomic_write_json, atomic_save_safetensors, recorded_path, s
 from .world import SPECIES_ATTRS, ATTR_VALUES, is_eval_species, sample_factors, render
 
 # %% ../../nbs/74_miniworld_backbone.ipynb #40b92d52
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # timm's resnet18 pretrained_cfg: what the classification stage normalises with
+# timm's resnet18 pretrained_cfg: what the classification stage normalises with
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 def backbone_species(n:int, # species to draw
                      seed:int=0, # the draw's seed
                     )->list[dict]:
-    "`n` distinct pretraining species (dicts of the six attributes), drawn in order from `seed`; never an evaluation species."
+    """`n` distinct pretraining species (dicts of the six attributes), drawn in order from `seed`; never an evaluation
+    species."""
     out, seen, i = [], set(), 0
     while len(out) < n:
-        rng = item_rng(seed, 'miniworld/backbone/species', i); i += 1
+        rng = item_rng(seed, 'miniworld/backbone/species', i)
+        i += 1
         sp = {k: ATTR_VALUES[k][rng.integers(len(ATTR_VALUES[k]))] for k in SPECIES_ATTRS}
         key = tuple(sp.values())
         if key in seen or is_eval_species(sp): continue
-        seen.add(key); out.append(sp)
+        seen.add(key)
+        out.append(sp)
     return out
 
 def species_name(sp:dict)->str:
@@ -56,14 +60,17 @@ def to_batch(images:list, # PIL images (RGB, one size)
             ):
     "A float batch (n, 3, h, w), normalised with `IMAGENET_MEAN`/`IMAGENET_STD`."
     import torch
-    x = torch.from_numpy(np.stack([np.asarray(im.convert('RGB'), dtype=np.float32) for im in images])).permute(0, 3, 1, 2) / 255.0
+    x = torch.from_numpy(np.stack([np.asarray(im.convert('RGB'), dtype=np.float32) for im in images])).permute(0, 3, 1,
+        2) / 255.0
     return (x - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
 
 # %% ../../nbs/74_miniworld_backbone.ipynb #63afc663
 @dataclasses.dataclass
 class MiniworldBackboneConfig(StageConfig):
-    "Parameters of the `miniworld_backbone` stage (the mini world's pretrained classifier backbone); defaults: the shipped one's."
-    out:str|None=None # the folder to write: model.safetensors, config.json, training.json (required; the repository's: models/backbone)
+    """Parameters of the `miniworld_backbone` stage (the mini world's pretrained classifier backbone); defaults: the
+    shipped one's."""
+    out:str|None=None # the folder to write: model.safetensors, config.json, training.json (required; the repository's:
+        # models/backbone)
     model:str='resnet18' # the timm architecture (the default classifier's)
     classes:int=500 # pretraining species the backbone classifies (`backbone_species`)
     steps:int=2400 # training steps
@@ -77,25 +84,36 @@ class MiniworldBackboneConfig(StageConfig):
     precision:str='bf16' # autocast: "bf16" or "no" (fp32)
     device:str='auto' # "auto", "cpu", "cuda", ...
     storage:str='fp16' # dtype of the stored weights: "fp16", "bf16" or "fp32"
-    checkpoint_every:int=250 # checkpoint every this many steps (a killed run resumes from the last; results do not depend on it)
+    checkpoint_every:int=250 # checkpoint every this many steps (a killed run resumes from the last; results do not
+        # depend on it)
     eval_images:int=2000 # held-out images for the accuracy the record reports (and every `eval_every` steps)
     eval_every:int=1000 # held-out accuracy every this many steps in the history (0: only at the end)
 
     def check(self, files:bool=True):
         import timm
         self.need(isinstance(self.model, str) and timm.is_model(self.model), 'model', "a timm model name")
-        self.need_int('classes', 2); self.need(self.classes <= 13824 - 12, 'classes', "at most 13812 (the pretraining species)")
-        self.need_int('steps', 1); self.need_int('batch', 1); self.need_int('seed', 0)
-        self.need_num('lr', 0, lo_open=True); self.need_num('weight_decay', 0); self.need_num('warmup', 0, 1)
-        self.need_num('label_smoothing', 0, 1); self.need_int('image_size', 8)
-        self.need_choice('precision', ('bf16', 'no')); self.need_choice('storage', ('fp16', 'bf16', 'fp32'))
-        self.need_int('checkpoint_every', 0); self.need_int('eval_images', 1); self.need_int('eval_every', 0)
+        self.need_int('classes', 2)
+        self.need(self.classes <= 13824 - 12, 'classes', "at most 13812 (the pretraining species)")
+        self.need_int('steps', 1)
+        self.need_int('batch', 1)
+        self.need_int('seed', 0)
+        self.need_num('lr', 0, lo_open=True)
+        self.need_num('weight_decay', 0)
+        self.need_num('warmup', 0, 1)
+        self.need_num('label_smoothing', 0, 1)
+        self.need_int('image_size', 8)
+        self.need_choice('precision', ('bf16', 'no'))
+        self.need_choice('storage', ('fp16', 'bf16', 'fp32'))
+        self.need_int('checkpoint_every', 0)
+        self.need_int('eval_images', 1)
+        self.need_int('eval_every', 0)
         self.need_path('out', 'dir', files=False)
         return self
 
     def record(self)->dict:
         "What a resumed run must share with the interrupted one: every field that changes the weights."
-        return {k: v for k, v in self.asdict().items() if k not in ('out', 'checkpoint_every', 'eval_images', 'eval_every', 'storage', 'device')}
+        return {k: v for k, v in self.asdict().items()
+                if k not in ('out', 'checkpoint_every', 'eval_images', 'eval_every', 'storage', 'device')}
 
 # %% ../../nbs/74_miniworld_backbone.ipynb #4905c190
 def lr_at(step:int, total:int, warmup:float)->float:
@@ -120,10 +138,14 @@ def backbone_accuracy(net, # the classifier
                      )->float:
     "Top-1 (%) on `cfg.eval_images` held-out images of `species`."
     import torch
-    dev = next(net.parameters()).device; was = net.training; net.eval(); ok = 0
+    dev = next(net.parameters()).device
+    was = net.training
+    net.eval()
+    ok = 0
     with torch.no_grad():
         for a in range(0, cfg.eval_images, 250):
-            items = [backbone_item(cfg.seed, species, i, 'heldout', cfg.image_size) for i in range(a, min(a + 250, cfg.eval_images))]
+            items = [backbone_item(cfg.seed, species, i, 'heldout', cfg.image_size)
+                     for i in range(a, min(a + 250, cfg.eval_images))]
             with _autocast(cfg, dev): p = net(to_batch([im for im, _ in items]).to(dev)).argmax(-1).cpu()
             ok += int((p == torch.tensor([y for _, y in items])).sum())
     net.train(was)
@@ -134,51 +156,67 @@ def _save_ckpt(ck:Path, step:int, net, opt, hist:list, running:list):
     d = ck/f'step-{step:06d}'
     atomic_save_safetensors({k: v.detach().clone() for k, v in net.state_dict().items()}, d/'model.safetensors')
     save_state(d/'optimizer', opt.state_dict())
-    atomic_write_json(ck/'last.json', {'step': step, 'history': hist, 'running': running})  # written last: the checkpoint a resume starts from
+    # written last: the checkpoint a resume starts from
+    atomic_write_json(ck/'last.json', {'step': step, 'history': hist, 'running': running})
     import shutil
     for p in ck.iterdir():
         if p.is_dir() and p.name != d.name: shutil.rmtree(p)
 
 def _load_ckpt(ck:Path, net, opt)->tuple:
-    "(finished steps, history, running sums of the history's next row) of the last checkpoint in `ck`, its states loaded; (0, [], [0.0, 0, 0]) without one."
+    """(finished steps, history, running sums of the history's next row) of the last checkpoint in `ck`, its states
+    loaded; (0, [], [0.0, 0, 0]) without one."""
     if not (ck/'last.json').is_file(): return 0, [], [0.0, 0, 0]
     from safetensors.torch import load_file
     from diffaug.classifier_checkpoints import load_state
     last = json.loads((ck/'last.json').read_text(encoding='utf-8'))
     d = ck/f"step-{last['step']:06d}"
-    net.load_state_dict(load_file(str(d/'model.safetensors'))); opt.load_state_dict(load_state(d/'optimizer'))
+    net.load_state_dict(load_file(str(d/'model.safetensors')))
+    opt.load_state_dict(load_state(d/'optimizer'))
     return last['step'], last['history'], last['running']
 
+# %% ../../nbs/74_miniworld_backbone.ipynb #2c18cfce
 def train_backbone(cfg:MiniworldBackboneConfig, # the stage's parameters (checked)
                    scratch:Path, # the scratch folder (checkpoints in `<scratch>/checkpoints`)
                    species:list, # `backbone_species(cfg.classes, cfg.seed)`
-                   stop:int|None=None, # return before this step (1-based) as a killed run would (tests); None: train to the end
+                   # return before this step (1-based) as a killed run would (tests); None: train to the end
+                   stop:int|None=None,
                   )->tuple:
     "Train (or resume) the backbone: (network, loss history)."
     import torch, torch.nn.functional as F
     dev = choose_device(cfg.device)
     net = _net(cfg).to(dev)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    ck = Path(scratch)/'checkpoints'; ck.mkdir(parents=True, exist_ok=True)
+    ck = Path(scratch)/'checkpoints'
+    ck.mkdir(parents=True, exist_ok=True)
     start, hist, (run_loss, run_ok, run_n) = _load_ckpt(ck, net, opt)
     if start: print(f"resuming after step {start}/{cfg.steps} ({ck})", flush=True)
     net.train()
     for step in progress(range(start, cfg.steps), desc='backbone', initial=start, total=cfg.steps):
         if stop is not None and step + 1 >= stop: break
         for g in opt.param_groups: g['lr'] = cfg.lr * lr_at(step, cfg.steps, cfg.warmup)
-        items = [backbone_item(cfg.seed, species, step * cfg.batch + j, 'train', cfg.image_size) for j in range(cfg.batch)]
-        x = to_batch([im for im, _ in items]).to(dev); y = torch.tensor([c for _, c in items], device=dev)
+        items = [backbone_item(cfg.seed, species, step * cfg.batch + j, 'train', cfg.image_size)
+                 for j in range(cfg.batch)]
+        x = to_batch([im for im, _ in items]).to(dev)
+        y = torch.tensor([c for _, c in items], device=dev)
         with _autocast(cfg, dev): logits = net(x)
         loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
-        opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
-        run_loss += loss.item() * len(y); run_ok += int((logits.argmax(-1) == y).sum()); run_n += len(y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        run_loss += loss.item() * len(y)
+        run_ok += int((logits.argmax(-1) == y).sum())
+        run_n += len(y)
         s = step + 1
         if s % 50 == 0 or s == cfg.steps:
-            row = {'step': s, 'lr': opt.param_groups[0]['lr'], 'loss': round(run_loss / run_n, 5), 'train_acc': round(100.0 * run_ok / run_n, 3)}
-            if cfg.eval_every and s % cfg.eval_every == 0 and s != cfg.steps: row['heldout_acc'] = backbone_accuracy(net, species, cfg)
-            hist.append(row); run_loss, run_ok, run_n = 0.0, 0, 0
+            row = {'step': s, 'lr': opt.param_groups[0]['lr'], 'loss': round(run_loss / run_n, 5),
+                   'train_acc': round(100.0 * run_ok / run_n, 3)}
+            if cfg.eval_every and s % cfg.eval_every == 0 and s != cfg.steps:
+                row['heldout_acc'] = backbone_accuracy(net, species, cfg)
+            hist.append(row)
+            run_loss, run_ok, run_n = 0.0, 0, 0
             print(' '.join(f'{k} {v:.4g}' for k, v in row.items()), flush=True)
-        if cfg.checkpoint_every and s % cfg.checkpoint_every == 0 and s != cfg.steps: _save_ckpt(ck, s, net, opt, hist, [run_loss, run_ok, run_n])
+        if cfg.checkpoint_every and s % cfg.checkpoint_every == 0 and s != cfg.steps:
+            _save_ckpt(ck, s, net, opt, hist, [run_loss, run_ok, run_n])
     return net, hist
 
 # %% ../../nbs/74_miniworld_backbone.ipynb #c32e1a8c
@@ -187,15 +225,20 @@ def save_backbone(net, # the trained network
                   cfg:MiniworldBackboneConfig, # the parameters
                   species:list, # its species (the head's classes)
                  )->Path:
-    "Write `model.safetensors` (timm's layout) and `config.json` (timm's hub format: `local-dir:` loads the folder) into `out`."
+    """Write `model.safetensors` (timm's layout) and `config.json` (timm's hub format: `local-dir:` loads the folder)
+    into `out`."""
     import torch
     dt = {'fp16': torch.float16, 'bf16': torch.bfloat16, 'fp32': torch.float32}[cfg.storage]
-    sd = {k: (v.detach().to('cpu', dt) if v.is_floating_point() else v.detach().cpu()).contiguous() for k, v in net.state_dict().items()}
-    atomic_save_safetensors(sd, Path(out)/'model.safetensors', metadata={'architecture': cfg.model, 'num_classes': str(cfg.classes)})
+    sd = {k: (v.detach().to('cpu', dt) if v.is_floating_point() else v.detach().cpu()).contiguous() for k,
+          v in net.state_dict().items()}
+    atomic_save_safetensors(sd, Path(out)/'model.safetensors',
+                            metadata={'architecture': cfg.model, 'num_classes': str(cfg.classes)})
     atomic_write_json(Path(out)/'config.json', {
         'architecture': cfg.model, 'num_classes': cfg.classes, 'label_names': [species_name(s) for s in species],
-        'pretrained_cfg': {'input_size': [3, cfg.image_size, cfg.image_size], 'mean': list(IMAGENET_MEAN), 'std': list(IMAGENET_STD),
-                           'interpolation': 'bicubic', 'crop_pct': 1.0, 'num_classes': cfg.classes, 'first_conv': 'conv1', 'classifier': 'fc'}})
+        'pretrained_cfg': {'input_size': [3, cfg.image_size, cfg.image_size], 'mean': list(IMAGENET_MEAN),
+                           'std': list(IMAGENET_STD),
+                           'interpolation': 'bicubic', 'crop_pct': 1.0, 'num_classes': cfg.classes,
+                           'first_conv': 'conv1', 'classifier': 'fc'}})
     return Path(out)/'model.safetensors'
 
 def load_backbone(file:str|Path, # a backbone's model.safetensors
@@ -204,18 +247,22 @@ def load_backbone(file:str|Path, # a backbone's model.safetensors
                  ):
     "The timm model with the backbone's weights and a new `num_classes` head, as the classification stage loads it."
     import timm
-    return timm.create_model(model, pretrained=True, pretrained_cfg_overlay=dict(file=str(file)), num_classes=num_classes)
+    return timm.create_model(model, pretrained=True, pretrained_cfg_overlay=dict(file=str(file)),
+                             num_classes=num_classes)
 
 # %% ../../nbs/74_miniworld_backbone.ipynb #7f1e9efb
-def run_miniworld_backbone(cfg:MiniworldBackboneConfig|None=None, # the stage's parameters (None: the defaults, with `kw`)
+def run_miniworld_backbone(
+        cfg:MiniworldBackboneConfig|None=None, # the stage's parameters (None: the defaults, with `kw`)
                            **kw, # parameters that override `cfg`'s
                           )->dict:
-    "The `miniworld_backbone` stage: train the backbone on pretraining species and write `out` (weights, config, training record)."
+    """The `miniworld_backbone` stage: train the backbone on pretraining species and write `out` (weights, config,
+    training record)."""
     cfg = MiniworldBackboneConfig.of(cfg, **kw).checked()
     t0 = time.time()
     # 1. the species (none an evaluation species) and the scratch folder (resumed when its record matches)
     species = backbone_species(cfg.classes, cfg.seed)
-    if any(is_eval_species(s) for s in species): raise AssertionError("an evaluation species among the pretraining species")
+    if any(is_eval_species(s) for s in species):
+        raise AssertionError("an evaluation species among the pretraining species")
     sd = start_scratch(cfg.out, cfg.record())
     # 2. training, one torch thread (the same bytes run after run, resumed or not)
     with reproducible_training():
@@ -231,5 +278,7 @@ def run_miniworld_backbone(cfg:MiniworldBackboneConfig|None=None, # the stage's 
            'history': hist}
     atomic_write_json(sd/'training.json', rec)
     publish_dir(cfg.out)
-    print(f"backbone: {cfg.steps} steps, {cfg.steps * cfg.batch} images, held-out top-1 {acc:.2f}%, {rec['wall_seconds']:.0f} s -> {cfg.out}")
-    return {'out': recorded_path(cfg.out), 'images_seen': rec['images_seen'], 'heldout_top1': acc, 'seconds': rec['wall_seconds']}
+    print(f"backbone: {cfg.steps} steps, {cfg.steps * cfg.batch} images, held-out top-1 {acc:.2f}%, "
+          f"{rec['wall_seconds']:.0f} s -> {cfg.out}")
+    return {'out': recorded_path(cfg.out), 'images_seen': rec['images_seen'], 'heldout_top1': acc,
+            'seconds': rec['wall_seconds']}
