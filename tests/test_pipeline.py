@@ -580,6 +580,10 @@ def test_dvc_yaml_follows_the_stage_graph(repo_root):
         inside = lambda p: any(under(p, [o]) or under(o, [p]) for o in want['outs'])  # (a file's folder: its stage's records too)
         assert all(inside(o) for o in got['outs']), (name, method, got['outs'], want['outs'])
         assert all(any(under(g, [o]) or under(o, [g]) for g in got['outs']) for o in want['outs']), (name, want['outs'])
+        for key in got['params']:  # DVC refuses a parameter params.yaml does not write (e.g. one left at its class default)
+            v = params
+            for part in key.split('.'): v = v.get(part) if isinstance(v, dict) and part in v else KeyError
+            assert v is not KeyError, f"dvc.yaml [{name}]: params lists {key!r}, which params.yaml does not write"
         for k, ref in STAGES[name].inputs.items():
             if k in STAGES[name].maybe_paths:
                 s, key, _ = parse_ref(ref)
