@@ -1,4 +1,4 @@
-"""Labels for every synthetic image: one-hot for intra-class methods, Diff-Mix's non-linear soft label for inter-class translations; stage `annotation`.
+"""Labels of synthetic images: one-hot within a class, Diff-Mix's soft label across classes; stage `annotation`.
 
 Docs: https://diffaug.github.io/diffaug/annotation.html.md"""
 

@@ -1,4 +1,4 @@
-"""Your data, your model: a user's image folder (or a Hugging Face `datasets` dataset) to a Diff-II-augmented set, from Python or as a DVC experiment, through the same stage functions.
+"""Your data, your model: an image folder or Hugging Face dataset to a Diff-II-augmented set, from Python or DVC.
 
 Docs: https://diffaug.github.io/diffaug/augment.html.md"""
 

@@ -1,4 +1,4 @@
-"""Training and evaluating a timm classifier on the real split, optionally with synthetic images replacing real ones: the stage that turns every synthetic set into a number.
+"""Training and evaluating a timm classifier on the split, synthetic images replacing real; stage `classification`.
 
 Docs: https://diffaug.github.io/diffaug/classification.html.md"""
 

@@ -1,4 +1,4 @@
-"""What the classifier is trained on: the image transforms (the references' and this project's), and the real training set in which synthetic images replace real ones.
+"""What the classifier trains on: the image transforms, and the real set with synthetic images replacing real ones.
 
 Docs: https://diffaug.github.io/diffaug/classifier_data.html.md"""
 

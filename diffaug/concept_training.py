@@ -1,4 +1,4 @@
-"""Learning one concept per class (Diff-II / Diff-Mix's tokens + shared LoRA, DA-Fusion's textual inversion): the resumable training loop and the `concepts` / `concepts_ti` stages that write a concept folder (`diffaug.concepts`).
+"""Learning a concept per class (tokens + shared LoRA, or textual inversion); stages `concepts` and `concepts_ti`.
 
 Docs: https://diffaug.github.io/diffaug/concept_training.html.md"""
 

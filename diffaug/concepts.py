@@ -1,4 +1,4 @@
-"""The concept-folder format: per-class placeholder tokens (textual inversion) plus, for Diff-II / Diff-Mix, a LoRA on the U-Net shared by all classes; written in the formats stock diffusers loads, read, checked and applied to any pipeline.
+"""The concept folder: class tokens (+ a shared U-Net LoRA for Diff-II / Diff-Mix) as diffusers loads them, checked.
 
 Docs: https://diffaug.github.io/diffaug/concepts.html.md"""
 

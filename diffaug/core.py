@@ -1,4 +1,4 @@
-"""Seeds, devices, precision, parameter declarations and progress bars: the small pieces every stage stands on (files and folders: `diffaug.files`).
+"""Seeds, devices, precision, parameter declarations and progress bars: the small pieces every stage stands on.
 
 Docs: https://diffaug.github.io/diffaug/core.html.md"""
 

@@ -1,4 +1,4 @@
-"""The docs tooling of `scripts/docs.py`: which cells a test run executes, and the chapters' committed outputs kept current.
+"""The docs tooling of `scripts/docs.py`: which cells a test run executes; chapters' committed outputs kept current.
 
 Docs: https://diffaug.github.io/diffaug/doctools.html.md"""
 

@@ -1,4 +1,4 @@
-"""The report's figures, as PNG: the metric per method with its seed spread (incomplete synthetic sets hatched), the accuracy per epoch, the paired gains with their intervals, and the faithfulness–diversity plane of the synthetic sets.
+"""The report's figures: per-method metric and seed spread, accuracy per epoch, paired gains, faithfulness–diversity.
 
 Docs: https://diffaug.github.io/diffaug/figures.html.md"""
 

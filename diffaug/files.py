@@ -1,4 +1,4 @@
-"""Atomic files, folder swaps and resumable scratch folders, content digests and robust image loading: how every stage reads and writes.
+"""Atomic files, folder swaps, resumable scratch folders, digests, robust image loading: how stages read and write.
 
 Docs: https://diffaug.github.io/diffaug/files.html.md"""
 

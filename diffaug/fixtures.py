@@ -1,4 +1,4 @@
-"""Made-up inputs for the chapters' demos and the tests: toy splits and synthetic sets, fake classification runs, throwaway concepts.
+"""Made-up inputs for demos and tests: toy splits and synthetic sets, fake classification runs, throwaway concepts.
 
 Docs: https://diffaug.github.io/diffaug/fixtures.html.md"""
 

@@ -1,4 +1,4 @@
-"""The stage graph, declared once: each stage's notebook, parameter class and path parameters, and for every input the stage (and output) it comes from; the runner wires a stage's inputs from it, `dvc.yaml` is checked against it, and its picture is drawn from it.
+"""Stage graph, declared once: each stage's notebook, parameters, input sources; wiring, `dvc.yaml` check, picture.
 
 Docs: https://diffaug.github.io/diffaug/graph.html.md"""
 

@@ -1,4 +1,4 @@
-"""Dataset roots from six public datasets' native downloads (CUB, FGVC-Aircraft, Oxford-IIIT Pet, Stanford Cars, Flowers-102, Waterbirds), from a user's image folder and from Hugging Face `datasets`.
+"""Dataset roots from six public datasets' native downloads (CUB, Aircraft, Pets, …), an image folder, HF `datasets`.
 
 Docs: https://diffaug.github.io/diffaug/importers.html.md"""
 

@@ -1,4 +1,4 @@
-"""Diff-II's synthesis (paper §3.2.2–3.3): random circle interpolation between two inversions of a class, then two-stage denoising with a suffixed and a plain prompt.
+"""Diff-II's synthesis (§3.2.2–3.3): circle interpolation of inversions, two-stage denoising; stage `interpolation`.
 
 Docs: https://diffaug.github.io/diffaug/interpolation.html.md"""
 

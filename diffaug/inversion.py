@@ -1,4 +1,4 @@
-"""Diff-II's inversion pool (paper §3.2.1): the DDIM inversion of every training image's latent, conditioned on its class's learned-concept prompt, stored as safetensors keyed by image id.
+"""Diff-II's inversion pool (§3.2.1): each training image's DDIM inversion under its class prompt; stage `inversion`.
 
 Docs: https://diffaug.github.io/diffaug/inversion.html.md"""
 

@@ -1,4 +1,4 @@
-"""The compared methods as one table: each method's family, concepts, target class and strengths, the paper's Table 1 numbers, the plan of work items a method makes of a split, and its prompts.
+"""The compared methods as one table: family, concepts, target, strengths, the paper's Table 1, work items, prompts.
 
 Docs: https://diffaug.github.io/diffaug/method_table.html.md"""
 

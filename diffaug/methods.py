@@ -1,4 +1,4 @@
-"""The compared diffusion augmentation methods (img2img and text-to-image families) behind one synthesis interface (their table: `diffaug.method_table`); stage `synthesis`.
+"""The compared diffusion augmentation methods (img2img, text-to-image) behind one interface; stage `synthesis`.
 
 Docs: https://diffaug.github.io/diffaug/methods.html.md"""
 

@@ -1,4 +1,4 @@
-"""Loading a Stable Diffusion 1.x model by hub id or folder, and building a tiny random one that loads exactly the same way.
+"""Loading a Stable Diffusion 1.x model by hub id or folder, and a tiny random one loaded alike; stage `tiny_model`.
 
 Docs: https://diffaug.github.io/diffaug/models.html.md"""
 

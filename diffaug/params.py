@@ -1,4 +1,4 @@
-"""The stage map and a run's parameters: a stage's section of `params.yaml` with its overrides, the checks before any kernel starts, and the paper setups as `dvc exp run` commands.
+"""A stage's section of `params.yaml` with overrides, the checks before any kernel, paper setups as `dvc exp run`.
 
 Docs: https://diffaug.github.io/diffaug/params.html.md"""
 

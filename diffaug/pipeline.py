@@ -1,4 +1,4 @@
-"""Running the stage notebooks with papermill from `params.yaml`: one command per DVC stage, an executed copy of every run under `reports/`.
+"""Stage notebooks run by papermill from `params.yaml`: one command per DVC stage, executed copies in `reports/`.
 
 Docs: https://diffaug.github.io/diffaug/pipeline.html.md"""
 

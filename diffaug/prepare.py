@@ -1,4 +1,4 @@
-"""The `prepare` stage: make the dataset root (toy, mini world, an import, a user's folder) and write the split file every later stage reads.
+"""The `prepare` stage: the dataset root (toy, mini world, an import, a folder) and the split file later stages read.
 
 Docs: https://diffaug.github.io/diffaug/prepare.html.md"""
 

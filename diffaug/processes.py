@@ -1,4 +1,4 @@
-"""One process vs two at SD 1.5's shapes: the training and sampling stages run by `torch.distributed.run` with 2 processes on a CPU, their sets compared byte for byte with one process's, and how far training moved.
+"""One process vs two at SD 1.5's shapes: `torch.distributed.run` training and sampling, sets compared byte for byte.
 
 Docs: https://diffaug.github.io/diffaug/processes.html.md"""
 

@@ -1,4 +1,4 @@
-"""The paper's runs rehearsed on a CPU: a paper setup run through `dvc exp run` exactly as written — every stage, method, parameter, transform and code path — with the real architectures at random weights and only the counts shrunk.
+"""The paper's setups rehearsed on a CPU with `dvc exp run`, unchanged but for random weights and shrunk counts.
 
 Docs: https://diffaug.github.io/diffaug/rehearsal.html.md"""
 

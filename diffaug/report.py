@@ -1,4 +1,4 @@
-"""The comparison table: mean ± std of every method over its seeds, the gain over training on the original set with its paired interval, a flag on methods whose synthetic set came out far smaller than asked, the OOD groups, the faithfulness–diversity plane of the synthetic sets, and the paper's claims checked.
+"""The comparison per method (mean ± std, paired gain and interval, short-set flag), OOD, claims; stage `report`.
 
 Docs: https://diffaug.github.io/diffaug/report.html.md"""
 

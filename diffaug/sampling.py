@@ -1,4 +1,4 @@
-"""Batched DDIM: inversion, a guided denoiser with per-sample prompts, a per-step prompt switch and a start step, and the resumable, shardable driver that writes synthetic sets.
+"""Batched DDIM: inversion, denoising with per-sample prompts, a prompt switch, a start step; the set-writing driver.
 
 Docs: https://diffaug.github.io/diffaug/sampling.html.md"""
 

@@ -1,4 +1,4 @@
-"""Suffixes for Diff-II's two-stage denoising: a user's file, captions summarised by a local language model, or captions a dataset ships.
+"""Diff-II's prompt suffixes: a user's file, captions a local LM sums up, or a dataset's captions; stage `suffixes`.
 
 Docs: https://diffaug.github.io/diffaug/suffixes.html.md"""
 

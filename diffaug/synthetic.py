@@ -1,4 +1,4 @@
-"""The synthetic-set format every synthesis stage writes (class folders of PNGs, `metadata.csv`, `info.json`): a resumable, shardable writer and a reader.
+"""The synthetic-set format (PNG class folders, `metadata.csv`, `info.json`): writer (resumable, shardable), reader.
 
 Docs: https://diffaug.github.io/diffaug/synthetic.html.md"""
 

@@ -1,4 +1,4 @@
-"""The report's numbers: the runs of a matrix collected, mean ± std per method, the synthetic sets' sizes (incomplete ones flagged), the OOD groups, the many-, medium- and few-shot classes, the oracle's scores, as tables and Markdown.
+"""The report's numbers: mean ± std per method, synthetic set sizes, OOD groups, many/medium/few-shot, oracle scores.
 
 Docs: https://diffaug.github.io/diffaug/tables.html.md"""
 

@@ -1,4 +1,4 @@
-"""A procedurally drawn toy dataset (coloured shapes on textured backgrounds, byte-identical for a seed): the data of the tests and demos.
+"""A procedural toy dataset (coloured shapes on textures, byte-identical per seed): the data of the tests and demos.
 
 Docs: https://diffaug.github.io/diffaug/toy.html.md"""
 

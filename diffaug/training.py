@@ -1,4 +1,4 @@
-"""How the classifier learns: the timm or torchvision backbone, Mixup and CutMix, the learning-rate schedule, the training and evaluation epochs, resumed from the last checkpoint.
+"""How the classifier learns: timm or torchvision backbone, Mixup / CutMix, LR schedule, epochs, checkpoint resume.
 
 Docs: https://diffaug.github.io/diffaug/training.html.md"""
 

@@ -1,4 +1,4 @@
-"""The mini world's ImageNet: a ResNet-18 pretrained on the world's pretraining species (never the twelve evaluation species), shipped in `models/backbone/` and fine-tuned by the default's classification stage, as the paper fine-tunes an ImageNet-pretrained ResNet-50.
+"""The mini world's ImageNet: ResNet-18 pretrained on species outside the evaluation; stage `miniworld_backbone`.
 
 Docs: https://diffaug.github.io/diffaug/miniworld_backbone.html.md"""
 

@@ -1,4 +1,4 @@
-"""Measuring the mini world's model: an attribute classifier trained on real images, and the share of generations that show what their prompt names (prompt following).
+"""Measuring the mini world's model: an attribute classifier trained on real images, and its prompt following.
 
 Docs: https://diffaug.github.io/diffaug/miniworld_eval.html.md"""
 

@@ -1,4 +1,4 @@
-"""Training the mini world's Stable-Diffusion-format model on a CPU: tokenizer from the captions, a factor-4 VAE, a small U-Net and CLIP text encoder, resumable across sessions, with prompt-following checks; the `miniworld_model` stage.
+"""Training the mini world's SD-format model on a CPU (tokenizer, VAE, U-Net, text encoder); stage `miniworld_model`.
 
 Docs: https://diffaug.github.io/diffaug/miniworld_model.html.md"""
 

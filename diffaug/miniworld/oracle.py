@@ -1,4 +1,4 @@
-"""Scoring synthetic image sets: the mini world's oracle (faithfulness and diversity with a ground truth), and the papers' CLIP score and LPIPS diversity for real datasets, behind one interface.
+"""Scoring synthetic sets' faithfulness and diversity: the mini world's oracle, or CLIP and LPIPS; stage `oracle`.
 
 Docs: https://diffaug.github.io/diffaug/oracle.html.md"""
 

@@ -1,4 +1,4 @@
-"""The stage that trains the mini world's species oracle: a classifier trained on unlimited freshly rendered real images, the judge `diffaug.miniworld.oracle` scores synthetic sets with.
+"""The mini world's species oracle, trained on fresh renders (the judge `oracle` uses); stage `miniworld_oracle`.
 
 Docs: https://diffaug.github.io/diffaug/miniworld_oracle.html.md"""
 

@@ -1,4 +1,4 @@
-"""The mini world's Stable-Diffusion-format model: its network sizes, a tokenizer learned from the captions, the three networks, and building and saving them as a diffusers folder that every stage loads like SD 1.5.
+"""The mini world's SD-format model: network sizes, a caption-learned tokenizer, the networks, as a diffusers folder.
 
 Docs: https://diffaug.github.io/diffaug/miniworld_sd.html.md"""
 

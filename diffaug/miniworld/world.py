@@ -1,4 +1,4 @@
-"""A procedural bird world: unlimited, seeded, captioned images of fine-grained species with nuisance factors, for testing diffusion augmentation end to end on a CPU.
+"""A procedural bird world: seeded, captioned images of fine-grained species with nuisances, for end-to-end tests.
 
 Docs: https://diffaug.github.io/diffaug/miniworld.html.md"""
 
