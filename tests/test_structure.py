@@ -94,7 +94,7 @@ def test_the_mini_world_is_a_subpackage():
     table = module_table()
     world = {m for m in table if m.startswith('miniworld.')}
     assert world == {f'miniworld.{m}' for m in ('world', 'dataset', 'sd', 'evaluation', 'unet_rounds', 'model', 'oracle',
-                                                'oracle_model')}, sorted(world)
+                                                'oracle_model', 'backbone')}, sorted(world)
     assert not [p.name for p in (ROOT/'diffaug').glob('*.py') if 'miniworld' in p.stem or p.stem == 'oracle'], "a flat module is left over"
     body = ast.parse((ROOT/'diffaug'/'miniworld'/'__init__.py').read_text()).body
     assert len(body) == 1 and isinstance(body[0], ast.Expr) and isinstance(body[0].value.value, str), "miniworld/__init__.py: a docstring only"
