@@ -51,8 +51,8 @@ class ClassificationConfig(StageConfig):
     model:str='resnet50.tv_in1k' # any timm model name, or "torchvision:<arch>.<WEIGHTS>" (the references' ViT-B/16:
         # torchvision:vit_b_16.IMAGENET1K_SWAG_E2E_V1)
     pretrained:bool|str=True # load timm's pretrained weights (needs the network or a filled HF cache); a path: a
-        # .safetensors file of the model's weights in timm's layout, fine-tuned with a new head (timm models; the mini
-        # world's backbone: models/backbone/model.safetensors)
+        # .safetensors file of the model's weights in timm's layout, or a folder holding it as model.safetensors (the
+        # mini world's backbone: models/backbone), fine-tuned with a new head (timm models)
     image_size:int=224 # training and test resolution, square (paper: 224 ResNet-50, 384 ViT-B/16)
     crop_padding:int|None=None # random-crop padding; None: image_size // 28 (8 px at 224; the references: 8 at 224 and
         # 384)
@@ -148,8 +148,8 @@ class ClassificationConfig(StageConfig):
                         "a timm model name" + (f" (close: {', '.join(timm.list_models(f'*{m}*')[:8])})"
                                                if isinstance(m, str) and timm.list_models(f'*{m}*') else ''))
         if isinstance(self.pretrained, str):  # a weights file (checked to exist with the other inputs)
-            self.need(self.pretrained.endswith('.safetensors'), 'pretrained',
-                      "true, false or the path of a .safetensors weights file")
+            self.need(self.pretrained.endswith('.safetensors') or not Path(self.pretrained).suffix, 'pretrained',
+                      "true, false, the path of a .safetensors weights file or a folder holding model.safetensors")
             self.need(not str(m).startswith(TORCHVISION), 'pretrained',
                       "true or false for a torchvision model (a weights file: timm models only)")
         else: self.need_bool('pretrained')
@@ -191,7 +191,9 @@ class ClassificationConfig(StageConfig):
         needs."""
         self.need_path('split', 'file')
         self.need_path('eval_split', 'file', none=True)
-        if isinstance(self.pretrained, str): self.need_path('pretrained', 'file')
+        if isinstance(self.pretrained, str):
+            if self.pretrained.endswith('.safetensors'): self.need_path('pretrained', 'file')
+            else: self.need_path('pretrained', 'dir', parts=('model.safetensors',))
         for s in syn:
             check_param(Path(s).is_dir() and (Path(s)/'metadata.csv').is_file(), 'synthetic', s,
                         "a synthetic-set folder with metadata.csv")
@@ -209,6 +211,11 @@ class ClassificationConfig(StageConfig):
         if self.methods is None: return [self]
         return [dataclasses.replace(self, method=m, seed=s, methods=None, seeds=None, out=str(Path(self.out)/m/f's{s}'))
                 for m in self.methods for s in self.seeds]
+
+    def weights(self)->bool|str:
+        "What `create_classifier` loads: `pretrained`, a folder's model.safetensors in its place."
+        p = self.pretrained
+        return p if not isinstance(p, str) or p.endswith('.safetensors') else str(Path(p)/'model.safetensors')
 
     def synthetic_sets(self)->list:
         "This run's synthetic-set folders."

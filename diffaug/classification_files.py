@@ -44,7 +44,7 @@ def _record(cfg:ClassificationConfig, # the run's parameters
                inputs={**(splits or _split_digests(cfg)), 'synthetic': [digest(s) for s in cfg.synthetic_sets()]})
     if isinstance(cfg.pretrained, str):  # a weights file: its path as recorded, its bytes among the inputs
         rec['pretrained'] = recorded_path(cfg.pretrained)
-        rec['inputs']['pretrained'] = digest(cfg.pretrained)
+        rec['inputs']['pretrained'] = digest(cfg.weights())
     return json.loads(json.dumps(rec))  # as it reads back from config.json
 
 def _publish_files(scratch:Path, out:Path)->None:

@@ -9,8 +9,8 @@ from __future__ import annotations
 import math
 
 # %% auto #0
-__all__ = ['VERDICTS', 'OOD_GROUPS', 'decide', 'interval_text', 'paired_diffs', 'paired_gains', 'gain_cell', 'gains_markdown',
-           'claim_line', 'claims']
+__all__ = ['VERDICTS', 'PAPER_5SHOT', 'OOD_GROUPS', 'decide', 'interval_text', 'paper_gain', 'seeds_needed', 'paired_diffs',
+           'paired_gains', 'gain_cell', 'gains_markdown', 'claim_line', 'claims']
 
 # %% ../nbs/57_decisions.ipynb #8cd8cee9
 import pandas as pd
@@ -50,6 +50,24 @@ def interval_text(dec:dict, # from `decide`
     f = lambda v: f'{v:+.{digits}f}' if _known(v) else '—'
     return f"{f(dec['mean'])} [{f(dec['ci_low'])}, {f(dec['ci_high'])}]" + (f" ({dec['note']})" if dec.get('note')
         else '')
+
+# %% ../nbs/57_decisions.ipynb #c48ec770
+PAPER_5SHOT = (54.52, 62.22)  # Diff-II Table 1, ResNet-50 5-shot CUB: original, Diff-II (top-1)
+
+def paper_gain(baseline:float, # the baseline's top-1 here (%)
+               paper:tuple=PAPER_5SHOT, # the paper's (baseline, method) top-1
+              )->float:
+    "The paper's gain carried to `baseline`: the same share of the error removed, in points."
+    return (paper[1] - paper[0]) / (100 - paper[0]) * (100 - baseline)
+
+def seeds_needed(s:float, # the paired differences' standard deviation (measured)
+                 gain:float, # the gain to resolve (`paper_gain`)
+                 level:float=0.95, # the interval's level (`decide`'s)
+                 most:int=50, # give up above this
+                )->int|None:
+    "The smallest n with t((1+level)/2, n-1)·s/√n < gain (None: more than `most`)."
+    from scipy import stats
+    return next((n for n in range(2, most + 1) if stats.t.ppf((1 + level) / 2, n - 1) * s / math.sqrt(n) < gain), None)
 
 # %% ../nbs/57_decisions.ipynb #98142fb4
 def paired_diffs(df:pd.DataFrame, # the runs (from `collect_runs`, or any frame with method, seed and `metric` columns)

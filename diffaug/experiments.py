@@ -11,7 +11,7 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['PREFIX', 'FAMILIES', 'REPORT_FILES', 'METHOD', 'BASELINE', 'SETUPS', 'repo_root', 'variants', 'overrides',
-           'effective', 'digest', 'git', 'head_commit', 'cached_outs', 'cached_outs_of', 'prepare_workdir',
+           'effective', 'canonical', 'digest', 'git', 'head_commit', 'cached_outs', 'cached_outs_of', 'prepare_workdir',
            'workdir_commit', 'stage_env', 'exp_run', 'collect_variant', 'flatten_for_record', 'run_command',
            'run_variant']
 
@@ -81,6 +81,17 @@ def effective(flat:dict, # dotted overrides
     for k, v in flat.items(): set_dotted(d, k, v)
     return {sec: {**_defaults(sec), **wire(d, sec)} if sec in STAGES and isinstance(body, dict) else body for sec,
             body in d.items()}
+
+def canonical(eff:dict, # from `effective`
+             )->dict:
+    """`eff` with values that act alike written alike: a suffix cap (`interpolation.n_suffixes`) at or above the most
+    the suffixes stage writes (`suffixes.max_suffixes`, for a source other than "file") is no cap (None). Two variants
+    with the same canonical parameters run the same thing: the second is never run (e.g. suffixes-10 = the default)."""
+    i, s = eff.get('interpolation') or {}, eff.get('suffixes') or {}
+    n, most = i.get('n_suffixes'), s.get('max_suffixes')
+    if n is not None and most is not None and s.get('source') != 'file' and n >= most:
+        return {**eff, 'interpolation': {**i, 'n_suffixes': None}}
+    return eff
 
 def digest(obj)->str:
     "A short digest of a JSON-able object, independent of key order (the key of a run's effective parameters)."
@@ -249,7 +260,7 @@ def run_variant(name:str, # the run's name (results/<name>/)
     repo = repo_root() if repo is None else Path(repo)
     flat = overrides(setup, repo/'params.yaml', extra)
     eff = effective(flat, repo/'params.yaml')
-    key = digest(eff)
+    key = digest(canonical(eff))
     methods, seeds = eff['runs']['methods'], eff['runs']['seeds']
     dest = results/name
     rec_file = dest/'run.json'

@@ -240,7 +240,7 @@ def _setup(cfg, # the run's parameters (checked)
     acc = make_accelerator(dev, cfg.precision,
                            dataloader_config=DataLoaderConfiguration(split_batches=True, even_batches=True))
     torch.manual_seed(item_seed(cfg.seed, 'classification/init', cfg.model) % 2**63)
-    try: model, (mean, std) = create_classifier(cfg.model, cfg.pretrained, K)
+    try: model, (mean, std) = create_classifier(cfg.model, cfg.weights(), K)
     except Exception as e:
         if isinstance(cfg.pretrained, str):
             raise RuntimeError(f"pretrained={cfg.pretrained!r}: the weights file could not be loaded into "

@@ -276,8 +276,8 @@ write(stem, head, {'prepare': prepare('cub', RAW['cub'], kind='few-shot', shots=
 MW_HEAD = """# Mini-world setup: {what}.
 # The embedded default (params.yaml) is the mini world's 5-shot setup with out-of-distribution test images; this file
 # changes {change}. Everything else as the default: the evaluation species of the mini world (nbs/05_miniworld.ipynb,
-# rendered by code), the shipped SD-format model models/miniworld loaded by path (as SD 1.5 would be), a ResNet-18
-# trained from scratch at 64 px, every method, 3 seeds, and the oracle's faithfulness / diversity of every synthetic set.
+# rendered by code), the shipped SD-format model models/miniworld loaded by path (as SD 1.5 would be), {classifier},
+# every method, {seeds} seeds, and the oracle's faithfulness / diversity of every synthetic set.
 # Runs on a CPU (about as long as the default: README, "Results on the mini world"):
 #   python -m diffaug.pipeline setup params/{stem}.yaml        # = dvc exp run -n {stem} -S ... (see --print)
 # Expected numbers: none published (the world is this project's own); what matters is the ranking of the methods
@@ -304,28 +304,46 @@ def mw_diffusion(suffix_fraction):
     d['oracle'] = {'model': 'models/oracle/oracle.safetensors', 'clip_model': Note(None, 'no real CLIP offline: the CLIP score is skipped')}
     return d
 
+MW_FT = "a ResNet-18 fine-tuned at 64 px from the mini world's backbone (models/backbone) with the paper's recipe"
+MW_SEEDS = yaml.safe_load((REPO/'params.yaml').read_text())['runs']['seeds']  # the default's seeds: every mini-world setup's
+
 def mw_classification(replace_with):
-    "The embedded default's classifier (params.yaml): the mini world's recipe, kept from its first measured runs (not the references')."
-    return {'model': 'resnet18', 'pretrained': False, 'image_size': 64, 'crop_padding': 4,
-            'transform': Note('resize', "resize to 64 -> pad-crop -> flip (the references': reference, at 64 px from a 73 px resize)"),
-            'epochs': 40, 'batch_size': 32, 'lr': 0.05,
-            'warmup_mode': Note('sequential', "warm-up, then a cosine over the rest (Diff-II's code: multiply)"),
-            'mixup_alpha': 0.2, 'mix_prob': Note(1.0, "every batch; Diff-II's code: alpha 1, p 0.3"),
-            'cutmix_per': Note('batch', "one CutMix box per batch (Diff-II's code: per sample)"),
-            'p': 0.5, 'replace_with': replace_with, 'select': 'last',
+    """The embedded default's classifier (params.yaml): the mini world's backbone fine-tuned with the paper's recipe (the
+    class defaults), at the mini world's size and length."""
+    return {'model': 'resnet18', 'pretrained': Note('models/backbone', "the mini world's pretrained backbone (nbs/74), fine-tuned"),
+            'image_size': 64, 'epochs': 40, 'batch_size': 32, 'p': 0.5, 'replace_with': replace_with, 'select': 'last',
             'eval_every': Note(20, 'the test set is only read, never used to select: epochs 20 and 40 draw the curves'),
             'checkpoint_every': 10, 'precision': Note('bf16', 'bf16 autocast: faster on AVX512-BF16 / AMX CPUs'), 'threads': 1, 'workers': 2}
+
+def mw_scratch_classification():
+    "The mini world's first classifier: a ResNet-18 from scratch with its own recipe (the default until issue 25)."
+    return {**mw_classification('source'), 'pretrained': Note(False, 'from scratch'), 'crop_padding': 4,
+            'transform': Note('resize', "resize to 64 -> pad-crop -> flip (the references': reference, at 64 px from a 73 px resize)"),
+            'warmup_mode': Note('sequential', "warm-up, then a cosine over the rest (Diff-II's code: multiply)"),
+            'mixup_alpha': 0.2, 'mix_prob': Note(1.0, "every batch; Diff-II's code: alpha 1, p 0.3"),
+            'cutmix_per': Note('batch', "one CutMix box per batch (Diff-II's code: per sample)")}
 
 for stem, what, change, prep, sf, replace in [
         ('miniworld-10shot', '10-shot (Table 1 analogue)', 'the shots (10) and the suffix fraction (0.1, the paper\'s 10-shot value)',
          dict(kind='few-shot', shots=10), 0.1, 'source'),
         ('miniworld-lt-if10', 'long tail, imbalance factor 10 (Table 2 analogue)',
          "the split (a long tail, Diff-Mix's rule), the suffix fraction (1.0, the paper's long-tail value) and the replacement rule",
-         dict(kind='long-tail', imbalance_factor=10, lt_rule='diffmix'), 1.0, 'inverse-frequency')]:
-    write(stem, MW_HEAD.format(what=what, change=change, stem=stem),
-          {'prepare': dict(source='miniworld', **prep, val_per_class=0, world_pool=100, world_test=50), 'runs': runs(ALL),
+         dict(kind='long-tail', imbalance_factor=10, lt_rule='diffmix'), 1.0, 'inverse-frequency'),
+        ('miniworld-lt-if100', "long tail, imbalance factor 100 (Table 2 analogue at CUB-LT's hardest imbalance)",
+         "the split (a long tail, Diff-Mix's rule: 100 images for the most frequent species down to 1 for the rarest), the "
+         "suffix fraction (1.0, the paper's long-tail value) and the replacement rule",
+         dict(kind='long-tail', imbalance_factor=100, lt_rule='diffmix'), 1.0, 'inverse-frequency')]:
+    write(stem, MW_HEAD.format(what=what, change=change, stem=stem, seeds=len(MW_SEEDS), classifier=MW_FT),
+          {'prepare': dict(source='miniworld', **prep, val_per_class=0, world_pool=100, world_test=50), 'runs': runs(ALL, MW_SEEDS),
            **mw_diffusion(sf), 'classification': mw_classification(replace),
            'report': {'ood': Note(False, 'no reversed-habitat images in the test set (world_ood 0): no out-of-distribution claim')}})
+
+write('miniworld-scratch', MW_HEAD.format(what='the classifier from scratch (the first protocol)', stem='miniworld-scratch',
+      classifier='a ResNet-18 at 64 px (as above)',
+      seeds=len(MW_SEEDS), change="the classifier: a ResNet-18 trained from scratch with the mini world's first recipe (resize, pad-crop, "
+      "Mixup 0.2 on every batch, one CutMix box per batch, a sequential warm-up), the default until the backbone came (issue 25)"),
+      {'prepare': dict(source='miniworld', kind='few-shot', shots=5, val_per_class=0, world_ood=50), 'runs': runs(ALL, MW_SEEDS),
+       **mw_diffusion(0.3), 'classification': mw_scratch_classification()})
 
 # ---------------------------------------------------------------- the paper's ablations on the mini world (issue 13)
 # One setup per variant over the embedded default (5-shot, s = 0.3, expansion 5): only original (the baseline) and
@@ -334,7 +352,7 @@ for stem, what, change, prep, sf, replace in [
 ABL_HEAD = """# Mini-world ablation: {what}.
 # Varies {change}; everything else is the embedded default (params.yaml): the mini world's 5-shot split with
 # out-of-distribution test images, the shipped model models/miniworld, Diff-II at s = 0.3 and expansion 5, a ResNet-18
-# from scratch at 64 px, 3 seeds. Only original (the baseline of the paired gain) and Diff-II are trained; Diff-II's set is
+# fine-tuned from models/backbone at 64 px, {seeds} seeds. Only original (the baseline of the paired gain) and Diff-II are trained; Diff-II's set is
 # scored by the oracle (faithfulness, diversity, distance to source). All variants: python scripts/ablations.py
 #   python -m diffaug.pipeline setup params/{stem}.yaml        # one variant (= dvc exp run -n {stem} -S ...)
 # Expected (the paper, {ref}): {paper}
@@ -368,9 +386,9 @@ def ablation(name, what, change, ref, paper, interpolation=None, inversion=None,
     d = mw_diffusion(sf)
     del d['concepts_ti'], d['synthesis']  # no compared method but original runs
     d['interpolation'].update(interpolation or {}); d['inversion'].update(inversion or {})
-    write(stem, ABL_HEAD.format(what=what, change=change, stem=stem, ref=ref, paper=paper, measured=measured(name)),
+    write(stem, ABL_HEAD.format(what=what, change=change, stem=stem, ref=ref, paper=paper, measured=measured(name), seeds=len(MW_SEEDS)),
           {'prepare': dict(source='miniworld', kind='few-shot', shots=5, val_per_class=0, world_ood=50),
-           'runs': runs(['original', 'diff-ii']), **d, 'classification': mw_classification('source')})
+           'runs': runs(['original', 'diff-ii'], MW_SEEDS), **d, 'classification': mw_classification('source')})
 
 for mode, (what, paper) in T4_MODES.items():
     ablation(f'mode-{mode}', f'interpolation mode {mode}', f'interpolation.mode: {what}', 'Table 4', f"{T4}; {paper}.",

@@ -10,8 +10,10 @@ def test_the_protocol_table_is_its_runs():
     sys.path.insert(0, str(ROOT/'scripts'))
     import backbone_protocols as B
     rows = [json.loads(l) for l in B.RUNS.read_text().splitlines()]
-    assert {(r['protocol'], r['method'], r['seed']) for r in rows} == {(p, m, s) for p in ('scratch', 'finetune') for m in B.METHODS for s in B.SEEDS}
-    assert B.TABLE.read_text() == B.table(rows)
+    assert {(r['protocol'], r['method'], r['seed']) for r in rows} == {(p, m, s) for p in B.SHOWN for m in B.METHODS for s in B.SEEDS}
+    cand = [json.loads(l) for l in B.CANDIDATES.read_text().splitlines()]
+    assert {(r['classes'], r['steps'], r['seed']) for r in cand} == {(c, st, s) for c, st in B.SIZES for s in B.CAND_SEEDS}
+    assert B.TABLE.read_text() == B.tables(rows, cand)
 
 
 def test_the_backbone_loads_in_timm_with_a_new_head():
@@ -26,5 +28,7 @@ def test_the_backbone_loads_in_timm_with_a_new_head():
     assert m.fc.out_features == 12 and torch.equal(m.conv1.weight.to(w['conv1.weight'].dtype), w['conv1.weight'])
     assert rec['heldout_top1'] > 90 and len(EVAL_SPECIES) == 12
     species = [dict(zip(SPECIES_ATTRS, s.split('/'))) for s in rec['species']]  # "body/crown/wing/beak/pattern/tail"
-    assert len(species) == rec['classes'] == 500 and len({tuple(s.values()) for s in species}) == 500
+    from diffaug.miniworld.backbone import MiniworldBackboneConfig
+    assert len(species) == rec['classes'] == MiniworldBackboneConfig.classes and len({tuple(s.values()) for s in species}) == rec['classes']
+    assert rec['parameters']['steps'] == MiniworldBackboneConfig.steps  # the shipped one: the class defaults
     assert not any(is_eval_species(s) for s in species), 'a pretraining species is an evaluation species'
