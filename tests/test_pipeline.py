@@ -29,7 +29,8 @@ REDUCED = {  # section -> overrides of the embedded default for the copy's run (
                  annotated_methods=['diff-mix', 'diff-ii'], seeds=[0, 1], oracle_methods=['diff-mix', 'diff-ii']),
     'concepts': dict(steps=20, checkpoint_every=10), 'concepts_ti': dict(steps=2, checkpoint_every=2),
     'synthesis': dict(expansion=1, steps=3), 'inversion': dict(steps=3), 'interpolation': dict(expansion=1, steps=3),
-    'classification': dict(model='test_resnet', image_size=32, epochs=3, eval_every=1),
+    # the default's classifier (resnet18 fine-tuned from models/backbone: the path the main job runs), at 32 px, 3 epochs
+    'classification': dict(image_size=32, epochs=3, eval_every=1),
 }
 
 
