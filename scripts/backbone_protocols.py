@@ -2,7 +2,7 @@
 """The default's classifier under its protocols (issue 25): fine-tuning the mini world's backbone (models/backbone,
 nbs/74_miniworld_backbone.ipynb) with the paper's recipe (params.yaml, the default), and from scratch with the mini
 world's first recipe (params/miniworld-scratch.yaml), 5 seeds each, on the default's 5-shot split and synthetic sets;
-and the rows of the first backbone (500 species, 2400 steps), kept as protocol "finetune-500". `python scripts/backbone_protocols.py --measure` runs the missing runs (after
+the default with 20 epochs ("finetune-e20") and on the first backbone (500 species, 2400 steps: "finetune-500"). `python scripts/backbone_protocols.py --measure` runs the missing runs (after
 `bash scripts/run.sh`, whose outputs it reads; one core, one run at a time, each run's wall time recorded) into
 results/backbone/protocols.jsonl; without it, it writes results/backbone/protocols.md from that file (a test holds the
 table to it): top-1 per method, the paired gains decided by the one rule (`diffaug.decisions.decide`), and the seed
@@ -23,13 +23,25 @@ SHOWN = ('scratch', 'finetune-500', 'finetune', 'finetune-e20')  # table order; 
 # finetune-e20: the default with epochs 20 (eval_every 10), measured to see whether the default's length could halve
 
 
+def backbone(classes: int, steps: int, out: Path = REPO/'data'/'backbone-candidates') -> Path:
+    "The folder of a backbone of this size, trained first if missing (`run_miniworld_backbone`, 500 held-out images)."
+    from diffaug.miniworld.backbone import run_miniworld_backbone
+    bb = out/f'c{classes}s{steps}'
+    if not (bb/'model.safetensors').is_file():
+        run_miniworld_backbone(out=str(bb), classes=classes, steps=steps, eval_every=0, eval_images=500)
+    return bb
+
+
 def protocols() -> dict:
-    "{name: the classification parameters}: params.yaml's (wired) and the scratch setup's over it, one core each."
+    """{name: the classification parameters, one core each}: params.yaml's (wired), the scratch setup's over it, the
+    default with 20 epochs, and the default on the first backbone (500 species, 2400 steps: trained when first needed)."""
     from diffaug.experiments import effective, overrides
     out = {}
     for name, flat in (('finetune', {}), ('scratch', overrides(SCRATCH, REPO/'params.yaml'))):
         c = {**effective(flat, REPO/'params.yaml')['classification'], 'threads': 1, 'num_workers': 0, 'workers': 1}
         out[name] = {k: v for k, v in c.items() if k not in ('methods', 'seeds')}
+    out['finetune-e20'] = {**out['finetune'], 'epochs': 20, 'eval_every': 10}
+    out['finetune-500'] = {**out['finetune'], 'pretrained': lambda: str(backbone(500, 2400))}
     return out
 
 
@@ -43,6 +55,7 @@ def measure(out: Path = REPO/'data'/'backbone-protocols') -> None:
             for m in METHODS:
                 if (name, m, seed) in done: continue
                 p = {**base, 'method': m, 'seed': seed, 'out': str(out/name/m/f's{seed}')}
+                if callable(p['pretrained']): p['pretrained'] = p['pretrained']()
                 t = time.time()
                 r = run_classification(ClassificationConfig.from_params(p))
                 row = {'protocol': name, 'method': m, 'seed': seed, 'top1': r['top1'], 'seconds': round(time.time() - t, 1),
@@ -54,13 +67,10 @@ def measure_candidates(out: Path = REPO/'data'/'backbone-candidates') -> None:
     """Train a backbone of each size in SIZES (`run_miniworld_backbone`, 500 held-out images) and fine-tune it on the
     default's split (original, CAND_SEEDS): one JSON line per run into CANDIDATES."""
     from diffaug.classification import ClassificationConfig, run_classification
-    from diffaug.miniworld.backbone import run_miniworld_backbone
     done = {(r['classes'], r['steps'], r['seed']) for r in map(json.loads, CANDIDATES.read_text().splitlines())} if CANDIDATES.exists() else set()
     for classes, steps in SIZES:
         if all((classes, steps, sd) in done for sd in CAND_SEEDS): continue
-        bb = out/f'c{classes}s{steps}'
-        if not (bb/'model.safetensors').is_file():
-            run_miniworld_backbone(out=str(bb), classes=classes, steps=steps, eval_every=0, eval_images=500)
+        bb = backbone(classes, steps, out)
         rec = json.loads((bb/'training.json').read_text())
         for sd in CAND_SEEDS:
             if (classes, steps, sd) in done: continue
@@ -83,14 +93,24 @@ def candidates_table(rows: list) -> str:
     return '\n'.join(out)
 
 
+def rule_seeds(d) -> tuple:
+    """The seed rule on one protocol's runs `d` (a frame): (s, g, n) — the paired std of Diff-II − original, the paper's
+    gain carried to the measured baseline, and `seeds_needed(s, g)`."""
+    from diffaug.decisions import decide, paired_diffs, paper_gain, seeds_needed
+    s = decide(paired_diffs(d, 'diff-ii', 'original', 'top1'))['std']
+    g = paper_gain(d[d.method == 'original'].top1.mean())
+    return s, g, seeds_needed(s, g)
+
+
 def table(rows: list) -> str:
     "results/backbone/protocols.md from the runs."
     import pandas as pd
-    from diffaug.decisions import decide, interval_text, paired_diffs, paper_gain, seeds_needed
+    from diffaug.decisions import decide, interval_text, paired_diffs
+    from diffaug.miniworld.backbone import MiniworldBackboneConfig as BB
     df = pd.DataFrame(rows)
     out = ["| protocol | " + ' | '.join(METHODS) + " | Diff-II − original | Real-Guidance − original | wall per run |",
            "|---|" + '---|' * (len(METHODS) + 3)]
-    notes = []
+    notes, gains = [], {}
     for name in [n for n in SHOWN if (df.protocol == n).any()]:
         d = df[df.protocol == name]
         cell = lambda m: f"{d[d.method == m].top1.mean():.2f} ± {d[d.method == m].top1.std(ddof=1):.2f}"
@@ -98,25 +118,26 @@ def table(rows: list) -> str:
         out.append(f"| {name} | " + ' | '.join(cell(m) for m in METHODS) + ' | '
                    + ' | '.join(f"{interval_text(dec[m], 2)} {dec[m]['verdict']}" for m in dec)
                    + f" | {d.seconds.mean():.0f} s |")
-        base, s = d[d.method == 'original'].top1.mean(), dec['diff-ii']['std']
-        g = paper_gain(base)
+        s, g, n = rule_seeds(d)
         notes.append(f"- {name}: s = {s:.2f} (paired std of Diff-II − original, {dec['diff-ii']['n']} seeds); the paper's gain "
-                     f"carried to a baseline of {base:.1f} is {g:.2f} points -> n = {seeds_needed(s, g)}.")
+                     f"carried to a baseline of {d[d.method == 'original'].top1.mean():.1f} is {g:.2f} points -> n = {n}.")
+        gains[name] = dec['diff-ii']['mean']
     return ('The default\'s classifier by protocol, 5 seeds each (`python scripts/backbone_protocols.py`, '
             'results/backbone/protocols.jsonl): top-1 mean ± std, paired gains with their 95% interval and verdict '
             '(`diffaug.decisions.decide`). The inputs: the default\'s split and synthetic sets. scratch: '
-            'params/miniworld-scratch.yaml; finetune: params.yaml (the shipped backbone, 8 species); finetune-500: the '
-            'first backbone (500 species, 2400 steps), whose baseline left too little headroom; finetune-e20: the default '
-            'with 20 epochs instead of 40 (faster, but the synthetic data has less time to act: the gain falls by half), '
-            'so the default keeps 40.\n\n'
+            f'params/miniworld-scratch.yaml; finetune: params.yaml (the shipped backbone, {BB.classes} species, {BB.steps} steps); '
+            'finetune-500: the first backbone (500 species, 2400 steps), whose baseline left too little headroom; '
+            f'finetune-e20: the default with 20 epochs instead of 40, faster, but Diff-II\'s gain is {gains["finetune-e20"]:+.2f} '
+            f'against {gains["finetune"]:+.2f} (the synthetic data has less time to act), so the default keeps 40.\n\n'
             + '\n'.join(out) + '\n\nSeeds the rule asks for (`diffaug.decisions.seeds_needed`: the smallest n with '
             't(0.975, n−1)·s/√n below the paper\'s gain carried over as the share of the error it removes, 16.9%):\n\n' + '\n'.join(notes) + '\n')
 
 
 def tables(rows: list, cand: list) -> str:
     "results/backbone/protocols.md: the protocols' table, then the backbones by size."
+    from diffaug.miniworld.backbone import MiniworldBackboneConfig as BB
     return (table(rows) + '\nBackbones by size (`--candidates`: each trained with `run_miniworld_backbone`, then '
-            'fine-tuned as the default fine-tunes, original only; the shipped one: 8 species, 400 steps):\n\n'
+            f'fine-tuned as the default fine-tunes, original only; the shipped one: {BB.classes} species, {BB.steps} steps):\n\n'
             + candidates_table(cand) + '\n')
 
 

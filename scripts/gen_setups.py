@@ -7,7 +7,7 @@ Numbers: Diff-II (CVPR 2025) Tables 1-3. Hyper-parameters: the papers and the au
 each file's header, value by value (`provenance`: the paper's text, the released code, or chosen here, and why). Edit this script, not the YAML files, so that every setup stays consistent
 (tests/test_pipeline.py checks that params/ is exactly what this script writes, and that every setup is valid).
 """
-import json, sys
+import sys
 from pathlib import Path
 import yaml
 
@@ -376,9 +376,7 @@ def measured(name):
     if not (d/'run.json').is_file(): return 'not run yet): python scripts/ablations.py --only ' + name
     r = variant_rows(d.parent, [name])[0]
     faith = f"{100 * r['faithfulness']:.1f}%" if r.get('faithfulness') is not None else 'not scored'
-    rec = json.loads((d/'run.json').read_text())
-    old = '; the first protocol, a classifier from scratch: not yet re-run' if rec['overrides'].get('classification.pretrained') is False else ''
-    return (f"results/ablations/{name}/, {r['n_seeds']} seeds{old}): Diff-II top-1 {r['top1']:.1f} ± {r['top1_std']:.1f}, paired gain over "
+    return (f"results/ablations/{name}/, {r['n_seeds']} seeds): Diff-II top-1 {r['top1']:.1f} ± {r['top1_std']:.1f}, paired gain over "
             f"original {r['gain']:+.1f} [{r['ci_low']:+.1f}, {r['ci_high']:+.1f}]; oracle faithfulness {faith}, diversity "
             f"{_f(r.get('diversity'), '.3f')}, to source {_f(r.get('source_distance'), '.3f')}.")
 

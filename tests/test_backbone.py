@@ -39,12 +39,10 @@ def test_the_default_runs_the_seeds_the_rule_asks_for():
     measured paired spread of Diff-II − original, and the paper's gain carried to the measured baseline), and every
     mini-world setup (the ablations too) runs the same seeds."""
     import yaml, pandas as pd
-    from diffaug.decisions import decide, paired_diffs, paper_gain, seeds_needed
     sys.path.insert(0, str(ROOT/'scripts'))
     import backbone_protocols as B
     df = pd.DataFrame([json.loads(l) for l in B.RUNS.read_text().splitlines()])
-    d = df[df.protocol == 'finetune']
-    n = seeds_needed(decide(paired_diffs(d, 'diff-ii', 'original', 'top1'))['std'], paper_gain(d[d.method == 'original'].top1.mean()))
+    n = B.rule_seeds(df[df.protocol == 'finetune'])[2]
     seeds = yaml.safe_load((ROOT/'params.yaml').read_text())['runs']['seeds']
     assert len(seeds) == n >= 3, (seeds, n)
     for f in (ROOT/'params').glob('miniworld-*.yaml'):
