@@ -191,9 +191,10 @@ class ClassificationConfig(StageConfig):
         needs."""
         self.need_path('split', 'file')
         self.need_path('eval_split', 'file', none=True)
-        if isinstance(self.pretrained, str):
-            if self.pretrained.endswith('.safetensors'): self.need_path('pretrained', 'file')
-            else: self.need_path('pretrained', 'dir', parts=('model.safetensors',))
+        if isinstance(self.pretrained, str):  # the file `weights` names: the path itself or a folder's model.safetensors
+            w = Path(self.weights())
+            self.need(w.is_file(), 'pretrained',
+                      f"an existing .safetensors file or a folder holding model.safetensors ({w} not found)")
         for s in syn:
             check_param(Path(s).is_dir() and (Path(s)/'metadata.csv').is_file(), 'synthetic', s,
                         "a synthetic-set folder with metadata.csv")

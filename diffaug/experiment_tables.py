@@ -49,7 +49,9 @@ def variant_rows(results:Path, # the folder holding <variant>/
         if METHOD in sc.index:
             r.update({k: sc.loc[METHOD, k] for k in ('faithfulness', 'diversity', 'source_distance')})
         f = d/'oracle'/METHOD/'scores.json'
-        if f.is_file(): r['faithfulness_per_class'] = json.loads(f.read_text()).get('faithfulness_per_class')
+        if f.is_file():
+            sj = json.loads(f.read_text())
+            r.update({f'{k}_per_class': sj.get(f'{k}_per_class') for k in ('faithfulness', 'diversity')})
         rows.append(r)
     return rows
 
@@ -143,16 +145,19 @@ def _vs(a:dict, b:dict, direction:int=1, level:float=0.95)->dict:
     ss = sorted(set(a['per_seed']) & set(b['per_seed']))
     return decide([a['per_seed'][s] - b['per_seed'][s] for s in ss], direction, level)
 
-def _vs_classes(a:dict, b:dict, direction:int=1, level:float=0.95)->dict|None:
-    """`decide` on the oracle's faithfulness (points) of variant a's set − variant b's, paired by class; None without
+def _vs_classes(a:dict, b:dict, direction:int=1, level:float=0.95,
+                key:str='faithfulness', # 'faithfulness' (in points) or 'diversity' (cosine distance)
+               )->dict|None:
+    """`decide` on the oracle's per-class `key` of variant a's set − variant b's, paired by class; None without
     per-class scores."""
     from diffaug.decisions import decide
-    fa, fb = a.get('faithfulness_per_class'), b.get('faithfulness_per_class')
+    fa, fb = a.get(f'{key}_per_class'), b.get(f'{key}_per_class')
     if not fa or not fb: return None
-    return decide([100 * (fa[c] - fb[c]) for c in sorted(set(fa) & set(fb))], direction, level)
+    k = 100 if key == 'faithfulness' else 1
+    return decide([k * (fa[c] - fb[c]) for c in sorted(set(fa) & set(fb))], direction, level)
 
-NO_PER_CLASS = ("no per-class scores recorded (the oracle's scores.json holds one diversity per set, so there is no "
-                "interval)")
+NO_PER_CLASS = ("no per-class scores recorded (an oracle's scores.json from before per-class diversity: one number per "
+                "set, so there is no interval)")
 
 # %% ../nbs/93b_experiment_tables.ipynb #5634c0ca
 # long: one function, the report's claims, one check after another
@@ -164,21 +169,34 @@ def claims(rows:dict, # {family title: `variant_rows`' rows}
     from diffaug.decisions import claim_line
     by = {r['variant']: r for rs in rows.values() for r in rs if 'top1' in r}
     out = []
-    line = lambda claim, dec, numbers: out.append(claim_line(claim, dec, numbers, level=level))
+    line = lambda claim, dec, numbers, digits=1: out.append(claim_line(claim, dec, numbers, digits, level=level))
     missing = lambda claim: out.append(f"- {claim}: not measured (variants missing).")
     undecided = lambda claim, why: out.append(f"- {claim}: **not decided**: {why}.")
     names = ('mode-linear', 'mode-slerp', 'mode-extrapolate', 'mode-circle')
+    short = lambda m: m.removeprefix('mode-')
+    num = lambda k, ms, fmt='.3g': ', '.join(f"{short(m)} {format(by[m][k], fmt)}" for m in ms)
     modes = [m for m in names if m in by and by[m].get('diversity') is not None]
-    num = lambda k, ms: ', '.join(f"{m.removeprefix('mode-')} {by[m][k]:.3g}" for m in ms)
-    for claim in ('Table 4: the full circle makes the most diverse set of the four modes',
-                  'Table 4: linear interpolation makes the least diverse set'):
-        if len(modes) == 4: undecided(claim, f"{NO_PER_CLASS}; single values: {num('diversity', modes)}")
-        else: missing(claim)
+    if len(modes) == 4:
+        div = lambda m: by[m]['diversity']
+        most, least = max(names[:3], key=div), min(names[1:], key=div)
+        for claim, a, b, what in (
+                ('Table 4: the full circle makes the most diverse set of the four modes', 'mode-circle', most,
+                 f'the most diverse other mode, {short(most)}'),
+                ('Table 4: linear interpolation makes the least diverse set', least, 'mode-linear',
+                 f'the least diverse other mode, {short(least)}')):
+            dec = _vs_classes(by[a], by[b], 1, level, 'diversity')
+            if dec is None: undecided(claim, f"{NO_PER_CLASS}; single values: {num('diversity', modes)}")
+            else: line(f"{claim} (against {what})", dec,
+                       f" classes: the paired difference {short(a)} − {short(b)} of the oracle's per-class diversity; "
+                       f"means {num('diversity', names, '.4f')}", 4)
+    else:
+        missing('Table 4: the full circle makes the most diverse set of the four modes')
+        missing('Table 4: linear interpolation makes the least diverse set')
     claim = 'Table 4: the full circle gives the best Diff-II top-1 of the four modes'
     if all(m in by for m in names):
         other = max(names[:3], key=lambda m: by[m]['top1'])
-        line(f"{claim} (against the best other mode, {other.removeprefix('mode-')})", _vs(by['mode-circle'], by[other]),
-             f" seeds: the paired difference circle − {other.removeprefix('mode-')} of Diff-II's top-1; means "
+        line(f"{claim} (against the best other mode, {short(other)})", _vs(by['mode-circle'], by[other]),
+             f" seeds: the paired difference circle − {short(other)} of Diff-II's top-1; means "
              f"{num('top1', names)}")
     else: missing(claim)
     for v, what in (('no-concepts', 'concept learning'), ('no-two-stage', 'two-stage denoising')):
@@ -191,21 +209,17 @@ def claims(rows:dict, # {family title: `variant_rows`' rows}
     fam = next((rs for t, rs in rows.items() if t.startswith('Fig. 7')), [])
     fam = [r for r in fam if 'top1' in r]
     s = [float(r['overrides'].get('interpolation.suffix_fraction', 0.3)) for r in fam]
-    c = _trend(fam, s, 'diversity')
-    if c is None: missing('Fig. 7: diversity rises with s')
-    else: undecided('Fig. 7: diversity rises with s', f"{NO_PER_CLASS}; rank correlation with s {c:+.2f}")
-    claim = 'Fig. 7: faithfulness falls (slowly) with s'
-    c = _trend(fam, s, 'faithfulness')
-    if c is None: missing(claim)
-    else:
+    for key, claim, sign, unit, digits in (('diversity', 'Fig. 7: diversity rises with s', 1, '', 4),
+                                           ('faithfulness', 'Fig. 7: faithfulness falls (slowly) with s', -1, ' (points)', 1)):
+        c = _trend(fam, s, key)
+        if c is None:
+            missing(claim)
+            continue
         lo, hi = fam[s.index(min(s))], fam[s.index(max(s))]
-        dec = _vs_classes(hi, lo, -1, level)
-        if dec is None: undecided(claim, f"no per-class scores recorded; rank correlation with s {c:+.2f}")
-        else:
-            line(claim, dec,
-                 f" classes: the paired difference of the oracle's per-class faithfulness (points), s = {max(s):g} − s "
-                 f"= {min(s):g}; "
-                              f"rank correlation with s {c:+.2f}")
+        dec = _vs_classes(hi, lo, sign, level, key)
+        if dec is None: undecided(claim, f"{NO_PER_CLASS}; rank correlation with s {c:+.2f}")
+        else: line(claim, dec, f" classes: the paired difference of the oracle's per-class {key}{unit}, s = {max(s):g} − "
+                               f"s = {min(s):g}; rank correlation with s {c:+.2f}", digits)
     ex = [r for r in rows.get('The expansion multiplier', []) if 'top1' in r]
     xs = [int(r['overrides'].get('interpolation.expansion', 5)) for r in ex]
     if len(set(xs)) < 2: missing('Diff-Mix: a larger multiplier, a higher top-1')
@@ -241,7 +255,7 @@ def tables(results:Path, # the folder holding <variant>/
             'Each claim is decided by one rule (`diffaug.decisions.decide`) from the paired 95% Student-t interval of '
             'exactly the two things '
             'compared: Diff-II\'s top-1 of a variant and of its reference variant, paired by seed; the oracle\'s '
-            'per-class faithfulness of two '
+            'per-class faithfulness or diversity of two '
             'sets, paired by class. **reproduced**: the interval excludes 0 in the paper\'s direction; '
             '**contradicted**: it excludes 0 the other '
             'way; **not decided**: otherwise, or when no interval can decide (fewer than 3 distinct differences, width '

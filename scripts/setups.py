@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Run mini-world setups besides the embedded default (params/miniworld-10shot.yaml, params/miniworld-lt-if10.yaml) and
+"""Run mini-world setups besides the embedded default (params/miniworld-10shot.yaml, params/miniworld-lt-if100.yaml) and
 write the tables the README includes.
 
     python scripts/setups.py [SETUP ...] [--dry] [--workdir DIR] [--results DIR] [--rerun] [--set KEY=VALUE ...]
