@@ -191,7 +191,7 @@ class ClassificationConfig(StageConfig):
         needs."""
         self.need_path('split', 'file')
         self.need_path('eval_split', 'file', none=True)
-        if isinstance(self.pretrained, str):  # the file `weights` names: the path itself or a folder's model.safetensors
+        if isinstance(self.pretrained, str):  # the file `weights` names: the path, or a folder's model.safetensors
             w = Path(self.weights())
             self.need(w.is_file(), 'pretrained',
                       f"an existing .safetensors file or a folder holding model.safetensors ({w} not found)")

@@ -209,8 +209,9 @@ def claims(rows:dict, # {family title: `variant_rows`' rows}
     fam = next((rs for t, rs in rows.items() if t.startswith('Fig. 7')), [])
     fam = [r for r in fam if 'top1' in r]
     s = [float(r['overrides'].get('interpolation.suffix_fraction', 0.3)) for r in fam]
-    for key, claim, sign, unit, digits in (('diversity', 'Fig. 7: diversity rises with s', 1, '', 4),
-                                           ('faithfulness', 'Fig. 7: faithfulness falls (slowly) with s', -1, ' (points)', 1)):
+    f7 = (('diversity', 'Fig. 7: diversity rises with s', 1, '', 4),
+          ('faithfulness', 'Fig. 7: faithfulness falls (slowly) with s', -1, ' (points)', 1))
+    for key, claim, sign, unit, digits in f7:
         c = _trend(fam, s, key)
         if c is None:
             missing(claim)
@@ -218,8 +219,8 @@ def claims(rows:dict, # {family title: `variant_rows`' rows}
         lo, hi = fam[s.index(min(s))], fam[s.index(max(s))]
         dec = _vs_classes(hi, lo, sign, level, key)
         if dec is None: undecided(claim, f"{NO_PER_CLASS}; rank correlation with s {c:+.2f}")
-        else: line(claim, dec, f" classes: the paired difference of the oracle's per-class {key}{unit}, s = {max(s):g} − "
-                               f"s = {min(s):g}; rank correlation with s {c:+.2f}", digits)
+        else: line(claim, dec, f" classes: the paired difference of the oracle's per-class {key}{unit}, "
+                               f"s = {max(s):g} − s = {min(s):g}; rank correlation with s {c:+.2f}", digits)
     ex = [r for r in rows.get('The expansion multiplier', []) if 'top1' in r]
     xs = [int(r['overrides'].get('interpolation.expansion', 5)) for r in ex]
     if len(set(xs)) < 2: missing('Diff-Mix: a larger multiplier, a higher top-1')

@@ -259,7 +259,7 @@ def score_synthetic_set(set_dir:str|Path, # a synthetic-set folder
         res['faithfulness_per_class'] = {c: float(hit[y == k].mean()) for k, c in enumerate(classes) if (y == k).any()}
         res['oracle_confidence'] = float(p[torch.arange(len(y)), y].mean())
         div = pairwise_diversity(f, labels, max_pairs, seed)
-        res['diversity'], res['diversity_per_class'] = div['mean'], div['per_class']  # per class: intervals over classes
+        res['diversity'], res['diversity_per_class'] = div['mean'], div['per_class']  # per class: for intervals
         if src is not None and any(s is not None for s in src):
             k = [i for i, s in enumerate(src) if s is not None]
             _, fs = oracle_outputs(net, [src[i] for i in k])
