@@ -10,7 +10,7 @@ import hashlib, json
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['NO_PER_CLASS', 'variant_rows', 'mark_duplicates', 'family_table', 'plot_split_ratio', 'claims', 'tables',
+__all__ = ['PER_CLASS', 'NO_PER_CLASS', 'variant_rows', 'mark_duplicates', 'family_table', 'plot_split_ratio', 'claims', 'tables',
            'write_readme', 'describe', 'table_md', 'rewrite_report']
 
 # %% ../nbs/93b_experiment_tables.ipynb #dd167478
@@ -19,12 +19,15 @@ from .files import atomic_write_text
 # diffaug.tables (pandas) and matplotlib are imported inside the functions that use them
 
 # %% ../nbs/93b_experiment_tables.ipynb #fb1af0e0
+# the oracle's scores compared class by class: the factor to the unit shown, the decimals shown, the unit in prose
+PER_CLASS = {'faithfulness': (100, 1, ' (points)'), 'diversity': (1, 4, '')}
+
 def variant_rows(results:Path, # the folder holding <variant>/
                  names:list, # the variants, in order
                 )->list:
     """Per collected variant: Diff-II's top-1 (mean, std, seeds, per seed), its paired gain over original (`decide`),
     the oracle's scores of its set (per class where recorded), its commit and a digest of its collected runs."""
-    from diffaug.tables import collect_runs, collect_scores, summarize
+    from diffaug.tables import collect_runs, read_scores, summarize
     from diffaug.decisions import paired_gains
     rows = []
     for v in names:
@@ -36,7 +39,7 @@ def variant_rows(results:Path, # the folder holding <variant>/
         df = collect_runs(d/'classification', rec['methods'], rec['seeds'])
         s = summarize(df)
         g = paired_gains(df, 'top1', BASELINE)
-        sc = collect_scores(d/'oracle', [METHOD])
+        sc = read_scores(d/'oracle', METHOD)
         per_seed = {int(x): float(t) for x, t in zip(df.loc[df['method'].astype(str) == METHOD, 'seed'],
                                                      df.loc[df['method'].astype(str) == METHOD, 'top1'])}
         r = {'variant': v, 'n_seeds': int(s.loc[METHOD, 'n_seeds']), 'top1': s.loc[METHOD, 'top1_mean'],
@@ -46,12 +49,9 @@ def variant_rows(results:Path, # the folder holding <variant>/
              'note': g.loc[METHOD, 'note'], 'per_seed': per_seed, 'commit': rec.get('commit'), 'content': _content(d),
              'same_as': rec.get('same_as'), 'wall_s': rec.get('wall_s'), 'overrides': rec.get('overrides', {}),
              'extra': rec.get('extra', [])}
-        if METHOD in sc.index:
-            r.update({k: sc.loc[METHOD, k] for k in ('faithfulness', 'diversity', 'source_distance')})
-        f = d/'oracle'/METHOD/'scores.json'
-        if f.is_file():
-            sj = json.loads(f.read_text())
-            r.update({f'{k}_per_class': sj.get(f'{k}_per_class') for k in ('faithfulness', 'diversity')})
+        if sc is not None:
+            r.update({k: sc.get(k) for k in ('faithfulness', 'diversity', 'source_distance')})
+            r.update({f'{k}_per_class': sc.get(f'{k}_per_class') for k in PER_CLASS})
         rows.append(r)
     return rows
 
@@ -117,7 +117,7 @@ def plot_split_ratio(rows:list):
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.2))
     for ax, key, lab in zip(axes, ('faithfulness', 'diversity', 'top1'),
                             ('oracle faithfulness (%)', 'oracle diversity', 'top-1 (%)')):
-        y = [(100 if key == 'faithfulness' else 1) * (r.get(key) if r.get(key) is not None else float('nan'))
+        y = [PER_CLASS.get(key, (1,))[0] * (r.get(key) if r.get(key) is not None else float('nan'))
              for r in rows]
         if key == 'top1':
             ax.errorbar(s, y, yerr=[r['top1_std'] for r in rows], marker='o', capsize=3, label='Diff-II')
@@ -146,14 +146,14 @@ def _vs(a:dict, b:dict, direction:int=1, level:float=0.95)->dict:
     return decide([a['per_seed'][s] - b['per_seed'][s] for s in ss], direction, level)
 
 def _vs_classes(a:dict, b:dict, direction:int=1, level:float=0.95,
-                key:str='faithfulness', # 'faithfulness' (in points) or 'diversity' (cosine distance)
+                key:str='faithfulness', # a key of `PER_CLASS` (faithfulness in points, diversity as recorded)
                )->dict|None:
     """`decide` on the oracle's per-class `key` of variant a's set − variant b's, paired by class; None without
     per-class scores."""
     from diffaug.decisions import decide
     fa, fb = a.get(f'{key}_per_class'), b.get(f'{key}_per_class')
     if not fa or not fb: return None
-    k = 100 if key == 'faithfulness' else 1
+    k = PER_CLASS[key][0]
     return decide([k * (fa[c] - fb[c]) for c in sorted(set(fa) & set(fb))], direction, level)
 
 NO_PER_CLASS = ("no per-class scores recorded (an oracle's scores.json from before per-class diversity: one number per "
@@ -177,6 +177,7 @@ def claims(rows:dict, # {family title: `variant_rows`' rows}
     num = lambda k, ms, fmt='.3g': ', '.join(f"{short(m)} {format(by[m][k], fmt)}" for m in ms)
     modes = [m for m in names if m in by and by[m].get('diversity') is not None]
     if len(modes) == 4:
+        dd = PER_CLASS['diversity'][1]  # its decimals
         div = lambda m: by[m]['diversity']
         most, least = max(names[:3], key=div), min(names[1:], key=div)
         for claim, a, b, what in (
@@ -188,7 +189,7 @@ def claims(rows:dict, # {family title: `variant_rows`' rows}
             if dec is None: undecided(claim, f"{NO_PER_CLASS}; single values: {num('diversity', modes)}")
             else: line(f"{claim} (against {what})", dec,
                        f" classes: the paired difference {short(a)} − {short(b)} of the oracle's per-class diversity; "
-                       f"means {num('diversity', names, '.4f')}", 4)
+                       f"means {num('diversity', names, f'.{dd}f')}", dd)
     else:
         missing('Table 4: the full circle makes the most diverse set of the four modes')
         missing('Table 4: linear interpolation makes the least diverse set')
@@ -209,9 +210,10 @@ def claims(rows:dict, # {family title: `variant_rows`' rows}
     fam = next((rs for t, rs in rows.items() if t.startswith('Fig. 7')), [])
     fam = [r for r in fam if 'top1' in r]
     s = [float(r['overrides'].get('interpolation.suffix_fraction', 0.3)) for r in fam]
-    f7 = (('diversity', 'Fig. 7: diversity rises with s', 1, '', 4),
-          ('faithfulness', 'Fig. 7: faithfulness falls (slowly) with s', -1, ' (points)', 1))
-    for key, claim, sign, unit, digits in f7:
+    f7 = (('diversity', 'Fig. 7: diversity rises with s', 1),
+          ('faithfulness', 'Fig. 7: faithfulness falls (slowly) with s', -1))
+    for key, claim, sign in f7:
+        _, digits, unit = PER_CLASS[key]
         c = _trend(fam, s, key)
         if c is None:
             missing(claim)

@@ -11,8 +11,8 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['SCORE_KEYS', 'run_folder', 'collect_runs', 'summarize', 'run_sets', 'set_size', 'set_sizes', 'add_set_sizes',
-           'to_markdown', 'collect_epochs', 'group_markdown', 'run_shots', 'shot_markdown', 'collect_scores',
-           'summary_markdown']
+           'to_markdown', 'collect_epochs', 'group_markdown', 'run_shots', 'shot_markdown', 'read_scores',
+           'collect_scores', 'summary_markdown']
 
 # %% ../nbs/58_tables.ipynb #f49f32f3
 import pandas as pd
@@ -232,10 +232,11 @@ def shot_markdown(df:pd.DataFrame, # the runs (from `collect_runs`)
         if gains is not None: cells.append(gain_cell(gains.loc[m] if m in gains.index else None, digits))
         lines.append('| ' + ' | '.join(cells) + ' |')
     rng = lambda a, b: f'{a}' if a == b else f'{a}–{b}'
+    images = lambda a, b: f"{rng(a, b)} image{'' if a == b == 1 else 's'} each"
     n = sorted(set(int(x) for x in summary['n_seeds']))
     cap = ("Mean class accuracy (%) of the classes ranked by their training images, in thirds: " +
            ', '.join(f"{x['group']}-shot {x['classes']} class{'es' if x['classes'] != 1 else ''} "
-                     f"({rng(*x['train_images'])} images each)" for x in sh) +
+                     f"({images(*x['train_images'])})" for x in sh) +
            f"; mean ± std over {'/'.join(map(str, n))} seeds.")
     if gains is not None:
         cap += f" Few-shot gain: over {baseline}, paired by seed, {level:.0%} Student-t interval (▲ above 0, ▼ below)."
@@ -245,16 +246,20 @@ def shot_markdown(df:pd.DataFrame, # the runs (from `collect_runs`)
 SCORE_KEYS = ('n', 'faithfulness', 'diversity', 'source_distance', 'clip_score', 'lpips_diversity',
               'lpips_source_distance')
 
+def read_scores(oracle:str|Path, # the folder of oracle scores, `<oracle>/<method>/scores.json`
+                method:str, # the set
+               )->dict|None:
+    """One set's `scores.json` as written (its numbers and, where recorded, `faithfulness_per_class` and
+    `diversity_per_class`); None without a file or without oracle scores (e.g. a set of other species)."""
+    f = Path(oracle)/method/'scores.json'
+    d = json.loads(f.read_text(encoding='utf-8')) if f.is_file() else {}
+    return d if 'faithfulness' in d else None
+
 def collect_scores(oracle:str|Path, # the folder of oracle scores, `<oracle>/<method>/scores.json`
                    methods:list, # the methods to read (those without a file or without oracle scores are left out)
                   )->pd.DataFrame:
     "One row per scored synthetic set: the oracle's numbers (and CLIP / LPIPS where computed)."
-    rows = {}
-    for m in methods:
-        f = Path(oracle)/m/'scores.json'
-        if not f.is_file(): continue
-        d = json.loads(f.read_text(encoding='utf-8'))
-        if 'faithfulness' in d: rows[m] = {k: d.get(k) for k in SCORE_KEYS}
+    rows = {m: {k: d.get(k) for k in SCORE_KEYS} for m in methods if (d := read_scores(oracle, m)) is not None}
     return pd.DataFrame.from_dict(rows, orient='index', columns=list(SCORE_KEYS), dtype=float)
 
 # %% ../nbs/58_tables.ipynb #5ccb5167

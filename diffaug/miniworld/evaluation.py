@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['ATTR_HEADS', 'SmallCNN', 'attr_labels', 'save_cnn', 'load_cnn', 'train_attr_classifier', 'predict_attrs',
+__all__ = ['ATTR_HEADS', 'SmallCNN', 'attr_labels', 'save_cnn', 'load_cnn', 'train_cnn', 'train_attr_classifier', 'predict_attrs',
            'attr_accuracy', 'check_prompts', 'prompt_following', 'measure_prompt_following']
 
 # %% ../../nbs/70_miniworld_eval.ipynb #7d86f52b
@@ -68,6 +68,30 @@ def load_cnn(path:str|Path)->SmallCNN:
     return net.eval()
 
 # %% ../../nbs/70_miniworld_eval.ipynb #bca62093
+def train_cnn(net:SmallCNN, # a fresh network (the caller seeds its initial weights)
+              item, # i -> (PIL image, label): the i-th freshly rendered training image
+              loss, # (the network's outputs, the batch's labels) -> the loss
+              steps:int, # training steps
+              batch:int, # images per step (new ones every step)
+              lr:float, # AdamW peak learning rate (one-cycle schedule, 10% warm-up)
+              desc:str, # the progress bar's label
+             )->SmallCNN:
+    """Train `net` on freshly rendered images (AdamW, weight decay 1e-4, a one-cycle schedule): the one loop of the
+    mini world's small CNNs (this attribute classifier, the oracle of `diffaug.miniworld.oracle`); returns it in eval
+    mode."""
+    opt = torch.optim.AdamW(net.parameters(), lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps, pct_start=0.1)
+    net.train()
+    for step in progress(range(steps), desc=desc):
+        items = [item(step * batch + j) for j in range(batch)]
+        value = loss(net(to_tensor([im for im, _ in items])), [y for _, y in items])
+        opt.zero_grad()
+        value.backward()
+        opt.step()
+        sched.step()
+    return net.eval()
+
+# %% ../../nbs/70_miniworld_eval.ipynb #a8f2c4e6
 def train_attr_classifier(path:str|Path, # where to save the classifier (safetensors)
                           steps:int=1500, # training steps
                           batch:int=64, # images per step
@@ -77,20 +101,11 @@ def train_attr_classifier(path:str|Path, # where to save the classifier (safeten
     "Train the attribute classifier on freshly rendered images and save it."
     torch.manual_seed(seed)  # the initial weights too: the same classifier in any process
     net = SmallCNN({k: len(ATTR_VALUES[k]) for k in ATTR_HEADS})
-    opt = torch.optim.AdamW(net.parameters(), lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps, pct_start=0.1)
-    net.train()
-    for step in progress(range(steps), desc='attribute classifier'):
-        items = [_attr_item(seed, step * batch + j) for j in range(batch)]
-        x = to_tensor([im for im, f in items])
-        y = attr_labels([f for im, f in items])
-        out = net(x)
-        loss = sum(F.cross_entropy(out[k], y[k]) for k in ATTR_HEADS)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-    save_cnn(net.eval(), path, {'kind': 'attributes', 'steps': steps})
+    def loss(out, fs):
+        y = attr_labels(fs)
+        return sum(F.cross_entropy(out[k], y[k]) for k in ATTR_HEADS)
+    train_cnn(net, lambda i: _attr_item(seed, i), loss, steps, batch, lr, 'attribute classifier')
+    save_cnn(net, path, {'kind': 'attributes', 'steps': steps})
     return net
 
 def _attr_item(seed, i):

@@ -20,12 +20,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from ..core import item_rng, check_param, progress, ParamError, StageConfig
+from ..core import item_rng, check_param, ParamError, StageConfig
 from ..files import atomic_write_json, load_image, recorded_path
 from ..models import load_clip, clip_features, need_model, CLIP_REQUIRED
 from .world import species_table, sample_factors, render, eval_item, EVAL_SPECIES, BACKGROUNDS
 from .sd import to_tensor
-from .evaluation import SmallCNN, save_cnn, load_cnn
+from .evaluation import SmallCNN, save_cnn, load_cnn, train_cnn
 from ..splits import load_split
 from ..synthetic import SyntheticSetWriter, read_metadata_csv
 
@@ -53,19 +53,9 @@ def train_oracle(path:str|Path, # where to save the oracle (safetensors)
     torch.manual_seed(seed)
     classes = [s['name'] for s in species_table()]
     net = SmallCNN({'species': len(classes)}, width)
-    opt = torch.optim.AdamW(net.parameters(), lr, weight_decay=1e-4)
-    sch = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps, pct_start=0.1)
-    net.train()
-    for step in progress(range(steps), desc='oracle'):
-        items = [oracle_item(seed, step * batch + j) for j in range(batch)]
-        x = to_tensor([im for im, _ in items])
-        y = torch.tensor([c for _, c in items])
-        loss = F.cross_entropy(net(x)['species'], y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sch.step()
-    save_cnn(net.eval(), path, {'kind': 'oracle', 'classes': classes, 'steps': steps, 'seed': seed})
+    train_cnn(net, lambda i: oracle_item(seed, i), lambda out, cs: F.cross_entropy(out['species'], torch.tensor(cs)),
+              steps, batch, lr, 'oracle')
+    save_cnn(net, path, {'kind': 'oracle', 'classes': classes, 'steps': steps, 'seed': seed})
     return net
 
 def load_oracle(path:str|Path, # an oracle saved by `train_oracle`
