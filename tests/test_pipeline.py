@@ -230,6 +230,19 @@ def test_setup_files_come_from_the_generator(repo_root, tmp_path):
     assert [n for n in made if made[n] != have[n]] == []
 
 
+
+def test_scratch_setup_changes_only_the_classifier(repo_root):
+    """params/miniworld-scratch.yaml runs every stage but classification with the default's effective parameters (so it
+    makes the default's synthetic sets and its table differs by the classifier alone); its classifier is trained from
+    scratch."""
+    sys.path.insert(0, str(repo_root))
+    from diffaug.experiments import effective, overrides
+    base = effective({}, repo_root/'params.yaml')
+    mine = effective(overrides(repo_root/'params'/'miniworld-scratch.yaml', repo_root/'params.yaml'), repo_root/'params.yaml')
+    assert sorted(mine) == sorted(base)
+    assert [s for s in base if s != 'classification' and mine[s] != base[s]] == []
+    assert mine['classification']['pretrained'] is False and base['classification']['pretrained']
+
 def _setup_cli(args, cwd, env=None):
     "`python -m diffaug.pipeline setup ARGS` in `cwd`: the finished process (this checkout's package)."
     return subprocess.run([PY, '-m', 'diffaug.pipeline', 'setup', *args], cwd=cwd, capture_output=True, text=True, timeout=300,
