@@ -49,8 +49,11 @@ def test_setup_table_is_its_runs(setup):
 
 
 def test_readme_includes_the_setup_tables():
-    "The 10-shot table at least, each with the setup's claims, and no collected setup left out."
+    """The 10-shot table at least, each with the setup's claims, no collected setup left out, and the README's setups are
+    the ones `scripts/setups.py` runs by default (diffaug.experiments.SETUPS), in its order."""
     assert 'miniworld-10shot' in SETUPS
+    from diffaug.experiments import SETUPS as RUN_BY_DEFAULT
+    assert list(RUN_BY_DEFAULT) == SETUPS
     readme = (REPO/'README.md').read_text()
     for s in SETUPS:
         assert f'<!-- include: results/{s}/claims.md -->' in INDEX
