@@ -46,7 +46,8 @@ FAMILIES = [  # (title, what the paper reports, variant names in order)
 ]
 REPORT_FILES = ('summary.md', 'claims.md', 'groups.md', 'shots.md', 'metrics.json', 'scores.csv', 'runs.csv')
 METHOD, BASELINE = 'diff-ii', 'original'
-SETUPS = ('miniworld-10shot', 'miniworld-lt-if100', 'miniworld-scratch')  # the README's tables besides the default's, in its order
+# the README's tables besides the default's, in its order
+SETUPS = ('miniworld-10shot', 'miniworld-lt-if100', 'miniworld-scratch')
 
 def variants(params_dir:Path|None=None, # the setups' folder (default: the repository's params/)
             )->dict:
