@@ -97,3 +97,14 @@ def test_setup_claims_follow_the_rule(setup, tmp_path):
     assert words and set(words) <= set(VERDICTS), words
     rec = json.loads((d/'run.json').read_text())
     if not rec['prepare'].get('world_ood'): assert 'out of distribution, ' not in (d/'claims.md').read_text()  # no reversed-habitat test part: no OOD claim
+
+
+def test_scratch_setup_scored_the_defaults_sets():
+    """The scratch setup differs from the default by the classifier alone: the oracle's scores of each of its synthetic
+    sets are the bytes of the default's (reports/oracle), which they cannot be if one image of a set differed enough to
+    move a feature."""
+    d = REPO/'results'/'miniworld-scratch'
+    mine = sorted(p.parent.name for p in (d/'oracle').glob('*/scores.json'))
+    assert mine == sorted(p.parent.name for p in (REPO/'reports'/'oracle').glob('*/scores.json')) and mine
+    for m in mine:
+        assert (d/'oracle'/m/'scores.json').read_bytes() == (REPO/'reports'/'oracle'/m/'scores.json').read_bytes(), m
