@@ -284,6 +284,7 @@ MW_HEAD = """# Mini-world setup: {what}.
 # and how it follows the oracle's faithfulness and diversity.
 """
 MW = 'models/miniworld'
+DEFAULT = yaml.safe_load((REPO/'params.yaml').read_text())  # the embedded default, read once
 MW_GUIDANCE = Note(5.0, 'the mini model follows prompts equally well at 2-7.5 (nbs/71)')
 
 def mw_diffusion(suffix_fraction):
@@ -309,12 +310,12 @@ def mw_default_diffusion():
     classifier makes the default's synthetic sets (tests/test_pipeline.py checks the parameters; the bytes also need the
     default's thread count: made with 1 thread instead of 2, 40 of the 300 images of each set that starts from the real
     images differed in their bits, measured; the sets that start from noise did not)."""
-    d, base = mw_diffusion(0.3), yaml.safe_load((REPO/'params.yaml').read_text())
-    for sec in ('synthesis', 'inversion', 'interpolation'): d[sec]['batch_size'] = base[sec]['batch_size']
+    d = mw_diffusion(0.3)
+    for sec in ('synthesis', 'inversion', 'interpolation'): d[sec]['batch_size'] = DEFAULT[sec]['batch_size']
     return d
 
 MW_FT = "a ResNet-18 fine-tuned at 64 px from the mini world's backbone (models/backbone) with the paper's recipe"
-MW_SEEDS = yaml.safe_load((REPO/'params.yaml').read_text())['runs']['seeds']  # the default's seeds: every mini-world setup's
+MW_SEEDS = DEFAULT['runs']['seeds']  # the default's seeds: every mini-world setup's
 
 def mw_classification(replace_with):
     """The embedded default's classifier (params.yaml): the mini world's backbone fine-tuned with the paper's recipe (the
